@@ -1,0 +1,500 @@
+//! The segment encoding: many events in one byte buffer.
+//!
+//! ```text
+//! header   magic "ANSG" | format u16 LE | flags u16 LE | count u32 LE | first position u64 LE
+//! record   id [16] | version varint | time varint | stream str | type str | origin str
+//!          | meta str | data str            (str = varint byte length + UTF-8 bytes;
+//!                                           origin and meta: length 0 means absent)
+//! ```
+//! Positions are implied (`first + index`). Payloads stay raw JSON bytes so that reading
+//! never re-encodes them. Records are self-contained, so merging segments is a byte copy.
+//! Decoding checks every length against the bytes left: arbitrary input is an error,
+//! never a panic or an unbounded allocation.
+
+use crate::event::{Event, EventId};
+
+const MAGIC: &[u8; 4] = b"ANSG";
+const SEGMENT_FORMAT: u16 = 1;
+pub const HEADER_LEN: usize = 20;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CodecError {
+    #[error("segment is {0} bytes, shorter than its header")]
+    TooShort(usize),
+    #[error("segment does not start with the annals magic bytes")]
+    BadMagic,
+    #[error("segment format {0} is newer than this build reads")]
+    UnknownFormat(u16),
+    #[error("segment truncated inside record {record}")]
+    Truncated { record: u32 },
+    #[error("segment record {record} holds a string that is not UTF-8")]
+    NotUtf8 { record: u32 },
+    #[error("segment record {record} holds a malformed number")]
+    BadVarint { record: u32 },
+    #[error("segment has {0} bytes after its last record")]
+    TrailingBytes(usize),
+    #[error("segments do not follow each other: expected position {expected}, found {found}")]
+    NotContiguous { expected: u64, found: u64 },
+}
+
+/// One event as the codec sees it, borrowing its strings from the segment bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventRef<'a> {
+    pub id: EventId,
+    pub position: u64,
+    pub version: u64,
+    pub time: u64,
+    pub stream: &'a str,
+    pub event_type: &'a str,
+    pub origin: Option<&'a str>,
+    pub meta: Option<&'a str>,
+    pub data: &'a str,
+}
+
+impl<'a> EventRef<'a> {
+    pub fn from_event(e: &'a Event) -> Self {
+        EventRef {
+            id: e.id,
+            position: e.position,
+            version: e.version,
+            time: e.time,
+            stream: &e.stream,
+            event_type: &e.event_type,
+            origin: e.origin.as_deref(),
+            meta: e.meta.as_ref().map(|m| m.get()),
+            data: e.data.get(),
+        }
+    }
+
+    pub fn to_event(&self, pending: bool) -> Event {
+        // The payloads were valid JSON when they were appended; re-check here, since the
+        // bytes came from storage.
+        let raw = |s: &str| serde_json::value::RawValue::from_string(s.to_owned());
+        Event {
+            id: self.id,
+            position: self.position,
+            stream: self.stream.to_owned(),
+            version: self.version,
+            event_type: self.event_type.to_owned(),
+            data: raw(self.data).unwrap_or_else(|_| null_raw()),
+            meta: self.meta.and_then(|m| raw(m).ok()),
+            time: self.time,
+            origin: self.origin.map(str::to_owned),
+            pending,
+        }
+    }
+
+    /// Appends the event as a JSON object (the shape apps see) to `out`, copying the
+    /// payloads verbatim.
+    pub fn write_json(&self, out: &mut Vec<u8>, pending: bool) {
+        out.extend_from_slice(b"{\"id\":\"");
+        self.id.write_hyphenated(out);
+        out.extend_from_slice(b"\",\"position\":");
+        write_u64(out, self.position);
+        out.extend_from_slice(b",\"stream\":");
+        write_json_str(out, self.stream);
+        out.extend_from_slice(b",\"version\":");
+        write_u64(out, self.version);
+        out.extend_from_slice(b",\"type\":");
+        write_json_str(out, self.event_type);
+        out.extend_from_slice(b",\"data\":");
+        out.extend_from_slice(self.data.as_bytes());
+        if let Some(meta) = self.meta {
+            out.extend_from_slice(b",\"meta\":");
+            out.extend_from_slice(meta.as_bytes());
+        }
+        out.extend_from_slice(b",\"time\":");
+        write_u64(out, self.time);
+        if let Some(origin) = self.origin {
+            out.extend_from_slice(b",\"origin\":");
+            write_json_str(out, origin);
+        }
+        out.extend_from_slice(if pending { b",\"pending\":true}" } else { b",\"pending\":false}" });
+    }
+}
+
+fn null_raw() -> Box<serde_json::value::RawValue> {
+    serde_json::value::RawValue::NULL.to_owned()
+}
+
+fn write_u64(out: &mut Vec<u8>, v: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let mut v = v;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+/// Writes `s` as a JSON string literal.
+pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: Option<&[u8]> = match b {
+            b'"' => Some(b"\\\""),
+            b'\\' => Some(b"\\\\"),
+            b'\n' => Some(b"\\n"),
+            b'\r' => Some(b"\\r"),
+            b'\t' => Some(b"\\t"),
+            0..=0x1f => None,
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        match escape {
+            Some(e) => out.extend_from_slice(e),
+            None => out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 0xf) as usize]]),
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// Builds one segment, event by event.
+#[derive(Debug)]
+pub struct SegmentBuilder {
+    first: u64,
+    count: u32,
+    bytes: Vec<u8>,
+}
+
+impl SegmentBuilder {
+    pub fn new(first: u64) -> Self {
+        let mut bytes = Vec::with_capacity(256);
+        write_header(&mut bytes, first, 0);
+        SegmentBuilder { first, count: 0, bytes }
+    }
+
+    pub fn next_position(&self) -> u64 {
+        self.first + u64::from(self.count)
+    }
+
+    pub fn len(&self) -> u32 {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Appends `event`; its position must be the next one of this segment.
+    pub fn push(&mut self, event: &EventRef<'_>) {
+        debug_assert_eq!(event.position, self.next_position());
+        let b = &mut self.bytes;
+        b.extend_from_slice(event.id.as_bytes());
+        write_varint(b, event.version);
+        write_varint(b, event.time);
+        write_str(b, event.stream);
+        write_str(b, event.event_type);
+        write_str(b, event.origin.unwrap_or(""));
+        write_str(b, event.meta.unwrap_or(""));
+        write_str(b, event.data);
+        self.count += 1;
+    }
+
+    pub fn finish(mut self) -> Vec<u8> {
+        self.bytes[8..12].copy_from_slice(&self.count.to_le_bytes());
+        self.bytes
+    }
+}
+
+fn write_header(out: &mut Vec<u8>, first: u64, count: u32) {
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&SEGMENT_FORMAT.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out.extend_from_slice(&count.to_le_bytes());
+    out.extend_from_slice(&first.to_le_bytes());
+}
+
+fn write_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    write_varint(out, s.len() as u64);
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Encodes events with consecutive positions starting at `first`.
+pub fn encode<'a>(first: u64, events: impl IntoIterator<Item = EventRef<'a>>) -> Vec<u8> {
+    let mut builder = SegmentBuilder::new(first);
+    for e in events {
+        builder.push(&e);
+    }
+    builder.finish()
+}
+
+/// The header of a segment: `(first position, event count)`.
+pub fn header(bytes: &[u8]) -> Result<(u64, u32), CodecError> {
+    if bytes.len() < HEADER_LEN {
+        return Err(CodecError::TooShort(bytes.len()));
+    }
+    if &bytes[0..4] != MAGIC {
+        return Err(CodecError::BadMagic);
+    }
+    let format = u16::from_le_bytes([bytes[4], bytes[5]]);
+    if format != SEGMENT_FORMAT {
+        return Err(CodecError::UnknownFormat(format));
+    }
+    let mut count = [0u8; 4];
+    count.copy_from_slice(&bytes[8..12]);
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&bytes[12..20]);
+    Ok((u64::from_le_bytes(first), u32::from_le_bytes(count)))
+}
+
+/// Iterates over the events of one segment.
+#[derive(Debug, Clone)]
+pub struct SegmentReader<'a> {
+    bytes: &'a [u8],
+    offset: usize,
+    first: u64,
+    count: u32,
+    index: u32,
+}
+
+impl<'a> SegmentReader<'a> {
+    pub fn new(bytes: &'a [u8]) -> Result<Self, CodecError> {
+        let (first, count) = header(bytes)?;
+        Ok(SegmentReader { bytes, offset: HEADER_LEN, first, count, index: 0 })
+    }
+
+    pub fn first(&self) -> u64 {
+        self.first
+    }
+
+    pub fn event_count(&self) -> u32 {
+        self.count
+    }
+
+    /// Byte offset of the next record (for building an index of record offsets).
+    pub fn offset(&self) -> usize {
+        self.offset
+    }
+
+    /// A reader that starts at the record at byte `offset`, which holds `position`.
+    pub fn starting_at(bytes: &'a [u8], offset: usize, position: u64) -> Result<Self, CodecError> {
+        let (first, count) = header(bytes)?;
+        let index = position
+            .checked_sub(first)
+            .and_then(|i| u32::try_from(i).ok())
+            .filter(|i| *i <= count)
+            .ok_or(CodecError::NotContiguous { expected: first, found: position })?;
+        Ok(SegmentReader { bytes, offset, first, count, index })
+    }
+
+    /// Decodes the record at byte `offset`, which holds position `position`.
+    pub fn record_at(bytes: &'a [u8], offset: usize, position: u64) -> Result<EventRef<'a>, CodecError> {
+        let mut cursor = Cursor { bytes, offset, record: 0 };
+        cursor.event(position)
+    }
+
+    fn next_event(&mut self) -> Result<EventRef<'a>, CodecError> {
+        let mut cursor = Cursor { bytes: self.bytes, offset: self.offset, record: self.index };
+        let event = cursor.event(self.first + u64::from(self.index))?;
+        self.offset = cursor.offset;
+        self.index += 1;
+        Ok(event)
+    }
+}
+
+impl<'a> Iterator for SegmentReader<'a> {
+    type Item = Result<EventRef<'a>, CodecError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.index < self.count {
+            let item = self.next_event();
+            if item.is_err() {
+                self.index = self.count; // stop after the first error
+            }
+            return Some(item);
+        }
+        if self.offset != self.bytes.len() {
+            let extra = self.bytes.len() - self.offset;
+            self.offset = self.bytes.len();
+            return Some(Err(CodecError::TrailingBytes(extra)));
+        }
+        None
+    }
+}
+
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    offset: usize,
+    record: u32,
+}
+
+impl<'a> Cursor<'a> {
+    fn event(&mut self, position: u64) -> Result<EventRef<'a>, CodecError> {
+        let id_bytes = self.take(16)?;
+        let mut id = [0u8; 16];
+        id.copy_from_slice(id_bytes);
+        let version = self.varint()?;
+        let time = self.varint()?;
+        let stream = self.str()?;
+        let event_type = self.str()?;
+        let origin = Some(self.str()?).filter(|s| !s.is_empty());
+        let meta = Some(self.str()?).filter(|s| !s.is_empty());
+        let data = self.str()?;
+        Ok(EventRef { id: EventId(id), position, version, time, stream, event_type, origin, meta, data })
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
+        let end = self.offset.checked_add(n).filter(|end| *end <= self.bytes.len());
+        let end = end.ok_or(CodecError::Truncated { record: self.record })?;
+        let slice = &self.bytes[self.offset..end];
+        self.offset = end;
+        Ok(slice)
+    }
+
+    fn varint(&mut self) -> Result<u64, CodecError> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = *self.bytes.get(self.offset).ok_or(CodecError::Truncated { record: self.record })?;
+            self.offset += 1;
+            let low = u64::from(byte & 0x7f);
+            if shift == 63 && low > 1 {
+                return Err(CodecError::BadVarint { record: self.record });
+            }
+            value |= low << shift;
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(CodecError::BadVarint { record: self.record })
+    }
+
+    fn str(&mut self) -> Result<&'a str, CodecError> {
+        let len = self.varint()?;
+        let len = usize::try_from(len).map_err(|_| CodecError::Truncated { record: self.record })?;
+        let bytes = self.take(len)?;
+        std::str::from_utf8(bytes).map_err(|_| CodecError::NotUtf8 { record: self.record })
+    }
+}
+
+/// Merges consecutive segments into one; their positions must follow each other.
+pub fn merge<B: AsRef<[u8]>>(segments: &[B]) -> Result<Vec<u8>, CodecError> {
+    let total: usize = segments.iter().map(|s| s.as_ref().len()).sum();
+    let mut out = Vec::with_capacity(total);
+    let mut first = None;
+    let mut count: u32 = 0;
+    let mut next = 0u64;
+    for segment in segments {
+        let bytes = segment.as_ref();
+        let (seg_first, seg_count) = header(bytes)?;
+        match first {
+            None => {
+                first = Some(seg_first);
+                write_header(&mut out, seg_first, 0);
+            }
+            Some(_) if seg_first != next => return Err(CodecError::NotContiguous { expected: next, found: seg_first }),
+            Some(_) => {}
+        }
+        next = seg_first + u64::from(seg_count);
+        count = count.checked_add(seg_count).ok_or(CodecError::Truncated { record: u32::MAX })?;
+        out.extend_from_slice(&bytes[HEADER_LEN..]);
+    }
+    if first.is_none() {
+        return Ok(Vec::new());
+    }
+    out[8..12].copy_from_slice(&count.to_le_bytes());
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(position: u64, stream: &'static str, data: &'static str) -> EventRef<'static> {
+        EventRef {
+            id: EventId([position as u8; 16]),
+            position,
+            version: position,
+            time: 1_700_000_000_000 + position,
+            stream,
+            event_type: "Happened",
+            origin: if position % 2 == 0 { Some("client-a") } else { None },
+            meta: if position % 3 == 0 { Some(r#"{"k":1}"#) } else { None },
+            data,
+        }
+    }
+
+    #[test]
+    fn a_segment_round_trips_every_field() {
+        let events = [sample(5, "s-1", r#"{"a":1}"#), sample(6, "s-2", "[]"), sample(7, "ü-3", "\"x\"")];
+        let bytes = encode(5, events.iter().copied());
+        let reader = SegmentReader::new(&bytes).unwrap();
+        assert_eq!((reader.first(), reader.event_count()), (5, 3));
+        let decoded: Vec<_> = reader.collect::<Result<_, _>>().unwrap();
+        assert_eq!(decoded, events);
+    }
+
+    #[test]
+    fn json_output_is_the_public_event_shape() {
+        let e = EventRef { stream: "a\"b\n", ..sample(6, "x", r#"{"n":[1,2]}"#) };
+        let mut out = Vec::new();
+        e.write_json(&mut out, true);
+        let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(value["stream"], "a\"b\n");
+        assert_eq!(value["data"]["n"][1], 2);
+        assert_eq!(value["position"], 6);
+        assert_eq!(value["origin"], "client-a");
+        assert_eq!(value["meta"], serde_json::json!({"k": 1}));
+        assert_eq!(value["pending"], true);
+        assert_eq!(value["id"], EventId([6; 16]).to_string());
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        let mut out = Vec::new();
+        write_json_str(&mut out, "\u{1}\t\\");
+        assert_eq!(String::from_utf8(out).unwrap(), r#""\u0001\t\\""#);
+    }
+
+    #[test]
+    fn merging_concatenates_in_order() {
+        let a = encode(1, [sample(1, "s", "1"), sample(2, "s", "2")]);
+        let b = encode(3, [sample(3, "s", "3")]);
+        let merged = merge(&[&a, &b]).unwrap();
+        let positions: Vec<u64> = SegmentReader::new(&merged).unwrap().map(|e| e.unwrap().position).collect();
+        assert_eq!(positions, [1, 2, 3]);
+        assert_eq!(
+            merge(&[&b, &a]).unwrap_err(),
+            CodecError::NotContiguous { expected: 4, found: 1 }
+        );
+    }
+
+    #[test]
+    fn damaged_bytes_are_errors_not_panics() {
+        let bytes = encode(1, [sample(1, "stream", r#"{"a":1}"#), sample(2, "stream", "2")]);
+        for cut in 0..bytes.len() {
+            let result: Result<Vec<_>, _> = SegmentReader::new(&bytes[..cut]).and_then(|r| r.collect());
+            assert!(result.is_err(), "prefix of {cut} bytes decoded");
+        }
+        let mut bad = bytes.clone();
+        bad[0] = b'X';
+        assert_eq!(SegmentReader::new(&bad).unwrap_err(), CodecError::BadMagic);
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        assert!(SegmentReader::new(&trailing).unwrap().any(|r| r == Err(CodecError::TrailingBytes(1))));
+        // A huge length prefix must not allocate or read out of bounds.
+        let mut huge = encode(1, []);
+        huge[8] = 1;
+        huge.extend_from_slice(&[0; 16]);
+        huge.extend_from_slice(&[1, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]);
+        assert!(SegmentReader::new(&huge).unwrap().next().unwrap().is_err());
+    }
+}

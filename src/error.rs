@@ -1,0 +1,67 @@
+//! Every way an annals operation can fail. Each variant maps to one stable `code`
+//! that the bindings expose to JavaScript (`AnnalsError.code`).
+
+use crate::event::ExpectedVersion;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Error {
+    /// The stream was not at the version the caller expected; nothing was written.
+    #[error("wrong expected version on stream `{stream}`: expected {expected}, actual {actual}")]
+    WrongExpectedVersion {
+        stream: String,
+        expected: ExpectedVersion,
+        actual: u64,
+    },
+
+    /// The event (or batch) is malformed: bad `type`/`stream`, bad JSON, too large, ...
+    #[error("invalid event: {0}")]
+    InvalidEvent(String),
+
+    /// The caller's arguments (outside an event) are malformed.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+
+    /// The browser refused the write for lack of space; nothing was written.
+    #[error("storage quota exceeded: {0}")]
+    QuotaExceeded(String),
+
+    /// The store was closed (by the app, or because another tab upgraded the database).
+    #[error("the store is closed")]
+    Closed,
+
+    /// The stored data was written by a newer version of annals.
+    #[error("the store was written in format {found}, but this version of annals reads formats up to {supported}; upgrade annals to open it")]
+    FormatTooNew { found: u32, supported: u32 },
+
+    /// Stored bytes could not be decoded (corruption, or a foreign database).
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+
+    /// The storage backend failed for another reason.
+    #[error("storage error: {0}")]
+    Storage(String),
+}
+
+impl Error {
+    /// The stable code JavaScript sees as `AnnalsError.code`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::WrongExpectedVersion { .. } => "WRONG_EXPECTED_VERSION",
+            Error::InvalidEvent(_) => "INVALID_EVENT",
+            Error::InvalidArgument(_) => "INVALID_ARGUMENT",
+            Error::QuotaExceeded(_) => "QUOTA_EXCEEDED",
+            Error::Closed => "CLOSED",
+            Error::FormatTooNew { .. } => "FORMAT_TOO_NEW",
+            Error::Corrupt(_) => "CORRUPT",
+            Error::Storage(_) => "STORAGE",
+        }
+    }
+}
+
+impl From<crate::codec::CodecError> for Error {
+    fn from(e: crate::codec::CodecError) -> Self {
+        Error::Corrupt(e.to_string())
+    }
+}

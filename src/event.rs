@@ -1,0 +1,457 @@
+//! The event envelope: ids, expected versions, events to append and stored events.
+
+use std::fmt;
+
+use serde::de::{self, Deserializer};
+use serde::ser::Serializer;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::error::{Error, Result};
+
+/// Size limits that every event must respect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Encoded size of one event (stream + type + data + meta), in bytes.
+    pub max_event_bytes: usize,
+    /// Length of `stream` and `type`, in bytes.
+    pub max_name_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_event_bytes: 1024 * 1024,
+            max_name_bytes: 1024,
+        }
+    }
+}
+
+/// A 128-bit event id; annals assigns UUIDv7 ids, apps may bring any UUID.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EventId(pub [u8; 16]);
+
+impl EventId {
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+
+    /// Parses the canonical hyphenated form (`8-4-4-4-12` hex digits, any case).
+    pub fn parse(text: &str) -> Result<Self> {
+        let bad = || Error::InvalidEvent(format!("`id` must be a UUID such as 0190a4c1-7d2e-7c3a-9f10-2b3c4d5e6f70, got {text:?}"));
+        let bytes = text.as_bytes();
+        if bytes.len() != 36 {
+            return Err(bad());
+        }
+        let mut out = [0u8; 16];
+        let mut nibbles = 0usize;
+        for (i, &c) in bytes.iter().enumerate() {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                if c != b'-' {
+                    return Err(bad());
+                }
+                continue;
+            }
+            let v = match c {
+                b'0'..=b'9' => c - b'0',
+                b'a'..=b'f' => c - b'a' + 10,
+                b'A'..=b'F' => c - b'A' + 10,
+                _ => return Err(bad()),
+            };
+            out[nibbles / 2] |= if nibbles % 2 == 0 { v << 4 } else { v };
+            nibbles += 1;
+        }
+        Ok(EventId(out))
+    }
+
+    /// Writes the canonical lowercase hyphenated form into `out`.
+    pub fn write_hyphenated(&self, out: &mut Vec<u8>) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        for (i, b) in self.0.iter().enumerate() {
+            if matches!(i, 4 | 6 | 8 | 10) {
+                out.push(b'-');
+            }
+            out.push(HEX[(b >> 4) as usize]);
+            out.push(HEX[(b & 0xf) as usize]);
+        }
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut buf = Vec::with_capacity(36);
+        self.write_hyphenated(&mut buf);
+        // Only ASCII hex digits and hyphens were written.
+        f.write_str(std::str::from_utf8(&buf).map_err(|_| fmt::Error)?)
+    }
+}
+
+impl fmt::Debug for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EventId({self})")
+    }
+}
+
+impl Serialize for EventId {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for EventId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        EventId::parse(&text).map_err(de::Error::custom)
+    }
+}
+
+/// What the caller expects of a stream's version before an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExpectedVersion {
+    /// No check (the default).
+    #[default]
+    Any,
+    /// The stream must have no events.
+    NoStream,
+    /// The stream must have at least one event.
+    Exists,
+    /// The stream's last event must have exactly this version (0 = no events).
+    Exact(u64),
+}
+
+impl ExpectedVersion {
+    pub fn accepts(&self, actual: u64) -> bool {
+        match *self {
+            ExpectedVersion::Any => true,
+            ExpectedVersion::NoStream => actual == 0,
+            ExpectedVersion::Exists => actual > 0,
+            ExpectedVersion::Exact(v) => actual == v,
+        }
+    }
+}
+
+impl fmt::Display for ExpectedVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExpectedVersion::Any => f.write_str("any"),
+            ExpectedVersion::NoStream => f.write_str("no_stream"),
+            ExpectedVersion::Exists => f.write_str("exists"),
+            ExpectedVersion::Exact(v) => write!(f, "{v}"),
+        }
+    }
+}
+
+impl Serialize for ExpectedVersion {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            ExpectedVersion::Exact(v) => s.serialize_u64(*v),
+            other => s.collect_str(other),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ExpectedVersion {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(d)?;
+        ExpectedVersion::from_json(&value).map_err(de::Error::custom)
+    }
+}
+
+impl ExpectedVersion {
+    fn from_json(value: &serde_json::Value) -> std::result::Result<Self, String> {
+        const HINT: &str = "`expectedVersion` must be a non-negative integer, \"any\", \"no_stream\" or \"exists\"";
+        match value {
+            serde_json::Value::Null => Ok(ExpectedVersion::Any),
+            serde_json::Value::Number(n) => n
+                .as_u64()
+                .filter(|v| *v <= MAX_SAFE_INTEGER)
+                .map(ExpectedVersion::Exact)
+                .ok_or_else(|| format!("{HINT}, got {n}")),
+            serde_json::Value::String(s) => match s.as_str() {
+                "any" => Ok(ExpectedVersion::Any),
+                "no_stream" => Ok(ExpectedVersion::NoStream),
+                "exists" => Ok(ExpectedVersion::Exists),
+                other => Err(format!("{HINT}, got {other:?}")),
+            },
+            other => Err(format!("{HINT}, got {other}")),
+        }
+    }
+}
+
+/// The largest integer JavaScript represents exactly; positions and versions stay below it.
+pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
+/// An event the app wants to append, validated.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub id: Option<EventId>,
+    pub stream: String,
+    pub event_type: String,
+    /// Raw JSON, stored as given.
+    pub data: Box<RawValue>,
+    /// Raw JSON object, if any.
+    pub meta: Option<Box<RawValue>>,
+    pub expected_version: ExpectedVersion,
+}
+
+impl NewEvent {
+    /// A new event with `data` given as any serialisable value.
+    pub fn new(stream: impl Into<String>, event_type: impl Into<String>, data: &impl Serialize) -> Result<Self> {
+        let data = serde_json::value::to_raw_value(data)
+            .map_err(|e| Error::InvalidEvent(format!("`data` is not JSON-serialisable: {e}")))?;
+        Ok(NewEvent {
+            id: None,
+            stream: stream.into(),
+            event_type: event_type.into(),
+            data,
+            meta: None,
+            expected_version: ExpectedVersion::Any,
+        })
+    }
+
+    pub fn with_id(mut self, id: EventId) -> Self {
+        self.id = Some(id);
+        self
+    }
+
+    pub fn expecting(mut self, expected: ExpectedVersion) -> Self {
+        self.expected_version = expected;
+        self
+    }
+
+    pub fn with_meta(mut self, meta: &impl Serialize) -> Result<Self> {
+        let meta = serde_json::value::to_raw_value(meta)
+            .map_err(|e| Error::InvalidEvent(format!("`meta` is not JSON-serialisable: {e}")))?;
+        self.meta = Some(meta);
+        Ok(self)
+    }
+
+    /// Parses a JSON array of events as the bindings receive it:
+    /// `[{ id?, stream, type, data?, meta?, expectedVersion? }, ...]`.
+    pub fn parse_batch(json: &str) -> Result<Vec<NewEvent>> {
+        let raw: Vec<&RawValue> = serde_json::from_str(json)
+            .map_err(|e| Error::InvalidEvent(format!("a batch must be a JSON array of events: {e}")))?;
+        raw.into_iter()
+            .enumerate()
+            .map(|(i, r)| NewEvent::parse_one(r.get()).map_err(|e| prefix_index(e, i)))
+            .collect()
+    }
+
+    fn parse_one(json: &str) -> Result<NewEvent> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields, rename_all = "camelCase")]
+        struct Wire<'a> {
+            #[serde(borrow)]
+            id: Option<&'a RawValue>,
+            #[serde(borrow)]
+            stream: Option<&'a RawValue>,
+            #[serde(rename = "type", borrow)]
+            event_type: Option<&'a RawValue>,
+            data: Option<Box<RawValue>>,
+            meta: Option<Box<RawValue>>,
+            #[serde(borrow)]
+            expected_version: Option<&'a RawValue>,
+        }
+        let wire: Wire = serde_json::from_str(json).map_err(|e| Error::InvalidEvent(e.to_string()))?;
+        let text_field = |name: &str, raw: Option<&RawValue>| -> Result<String> {
+            let raw = raw.ok_or_else(|| Error::InvalidEvent(format!("`{name}` is required")))?;
+            serde_json::from_str::<String>(raw.get())
+                .map_err(|_| Error::InvalidEvent(format!("`{name}` must be a string, got {}", raw.get())))
+        };
+        let id = match wire.id {
+            None => None,
+            Some(raw) if raw.get() == "null" => None,
+            Some(raw) => Some(EventId::parse(&text_field("id", Some(raw))?)?),
+        };
+        let expected_version = match wire.expected_version {
+            None => ExpectedVersion::Any,
+            Some(raw) => {
+                let value: serde_json::Value =
+                    serde_json::from_str(raw.get()).map_err(|e| Error::InvalidEvent(e.to_string()))?;
+                ExpectedVersion::from_json(&value).map_err(Error::InvalidEvent)?
+            }
+        };
+        let meta = match wire.meta {
+            Some(m) if m.get() == "null" => None,
+            Some(m) if !m.get().starts_with('{') => {
+                return Err(Error::InvalidEvent(format!("`meta` must be an object, got {}", m.get())));
+            }
+            other => other,
+        };
+        let data = match wire.data {
+            Some(d) => d,
+            None => RawValue::from_string("null".into()).map_err(|e| Error::InvalidEvent(e.to_string()))?,
+        };
+        Ok(NewEvent {
+            id,
+            stream: text_field("stream", wire.stream)?,
+            event_type: text_field("type", wire.event_type)?,
+            data,
+            meta,
+            expected_version,
+        })
+    }
+
+    /// Checks the names and the size against `limits`.
+    pub fn validate(&self, limits: &Limits) -> Result<()> {
+        for (name, value) in [("stream", &self.stream), ("type", &self.event_type)] {
+            if value.trim().is_empty() {
+                return Err(Error::InvalidEvent(format!("`{name}` must be a non-empty string")));
+            }
+            if value.len() > limits.max_name_bytes {
+                return Err(Error::InvalidEvent(format!(
+                    "`{name}` is {} bytes long; the limit is {} bytes",
+                    value.len(),
+                    limits.max_name_bytes
+                )));
+            }
+        }
+        let size = self.encoded_size();
+        if size > limits.max_event_bytes {
+            return Err(Error::InvalidEvent(format!(
+                "the event is {size} bytes; the limit is {} bytes",
+                limits.max_event_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// Bytes this event's variable parts take in the log.
+    pub fn encoded_size(&self) -> usize {
+        self.stream.len() + self.event_type.len() + self.data.get().len() + self.meta.as_ref().map_or(0, |m| m.get().len())
+    }
+}
+
+fn prefix_index(e: Error, index: usize) -> Error {
+    match e {
+        Error::InvalidEvent(msg) => Error::InvalidEvent(format!("event {index}: {msg}")),
+        other => other,
+    }
+}
+
+/// A stored event, owned.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    pub id: EventId,
+    pub position: u64,
+    pub stream: String,
+    pub version: u64,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub data: Box<RawValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta: Option<Box<RawValue>>,
+    pub time: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    #[serde(default)]
+    pub pending: bool,
+}
+
+impl PartialEq for NewEvent {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+            && self.stream == other.stream
+            && self.event_type == other.event_type
+            && self.data.get() == other.data.get()
+            && self.meta.as_ref().map(|m| m.get()) == other.meta.as_ref().map(|m| m.get())
+            && self.expected_version == other.expected_version
+    }
+}
+
+impl PartialEq for Event {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+            && self.position == other.position
+            && self.stream == other.stream
+            && self.version == other.version
+            && self.event_type == other.event_type
+            && self.data.get() == other.data.get()
+            && self.meta.as_ref().map(|m| m.get()) == other.meta.as_ref().map(|m| m.get())
+            && self.time == other.time
+            && self.origin == other.origin
+            && self.pending == other.pending
+    }
+}
+
+impl Event {
+    /// Deserialises the payload.
+    pub fn data_as<T: for<'de> Deserialize<'de>>(&self) -> Result<T> {
+        serde_json::from_str(self.data.get()).map_err(|e| Error::InvalidArgument(format!("event data does not match: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip_through_text() {
+        let text = "0190a4c1-7d2e-7c3a-9f10-2b3c4d5e6f70";
+        let id = EventId::parse(text).unwrap();
+        assert_eq!(id.to_string(), text);
+        assert_eq!(EventId::parse(&text.to_uppercase()).unwrap(), id);
+    }
+
+    #[test]
+    fn malformed_ids_are_invalid_events() {
+        for bad in ["", "not-a-uuid", "0190a4c1x7d2e-7c3a-9f10-2b3c4d5e6f70", "0190a4c1-7d2e-7c3a-9f10-2b3c4d5e6f7g"] {
+            assert_eq!(EventId::parse(bad).unwrap_err().code(), "INVALID_EVENT", "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_batch_parses_every_field() {
+        let batch = NewEvent::parse_batch(
+            r#"[{"stream":"todo-1","type":"TodoAdded","data":{"title":"milk"},"meta":{"by":"me"},"expectedVersion":"no_stream"},
+                {"id":"0190a4c1-7d2e-7c3a-9f10-2b3c4d5e6f70","stream":"todo-1","type":"TodoDone","expectedVersion":1}]"#,
+        )
+        .unwrap();
+        assert_eq!(batch.len(), 2);
+        assert_eq!(batch[0].data.get(), r#"{"title":"milk"}"#);
+        assert_eq!(batch[0].meta.as_ref().unwrap().get(), r#"{"by":"me"}"#);
+        assert_eq!(batch[0].expected_version, ExpectedVersion::NoStream);
+        assert_eq!(batch[1].data.get(), "null");
+        assert_eq!(batch[1].expected_version, ExpectedVersion::Exact(1));
+        assert!(batch[1].id.is_some());
+    }
+
+    #[test]
+    fn bad_fields_name_the_event_and_the_field() {
+        let cases = [
+            (r#"[{"stream":"s"}]"#, "event 0: `type` is required"),
+            (r#"[{"stream":"s","type":5}]"#, "event 0: `type` must be a string"),
+            (r#"[{"stream":"s","type":"T"},{"stream":7,"type":"T"}]"#, "event 1: `stream` must be a string"),
+            (r#"[{"stream":"s","type":"T","expectedVersion":-1}]"#, "`expectedVersion` must be"),
+            (r#"[{"stream":"s","type":"T","expectedVersion":"later"}]"#, "`expectedVersion` must be"),
+            (r#"[{"stream":"s","type":"T","meta":[1]}]"#, "`meta` must be an object"),
+            (r#"[{"stream":"s","type":"T","extra":1}]"#, "unknown field `extra`"),
+            (r#"{"stream":"s"}"#, "a batch must be a JSON array"),
+        ];
+        for (json, expected) in cases {
+            let err = NewEvent::parse_batch(json).unwrap_err();
+            assert_eq!(err.code(), "INVALID_EVENT");
+            assert!(err.to_string().contains(expected), "{json}: {err}");
+        }
+    }
+
+    #[test]
+    fn validation_rejects_empty_names_and_oversize_events() {
+        let limits = Limits::default();
+        let ok = NewEvent::new("s", "T", &1).unwrap();
+        assert!(ok.validate(&limits).is_ok());
+        let empty = NewEvent::new(" ", "T", &1).unwrap();
+        assert!(empty.validate(&limits).unwrap_err().to_string().contains("`stream` must be a non-empty"));
+        let big = NewEvent::new("s", "T", &"x".repeat(1024 * 1024)).unwrap();
+        assert!(big.validate(&limits).unwrap_err().to_string().contains("the limit is 1048576 bytes"));
+    }
+
+    #[test]
+    fn expected_versions_accept_what_they_promise() {
+        assert!(ExpectedVersion::Any.accepts(0) && ExpectedVersion::Any.accepts(9));
+        assert!(ExpectedVersion::NoStream.accepts(0) && !ExpectedVersion::NoStream.accepts(1));
+        assert!(!ExpectedVersion::Exists.accepts(0) && ExpectedVersion::Exists.accepts(1));
+        assert!(ExpectedVersion::Exact(3).accepts(3) && !ExpectedVersion::Exact(3).accepts(2));
+    }
+}

@@ -1,0 +1,26 @@
+//! annals: an event-sourcing engine for offline-first apps.
+//!
+//! Three layers:
+//! - the pure core ([`event`], [`codec`], [`log`], [`engine`], [`projection`]), which knows
+//!   nothing of browsers and builds and tests natively;
+//! - adapters behind traits: [`storage`] (memory, IndexedDB on wasm32) and [`clock`]
+//!   (wall clock and id source);
+//! - the thin `wasm` binding that JavaScript calls, once per batch.
+
+pub mod clock;
+pub mod codec;
+pub mod engine;
+pub mod error;
+pub mod event;
+pub mod log;
+pub mod projection;
+pub mod storage;
+
+#[cfg(target_arch = "wasm32")]
+pub mod wasm;
+
+pub use engine::{AppendOutcome, Change, Engine, EngineOptions};
+pub use error::{Error, Result};
+pub use event::{Event, EventId, ExpectedVersion, Limits, NewEvent};
+pub use log::{AppendResult, ReadQuery};
+pub use storage::memory::MemoryStorage;

@@ -1,0 +1,413 @@
+//! The in-memory view of the log and the append rules: positions, stream versions,
+//! expected versions and idempotency by event id. Pure and synchronous; the engine runs it
+//! inside storage transactions.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use serde::Deserialize;
+
+use crate::codec::{self, EventRef, SegmentBuilder, SegmentReader};
+use crate::error::{Error, Result};
+use crate::event::{Event, EventId, Limits, NewEvent, MAX_SAFE_INTEGER};
+use crate::storage::Segment;
+
+/// Hashes event ids cheaply: UUIDs already carry random bits, so folding is enough.
+#[derive(Default)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(29) ^ u64::from_le_bytes(word)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+}
+
+type IdMap = HashMap<EventId, u64, BuildHasherDefault<IdHasher>>;
+
+/// How one event of an append came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendResult {
+    /// Newly written at this position.
+    Appended(u64),
+    /// Its id was already in the log (or earlier in the batch), at this position.
+    Duplicate(u64),
+}
+
+impl AppendResult {
+    pub fn position(&self) -> u64 {
+        match *self {
+            AppendResult::Appended(p) | AppendResult::Duplicate(p) => p,
+        }
+    }
+}
+
+/// A read request. All bounds are optional; `after` is exclusive, `to` inclusive.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ReadQuery {
+    #[serde(default)]
+    pub after: u64,
+    pub to: Option<u64>,
+    pub limit: Option<usize>,
+    pub stream: Option<String>,
+    #[serde(rename = "type")]
+    pub event_type: Option<String>,
+}
+
+impl ReadQuery {
+    pub fn parse(json: &str) -> Result<Self> {
+        if json.trim().is_empty() {
+            return Ok(ReadQuery::default());
+        }
+        serde_json::from_str(json).map_err(|e| Error::InvalidArgument(format!("read query: {e}")))
+    }
+}
+
+#[derive(Debug)]
+struct MemSegment {
+    first: u64,
+    bytes: Vec<u8>,
+}
+
+/// The events a prepared append will write, kept until the transaction commits.
+#[derive(Debug)]
+pub struct PreparedAppend {
+    pub segment: Option<Segment>,
+    pub results: Vec<AppendResult>,
+}
+
+/// Everything known about the log, in memory: the encoded segments and indexes over them.
+#[derive(Debug, Default)]
+pub struct LogState {
+    head: u64,
+    segments: Vec<MemSegment>,
+    /// `offsets[p - 1]`: byte offset of position `p` inside its segment.
+    offsets: Vec<u32>,
+    ids: IdMap,
+    streams: HashMap<Box<str>, Vec<u64>>,
+    types: HashMap<Box<str>, Vec<u64>>,
+    encoded_bytes: usize,
+}
+
+impl LogState {
+    pub fn head(&self) -> u64 {
+        self.head
+    }
+
+    /// Bytes of encoded events held in memory.
+    pub fn encoded_bytes(&self) -> usize {
+        self.encoded_bytes
+    }
+
+    /// The version of `stream` (0 if it has no events).
+    pub fn stream_version(&self, stream: &str) -> u64 {
+        self.streams.get(stream).map_or(0, |p| p.len() as u64)
+    }
+
+    pub fn position_of(&self, id: &EventId) -> Option<u64> {
+        self.ids.get(id).copied()
+    }
+
+    /// Adds stored segments to the view, skipping events it already has. Segments must
+    /// continue the log without a gap.
+    pub fn ingest(&mut self, segments: &[Segment]) -> Result<()> {
+        for segment in segments {
+            let reader = SegmentReader::new(&segment.bytes)?;
+            let (first, count) = (reader.first(), u64::from(reader.event_count()));
+            if first + count <= self.head + 1 {
+                continue; // nothing new in it
+            }
+            if first > self.head + 1 {
+                return Err(Error::Corrupt(format!(
+                    "segment starts at position {first} but the log ends at {}",
+                    self.head
+                )));
+            }
+            if first == self.head + 1 {
+                self.add_segment(first, segment.bytes.clone())?;
+            } else {
+                // A compacted segment that overlaps what we have: keep only its new tail.
+                let mut builder = SegmentBuilder::new(self.head + 1);
+                for event in reader {
+                    let event = event?;
+                    if event.position > self.head {
+                        builder.push(&event);
+                    }
+                }
+                self.add_segment(first.max(self.head + 1), builder.finish())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn add_segment(&mut self, first: u64, bytes: Vec<u8>) -> Result<()> {
+        let mut reader = SegmentReader::new(&bytes)?;
+        if reader.first() != first || first != self.head + 1 {
+            return Err(Error::Corrupt(format!("segment header says {}, expected {first}", reader.first())));
+        }
+        let mut new_offsets = Vec::with_capacity(reader.event_count() as usize);
+        let mut indexed = Vec::with_capacity(reader.event_count() as usize);
+        loop {
+            let offset = reader.offset();
+            match reader.next() {
+                None => break,
+                Some(event) => {
+                    let event = event?;
+                    let offset = u32::try_from(offset).map_err(|_| Error::Corrupt("segment over 4 GiB".into()))?;
+                    new_offsets.push(offset);
+                    indexed.push((event.id, event.position, event.stream, event.event_type));
+                }
+            }
+        }
+        // Decoded fully without error: now commit to the indexes.
+        for (id, position, stream, event_type) in indexed {
+            self.ids.insert(id, position);
+            push_index(&mut self.streams, stream, position);
+            push_index(&mut self.types, event_type, position);
+        }
+        self.head += new_offsets.len() as u64;
+        self.offsets.extend(new_offsets);
+        self.encoded_bytes += bytes.len();
+        self.segments.push(MemSegment { first, bytes });
+        Ok(())
+    }
+
+    /// Checks `batch` against the rules and encodes what must be written. Changes nothing:
+    /// call [`LogState::commit`] once the segment is stored.
+    pub fn prepare(
+        &self,
+        batch: &[NewEvent],
+        limits: &Limits,
+        now_ms: u64,
+        origin: Option<&str>,
+        next_id: &mut dyn FnMut() -> EventId,
+    ) -> Result<PreparedAppend> {
+        for event in batch {
+            event.validate(limits)?;
+        }
+        let mut planned_ids: HashMap<EventId, u64, BuildHasherDefault<IdHasher>> = HashMap::default();
+        let mut planned_versions: HashMap<&str, u64> = HashMap::new();
+        let mut builder = SegmentBuilder::new(self.head + 1);
+        let mut results = Vec::with_capacity(batch.len());
+        for event in batch {
+            if let Some(id) = event.id {
+                if let Some(position) = self.position_of(&id).or_else(|| planned_ids.get(&id).copied()) {
+                    results.push(AppendResult::Duplicate(position));
+                    continue;
+                }
+            }
+            let current = *planned_versions
+                .entry(event.stream.as_str())
+                .or_insert_with(|| self.stream_version(&event.stream));
+            if !event.expected_version.accepts(current) {
+                return Err(Error::WrongExpectedVersion {
+                    stream: event.stream.clone(),
+                    expected: event.expected_version,
+                    actual: current,
+                });
+            }
+            let position = builder.next_position();
+            if position > MAX_SAFE_INTEGER {
+                return Err(Error::InvalidArgument("the log is full".into()));
+            }
+            let id = event.id.unwrap_or_else(&mut *next_id);
+            planned_ids.insert(id, position);
+            planned_versions.insert(event.stream.as_str(), current + 1);
+            builder.push(&EventRef {
+                id,
+                position,
+                version: current + 1,
+                time: now_ms,
+                stream: &event.stream,
+                event_type: &event.event_type,
+                origin,
+                meta: event.meta.as_ref().map(|m| m.get()),
+                data: event.data.get(),
+            });
+            results.push(AppendResult::Appended(position));
+        }
+        let segment = (!builder.is_empty()).then(|| Segment { first: self.head + 1, bytes: builder.finish() });
+        Ok(PreparedAppend { segment, results })
+    }
+
+    /// Records a segment that storage has committed.
+    pub fn commit(&mut self, segment: Segment) -> Result<()> {
+        self.add_segment(segment.first, segment.bytes)
+    }
+
+    /// The event at `position`, borrowed from the segment bytes.
+    pub fn event(&self, position: u64) -> Result<Option<EventRef<'_>>> {
+        if position == 0 || position > self.head {
+            return Ok(None);
+        }
+        let index = self.segments.partition_point(|s| s.first <= position) - 1;
+        let segment = &self.segments[index];
+        let offset = self.offsets[(position - 1) as usize] as usize;
+        Ok(Some(SegmentReader::record_at(&segment.bytes, offset, position)?))
+    }
+
+    /// Calls `f` with every event in `after + 1 ..= to`, in order.
+    pub fn for_each_in(&self, after: u64, to: u64, mut f: impl FnMut(EventRef<'_>)) -> Result<()> {
+        let to = to.min(self.head);
+        if after >= to {
+            return Ok(());
+        }
+        let start = self.segments.partition_point(|s| s.first <= after + 1) - 1;
+        for segment in &self.segments[start..] {
+            if segment.first > to {
+                break;
+            }
+            let position = (after + 1).max(segment.first);
+            let offset = self.offsets[(position - 1) as usize] as usize;
+            let reader = SegmentReader::starting_at(&segment.bytes, offset, position)?;
+            for event in reader {
+                let event = event?;
+                if event.position > to {
+                    break;
+                }
+                f(event);
+            }
+        }
+        Ok(())
+    }
+
+    /// Positions matching `query`, in order.
+    pub fn positions(&self, query: &ReadQuery) -> Vec<u64> {
+        let to = query.to.unwrap_or(self.head).min(self.head);
+        let limit = query.limit.unwrap_or(usize::MAX);
+        let indexed = |list: &[u64]| -> Vec<u64> {
+            let start = list.partition_point(|p| *p <= query.after);
+            list[start..].iter().copied().take_while(|p| *p <= to).take(limit).collect()
+        };
+        match (&query.stream, &query.event_type) {
+            (Some(stream), None) => self.streams.get(stream.as_str()).map_or_else(Vec::new, |l| indexed(l)),
+            (None, Some(t)) => self.types.get(t.as_str()).map_or_else(Vec::new, |l| indexed(l)),
+            (Some(stream), Some(t)) => {
+                let Some(list) = self.streams.get(stream.as_str()) else { return Vec::new() };
+                let start = list.partition_point(|p| *p <= query.after);
+                list[start..]
+                    .iter()
+                    .copied()
+                    .take_while(|p| *p <= to)
+                    .filter(|p| matches!(self.event(*p), Ok(Some(e)) if e.event_type == t))
+                    .take(limit)
+                    .collect()
+            }
+            (None, None) => {
+                let end = to.min(query.after.saturating_add(limit as u64));
+                (query.after + 1..=end).collect()
+            }
+        }
+    }
+
+    /// The events matching `query`, owned.
+    pub fn read(&self, query: &ReadQuery) -> Result<Vec<Event>> {
+        let mut out = Vec::new();
+        for position in self.positions(query) {
+            if let Some(e) = self.event(position)? {
+                out.push(e.to_event(false));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The events matching `query`, as a JSON array.
+    pub fn read_json(&self, query: &ReadQuery) -> Result<String> {
+        let mut out = Vec::with_capacity(256);
+        out.push(b'[');
+        if query.stream.is_none() && query.event_type.is_none() {
+            let to = query.to.unwrap_or(self.head);
+            let to = to.min(query.after.saturating_add(query.limit.unwrap_or(usize::MAX) as u64));
+            let mut first = true;
+            self.for_each_in(query.after, to, |e| {
+                if !std::mem::take(&mut first) {
+                    out.push(b',');
+                }
+                e.write_json(&mut out, false);
+            })?;
+        } else {
+            for (i, position) in self.positions(query).into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                if let Some(e) = self.event(position)? {
+                    e.write_json(&mut out, false);
+                }
+            }
+        }
+        out.push(b']');
+        into_string(out)
+    }
+
+    /// Events `after + 1 ..= to` as a JSON array.
+    pub fn range_json(&self, after: u64, to: u64) -> Result<String> {
+        self.read_json(&ReadQuery { after, to: Some(to), ..ReadQuery::default() })
+    }
+
+    /// Number of in-memory segments (compaction merges them).
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Merges in-memory segments the way storage compaction does, to keep per-segment
+    /// overhead low. Positions and offsets are unchanged except for the header shift.
+    pub fn compact_memory(&mut self, target_bytes: usize) -> Result<()> {
+        let old = std::mem::take(&mut self.segments);
+        let mut out: Vec<MemSegment> = Vec::with_capacity(old.len());
+        let mut run: Vec<MemSegment> = Vec::new();
+        let mut run_bytes = 0;
+        let flush = |run: &mut Vec<MemSegment>, out: &mut Vec<MemSegment>, offsets: &mut Vec<u32>| -> Result<()> {
+            if run.len() <= 1 {
+                out.append(run);
+                return Ok(());
+            }
+            let first = run[0].first;
+            let parts: Vec<&[u8]> = run.iter().map(|s| s.bytes.as_slice()).collect();
+            let merged = codec::merge(&parts)?;
+            // Re-base offsets: a record of part i moves by the body bytes of parts before it.
+            let mut shift = 0usize;
+            for part in run.iter() {
+                let (_, count) = codec::header(&part.bytes)?;
+                let base = (part.first - 1) as usize;
+                for offset in offsets.iter_mut().skip(base).take(count as usize) {
+                    *offset = (*offset as usize + shift) as u32;
+                }
+                shift += part.bytes.len() - codec::HEADER_LEN;
+            }
+            out.push(MemSegment { first, bytes: merged });
+            run.clear();
+            Ok(())
+        };
+        for segment in old {
+            if !run.is_empty() && run_bytes + segment.bytes.len() > target_bytes {
+                flush(&mut run, &mut out, &mut self.offsets)?;
+                run_bytes = 0;
+            }
+            run_bytes += segment.bytes.len();
+            run.push(segment);
+        }
+        flush(&mut run, &mut out, &mut self.offsets)?;
+        self.segments = out;
+        Ok(())
+    }
+}
+
+fn push_index(index: &mut HashMap<Box<str>, Vec<u64>>, key: &str, position: u64) {
+    match index.get_mut(key) {
+        Some(list) => list.push(position),
+        None => {
+            index.insert(key.into(), vec![position]);
+        }
+    }
+}
+
+fn into_string(bytes: Vec<u8>) -> Result<String> {
+    String::from_utf8(bytes).map_err(|e| Error::Corrupt(format!("event text is not UTF-8: {e}")))
+}

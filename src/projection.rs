@@ -1,0 +1,1 @@
+//! Rust projections: see issue 2 item 4.
