@@ -70,7 +70,10 @@ fn random_bytes(buf: &mut [u8]) {
     if getrandom::getrandom(buf).is_err() {
         let seed = (buf.as_ptr() as u64) ^ SystemClock.now_ms().rotate_left(17);
         for (i, b) in buf.iter_mut().enumerate() {
-            *b = (seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(i as u32 * 7) >> 24) as u8;
+            *b = (seed
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                .rotate_left(i as u32 * 7)
+                >> 24) as u8;
         }
     }
 }

@@ -109,7 +109,11 @@ impl<'a> EventRef<'a> {
             out.extend_from_slice(b",\"origin\":");
             write_json_str(out, origin);
         }
-        out.extend_from_slice(if pending { b",\"pending\":true}" } else { b",\"pending\":false}" });
+        out.extend_from_slice(if pending {
+            b",\"pending\":true}"
+        } else {
+            b",\"pending\":false}"
+        });
     }
 }
 
@@ -151,7 +155,14 @@ pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
         out.extend_from_slice(&bytes[start..i]);
         match escape {
             Some(e) => out.extend_from_slice(e),
-            None => out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 0xf) as usize]]),
+            None => out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[(b >> 4) as usize],
+                HEX[(b & 0xf) as usize],
+            ]),
         }
         start = i + 1;
     }
@@ -171,7 +182,11 @@ impl SegmentBuilder {
     pub fn new(first: u64) -> Self {
         let mut bytes = Vec::with_capacity(256);
         write_header(&mut bytes, first, 0);
-        SegmentBuilder { first, count: 0, bytes }
+        SegmentBuilder {
+            first,
+            count: 0,
+            bytes,
+        }
     }
 
     pub fn next_position(&self) -> u64 {
@@ -269,7 +284,13 @@ pub struct SegmentReader<'a> {
 impl<'a> SegmentReader<'a> {
     pub fn new(bytes: &'a [u8]) -> Result<Self, CodecError> {
         let (first, count) = header(bytes)?;
-        Ok(SegmentReader { bytes, offset: HEADER_LEN, first, count, index: 0 })
+        Ok(SegmentReader {
+            bytes,
+            offset: HEADER_LEN,
+            first,
+            count,
+            index: 0,
+        })
     }
 
     pub fn first(&self) -> u64 {
@@ -292,18 +313,39 @@ impl<'a> SegmentReader<'a> {
             .checked_sub(first)
             .and_then(|i| u32::try_from(i).ok())
             .filter(|i| *i <= count)
-            .ok_or(CodecError::NotContiguous { expected: first, found: position })?;
-        Ok(SegmentReader { bytes, offset, first, count, index })
+            .ok_or(CodecError::NotContiguous {
+                expected: first,
+                found: position,
+            })?;
+        Ok(SegmentReader {
+            bytes,
+            offset,
+            first,
+            count,
+            index,
+        })
     }
 
     /// Decodes the record at byte `offset`, which holds position `position`.
-    pub fn record_at(bytes: &'a [u8], offset: usize, position: u64) -> Result<EventRef<'a>, CodecError> {
-        let mut cursor = Cursor { bytes, offset, record: 0 };
+    pub fn record_at(
+        bytes: &'a [u8],
+        offset: usize,
+        position: u64,
+    ) -> Result<EventRef<'a>, CodecError> {
+        let mut cursor = Cursor {
+            bytes,
+            offset,
+            record: 0,
+        };
         cursor.event(position)
     }
 
     fn next_event(&mut self) -> Result<EventRef<'a>, CodecError> {
-        let mut cursor = Cursor { bytes: self.bytes, offset: self.offset, record: self.index };
+        let mut cursor = Cursor {
+            bytes: self.bytes,
+            offset: self.offset,
+            record: self.index,
+        };
         let event = cursor.event(self.first + u64::from(self.index))?;
         self.offset = cursor.offset;
         self.index += 1;
@@ -349,12 +391,27 @@ impl<'a> Cursor<'a> {
         let origin = Some(self.str()?).filter(|s| !s.is_empty());
         let meta = Some(self.str()?).filter(|s| !s.is_empty());
         let data = self.str()?;
-        Ok(EventRef { id: EventId(id), position, version, time, stream, event_type, origin, meta, data })
+        Ok(EventRef {
+            id: EventId(id),
+            position,
+            version,
+            time,
+            stream,
+            event_type,
+            origin,
+            meta,
+            data,
+        })
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
-        let end = self.offset.checked_add(n).filter(|end| *end <= self.bytes.len());
-        let end = end.ok_or(CodecError::Truncated { record: self.record })?;
+        let end = self
+            .offset
+            .checked_add(n)
+            .filter(|end| *end <= self.bytes.len());
+        let end = end.ok_or(CodecError::Truncated {
+            record: self.record,
+        })?;
         let slice = &self.bytes[self.offset..end];
         self.offset = end;
         Ok(slice)
@@ -363,25 +420,35 @@ impl<'a> Cursor<'a> {
     fn varint(&mut self) -> Result<u64, CodecError> {
         let mut value = 0u64;
         for shift in (0..64).step_by(7) {
-            let byte = *self.bytes.get(self.offset).ok_or(CodecError::Truncated { record: self.record })?;
+            let byte = *self.bytes.get(self.offset).ok_or(CodecError::Truncated {
+                record: self.record,
+            })?;
             self.offset += 1;
             let low = u64::from(byte & 0x7f);
             if shift == 63 && low > 1 {
-                return Err(CodecError::BadVarint { record: self.record });
+                return Err(CodecError::BadVarint {
+                    record: self.record,
+                });
             }
             value |= low << shift;
             if byte & 0x80 == 0 {
                 return Ok(value);
             }
         }
-        Err(CodecError::BadVarint { record: self.record })
+        Err(CodecError::BadVarint {
+            record: self.record,
+        })
     }
 
     fn str(&mut self) -> Result<&'a str, CodecError> {
         let len = self.varint()?;
-        let len = usize::try_from(len).map_err(|_| CodecError::Truncated { record: self.record })?;
+        let len = usize::try_from(len).map_err(|_| CodecError::Truncated {
+            record: self.record,
+        })?;
         let bytes = self.take(len)?;
-        std::str::from_utf8(bytes).map_err(|_| CodecError::NotUtf8 { record: self.record })
+        std::str::from_utf8(bytes).map_err(|_| CodecError::NotUtf8 {
+            record: self.record,
+        })
     }
 }
 
@@ -400,11 +467,18 @@ pub fn merge<B: AsRef<[u8]>>(segments: &[B]) -> Result<Vec<u8>, CodecError> {
                 first = Some(seg_first);
                 write_header(&mut out, seg_first, 0);
             }
-            Some(_) if seg_first != next => return Err(CodecError::NotContiguous { expected: next, found: seg_first }),
+            Some(_) if seg_first != next => {
+                return Err(CodecError::NotContiguous {
+                    expected: next,
+                    found: seg_first,
+                })
+            }
             Some(_) => {}
         }
         next = seg_first + u64::from(seg_count);
-        count = count.checked_add(seg_count).ok_or(CodecError::Truncated { record: u32::MAX })?;
+        count = count
+            .checked_add(seg_count)
+            .ok_or(CodecError::Truncated { record: u32::MAX })?;
         out.extend_from_slice(&bytes[HEADER_LEN..]);
     }
     if first.is_none() {
@@ -426,15 +500,27 @@ mod tests {
             time: 1_700_000_000_000 + position,
             stream,
             event_type: "Happened",
-            origin: if position % 2 == 0 { Some("client-a") } else { None },
-            meta: if position % 3 == 0 { Some(r#"{"k":1}"#) } else { None },
+            origin: if position % 2 == 0 {
+                Some("client-a")
+            } else {
+                None
+            },
+            meta: if position % 3 == 0 {
+                Some(r#"{"k":1}"#)
+            } else {
+                None
+            },
             data,
         }
     }
 
     #[test]
     fn a_segment_round_trips_every_field() {
-        let events = [sample(5, "s-1", r#"{"a":1}"#), sample(6, "s-2", "[]"), sample(7, "ü-3", "\"x\"")];
+        let events = [
+            sample(5, "s-1", r#"{"a":1}"#),
+            sample(6, "s-2", "[]"),
+            sample(7, "ü-3", "\"x\""),
+        ];
         let bytes = encode(5, events.iter().copied());
         let reader = SegmentReader::new(&bytes).unwrap();
         assert_eq!((reader.first(), reader.event_count()), (5, 3));
@@ -444,7 +530,10 @@ mod tests {
 
     #[test]
     fn json_output_is_the_public_event_shape() {
-        let e = EventRef { stream: "a\"b\n", ..sample(6, "x", r#"{"n":[1,2]}"#) };
+        let e = EventRef {
+            stream: "a\"b\n",
+            ..sample(6, "x", r#"{"n":[1,2]}"#)
+        };
         let mut out = Vec::new();
         e.write_json(&mut out, true);
         let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
@@ -469,19 +558,29 @@ mod tests {
         let a = encode(1, [sample(1, "s", "1"), sample(2, "s", "2")]);
         let b = encode(3, [sample(3, "s", "3")]);
         let merged = merge(&[&a, &b]).unwrap();
-        let positions: Vec<u64> = SegmentReader::new(&merged).unwrap().map(|e| e.unwrap().position).collect();
+        let positions: Vec<u64> = SegmentReader::new(&merged)
+            .unwrap()
+            .map(|e| e.unwrap().position)
+            .collect();
         assert_eq!(positions, [1, 2, 3]);
         assert_eq!(
             merge(&[&b, &a]).unwrap_err(),
-            CodecError::NotContiguous { expected: 4, found: 1 }
+            CodecError::NotContiguous {
+                expected: 4,
+                found: 1
+            }
         );
     }
 
     #[test]
     fn damaged_bytes_are_errors_not_panics() {
-        let bytes = encode(1, [sample(1, "stream", r#"{"a":1}"#), sample(2, "stream", "2")]);
+        let bytes = encode(
+            1,
+            [sample(1, "stream", r#"{"a":1}"#), sample(2, "stream", "2")],
+        );
         for cut in 0..bytes.len() {
-            let result: Result<Vec<_>, _> = SegmentReader::new(&bytes[..cut]).and_then(|r| r.collect());
+            let result: Result<Vec<_>, _> =
+                SegmentReader::new(&bytes[..cut]).and_then(|r| r.collect());
             assert!(result.is_err(), "prefix of {cut} bytes decoded");
         }
         let mut bad = bytes.clone();
@@ -489,7 +588,9 @@ mod tests {
         assert_eq!(SegmentReader::new(&bad).unwrap_err(), CodecError::BadMagic);
         let mut trailing = bytes.clone();
         trailing.push(0);
-        assert!(SegmentReader::new(&trailing).unwrap().any(|r| r == Err(CodecError::TrailingBytes(1))));
+        assert!(SegmentReader::new(&trailing)
+            .unwrap()
+            .any(|r| r == Err(CodecError::TrailingBytes(1))));
         // A huge length prefix must not allocate or read out of bounds.
         let mut huge = encode(1, []);
         huge[8] = 1;

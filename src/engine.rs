@@ -28,7 +28,12 @@ pub struct EngineOptions {
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions { limits: Limits::default(), clock: Box::new(SystemClock), ids: Box::new(Uuidv7::new()), origin: None }
+        EngineOptions {
+            limits: Limits::default(),
+            clock: Box::new(SystemClock),
+            ids: Box::new(Uuidv7::new()),
+            origin: None,
+        }
     }
 }
 
@@ -111,7 +116,11 @@ impl<S: Storage> Engine<S> {
         self.check_open()?;
         if batch.is_empty() {
             let head = self.head();
-            return Ok(AppendOutcome { previous_head: head, head, results: Vec::new() });
+            return Ok(AppendOutcome {
+                previous_head: head,
+                head,
+                results: Vec::new(),
+            });
         }
         let _writer = self.writer.lock().await;
         self.check_open()?;
@@ -124,7 +133,13 @@ impl<S: Storage> Engine<S> {
             let options = &mut *options;
             let now = options.clock.now_ms();
             let ids = &mut options.ids;
-            let plan = log.prepare(&batch, &options.limits, now, options.origin.as_deref(), &mut || ids.next_id(now))?;
+            let plan = log.prepare(
+                &batch,
+                &options.limits,
+                now,
+                options.origin.as_deref(),
+                &mut || ids.next_id(now),
+            )?;
             prepared = Some((plan.segment.clone(), plan.results));
             Ok(plan.segment)
         };
@@ -134,13 +149,18 @@ impl<S: Storage> Engine<S> {
             self.notify(previous_head);
             return Err(e);
         }
-        let (segment, results) = prepared.ok_or_else(|| Error::Storage("the append transaction did not run".into()))?;
+        let (segment, results) =
+            prepared.ok_or_else(|| Error::Storage("the append transaction did not run".into()))?;
         if let Some(segment) = segment {
             self.log.borrow_mut().commit(segment)?;
         }
         let head = self.head();
         self.notify(previous_head);
-        Ok(AppendOutcome { previous_head, head, results })
+        Ok(AppendOutcome {
+            previous_head,
+            head,
+            results,
+        })
     }
 
     /// Reads what other writers appended since this engine last looked. Returns the
@@ -152,7 +172,10 @@ impl<S: Storage> Engine<S> {
         let segments = self.storage.read_segments(previous_head).await?;
         self.log.borrow_mut().ingest(&segments)?;
         self.notify(previous_head);
-        Ok(Change { previous_head, head: self.head() })
+        Ok(Change {
+            previous_head,
+            head: self.head(),
+        })
     }
 
     /// Merges small segments, in storage and in memory.
@@ -160,7 +183,9 @@ impl<S: Storage> Engine<S> {
         self.check_open()?;
         let _writer = self.writer.lock().await;
         let report = self.storage.compact(COMPACTION_TARGET_BYTES).await?;
-        self.log.borrow_mut().compact_memory(COMPACTION_TARGET_BYTES)?;
+        self.log
+            .borrow_mut()
+            .compact_memory(COMPACTION_TARGET_BYTES)?;
         Ok(report)
     }
 
@@ -181,7 +206,12 @@ impl<S: Storage> Engine<S> {
     }
 
     /// Calls `f` with the events `after + 1 ..= to`, borrowed, in order.
-    pub fn fold_range(&self, after: u64, to: u64, f: impl FnMut(crate::codec::EventRef<'_>)) -> Result<()> {
+    pub fn fold_range(
+        &self,
+        after: u64,
+        to: u64,
+        f: impl FnMut(crate::codec::EventRef<'_>),
+    ) -> Result<()> {
         self.check_open()?;
         self.log.borrow().for_each_in(after, to, f)
     }
@@ -243,9 +273,17 @@ impl<S: Storage> Engine<S> {
         if head == previous_head {
             return;
         }
-        let listeners: Vec<Listener> = self.listeners.borrow().iter().map(|(_, l)| l.clone()).collect();
+        let listeners: Vec<Listener> = self
+            .listeners
+            .borrow()
+            .iter()
+            .map(|(_, l)| l.clone())
+            .collect();
         for listener in listeners {
-            listener(Change { previous_head, head });
+            listener(Change {
+                previous_head,
+                head,
+            });
         }
     }
 

@@ -38,7 +38,11 @@ impl EventId {
 
     /// Parses the canonical hyphenated form (`8-4-4-4-12` hex digits, any case).
     pub fn parse(text: &str) -> Result<Self> {
-        let bad = || Error::InvalidEvent(format!("`id` must be a UUID such as 0190a4c1-7d2e-7c3a-9f10-2b3c4d5e6f70, got {text:?}"));
+        let bad = || {
+            Error::InvalidEvent(format!(
+                "`id` must be a UUID such as 0190a4c1-7d2e-7c3a-9f10-2b3c4d5e6f70, got {text:?}"
+            ))
+        };
         let bytes = text.as_bytes();
         if bytes.len() != 36 {
             return Err(bad());
@@ -196,7 +200,11 @@ pub struct NewEvent {
 
 impl NewEvent {
     /// A new event with `data` given as any serialisable value.
-    pub fn new(stream: impl Into<String>, event_type: impl Into<String>, data: &impl Serialize) -> Result<Self> {
+    pub fn new(
+        stream: impl Into<String>,
+        event_type: impl Into<String>,
+        data: &impl Serialize,
+    ) -> Result<Self> {
         let data = serde_json::value::to_raw_value(data)
             .map_err(|e| Error::InvalidEvent(format!("`data` is not JSON-serialisable: {e}")))?;
         Ok(NewEvent {
@@ -229,8 +237,9 @@ impl NewEvent {
     /// Parses a JSON array of events as the bindings receive it:
     /// `[{ id?, stream, type, data?, meta?, expectedVersion? }, ...]`.
     pub fn parse_batch(json: &str) -> Result<Vec<NewEvent>> {
-        let raw: Vec<&RawValue> = serde_json::from_str(json)
-            .map_err(|e| Error::InvalidEvent(format!("a batch must be a JSON array of events: {e}")))?;
+        let raw: Vec<&RawValue> = serde_json::from_str(json).map_err(|e| {
+            Error::InvalidEvent(format!("a batch must be a JSON array of events: {e}"))
+        })?;
         raw.into_iter()
             .enumerate()
             .map(|(i, r)| NewEvent::parse_one(r.get()).map_err(|e| prefix_index(e, i)))
@@ -252,11 +261,13 @@ impl NewEvent {
             #[serde(borrow)]
             expected_version: Option<&'a RawValue>,
         }
-        let wire: Wire = serde_json::from_str(json).map_err(|e| Error::InvalidEvent(e.to_string()))?;
+        let wire: Wire =
+            serde_json::from_str(json).map_err(|e| Error::InvalidEvent(e.to_string()))?;
         let text_field = |name: &str, raw: Option<&RawValue>| -> Result<String> {
             let raw = raw.ok_or_else(|| Error::InvalidEvent(format!("`{name}` is required")))?;
-            serde_json::from_str::<String>(raw.get())
-                .map_err(|_| Error::InvalidEvent(format!("`{name}` must be a string, got {}", raw.get())))
+            serde_json::from_str::<String>(raw.get()).map_err(|_| {
+                Error::InvalidEvent(format!("`{name}` must be a string, got {}", raw.get()))
+            })
         };
         let id = match wire.id {
             None => None,
@@ -266,21 +277,25 @@ impl NewEvent {
         let expected_version = match wire.expected_version {
             None => ExpectedVersion::Any,
             Some(raw) => {
-                let value: serde_json::Value =
-                    serde_json::from_str(raw.get()).map_err(|e| Error::InvalidEvent(e.to_string()))?;
+                let value: serde_json::Value = serde_json::from_str(raw.get())
+                    .map_err(|e| Error::InvalidEvent(e.to_string()))?;
                 ExpectedVersion::from_json(&value).map_err(Error::InvalidEvent)?
             }
         };
         let meta = match wire.meta {
             Some(m) if m.get() == "null" => None,
             Some(m) if !m.get().starts_with('{') => {
-                return Err(Error::InvalidEvent(format!("`meta` must be an object, got {}", m.get())));
+                return Err(Error::InvalidEvent(format!(
+                    "`meta` must be an object, got {}",
+                    m.get()
+                )));
             }
             other => other,
         };
         let data = match wire.data {
             Some(d) => d,
-            None => RawValue::from_string("null".into()).map_err(|e| Error::InvalidEvent(e.to_string()))?,
+            None => RawValue::from_string("null".into())
+                .map_err(|e| Error::InvalidEvent(e.to_string()))?,
         };
         Ok(NewEvent {
             id,
@@ -296,7 +311,9 @@ impl NewEvent {
     pub fn validate(&self, limits: &Limits) -> Result<()> {
         for (name, value) in [("stream", &self.stream), ("type", &self.event_type)] {
             if value.trim().is_empty() {
-                return Err(Error::InvalidEvent(format!("`{name}` must be a non-empty string")));
+                return Err(Error::InvalidEvent(format!(
+                    "`{name}` must be a non-empty string"
+                )));
             }
             if value.len() > limits.max_name_bytes {
                 return Err(Error::InvalidEvent(format!(
@@ -318,7 +335,10 @@ impl NewEvent {
 
     /// Bytes this event's variable parts take in the log.
     pub fn encoded_size(&self) -> usize {
-        self.stream.len() + self.event_type.len() + self.data.get().len() + self.meta.as_ref().map_or(0, |m| m.get().len())
+        self.stream.len()
+            + self.event_type.len()
+            + self.data.get().len()
+            + self.meta.as_ref().map_or(0, |m| m.get().len())
     }
 }
 
@@ -378,7 +398,8 @@ impl PartialEq for Event {
 impl Event {
     /// Deserialises the payload.
     pub fn data_as<T: for<'de> Deserialize<'de>>(&self) -> Result<T> {
-        serde_json::from_str(self.data.get()).map_err(|e| Error::InvalidArgument(format!("event data does not match: {e}")))
+        serde_json::from_str(self.data.get())
+            .map_err(|e| Error::InvalidArgument(format!("event data does not match: {e}")))
     }
 }
 
@@ -396,8 +417,17 @@ mod tests {
 
     #[test]
     fn malformed_ids_are_invalid_events() {
-        for bad in ["", "not-a-uuid", "0190a4c1x7d2e-7c3a-9f10-2b3c4d5e6f70", "0190a4c1-7d2e-7c3a-9f10-2b3c4d5e6f7g"] {
-            assert_eq!(EventId::parse(bad).unwrap_err().code(), "INVALID_EVENT", "{bad}");
+        for bad in [
+            "",
+            "not-a-uuid",
+            "0190a4c1x7d2e-7c3a-9f10-2b3c4d5e6f70",
+            "0190a4c1-7d2e-7c3a-9f10-2b3c4d5e6f7g",
+        ] {
+            assert_eq!(
+                EventId::parse(bad).unwrap_err().code(),
+                "INVALID_EVENT",
+                "{bad}"
+            );
         }
     }
 
@@ -421,12 +451,30 @@ mod tests {
     fn bad_fields_name_the_event_and_the_field() {
         let cases = [
             (r#"[{"stream":"s"}]"#, "event 0: `type` is required"),
-            (r#"[{"stream":"s","type":5}]"#, "event 0: `type` must be a string"),
-            (r#"[{"stream":"s","type":"T"},{"stream":7,"type":"T"}]"#, "event 1: `stream` must be a string"),
-            (r#"[{"stream":"s","type":"T","expectedVersion":-1}]"#, "`expectedVersion` must be"),
-            (r#"[{"stream":"s","type":"T","expectedVersion":"later"}]"#, "`expectedVersion` must be"),
-            (r#"[{"stream":"s","type":"T","meta":[1]}]"#, "`meta` must be an object"),
-            (r#"[{"stream":"s","type":"T","extra":1}]"#, "unknown field `extra`"),
+            (
+                r#"[{"stream":"s","type":5}]"#,
+                "event 0: `type` must be a string",
+            ),
+            (
+                r#"[{"stream":"s","type":"T"},{"stream":7,"type":"T"}]"#,
+                "event 1: `stream` must be a string",
+            ),
+            (
+                r#"[{"stream":"s","type":"T","expectedVersion":-1}]"#,
+                "`expectedVersion` must be",
+            ),
+            (
+                r#"[{"stream":"s","type":"T","expectedVersion":"later"}]"#,
+                "`expectedVersion` must be",
+            ),
+            (
+                r#"[{"stream":"s","type":"T","meta":[1]}]"#,
+                "`meta` must be an object",
+            ),
+            (
+                r#"[{"stream":"s","type":"T","extra":1}]"#,
+                "unknown field `extra`",
+            ),
             (r#"{"stream":"s"}"#, "a batch must be a JSON array"),
         ];
         for (json, expected) in cases {
@@ -442,9 +490,17 @@ mod tests {
         let ok = NewEvent::new("s", "T", &1).unwrap();
         assert!(ok.validate(&limits).is_ok());
         let empty = NewEvent::new(" ", "T", &1).unwrap();
-        assert!(empty.validate(&limits).unwrap_err().to_string().contains("`stream` must be a non-empty"));
+        assert!(empty
+            .validate(&limits)
+            .unwrap_err()
+            .to_string()
+            .contains("`stream` must be a non-empty"));
         let big = NewEvent::new("s", "T", &"x".repeat(1024 * 1024)).unwrap();
-        assert!(big.validate(&limits).unwrap_err().to_string().contains("the limit is 1048576 bytes"));
+        assert!(big
+            .validate(&limits)
+            .unwrap_err()
+            .to_string()
+            .contains("the limit is 1048576 bytes"));
     }
 
     #[test]

@@ -24,7 +24,8 @@ impl Hasher for IdHasher {
         for chunk in bytes.chunks(8) {
             let mut word = [0u8; 8];
             word[..chunk.len()].copy_from_slice(chunk);
-            self.0 = (self.0.rotate_left(29) ^ u64::from_le_bytes(word)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            self.0 = (self.0.rotate_left(29) ^ u64::from_le_bytes(word))
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15);
         }
     }
 }
@@ -150,7 +151,10 @@ impl LogState {
     fn add_segment(&mut self, first: u64, bytes: Vec<u8>) -> Result<()> {
         let mut reader = SegmentReader::new(&bytes)?;
         if reader.first() != first || first != self.head + 1 {
-            return Err(Error::Corrupt(format!("segment header says {}, expected {first}", reader.first())));
+            return Err(Error::Corrupt(format!(
+                "segment header says {}, expected {first}",
+                reader.first()
+            )));
         }
         let mut new_offsets = Vec::with_capacity(reader.event_count() as usize);
         let mut indexed = Vec::with_capacity(reader.event_count() as usize);
@@ -160,7 +164,8 @@ impl LogState {
                 None => break,
                 Some(event) => {
                     let event = event?;
-                    let offset = u32::try_from(offset).map_err(|_| Error::Corrupt("segment over 4 GiB".into()))?;
+                    let offset = u32::try_from(offset)
+                        .map_err(|_| Error::Corrupt("segment over 4 GiB".into()))?;
                     new_offsets.push(offset);
                     indexed.push((event.id, event.position, event.stream, event.event_type));
                 }
@@ -192,13 +197,17 @@ impl LogState {
         for event in batch {
             event.validate(limits)?;
         }
-        let mut planned_ids: HashMap<EventId, u64, BuildHasherDefault<IdHasher>> = HashMap::default();
+        let mut planned_ids: HashMap<EventId, u64, BuildHasherDefault<IdHasher>> =
+            HashMap::default();
         let mut planned_versions: HashMap<&str, u64> = HashMap::new();
         let mut builder = SegmentBuilder::new(self.head + 1);
         let mut results = Vec::with_capacity(batch.len());
         for event in batch {
             if let Some(id) = event.id {
-                if let Some(position) = self.position_of(&id).or_else(|| planned_ids.get(&id).copied()) {
+                if let Some(position) = self
+                    .position_of(&id)
+                    .or_else(|| planned_ids.get(&id).copied())
+                {
                     results.push(AppendResult::Duplicate(position));
                     continue;
                 }
@@ -233,7 +242,10 @@ impl LogState {
             });
             results.push(AppendResult::Appended(position));
         }
-        let segment = (!builder.is_empty()).then(|| Segment { first: self.head + 1, bytes: builder.finish() });
+        let segment = (!builder.is_empty()).then(|| Segment {
+            first: self.head + 1,
+            bytes: builder.finish(),
+        });
         Ok(PreparedAppend { segment, results })
     }
 
@@ -250,7 +262,11 @@ impl LogState {
         let index = self.segments.partition_point(|s| s.first <= position) - 1;
         let segment = &self.segments[index];
         let offset = self.offsets[(position - 1) as usize] as usize;
-        Ok(Some(SegmentReader::record_at(&segment.bytes, offset, position)?))
+        Ok(Some(SegmentReader::record_at(
+            &segment.bytes,
+            offset,
+            position,
+        )?))
     }
 
     /// Calls `f` with every event in `after + 1 ..= to`, in order.
@@ -284,13 +300,26 @@ impl LogState {
         let limit = query.limit.unwrap_or(usize::MAX);
         let indexed = |list: &[u64]| -> Vec<u64> {
             let start = list.partition_point(|p| *p <= query.after);
-            list[start..].iter().copied().take_while(|p| *p <= to).take(limit).collect()
+            list[start..]
+                .iter()
+                .copied()
+                .take_while(|p| *p <= to)
+                .take(limit)
+                .collect()
         };
         match (&query.stream, &query.event_type) {
-            (Some(stream), None) => self.streams.get(stream.as_str()).map_or_else(Vec::new, |l| indexed(l)),
-            (None, Some(t)) => self.types.get(t.as_str()).map_or_else(Vec::new, |l| indexed(l)),
+            (Some(stream), None) => self
+                .streams
+                .get(stream.as_str())
+                .map_or_else(Vec::new, |l| indexed(l)),
+            (None, Some(t)) => self
+                .types
+                .get(t.as_str())
+                .map_or_else(Vec::new, |l| indexed(l)),
             (Some(stream), Some(t)) => {
-                let Some(list) = self.streams.get(stream.as_str()) else { return Vec::new() };
+                let Some(list) = self.streams.get(stream.as_str()) else {
+                    return Vec::new();
+                };
                 let start = list.partition_point(|p| *p <= query.after);
                 list[start..]
                     .iter()
@@ -324,7 +353,11 @@ impl LogState {
         out.push(b'[');
         if query.stream.is_none() && query.event_type.is_none() {
             let to = query.to.unwrap_or(self.head);
-            let to = to.min(query.after.saturating_add(query.limit.unwrap_or(usize::MAX) as u64));
+            let to = to.min(
+                query
+                    .after
+                    .saturating_add(query.limit.unwrap_or(usize::MAX) as u64),
+            );
             let mut first = true;
             self.for_each_in(query.after, to, |e| {
                 if !std::mem::take(&mut first) {
@@ -348,7 +381,11 @@ impl LogState {
 
     /// Events `after + 1 ..= to` as a JSON array.
     pub fn range_json(&self, after: u64, to: u64) -> Result<String> {
-        self.read_json(&ReadQuery { after, to: Some(to), ..ReadQuery::default() })
+        self.read_json(&ReadQuery {
+            after,
+            to: Some(to),
+            ..ReadQuery::default()
+        })
     }
 
     /// Number of in-memory segments (compaction merges them).
@@ -363,7 +400,10 @@ impl LogState {
         let mut out: Vec<MemSegment> = Vec::with_capacity(old.len());
         let mut run: Vec<MemSegment> = Vec::new();
         let mut run_bytes = 0;
-        let flush = |run: &mut Vec<MemSegment>, out: &mut Vec<MemSegment>, offsets: &mut Vec<u32>| -> Result<()> {
+        let flush = |run: &mut Vec<MemSegment>,
+                     out: &mut Vec<MemSegment>,
+                     offsets: &mut Vec<u32>|
+         -> Result<()> {
             if run.len() <= 1 {
                 out.append(run);
                 return Ok(());
@@ -381,7 +421,10 @@ impl LogState {
                 }
                 shift += part.bytes.len() - codec::HEADER_LEN;
             }
-            out.push(MemSegment { first, bytes: merged });
+            out.push(MemSegment {
+                first,
+                bytes: merged,
+            });
             run.clear();
             Ok(())
         };

@@ -32,7 +32,10 @@ impl MemoryStorage {
     /// Another handle on the same data, as a second tab would have: closing one handle
     /// leaves the other open.
     pub fn another_handle(&self) -> Self {
-        MemoryStorage { shared: self.shared.clone(), closed: Default::default() }
+        MemoryStorage {
+            shared: self.shared.clone(),
+            closed: Default::default(),
+        }
     }
 
     /// Stores a format number as a newer annals would (for tests of format checks).
@@ -57,7 +60,10 @@ impl Storage for MemoryStorage {
     async fn open(&self) -> Result<u64> {
         let mut state = self.state()?;
         match state.format {
-            Some(found) if found > FORMAT_VERSION => Err(Error::FormatTooNew { found, supported: FORMAT_VERSION }),
+            Some(found) if found > FORMAT_VERSION => Err(Error::FormatTooNew {
+                found,
+                supported: FORMAT_VERSION,
+            }),
             Some(_) => Ok(state.head),
             None => {
                 state.format = Some(FORMAT_VERSION);
@@ -73,7 +79,11 @@ impl Storage for MemoryStorage {
 
     async fn append(&self, known_head: u64, prepare: &mut PrepareAppend<'_>) -> Result<u64> {
         let mut state = self.state()?;
-        let others = if state.head > known_head { segments_after(&state.segments, known_head) } else { Vec::new() };
+        let others = if state.head > known_head {
+            segments_after(&state.segments, known_head)
+        } else {
+            Vec::new()
+        };
         let Some(segment) = prepare(&others)? else {
             return Ok(state.head);
         };
@@ -97,22 +107,23 @@ impl Storage for MemoryStorage {
         let mut run: Vec<(u64, Vec<u8>)> = Vec::new();
         let mut run_bytes = 0usize;
         let mut merged = BTreeMap::new();
-        let flush = |run: &mut Vec<(u64, Vec<u8>)>, merged: &mut BTreeMap<u64, Vec<u8>>| -> Result<()> {
-            match run.len() {
-                0 => {}
-                1 => {
-                    let (first, bytes) = run.remove(0);
-                    merged.insert(first, bytes);
+        let flush =
+            |run: &mut Vec<(u64, Vec<u8>)>, merged: &mut BTreeMap<u64, Vec<u8>>| -> Result<()> {
+                match run.len() {
+                    0 => {}
+                    1 => {
+                        let (first, bytes) = run.remove(0);
+                        merged.insert(first, bytes);
+                    }
+                    _ => {
+                        let first = run[0].0;
+                        let parts: Vec<&[u8]> = run.iter().map(|(_, b)| b.as_slice()).collect();
+                        merged.insert(first, codec::merge(&parts)?);
+                        run.clear();
+                    }
                 }
-                _ => {
-                    let first = run[0].0;
-                    let parts: Vec<&[u8]> = run.iter().map(|(_, b)| b.as_slice()).collect();
-                    merged.insert(first, codec::merge(&parts)?);
-                    run.clear();
-                }
-            }
-            Ok(())
-        };
+                Ok(())
+            };
         for (first, bytes) in old {
             let (_, count) = codec::header(&bytes)?;
             events += u64::from(count);
@@ -125,11 +136,17 @@ impl Storage for MemoryStorage {
         }
         flush(&mut run, &mut merged)?;
         state.segments = merged;
-        Ok(CompactionReport { segments_before: before, segments_after: state.segments.len(), events })
+        Ok(CompactionReport {
+            segments_before: before,
+            segments_after: state.segments.len(),
+            events,
+        })
     }
 
     async fn put_snapshot(&self, snapshot: &SnapshotRecord) -> Result<()> {
-        self.state()?.snapshots.insert(snapshot.name.clone(), snapshot.clone());
+        self.state()?
+            .snapshots
+            .insert(snapshot.name.clone(), snapshot.clone());
         Ok(())
     }
 
@@ -159,10 +176,16 @@ impl Storage for MemoryStorage {
 /// The segments holding positions after `after`: those starting after it, plus the one
 /// that contains `after + 1` if it starts earlier (after a compaction merged it).
 fn segments_after(segments: &BTreeMap<u64, Vec<u8>>, after: u64) -> Vec<Segment> {
-    let start = segments.range(..=after + 1).next_back().map_or(after + 1, |(first, _)| *first);
+    let start = segments
+        .range(..=after + 1)
+        .next_back()
+        .map_or(after + 1, |(first, _)| *first);
     segments
         .range(start..)
-        .map(|(first, bytes)| Segment { first: *first, bytes: bytes.clone() })
+        .map(|(first, bytes)| Segment {
+            first: *first,
+            bytes: bytes.clone(),
+        })
         .filter(|s| codec::header(&s.bytes).map_or(true, |(f, c)| f + u64::from(c) > after))
         .collect()
 }
