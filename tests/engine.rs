@@ -1,0 +1,433 @@
+//! The log's rules, on the memory backend: positions, expected versions, idempotency,
+//! atomic batches, reads, several writers on one store, compaction and format checks.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use annals::clock::{FixedClock, SequentialIds};
+use annals::{
+    AppendResult, Engine, EngineOptions, Error, EventId, ExpectedVersion, MemoryStorage, NewEvent,
+    ReadQuery,
+};
+use futures::executor::block_on;
+use serde_json::json;
+
+fn options() -> EngineOptions {
+    EngineOptions {
+        clock: Box::new(FixedClock::at(1_700_000_000_000)),
+        ids: Box::new(SequentialIds::default()),
+        ..EngineOptions::default()
+    }
+}
+
+fn open(storage: &MemoryStorage) -> Engine<MemoryStorage> {
+    block_on(Engine::open(storage.another_handle(), options())).unwrap()
+}
+
+fn ev(stream: &str, kind: &str, data: serde_json::Value) -> NewEvent {
+    NewEvent::new(stream, kind, &data).unwrap()
+}
+
+fn positions(engine: &Engine<MemoryStorage>, query: ReadQuery) -> Vec<u64> {
+    engine
+        .read(&query)
+        .unwrap()
+        .iter()
+        .map(|e| e.position)
+        .collect()
+}
+
+#[test]
+fn appends_get_gapless_positions_and_per_stream_versions() {
+    let engine = open(&MemoryStorage::new());
+    let out = block_on(engine.append(vec![ev("a", "Added", json!(1)), ev("b", "Added", json!(2))]))
+        .unwrap();
+    assert_eq!(
+        out.results,
+        [AppendResult::Appended(1), AppendResult::Appended(2)]
+    );
+    block_on(engine.append(vec![ev("a", "Renamed", json!({"t": "x"}))])).unwrap();
+    let events = engine.read(&ReadQuery::default()).unwrap();
+    let shape: Vec<_> = events
+        .iter()
+        .map(|e| (e.position, e.stream.as_str(), e.version))
+        .collect();
+    assert_eq!(shape, [(1, "a", 1), (2, "b", 1), (3, "a", 2)]);
+    assert_eq!(events[2].data.get(), r#"{"t":"x"}"#);
+    assert_eq!(events[0].time, 1_700_000_000_000);
+    assert!(!events[0].pending);
+    assert_eq!(engine.head(), 3);
+}
+
+#[test]
+fn generated_ids_are_uuidv7_and_unique() {
+    let engine = block_on(Engine::open(MemoryStorage::new(), EngineOptions::default())).unwrap();
+    let batch = (0..500).map(|i| ev("s", "T", json!(i))).collect();
+    block_on(engine.append(batch)).unwrap();
+    let events = engine.read(&ReadQuery::default()).unwrap();
+    let mut ids: Vec<EventId> = events.iter().map(|e| e.id).collect();
+    assert!(ids.iter().all(|id| id.0[6] >> 4 == 7));
+    ids.dedup();
+    assert_eq!(ids.len(), 500);
+}
+
+#[test]
+fn expected_versions_guard_each_stream() {
+    let engine = open(&MemoryStorage::new());
+    let add = |stream: &str, expected| {
+        block_on(engine.append(vec![ev(stream, "T", json!(null)).expecting(expected)]))
+    };
+    assert!(add("s", ExpectedVersion::NoStream).is_ok());
+    assert!(add("s", ExpectedVersion::Exists).is_ok());
+    assert!(add("s", ExpectedVersion::Exact(2)).is_ok());
+    assert!(add("s", ExpectedVersion::Any).is_ok());
+    assert!(add("other", ExpectedVersion::Exact(0)).is_ok());
+
+    for (stream, expected, actual) in [
+        ("s", ExpectedVersion::NoStream, 4),
+        ("s", ExpectedVersion::Exact(3), 4),
+        ("new", ExpectedVersion::Exists, 0),
+        ("new", ExpectedVersion::Exact(1), 0),
+    ] {
+        let err = add(stream, expected).unwrap_err();
+        assert_eq!(
+            err,
+            Error::WrongExpectedVersion {
+                stream: stream.into(),
+                expected,
+                actual
+            }
+        );
+        assert_eq!(err.code(), "WRONG_EXPECTED_VERSION");
+    }
+    assert_eq!(engine.head(), 5, "a conflict writes nothing");
+}
+
+#[test]
+fn a_conflict_anywhere_in_a_batch_writes_none_of_it() {
+    let storage = MemoryStorage::new();
+    let engine = open(&storage);
+    block_on(engine.append(vec![ev("s", "T", json!(1))])).unwrap();
+    let batch = vec![
+        ev("x", "T", json!(1)),
+        ev("s", "T", json!(2)).expecting(ExpectedVersion::Exact(1)),
+        ev("s", "T", json!(3)).expecting(ExpectedVersion::Exact(1)), // stale: the batch moved it to 2
+    ];
+    let err = block_on(engine.append(batch)).unwrap_err();
+    assert!(matches!(err, Error::WrongExpectedVersion { actual: 2, .. }));
+    assert_eq!(engine.head(), 1);
+    assert_eq!(open(&storage).head(), 1, "nothing reached storage");
+    assert_eq!(engine.stream_version("x"), 0);
+}
+
+#[test]
+fn re_appending_an_id_returns_the_stored_event_and_writes_nothing() {
+    let engine = open(&MemoryStorage::new());
+    let id = EventId::parse("0190a4c1-7d2e-7c3a-9f10-2b3c4d5e6f70").unwrap();
+    let first = ev("s", "T", json!("first"))
+        .with_id(id)
+        .expecting(ExpectedVersion::NoStream);
+    assert_eq!(
+        block_on(engine.append(vec![first.clone()]))
+            .unwrap()
+            .results,
+        [AppendResult::Appended(1)]
+    );
+    // A retry carries the same stale expectation; it is a duplicate, not a conflict.
+    let retry = block_on(engine.append(vec![first, ev("s", "T", json!("next"))])).unwrap();
+    assert_eq!(
+        retry.results,
+        [AppendResult::Duplicate(1), AppendResult::Appended(2)]
+    );
+    assert_eq!(
+        engine.event_by_id(&id).unwrap().unwrap().data.get(),
+        r#""first""#
+    );
+    // The same new id twice in one batch is stored once.
+    let twice = NewEvent::new("t", "T", &1)
+        .unwrap()
+        .with_id(EventId([7; 16]));
+    let out = block_on(engine.append(vec![twice.clone(), twice])).unwrap();
+    assert_eq!(
+        out.results,
+        [AppendResult::Appended(3), AppendResult::Duplicate(3)]
+    );
+    assert_eq!(engine.head(), 3);
+}
+
+#[test]
+fn invalid_events_are_refused_whole() {
+    let engine = open(&MemoryStorage::new());
+    let big = "x".repeat(1024 * 1024);
+    for batch in [
+        vec![ev("", "T", json!(1))],
+        vec![ev("s", "", json!(1))],
+        vec![ev("s", "T", json!(1)), ev("s", "T", json!(big))],
+    ] {
+        assert_eq!(
+            block_on(engine.append(batch)).unwrap_err().code(),
+            "INVALID_EVENT"
+        );
+    }
+    assert_eq!(engine.head(), 0);
+    assert!(
+        block_on(engine.append(vec![ev("s", "T", json!(1))])).is_ok(),
+        "still usable"
+    );
+}
+
+#[test]
+fn reads_by_range_stream_and_type() {
+    let engine = open(&MemoryStorage::new());
+    let batch = (0..10)
+        .map(|i| {
+            ev(
+                &format!("s{}", i % 3),
+                if i % 2 == 0 { "Even" } else { "Odd" },
+                json!(i),
+            )
+        })
+        .collect();
+    block_on(engine.append(batch)).unwrap();
+    let q = |json: &str| ReadQuery::parse(json).unwrap();
+    assert_eq!(
+        positions(&engine, q(r#"{"after":3,"limit":4}"#)),
+        [4, 5, 6, 7]
+    );
+    assert_eq!(positions(&engine, q(r#"{"after":8}"#)), [9, 10]);
+    assert_eq!(positions(&engine, q(r#"{"to":2}"#)), [1, 2]);
+    assert_eq!(positions(&engine, q(r#"{"stream":"s1"}"#)), [2, 5, 8]);
+    assert_eq!(
+        positions(&engine, q(r#"{"stream":"s1","after":2,"limit":1}"#)),
+        [5]
+    );
+    assert_eq!(positions(&engine, q(r#"{"type":"Odd","to":6}"#)), [2, 4, 6]);
+    assert_eq!(
+        positions(&engine, q(r#"{"stream":"s0","type":"Even"}"#)),
+        [1, 7]
+    );
+    assert_eq!(
+        positions(&engine, q(r#"{"stream":"nope"}"#)),
+        Vec::<u64>::new()
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&engine.read_json(&q(r#"{"after":9}"#)).unwrap()).unwrap();
+    assert_eq!(json[0]["data"], 9);
+    assert_eq!(json[0]["type"], "Odd");
+    assert_eq!(
+        ReadQuery::parse(r#"{"after":-1}"#).unwrap_err().code(),
+        "INVALID_ARGUMENT"
+    );
+    assert_eq!(
+        ReadQuery::parse(r#"{"sream":"x"}"#).unwrap_err().code(),
+        "INVALID_ARGUMENT"
+    );
+}
+
+#[test]
+fn data_survives_reopen() {
+    let storage = MemoryStorage::new();
+    let engine = open(&storage);
+    for i in 0..5 {
+        block_on(engine.append(vec![ev("s", "T", json!(i)), ev("t", "T", json!(i))])).unwrap();
+    }
+    let before = engine.read(&ReadQuery::default()).unwrap();
+    block_on(engine.close());
+    let reopened = open(&storage);
+    assert_eq!(reopened.read(&ReadQuery::default()).unwrap(), before);
+    assert_eq!(reopened.stream_version("s"), 5);
+}
+
+#[test]
+fn two_writers_on_one_store_never_share_a_position() {
+    let storage = MemoryStorage::new();
+    let tab_a = open(&storage);
+    let tab_b = open(&storage);
+    for i in 0..20 {
+        let (a, b) = block_on(futures::future::join(
+            tab_a.append(vec![ev("a", "T", json!(i))]),
+            tab_b.append(vec![ev("b", "T", json!(i)), ev("b", "T", json!(i))]),
+        ));
+        a.unwrap();
+        b.unwrap();
+    }
+    block_on(tab_a.catch_up()).unwrap();
+    block_on(tab_b.catch_up()).unwrap();
+    let log_a = tab_a.read(&ReadQuery::default()).unwrap();
+    assert_eq!(log_a, tab_b.read(&ReadQuery::default()).unwrap());
+    let positions: Vec<u64> = log_a.iter().map(|e| e.position).collect();
+    assert_eq!(positions, (1..=60).collect::<Vec<_>>());
+    assert_eq!(tab_a.stream_version("b"), 40);
+}
+
+#[test]
+fn an_append_sees_what_another_writer_committed_first() {
+    let storage = MemoryStorage::new();
+    let tab_a = open(&storage);
+    let tab_b = open(&storage);
+    block_on(tab_a.append(vec![
+        ev("s", "T", json!(1)).expecting(ExpectedVersion::NoStream),
+    ]))
+    .unwrap();
+    // Tab B has not caught up, yet its check runs against the stored log.
+    let err = block_on(tab_b.append(vec![
+        ev("s", "T", json!(2)).expecting(ExpectedVersion::NoStream),
+    ]))
+    .unwrap_err();
+    assert!(matches!(err, Error::WrongExpectedVersion { actual: 1, .. }));
+    assert_eq!(
+        tab_b.head(),
+        1,
+        "the conflict still taught tab B the new event"
+    );
+    let out = block_on(tab_b.append(vec![
+        ev("s", "T", json!(2)).expecting(ExpectedVersion::Exact(1)),
+    ]))
+    .unwrap();
+    assert_eq!((out.previous_head, out.head), (1, 2));
+}
+
+#[test]
+fn change_notifications_follow_the_head() {
+    let storage = MemoryStorage::new();
+    let engine = open(&storage);
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let sink = seen.clone();
+    let id = engine.subscribe(move |c| sink.borrow_mut().push((c.previous_head, c.head)));
+    block_on(engine.append(vec![ev("s", "T", json!(1)), ev("s", "T", json!(2))])).unwrap();
+    block_on(open(&storage).append(vec![ev("s", "T", json!(3))])).unwrap();
+    block_on(engine.catch_up()).unwrap();
+    block_on(engine.catch_up()).unwrap(); // nothing new: no notification
+    engine.unsubscribe(id);
+    block_on(engine.append(vec![ev("s", "T", json!(4))])).unwrap();
+    assert_eq!(*seen.borrow(), [(0, 2), (2, 3)]);
+}
+
+#[test]
+fn compaction_merges_segments_without_losing_or_reordering() {
+    let storage = MemoryStorage::new();
+    let engine = open(&storage);
+    let other_tab = open(&storage);
+    for i in 0..300 {
+        block_on(engine.append(vec![ev(&format!("s{}", i % 7), "T", json!({ "i": i }))])).unwrap();
+    }
+    let before = engine.read(&ReadQuery::default()).unwrap();
+    assert_eq!(storage.segment_count(), 300);
+    let report = block_on(engine.compact()).unwrap();
+    assert_eq!((report.segments_before, report.events), (300, 300));
+    assert_eq!(storage.segment_count(), 1);
+    assert_eq!(
+        engine.read(&ReadQuery::default()).unwrap(),
+        before,
+        "in-memory view intact"
+    );
+    assert_eq!(
+        open(&storage).read(&ReadQuery::default()).unwrap(),
+        before,
+        "stored view intact"
+    );
+    // A writer that last looked before compaction still catches up on the merged segment.
+    block_on(other_tab.catch_up()).unwrap();
+    assert_eq!(other_tab.read(&ReadQuery::default()).unwrap(), before);
+    block_on(engine.append(vec![ev("s0", "T", json!("after"))])).unwrap();
+    assert_eq!(
+        engine
+            .read(&ReadQuery {
+                after: 299,
+                ..Default::default()
+            })
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        positions(
+            &engine,
+            ReadQuery {
+                stream: Some("s0".into()),
+                after: 290,
+                ..Default::default()
+            }
+        ),
+        [295, 301]
+    );
+}
+
+#[test]
+fn a_writer_that_missed_a_compaction_catches_up_inside_its_append() {
+    let storage = MemoryStorage::new();
+    let tab_a = open(&storage);
+    block_on(tab_a.append(vec![ev("s", "T", json!(1))])).unwrap();
+    let tab_b = open(&storage); // knows position 1
+    for i in 2..=5 {
+        block_on(tab_a.append(vec![ev("s", "T", json!(i))])).unwrap();
+    }
+    block_on(tab_a.compact()).unwrap(); // one segment 1..=5 now
+    block_on(tab_b.append(vec![
+        ev("s", "T", json!(6)).expecting(ExpectedVersion::Exact(5)),
+    ]))
+    .unwrap();
+    let data: Vec<String> = tab_b
+        .read(&ReadQuery::default())
+        .unwrap()
+        .iter()
+        .map(|e| e.data.get().to_owned())
+        .collect();
+    assert_eq!(data, ["1", "2", "3", "4", "5", "6"]);
+}
+
+#[test]
+fn a_store_from_a_newer_format_is_refused_untouched() {
+    let storage = MemoryStorage::new();
+    block_on(open(&storage).append(vec![ev("s", "T", json!(1))])).unwrap();
+    storage.set_format_for_tests(annals::storage::FORMAT_VERSION + 1);
+    let err = block_on(Engine::open(storage.another_handle(), options()))
+        .err()
+        .unwrap();
+    assert_eq!(err.code(), "FORMAT_TOO_NEW");
+    storage.set_format_for_tests(annals::storage::FORMAT_VERSION);
+    assert_eq!(open(&storage).head(), 1);
+}
+
+#[test]
+fn a_closed_engine_refuses_everything() {
+    let engine = open(&MemoryStorage::new());
+    block_on(engine.close());
+    assert_eq!(
+        block_on(engine.append(vec![ev("s", "T", json!(1))])).unwrap_err(),
+        Error::Closed
+    );
+    assert_eq!(
+        engine.read(&ReadQuery::default()).unwrap_err().code(),
+        "CLOSED"
+    );
+    assert_eq!(block_on(engine.catch_up()).unwrap_err(), Error::Closed);
+}
+
+#[test]
+fn snapshots_are_checked_against_the_head() {
+    let storage = MemoryStorage::new();
+    let engine = open(&storage);
+    block_on(engine.append(vec![ev("s", "T", json!(1))])).unwrap();
+    let snap = annals::storage::SnapshotRecord {
+        name: "p".into(),
+        version: 2,
+        position: 1,
+        state: "{}".into(),
+    };
+    block_on(engine.put_snapshot(&snap)).unwrap();
+    assert_eq!(
+        block_on(open(&storage).snapshot("p")).unwrap(),
+        Some(snap.clone())
+    );
+    let ahead = annals::storage::SnapshotRecord {
+        position: 9,
+        ..snap
+    };
+    assert_eq!(
+        block_on(engine.put_snapshot(&ahead)).unwrap_err().code(),
+        "INVALID_ARGUMENT"
+    );
+    block_on(engine.delete_snapshot("p")).unwrap();
+    assert_eq!(block_on(engine.snapshot("p")).unwrap(), None);
+}
