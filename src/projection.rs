@@ -1,1 +1,147 @@
-//! Rust projections: see issue 2 item 4.
+//! Rust projections: a fold of the log into a read model, with snapshots (tagged with the
+//! projection's version) and in-memory checkpoints for time travel.
+//! TypeScript projections follow the same rules in the npm package.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::codec::EventRef;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::storage::{SnapshotRecord, Storage};
+
+/// A read model built by folding events in log order.
+pub trait Projection {
+    type State: Clone + Serialize + DeserializeOwned;
+
+    /// The name its snapshots are stored under.
+    fn name(&self) -> &str;
+
+    /// Bump it when `apply` changes meaning: older snapshots are then ignored and the state
+    /// is rebuilt from the log.
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn initial(&self) -> Self::State;
+
+    fn apply(&self, state: &mut Self::State, event: &EventRef<'_>);
+}
+
+/// Keeps one projection's state up to date with an engine.
+pub struct ProjectionRunner<P: Projection> {
+    projection: P,
+    state: P::State,
+    position: u64,
+    /// `(position, state)` pairs, ascending, for `state_at`; the first is where the fold began.
+    checkpoints: Vec<(u64, P::State)>,
+    checkpoint_every: u64,
+}
+
+impl<P: Projection> ProjectionRunner<P> {
+    /// Starts from the stored snapshot when its version matches, then replays the tail.
+    pub async fn open<S: Storage>(engine: &Engine<S>, projection: P) -> Result<Self> {
+        let snapshot = engine.snapshot(projection.name()).await?;
+        let (state, position) = match snapshot {
+            Some(s) if s.version == projection.version() && s.position <= engine.head() => {
+                match serde_json::from_str::<P::State>(&s.state) {
+                    Ok(state) => (state, s.position),
+                    // A snapshot that no longer fits the state type is rebuilt, not trusted.
+                    Err(_) => (projection.initial(), 0),
+                }
+            }
+            _ => (projection.initial(), 0),
+        };
+        let mut runner = ProjectionRunner {
+            checkpoints: vec![(position, state.clone())],
+            projection,
+            state,
+            position,
+            checkpoint_every: 1_000,
+        };
+        runner.catch_up(engine)?;
+        Ok(runner)
+    }
+
+    /// How many events apart in-memory checkpoints are taken (trades memory for
+    /// `state_at` speed).
+    pub fn set_checkpoint_interval(&mut self, events: u64) {
+        self.checkpoint_every = events.max(1);
+    }
+
+    pub fn state(&self) -> &P::State {
+        &self.state
+    }
+
+    /// The last position folded into the state.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    pub fn projection(&self) -> &P {
+        &self.projection
+    }
+
+    /// Folds the events the engine has beyond this projection's position.
+    pub fn catch_up<S: Storage>(&mut self, engine: &Engine<S>) -> Result<()> {
+        let head = engine.head();
+        let every = self.checkpoint_every;
+        let projection = &self.projection;
+        let state = &mut self.state;
+        let checkpoints = &mut self.checkpoints;
+        let mut last = self.position;
+        engine.fold_range(self.position, head, |event| {
+            projection.apply(state, &event);
+            last = event.position;
+            if last % every == 0 {
+                checkpoints.push((last, state.clone()));
+            }
+        })?;
+        self.position = last;
+        Ok(())
+    }
+
+    /// The state as it was right after `position`, from the nearest checkpoint at or before
+    /// it. The log is not changed.
+    pub fn state_at<S: Storage>(&self, engine: &Engine<S>, position: u64) -> Result<P::State> {
+        if position > engine.head() {
+            return Err(Error::InvalidArgument(format!(
+                "position {position} is past the head {}",
+                engine.head()
+            )));
+        }
+        let index = self.checkpoints.partition_point(|(p, _)| *p <= position);
+        let (mut state, from) = match index.checked_sub(1) {
+            Some(i) => (self.checkpoints[i].1.clone(), self.checkpoints[i].0),
+            None => (self.projection.initial(), 0), // before a loaded snapshot: from the start
+        };
+        engine.fold_range(from, position, |event| {
+            self.projection.apply(&mut state, &event)
+        })?;
+        Ok(state)
+    }
+
+    /// Stores the current state as this projection's snapshot.
+    pub async fn save_snapshot<S: Storage>(&self, engine: &Engine<S>) -> Result<()> {
+        let state = serde_json::to_string(&self.state).map_err(|e| {
+            Error::InvalidArgument(format!("projection state is not serialisable: {e}"))
+        })?;
+        engine
+            .put_snapshot(&SnapshotRecord {
+                name: self.projection.name().to_owned(),
+                version: self.projection.version(),
+                position: self.position,
+                state,
+            })
+            .await
+    }
+}
+
+impl<'a> EventRef<'a> {
+    /// Deserialises the payload.
+    pub fn data_as<T: serde::Deserialize<'a>>(&self) -> Result<T> {
+        serde_json::from_str(self.data).map_err(|e| {
+            Error::InvalidArgument(format!("event {} data does not match: {e}", self.position))
+        })
+    }
+}
