@@ -15,6 +15,7 @@ pub mod event;
 pub mod log;
 pub mod projection;
 pub mod storage;
+pub mod sync;
 
 #[cfg(target_arch = "wasm32")]
 pub mod wasm;

@@ -1,0 +1,2 @@
+//! Sync: the protocol shared by client and server (`protocol`).
+pub mod protocol;

@@ -1,0 +1,136 @@
+//! The sync protocol's messages (HTTP + JSON under `/v1`), shared by the client state
+//! machine and `annals-server`. See DESIGN.md §5.
+//!
+//! ```text
+//! POST /v1/stores/{store}/push   PushRequest  -> PushResponse
+//! GET  /v1/stores/{store}/pull?after=&limit=&wait=   -> PullResponse
+//! ```
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::event::{Event, EventId, ExpectedVersion};
+
+/// The protocol version in every path (`/v1/...`).
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Most events one pull returns unless the server is configured otherwise.
+pub const DEFAULT_PULL_LIMIT: usize = 1_000;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PushRequest {
+    /// The pushing client's persisted id (recorded as the events' `origin`).
+    pub client_id: String,
+    pub events: Vec<PushEvent>,
+}
+
+/// A pending event as the client pushes it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PushEvent {
+    pub id: EventId,
+    pub stream: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub data: Box<RawValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta: Option<Box<RawValue>>,
+    pub time: u64,
+    #[serde(default, skip_serializing_if = "is_any")]
+    pub expected_version: ExpectedVersion,
+}
+
+fn is_any(v: &ExpectedVersion) -> bool {
+    *v == ExpectedVersion::Any
+}
+
+/// The server's verdict on one pushed event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum PushResult {
+    /// Stored now at `position` (server order), `version` in its stream.
+    Ok { id: EventId, position: u64, version: u64 },
+    /// Already stored earlier (a retry): where it is.
+    Duplicate { id: EventId, position: u64, version: u64 },
+    /// Refused; the client removes it from pending and reports it.
+    Rejected {
+        id: EventId,
+        reason: String,
+        #[serde(rename = "actualVersion", default, skip_serializing_if = "Option::is_none")]
+        actual_version: Option<u64>,
+    },
+}
+
+impl PushResult {
+    pub fn id(&self) -> &EventId {
+        match self {
+            PushResult::Ok { id, .. } | PushResult::Duplicate { id, .. } | PushResult::Rejected { id, .. } => id,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PushResponse {
+    pub results: Vec<PushResult>,
+    /// The store's last position after this push.
+    pub head: u64,
+    /// Identifies this server store's life; a change means "pull from the start again".
+    pub epoch: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PullResponse {
+    /// Confirmed events after `after`, in server order (`pending` is false).
+    pub events: Vec<Event>,
+    pub head: u64,
+    pub epoch: String,
+    /// More events are waiting after the last one returned.
+    pub more: bool,
+}
+
+/// The body of every error answer: `{ "error": { "code": "...", "message": "..." } }`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_results_use_the_documented_shape() {
+        let id = EventId([1; 16]);
+        let ok = serde_json::to_value(PushResult::Ok { id, position: 3, version: 1 }).unwrap();
+        assert_eq!(ok["status"], "ok");
+        assert_eq!(ok["position"], 3);
+        let rejected = serde_json::to_value(PushResult::Rejected {
+            id,
+            reason: "wrong expected version".into(),
+            actual_version: Some(2),
+        })
+        .unwrap();
+        assert_eq!(rejected["status"], "rejected");
+        assert_eq!(rejected["actualVersion"], 2);
+        let back: PushResult = serde_json::from_value(rejected).unwrap();
+        assert!(matches!(back, PushResult::Rejected { actual_version: Some(2), .. }));
+    }
+
+    #[test]
+    fn a_push_request_parses_with_optional_fields_absent() {
+        let json = r#"{"clientId":"c1","events":[{"id":"0190a4c1-7d2e-7c3a-9f10-2b3c4d5e6f70","stream":"s","type":"T","data":{"a":1},"time":5}]}"#;
+        let req: PushRequest = serde_json::from_str(json).unwrap();
+        assert_eq!(req.events[0].expected_version, ExpectedVersion::Any);
+        assert_eq!(req.events[0].data.get(), r#"{"a":1}"#);
+        assert!(serde_json::from_str::<PushRequest>(r#"{"clientId":"c","events":[],"x":1}"#).is_err());
+    }
+}
