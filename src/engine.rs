@@ -216,6 +216,17 @@ impl<S: Storage> Engine<S> {
         self.log.borrow().for_each_in(after, to, f)
     }
 
+    /// Calls `f` with the events of `stream` after position `after`, borrowed, in order.
+    pub fn fold_stream(
+        &self,
+        stream: &str,
+        after: u64,
+        f: impl FnMut(crate::codec::EventRef<'_>),
+    ) -> Result<()> {
+        self.check_open()?;
+        self.log.borrow().for_each_in_stream(stream, after, f)
+    }
+
     pub fn stream_version(&self, stream: &str) -> u64 {
         self.log.borrow().stream_version(stream)
     }

@@ -19,6 +19,10 @@ pub enum Error {
     #[error("invalid event: {0}")]
     InvalidEvent(String),
 
+    /// An aggregate's `decide` refused the command; nothing was written.
+    #[error("command rejected: {0}")]
+    CommandRejected(String),
+
     /// The caller's arguments (outside an event) are malformed.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
@@ -51,6 +55,7 @@ impl Error {
             Error::WrongExpectedVersion { .. } => "WRONG_EXPECTED_VERSION",
             Error::InvalidEvent(_) => "INVALID_EVENT",
             Error::InvalidArgument(_) => "INVALID_ARGUMENT",
+            Error::CommandRejected(_) => "COMMAND_REJECTED",
             Error::QuotaExceeded(_) => "QUOTA_EXCEEDED",
             Error::Closed => "CLOSED",
             Error::FormatTooNew { .. } => "FORMAT_TOO_NEW",

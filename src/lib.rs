@@ -9,6 +9,7 @@
 
 pub mod clock;
 pub mod codec;
+pub mod command;
 pub mod engine;
 pub mod error;
 pub mod event;

@@ -60,9 +60,24 @@ pub struct ReadQuery {
     pub stream: Option<String>,
     #[serde(rename = "type")]
     pub event_type: Option<String>,
+    /// Events whose `meta.correlationId` is this (a whole command flow).
+    pub correlation_id: Option<String>,
 }
 
 impl ReadQuery {
+    /// Whether `event` meets the stream, type and correlation conditions (not the bounds).
+    pub fn matches(&self, event: &EventRef<'_>) -> bool {
+        self.stream.as_deref().is_none_or(|s| s == event.stream)
+            && self
+                .event_type
+                .as_deref()
+                .is_none_or(|t| t == event.event_type)
+            && self
+                .correlation_id
+                .as_deref()
+                .is_none_or(|c| correlation_of(event.meta).as_deref() == Some(c))
+    }
+
     pub fn parse(json: &str) -> Result<Self> {
         if json.trim().is_empty() {
             return Ok(ReadQuery::default());
@@ -94,6 +109,7 @@ pub struct LogState {
     ids: IdMap,
     streams: HashMap<Box<str>, Vec<u64>>,
     types: HashMap<Box<str>, Vec<u64>>,
+    correlations: HashMap<Box<str>, Vec<u64>>,
     encoded_bytes: usize,
 }
 
@@ -167,15 +183,24 @@ impl LogState {
                     let offset = u32::try_from(offset)
                         .map_err(|_| Error::Corrupt("segment over 4 GiB".into()))?;
                     new_offsets.push(offset);
-                    indexed.push((event.id, event.position, event.stream, event.event_type));
+                    indexed.push((
+                        event.id,
+                        event.position,
+                        event.stream,
+                        event.event_type,
+                        correlation_of(event.meta),
+                    ));
                 }
             }
         }
         // Decoded fully without error: now commit to the indexes.
-        for (id, position, stream, event_type) in indexed {
+        for (id, position, stream, event_type, correlation) in indexed {
             self.ids.insert(id, position);
             push_index(&mut self.streams, stream, position);
             push_index(&mut self.types, event_type, position);
+            if let Some(correlation) = correlation {
+                push_index(&mut self.correlations, &correlation, position);
+            }
         }
         self.head += new_offsets.len() as u64;
         self.offsets.extend(new_offsets);
@@ -294,46 +319,61 @@ impl LogState {
         Ok(())
     }
 
-    /// Positions matching `query`, in order.
+    /// Calls `f` with the events of `stream` after position `after`, in order.
+    pub fn for_each_in_stream(
+        &self,
+        stream: &str,
+        after: u64,
+        mut f: impl FnMut(EventRef<'_>),
+    ) -> Result<()> {
+        let Some(list) = self.streams.get(stream) else {
+            return Ok(());
+        };
+        let start = list.partition_point(|p| *p <= after);
+        for position in &list[start..] {
+            if let Some(event) = self.event(*position)? {
+                f(event);
+            }
+        }
+        Ok(())
+    }
+
+    /// Positions matching `query`, in order. Walks the most selective index and checks
+    /// the other conditions on the events themselves.
     pub fn positions(&self, query: &ReadQuery) -> Vec<u64> {
         let to = query.to.unwrap_or(self.head).min(self.head);
         let limit = query.limit.unwrap_or(usize::MAX);
-        let indexed = |list: &[u64]| -> Vec<u64> {
-            let start = list.partition_point(|p| *p <= query.after);
-            list[start..]
-                .iter()
-                .copied()
-                .take_while(|p| *p <= to)
-                .take(limit)
-                .collect()
-        };
-        match (&query.stream, &query.event_type) {
-            (Some(stream), None) => self
-                .streams
-                .get(stream.as_str())
-                .map_or_else(Vec::new, |l| indexed(l)),
-            (None, Some(t)) => self
-                .types
-                .get(t.as_str())
-                .map_or_else(Vec::new, |l| indexed(l)),
-            (Some(stream), Some(t)) => {
-                let Some(list) = self.streams.get(stream.as_str()) else {
-                    return Vec::new();
-                };
-                let start = list.partition_point(|p| *p <= query.after);
-                list[start..]
-                    .iter()
-                    .copied()
-                    .take_while(|p| *p <= to)
-                    .filter(|p| matches!(self.event(*p), Ok(Some(e)) if e.event_type == t))
-                    .take(limit)
-                    .collect()
-            }
-            (None, None) => {
-                let end = to.min(query.after.saturating_add(limit as u64));
-                (query.after + 1..=end).collect()
-            }
+        fn lookup<'a>(
+            index: &'a HashMap<Box<str>, Vec<u64>>,
+            key: &Option<String>,
+        ) -> Option<&'a [u64]> {
+            key.as_deref()
+                .map(|k| index.get(k).map_or(&[][..], |l| l.as_slice()))
         }
+        let candidates = lookup(&self.streams, &query.stream)
+            .or_else(|| lookup(&self.correlations, &query.correlation_id))
+            .or_else(|| lookup(&self.types, &query.event_type));
+        let Some(list) = candidates else {
+            let end = to.min(query.after.saturating_add(limit as u64));
+            return (query.after + 1..=end).collect();
+        };
+        let start = list.partition_point(|p| *p <= query.after);
+        let needs_check = [
+            query.stream.is_some(),
+            query.correlation_id.is_some(),
+            query.event_type.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count()
+            > 1;
+        list[start..]
+            .iter()
+            .copied()
+            .take_while(|p| *p <= to)
+            .filter(|p| !needs_check || matches!(self.event(*p), Ok(Some(e)) if query.matches(&e)))
+            .take(limit)
+            .collect()
     }
 
     /// The events matching `query`, owned.
@@ -351,7 +391,7 @@ impl LogState {
     pub fn read_json(&self, query: &ReadQuery) -> Result<String> {
         let mut out = Vec::with_capacity(256);
         out.push(b'[');
-        if query.stream.is_none() && query.event_type.is_none() {
+        if query.stream.is_none() && query.event_type.is_none() && query.correlation_id.is_none() {
             let to = query.to.unwrap_or(self.head);
             let to = to.min(
                 query
@@ -440,6 +480,20 @@ impl LogState {
         self.segments = out;
         Ok(())
     }
+}
+
+/// `meta.correlationId`, when the event has one. Most events carry no meta, so the
+/// substring test keeps this off the hot path.
+pub fn correlation_of(meta: Option<&str>) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Correlated {
+        #[serde(rename = "correlationId")]
+        correlation_id: Option<String>,
+    }
+    let meta = meta.filter(|m| m.contains("\"correlationId\""))?;
+    serde_json::from_str::<Correlated>(meta)
+        .ok()?
+        .correlation_id
 }
 
 fn push_index(index: &mut HashMap<Box<str>, Vec<u64>>, key: &str, position: u64) {

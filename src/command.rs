@@ -1,0 +1,241 @@
+//! The command side of CQRS for Rust apps: aggregates as deciders.
+//!
+//! `execute` loads the aggregate's state from its stream (kept incrementally, never
+//! replayed from the start on every command), asks `decide` for events, and appends them
+//! expecting the stream version `decide` saw. If another writer moved the stream first, it
+//! folds the new events and decides again, a bounded number of times.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::clock::Clock;
+use crate::clock::{IdSource, SystemClock, Uuidv7};
+use crate::codec::EventRef;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::event::{Event, ExpectedVersion, NewEvent};
+use crate::storage::Storage;
+
+/// How many times `execute` decides again after losing a race on the stream.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+
+/// An event that `decide` wants appended to the aggregate's stream.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub event_type: String,
+    pub data: Box<RawValue>,
+    /// App meta (an object); the command ids are added to it.
+    pub meta: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl Decision {
+    pub fn new(event_type: impl Into<String>, data: &impl Serialize) -> Result<Self> {
+        let data = serde_json::value::to_raw_value(data)
+            .map_err(|e| Error::InvalidEvent(format!("`data` is not JSON-serialisable: {e}")))?;
+        Ok(Decision {
+            event_type: event_type.into(),
+            data,
+            meta: None,
+        })
+    }
+}
+
+/// An aggregate: how its state evolves from its events, and how it decides on commands.
+pub trait Decider {
+    type State: Clone;
+    type Command;
+
+    fn initial(&self) -> Self::State;
+
+    fn evolve(&self, state: &mut Self::State, event: &EventRef<'_>);
+
+    /// The events to append, or `Err(reason)` to refuse the command (nothing is written).
+    fn decide(
+        &self,
+        command: &Self::Command,
+        state: &Self::State,
+    ) -> std::result::Result<Vec<Decision>, String>;
+}
+
+/// Ids that tie a command's events to the flow they belong to. Unset ids default to the
+/// command id, so a command started by a user begins its own flow.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommandContext {
+    pub command_id: Option<String>,
+    pub correlation_id: Option<String>,
+    pub causation_id: Option<String>,
+}
+
+impl CommandContext {
+    /// The context for a command caused by `event`: same flow, caused by that event.
+    pub fn caused_by(event: &Event) -> Self {
+        let correlation = event
+            .meta
+            .as_ref()
+            .and_then(|m| crate::log::correlation_of(Some(m.get())))
+            .unwrap_or_else(|| event.id.to_string());
+        CommandContext {
+            command_id: None,
+            correlation_id: Some(correlation),
+            causation_id: Some(event.id.to_string()),
+        }
+    }
+}
+
+/// What `execute` did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecuteOutcome {
+    pub command_id: String,
+    /// The events appended (empty when `decide` returned none).
+    pub events: Vec<Event>,
+    /// The stream's version after the command.
+    pub version: u64,
+    /// How many times `decide` ran (more than 1 after a lost race).
+    pub attempts: u32,
+}
+
+struct Loaded<S> {
+    /// Last position of this stream folded into `state`.
+    position: u64,
+    version: u64,
+    state: S,
+}
+
+/// One kind of aggregate, with the states of the instances it has loaded.
+pub struct Aggregate<D: Decider> {
+    decider: D,
+    loaded: RefCell<HashMap<String, Loaded<D::State>>>,
+    ids: RefCell<Uuidv7>,
+    max_attempts: u32,
+}
+
+impl<D: Decider> Aggregate<D> {
+    pub fn new(decider: D) -> Self {
+        Aggregate {
+            decider,
+            loaded: RefCell::new(HashMap::new()),
+            ids: RefCell::new(Uuidv7::new()),
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+        }
+    }
+
+    pub fn with_max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts.max(1);
+        self
+    }
+
+    pub fn decider(&self) -> &D {
+        &self.decider
+    }
+
+    /// The aggregate's current state and stream version, folding only events it has not
+    /// seen yet.
+    pub fn load<S: Storage>(&self, engine: &Engine<S>, stream: &str) -> Result<(u64, D::State)> {
+        let mut loaded = self.loaded.borrow_mut();
+        let entry = loaded.entry(stream.to_owned()).or_insert_with(|| Loaded {
+            position: 0,
+            version: 0,
+            state: self.decider.initial(),
+        });
+        let decider = &self.decider;
+        engine.fold_stream(stream, entry.position, |event| {
+            decider.evolve(&mut entry.state, &event);
+            entry.position = event.position;
+            entry.version = event.version;
+        })?;
+        Ok((entry.version, entry.state.clone()))
+    }
+
+    /// Decides on `command` against the stream's state and appends the decided events
+    /// atomically, expecting the version `decide` saw.
+    pub async fn execute<S: Storage>(
+        &self,
+        engine: &Engine<S>,
+        stream: &str,
+        command: &D::Command,
+        context: CommandContext,
+    ) -> Result<ExecuteOutcome> {
+        let command_id = context.command_id.clone().unwrap_or_else(|| {
+            self.ids
+                .borrow_mut()
+                .next_id(SystemClock.now_ms())
+                .to_string()
+        });
+        let correlation_id = context
+            .correlation_id
+            .clone()
+            .unwrap_or_else(|| command_id.clone());
+        let causation_id = context
+            .causation_id
+            .clone()
+            .unwrap_or_else(|| command_id.clone());
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let (version, state) = self.load(engine, stream)?;
+            let decisions = self
+                .decider
+                .decide(command, &state)
+                .map_err(Error::CommandRejected)?;
+            if decisions.is_empty() {
+                return Ok(ExecuteOutcome {
+                    command_id,
+                    events: Vec::new(),
+                    version,
+                    attempts,
+                });
+            }
+            let mut batch = Vec::with_capacity(decisions.len());
+            for (i, decision) in decisions.into_iter().enumerate() {
+                let mut meta = decision.meta.unwrap_or_default();
+                meta.insert("commandId".into(), command_id.clone().into());
+                meta.insert("correlationId".into(), correlation_id.clone().into());
+                meta.insert("causationId".into(), causation_id.clone().into());
+                let event = NewEvent {
+                    id: None,
+                    stream: stream.to_owned(),
+                    event_type: decision.event_type,
+                    data: decision.data,
+                    meta: None,
+                    // Only the first event carries the check; the batch is atomic.
+                    expected_version: if i == 0 {
+                        ExpectedVersion::Exact(version)
+                    } else {
+                        ExpectedVersion::Any
+                    },
+                }
+                .with_meta(&meta)?;
+                batch.push(event);
+            }
+            match engine.append(batch).await {
+                Ok(outcome) => {
+                    let mut events = Vec::with_capacity(outcome.results.len());
+                    for result in &outcome.results {
+                        let query = crate::log::ReadQuery {
+                            after: result.position() - 1,
+                            to: Some(result.position()),
+                            ..Default::default()
+                        };
+                        events.extend(engine.read(&query)?);
+                    }
+                    let version = events.last().map_or(version, |e| e.version);
+                    return Ok(ExecuteOutcome {
+                        command_id,
+                        events,
+                        version,
+                        attempts,
+                    });
+                }
+                Err(Error::WrongExpectedVersion { stream: s, .. })
+                    if s == stream && attempts < self.max_attempts =>
+                {
+                    continue; // another writer got there first: decide again on the new state
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
