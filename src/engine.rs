@@ -1,29 +1,51 @@
-//! The engine: the log's rules ([`crate::log`]) run against a [`Storage`] backend.
-//! Writers are serialised within one engine; across engines (tabs) the storage
-//! transaction assigns positions, so they stay unique and gapless.
+//! The engine: the append rules ([`crate::append`]) and the in-memory log
+//! ([`crate::log`], [`crate::sync::pending`]) run against a [`Storage`] backend.
+//!
+//! Writers are serialised within one engine; across engines (tabs) every write is one
+//! storage transaction that first reads what the others wrote, so positions stay unique
+//! and gapless. A local store confirms its appends at once; a synced store keeps them in
+//! its outbox until the server confirms them (see [`crate::sync`]).
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
 use std::rc::Rc;
 
 use futures::lock::Mutex;
+use serde::{Deserialize, Serialize};
 
+use crate::append::{plan_append, AppendContext, OutboxBuilder, ReplicaView};
 use crate::clock::{Clock, IdSource, SystemClock, Uuidv7};
+use crate::codec::{EventRef, SegmentBuilder};
 use crate::error::{Error, Result};
-use crate::event::{Event, Limits, NewEvent};
+use crate::event::{Event, EventId, Limits, NewEvent};
 use crate::log::{AppendResult, LogState, ReadQuery};
-use crate::storage::{CompactionReport, Segment, SnapshotRecord, Storage};
+use crate::storage::{Commit, CompactionReport, Fresh, Known, Segment, SnapshotRecord, Storage};
+use crate::sync::pending::{OutboxChange, PendingBatch, PendingLog};
+use crate::sync::protocol::{PullResponse, PushEvent, PushResponse, PushResult};
 
 /// Segments are merged up to about this size by compaction.
 pub const COMPACTION_TARGET_BYTES: usize = 256 * 1024;
 
-/// How an engine is set up. `Default` gives the system clock, UUIDv7 ids and the
-/// default limits.
+/// At most this many rejected events are kept for the app to read.
+pub const REJECTED_KEPT: usize = 1_000;
+
+const META_MODE: &str = "mode";
+const META_CLIENT_ID: &str = "clientId";
+const META_EPOCH: &str = "epoch";
+const META_REJECTED: &str = "rejected";
+
+/// How an engine is set up. `Default` gives the system clock, UUIDv7 ids, the default
+/// limits and a local (unsynced) store.
 pub struct EngineOptions {
     pub limits: Limits,
     pub clock: Box<dyn Clock>,
     pub ids: Box<dyn IdSource>,
-    /// Recorded as `origin` on every event this engine appends (a client id).
+    /// Recorded as `origin` on every event this engine appends. A synced store uses its
+    /// persisted client id instead.
     pub origin: Option<String>,
+    /// Keep appends in an outbox until a sync server confirms them. Once a store has been
+    /// opened synced it stays synced.
+    pub synced: bool,
 }
 
 impl Default for EngineOptions {
@@ -33,6 +55,7 @@ impl Default for EngineOptions {
             clock: Box::new(SystemClock),
             ids: Box::new(Uuidv7::new()),
             origin: None,
+            synced: false,
         }
     }
 }
@@ -40,19 +63,73 @@ impl Default for EngineOptions {
 /// What an append did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppendOutcome {
-    /// The head before this call; events after it up to `head` are new to this engine,
-    /// including any that other writers committed first.
-    pub previous_head: u64,
-    pub head: u64,
-    /// One result per event of the batch, in order.
+    /// One result per event of the batch, in order (positions in the replica's log).
     pub results: Vec<AppendResult>,
+    /// What changed in this engine's view, including other writers' events read first.
+    pub change: Change,
 }
 
-/// What changed in the log: the events `previous_head + 1 ..= head` are new.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What changed in the replica's log. Confirmed events `previous_confirmed + 1 ..=
+/// confirmed` are new (all of them from 1 after a reset). Pending events from index
+/// `pending_from` of the outbox on are new; when `rebased`, every pending event moved and
+/// optimistic state must be recomputed from the confirmed state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Change {
-    pub previous_head: u64,
-    pub head: u64,
+    pub log_reset: bool,
+    pub previous_confirmed: u64,
+    pub confirmed: u64,
+    pub rebased: bool,
+    pub pending_from: usize,
+    pub pending: usize,
+}
+
+impl Change {
+    pub fn is_empty(&self) -> bool {
+        !self.log_reset
+            && !self.rebased
+            && self.previous_confirmed == self.confirmed
+            && self.pending_from == self.pending
+    }
+
+    /// The replica's head before and after.
+    pub fn previous_head(&self) -> u64 {
+        if self.rebased || self.log_reset {
+            self.previous_confirmed
+        } else {
+            self.previous_confirmed + self.pending_from as u64
+        }
+    }
+
+    pub fn head(&self) -> u64 {
+        self.confirmed + self.pending as u64
+    }
+}
+
+/// A pending event the server refused, kept for the app to read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rejection {
+    pub event: PushEvent,
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actual_version: Option<u64>,
+}
+
+/// What a pull did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PullOutcome {
+    pub change: Change,
+    /// The server's epoch changed: the confirmed log was dropped and must be pulled again
+    /// from the start (pending events were kept).
+    pub restart: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Mark {
+    log_generation: u64,
+    confirmed: u64,
+    pending: usize,
+    pending_generation: u64,
 }
 
 type Listener = Rc<dyn Fn(Change)>;
@@ -60,37 +137,132 @@ type Listener = Rc<dyn Fn(Change)>;
 pub struct Engine<S: Storage> {
     storage: S,
     log: RefCell<LogState>,
+    pending: RefCell<PendingLog>,
+    known: Cell<Known>,
     writer: Mutex<()>,
     options: RefCell<EngineOptions>,
+    synced: bool,
+    client_id: Option<String>,
+    epoch: RefCell<Option<String>>,
     listeners: RefCell<Vec<(u64, Listener)>>,
     next_listener: Cell<u64>,
     closed: Cell<bool>,
 }
 
 impl<S: Storage> Engine<S> {
-    /// Opens the store and loads its log.
-    pub async fn open(storage: S, options: EngineOptions) -> Result<Self> {
+    /// Opens the store and loads its log. Opening a local store with `synced` moves its
+    /// events into the outbox, to be pushed on the next sync.
+    pub async fn open(storage: S, mut options: EngineOptions) -> Result<Self> {
         storage.open().await?;
-        let segments = storage.read_segments(0).await?;
-        let mut log = LogState::default();
-        log.ingest(&segments)?;
-        Ok(Engine {
+        let fresh = storage.changes(Known::default()).await?;
+        let synced = options.synced || storage.meta(META_MODE).await?.as_deref() == Some("synced");
+        let client_id = if synced {
+            let id = match storage.meta(META_CLIENT_ID).await? {
+                Some(id) => id,
+                None => {
+                    let id = options.ids.next_id(options.clock.now_ms()).to_string();
+                    storage.put_meta(META_CLIENT_ID, &id).await?;
+                    id
+                }
+            };
+            options.origin = Some(id.clone());
+            Some(id)
+        } else {
+            None
+        };
+        let epoch = storage.meta(META_EPOCH).await?;
+        let engine = Engine {
             storage,
-            log: RefCell::new(log),
+            log: RefCell::new(LogState::default()),
+            pending: RefCell::new(PendingLog::default()),
+            known: Cell::new(Known::default()),
             writer: Mutex::new(()),
             options: RefCell::new(options),
+            synced,
+            client_id,
+            epoch: RefCell::new(epoch),
             listeners: RefCell::new(Vec::new()),
             next_listener: Cell::new(0),
             closed: Cell::new(false),
-        })
+        };
+        engine.absorb(&fresh)?;
+        if synced && engine.storage.meta(META_MODE).await?.as_deref() != Some("synced") {
+            engine.become_synced().await?;
+        }
+        Ok(engine)
+    }
+
+    /// Marks the store synced; local events it already had were never seen by a server,
+    /// so they move to the outbox, in order, in the same transaction.
+    async fn become_synced(&self) -> Result<()> {
+        let _writer = self.writer.lock().await;
+        let mut staged = None;
+        let known = self
+            .storage
+            .transact(self.known.get(), &mut |fresh| {
+                self.absorb(fresh)?;
+                let mut outbox = OutboxBuilder::default();
+                self.log.borrow().for_each_in(0, u64::MAX, |e| {
+                    crate::append::AppendSink::push(
+                        &mut outbox,
+                        &e,
+                        crate::event::ExpectedVersion::Any,
+                    )
+                })?;
+                let mut commit = Commit {
+                    put_meta: vec![(META_MODE.into(), "synced".into())],
+                    ..Commit::default()
+                };
+                let batch = PendingBatch {
+                    seq: fresh.now.pending_seq + 1,
+                    events: outbox.0,
+                };
+                if self.log.borrow().head() > 0 {
+                    commit.reset_log = true;
+                    commit.put_pending.push(batch.encode()?);
+                    staged = Some(batch);
+                }
+                Ok(commit)
+            })
+            .await?;
+        if let Some(batch) = staged {
+            self.log.borrow_mut().clear();
+            self.pending.borrow_mut().push(batch);
+        }
+        self.known.set(known);
+        Ok(())
     }
 
     pub fn storage(&self) -> &S {
         &self.storage
     }
 
+    /// The last position of the replica's log: confirmed events, then pending ones.
     pub fn head(&self) -> u64 {
+        self.log.borrow().head() + self.pending.borrow().len() as u64
+    }
+
+    /// The last confirmed position (for a synced store, the sync cursor).
+    pub fn confirmed_head(&self) -> u64 {
         self.log.borrow().head()
+    }
+
+    pub fn pending_count(&self) -> usize {
+        self.pending.borrow().len()
+    }
+
+    pub fn is_synced(&self) -> bool {
+        self.synced
+    }
+
+    /// The persisted client id of a synced store.
+    pub fn client_id(&self) -> Option<&str> {
+        self.client_id.as_deref()
+    }
+
+    /// The server epoch this replica's confirmed log belongs to.
+    pub fn epoch(&self) -> Option<String> {
+        self.epoch.borrow().clone()
     }
 
     pub fn is_closed(&self) -> bool {
@@ -105,77 +277,151 @@ impl<S: Storage> Engine<S> {
         }
     }
 
-    /// Sets the `origin` recorded on events appended from now on.
+    fn mark(&self) -> Mark {
+        Mark {
+            log_generation: self.known.get().log_generation,
+            confirmed: self.log.borrow().head(),
+            pending: self.pending.borrow().len(),
+            pending_generation: self.known.get().pending_generation,
+        }
+    }
+
+    fn change_since(&self, before: Mark) -> Change {
+        let after = self.mark();
+        let log_reset = after.log_generation != before.log_generation;
+        let rebased = log_reset
+            || after.pending_generation != before.pending_generation
+            || (after.confirmed != before.confirmed && before.pending > 0);
+        Change {
+            log_reset,
+            previous_confirmed: if log_reset { 0 } else { before.confirmed },
+            confirmed: after.confirmed,
+            rebased,
+            pending_from: if rebased { 0 } else { before.pending },
+            pending: after.pending,
+        }
+    }
+
+    /// Takes in what other handles wrote (read inside a transaction or a refresh).
+    fn absorb(&self, fresh: &Fresh) -> Result<()> {
+        let mut log = self.log.borrow_mut();
+        if fresh.log_reset {
+            log.clear();
+        }
+        log.ingest(&fresh.segments)?;
+        let mut pending = self.pending.borrow_mut();
+        if fresh.pending_replaced {
+            pending.replace(&fresh.pending)?;
+        } else {
+            pending.extend(&fresh.pending)?;
+        }
+        self.known.set(fresh.now);
+        Ok(())
+    }
+
+    /// Sets the `origin` recorded on events appended from now on (local stores).
     pub fn set_origin(&self, origin: Option<String>) {
-        self.options.borrow_mut().origin = origin;
+        if !self.synced {
+            self.options.borrow_mut().origin = origin;
+        }
     }
 
     /// Appends `batch` atomically: every event is written, or none is. Events whose id is
-    /// already stored come back as [`AppendResult::Duplicate`] and are not written again.
+    /// already in the replica come back as [`AppendResult::Duplicate`] and are not written
+    /// again.
     pub async fn append(&self, batch: Vec<NewEvent>) -> Result<AppendOutcome> {
         self.check_open()?;
-        if batch.is_empty() {
-            let head = self.head();
-            return Ok(AppendOutcome {
-                previous_head: head,
-                head,
-                results: Vec::new(),
-            });
-        }
         let _writer = self.writer.lock().await;
         self.check_open()?;
-        let previous_head = self.head();
-        let mut prepared: Option<(Option<Segment>, Vec<AppendResult>)> = None;
-        let mut prepare = |others: &[Segment]| -> Result<Option<Segment>> {
-            let mut log = self.log.borrow_mut();
-            log.ingest(others)?; // committed by other tabs: ours to know, whatever happens next
-            let mut options = self.options.borrow_mut();
-            let options = &mut *options;
-            let now = options.clock.now_ms();
-            let ids = &mut options.ids;
-            let plan = log.prepare(
-                &batch,
-                &options.limits,
-                now,
-                options.origin.as_deref(),
-                &mut || ids.next_id(now),
-            )?;
-            prepared = Some((plan.segment.clone(), plan.results));
-            Ok(plan.segment)
+        let before = self.mark();
+        if batch.is_empty() {
+            return Ok(AppendOutcome {
+                results: Vec::new(),
+                change: self.change_since(before),
+            });
+        }
+        enum Staged {
+            Segment(Segment),
+            Pending(PendingBatch),
+        }
+        let mut staged: Option<(Option<Staged>, Vec<AppendResult>)> = None;
+        let stored = self
+            .storage
+            .transact(self.known.get(), &mut |fresh| {
+                self.absorb(fresh)?;
+                let log = self.log.borrow();
+                let pending = self.pending.borrow();
+                let view = ReplicaView {
+                    log: &log,
+                    pending: &pending,
+                };
+                let mut options = self.options.borrow_mut();
+                let options = &mut *options;
+                let now_ms = options.clock.now_ms();
+                let context = AppendContext {
+                    limits: &options.limits,
+                    now_ms,
+                    origin: options.origin.as_deref(),
+                };
+                let ids = &mut options.ids;
+                let mut next_id = || ids.next_id(now_ms);
+                let mut commit = Commit::default();
+                let (write, results) = if self.synced {
+                    let mut outbox = OutboxBuilder::default();
+                    let results = plan_append(&batch, &view, &context, &mut next_id, &mut outbox)?;
+                    let write = (!outbox.0.is_empty()).then(|| PendingBatch {
+                        seq: fresh.now.pending_seq + 1,
+                        events: outbox.0,
+                    });
+                    if let Some(batch) = &write {
+                        commit.put_pending.push(batch.encode()?);
+                    }
+                    (write.map(Staged::Pending), results)
+                } else {
+                    let mut builder = SegmentBuilder::new(log.head() + 1);
+                    let results = plan_append(&batch, &view, &context, &mut next_id, &mut builder)?;
+                    let write = (!builder.is_empty()).then(|| Segment {
+                        first: log.head() + 1,
+                        bytes: builder.finish(),
+                    });
+                    commit.segment = write.clone();
+                    (write.map(Staged::Segment), results)
+                };
+                staged = Some((write, results));
+                Ok(commit)
+            })
+            .await;
+        let known = match stored {
+            Ok(known) => known,
+            Err(e) => {
+                // Others' events read inside the failed transaction were committed.
+                self.notify(self.change_since(before));
+                return Err(e);
+            }
         };
-        let stored = self.storage.append(previous_head, &mut prepare).await;
-        if let Err(e) = stored {
-            // Others' events read inside a failed transaction were committed; tell listeners.
-            self.notify(previous_head);
-            return Err(e);
+        let (write, results) =
+            staged.ok_or_else(|| Error::Storage("the append transaction did not run".into()))?;
+        match write {
+            Some(Staged::Segment(segment)) => self.log.borrow_mut().commit(segment)?,
+            Some(Staged::Pending(batch)) => self.pending.borrow_mut().push(batch),
+            None => {}
         }
-        let (segment, results) =
-            prepared.ok_or_else(|| Error::Storage("the append transaction did not run".into()))?;
-        if let Some(segment) = segment {
-            self.log.borrow_mut().commit(segment)?;
-        }
-        let head = self.head();
-        self.notify(previous_head);
-        Ok(AppendOutcome {
-            previous_head,
-            head,
-            results,
-        })
+        self.known.set(known);
+        let change = self.change_since(before);
+        self.notify(change);
+        Ok(AppendOutcome { results, change })
     }
 
-    /// Reads what other writers appended since this engine last looked. Returns the
-    /// change (empty when nothing is new).
+    /// Reads what other writers (tabs) changed since this engine last looked.
     pub async fn catch_up(&self) -> Result<Change> {
         self.check_open()?;
         let _writer = self.writer.lock().await;
-        let previous_head = self.head();
-        let segments = self.storage.read_segments(previous_head).await?;
-        self.log.borrow_mut().ingest(&segments)?;
-        self.notify(previous_head);
-        Ok(Change {
-            previous_head,
-            head: self.head(),
-        })
+        let before = self.mark();
+        let fresh = self.storage.changes(self.known.get()).await?;
+        self.absorb(&fresh)?;
+        let change = self.change_since(before);
+        self.notify(change);
+        Ok(change)
     }
 
     /// Merges small segments, in storage and in memory.
@@ -189,55 +435,285 @@ impl<S: Storage> Engine<S> {
         Ok(report)
     }
 
+    // ---- sync: the outbox, push verdicts and pulls -------------------------------------
+
+    /// The next events to push: the first `limit` of the outbox, in append order.
+    pub fn outgoing(&self, limit: usize) -> Vec<PushEvent> {
+        self.pending.borrow().outgoing(limit)
+    }
+
+    /// Records the server's verdicts on a push. Accepted events stay pending until a pull
+    /// brings them back in server order; rejected ones leave the outbox and are kept in
+    /// the rejected list, in one transaction. Returns the rejections.
+    pub async fn settle_push(&self, response: &PushResponse) -> Result<Vec<Rejection>> {
+        self.check_open()?;
+        let refused: Vec<(&EventId, &String, Option<u64>)> = response
+            .results
+            .iter()
+            .filter_map(|r| match r {
+                PushResult::Rejected {
+                    id,
+                    reason,
+                    actual_version,
+                } => Some((id, reason, *actual_version)),
+                _ => None,
+            })
+            .collect();
+        if refused.is_empty() {
+            return Ok(Vec::new());
+        }
+        let _writer = self.writer.lock().await;
+        let before = self.mark();
+        let kept = self.rejected().await?;
+        let mut staged: Option<(OutboxChange, Vec<Rejection>)> = None;
+        let known = self
+            .storage
+            .transact(self.known.get(), &mut |fresh| {
+                self.absorb(fresh)?;
+                let pending = self.pending.borrow();
+                let rejections: Vec<Rejection> = refused
+                    .iter()
+                    .filter_map(|(id, reason, actual)| {
+                        let event = pending.events().find(|e| e.id == **id)?.clone();
+                        Some(Rejection {
+                            event,
+                            reason: (*reason).clone(),
+                            actual_version: *actual,
+                        })
+                    })
+                    .collect();
+                let gone: HashSet<EventId> = rejections.iter().map(|r| r.event.id).collect();
+                let change = pending.plan_removal(&gone);
+                let mut list = kept.clone();
+                list.extend(rejections.iter().cloned());
+                let excess = list.len().saturating_sub(REJECTED_KEPT);
+                list.drain(..excess);
+                let list =
+                    serde_json::to_string(&list).map_err(|e| Error::Storage(e.to_string()))?;
+                let commit = outbox_commit(&change, vec![(META_REJECTED.into(), list)])?;
+                staged = Some((change, rejections));
+                Ok(commit)
+            })
+            .await?;
+        let (change, rejections) = staged.unwrap_or_default();
+        self.pending.borrow_mut().apply(&change);
+        self.known.set(known);
+        self.notify(self.change_since(before));
+        Ok(rejections)
+    }
+
+    /// The pending events the server refused (the most recent [`REJECTED_KEPT`]).
+    pub async fn rejected(&self) -> Result<Vec<Rejection>> {
+        match self.storage.meta(META_REJECTED).await? {
+            None => Ok(Vec::new()),
+            Some(json) => serde_json::from_str(&json)
+                .map_err(|e| Error::Corrupt(format!("rejected list: {e}"))),
+        }
+    }
+
+    /// Applies a pull: the confirmed events, the new cursor and the removal of the pending
+    /// events they confirm are written in one transaction, so a crash never leaves a
+    /// cursor ahead of its events. A changed server epoch drops the confirmed log instead
+    /// (pending events stay) and asks for a pull from the start.
+    pub async fn apply_pull(&self, response: &PullResponse) -> Result<PullOutcome> {
+        self.check_open()?;
+        let _writer = self.writer.lock().await;
+        let before = self.mark();
+        let known_epoch = self.epoch.borrow().clone();
+        let restart = known_epoch.as_deref().is_some_and(|e| e != response.epoch);
+        let mut staged: Option<(Option<Segment>, OutboxChange)> = None;
+        let known = self
+            .storage
+            .transact(self.known.get(), &mut |fresh| {
+                self.absorb(fresh)?;
+                let epoch_meta = vec![(META_EPOCH.to_owned(), response.epoch.clone())];
+                if restart {
+                    staged = Some((None, OutboxChange::default()));
+                    return Ok(Commit {
+                        reset_log: true,
+                        put_meta: epoch_meta,
+                        ..Commit::default()
+                    });
+                }
+                let log = self.log.borrow();
+                let head = log.head();
+                let mut builder = SegmentBuilder::new(head + 1);
+                let mut confirmed = HashSet::new();
+                for event in response.events.iter().filter(|e| e.position > head) {
+                    if event.position != builder.next_position() {
+                        return Err(Error::Storage(format!(
+                            "the server sent position {} where {} was due",
+                            event.position,
+                            builder.next_position()
+                        )));
+                    }
+                    builder.push(&EventRef::from_event(event));
+                    confirmed.insert(event.id);
+                }
+                let segment = (!builder.is_empty()).then(|| Segment {
+                    first: head + 1,
+                    bytes: builder.finish(),
+                });
+                let change = self.pending.borrow().plan_removal(&confirmed);
+                let mut commit = outbox_commit(
+                    &change,
+                    if known_epoch.is_none() {
+                        epoch_meta
+                    } else {
+                        Vec::new()
+                    },
+                )?;
+                commit.segment = segment.clone();
+                staged = Some((segment, change));
+                Ok(commit)
+            })
+            .await?;
+        let (segment, change) = staged.unwrap_or_default();
+        if restart {
+            self.log.borrow_mut().clear();
+        }
+        if let Some(segment) = segment {
+            self.log.borrow_mut().commit(segment)?;
+        }
+        self.pending.borrow_mut().apply(&change);
+        *self.epoch.borrow_mut() = Some(response.epoch.clone());
+        self.known.set(known);
+        let change = self.change_since(before);
+        self.notify(change);
+        Ok(PullOutcome { change, restart })
+    }
+
+    // ---- reads ----------------------------------------------------------------------------
+
+    /// Events matching `query`: confirmed ones, then pending ones (`pending: true`, at
+    /// provisional positions).
     pub fn read(&self, query: &ReadQuery) -> Result<Vec<Event>> {
         self.check_open()?;
-        self.log.borrow().read(query)
+        let log = self.log.borrow();
+        let mut events = log.read(query)?;
+        let remaining = query
+            .limit
+            .unwrap_or(usize::MAX)
+            .saturating_sub(events.len());
+        self.for_each_pending_matching(&log, query, remaining, |e| events.push(e.to_event(true)));
+        Ok(events)
     }
 
+    /// [`Engine::read`] as a JSON array, payloads copied verbatim.
     pub fn read_json(&self, query: &ReadQuery) -> Result<String> {
         self.check_open()?;
-        self.log.borrow().read_json(query)
+        let log = self.log.borrow();
+        let mut out = Vec::with_capacity(256);
+        out.push(b'[');
+        let mut count = 0usize;
+        log.write_json(query, &mut out, &mut count)?;
+        let remaining = query.limit.unwrap_or(usize::MAX).saturating_sub(count);
+        self.for_each_pending_matching(&log, query, remaining, |e| {
+            if out.len() > 1 {
+                out.push(b',');
+            }
+            e.write_json(&mut out, true);
+        });
+        out.push(b']');
+        String::from_utf8(out).map_err(|e| Error::Corrupt(e.to_string()))
     }
 
-    /// Events `after + 1 ..= to` as a JSON array (the batch handed to JS reducers).
+    /// The replica's events `after + 1 ..= to` as a JSON array.
     pub fn range_json(&self, after: u64, to: u64) -> Result<String> {
-        self.check_open()?;
-        self.log.borrow().range_json(after, to)
+        self.read_json(&ReadQuery {
+            after,
+            to: Some(to),
+            ..ReadQuery::default()
+        })
     }
 
-    /// Calls `f` with the events `after + 1 ..= to`, borrowed, in order.
-    pub fn fold_range(
+    /// The pending events from index `from` of the outbox on, as a JSON array.
+    pub fn pending_json(&self, from: usize) -> Result<String> {
+        self.check_open()?;
+        let log = self.log.borrow();
+        let after = log.head() + from as u64;
+        self.range_json(after, u64::MAX)
+    }
+
+    fn for_each_pending_matching(
         &self,
-        after: u64,
-        to: u64,
-        f: impl FnMut(crate::codec::EventRef<'_>),
-    ) -> Result<()> {
+        log: &LogState,
+        query: &ReadQuery,
+        limit: usize,
+        mut f: impl FnMut(EventRef<'_>),
+    ) {
+        let to = query.to.unwrap_or(u64::MAX);
+        if limit == 0 || to <= log.head() {
+            return;
+        }
+        let origin = self.client_id.as_deref();
+        let mut taken = 0;
+        self.pending
+            .borrow()
+            .for_each_provisional(log, origin, |e| {
+                if taken < limit
+                    && e.position > query.after
+                    && e.position <= to
+                    && query.matches(&e)
+                {
+                    taken += 1;
+                    f(e);
+                }
+            });
+    }
+
+    /// Calls `f` with the confirmed events `after + 1 ..= to`, borrowed, in order.
+    pub fn fold_range(&self, after: u64, to: u64, f: impl FnMut(EventRef<'_>)) -> Result<()> {
         self.check_open()?;
         self.log.borrow().for_each_in(after, to, f)
     }
 
-    /// Calls `f` with the events of `stream` after position `after`, borrowed, in order.
-    pub fn fold_stream(
-        &self,
-        stream: &str,
-        after: u64,
-        f: impl FnMut(crate::codec::EventRef<'_>),
-    ) -> Result<()> {
+    /// Calls `f` with the confirmed events of `stream` after position `after`, in order.
+    pub fn fold_stream(&self, stream: &str, after: u64, f: impl FnMut(EventRef<'_>)) -> Result<()> {
         self.check_open()?;
         self.log.borrow().for_each_in_stream(stream, after, f)
     }
 
-    pub fn stream_version(&self, stream: &str) -> u64 {
-        self.log.borrow().stream_version(stream)
+    /// Calls `f` with the pending events of `stream`, in order.
+    pub fn fold_pending_stream(&self, stream: &str, mut f: impl FnMut(EventRef<'_>)) -> Result<()> {
+        self.check_open()?;
+        let log = self.log.borrow();
+        self.pending
+            .borrow()
+            .for_each_provisional(&log, self.client_id.as_deref(), |e| {
+                if e.stream == stream {
+                    f(e)
+                }
+            });
+        Ok(())
     }
 
-    /// The stored event with this id, if any.
-    pub fn event_by_id(&self, id: &crate::event::EventId) -> Result<Option<Event>> {
+    /// The stream's version in the replica (confirmed and pending events).
+    pub fn stream_version(&self, stream: &str) -> u64 {
         let log = self.log.borrow();
-        match log.position_of(id) {
-            Some(p) => Ok(log.event(p)?.map(|e| e.to_event(false))),
-            None => Ok(None),
+        let pending = self.pending.borrow();
+        ReplicaView {
+            log: &log,
+            pending: &pending,
         }
+        .stream_version(stream)
+    }
+
+    /// The event with this id, if the replica has it.
+    pub fn event_by_id(&self, id: &EventId) -> Result<Option<Event>> {
+        let log = self.log.borrow();
+        if let Some(p) = log.position_of(id) {
+            return Ok(log.event(p)?.map(|e| e.to_event(false)));
+        }
+        let mut found = None;
+        self.pending
+            .borrow()
+            .for_each_provisional(&log, self.client_id.as_deref(), |e| {
+                if e.id == *id {
+                    found = Some(e.to_event(true));
+                }
+            });
+        Ok(found)
     }
 
     /// Bytes of encoded events this engine holds in memory.
@@ -245,13 +721,17 @@ impl<S: Storage> Engine<S> {
         self.log.borrow().encoded_bytes()
     }
 
+    // ---- snapshots and notifications ---------------------------------------------------
+
+    /// Stores a projection snapshot; its position must be confirmed (snapshots never hold
+    /// pending events, which may still move).
     pub async fn put_snapshot(&self, snapshot: &SnapshotRecord) -> Result<()> {
         self.check_open()?;
-        if snapshot.position > self.head() {
+        if snapshot.position > self.confirmed_head() {
             return Err(Error::InvalidArgument(format!(
-                "snapshot at position {} is past the head {}",
+                "snapshot at position {} is past the confirmed head {}",
                 snapshot.position,
-                self.head()
+                self.confirmed_head()
             )));
         }
         self.storage.put_snapshot(snapshot).await
@@ -279,9 +759,8 @@ impl<S: Storage> Engine<S> {
         self.listeners.borrow_mut().retain(|(i, _)| *i != id);
     }
 
-    fn notify(&self, previous_head: u64) {
-        let head = self.head();
-        if head == previous_head {
+    fn notify(&self, change: Change) {
+        if change.is_empty() {
             return;
         }
         let listeners: Vec<Listener> = self
@@ -291,10 +770,7 @@ impl<S: Storage> Engine<S> {
             .map(|(_, l)| l.clone())
             .collect();
         for listener in listeners {
-            listener(Change {
-                previous_head,
-                head,
-            });
+            listener(change);
         }
     }
 
@@ -306,4 +782,17 @@ impl<S: Storage> Engine<S> {
         self.listeners.borrow_mut().clear();
         self.storage.close();
     }
+}
+
+fn outbox_commit(change: &OutboxChange, put_meta: Vec<(String, String)>) -> Result<Commit> {
+    let mut put_pending = Vec::with_capacity(change.rewrite.len());
+    for batch in &change.rewrite {
+        put_pending.push(batch.encode()?);
+    }
+    Ok(Commit {
+        put_pending,
+        delete_pending: change.delete.clone(),
+        put_meta,
+        ..Commit::default()
+    })
 }

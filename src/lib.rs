@@ -7,6 +7,7 @@
 //!   (wall clock and id source);
 //! - the thin `wasm` binding that JavaScript calls, once per batch.
 
+pub mod append;
 pub mod clock;
 pub mod codec;
 pub mod command;

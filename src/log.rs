@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use crate::codec::{self, EventRef, SegmentBuilder, SegmentReader};
 use crate::error::{Error, Result};
-use crate::event::{Event, EventId, Limits, NewEvent, MAX_SAFE_INTEGER};
+use crate::event::{Event, EventId};
 use crate::storage::Segment;
 
 /// Hashes event ids cheaply: UUIDs already carry random bits, so folding is enough.
@@ -90,13 +90,6 @@ impl ReadQuery {
 struct MemSegment {
     first: u64,
     bytes: Vec<u8>,
-}
-
-/// The events a prepared append will write, kept until the transaction commits.
-#[derive(Debug)]
-pub struct PreparedAppend {
-    pub segment: Option<Segment>,
-    pub results: Vec<AppendResult>,
 }
 
 /// Everything known about the log, in memory: the encoded segments and indexes over them.
@@ -209,74 +202,14 @@ impl LogState {
         Ok(())
     }
 
-    /// Checks `batch` against the rules and encodes what must be written. Changes nothing:
-    /// call [`LogState::commit`] once the segment is stored.
-    pub fn prepare(
-        &self,
-        batch: &[NewEvent],
-        limits: &Limits,
-        now_ms: u64,
-        origin: Option<&str>,
-        next_id: &mut dyn FnMut() -> EventId,
-    ) -> Result<PreparedAppend> {
-        for event in batch {
-            event.validate(limits)?;
-        }
-        let mut planned_ids: HashMap<EventId, u64, BuildHasherDefault<IdHasher>> =
-            HashMap::default();
-        let mut planned_versions: HashMap<&str, u64> = HashMap::new();
-        let mut builder = SegmentBuilder::new(self.head + 1);
-        let mut results = Vec::with_capacity(batch.len());
-        for event in batch {
-            if let Some(id) = event.id {
-                if let Some(position) = self
-                    .position_of(&id)
-                    .or_else(|| planned_ids.get(&id).copied())
-                {
-                    results.push(AppendResult::Duplicate(position));
-                    continue;
-                }
-            }
-            let current = *planned_versions
-                .entry(event.stream.as_str())
-                .or_insert_with(|| self.stream_version(&event.stream));
-            if !event.expected_version.accepts(current) {
-                return Err(Error::WrongExpectedVersion {
-                    stream: event.stream.clone(),
-                    expected: event.expected_version,
-                    actual: current,
-                });
-            }
-            let position = builder.next_position();
-            if position > MAX_SAFE_INTEGER {
-                return Err(Error::InvalidArgument("the log is full".into()));
-            }
-            let id = event.id.unwrap_or_else(&mut *next_id);
-            planned_ids.insert(id, position);
-            planned_versions.insert(event.stream.as_str(), current + 1);
-            builder.push(&EventRef {
-                id,
-                position,
-                version: current + 1,
-                time: now_ms,
-                stream: &event.stream,
-                event_type: &event.event_type,
-                origin,
-                meta: event.meta.as_ref().map(|m| m.get()),
-                data: event.data.get(),
-            });
-            results.push(AppendResult::Appended(position));
-        }
-        let segment = (!builder.is_empty()).then(|| Segment {
-            first: self.head + 1,
-            bytes: builder.finish(),
-        });
-        Ok(PreparedAppend { segment, results })
-    }
-
     /// Records a segment that storage has committed.
     pub fn commit(&mut self, segment: Segment) -> Result<()> {
         self.add_segment(segment.first, segment.bytes)
+    }
+
+    /// Forgets everything (the confirmed log was reset).
+    pub fn clear(&mut self) {
+        *self = LogState::default();
     }
 
     /// The event at `position`, borrowed from the segment bytes.
@@ -391,6 +324,26 @@ impl LogState {
     pub fn read_json(&self, query: &ReadQuery) -> Result<String> {
         let mut out = Vec::with_capacity(256);
         out.push(b'[');
+        self.write_json(query, &mut out, &mut 0)?;
+        out.push(b']');
+        into_string(out)
+    }
+
+    /// Writes the events matching `query` to `out` as comma-separated JSON objects (a
+    /// comma first if `out` already holds some), counting them in `count`.
+    pub fn write_json(
+        &self,
+        query: &ReadQuery,
+        out: &mut Vec<u8>,
+        count: &mut usize,
+    ) -> Result<()> {
+        let mut write = |e: EventRef<'_>| {
+            if *count > 0 {
+                out.push(b',');
+            }
+            *count += 1;
+            e.write_json(out, false);
+        };
         if query.stream.is_none() && query.event_type.is_none() && query.correlation_id.is_none() {
             let to = query.to.unwrap_or(self.head);
             let to = to.min(
@@ -398,25 +351,15 @@ impl LogState {
                     .after
                     .saturating_add(query.limit.unwrap_or(usize::MAX) as u64),
             );
-            let mut first = true;
-            self.for_each_in(query.after, to, |e| {
-                if !std::mem::take(&mut first) {
-                    out.push(b',');
-                }
-                e.write_json(&mut out, false);
-            })?;
+            self.for_each_in(query.after, to, write)
         } else {
-            for (i, position) in self.positions(query).into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
+            for position in self.positions(query) {
                 if let Some(e) = self.event(position)? {
-                    e.write_json(&mut out, false);
+                    write(e);
                 }
             }
+            Ok(())
         }
-        out.push(b']');
-        into_string(out)
     }
 
     /// Events `after + 1 ..= to` as a JSON array.

@@ -284,7 +284,7 @@ fn an_append_sees_what_another_writer_committed_first() {
         ev("s", "T", json!(2)).expecting(ExpectedVersion::Exact(1)),
     ]))
     .unwrap();
-    assert_eq!((out.previous_head, out.head), (1, 2));
+    assert_eq!((out.change.previous_head(), out.change.head()), (1, 2));
 }
 
 #[test]
@@ -293,7 +293,7 @@ fn change_notifications_follow_the_head() {
     let engine = open(&storage);
     let seen = Rc::new(RefCell::new(Vec::new()));
     let sink = seen.clone();
-    let id = engine.subscribe(move |c| sink.borrow_mut().push((c.previous_head, c.head)));
+    let id = engine.subscribe(move |c| sink.borrow_mut().push((c.previous_head(), c.head())));
     block_on(engine.append(vec![ev("s", "T", json!(1)), ev("s", "T", json!(2))])).unwrap();
     block_on(open(&storage).append(vec![ev("s", "T", json!(3))])).unwrap();
     block_on(engine.catch_up()).unwrap();

@@ -1,19 +1,24 @@
-//! The memory backend: the whole store in a `BTreeMap`, for Node, Rust apps and tests.
-//! Clones share one store, the way two tabs share one IndexedDB database.
+//! The memory backend: the whole store in ordered maps, for Node, Rust apps and tests.
+//! Handles made with [`MemoryStorage::another_handle`] share one store, the way two tabs
+//! share one IndexedDB database.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell, RefMut};
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
-use super::{CompactionReport, PrepareAppend, Segment, SnapshotRecord, Storage, FORMAT_VERSION};
+use super::{
+    CompactionReport, Fresh, Known, PendingRecord, Prepare, Segment, SnapshotRecord, Storage,
+    FORMAT_VERSION,
+};
 use crate::codec;
 use crate::error::{Error, Result};
 
 #[derive(Debug, Default)]
 struct State {
     format: Option<u32>,
-    head: u64,
+    counters: Known,
     segments: BTreeMap<u64, Vec<u8>>,
+    pending: BTreeMap<u64, Vec<u8>>,
     snapshots: HashMap<String, SnapshotRecord>,
     meta: HashMap<String, String>,
 }
@@ -21,7 +26,7 @@ struct State {
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStorage {
     shared: Rc<RefCell<State>>,
-    closed: Rc<std::cell::Cell<bool>>,
+    closed: Rc<Cell<bool>>,
 }
 
 impl MemoryStorage {
@@ -48,7 +53,7 @@ impl MemoryStorage {
         self.shared.borrow().segments.len()
     }
 
-    fn state(&self) -> Result<std::cell::RefMut<'_, State>> {
+    fn state(&self) -> Result<RefMut<'_, State>> {
         if self.closed.get() {
             return Err(Error::Closed);
         }
@@ -56,85 +61,142 @@ impl MemoryStorage {
     }
 }
 
+impl State {
+    fn changes(&self, known: Known) -> Fresh {
+        let log_reset = known.log_generation != self.counters.log_generation;
+        let after = if log_reset { 0 } else { known.head };
+        let segments = if self.counters.head > after || log_reset {
+            segments_after(&self.segments, after)
+        } else {
+            Vec::new()
+        };
+        let pending_replaced = known.pending_generation != self.counters.pending_generation;
+        let from = if pending_replaced {
+            0
+        } else {
+            known.pending_seq
+        };
+        let pending = self
+            .pending
+            .range(from + 1..)
+            .map(|(seq, bytes)| PendingRecord {
+                seq: *seq,
+                bytes: bytes.clone(),
+            })
+            .collect();
+        Fresh {
+            log_reset,
+            segments,
+            pending_replaced,
+            pending,
+            now: self.counters,
+        }
+    }
+}
+
 impl Storage for MemoryStorage {
-    async fn open(&self) -> Result<u64> {
+    async fn open(&self) -> Result<()> {
         let mut state = self.state()?;
         match state.format {
             Some(found) if found > FORMAT_VERSION => Err(Error::FormatTooNew {
                 found,
                 supported: FORMAT_VERSION,
             }),
-            Some(_) => Ok(state.head),
+            Some(_) => Ok(()),
             None => {
                 state.format = Some(FORMAT_VERSION);
-                Ok(state.head)
+                Ok(())
             }
         }
     }
 
-    async fn read_segments(&self, after: u64) -> Result<Vec<Segment>> {
-        let state = self.state()?;
-        Ok(segments_after(&state.segments, after))
+    async fn changes(&self, known: Known) -> Result<Fresh> {
+        Ok(self.state()?.changes(known))
     }
 
-    async fn append(&self, known_head: u64, prepare: &mut PrepareAppend<'_>) -> Result<u64> {
+    async fn transact(&self, known: Known, prepare: &mut Prepare<'_>) -> Result<Known> {
         let mut state = self.state()?;
-        let others = if state.head > known_head {
-            segments_after(&state.segments, known_head)
-        } else {
-            Vec::new()
-        };
-        let Some(segment) = prepare(&others)? else {
-            return Ok(state.head);
-        };
-        let (first, count) = codec::header(&segment.bytes)?;
-        if first != state.head + 1 || first != segment.first {
-            return Err(Error::Storage(format!(
-                "segment starts at position {first}, but the log continues at {}",
-                state.head + 1
-            )));
+        let commit = prepare(&state.changes(known))?;
+        // Check everything before changing anything: a commit is whole or absent.
+        let mut counters = state.counters;
+        if commit.reset_log {
+            counters.head = 0;
+            counters.log_generation += 1;
         }
-        state.head = first + u64::from(count) - 1;
-        state.segments.insert(first, segment.bytes);
-        Ok(state.head)
+        if let Some(segment) = &commit.segment {
+            let (first, count) = codec::header(&segment.bytes)?;
+            if first != counters.head + 1 || first != segment.first || count == 0 {
+                return Err(Error::Storage(format!(
+                    "segment starts at position {first}, but the log continues at {}",
+                    counters.head + 1
+                )));
+            }
+            counters.head = first + u64::from(count) - 1;
+        }
+        for record in &commit.put_pending {
+            if record.seq > counters.pending_seq {
+                counters.pending_seq = record.seq;
+            } else {
+                counters.pending_generation += 1;
+            }
+        }
+        if !commit.delete_pending.is_empty() {
+            counters.pending_generation += 1;
+        }
+        if commit.reset_log {
+            state.segments.clear();
+            state.snapshots.clear();
+        }
+        if let Some(segment) = commit.segment {
+            state.segments.insert(segment.first, segment.bytes);
+        }
+        for record in commit.put_pending {
+            state.pending.insert(record.seq, record.bytes);
+        }
+        for seq in commit.delete_pending {
+            state.pending.remove(&seq);
+        }
+        for (key, value) in commit.put_meta {
+            state.meta.insert(key, value);
+        }
+        state.counters = counters;
+        Ok(counters)
     }
 
     async fn compact(&self, target_bytes: usize) -> Result<CompactionReport> {
         let mut state = self.state()?;
         let before = state.segments.len();
         let mut events = 0u64;
-        let old = std::mem::take(&mut state.segments);
+        let mut merged = BTreeMap::new();
         let mut run: Vec<(u64, Vec<u8>)> = Vec::new();
         let mut run_bytes = 0usize;
-        let mut merged = BTreeMap::new();
         let flush =
             |run: &mut Vec<(u64, Vec<u8>)>, merged: &mut BTreeMap<u64, Vec<u8>>| -> Result<()> {
-                match run.len() {
-                    0 => {}
-                    1 => {
-                        let (first, bytes) = run.remove(0);
-                        merged.insert(first, bytes);
-                    }
-                    _ => {
-                        let first = run[0].0;
+                if let Some((first, _)) = run.first() {
+                    let first = *first;
+                    let bytes = if run.len() == 1 {
+                        std::mem::take(&mut run[0].1)
+                    } else {
                         let parts: Vec<&[u8]> = run.iter().map(|(_, b)| b.as_slice()).collect();
-                        merged.insert(first, codec::merge(&parts)?);
-                        run.clear();
-                    }
+                        codec::merge(&parts)?
+                    };
+                    merged.insert(first, bytes);
                 }
+                run.clear();
                 Ok(())
             };
-        for (first, bytes) in old {
-            let (_, count) = codec::header(&bytes)?;
+        for (first, bytes) in &state.segments {
+            let (_, count) = codec::header(bytes)?;
             events += u64::from(count);
             if !run.is_empty() && run_bytes + bytes.len() > target_bytes {
                 flush(&mut run, &mut merged)?;
                 run_bytes = 0;
             }
             run_bytes += bytes.len();
-            run.push((first, bytes));
+            run.push((*first, bytes.clone()));
         }
         flush(&mut run, &mut merged)?;
+        // Only now, with every merge done, replace the segments: all or nothing.
         state.segments = merged;
         Ok(CompactionReport {
             segments_before: before,
@@ -182,10 +244,10 @@ fn segments_after(segments: &BTreeMap<u64, Vec<u8>>, after: u64) -> Vec<Segment>
         .map_or(after + 1, |(first, _)| *first);
     segments
         .range(start..)
+        .filter(|(_, bytes)| codec::header(bytes).map_or(true, |(f, c)| f + u64::from(c) > after))
         .map(|(first, bytes)| Segment {
             first: *first,
             bytes: bytes.clone(),
         })
-        .filter(|s| codec::header(&s.bytes).map_or(true, |(f, c)| f + u64::from(c) > after))
         .collect()
 }

@@ -40,28 +40,87 @@ pub struct CompactionReport {
     pub events: u64,
 }
 
-/// Decides, inside the append transaction, what to write. It receives the segments that
-/// other writers (other tabs) committed after the caller's known head, in order, and
-/// returns the segment to write, or `None` when there is nothing to write.
-/// It must not await anything: it runs while the transaction is open.
-pub type PrepareAppend<'a> = dyn FnMut(&[Segment]) -> Result<Option<Segment>> + 'a;
+/// One stored batch of pending (unconfirmed) events of a synced store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingRecord {
+    pub seq: u64,
+    pub bytes: Vec<u8>,
+}
+
+/// What a handle has seen of the store. Each counter only grows, so comparing them with
+/// the stored ones tells what another handle (tab) changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Known {
+    /// Last confirmed position.
+    pub head: u64,
+    /// Sequence number of the last pending record.
+    pub pending_seq: u64,
+    /// Bumped whenever pending records are removed or rewritten.
+    pub pending_generation: u64,
+    /// Bumped when the confirmed log is reset (the server's epoch changed).
+    pub log_generation: u64,
+}
+
+/// What changed since a [`Known`], read inside the transaction.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fresh {
+    /// The whole confirmed log was replaced: `segments` then hold it from position 1.
+    pub log_reset: bool,
+    /// Segments holding positions after the known head (see [`Storage::read_segments`]).
+    pub segments: Vec<Segment>,
+    /// Pending records were removed or rewritten: `pending` holds all of them.
+    pub pending_replaced: bool,
+    /// Pending records after the known sequence number, or all of them when replaced.
+    pub pending: Vec<PendingRecord>,
+    /// The store's counters now.
+    pub now: Known,
+}
+
+/// What one transaction writes. Applied in this order: reset, segment, pending, meta.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Commit {
+    /// Drop every confirmed segment and snapshot first (a changed server epoch).
+    pub reset_log: bool,
+    /// Must start right after the (possibly reset) head.
+    pub segment: Option<Segment>,
+    /// New records (sequence numbers above the stored one) or rewrites of existing ones.
+    pub put_pending: Vec<PendingRecord>,
+    pub delete_pending: Vec<u64>,
+    pub put_meta: Vec<(String, String)>,
+}
+
+impl Commit {
+    pub fn is_empty(&self) -> bool {
+        !self.reset_log
+            && self.segment.is_none()
+            && self.put_pending.is_empty()
+            && self.delete_pending.is_empty()
+            && self.put_meta.is_empty()
+    }
+}
+
+/// Decides, inside the transaction, what to write, given what other handles changed
+/// since the caller's [`Known`]. It must not await anything: it runs while the
+/// transaction is open.
+pub type Prepare<'a> = dyn FnMut(&Fresh) -> Result<Commit> + 'a;
 
 /// A storage backend. The methods are `async` because IndexedDB is; the memory backend
 /// completes at once. Futures need not be `Send`: a store lives on one thread (one tab).
 #[allow(async_fn_in_trait)] // Single-threaded by design; no Send bound wanted.
 pub trait Storage {
-    /// Opens the store, creating it if needed: checks the format version (writing it on
-    /// a new store) and returns the head position (0 for an empty log).
-    async fn open(&self) -> Result<u64>;
+    /// Opens the store, creating it if needed: checks the format version, writing it on a
+    /// new store.
+    async fn open(&self) -> Result<()>;
 
-    /// The segments holding positions after `after`, in order. The first one may start at
-    /// or before `after` when compaction merged it with earlier events.
-    async fn read_segments(&self, after: u64) -> Result<Vec<Segment>>;
+    /// What changed since `known` (read only). With `Known::default()`, everything stored.
+    /// Segments: those holding positions after the known head, in order; the first may
+    /// start at or before it when compaction merged it with earlier events.
+    async fn changes(&self, known: Known) -> Result<Fresh>;
 
-    /// One atomic append: reads the head; if it moved past `known_head`, reads the
-    /// segments written since; calls `prepare` with them; writes the returned segment and
-    /// the new head. Either all of that is stored or nothing is. Returns the new head.
-    async fn append(&self, known_head: u64, prepare: &mut PrepareAppend<'_>) -> Result<u64>;
+    /// One atomic read-decide-write: reads what changed since `known`, calls `prepare`
+    /// with it, and writes the returned [`Commit`] and the new counters. Either all of it is
+    /// stored or nothing is. Returns the counters after the commit.
+    async fn transact(&self, known: Known, prepare: &mut Prepare<'_>) -> Result<Known>;
 
     /// Merges runs of consecutive segments smaller than `target_bytes` into segments of up
     /// to about `target_bytes`, in one transaction, keeping every event and its order.

@@ -1,0 +1,201 @@
+//! The outbox of a synced store: local events the server has not confirmed yet, in append
+//! order, stored as one record per appended batch (key: a local sequence number).
+//!
+//! Their positions and versions are provisional: position = confirmed head + place in the
+//! outbox; version = the stream's confirmed version + earlier pending events of the stream.
+//! They move when a pull brings events that the server ordered before them.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::codec::EventRef;
+use crate::error::{Error, Result};
+use crate::event::EventId;
+use crate::log::LogState;
+use crate::storage::PendingRecord;
+use crate::sync::protocol::PushEvent;
+
+/// One stored batch of pending events.
+#[derive(Debug, Clone)]
+pub struct PendingBatch {
+    pub seq: u64,
+    pub events: Vec<PushEvent>,
+}
+
+impl PendingBatch {
+    pub fn encode(&self) -> Result<PendingRecord> {
+        let bytes = serde_json::to_vec(&self.events)
+            .map_err(|e| Error::Storage(format!("encoding pending events: {e}")))?;
+        Ok(PendingRecord {
+            seq: self.seq,
+            bytes,
+        })
+    }
+
+    pub fn decode(record: &PendingRecord) -> Result<Self> {
+        let events = serde_json::from_slice(&record.bytes)
+            .map_err(|e| Error::Corrupt(format!("pending record {}: {e}", record.seq)))?;
+        Ok(PendingBatch {
+            seq: record.seq,
+            events,
+        })
+    }
+}
+
+/// What a pull or a push verdict does to the outbox, ready to be written in the same
+/// transaction as the events and cursor.
+#[derive(Debug, Default, Clone)]
+pub struct OutboxChange {
+    pub delete: Vec<u64>,
+    pub rewrite: Vec<PendingBatch>,
+}
+
+impl OutboxChange {
+    pub fn is_empty(&self) -> bool {
+        self.delete.is_empty() && self.rewrite.is_empty()
+    }
+}
+
+/// The outbox in memory.
+#[derive(Debug, Default)]
+pub struct PendingLog {
+    batches: Vec<PendingBatch>,
+    ids: HashSet<EventId>,
+    per_stream: HashMap<String, u64>,
+    len: usize,
+}
+
+impl PendingLog {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn last_seq(&self) -> u64 {
+        self.batches.last().map_or(0, |b| b.seq)
+    }
+
+    pub fn contains(&self, id: &EventId) -> bool {
+        self.ids.contains(id)
+    }
+
+    /// Pending events of `stream`.
+    pub fn stream_count(&self, stream: &str) -> u64 {
+        self.per_stream.get(stream).copied().unwrap_or(0)
+    }
+
+    pub fn events(&self) -> impl Iterator<Item = &PushEvent> {
+        self.batches.iter().flat_map(|b| b.events.iter())
+    }
+
+    /// The provisional place of pending event `id` (1-based in the outbox).
+    pub fn index_of(&self, id: &EventId) -> Option<usize> {
+        self.contains(id)
+            .then(|| self.events().position(|e| e.id == *id).map(|i| i + 1))
+            .flatten()
+    }
+
+    /// Replaces the whole outbox (on open, or when another tab removed records).
+    pub fn replace(&mut self, records: &[PendingRecord]) -> Result<()> {
+        *self = PendingLog::default();
+        self.extend(records)
+    }
+
+    /// Adds records appended after the ones known.
+    pub fn extend(&mut self, records: &[PendingRecord]) -> Result<()> {
+        for record in records {
+            if record.seq <= self.last_seq() {
+                continue;
+            }
+            self.push(PendingBatch::decode(record)?);
+        }
+        Ok(())
+    }
+
+    pub fn push(&mut self, batch: PendingBatch) {
+        for e in &batch.events {
+            self.ids.insert(e.id);
+            *self.per_stream.entry(e.stream.clone()).or_default() += 1;
+        }
+        self.len += batch.events.len();
+        self.batches.push(batch);
+    }
+
+    /// The first `limit` pending events, in append order (the next push).
+    pub fn outgoing(&self, limit: usize) -> Vec<PushEvent> {
+        self.events().take(limit).cloned().collect()
+    }
+
+    /// How the outbox changes when the events `gone` leave it (confirmed or rejected):
+    /// records that lose every event are deleted, others are rewritten without them.
+    pub fn plan_removal(&self, gone: &HashSet<EventId>) -> OutboxChange {
+        let mut change = OutboxChange::default();
+        for batch in &self.batches {
+            let kept: Vec<PushEvent> = batch
+                .events
+                .iter()
+                .filter(|e| !gone.contains(&e.id))
+                .cloned()
+                .collect();
+            if kept.is_empty() {
+                change.delete.push(batch.seq);
+            } else if kept.len() != batch.events.len() {
+                change.rewrite.push(PendingBatch {
+                    seq: batch.seq,
+                    events: kept,
+                });
+            }
+        }
+        change
+    }
+
+    /// Applies a change that storage has committed.
+    pub fn apply(&mut self, change: &OutboxChange) {
+        let deleted: HashSet<u64> = change.delete.iter().copied().collect();
+        let rewritten: HashMap<u64, &PendingBatch> =
+            change.rewrite.iter().map(|b| (b.seq, b)).collect();
+        let batches = std::mem::take(&mut self.batches);
+        *self = PendingLog::default();
+        for batch in batches {
+            if deleted.contains(&batch.seq) {
+                continue;
+            }
+            match rewritten.get(&batch.seq) {
+                Some(new) => self.push((*new).clone()),
+                None => self.push(batch),
+            }
+        }
+    }
+
+    /// Calls `f` with every pending event as it appears in the replica's log: positions after
+    /// the confirmed head, versions after the stream's confirmed version.
+    pub fn for_each_provisional(
+        &self,
+        confirmed: &LogState,
+        origin: Option<&str>,
+        mut f: impl FnMut(EventRef<'_>),
+    ) {
+        let mut versions: HashMap<&str, u64> = HashMap::new();
+        let mut position = confirmed.head();
+        for e in self.events() {
+            position += 1;
+            let version = versions
+                .entry(e.stream.as_str())
+                .or_insert_with(|| confirmed.stream_version(&e.stream));
+            *version += 1;
+            f(EventRef {
+                id: e.id,
+                position,
+                version: *version,
+                time: e.time,
+                stream: &e.stream,
+                event_type: &e.event_type,
+                origin,
+                meta: e.meta.as_ref().map(|m| m.get()),
+                data: e.data.get(),
+            });
+        }
+    }
+}
