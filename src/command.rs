@@ -97,11 +97,13 @@ pub struct ExecuteOutcome {
     pub attempts: u32,
 }
 
+/// An aggregate's state folded from its confirmed events.
 struct Loaded<S> {
     /// Last position of this stream folded into `state`.
     position: u64,
     version: u64,
     state: S,
+    log_generation: u64,
 }
 
 /// One kind of aggregate, with the states of the instances it has loaded.
@@ -135,10 +137,19 @@ impl<D: Decider> Aggregate<D> {
     /// seen yet.
     pub fn load<S: Storage>(&self, engine: &Engine<S>, stream: &str) -> Result<(u64, D::State)> {
         let mut loaded = self.loaded.borrow_mut();
+        let generation = engine.log_generation();
+        if loaded
+            .values()
+            .next()
+            .is_some_and(|l| l.log_generation != generation)
+        {
+            loaded.clear(); // the confirmed log was reset: states folded from it are stale
+        }
         let entry = loaded.entry(stream.to_owned()).or_insert_with(|| Loaded {
             position: 0,
             version: 0,
             state: self.decider.initial(),
+            log_generation: generation,
         });
         let decider = &self.decider;
         engine.fold_stream(stream, entry.position, |event| {
@@ -146,7 +157,13 @@ impl<D: Decider> Aggregate<D> {
             entry.position = event.position;
             entry.version = event.version;
         })?;
-        Ok((entry.version, entry.state.clone()))
+        // Pending events may still move or be rejected: fold them on a copy, every time.
+        let (mut version, mut state) = (entry.version, entry.state.clone());
+        engine.fold_pending_stream(stream, |event| {
+            decider.evolve(&mut state, &event);
+            version = event.version;
+        })?;
+        Ok((version, state))
     }
 
     /// Decides on `command` against the stream's state and appends the decided events

@@ -502,6 +502,36 @@ impl<S: Storage> Engine<S> {
         Ok(rejections)
     }
 
+    pub fn is_pending(&self, id: &EventId) -> bool {
+        self.pending.borrow().contains(id)
+    }
+
+    /// Removes events from the outbox without reporting them (the server has them).
+    pub async fn forget_pending(&self, ids: &HashSet<EventId>) -> Result<()> {
+        self.check_open()?;
+        let _writer = self.writer.lock().await;
+        let before = self.mark();
+        let mut staged = OutboxChange::default();
+        let known = self
+            .storage
+            .transact(self.known.get(), &mut |fresh| {
+                self.absorb(fresh)?;
+                staged = self.pending.borrow().plan_removal(ids);
+                outbox_commit(&staged, Vec::new())
+            })
+            .await?;
+        self.pending.borrow_mut().apply(&staged);
+        self.known.set(known);
+        self.notify(self.change_since(before));
+        Ok(())
+    }
+
+    /// Counts resets of the confirmed log (server epoch changes), so that folds over it
+    /// can tell they must start again.
+    pub fn log_generation(&self) -> u64 {
+        self.known.get().log_generation
+    }
+
     /// The pending events the server refused (the most recent [`REJECTED_KEPT`]).
     pub async fn rejected(&self) -> Result<Vec<Rejection>> {
         match self.storage.meta(META_REJECTED).await? {
@@ -672,6 +702,16 @@ impl<S: Storage> Engine<S> {
     pub fn fold_stream(&self, stream: &str, after: u64, f: impl FnMut(EventRef<'_>)) -> Result<()> {
         self.check_open()?;
         self.log.borrow().for_each_in_stream(stream, after, f)
+    }
+
+    /// Calls `f` with every pending event at its provisional position, in order.
+    pub fn fold_pending(&self, f: impl FnMut(EventRef<'_>)) -> Result<()> {
+        self.check_open()?;
+        let log = self.log.borrow();
+        self.pending
+            .borrow()
+            .for_each_provisional(&log, self.client_id.as_deref(), f);
+        Ok(())
     }
 
     /// Calls `f` with the pending events of `stream`, in order.

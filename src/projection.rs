@@ -36,6 +36,8 @@ pub struct ProjectionRunner<P: Projection> {
     /// `(position, state)` pairs, ascending, for `state_at`; the first is where the fold began.
     checkpoints: Vec<(u64, P::State)>,
     checkpoint_every: u64,
+    /// The engine's log generation the state was folded from.
+    log_generation: u64,
 }
 
 impl<P: Projection> ProjectionRunner<P> {
@@ -58,6 +60,7 @@ impl<P: Projection> ProjectionRunner<P> {
             state,
             position,
             checkpoint_every: 1_000,
+            log_generation: engine.log_generation(),
         };
         runner.catch_up(engine)?;
         Ok(runner)
@@ -82,9 +85,16 @@ impl<P: Projection> ProjectionRunner<P> {
         &self.projection
     }
 
-    /// Folds the events the engine has beyond this projection's position.
+    /// Folds the confirmed events the engine has beyond this projection's position (from
+    /// the start again if the confirmed log was reset).
     pub fn catch_up<S: Storage>(&mut self, engine: &Engine<S>) -> Result<()> {
-        let head = engine.head();
+        if engine.log_generation() != self.log_generation {
+            self.state = self.projection.initial();
+            self.position = 0;
+            self.checkpoints = vec![(0, self.state.clone())];
+            self.log_generation = engine.log_generation();
+        }
+        let head = engine.confirmed_head();
         let every = self.checkpoint_every;
         let projection = &self.projection;
         let state = &mut self.state;
@@ -110,6 +120,16 @@ impl<P: Projection> ProjectionRunner<P> {
                 engine.head()
             )));
         }
+        if position > self.position {
+            // Among the pending events: the confirmed state, then the outbox up to there.
+            let mut state = self.state.clone();
+            engine.fold_pending(|event| {
+                if event.position <= position {
+                    self.projection.apply(&mut state, &event)
+                }
+            })?;
+            return Ok(state);
+        }
         let index = self.checkpoints.partition_point(|(p, _)| *p <= position);
         let (mut state, from) = match index.checked_sub(1) {
             Some(i) => (self.checkpoints[i].1.clone(), self.checkpoints[i].0),
@@ -118,6 +138,14 @@ impl<P: Projection> ProjectionRunner<P> {
         engine.fold_range(from, position, |event| {
             self.projection.apply(&mut state, &event)
         })?;
+        Ok(state)
+    }
+
+    /// The optimistic state: the confirmed state folded with the pending events (for a
+    /// local store, the state itself).
+    pub fn optimistic_state<S: Storage>(&self, engine: &Engine<S>) -> Result<P::State> {
+        let mut state = self.state.clone();
+        engine.fold_pending(|event| self.projection.apply(&mut state, &event))?;
         Ok(state)
     }
 

@@ -1,3 +1,8 @@
-//! Sync: the protocol shared by client and server, and the client's outbox.
+//! Sync: the protocol shared by client and server, the server's push rules, and the
+//! client (outbox, pulls, live loop) with its transports.
+pub mod authority;
+pub mod client;
+pub mod in_process;
+pub mod memory_server;
 pub mod pending;
 pub mod protocol;

@@ -178,9 +178,7 @@ impl PendingLog {
         mut f: impl FnMut(EventRef<'_>),
     ) {
         let mut versions: HashMap<&str, u64> = HashMap::new();
-        let mut position = confirmed.head();
-        for e in self.events() {
-            position += 1;
+        for (position, e) in (confirmed.head() + 1..).zip(self.events()) {
             let version = versions
                 .entry(e.stream.as_str())
                 .or_insert_with(|| confirmed.stream_version(&e.stream));

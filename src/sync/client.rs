@@ -1,0 +1,513 @@
+//! The sync client: pushes the outbox in order, pulls confirmed events in server order,
+//! and keeps a replica live (long poll, backoff with jitter, online/offline).
+//! The network is behind [`Transport`] and time behind [`Timer`], so the same state
+//! machine runs over `fetch` in a browser, HTTP natively, and in-process in tests.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
+use std::rc::Rc;
+
+use futures::channel::mpsc;
+use futures::future::{select, Either};
+use futures::StreamExt;
+
+use crate::engine::{Engine, Rejection};
+use crate::error::Error;
+use crate::event::EventId;
+use crate::storage::Storage;
+use crate::sync::protocol::{PullResponse, PushRequest, PushResponse, PushResult};
+
+/// How a request to the server failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransportError {
+    /// No answer: offline, refused, timed out, or the answer was lost. Retried.
+    #[error("the sync server is unreachable: {0}")]
+    Unreachable(String),
+    /// 401: the token is missing or unknown. Not retried until reconfigured.
+    #[error("the sync server refused the token: {0}")]
+    Unauthorized(String),
+    /// 403: the token does not grant this store.
+    #[error("the token does not grant this store: {0}")]
+    Forbidden(String),
+    /// 5xx: the server failed. Retried.
+    #[error("the sync server failed ({status}): {message}")]
+    Server { status: u16, message: String },
+    /// Another 4xx: the request itself is wrong (too large, malformed). Not retried as is.
+    #[error("the sync server refused the request ({status} {code}): {message}")]
+    Refused {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    /// The answer is not what the protocol says.
+    #[error("the sync server's answer is malformed: {0}")]
+    Protocol(String),
+}
+
+impl TransportError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            TransportError::Unreachable(_)
+                | TransportError::Server { .. }
+                | TransportError::Protocol(_)
+        )
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            TransportError::Unauthorized(_) => "UNAUTHORIZED",
+            TransportError::Forbidden(_) => "FORBIDDEN",
+            TransportError::Unreachable(_) => "OFFLINE",
+            TransportError::Server { .. } | TransportError::Protocol(_) => "SERVER",
+            TransportError::Refused { .. } => "REFUSED",
+        }
+    }
+}
+
+/// Why a sync step failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error(transparent)]
+    Store(#[from] Error),
+}
+
+impl SyncError {
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            SyncError::Transport(t) => t.is_retryable(),
+            SyncError::Store(e) => matches!(e, Error::Storage(_) | Error::QuotaExceeded(_)),
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            SyncError::Transport(t) => t.code(),
+            SyncError::Store(e) => e.code(),
+        }
+    }
+}
+
+/// The two requests of the protocol, for one store.
+#[allow(async_fn_in_trait)] // Single-threaded by design, like the storage trait.
+pub trait Transport {
+    async fn push(&self, request: &PushRequest) -> Result<PushResponse, TransportError>;
+    /// Events after `after`; with `wait_seconds > 0` the server holds the answer until
+    /// something arrives or the time is up.
+    async fn pull(
+        &self,
+        after: u64,
+        limit: usize,
+        wait_seconds: u32,
+    ) -> Result<PullResponse, TransportError>;
+}
+
+/// Sleeping, which only the platform can do.
+#[allow(async_fn_in_trait)]
+pub trait Timer {
+    async fn sleep(&self, ms: u64);
+}
+
+/// Exponential backoff with full jitter: the n-th retry waits a random time up to
+/// `min(max, base * 2^n)`, so that many clients coming back at once spread out.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    pub base_ms: u64,
+    pub max_ms: u64,
+    attempt: u32,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            base_ms: 500,
+            max_ms: 30_000,
+            attempt: 0,
+        }
+    }
+}
+
+impl Backoff {
+    /// The next delay; `random` is uniform in `[0, 1)`.
+    pub fn next_delay(&mut self, random: f64) -> u64 {
+        let ceiling = self
+            .base_ms
+            .saturating_mul(1u64 << self.attempt.min(20))
+            .min(self.max_ms);
+        self.attempt = self.attempt.saturating_add(1);
+        (ceiling as f64 * random.clamp(0.0, 1.0)) as u64
+    }
+
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+
+    pub fn attempts(&self) -> u32 {
+        self.attempt
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct SyncOptions {
+    /// Events per push request (the server accepts up to 1,000 by default).
+    pub push_batch: usize,
+    /// Events per pull request.
+    pub pull_limit: usize,
+    /// Seconds a live pull waits on the server for new events.
+    pub long_poll_seconds: u32,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        SyncOptions {
+            push_batch: 500,
+            pull_limit: 1_000,
+            long_poll_seconds: 25,
+        }
+    }
+}
+
+/// What the app sees of sync.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncStatus {
+    /// The last request reached the server (and the platform says it is online).
+    pub online: bool,
+    /// A sync step is running.
+    pub syncing: bool,
+    /// Events waiting in the outbox.
+    pub pending: usize,
+    /// The last confirmed position pulled.
+    pub last_pulled: u64,
+    pub last_error: Option<String>,
+    pub last_error_code: Option<String>,
+}
+
+/// What one full sync did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SyncReport {
+    pub pushed: usize,
+    pub pulled: usize,
+    pub rejected: Vec<Rejection>,
+    /// Times the server's epoch changed and the log was pulled again from the start.
+    pub restarts: usize,
+}
+
+type StatusListener = Rc<dyn Fn(&SyncStatus)>;
+type RejectionListener = Rc<dyn Fn(&Rejection)>;
+
+/// Syncs one engine through one transport.
+pub struct SyncClient<T: Transport> {
+    transport: T,
+    options: SyncOptions,
+    status: RefCell<SyncStatus>,
+    platform_online: Cell<bool>,
+    status_listeners: RefCell<Vec<StatusListener>>,
+    rejection_listeners: RefCell<Vec<RejectionListener>>,
+    wake: RefCell<Option<mpsc::UnboundedSender<()>>>,
+    stopped: Cell<bool>,
+}
+
+impl<T: Transport> SyncClient<T> {
+    pub fn new(transport: T, options: SyncOptions) -> Self {
+        SyncClient {
+            transport,
+            options,
+            status: RefCell::new(SyncStatus::default()),
+            platform_online: Cell::new(true),
+            status_listeners: RefCell::new(Vec::new()),
+            rejection_listeners: RefCell::new(Vec::new()),
+            wake: RefCell::new(None),
+            stopped: Cell::new(false),
+        }
+    }
+
+    pub fn transport(&self) -> &T {
+        &self.transport
+    }
+
+    pub fn status(&self) -> SyncStatus {
+        self.status.borrow().clone()
+    }
+
+    pub fn on_status(&self, listener: impl Fn(&SyncStatus) + 'static) {
+        self.status_listeners.borrow_mut().push(Rc::new(listener));
+    }
+
+    pub fn on_rejected(&self, listener: impl Fn(&Rejection) + 'static) {
+        self.rejection_listeners
+            .borrow_mut()
+            .push(Rc::new(listener));
+    }
+
+    fn update_status(&self, f: impl FnOnce(&mut SyncStatus)) {
+        let changed = {
+            let mut status = self.status.borrow_mut();
+            let before = status.clone();
+            f(&mut status);
+            *status != before
+        };
+        if changed {
+            let status = self.status();
+            let listeners: Vec<StatusListener> = self.status_listeners.borrow().clone();
+            for listener in listeners {
+                listener(&status);
+            }
+        }
+    }
+
+    fn refresh_counts<S: Storage>(&self, engine: &Engine<S>) {
+        self.update_status(|s| {
+            s.pending = engine.pending_count();
+            s.last_pulled = engine.confirmed_head();
+        });
+    }
+
+    fn record<R>(&self, result: &Result<R, SyncError>) {
+        match result {
+            Ok(_) => self.update_status(|s| {
+                s.online = self.platform_online.get();
+                s.last_error = None;
+                s.last_error_code = None;
+            }),
+            Err(e) => {
+                let offline = matches!(e, SyncError::Transport(TransportError::Unreachable(_)));
+                self.update_status(|s| {
+                    if offline {
+                        s.online = false;
+                    }
+                    s.last_error = Some(e.to_string());
+                    s.last_error_code = Some(e.code().to_owned());
+                })
+            }
+        }
+    }
+
+    /// Pushes one batch of the outbox and records the verdicts.
+    async fn push_batch<S: Storage>(
+        &self,
+        engine: &Engine<S>,
+    ) -> Result<(usize, Vec<(EventId, u64)>, Vec<Rejection>), SyncError> {
+        let events = engine.outgoing(self.options.push_batch);
+        if events.is_empty() {
+            return Ok((0, Vec::new(), Vec::new()));
+        }
+        let client_id = engine.client_id().unwrap_or_default().to_owned();
+        let response = self
+            .transport
+            .push(&PushRequest { client_id, events })
+            .await?;
+        let accepted: Vec<(EventId, u64)> = response
+            .results
+            .iter()
+            .filter_map(|r| match r {
+                PushResult::Ok { id, position, .. }
+                | PushResult::Duplicate { id, position, .. } => Some((*id, *position)),
+                PushResult::Rejected { .. } => None,
+            })
+            .collect();
+        let rejected = engine.settle_push(&response).await?;
+        let listeners: Vec<RejectionListener> = self.rejection_listeners.borrow().clone();
+        for rejection in &rejected {
+            for listener in &listeners {
+                listener(rejection);
+            }
+        }
+        Ok((accepted.len(), accepted, rejected))
+    }
+
+    /// One pull request and its application. Returns `(events applied, more waiting)`.
+    async fn pull_once<S: Storage>(
+        &self,
+        engine: &Engine<S>,
+        wait_seconds: u32,
+    ) -> Result<(usize, bool, bool), SyncError> {
+        let response = self
+            .transport
+            .pull(
+                engine.confirmed_head(),
+                self.options.pull_limit,
+                wait_seconds,
+            )
+            .await?;
+        let before = engine.confirmed_head();
+        let outcome = engine.apply_pull(&response).await?;
+        let applied = (engine.confirmed_head().saturating_sub(before)) as usize;
+        self.refresh_counts(engine);
+        Ok((applied, response.more || outcome.restart, outcome.restart))
+    }
+
+    /// Pulls until the replica has everything the server has (restarting from position 1
+    /// when the server's epoch changed).
+    async fn pull_all<S: Storage>(
+        &self,
+        engine: &Engine<S>,
+        report: &mut SyncReport,
+    ) -> Result<(), SyncError> {
+        loop {
+            let (applied, more, restart) = self.pull_once(engine, 0).await?;
+            report.pulled += applied;
+            report.restarts += usize::from(restart);
+            if !more {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Pushes the whole outbox and pulls everything new, now.
+    pub async fn sync<S: Storage>(&self, engine: &Engine<S>) -> Result<SyncReport, SyncError> {
+        self.update_status(|s| s.syncing = true);
+        let result = self.sync_inner(engine).await;
+        self.record(&result);
+        self.refresh_counts(engine);
+        self.update_status(|s| s.syncing = false);
+        result
+    }
+
+    async fn sync_inner<S: Storage>(&self, engine: &Engine<S>) -> Result<SyncReport, SyncError> {
+        let mut report = SyncReport::default();
+        // Pull first: a changed epoch or events ordered before ours are best known early.
+        self.pull_all(engine, &mut report).await?;
+        while engine.pending_count() > 0 {
+            let (pushed, accepted, rejected) = self.push_batch(engine).await?;
+            report.pushed += pushed;
+            let progress = pushed + rejected.len();
+            report.rejected.extend(rejected);
+            self.pull_all(engine, &mut report).await?;
+            // The server holds every accepted event at its position; one at or before the
+            // cursor that is still pending can never come back in a pull (the server had it
+            // before this replica took it in), so it leaves the outbox instead of being
+            // pushed forever.
+            let stale: HashSet<EventId> = accepted
+                .iter()
+                .filter(|(id, p)| *p <= engine.confirmed_head() && engine.is_pending(id))
+                .map(|(id, _)| *id)
+                .collect();
+            if !stale.is_empty() {
+                engine.forget_pending(&stale).await?;
+            }
+            if progress == 0 {
+                break;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Tells the client whether the platform is online (`navigator.onLine`); going online
+    /// wakes a waiting live loop at once.
+    pub fn set_online(&self, online: bool) {
+        self.platform_online.set(online);
+        self.update_status(|s| {
+            if !online {
+                s.online = false;
+            }
+        });
+        if online {
+            self.wake();
+        }
+    }
+
+    /// Asks a live loop to sync now (after a local append, or when coming online).
+    pub fn wake(&self) {
+        if let Some(tx) = self.wake.borrow().as_ref() {
+            let _ = tx.unbounded_send(());
+        }
+    }
+
+    /// Ends a live loop after its current step.
+    pub fn stop(&self) {
+        self.stopped.set(true);
+        self.wake();
+    }
+
+    /// Keeps the replica in sync until [`SyncClient::stop`]: sync, then long-poll for new
+    /// events; on failure wait with backoff and jitter; while offline wait to be woken.
+    /// `random` returns uniform numbers in `[0, 1)` for the jitter.
+    pub async fn run<S: Storage, Tm: Timer>(
+        &self,
+        engine: &Engine<S>,
+        timer: &Tm,
+        mut random: impl FnMut() -> f64,
+    ) {
+        let (tx, mut woken) = mpsc::unbounded();
+        *self.wake.borrow_mut() = Some(tx);
+        self.stopped.set(false);
+        let mut backoff = Backoff::default();
+        while !self.stopped.get() && !engine.is_closed() {
+            if !self.platform_online.get() {
+                woken.next().await;
+                continue;
+            }
+            match self.sync(engine).await {
+                Ok(_) => backoff.reset(),
+                Err(e) if e.is_retryable() => {
+                    let delay = backoff.next_delay(random());
+                    let sleep = std::pin::pin!(timer.sleep(delay));
+                    let _ = select(sleep, woken.next()).await;
+                    continue;
+                }
+                Err(_) => {
+                    // Not retryable as is (refused token, oversize request): wait to be
+                    // woken (reconfigured, or new events) rather than hammer the server.
+                    woken.next().await;
+                    continue;
+                }
+            }
+            if self.stopped.get() || engine.pending_count() > 0 {
+                continue;
+            }
+            // Live: hold a pull open; a local append or an online event interrupts it.
+            let pull = std::pin::pin!(self.pull_once(engine, self.options.long_poll_seconds));
+            match select(pull, woken.next()).await {
+                Either::Left((Ok(_), _)) => backoff.reset(),
+                Either::Left((Err(e), _)) => {
+                    let result: Result<(), SyncError> = Err(e);
+                    self.record(&result);
+                    let delay = backoff.next_delay(random());
+                    let sleep = std::pin::pin!(timer.sleep(delay));
+                    let _ = select(sleep, woken.next()).await;
+                }
+                Either::Right(_) => {}
+            }
+        }
+        *self.wake.borrow_mut() = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_its_ceiling_and_jitters_below_it() {
+        let mut backoff = Backoff::default();
+        let ceilings: Vec<u64> = (0..8).map(|_| backoff.next_delay(0.999_999)).collect();
+        assert_eq!(
+            ceilings,
+            [499, 999, 1_999, 3_999, 7_999, 15_999, 29_999, 29_999]
+        );
+        assert_eq!(backoff.next_delay(0.0), 0);
+        assert_eq!(backoff.next_delay(0.5), 15_000);
+        backoff.reset();
+        assert_eq!(backoff.next_delay(0.5), 250);
+    }
+
+    #[test]
+    fn only_transient_failures_are_retried() {
+        assert!(TransportError::Unreachable("down".into()).is_retryable());
+        assert!(TransportError::Server {
+            status: 503,
+            message: String::new()
+        }
+        .is_retryable());
+        assert!(!TransportError::Unauthorized(String::new()).is_retryable());
+        assert!(!TransportError::Refused {
+            status: 413,
+            code: "TOO_LARGE".into(),
+            message: String::new()
+        }
+        .is_retryable());
+    }
+}

@@ -1,0 +1,105 @@
+//! A sync server in memory: the same rules as `annals-server`, for the in-process
+//! transport (tests, simulations) and for apps that embed a server-less authority.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use crate::clock::{IdSource, Uuidv7};
+use crate::event::{Event, EventId};
+use crate::sync::authority::{decide_push, AuthorityView};
+use crate::sync::protocol::{PullResponse, PushRequest, PushResponse};
+
+#[derive(Debug, Default)]
+struct StoreLog {
+    epoch: String,
+    events: Vec<Event>,
+    ids: HashMap<EventId, usize>,
+    versions: HashMap<String, u64>,
+}
+
+impl AuthorityView for StoreLog {
+    fn head(&self) -> u64 {
+        self.events.len() as u64
+    }
+    fn find(&self, id: &EventId) -> Option<(u64, u64)> {
+        self.ids
+            .get(id)
+            .map(|i| (self.events[*i].position, self.events[*i].version))
+    }
+    fn stream_version(&self, stream: &str) -> u64 {
+        self.versions.get(stream).copied().unwrap_or(0)
+    }
+}
+
+/// Stores by name, each with its own positions and epoch.
+#[derive(Debug, Default)]
+pub struct MemoryServer {
+    stores: RefCell<HashMap<String, StoreLog>>,
+    epochs: RefCell<Uuidv7>,
+}
+
+impl MemoryServer {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with_store<T>(&self, store: &str, f: impl FnOnce(&mut StoreLog) -> T) -> T {
+        let mut stores = self.stores.borrow_mut();
+        let log = stores.entry(store.to_owned()).or_insert_with(|| StoreLog {
+            epoch: self.epochs.borrow_mut().next_id(0).to_string(),
+            ..StoreLog::default()
+        });
+        f(log)
+    }
+
+    pub fn push(&self, store: &str, request: &PushRequest) -> PushResponse {
+        self.with_store(store, |log| {
+            let (results, placements) = decide_push(log, &request.events);
+            for placement in placements {
+                let e = &request.events[placement.index];
+                log.ids.insert(e.id, log.events.len());
+                log.versions.insert(e.stream.clone(), placement.version);
+                log.events.push(Event {
+                    id: e.id,
+                    position: placement.position,
+                    stream: e.stream.clone(),
+                    version: placement.version,
+                    event_type: e.event_type.clone(),
+                    data: e.data.clone(),
+                    meta: e.meta.clone(),
+                    time: e.time,
+                    origin: Some(request.client_id.clone()),
+                    pending: false,
+                });
+            }
+            PushResponse {
+                results,
+                head: log.head(),
+                epoch: log.epoch.clone(),
+            }
+        })
+    }
+
+    pub fn pull(&self, store: &str, after: u64, limit: usize) -> PullResponse {
+        self.with_store(store, |log| {
+            let start = (after as usize).min(log.events.len());
+            let end = start.saturating_add(limit).min(log.events.len());
+            PullResponse {
+                events: log.events[start..end].to_vec(),
+                head: log.head(),
+                epoch: log.epoch.clone(),
+                more: end < log.events.len(),
+            }
+        })
+    }
+
+    pub fn head(&self, store: &str) -> u64 {
+        self.with_store(store, |log| log.head())
+    }
+
+    /// Forgets a store, as a server whose database was replaced would: it comes back
+    /// empty with a new epoch.
+    pub fn wipe(&self, store: &str) {
+        self.stores.borrow_mut().remove(store);
+    }
+}

@@ -1,0 +1,379 @@
+//! Sync through an in-process server: offline replicas converge, nothing is lost or
+//! doubled, conflicts are rejected and reported, positions rebase, epochs restart.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use annals::command::{Aggregate, Decider, Decision};
+use annals::sync::client::{SyncClient, SyncOptions};
+use annals::sync::in_process::{Fault, InProcessTransport};
+use annals::sync::memory_server::MemoryServer;
+use annals::{Engine, EngineOptions, Event, ExpectedVersion, MemoryStorage, NewEvent, ReadQuery};
+use futures::executor::block_on;
+use serde_json::json;
+
+struct Replica {
+    engine: Engine<MemoryStorage>,
+    sync: SyncClient<InProcessTransport>,
+}
+
+impl Replica {
+    fn new(server: &Rc<MemoryServer>) -> Self {
+        Self::on(server, MemoryStorage::new())
+    }
+
+    fn on(server: &Rc<MemoryServer>, storage: MemoryStorage) -> Self {
+        let engine = block_on(Engine::open(storage, synced())).unwrap();
+        let transport = InProcessTransport::new(server.clone(), "todos");
+        let options = SyncOptions {
+            push_batch: 7,
+            pull_limit: 5,
+            ..SyncOptions::default()
+        };
+        Replica {
+            engine,
+            sync: SyncClient::new(transport, options),
+        }
+    }
+
+    fn append(&self, stream: &str, data: serde_json::Value) {
+        block_on(
+            self.engine
+                .append(vec![NewEvent::new(stream, "Noted", &data).unwrap()]),
+        )
+        .unwrap();
+    }
+
+    fn log(&self) -> Vec<Event> {
+        self.engine.read(&ReadQuery::default()).unwrap()
+    }
+
+    fn sync(&self) -> annals::sync::client::SyncReport {
+        block_on(self.sync.sync(&self.engine)).unwrap()
+    }
+}
+
+fn synced() -> EngineOptions {
+    EngineOptions {
+        synced: true,
+        ..EngineOptions::default()
+    }
+}
+
+fn shape(log: &[Event]) -> Vec<(u64, String, u64, String, bool)> {
+    log.iter()
+        .map(|e| {
+            (
+                e.position,
+                e.stream.clone(),
+                e.version,
+                e.data.get().to_owned(),
+                e.pending,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn appends_wait_in_the_outbox_until_the_server_confirms_them() {
+    let server = Rc::new(MemoryServer::new());
+    let replica = Replica::new(&server);
+    replica.append("a", json!(1));
+    replica.append("a", json!(2));
+    let log = replica.log();
+    assert!(log.iter().all(|e| e.pending), "not confirmed yet");
+    assert_eq!(
+        (replica.engine.head(), replica.engine.confirmed_head()),
+        (2, 0)
+    );
+    assert_eq!(log[1].version, 2);
+    assert_eq!(log[0].origin.as_deref(), replica.engine.client_id());
+
+    let report = replica.sync();
+    assert_eq!((report.pushed, report.pulled), (2, 2));
+    assert_eq!(replica.engine.pending_count(), 0);
+    assert!(replica.log().iter().all(|e| !e.pending));
+    assert_eq!(server.head("todos"), 2);
+}
+
+#[test]
+fn three_offline_replicas_converge_to_one_log() {
+    let server = Rc::new(MemoryServer::new());
+    let replicas: Vec<Replica> = (0..3).map(|_| Replica::new(&server)).collect();
+    for r in &replicas {
+        r.sync.transport().set_online(false);
+    }
+    for round in 0..10 {
+        for (i, r) in replicas.iter().enumerate() {
+            r.append(
+                &format!("todo-{}", round % 4),
+                json!({ "by": i, "round": round }),
+            );
+        }
+    }
+    for r in &replicas {
+        assert!(block_on(r.sync.sync(&r.engine)).is_err(), "offline");
+        assert_eq!(r.sync.status().pending, 10);
+        assert!(!r.sync.status().online);
+    }
+    for r in &replicas {
+        r.sync.transport().set_online(true);
+        r.sync();
+    }
+    for r in &replicas {
+        r.sync(); // pick up what the others pushed after this one's sync
+    }
+    let first = shape(&replicas[0].log());
+    assert_eq!(first.len(), 30);
+    assert_eq!(
+        first.iter().map(|e| e.0).collect::<Vec<_>>(),
+        (1..=30).collect::<Vec<_>>()
+    );
+    for r in &replicas[1..] {
+        assert_eq!(shape(&r.log()), first);
+    }
+    assert!(first.iter().all(|e| !e.4));
+    let versions: Vec<u64> = replicas[0]
+        .log()
+        .iter()
+        .filter(|e| e.stream == "todo-0")
+        .map(|e| e.version)
+        .collect();
+    assert_eq!(versions, (1..=versions.len() as u64).collect::<Vec<_>>());
+}
+
+#[test]
+fn pending_events_rebase_behind_events_the_server_ordered_first() {
+    let server = Rc::new(MemoryServer::new());
+    let (a, b) = (Replica::new(&server), Replica::new(&server));
+    a.append("s", json!("a1"));
+    a.sync();
+    b.append("s", json!("b1"));
+    assert_eq!(
+        (b.log()[0].position, b.log()[0].version),
+        (1, 1),
+        "provisional"
+    );
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let sink = seen.clone();
+    b.engine
+        .subscribe(move |change| sink.borrow_mut().push(change));
+    b.sync();
+    let log = shape(&b.log());
+    assert_eq!(log[0], (1, "s".into(), 1, "\"a1\"".into(), false));
+    assert_eq!(log[1], (2, "s".into(), 2, "\"b1\"".into(), false));
+    let first = seen.borrow()[0];
+    assert!(
+        first.rebased,
+        "a confirmed event arrived before a pending one"
+    );
+    assert_eq!(
+        (first.previous_confirmed, first.confirmed, first.pending),
+        (0, 1, 1)
+    );
+}
+
+#[test]
+fn a_push_whose_response_is_lost_is_retried_without_duplicates() {
+    let server = Rc::new(MemoryServer::new());
+    let replica = Replica::new(&server);
+    for i in 0..3 {
+        replica.append("s", json!(i));
+    }
+    replica.sync.transport().inject(Fault::LoseResponse); // the pull before the push
+    assert!(block_on(replica.sync.sync(&replica.engine)).is_err());
+    replica.sync.transport().inject(Fault::LoseRequest);
+    assert!(block_on(replica.sync.sync(&replica.engine)).is_err());
+    // Push applied on the server, answer lost:
+    assert!(block_on(replica.sync.sync(&replica.engine)).is_ok());
+    let other = Replica::new(&server);
+    replica.append("s", json!(3));
+    replica.sync.transport().inject(Fault::LoseResponse);
+    // The pull goes through first; then the push's answer is lost.
+    let _ = block_on(replica.sync.sync(&replica.engine));
+    let _ = block_on(replica.sync.sync(&replica.engine));
+    assert_eq!(server.head("todos"), 4, "every event stored once");
+    other.sync();
+    assert_eq!(shape(&other.log()), shape(&replica.log()));
+    assert_eq!(replica.engine.pending_count(), 0);
+}
+
+#[test]
+fn a_lost_push_response_then_a_retry_is_answered_duplicate() {
+    let server = Rc::new(MemoryServer::new());
+    let replica = Replica::new(&server);
+    replica.append("s", json!(1));
+    replica.sync(); // nothing special
+    replica.append("s", json!(2));
+    // Order of requests in a sync: pull, push, pull. Lose the push's answer.
+    replica
+        .sync
+        .transport()
+        .inject_after_one(Fault::LoseResponse);
+    assert!(block_on(replica.sync.sync(&replica.engine)).is_err());
+    assert_eq!(server.head("todos"), 2, "the server stored it");
+    assert_eq!(
+        replica.engine.pending_count(),
+        1,
+        "the client does not know yet"
+    );
+    replica.sync();
+    assert_eq!(server.head("todos"), 2, "the retry stored nothing new");
+    assert_eq!(replica.log().len(), 2);
+    assert_eq!(replica.engine.pending_count(), 0);
+}
+
+#[test]
+fn conflicting_expectations_are_rejected_reported_and_kept_readable() {
+    let server = Rc::new(MemoryServer::new());
+    let (a, b) = (Replica::new(&server), Replica::new(&server));
+    let create = |r: &Replica, title: &str| {
+        let event = NewEvent::new("todo-1", "TodoAdded", &json!({ "title": title })).unwrap();
+        block_on(
+            r.engine
+                .append(vec![event.expecting(ExpectedVersion::NoStream)]),
+        )
+        .unwrap();
+    };
+    create(&a, "milk");
+    create(&b, "eggs"); // offline from each other: both think the stream is new
+    a.sync();
+    let reported = Rc::new(RefCell::new(Vec::new()));
+    let sink = reported.clone();
+    b.sync
+        .on_rejected(move |r| sink.borrow_mut().push(r.clone()));
+    let report = b.sync();
+    assert_eq!(report.rejected.len(), 1);
+    assert_eq!(reported.borrow().len(), 1);
+    let rejection = &reported.borrow()[0];
+    assert_eq!(rejection.actual_version, Some(1));
+    assert!(rejection.reason.contains("wrong expected version"));
+    assert_eq!(rejection.event.data.get(), r#"{"title":"eggs"}"#);
+    assert_eq!(b.engine.pending_count(), 0, "removed from the outbox");
+    assert_eq!(shape(&b.log()), shape(&a.log()));
+    let kept = block_on(b.engine.rejected()).unwrap();
+    assert_eq!(kept, vec![rejection.clone()]);
+}
+
+#[test]
+fn a_changed_server_epoch_restarts_the_pull_and_keeps_pending_events() {
+    let server = Rc::new(MemoryServer::new());
+    let replica = Replica::new(&server);
+    replica.append("s", json!("old"));
+    replica.sync();
+    let old_epoch = replica.engine.epoch();
+    server.wipe("todos");
+    let other = Replica::new(&server);
+    other.append("t", json!("new world"));
+    other.sync();
+    replica.append("s", json!("mine"));
+    let report = replica.sync();
+    assert_eq!(report.restarts, 1);
+    assert_ne!(replica.engine.epoch(), old_epoch);
+    let data: Vec<String> = replica
+        .log()
+        .iter()
+        .map(|e| e.data.get().to_owned())
+        .collect();
+    assert_eq!(data, ["\"new world\"", "\"mine\""]);
+    assert_eq!(replica.engine.pending_count(), 0);
+}
+
+#[test]
+fn the_outbox_and_client_id_survive_a_restart() {
+    let server = Rc::new(MemoryServer::new());
+    let storage = MemoryStorage::new();
+    let replica = Replica::on(&server, storage.another_handle());
+    replica.append("s", json!(1));
+    let client_id = replica.engine.client_id().map(str::to_owned);
+    block_on(replica.engine.close());
+    let restarted = Replica::on(&server, storage.another_handle());
+    assert_eq!(restarted.engine.client_id().map(str::to_owned), client_id);
+    assert_eq!(restarted.engine.pending_count(), 1);
+    restarted.sync();
+    assert_eq!(server.head("todos"), 1);
+    assert_eq!(restarted.log()[0].origin, client_id);
+}
+
+#[test]
+fn another_tab_sees_synced_events_through_the_shared_store() {
+    let server = Rc::new(MemoryServer::new());
+    let storage = MemoryStorage::new();
+    let syncing_tab = Replica::on(&server, storage.another_handle());
+    let other_tab = block_on(Engine::open(storage.another_handle(), synced())).unwrap();
+    block_on(other_tab.append(vec![
+        NewEvent::new("s", "T", &json!("from the other tab")).unwrap(),
+    ]))
+    .unwrap();
+    syncing_tab.sync(); // pushes the other tab's event: the outbox is shared
+    assert_eq!(server.head("todos"), 1);
+    let change = block_on(other_tab.catch_up()).unwrap();
+    assert!(change.rebased);
+    assert_eq!(
+        (other_tab.confirmed_head(), other_tab.pending_count()),
+        (1, 0)
+    );
+}
+
+#[test]
+fn a_local_store_that_becomes_synced_pushes_what_it_had() {
+    let server = Rc::new(MemoryServer::new());
+    let storage = MemoryStorage::new();
+    let local = block_on(Engine::open(
+        storage.another_handle(),
+        EngineOptions::default(),
+    ))
+    .unwrap();
+    block_on(local.append(vec![
+        NewEvent::new("s", "T", &1).unwrap(),
+        NewEvent::new("s", "T", &2).unwrap(),
+    ]))
+    .unwrap();
+    block_on(local.close());
+    let replica = Replica::on(&server, storage);
+    assert_eq!(
+        (
+            replica.engine.confirmed_head(),
+            replica.engine.pending_count()
+        ),
+        (0, 2)
+    );
+    replica.sync();
+    assert_eq!(server.head("todos"), 2);
+}
+
+struct Counter;
+
+impl Decider for Counter {
+    type State = i64;
+    type Command = i64;
+    fn initial(&self) -> i64 {
+        0
+    }
+    fn evolve(&self, state: &mut i64, event: &annals::codec::EventRef<'_>) {
+        *state += event.data_as::<i64>().unwrap_or(0);
+    }
+    fn decide(&self, add: &i64, state: &i64) -> Result<Vec<Decision>, String> {
+        if state + add > 10 {
+            return Err(format!("{state} + {add} would pass 10"));
+        }
+        Ok(vec![Decision::new("Added", add).map_err(|e| e.to_string())?])
+    }
+}
+
+#[test]
+fn commands_on_a_synced_store_decide_on_the_optimistic_state() {
+    let server = Rc::new(MemoryServer::new());
+    let replica = Replica::new(&server);
+    let counter = Aggregate::new(Counter);
+    block_on(counter.execute(&replica.engine, "c", &6, Default::default())).unwrap();
+    let refused = block_on(counter.execute(&replica.engine, "c", &6, Default::default()));
+    assert_eq!(
+        refused.unwrap_err().code(),
+        "COMMAND_REJECTED",
+        "sees its own pending event"
+    );
+    replica.sync();
+    block_on(counter.execute(&replica.engine, "c", &4, Default::default())).unwrap();
+    assert_eq!(counter.load(&replica.engine, "c").unwrap(), (2, 10));
+}
