@@ -2,6 +2,8 @@
 //! client (outbox, pulls, live loop) with its transports.
 pub mod authority;
 pub mod client;
+#[cfg(target_arch = "wasm32")]
+pub mod fetch;
 pub mod in_process;
 pub mod memory_server;
 pub mod pending;
