@@ -186,6 +186,6 @@ fn segments_after(segments: &BTreeMap<u64, Vec<u8>>, after: u64) -> Vec<Segment>
             first: *first,
             bytes: bytes.clone(),
         })
-        .filter(|s| codec::header(&s.bytes).map_or(true, |(f, c)| f + u64::from(c) > after))
+        .filter(|s| codec::header(&s.bytes).map_or(true, |(f, c)| f + u64::from(c) > after + 1))
         .collect()
 }
