@@ -1,1 +1,840 @@
-//! IndexedDB backend (wasm32): being written.
+//! The IndexedDB backend (wasm32): one database per store, with the object stores
+//! `segments` (key: first position; value: the encoded segment as a `Uint8Array`),
+//! `snapshots` (key: projection name; value: `{version, position, state}`), `meta`
+//! (`head`, `format`, and string settings) and `pending` (used by sync).
+//!
+//! Every operation is one transaction. Inside a transaction nothing is awaited but
+//! IndexedDB requests: the browser commits a transaction as soon as control returns to the
+//! event loop with no request pending, so an await on anything else would let it commit
+//! half-done. Request futures are woken from the request's `success` event and polled in the
+//! microtask that follows it, while the transaction is still active.
+//!
+//! Semantics match [`super::memory::MemoryStorage`] exactly; the engine's tests run there.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+use js_sys::{Array, Object, Reflect, Uint8Array};
+use wasm_bindgen::closure::Closure;
+use wasm_bindgen::{JsCast, JsValue};
+use web_sys::{
+    DomException, IdbCursorDirection, IdbCursorWithValue, IdbDatabase, IdbFactory, IdbKeyRange,
+    IdbObjectStore, IdbOpenDbRequest, IdbRequest, IdbTransaction, IdbTransactionMode,
+};
+
+use super::{CompactionReport, PrepareAppend, Segment, SnapshotRecord, Storage, FORMAT_VERSION};
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::event::MAX_SAFE_INTEGER;
+
+/// The IndexedDB schema version (object stores). A change of schema is always paired with a
+/// change of [`FORMAT_VERSION`], so a database with a newer schema holds a newer format.
+const SCHEMA_VERSION: u32 = 1;
+
+const SEGMENTS: &str = "segments";
+const SNAPSHOTS: &str = "snapshots";
+const META: &str = "meta";
+const PENDING: &str = "pending";
+const STORES: [&str; 4] = [SEGMENTS, SNAPSHOTS, META, PENDING];
+
+const HEAD_KEY: &str = "head";
+const FORMAT_KEY: &str = "format";
+
+/// Where an injected failure aborts a transaction (tests of atomicity).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailStep {
+    /// `append`: after the segment `put` succeeded, before the head is written.
+    AfterSegmentPut,
+    /// `append`: after both the segment and the head `put` succeeded, before commit.
+    AfterHeadPut,
+    /// `compact`: after the merged segments were `put`, before the old ones are deleted.
+    CompactAfterPut,
+}
+
+/// An open connection and the handlers that must live as long as it does.
+struct Connection {
+    db: IdbDatabase,
+    _on_versionchange: Closure<dyn FnMut(web_sys::Event)>,
+    _on_close: Closure<dyn FnMut(web_sys::Event)>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // Detach the handlers before their closures are freed, then release the database
+        // so that other tabs' upgrades and deletions are not blocked by us.
+        self.db.set_onversionchange(None);
+        self.db.set_onclose(None);
+        self.db.close();
+    }
+}
+
+/// A store kept in an IndexedDB database (see the module documentation for the layout).
+pub struct IndexedDbStorage {
+    name: String,
+    connection: RefCell<Option<Connection>>,
+    /// Set by `close()`, by another connection's upgrade or deletion request
+    /// (`versionchange`), or by the browser closing the connection (`close`).
+    closed: Rc<Cell<bool>>,
+    fail: Cell<Option<FailStep>>,
+}
+
+impl std::fmt::Debug for IndexedDbStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IndexedDbStorage")
+            .field("name", &self.name)
+            .field("open", &self.connection.borrow().is_some())
+            .field("closed", &self.closed.get())
+            .finish()
+    }
+}
+
+impl IndexedDbStorage {
+    /// A store in the IndexedDB database `database_name`. Nothing is opened until
+    /// [`Storage::open`].
+    pub fn new(database_name: &str) -> Self {
+        IndexedDbStorage {
+            name: database_name.to_owned(),
+            connection: RefCell::new(None),
+            closed: Rc::new(Cell::new(false)),
+            fail: Cell::new(None),
+        }
+    }
+
+    /// The IndexedDB database name.
+    pub fn database_name(&self) -> &str {
+        &self.name
+    }
+
+    /// Makes the next operation that reaches `step` abort its transaction there and fail
+    /// with `Error::Storage("injected failure ...")`. One-shot; for tests of atomicity.
+    #[doc(hidden)]
+    pub fn inject_failure(&self, step: FailStep) {
+        self.fail.set(Some(step));
+    }
+
+    /// Number of stored segments (for tests of compaction).
+    #[doc(hidden)]
+    pub async fn segment_count(&self) -> Result<usize> {
+        let tx = self.transaction(&[SEGMENTS], IdbTransactionMode::Readonly)?;
+        let count = Request::new(object_store(&tx, SEGMENTS)?.count().map_err(js_error)?).await?;
+        Ok(count.as_f64().map_or(0, |n| n as usize))
+    }
+
+    fn db(&self) -> Result<IdbDatabase> {
+        if self.closed.get() {
+            return Err(Error::Closed);
+        }
+        match &*self.connection.borrow() {
+            Some(c) => Ok(c.db.clone()),
+            None => Err(Error::Storage(
+                "the IndexedDB store is not open; call open() first".into(),
+            )),
+        }
+    }
+
+    fn transaction(&self, stores: &[&str], mode: IdbTransactionMode) -> Result<IdbTransaction> {
+        let db = self.db()?;
+        let names: Array = stores.iter().map(|s| JsValue::from_str(s)).collect();
+        db.transaction_with_str_sequence_and_mode(&names, mode)
+            .map_err(|e| match e.dyn_ref::<DomException>() {
+                // The connection was closed under us (by the browser, or another tab's upgrade).
+                Some(d) if d.name() == "InvalidStateError" => Error::Closed,
+                _ => js_error(e),
+            })
+    }
+
+    /// Fails at `step` if a failure was injected there: waits for the `put` just made to
+    /// succeed, then returns the error that makes [`write`] abort the transaction.
+    async fn fail_here(&self, step: FailStep, put: Option<IdbRequest>) -> Result<()> {
+        if self.fail.get() != Some(step) {
+            return Ok(());
+        }
+        self.fail.set(None);
+        if let Some(put) = put {
+            Request::new(put).await?;
+        }
+        Err(Error::Storage(format!("injected failure at {step:?}")))
+    }
+
+    async fn connect(&self) -> Result<IdbDatabase> {
+        if let Some(c) = &*self.connection.borrow() {
+            return Ok(c.db.clone());
+        }
+        let factory = idb_factory()?;
+        let db = open_database(&factory, &self.name).await?;
+        // Whenever another connection asks to upgrade or delete the database, step aside:
+        // keeping the connection open would leave that request blocked indefinitely.
+        let on_versionchange = {
+            let closed = self.closed.clone();
+            Closure::<dyn FnMut(web_sys::Event)>::new(move |event: web_sys::Event| {
+                if let Some(db) = event
+                    .target()
+                    .and_then(|t| t.dyn_into::<IdbDatabase>().ok())
+                {
+                    db.close();
+                }
+                closed.set(true);
+            })
+        };
+        let on_close = {
+            let closed = self.closed.clone();
+            Closure::<dyn FnMut(web_sys::Event)>::new(move |_| closed.set(true))
+        };
+        db.set_onversionchange(Some(on_versionchange.as_ref().unchecked_ref()));
+        db.set_onclose(Some(on_close.as_ref().unchecked_ref()));
+        *self.connection.borrow_mut() = Some(Connection {
+            db: db.clone(),
+            _on_versionchange: on_versionchange,
+            _on_close: on_close,
+        });
+        Ok(db)
+    }
+
+    /// Checks the format (writing it on a new store) and reads the head, in one transaction.
+    async fn check_format_and_read_head(&self) -> Result<u64> {
+        let tx = self.transaction(&[META], IdbTransactionMode::Readwrite)?;
+        write(&tx, async {
+            let meta = object_store(&tx, META)?;
+            let format_key = JsValue::from_str(FORMAT_KEY);
+            let format = Request::new(meta.get(&format_key).map_err(js_error)?);
+            let head = Request::new(meta.get(&JsValue::from_str(HEAD_KEY)).map_err(js_error)?);
+            match format_from_js(&format.await?)? {
+                // Written by a newer annals: the error aborts the transaction, which has
+                // written nothing.
+                Some(found) if found > FORMAT_VERSION => {
+                    return Err(Error::FormatTooNew {
+                        found,
+                        supported: FORMAT_VERSION,
+                    })
+                }
+                Some(_) => {}
+                None => {
+                    meta.put_with_key(&JsValue::from(FORMAT_VERSION), &format_key)
+                        .map_err(js_error)?;
+                }
+            }
+            position_from_js(&head.await?, "head")
+        })
+        .await
+    }
+}
+
+impl Storage for IndexedDbStorage {
+    async fn open(&self) -> Result<u64> {
+        if self.closed.get() {
+            return Err(Error::Closed);
+        }
+        self.connect().await?;
+        let result = self.check_format_and_read_head().await;
+        if matches!(result, Err(Error::FormatTooNew { .. })) {
+            // This build cannot use the store; do not hold the database open either.
+            self.connection.borrow_mut().take();
+        }
+        result
+    }
+
+    async fn read_segments(&self, after: u64) -> Result<Vec<Segment>> {
+        let tx = self.transaction(&[SEGMENTS, META], IdbTransactionMode::Readonly)?;
+        let segments = object_store(&tx, SEGMENTS)?;
+        // Both requests run in one round trip; the head tells whether a compacted segment
+        // starting before `after + 1` must be fetched too.
+        let values = Request::new(
+            segments
+                .get_all_with_key(&lower_bound(after + 1)?)
+                .map_err(js_error)?,
+        );
+        let head = Request::new(
+            object_store(&tx, META)?
+                .get(&JsValue::from_str(HEAD_KEY))
+                .map_err(js_error)?,
+        );
+        let found = segments_from_js(&values.await?)?;
+        let head = position_from_js(&head.await?, "head")?;
+        complete_segments(&segments, after, head, found).await
+    }
+
+    async fn append(&self, known_head: u64, prepare: &mut PrepareAppend<'_>) -> Result<u64> {
+        let tx = self.transaction(&[SEGMENTS, META], IdbTransactionMode::Readwrite)?;
+        write(&tx, async {
+            let segments = object_store(&tx, SEGMENTS)?;
+            let meta = object_store(&tx, META)?;
+            let head_key = JsValue::from_str(HEAD_KEY);
+            let head = Request::new(meta.get(&head_key).map_err(js_error)?).await?;
+            let head = position_from_js(&head, "head")?;
+            let others = if head > known_head {
+                let values = Request::new(
+                    segments
+                        .get_all_with_key(&lower_bound(known_head + 1)?)
+                        .map_err(js_error)?,
+                )
+                .await?;
+                let found = segments_from_js(&values)?;
+                complete_segments(&segments, known_head, head, found).await?
+            } else {
+                Vec::new()
+            };
+            let Some(segment) = prepare(&others)? else {
+                return Ok(head); // every event was a duplicate: nothing to write
+            };
+            let (first, count) = codec::header(&segment.bytes)?;
+            if first != head + 1 || first != segment.first {
+                return Err(Error::Storage(format!(
+                    "segment starts at position {first}, but the log continues at {}",
+                    head + 1
+                )));
+            }
+            let new_head = first + u64::from(count) - 1;
+            let bytes = Uint8Array::from(segment.bytes.as_slice());
+            let put = segments
+                .put_with_key(&bytes, &key(first))
+                .map_err(js_error)?;
+            self.fail_here(FailStep::AfterSegmentPut, Some(put)).await?;
+            let put = meta
+                .put_with_key(&key(new_head), &head_key)
+                .map_err(js_error)?;
+            self.fail_here(FailStep::AfterHeadPut, Some(put)).await?;
+            Ok(new_head)
+        })
+        .await
+    }
+
+    async fn compact(&self, target_bytes: usize) -> Result<CompactionReport> {
+        let tx = self.transaction(&[SEGMENTS], IdbTransactionMode::Readwrite)?;
+        write(&tx, async {
+            let store = object_store(&tx, SEGMENTS)?;
+            let all = segments_from_js(&Request::new(store.get_all().map_err(js_error)?).await?)?;
+
+            // Runs of consecutive segments, cut where the next segment would pass the
+            // target: the rule of MemoryStorage::compact.
+            let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
+            let (mut start, mut run_bytes, mut events) = (0usize, 0usize, 0u64);
+            for (i, segment) in all.iter().enumerate() {
+                let (_, count) = codec::header(&segment.bytes)?;
+                events += u64::from(count);
+                if i > start && run_bytes + segment.bytes.len() > target_bytes {
+                    runs.push(start..i);
+                    start = i;
+                    run_bytes = 0;
+                }
+                run_bytes += segment.bytes.len();
+            }
+            runs.push(start..all.len());
+
+            let mut merged_away = 0;
+            let mut last_put = None;
+            let mut deletions = Vec::new();
+            for run in runs.into_iter().filter(|r| r.len() > 1) {
+                let parts = &all[run];
+                let bytes: Vec<&[u8]> = parts.iter().map(|s| s.bytes.as_slice()).collect();
+                let merged = Uint8Array::from(codec::merge(&bytes)?.as_slice());
+                last_put = Some(
+                    store
+                        .put_with_key(&merged, &key(parts[0].first))
+                        .map_err(js_error)?,
+                );
+                // The merged-away keys are the run's other segments; no key lies between.
+                deletions.push((parts[1].first, parts[parts.len() - 1].first));
+                merged_away += parts.len() - 1;
+            }
+            self.fail_here(FailStep::CompactAfterPut, last_put).await?;
+            for (lo, hi) in deletions {
+                let range = IdbKeyRange::bound(&key(lo), &key(hi)).map_err(js_error)?;
+                store.delete(&range).map_err(js_error)?;
+            }
+            Ok(CompactionReport {
+                segments_before: all.len(),
+                segments_after: all.len() - merged_away,
+                events,
+            })
+        })
+        .await
+    }
+
+    async fn put_snapshot(&self, snapshot: &SnapshotRecord) -> Result<()> {
+        let value = Object::new();
+        let set = |field: &str, v: JsValue| {
+            Reflect::set(&value, &JsValue::from_str(field), &v).map_err(js_error)
+        };
+        set("version", JsValue::from(snapshot.version))?;
+        set("position", key(snapshot.position))?;
+        set("state", JsValue::from_str(&snapshot.state))?;
+        let tx = self.transaction(&[SNAPSHOTS], IdbTransactionMode::Readwrite)?;
+        write(&tx, async {
+            object_store(&tx, SNAPSHOTS)?
+                .put_with_key(&value, &JsValue::from_str(&snapshot.name))
+                .map_err(js_error)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn snapshot(&self, name: &str) -> Result<Option<SnapshotRecord>> {
+        let tx = self.transaction(&[SNAPSHOTS], IdbTransactionMode::Readonly)?;
+        let store = object_store(&tx, SNAPSHOTS)?;
+        let value = Request::new(store.get(&JsValue::from_str(name)).map_err(js_error)?).await?;
+        if value.is_undefined() {
+            return Ok(None);
+        }
+        let field = |f: &str| Reflect::get(&value, &JsValue::from_str(f)).map_err(js_error);
+        let corrupt = || {
+            Error::Corrupt(format!(
+                "snapshot `{name}` is not {{version, position, state}}"
+            ))
+        };
+        let version = field("version")?
+            .as_f64()
+            .filter(|v| v.fract() == 0.0 && *v >= 0.0 && *v <= f64::from(u32::MAX))
+            .ok_or_else(corrupt)? as u32;
+        let position = position_from_js(&field("position")?, "snapshot position")?;
+        let state = field("state")?.as_string().ok_or_else(corrupt)?;
+        Ok(Some(SnapshotRecord {
+            name: name.to_owned(),
+            version,
+            position,
+            state,
+        }))
+    }
+
+    async fn delete_snapshot(&self, name: &str) -> Result<()> {
+        let tx = self.transaction(&[SNAPSHOTS], IdbTransactionMode::Readwrite)?;
+        write(&tx, async {
+            object_store(&tx, SNAPSHOTS)?
+                .delete(&JsValue::from_str(name))
+                .map_err(js_error)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn meta(&self, key: &str) -> Result<Option<String>> {
+        let tx = self.transaction(&[META], IdbTransactionMode::Readonly)?;
+        let store = object_store(&tx, META)?;
+        let value = Request::new(store.get(&JsValue::from_str(key)).map_err(js_error)?).await?;
+        // `head` and `format` are numbers and not settings: like MemoryStorage, they read as
+        // absent here.
+        Ok(value.as_string())
+    }
+
+    async fn put_meta(&self, key: &str, value: &str) -> Result<()> {
+        if key == HEAD_KEY || key == FORMAT_KEY {
+            // Sharing the `meta` object store with the head and format: refuse to overwrite them.
+            return Err(Error::InvalidArgument(format!(
+                "`{key}` is reserved in meta"
+            )));
+        }
+        let tx = self.transaction(&[META], IdbTransactionMode::Readwrite)?;
+        write(&tx, async {
+            object_store(&tx, META)?
+                .put_with_key(&JsValue::from_str(value), &JsValue::from_str(key))
+                .map_err(js_error)?;
+            Ok(())
+        })
+        .await
+    }
+
+    fn close(&self) {
+        self.closed.set(true);
+        self.connection.borrow_mut().take();
+    }
+}
+
+/// Runs `body`, which issues the requests of readwrite transaction `tx`, and returns its
+/// result once `tx` has committed. If `body` fails, for whatever reason, `tx` is aborted so
+/// that nothing it wrote is kept: every write is all or nothing.
+async fn write<T>(tx: &IdbTransaction, body: impl Future<Output = Result<T>>) -> Result<T> {
+    // Listening from the start: an abort caused by a failed request is not missed.
+    let done = Done::new(tx);
+    match body.await {
+        Ok(value) => {
+            commit(tx);
+            done.await?;
+            Ok(value)
+        }
+        Err(e) => {
+            // Throws if the transaction already aborted by itself; it is over either way.
+            let _ = tx.abort();
+            let _ = done.await;
+            Err(e)
+        }
+    }
+}
+
+/// Completes a `getAll(lowerBound(after + 1))` result `found`: when the log holds events
+/// after `after` but no segment starts at `after + 1`, compaction merged that position into
+/// a segment that starts earlier; one backwards cursor step fetches it.
+async fn complete_segments(
+    store: &IdbObjectStore,
+    after: u64,
+    head: u64,
+    mut found: Vec<Segment>,
+) -> Result<Vec<Segment>> {
+    if head <= after || found.first().is_some_and(|s| s.first == after + 1) {
+        return Ok(found);
+    }
+    let range = IdbKeyRange::upper_bound(&key(after + 1)).map_err(js_error)?;
+    let request = store
+        .open_cursor_with_range_and_direction(&range, IdbCursorDirection::Prev)
+        .map_err(js_error)?;
+    let cursor = Request::new(request).await?;
+    let holder = match cursor.dyn_into::<IdbCursorWithValue>() {
+        Ok(cursor) => segment_from_js(&cursor.value().map_err(js_error)?)?,
+        Err(_) => {
+            return Err(Error::Corrupt(format!(
+                "no segment holds position {} though the head is {head}",
+                after + 1
+            )))
+        }
+    };
+    let (first, count) = codec::header(&holder.bytes)?;
+    if first + u64::from(count) <= after + 1 {
+        return Err(Error::Corrupt(format!(
+            "no segment holds position {} though the head is {head}: the segment at {first} \
+             ends before it",
+            after + 1
+        )));
+    }
+    found.insert(0, holder);
+    Ok(found)
+}
+
+fn object_store(tx: &IdbTransaction, name: &str) -> Result<IdbObjectStore> {
+    tx.object_store(name).map_err(js_error)
+}
+
+fn idb_factory() -> Result<IdbFactory> {
+    // `indexedDB` lives on the global object in windows and workers alike.
+    let factory =
+        Reflect::get(&js_sys::global(), &JsValue::from_str("indexedDB")).map_err(js_error)?;
+    factory
+        .dyn_into::<IdbFactory>()
+        .map_err(|_| Error::Storage("IndexedDB is not available here".into()))
+}
+
+/// Opens (creating or upgrading) the database at [`SCHEMA_VERSION`].
+async fn open_database(factory: &IdbFactory, name: &str) -> Result<IdbDatabase> {
+    let request = factory
+        .open_with_u32(name, SCHEMA_VERSION)
+        .map_err(js_error)?;
+    let upgrade_error: Rc<RefCell<Option<Error>>> = Rc::default();
+    let on_upgrade = {
+        let upgrade_error = upgrade_error.clone();
+        Closure::once(move |event: web_sys::Event| {
+            if let Err(e) = create_stores(&event) {
+                *upgrade_error.borrow_mut() = Some(e);
+                // Aborting the versionchange transaction fails the open request.
+                if let Some(tx) = event
+                    .target()
+                    .and_then(|t| t.dyn_into::<IdbOpenDbRequest>().ok())
+                    .and_then(|r| r.transaction())
+                {
+                    let _ = tx.abort();
+                }
+            }
+        })
+    };
+    let guard = UpgradeHandler {
+        request: request.clone(),
+        closure: on_upgrade,
+    };
+    request.set_onupgradeneeded(Some(guard.closure.as_ref().unchecked_ref()));
+    let opened = Request::new(request.clone().unchecked_into()).await;
+    drop(guard);
+    if let Some(e) = upgrade_error.borrow_mut().take() {
+        return Err(e);
+    }
+    match opened {
+        Ok(db) => db
+            .dyn_into::<IdbDatabase>()
+            .map_err(|_| Error::Storage("IndexedDB open returned no database".into())),
+        // The database has a higher version than ours: a newer annals upgraded it.
+        Err(_) if error_name(&request) == Some("VersionError".into()) => {
+            Err(newer_schema_error(factory, name).await)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Keeps the `upgradeneeded` handler alive for the open request, and detaches it after.
+struct UpgradeHandler {
+    request: IdbOpenDbRequest,
+    closure: Closure<dyn FnMut(web_sys::Event)>,
+}
+
+impl Drop for UpgradeHandler {
+    fn drop(&mut self) {
+        self.request.set_onupgradeneeded(None);
+    }
+}
+
+fn create_stores(event: &web_sys::Event) -> Result<()> {
+    let request = event
+        .target()
+        .and_then(|t| t.dyn_into::<IdbOpenDbRequest>().ok())
+        .ok_or_else(|| Error::Storage("upgradeneeded without its open request".into()))?;
+    let db: IdbDatabase = request.result().map_err(js_error)?.unchecked_into();
+    let existing = db.object_store_names();
+    for name in STORES {
+        if !existing.contains(name) {
+            // Out-of-line keys: segments by first position, the others by name.
+            db.create_object_store(name).map_err(js_error)?;
+        }
+    }
+    Ok(())
+}
+
+/// The error for a database whose schema is newer than ours: opens it at its own version to
+/// read the format it holds, touching nothing.
+async fn newer_schema_error(factory: &IdbFactory, name: &str) -> Error {
+    let found = async {
+        let request = factory.open(name).map_err(js_error)?;
+        let db: IdbDatabase = Request::new(request.unchecked_into())
+            .await?
+            .unchecked_into();
+        let format = async {
+            let tx = db
+                .transaction_with_str_and_mode(META, IdbTransactionMode::Readonly)
+                .map_err(js_error)?;
+            let value = Request::new(
+                object_store(&tx, META)?
+                    .get(&JsValue::from_str(FORMAT_KEY))
+                    .map_err(js_error)?,
+            )
+            .await?;
+            format_from_js(&value)
+        }
+        .await;
+        db.close();
+        format
+    }
+    .await;
+    match found {
+        Ok(Some(found)) if found > FORMAT_VERSION => Error::FormatTooNew {
+            found,
+            supported: FORMAT_VERSION,
+        },
+        _ => Error::Storage(format!(
+            "VersionError: database `{name}` has a schema newer than version {SCHEMA_VERSION}, \
+             which this version of annals reads; upgrade annals to open it"
+        )),
+    }
+}
+
+fn key(position: u64) -> JsValue {
+    // Positions stay below 2^53, so they are exact as JS numbers.
+    JsValue::from_f64(position as f64)
+}
+
+fn lower_bound(position: u64) -> Result<JsValue> {
+    IdbKeyRange::lower_bound(&key(position))
+        .map(Into::into)
+        .map_err(js_error)
+}
+
+/// Tells the browser that nothing more will be asked of `tx`, so it commits without
+/// waiting to notice. Browsers without `commit()` commit anyway; the error is ignored.
+#[allow(deprecated)] // web-sys marks it deprecated, but commit() is standard IndexedDB 3.0.
+fn commit(tx: &IdbTransaction) {
+    let _ = tx.commit();
+}
+
+/// A stored position or head: absent is 0.
+fn position_from_js(value: &JsValue, what: &str) -> Result<u64> {
+    if value.is_undefined() {
+        return Ok(0);
+    }
+    value
+        .as_f64()
+        .filter(|v| v.fract() == 0.0 && *v >= 0.0 && *v <= MAX_SAFE_INTEGER as f64)
+        .map(|v| v as u64)
+        .ok_or_else(|| Error::Corrupt(format!("stored {what} is not a position: {value:?}")))
+}
+
+fn format_from_js(value: &JsValue) -> Result<Option<u32>> {
+    if value.is_undefined() {
+        return Ok(None);
+    }
+    value
+        .as_f64()
+        .filter(|v| v.fract() == 0.0 && *v >= 0.0 && *v <= f64::from(u32::MAX))
+        .map(|v| Some(v as u32))
+        .ok_or_else(|| Error::Corrupt(format!("stored format is not a number: {value:?}")))
+}
+
+fn segment_from_js(value: &JsValue) -> Result<Segment> {
+    let array = value
+        .dyn_ref::<Uint8Array>()
+        .ok_or_else(|| Error::Corrupt("a stored segment is not a Uint8Array".into()))?;
+    let bytes = array.to_vec();
+    let (first, _) = codec::header(&bytes)?;
+    Ok(Segment { first, bytes })
+}
+
+fn segments_from_js(value: &JsValue) -> Result<Vec<Segment>> {
+    let array = value
+        .dyn_ref::<Array>()
+        .ok_or_else(|| Error::Storage("getAll did not return an array".into()))?;
+    let mut out = Vec::with_capacity(array.length() as usize);
+    for value in array.iter() {
+        out.push(segment_from_js(&value)?);
+    }
+    Ok(out)
+}
+
+/// Converts a failure thrown by or reported from IndexedDB, once, into a crate error.
+fn js_error(value: JsValue) -> Error {
+    if let Some(e) = value.dyn_ref::<DomException>() {
+        return dom_error(e);
+    }
+    if let Some(e) = value.dyn_ref::<js_sys::Error>() {
+        return Error::Storage(format!(
+            "{}: {}",
+            String::from(e.name()),
+            String::from(e.message())
+        ));
+    }
+    Error::Storage(format!("{value:?}"))
+}
+
+fn dom_error(e: &DomException) -> Error {
+    let (name, message) = (e.name(), e.message());
+    if name == "QuotaExceededError" {
+        Error::QuotaExceeded(message)
+    } else {
+        Error::Storage(format!("{name}: {message}"))
+    }
+}
+
+fn error_name(request: &IdbRequest) -> Option<String> {
+    request.error().ok().flatten().map(|e| e.name())
+}
+
+/// The error of a failed request. A request aborted along with its transaction reports
+/// `AbortError`; the transaction knows the cause (quota errors often surface there).
+fn request_error(request: &IdbRequest) -> Error {
+    let own = request.error().ok().flatten();
+    let of_transaction = request.transaction().and_then(|t| t.error());
+    match (own, of_transaction) {
+        (Some(e), Some(t)) if e.name() == "AbortError" => dom_error(&t),
+        (Some(e), _) | (None, Some(e)) => dom_error(&e),
+        (None, None) => Error::Storage("an IndexedDB request failed".into()),
+    }
+}
+
+/// What a callback saw: nothing yet, or whether the success/complete event fired.
+#[derive(Default)]
+struct Signal {
+    fired: Option<bool>,
+    waker: Option<Waker>,
+}
+
+fn signal_callback(
+    signal: &Rc<RefCell<Signal>>,
+    ok_type: &'static str,
+) -> Closure<dyn FnMut(web_sys::Event)> {
+    let signal = signal.clone();
+    // Each request (transaction) fires exactly one of its two final events, so the
+    // callback, installed as both handlers, runs once.
+    Closure::once(move |event: web_sys::Event| {
+        let mut s = signal.borrow_mut();
+        s.fired = Some(event.type_() == ok_type);
+        if let Some(waker) = s.waker.take() {
+            waker.wake();
+        }
+    })
+}
+
+/// An `IdbRequest` as a future of its result. The callback lives with the future and is
+/// detached when the future is dropped, whether it fired or not.
+struct Request {
+    request: IdbRequest,
+    signal: Rc<RefCell<Signal>>,
+    _callback: Closure<dyn FnMut(web_sys::Event)>,
+}
+
+impl Request {
+    fn new(request: IdbRequest) -> Self {
+        let signal = Rc::default();
+        let callback = signal_callback(&signal, "success");
+        request.set_onsuccess(Some(callback.as_ref().unchecked_ref()));
+        request.set_onerror(Some(callback.as_ref().unchecked_ref()));
+        Request {
+            request,
+            signal,
+            _callback: callback,
+        }
+    }
+}
+
+impl Future for Request {
+    type Output = Result<JsValue>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut signal = self.signal.borrow_mut();
+        match signal.fired {
+            None => {
+                signal.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+            Some(true) => Poll::Ready(self.request.result().map_err(js_error)),
+            Some(false) => Poll::Ready(Err(request_error(&self.request))),
+        }
+    }
+}
+
+impl Drop for Request {
+    fn drop(&mut self) {
+        self.request.set_onsuccess(None);
+        self.request.set_onerror(None);
+    }
+}
+
+/// A transaction's end as a future: `Ok` once committed (`complete`), the cause once aborted.
+struct Done {
+    tx: IdbTransaction,
+    signal: Rc<RefCell<Signal>>,
+    _callback: Closure<dyn FnMut(web_sys::Event)>,
+}
+
+impl Done {
+    fn new(tx: &IdbTransaction) -> Self {
+        let signal = Rc::default();
+        let callback = signal_callback(&signal, "complete");
+        tx.set_oncomplete(Some(callback.as_ref().unchecked_ref()));
+        tx.set_onabort(Some(callback.as_ref().unchecked_ref()));
+        Done {
+            tx: tx.clone(),
+            signal,
+            _callback: callback,
+        }
+    }
+}
+
+impl Future for Done {
+    type Output = Result<()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut signal = self.signal.borrow_mut();
+        match signal.fired {
+            None => {
+                signal.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+            Some(true) => Poll::Ready(Ok(())),
+            Some(false) => Poll::Ready(Err(match self.tx.error() {
+                Some(e) => dom_error(&e),
+                None => Error::Storage("the IndexedDB transaction was aborted".into()),
+            })),
+        }
+    }
+}
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        self.tx.set_oncomplete(None);
+        self.tx.set_onabort(None);
+    }
+}

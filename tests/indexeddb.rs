@@ -1,0 +1,616 @@
+//! The IndexedDB backend, in headless Chromium, through the engine: what is appended
+//! survives a reopen, conflicts and duplicates write nothing, a batch is all or nothing,
+//! several tabs share one log, compaction keeps every event, newer formats are refused,
+//! and a closed or upgraded store fails cleanly instead of hanging.
+//!
+//! Run: `CHROMEDRIVER=/usr/bin/chromedriver cargo test --target wasm32-unknown-unknown --test indexeddb`
+#![cfg(target_arch = "wasm32")]
+
+use annals::storage::indexeddb::{FailStep, IndexedDbStorage};
+use annals::storage::{SnapshotRecord, Storage};
+use annals::{
+    AppendResult, Engine, EngineOptions, Error, Event, EventId, ExpectedVersion, NewEvent,
+    ReadQuery,
+};
+use futures::future::{self, Either};
+use js_sys::{Function, Promise, Reflect};
+use serde_json::json;
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
+use web_sys::{IdbDatabase, IdbFactory, IdbRequest, IdbTransaction, IdbTransactionMode};
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+
+/// A database name no other test (or earlier run) uses.
+fn unique_name(test: &str) -> String {
+    let suffix = (js_sys::Math::random() * 1e15) as u64;
+    format!("annals-test-{test}-{suffix:x}")
+}
+
+async fn open(name: &str) -> Engine<IndexedDbStorage> {
+    Engine::open(IndexedDbStorage::new(name), EngineOptions::default())
+        .await
+        .expect("the store opens")
+}
+
+fn ev(stream: &str, kind: &str, data: serde_json::Value) -> NewEvent {
+    NewEvent::new(stream, kind, &data).unwrap()
+}
+
+fn all(engine: &Engine<IndexedDbStorage>) -> Vec<Event> {
+    engine.read(&ReadQuery::default()).unwrap()
+}
+
+fn positions(events: &[Event]) -> Vec<u64> {
+    events.iter().map(|e| e.position).collect()
+}
+
+fn factory() -> IdbFactory {
+    Reflect::get(&js_sys::global(), &JsValue::from_str("indexedDB"))
+        .unwrap()
+        .unchecked_into()
+}
+
+/// Settles when `request` succeeds (with its result) or fails.
+async fn done(request: &IdbRequest) -> Result<JsValue, JsValue> {
+    let promise = Promise::new(&mut |resolve: Function, reject: Function| {
+        request.set_onsuccess(Some(&resolve));
+        request.set_onerror(Some(&reject));
+    });
+    JsFuture::from(promise).await?;
+    request.result()
+}
+
+async fn committed(tx: &IdbTransaction) {
+    let promise = Promise::new(&mut |resolve: Function, reject: Function| {
+        tx.set_oncomplete(Some(&resolve));
+        tx.set_onabort(Some(&reject));
+    });
+    JsFuture::from(promise).await.expect("transaction commits");
+}
+
+/// Resolves after `ms` milliseconds.
+async fn sleep(ms: i32) {
+    let promise = Promise::new(&mut |resolve: Function, _| {
+        let set_timeout: Function = Reflect::get(&js_sys::global(), &"setTimeout".into())
+            .unwrap()
+            .unchecked_into();
+        set_timeout
+            .call2(&JsValue::NULL, &resolve, &JsValue::from(ms))
+            .unwrap();
+    });
+    JsFuture::from(promise).await.unwrap();
+}
+
+/// Opens the database as it is, without any upgrade (as a test's own raw connection).
+async fn raw_open(name: &str) -> IdbDatabase {
+    let request = factory().open(name).unwrap();
+    done(&request).await.unwrap().unchecked_into()
+}
+
+async fn raw_get(db: &IdbDatabase, store: &str, key: &JsValue) -> JsValue {
+    let tx = db.transaction_with_str(store).unwrap();
+    let request = tx.object_store(store).unwrap().get(key).unwrap();
+    done(&request).await.unwrap()
+}
+
+async fn raw_put(db: &IdbDatabase, store: &str, key: &JsValue, value: &JsValue) {
+    let tx = db
+        .transaction_with_str_and_mode(store, IdbTransactionMode::Readwrite)
+        .unwrap();
+    tx.object_store(store)
+        .unwrap()
+        .put_with_key(value, key)
+        .unwrap();
+    committed(&tx).await;
+}
+
+async fn raw_count(db: &IdbDatabase, store: &str) -> u32 {
+    let tx = db.transaction_with_str(store).unwrap();
+    let request = tx.object_store(store).unwrap().count().unwrap();
+    done(&request).await.unwrap().as_f64().unwrap() as u32
+}
+
+async fn delete_database(name: &str) {
+    let request = factory().delete_database(name).unwrap();
+    done(&request).await.expect("the test database is deleted");
+}
+
+/// Ten appends of two events each, one to a stream both tabs share. Returns the positions
+/// taken and how many of the appends first took in events the other tab had written.
+async fn append_ten(engine: &Engine<IndexedDbStorage>, kind: &'static str) -> (Vec<u64>, usize) {
+    let mut mine = Vec::new();
+    let mut saw_others = 0;
+    for i in 0..10 {
+        let batch = vec![ev("shared", kind, json!(i)), ev(kind, kind, json!(i))];
+        let out = engine.append(batch).await.unwrap();
+        mine.extend(out.results.iter().map(AppendResult::position));
+        if out.head - out.previous_head > 2 {
+            saw_others += 1;
+        }
+    }
+    (mine, saw_others)
+}
+
+// ---------------------------------------------------------------------------------------
+// Specifications
+
+#[wasm_bindgen_test]
+async fn appended_events_survive_closing_and_reopening() {
+    let name = unique_name("persist");
+    let engine = open(&name).await;
+    engine
+        .append(vec![
+            ev("todo-1", "TodoAdded", json!({"title": "milk"})),
+            ev("todo-2", "TodoAdded", json!({"title": "bread"})),
+        ])
+        .await
+        .unwrap();
+    let out = engine
+        .append(vec![ev("todo-1", "TodoDone", json!(null))])
+        .await
+        .unwrap();
+    assert_eq!(out.results, [AppendResult::Appended(3)]);
+    let before = all(&engine);
+    engine.close().await;
+
+    let reopened = open(&name).await;
+    assert_eq!(reopened.head(), 3);
+    assert_eq!(all(&reopened), before, "every field reads back as written");
+    assert_eq!(reopened.stream_version("todo-1"), 2);
+    assert_eq!(reopened.storage().segment_count().await.unwrap(), 2);
+    reopened.close().await;
+    delete_database(&name).await;
+}
+
+#[wasm_bindgen_test]
+async fn an_expected_version_conflict_writes_nothing_and_reports_the_actual_version() {
+    let name = unique_name("conflict");
+    let engine = open(&name).await;
+    engine
+        .append(vec![
+            ev("s", "Happened", json!(1)).expecting(ExpectedVersion::NoStream)
+        ])
+        .await
+        .unwrap();
+
+    let batch = vec![
+        ev("other", "Happened", json!(2)),
+        ev("s", "Happened", json!(3)).expecting(ExpectedVersion::Exact(0)),
+    ];
+    let err = engine.append(batch).await.unwrap_err();
+    assert_eq!(
+        err,
+        Error::WrongExpectedVersion {
+            stream: "s".into(),
+            expected: ExpectedVersion::Exact(0),
+            actual: 1,
+        }
+    );
+    assert_eq!(err.code(), "WRONG_EXPECTED_VERSION");
+    assert_eq!(engine.head(), 1);
+    assert_eq!(engine.stream_version("other"), 0);
+    assert_eq!(engine.storage().segment_count().await.unwrap(), 1);
+    engine.close().await;
+
+    let reopened = open(&name).await;
+    assert_eq!(
+        reopened.head(),
+        1,
+        "nothing of the batch reached the database"
+    );
+    reopened.close().await;
+    delete_database(&name).await;
+}
+
+#[wasm_bindgen_test]
+async fn re_appending_an_id_returns_the_original_position_and_writes_nothing() {
+    let name = unique_name("idempotent");
+    let engine = open(&name).await;
+    let id = EventId::parse("0190a4c1-7d2e-7c3a-9f10-2b3c4d5e6f70").unwrap();
+    let first = engine
+        .append(vec![ev("s", "Paid", json!({"cents": 100})).with_id(id)])
+        .await
+        .unwrap();
+    assert_eq!(first.results, [AppendResult::Appended(1)]);
+    engine
+        .append(vec![ev("s", "Shipped", json!(null))])
+        .await
+        .unwrap();
+
+    let again = engine
+        .append(vec![ev("s", "Paid", json!({"cents": 100})).with_id(id)])
+        .await
+        .unwrap();
+    assert_eq!(again.results, [AppendResult::Duplicate(1)]);
+    assert_eq!(again.head, 2);
+    assert_eq!(engine.storage().segment_count().await.unwrap(), 2);
+
+    // A retried batch: the known event comes back as a duplicate, the new one is written.
+    let mixed = engine
+        .append(vec![
+            ev("s", "Paid", json!({"cents": 100})).with_id(id),
+            ev("s", "Delivered", json!(null)),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        mixed.results,
+        [AppendResult::Duplicate(1), AppendResult::Appended(3)]
+    );
+    engine.close().await;
+
+    let reopened = open(&name).await;
+    assert_eq!(reopened.head(), 3);
+    let ids: Vec<EventId> = all(&reopened).iter().map(|e| e.id).collect();
+    assert_eq!(ids.iter().filter(|i| **i == id).count(), 1);
+    // The id index is rebuilt from storage: still a duplicate after a reopen.
+    let after_reopen = reopened
+        .append(vec![ev("s", "Paid", json!({"cents": 100})).with_id(id)])
+        .await
+        .unwrap();
+    assert_eq!(after_reopen.results, [AppendResult::Duplicate(1)]);
+    reopened.close().await;
+    delete_database(&name).await;
+}
+
+#[wasm_bindgen_test]
+async fn a_transaction_failing_in_the_middle_of_append_many_stores_no_partial_batch() {
+    let name = unique_name("atomic");
+    let engine = open(&name).await;
+    engine
+        .append(vec![ev("s", "Happened", json!(0))])
+        .await
+        .unwrap();
+
+    for step in [FailStep::AfterSegmentPut, FailStep::AfterHeadPut] {
+        engine.storage().inject_failure(step);
+        let batch = (1..=3).map(|i| ev("s", "Happened", json!(i))).collect();
+        let err = engine.append(batch).await.unwrap_err();
+        assert!(
+            matches!(&err, Error::Storage(m) if m.contains("injected failure")),
+            "{step:?}: {err:?}"
+        );
+        assert_eq!(engine.head(), 1, "{step:?}: the engine kept nothing");
+        assert_eq!(engine.stream_version("s"), 1);
+
+        let other = open(&name).await;
+        assert_eq!(other.head(), 1, "{step:?}: the database kept nothing");
+        assert_eq!(positions(&all(&other)), [1]);
+        assert_eq!(other.storage().segment_count().await.unwrap(), 1);
+        other.close().await;
+    }
+
+    // Still usable, and the next append takes the next position.
+    let out = engine
+        .append(vec![
+            ev("s", "Happened", json!(4)).expecting(ExpectedVersion::Exact(1))
+        ])
+        .await
+        .unwrap();
+    assert_eq!(out.results, [AppendResult::Appended(2)]);
+    engine.close().await;
+    let reopened = open(&name).await;
+    assert_eq!(positions(&all(&reopened)), [1, 2]);
+    reopened.close().await;
+    delete_database(&name).await;
+}
+
+#[wasm_bindgen_test]
+async fn two_tabs_appending_get_unique_gapless_positions_and_see_each_other() {
+    let name = unique_name("tabs");
+    let a = open(&name).await;
+    let b = open(&name).await;
+
+    // Alternately: each append first takes in what the other tab wrote.
+    a.append(vec![ev("shared", "ByA", json!(1))]).await.unwrap();
+    let out = b.append(vec![ev("shared", "ByB", json!(2))]).await.unwrap();
+    assert_eq!(out.results, [AppendResult::Appended(2)]);
+    assert_eq!(out.previous_head, 0, "b had not seen a's event before");
+    assert_eq!(b.stream_version("shared"), 2);
+    let out = a
+        .append(vec![
+            ev("shared", "ByA", json!(3)).expecting(ExpectedVersion::Exact(2))
+        ])
+        .await
+        .unwrap();
+    assert_eq!(out.results, [AppendResult::Appended(3)]);
+
+    // Concurrently: the transactions interleave; positions still come out unique.
+    let ((from_a, a_saw), (from_b, b_saw)) =
+        future::join(append_ten(&a, "ByA"), append_ten(&b, "ByB")).await;
+    assert!(
+        a_saw > 0 && b_saw > 0,
+        "the appends interleaved ({a_saw}, {b_saw})"
+    );
+    let mut written: Vec<u64> = from_a.iter().chain(&from_b).copied().collect();
+    written.sort_unstable();
+    assert_eq!(written, (4..=43).collect::<Vec<_>>());
+
+    a.catch_up().await.unwrap();
+    b.catch_up().await.unwrap();
+    assert_eq!((a.head(), b.head()), (43, 43));
+    let (seen_by_a, seen_by_b) = (all(&a), all(&b));
+    assert_eq!(positions(&seen_by_a), (1..=43).collect::<Vec<_>>());
+    assert_eq!(seen_by_a, seen_by_b, "both tabs hold the same log");
+    let versions: Vec<u64> = seen_by_a
+        .iter()
+        .filter(|e| e.stream == "shared")
+        .map(|e| e.version)
+        .collect();
+    assert_eq!(versions, (1..=23).collect::<Vec<_>>());
+    let mut ids: Vec<EventId> = seen_by_a.iter().map(|e| e.id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 43);
+
+    a.close().await;
+    b.close().await;
+    let reopened = open(&name).await;
+    assert_eq!(all(&reopened), seen_by_a);
+    reopened.close().await;
+    delete_database(&name).await;
+}
+
+#[wasm_bindgen_test]
+async fn compaction_merges_segments_and_every_event_reads_back_in_order() {
+    let name = unique_name("compact");
+    let a = open(&name).await;
+    for i in 1..=10 {
+        a.append(vec![ev("s", "Counted", json!(i))]).await.unwrap();
+    }
+    // A second tab that has seen up to 10 only.
+    let b = open(&name).await;
+    for i in 11..=30 {
+        a.append(vec![ev("s", "Counted", json!(i))]).await.unwrap();
+    }
+    assert_eq!(a.storage().segment_count().await.unwrap(), 30);
+
+    let report = a.compact().await.unwrap();
+    assert_eq!(
+        (report.segments_before, report.segments_after, report.events),
+        (30, 1, 30)
+    );
+    assert_eq!(a.storage().segment_count().await.unwrap(), 1);
+    let segments = a.storage().read_segments(15).await.unwrap();
+    assert_eq!(segments.len(), 1);
+    assert_eq!(
+        segments[0].first, 1,
+        "position 16 lives in the merged segment"
+    );
+
+    // b's next append must take in 11..=30 from the middle of the merged segment.
+    let out = b
+        .append(vec![
+            ev("s", "Counted", json!(31)).expecting(ExpectedVersion::Exact(30))
+        ])
+        .await
+        .unwrap();
+    assert_eq!(out.results, [AppendResult::Appended(31)]);
+    assert_eq!(positions(&all(&b)), (1..=31).collect::<Vec<_>>());
+    a.catch_up().await.unwrap();
+    assert_eq!(all(&a), all(&b));
+
+    a.close().await;
+    b.close().await;
+    let reopened = open(&name).await;
+    let events = all(&reopened);
+    assert_eq!(positions(&events), (1..=31).collect::<Vec<_>>());
+    let data: Vec<u64> = events.iter().map(|e| e.data_as().unwrap()).collect();
+    assert_eq!(data, (1..=31).collect::<Vec<_>>());
+    assert_eq!(reopened.storage().segment_count().await.unwrap(), 2);
+    reopened.close().await;
+    delete_database(&name).await;
+}
+
+#[wasm_bindgen_test]
+async fn a_failed_compaction_changes_nothing() {
+    let name = unique_name("compact-fail");
+    let engine = open(&name).await;
+    for i in 1..=5 {
+        engine
+            .append(vec![ev("s", "Counted", json!(i))])
+            .await
+            .unwrap();
+    }
+    engine.storage().inject_failure(FailStep::CompactAfterPut);
+    let err = engine.compact().await.unwrap_err();
+    assert!(matches!(&err, Error::Storage(m) if m.contains("injected failure")));
+    assert_eq!(engine.storage().segment_count().await.unwrap(), 5);
+    engine.close().await;
+
+    let reopened = open(&name).await;
+    assert_eq!(positions(&all(&reopened)), [1, 2, 3, 4, 5]);
+    reopened.compact().await.unwrap();
+    assert_eq!(reopened.storage().segment_count().await.unwrap(), 1);
+    reopened.close().await;
+    delete_database(&name).await;
+}
+
+#[wasm_bindgen_test]
+async fn a_store_written_in_a_newer_format_is_refused_and_left_untouched() {
+    let name = unique_name("format");
+    let engine = open(&name).await;
+    engine
+        .append(vec![ev("s", "Happened", json!(1))])
+        .await
+        .unwrap();
+    engine.close().await;
+
+    // A newer annals bumped the format.
+    let db = raw_open(&name).await;
+    raw_put(&db, "meta", &"format".into(), &JsValue::from(2)).await;
+    db.close();
+
+    let err = Engine::open(IndexedDbStorage::new(&name), EngineOptions::default())
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(
+        err,
+        Error::FormatTooNew {
+            found: 2,
+            supported: 1
+        }
+    );
+    assert_eq!(err.code(), "FORMAT_TOO_NEW");
+
+    let db = raw_open(&name).await;
+    assert_eq!(
+        raw_get(&db, "meta", &"format".into()).await,
+        JsValue::from(2)
+    );
+    assert_eq!(raw_get(&db, "meta", &"head".into()).await, JsValue::from(1));
+    assert_eq!(raw_count(&db, "segments").await, 1);
+    db.close();
+    delete_database(&name).await;
+}
+
+#[wasm_bindgen_test]
+async fn a_new_store_is_created_with_its_object_stores_and_format() {
+    let name = unique_name("create");
+    let engine = open(&name).await;
+    assert_eq!(engine.head(), 0);
+    engine.close().await;
+
+    let db = raw_open(&name).await;
+    let names = db.object_store_names();
+    for store in ["segments", "snapshots", "meta", "pending"] {
+        assert!(names.contains(store), "object store {store} exists");
+    }
+    assert_eq!(db.version(), 1.0);
+    assert_eq!(
+        raw_get(&db, "meta", &"format".into()).await,
+        JsValue::from(1)
+    );
+    db.close();
+    delete_database(&name).await;
+}
+
+#[wasm_bindgen_test]
+async fn snapshots_and_settings_survive_a_reopen() {
+    let name = unique_name("snapshots");
+    let engine = open(&name).await;
+    engine
+        .append(vec![
+            ev("s", "Happened", json!(1)),
+            ev("s", "Happened", json!(2)),
+        ])
+        .await
+        .unwrap();
+    let snapshot = SnapshotRecord {
+        name: "todos".into(),
+        version: 3,
+        position: 2,
+        state: r#"{"count":2,"title":"ü"}"#.into(),
+    };
+    engine.put_snapshot(&snapshot).await.unwrap();
+    engine
+        .put_snapshot(&SnapshotRecord {
+            name: "gone".into(),
+            ..snapshot.clone()
+        })
+        .await
+        .unwrap();
+    engine.delete_snapshot("gone").await.unwrap();
+    engine
+        .storage()
+        .put_meta("clientId", "client-7")
+        .await
+        .unwrap();
+    assert!(matches!(
+        engine.storage().put_meta("head", "99").await,
+        Err(Error::InvalidArgument(_))
+    ));
+    engine.close().await;
+
+    let reopened = open(&name).await;
+    assert_eq!(reopened.snapshot("todos").await.unwrap(), Some(snapshot));
+    assert_eq!(reopened.snapshot("gone").await.unwrap(), None);
+    assert_eq!(reopened.snapshot("never").await.unwrap(), None);
+    let storage = reopened.storage();
+    assert_eq!(
+        storage.meta("clientId").await.unwrap().as_deref(),
+        Some("client-7")
+    );
+    assert_eq!(storage.meta("missing").await.unwrap(), None);
+    assert_eq!(storage.meta("head").await.unwrap(), None, "not a setting");
+    assert_eq!(reopened.head(), 2);
+    reopened.close().await;
+    delete_database(&name).await;
+}
+
+#[wasm_bindgen_test]
+async fn after_close_every_call_fails_with_closed() {
+    let name = unique_name("closed");
+    let storage = IndexedDbStorage::new(&name);
+    assert_eq!(storage.open().await.unwrap(), 0);
+    storage.close();
+    assert_eq!(storage.read_segments(0).await.unwrap_err(), Error::Closed);
+    assert_eq!(storage.meta("x").await.unwrap_err(), Error::Closed);
+    assert_eq!(storage.put_meta("x", "y").await.unwrap_err(), Error::Closed);
+    assert_eq!(storage.snapshot("p").await.unwrap_err(), Error::Closed);
+    assert_eq!(storage.compact(1024).await.unwrap_err(), Error::Closed);
+    assert_eq!(storage.open().await.unwrap_err(), Error::Closed);
+
+    let engine = open(&name).await;
+    engine.close().await;
+    let err = engine
+        .append(vec![ev("s", "Happened", json!(1))])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "CLOSED");
+    assert_eq!(engine.catch_up().await.unwrap_err(), Error::Closed);
+    assert_eq!(engine.snapshot("p").await.unwrap_err(), Error::Closed);
+    delete_database(&name).await;
+}
+
+#[wasm_bindgen_test]
+async fn an_upgrade_from_another_connection_is_not_blocked_by_an_open_store() {
+    let name = unique_name("upgrade");
+    let engine = open(&name).await;
+    engine
+        .append(vec![ev("s", "Happened", json!(1))])
+        .await
+        .unwrap();
+
+    // Another tab (a newer build) opens the database at schema version 2.
+    let request = factory().open_with_u32(&name, 2).unwrap();
+    let upgraded = Box::pin(done(&request));
+    let timeout = Box::pin(sleep(5_000));
+    let db: IdbDatabase = match future::select(upgraded, timeout).await {
+        Either::Left((result, _)) => result.expect("the upgrade succeeds").unchecked_into(),
+        Either::Right(_) => panic!("the upgrade was blocked by the open store"),
+    };
+    assert_eq!(db.version(), 2.0);
+
+    // Our connection stepped aside: the store is closed now, not hanging.
+    let err = engine
+        .append(vec![ev("s", "Happened", json!(2))])
+        .await
+        .unwrap_err();
+    assert_eq!(err, Error::Closed);
+    assert_eq!(engine.catch_up().await.unwrap_err(), Error::Closed);
+    assert_eq!(engine.head(), 1);
+    engine.close().await;
+
+    // Reopening with this build: the database's schema and format are newer than ours.
+    raw_put(&db, "meta", &"format".into(), &JsValue::from(2)).await;
+    db.close();
+    let err = Engine::open(IndexedDbStorage::new(&name), EngineOptions::default())
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(
+        err,
+        Error::FormatTooNew {
+            found: 2,
+            supported: 1
+        }
+    );
+    delete_database(&name).await;
+}
