@@ -7,7 +7,7 @@
 #![cfg(target_arch = "wasm32")]
 
 use annals::storage::indexeddb::{FailStep, IndexedDbStorage};
-use annals::storage::{SnapshotRecord, Storage};
+use annals::storage::{Known, SnapshotRecord, Storage};
 use annals::{
     AppendResult, Engine, EngineOptions, Error, Event, EventId, ExpectedVersion, NewEvent,
     ReadQuery,
@@ -129,7 +129,7 @@ async fn append_ten(engine: &Engine<IndexedDbStorage>, kind: &'static str) -> (V
         let batch = vec![ev("shared", kind, json!(i)), ev(kind, kind, json!(i))];
         let out = engine.append(batch).await.unwrap();
         mine.extend(out.results.iter().map(AppendResult::position));
-        if out.head - out.previous_head > 2 {
+        if out.change.head() - out.change.previous_head() > 2 {
             saw_others += 1;
         }
     }
@@ -227,7 +227,7 @@ async fn re_appending_an_id_returns_the_original_position_and_writes_nothing() {
         .await
         .unwrap();
     assert_eq!(again.results, [AppendResult::Duplicate(1)]);
-    assert_eq!(again.head, 2);
+    assert_eq!(again.change.head(), 2);
     assert_eq!(engine.storage().segment_count().await.unwrap(), 2);
 
     // A retried batch: the known event comes back as a duplicate, the new one is written.
@@ -267,7 +267,11 @@ async fn a_transaction_failing_in_the_middle_of_append_many_stores_no_partial_ba
         .await
         .unwrap();
 
-    for step in [FailStep::AfterSegmentPut, FailStep::AfterHeadPut] {
+    for step in [
+        FailStep::AfterSegmentPut,
+        FailStep::AfterPendingPut,
+        FailStep::AfterHeadPut,
+    ] {
         engine.storage().inject_failure(step);
         let batch = (1..=3).map(|i| ev("s", "Happened", json!(i))).collect();
         let err = engine.append(batch).await.unwrap_err();
@@ -310,7 +314,11 @@ async fn two_tabs_appending_get_unique_gapless_positions_and_see_each_other() {
     a.append(vec![ev("shared", "ByA", json!(1))]).await.unwrap();
     let out = b.append(vec![ev("shared", "ByB", json!(2))]).await.unwrap();
     assert_eq!(out.results, [AppendResult::Appended(2)]);
-    assert_eq!(out.previous_head, 0, "b had not seen a's event before");
+    assert_eq!(
+        out.change.previous_head(),
+        0,
+        "b had not seen a's event before"
+    );
     assert_eq!(b.stream_version("shared"), 2);
     let out = a
         .append(vec![
@@ -376,7 +384,11 @@ async fn compaction_merges_segments_and_every_event_reads_back_in_order() {
         (30, 1, 30)
     );
     assert_eq!(a.storage().segment_count().await.unwrap(), 1);
-    let segments = a.storage().read_segments(15).await.unwrap();
+    let known = Known {
+        head: 15,
+        ..Known::default()
+    };
+    let segments = a.storage().changes(known).await.unwrap().segments;
     assert_eq!(segments.len(), 1);
     assert_eq!(
         segments[0].first, 1,
@@ -548,9 +560,12 @@ async fn snapshots_and_settings_survive_a_reopen() {
 async fn after_close_every_call_fails_with_closed() {
     let name = unique_name("closed");
     let storage = IndexedDbStorage::new(&name);
-    assert_eq!(storage.open().await.unwrap(), 0);
+    storage.open().await.unwrap();
     storage.close();
-    assert_eq!(storage.read_segments(0).await.unwrap_err(), Error::Closed);
+    assert_eq!(
+        storage.changes(Known::default()).await.unwrap_err(),
+        Error::Closed
+    );
     assert_eq!(storage.meta("x").await.unwrap_err(), Error::Closed);
     assert_eq!(storage.put_meta("x", "y").await.unwrap_err(), Error::Closed);
     assert_eq!(storage.snapshot("p").await.unwrap_err(), Error::Closed);

@@ -1,7 +1,8 @@
 //! The IndexedDB backend (wasm32): one database per store, with the object stores
 //! `segments` (key: first position; value: the encoded segment as a `Uint8Array`),
 //! `snapshots` (key: projection name; value: `{version, position, state}`), `meta`
-//! (`head`, `format`, and string settings) and `pending` (used by sync).
+//! (`format`, the counters of [`Known`] and string settings) and `pending` (key: sequence
+//! number; value: the encoded batch of a synced store's unconfirmed events).
 //!
 //! Every operation is one transaction. Inside a transaction nothing is awaited but
 //! IndexedDB requests: the browser commits a transaction as soon as control returns to the
@@ -25,7 +26,10 @@ use web_sys::{
     IdbObjectStore, IdbOpenDbRequest, IdbRequest, IdbTransaction, IdbTransactionMode,
 };
 
-use super::{CompactionReport, PrepareAppend, Segment, SnapshotRecord, Storage, FORMAT_VERSION};
+use super::{
+    CompactionReport, Fresh, Known, PendingRecord, Prepare, Segment, SnapshotRecord, Storage,
+    FORMAT_VERSION,
+};
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::event::MAX_SAFE_INTEGER;
@@ -40,16 +44,19 @@ const META: &str = "meta";
 const PENDING: &str = "pending";
 const STORES: [&str; 4] = [SEGMENTS, SNAPSHOTS, META, PENDING];
 
-const HEAD_KEY: &str = "head";
 const FORMAT_KEY: &str = "format";
+/// The counters of [`Known`], each a number in `meta`.
+const COUNTER_KEYS: [&str; 4] = ["head", "pendingSeq", "pendingGeneration", "logGeneration"];
 
 /// Where an injected failure aborts a transaction (tests of atomicity).
 #[doc(hidden)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailStep {
-    /// `append`: after the segment `put` succeeded, before the head is written.
+    /// `transact`: after the segment `put` succeeded, before the outbox and counters.
     AfterSegmentPut,
-    /// `append`: after both the segment and the head `put` succeeded, before commit.
+    /// `transact`: after the outbox records were written, before the counters.
+    AfterPendingPut,
+    /// `transact`: after everything, counters included, was written, before commit.
     AfterHeadPut,
     /// `compact`: after the merged segments were `put`, before the old ones are deleted.
     CompactAfterPut,
@@ -194,42 +201,134 @@ impl IndexedDbStorage {
         Ok(db)
     }
 
-    /// Checks the format (writing it on a new store) and reads the head, in one transaction.
-    async fn check_format_and_read_head(&self) -> Result<u64> {
+    /// Checks the format, writing it on a new store, in one transaction.
+    async fn check_format(&self) -> Result<()> {
         let tx = self.transaction(&[META], IdbTransactionMode::Readwrite)?;
         write(&tx, async {
             let meta = object_store(&tx, META)?;
             let format_key = JsValue::from_str(FORMAT_KEY);
             let format = Request::new(meta.get(&format_key).map_err(js_error)?);
-            let head = Request::new(meta.get(&JsValue::from_str(HEAD_KEY)).map_err(js_error)?);
             match format_from_js(&format.await?)? {
                 // Written by a newer annals: the error aborts the transaction, which has
                 // written nothing.
-                Some(found) if found > FORMAT_VERSION => {
-                    return Err(Error::FormatTooNew {
-                        found,
-                        supported: FORMAT_VERSION,
-                    })
-                }
-                Some(_) => {}
+                Some(found) if found > FORMAT_VERSION => Err(Error::FormatTooNew {
+                    found,
+                    supported: FORMAT_VERSION,
+                }),
+                Some(_) => Ok(()),
                 None => {
                     meta.put_with_key(&JsValue::from(FORMAT_VERSION), &format_key)
                         .map_err(js_error)?;
+                    Ok(())
                 }
             }
-            position_from_js(&head.await?, "head")
         })
         .await
     }
 }
 
+/// Reads the counters: four requests issued together, one round trip.
+async fn read_counters(meta: &IdbObjectStore) -> Result<Known> {
+    let mut requests = Vec::with_capacity(COUNTER_KEYS.len());
+    for name in COUNTER_KEYS {
+        requests.push(Request::new(
+            meta.get(&JsValue::from_str(name)).map_err(js_error)?,
+        ));
+    }
+    let mut values = [0u64; 4];
+    for ((request, value), name) in requests
+        .into_iter()
+        .zip(values.iter_mut())
+        .zip(COUNTER_KEYS)
+    {
+        *value = position_from_js(&request.await?, name)?;
+    }
+    let [head, pending_seq, pending_generation, log_generation] = values;
+    Ok(Known {
+        head,
+        pending_seq,
+        pending_generation,
+        log_generation,
+    })
+}
+
+fn write_counters(meta: &IdbObjectStore, counters: &Known) -> Result<Option<IdbRequest>> {
+    let values = [
+        counters.head,
+        counters.pending_seq,
+        counters.pending_generation,
+        counters.log_generation,
+    ];
+    let mut last = None;
+    for (name, value) in COUNTER_KEYS.into_iter().zip(values) {
+        last = Some(
+            meta.put_with_key(&key(value), &JsValue::from_str(name))
+                .map_err(js_error)?,
+        );
+    }
+    Ok(last)
+}
+
+/// What changed since `known`, read inside transaction `tx` (over segments, meta and
+/// pending). Requests are issued before any is awaited where they do not depend on each
+/// other.
+async fn read_fresh(tx: &IdbTransaction, known: Known) -> Result<Fresh> {
+    let segments = object_store(tx, SEGMENTS)?;
+    let pending = object_store(tx, PENDING)?;
+    let now = read_counters(&object_store(tx, META)?).await?;
+    let log_reset = now.log_generation != known.log_generation;
+    let after = if log_reset { 0 } else { known.head };
+    let segment_values = if now.head > after {
+        Some(Request::new(
+            segments
+                .get_all_with_key(&lower_bound(after + 1)?)
+                .map_err(js_error)?,
+        ))
+    } else {
+        None
+    };
+    let pending_replaced = now.pending_generation != known.pending_generation;
+    let from = if pending_replaced {
+        0
+    } else {
+        known.pending_seq
+    };
+    let pending_requests = if pending_replaced || now.pending_seq > from {
+        let range = lower_bound(from + 1)?;
+        Some((
+            Request::new(pending.get_all_keys_with_key(&range).map_err(js_error)?),
+            Request::new(pending.get_all_with_key(&range).map_err(js_error)?),
+        ))
+    } else {
+        None
+    };
+    let found = match segment_values {
+        Some(values) => {
+            let found = segments_from_js(&values.await?)?;
+            complete_segments(&segments, after, now.head, found).await?
+        }
+        None => Vec::new(),
+    };
+    let records = match pending_requests {
+        Some((keys, values)) => pending_from_js(&keys.await?, &values.await?)?,
+        None => Vec::new(),
+    };
+    Ok(Fresh {
+        log_reset,
+        segments: found,
+        pending_replaced,
+        pending: records,
+        now,
+    })
+}
+
 impl Storage for IndexedDbStorage {
-    async fn open(&self) -> Result<u64> {
+    async fn open(&self) -> Result<()> {
         if self.closed.get() {
             return Err(Error::Closed);
         }
         self.connect().await?;
-        let result = self.check_format_and_read_head().await;
+        let result = self.check_format().await;
         if matches!(result, Err(Error::FormatTooNew { .. })) {
             // This build cannot use the store; do not hold the database open either.
             self.connection.borrow_mut().take();
@@ -237,67 +336,89 @@ impl Storage for IndexedDbStorage {
         result
     }
 
-    async fn read_segments(&self, after: u64) -> Result<Vec<Segment>> {
-        let tx = self.transaction(&[SEGMENTS, META], IdbTransactionMode::Readonly)?;
-        let segments = object_store(&tx, SEGMENTS)?;
-        // Both requests run in one round trip; the head tells whether a compacted segment
-        // starting before `after + 1` must be fetched too.
-        let values = Request::new(
-            segments
-                .get_all_with_key(&lower_bound(after + 1)?)
-                .map_err(js_error)?,
-        );
-        let head = Request::new(
-            object_store(&tx, META)?
-                .get(&JsValue::from_str(HEAD_KEY))
-                .map_err(js_error)?,
-        );
-        let found = segments_from_js(&values.await?)?;
-        let head = position_from_js(&head.await?, "head")?;
-        complete_segments(&segments, after, head, found).await
+    async fn changes(&self, known: Known) -> Result<Fresh> {
+        let tx = self.transaction(&[SEGMENTS, META, PENDING], IdbTransactionMode::Readonly)?;
+        read_fresh(&tx, known).await
     }
 
-    async fn append(&self, known_head: u64, prepare: &mut PrepareAppend<'_>) -> Result<u64> {
-        let tx = self.transaction(&[SEGMENTS, META], IdbTransactionMode::Readwrite)?;
+    async fn transact(&self, known: Known, prepare: &mut Prepare<'_>) -> Result<Known> {
+        let tx = self.transaction(&STORES, IdbTransactionMode::Readwrite)?;
         write(&tx, async {
-            let segments = object_store(&tx, SEGMENTS)?;
-            let meta = object_store(&tx, META)?;
-            let head_key = JsValue::from_str(HEAD_KEY);
-            let head = Request::new(meta.get(&head_key).map_err(js_error)?).await?;
-            let head = position_from_js(&head, "head")?;
-            let others = if head > known_head {
-                let values = Request::new(
-                    segments
-                        .get_all_with_key(&lower_bound(known_head + 1)?)
-                        .map_err(js_error)?,
-                )
-                .await?;
-                let found = segments_from_js(&values)?;
-                complete_segments(&segments, known_head, head, found).await?
-            } else {
-                Vec::new()
-            };
-            let Some(segment) = prepare(&others)? else {
-                return Ok(head); // every event was a duplicate: nothing to write
-            };
-            let (first, count) = codec::header(&segment.bytes)?;
-            if first != head + 1 || first != segment.first {
-                return Err(Error::Storage(format!(
-                    "segment starts at position {first}, but the log continues at {}",
-                    head + 1
+            let fresh = read_fresh(&tx, known).await?;
+            let commit = prepare(&fresh)?;
+            let mut counters = fresh.now;
+            if commit.is_empty() {
+                return Ok(counters); // every event was a duplicate, say: nothing to write
+            }
+            // Check everything before the first request: a refused commit writes nothing.
+            if commit.reset_log {
+                counters.head = 0;
+                counters.log_generation += 1;
+            }
+            if let Some(segment) = &commit.segment {
+                let (first, count) = codec::header(&segment.bytes)?;
+                if first != counters.head + 1 || first != segment.first || count == 0 {
+                    return Err(Error::Storage(format!(
+                        "segment starts at position {first}, but the log continues at {}",
+                        counters.head + 1
+                    )));
+                }
+                counters.head = first + u64::from(count) - 1;
+            }
+            for record in &commit.put_pending {
+                if record.seq > counters.pending_seq {
+                    counters.pending_seq = record.seq;
+                } else {
+                    counters.pending_generation += 1;
+                }
+            }
+            if !commit.delete_pending.is_empty() {
+                counters.pending_generation += 1;
+            }
+            if let Some((key, _)) = commit.put_meta.iter().find(|(k, _)| is_reserved(k)) {
+                return Err(Error::InvalidArgument(format!(
+                    "`{key}` is reserved in meta"
                 )));
             }
-            let new_head = first + u64::from(count) - 1;
-            let bytes = Uint8Array::from(segment.bytes.as_slice());
-            let put = segments
-                .put_with_key(&bytes, &key(first))
-                .map_err(js_error)?;
-            self.fail_here(FailStep::AfterSegmentPut, Some(put)).await?;
-            let put = meta
-                .put_with_key(&key(new_head), &head_key)
-                .map_err(js_error)?;
-            self.fail_here(FailStep::AfterHeadPut, Some(put)).await?;
-            Ok(new_head)
+
+            let segments = object_store(&tx, SEGMENTS)?;
+            let pending = object_store(&tx, PENDING)?;
+            let meta = object_store(&tx, META)?;
+            if commit.reset_log {
+                segments.clear().map_err(js_error)?;
+                object_store(&tx, SNAPSHOTS)?.clear().map_err(js_error)?;
+            }
+            let mut last = None;
+            if let Some(segment) = &commit.segment {
+                let bytes = Uint8Array::from(segment.bytes.as_slice());
+                last = Some(
+                    segments
+                        .put_with_key(&bytes, &key(segment.first))
+                        .map_err(js_error)?,
+                );
+            }
+            self.fail_here(FailStep::AfterSegmentPut, last.take())
+                .await?;
+            for record in &commit.put_pending {
+                let bytes = Uint8Array::from(record.bytes.as_slice());
+                last = Some(
+                    pending
+                        .put_with_key(&bytes, &key(record.seq))
+                        .map_err(js_error)?,
+                );
+            }
+            for seq in &commit.delete_pending {
+                last = Some(pending.delete(&key(*seq)).map_err(js_error)?);
+            }
+            self.fail_here(FailStep::AfterPendingPut, last.take())
+                .await?;
+            for (name, value) in &commit.put_meta {
+                meta.put_with_key(&JsValue::from_str(value), &JsValue::from_str(name))
+                    .map_err(js_error)?;
+            }
+            let last = write_counters(&meta, &counters)?;
+            self.fail_here(FailStep::AfterHeadPut, last).await?;
+            Ok(counters)
         })
         .await
     }
@@ -414,14 +535,15 @@ impl Storage for IndexedDbStorage {
         let tx = self.transaction(&[META], IdbTransactionMode::Readonly)?;
         let store = object_store(&tx, META)?;
         let value = Request::new(store.get(&JsValue::from_str(key)).map_err(js_error)?).await?;
-        // `head` and `format` are numbers and not settings: like MemoryStorage, they read as
-        // absent here.
+        // The format and counters are numbers, not settings: like MemoryStorage, they read
+        // as absent here.
         Ok(value.as_string())
     }
 
     async fn put_meta(&self, key: &str, value: &str) -> Result<()> {
-        if key == HEAD_KEY || key == FORMAT_KEY {
-            // Sharing the `meta` object store with the head and format: refuse to overwrite them.
+        if is_reserved(key) {
+            // Sharing the `meta` object store with the format and counters: refuse to
+            // overwrite them.
             return Err(Error::InvalidArgument(format!(
                 "`{key}` is reserved in meta"
             )));
@@ -499,6 +621,40 @@ async fn complete_segments(
     }
     found.insert(0, holder);
     Ok(found)
+}
+
+fn is_reserved(key: &str) -> bool {
+    key == FORMAT_KEY || COUNTER_KEYS.contains(&key)
+}
+
+/// Pairs `getAllKeys` and `getAll` results over the same range (same order).
+fn pending_from_js(keys: &JsValue, values: &JsValue) -> Result<Vec<PendingRecord>> {
+    let keys: Array = keys
+        .clone()
+        .dyn_into()
+        .map_err(|_| Error::Corrupt("pending keys are not an array".into()))?;
+    let values: Array = values
+        .clone()
+        .dyn_into()
+        .map_err(|_| Error::Corrupt("pending records are not an array".into()))?;
+    if keys.length() != values.length() {
+        return Err(Error::Corrupt(
+            "pending keys and records differ in number".into(),
+        ));
+    }
+    keys.iter()
+        .zip(values.iter())
+        .map(|(k, v)| {
+            let seq = position_from_js(&k, "pending sequence number")?;
+            let bytes = v
+                .dyn_into::<Uint8Array>()
+                .map_err(|_| Error::Corrupt(format!("pending record {seq} is not bytes")))?;
+            Ok(PendingRecord {
+                seq,
+                bytes: bytes.to_vec(),
+            })
+        })
+        .collect()
 }
 
 fn object_store(tx: &IdbTransaction, name: &str) -> Result<IdbObjectStore> {

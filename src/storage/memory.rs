@@ -244,7 +244,9 @@ fn segments_after(segments: &BTreeMap<u64, Vec<u8>>, after: u64) -> Vec<Segment>
         .map_or(after + 1, |(first, _)| *first);
     segments
         .range(start..)
-        .filter(|(_, bytes)| codec::header(bytes).map_or(true, |(f, c)| f + u64::from(c) > after + 1))
+        .filter(|(_, bytes)| {
+            codec::header(bytes).map_or(true, |(f, c)| f + u64::from(c) > after + 1)
+        })
         .map(|(first, bytes)| Segment {
             first: *first,
             bytes: bytes.clone(),

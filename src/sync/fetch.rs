@@ -33,10 +33,19 @@ impl FetchTransport {
     }
 
     fn url(&self, tail: &str) -> String {
-        format!("{}/v1/stores/{}/{tail}", self.base_url, encode_component(&self.store))
+        format!(
+            "{}/v1/stores/{}/{tail}",
+            self.base_url,
+            encode_component(&self.store)
+        )
     }
 
-    async fn send(&self, method: &str, url: &str, body: Option<String>) -> Result<String, TransportError> {
+    async fn send(
+        &self,
+        method: &str,
+        url: &str,
+        body: Option<String>,
+    ) -> Result<String, TransportError> {
         let unreachable = |e: JsValue| TransportError::Unreachable(describe(&e));
         let init = RequestInit::new();
         init.set_method(method);
@@ -45,7 +54,9 @@ impl FetchTransport {
             .set("Authorization", &format!("Bearer {}", self.token.borrow()))
             .map_err(unreachable)?;
         if let Some(body) = &body {
-            headers.set("Content-Type", "application/json").map_err(unreachable)?;
+            headers
+                .set("Content-Type", "application/json")
+                .map_err(unreachable)?;
             init.set_body(&JsValue::from_str(body));
         }
         init.set_headers(&headers);
@@ -59,7 +70,9 @@ impl FetchTransport {
             .map_err(unreachable)?
             .dyn_into()
             .map_err(|_| TransportError::Protocol("fetch did not return a Response".into()))?;
-        let text = JsFuture::from(response.text().map_err(unreachable)?).await.map_err(unreachable)?;
+        let text = JsFuture::from(response.text().map_err(unreachable)?)
+            .await
+            .map_err(unreachable)?;
         let text = text.as_string().unwrap_or_default();
         let status = response.status();
         if (200..300).contains(&status) {
@@ -73,7 +86,11 @@ impl FetchTransport {
             401 => TransportError::Unauthorized(message),
             403 => TransportError::Forbidden(message),
             500..=599 => TransportError::Server { status, message },
-            _ => TransportError::Refused { status, code, message },
+            _ => TransportError::Refused {
+                status,
+                code,
+                message,
+            },
         })
     }
 }
@@ -117,13 +134,21 @@ fn parse<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, TransportError
 
 impl Transport for FetchTransport {
     async fn push(&self, request: &PushRequest) -> Result<PushResponse, TransportError> {
-        let body = serde_json::to_string(request).map_err(|e| TransportError::Protocol(e.to_string()))?;
+        let body =
+            serde_json::to_string(request).map_err(|e| TransportError::Protocol(e.to_string()))?;
         let text = self.send("POST", &self.url("push"), Some(body)).await?;
         parse(&text)
     }
 
-    async fn pull(&self, after: u64, limit: usize, wait_seconds: u32) -> Result<PullResponse, TransportError> {
-        let url = self.url(&format!("pull?after={after}&limit={limit}&wait={wait_seconds}"));
+    async fn pull(
+        &self,
+        after: u64,
+        limit: usize,
+        wait_seconds: u32,
+    ) -> Result<PullResponse, TransportError> {
+        let url = self.url(&format!(
+            "pull?after={after}&limit={limit}&wait={wait_seconds}"
+        ));
         let text = self.send("GET", &url, None).await?;
         parse(&text)
     }
