@@ -7,20 +7,23 @@
 
 mod storage;
 
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::rc::Rc;
 
-use js_sys::{Promise, Reflect};
+use js_sys::{Function, Promise, Reflect};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
-use crate::engine::{Engine, EngineOptions};
+use crate::engine::{Change, Engine, EngineOptions, Rejection};
 use crate::error::{Error, Result};
 use crate::event::{ExpectedVersion, Limits, NewEvent, MAX_SAFE_INTEGER};
 use crate::log::{AppendResult, ReadQuery};
 use crate::storage::SnapshotRecord;
+use crate::sync::client::{SyncClient, SyncOptions};
+use crate::sync::fetch::{FetchTransport, TimeoutTimer};
 
 pub use storage::AnyStorage;
 
@@ -68,7 +71,7 @@ fn whole_number(name: &str, value: f64) -> Result<u64> {
     }
 }
 
-/// `{ maxEventBytes?, maxNameBytes?, origin?, sharedMemory? }`
+/// `{ maxEventBytes?, maxNameBytes?, origin?, sharedMemory?, synced? }`
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 struct OpenOptions {
@@ -78,6 +81,8 @@ struct OpenOptions {
     /// Memory storage only: stores opened with the same name share one log, the way tabs
     /// share an IndexedDB database (for tests and for processes that reopen a store).
     shared_memory: bool,
+    /// Keep appends in an outbox until a sync server confirms them.
+    synced: bool,
 }
 
 impl OpenOptions {
@@ -110,6 +115,7 @@ impl OpenOptions {
         Ok(EngineOptions {
             limits,
             origin: self.origin.clone(),
+            synced: self.synced,
             ..EngineOptions::default()
         })
     }
@@ -119,6 +125,19 @@ impl OpenOptions {
 #[wasm_bindgen]
 pub struct WasmStore {
     engine: Rc<Engine<AnyStorage>>,
+    sync: RefCell<Option<Rc<SyncClient<FetchTransport>>>>,
+}
+
+/// `{ url, store, token, pushBatch?, pullLimit?, longPollSeconds? }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct SyncConfig {
+    url: String,
+    store: String,
+    token: String,
+    push_batch: Option<usize>,
+    pull_limit: Option<usize>,
+    long_poll_seconds: Option<u32>,
 }
 
 #[wasm_bindgen]
@@ -139,14 +158,63 @@ impl WasmStore {
         self.engine.head() as f64
     }
 
+    /// The last confirmed position (the sync cursor of a synced store).
+    #[wasm_bindgen(getter, js_name = confirmedHead)]
+    pub fn confirmed_head(&self) -> f64 {
+        self.engine.confirmed_head() as f64
+    }
+
+    /// Events waiting for the server.
+    #[wasm_bindgen(getter, js_name = pendingCount)]
+    pub fn pending_count(&self) -> f64 {
+        self.engine.pending_count() as f64
+    }
+
+    #[wasm_bindgen(getter)]
+    pub fn synced(&self) -> bool {
+        self.engine.is_synced()
+    }
+
+    /// The persisted client id of a synced store.
+    #[wasm_bindgen(getter, js_name = clientId)]
+    pub fn client_id(&self) -> Option<String> {
+        self.engine.client_id().map(str::to_owned)
+    }
+
+    /// Calls `listener(changeJson)` after every change to the log, whatever caused it (an
+    /// append, another tab, a pull), before the call that caused it resolves:
+    /// `{"reset","rebased","previousHead","head","confirmed","confirmedEvents":[...],
+    /// "pendingEvents":[...]}`. Unless `rebased`, the new events are `confirmedEvents` then
+    /// `pendingEvents`, at positions `previousHead + 1 ..= head`; when `rebased`,
+    /// `pendingEvents` is the whole outbox, to fold again on the confirmed state (which
+    /// `reset` starts from scratch).
+    #[wasm_bindgen(js_name = setListener)]
+    pub fn set_listener(&self, listener: Function) {
+        let engine = Rc::downgrade(&self.engine);
+        self.engine.subscribe(move |change| {
+            let Some(engine) = engine.upgrade() else {
+                return;
+            };
+            match change_json(&engine, change) {
+                Ok(json) => {
+                    // A throwing listener is the wrapper's bug to report; the log is fine.
+                    let _ = listener.call1(&JsValue::NULL, &JsValue::from_str(&json));
+                }
+                Err(e) => {
+                    let _ = listener.call2(&JsValue::NULL, &JsValue::NULL, &to_js_error(&e));
+                }
+            }
+        });
+    }
+
     #[wasm_bindgen(getter, js_name = isClosed)]
     pub fn is_closed(&self) -> bool {
         self.engine.is_closed()
     }
 
-    /// Appends a JSON array of events atomically. Resolves to
-    /// `{"previousHead","head","events":[p+1..=head],"results":[position per input],
-    /// "duplicates":[stored events for inputs whose id was already at or before p]}`.
+    /// Appends a JSON array of events atomically. Resolves to `{"results":[position per
+    /// input],"duplicates":[stored events for inputs whose id was already in the log]}`;
+    /// the new events reach the listener first.
     pub fn append(&self, batch_json: String) -> Promise {
         let engine = self.engine.clone();
         future_to_promise(async move {
@@ -155,18 +223,157 @@ impl WasmStore {
         })
     }
 
-    /// Reads what other tabs appended. Resolves to `{"previousHead","head","events":[...]}`.
+    /// Reads what other tabs changed; the listener hears of it.
     #[wasm_bindgen(js_name = catchUp)]
     pub fn catch_up(&self) -> Promise {
         let engine = self.engine.clone();
+        future_to_promise(
+            async move { js_result(engine.catch_up().await).map(|_| JsValue::UNDEFINED) },
+        )
+    }
+
+    /// The pending events the server refused, as a JSON array of
+    /// `{"event","reason","actualVersion"}`.
+    pub fn rejected(&self) -> Promise {
+        let engine = self.engine.clone();
         future_to_promise(async move {
             let out = async {
-                let change = engine.catch_up().await?;
-                change_json(&engine, change.previous_head, change.head)
+                let list = engine.rejected().await?;
+                serde_json::to_string(&list).map_err(|e| Error::Storage(e.to_string()))
             }
             .await;
             js_result(out).map(|s| JsValue::from_str(&s))
         })
+    }
+
+    /// Starts keeping this store in sync with a server (JSON config `{url, store, token,
+    /// pushBatch?, pullLimit?, longPollSeconds?}`). `on_status(statusJson)` hears every
+    /// status change, `on_rejected(rejectionJson)` every refused event. Resolves when
+    /// [`WasmStore::stop_sync`] ends the loop. The wrapper holds a Web Lock meanwhile, so
+    /// one tab per store syncs.
+    #[wasm_bindgen(js_name = startSync)]
+    pub fn start_sync(
+        &self,
+        config_json: &str,
+        on_status: Function,
+        on_rejected: Function,
+    ) -> std::result::Result<Promise, JsValue> {
+        let client = js_result(self.sync_client(config_json))?;
+        client.on_status(move |status| {
+            if let Ok(json) = serde_json::to_string(status) {
+                let _ = on_status.call1(&JsValue::NULL, &JsValue::from_str(&json));
+            }
+        });
+        client.on_rejected(move |rejection: &Rejection| {
+            if let Ok(json) = serde_json::to_string(rejection) {
+                let _ = on_rejected.call1(&JsValue::NULL, &JsValue::from_str(&json));
+            }
+        });
+        let engine = self.engine.clone();
+        Ok(future_to_promise(async move {
+            client
+                .run(&engine, &TimeoutTimer, js_sys::Math::random)
+                .await;
+            Ok(JsValue::UNDEFINED)
+        }))
+    }
+
+    fn sync_client(&self, config_json: &str) -> Result<Rc<SyncClient<FetchTransport>>> {
+        if !self.engine.is_synced() {
+            return Err(Error::InvalidArgument(
+                "open the store with `sync` to sync it".into(),
+            ));
+        }
+        let config: SyncConfig = serde_json::from_str(config_json)
+            .map_err(|e| Error::InvalidArgument(format!("sync options: {e}")))?;
+        if config.url.trim().is_empty() || config.store.trim().is_empty() {
+            return Err(Error::InvalidArgument(
+                "sync needs a `url` and a `store`".into(),
+            ));
+        }
+        let defaults = SyncOptions::default();
+        let options = SyncOptions {
+            push_batch: config.push_batch.unwrap_or(defaults.push_batch).max(1),
+            pull_limit: config.pull_limit.unwrap_or(defaults.pull_limit).max(1),
+            long_poll_seconds: config
+                .long_poll_seconds
+                .unwrap_or(defaults.long_poll_seconds),
+        };
+        let client = Rc::new(SyncClient::new(
+            FetchTransport::new(&config.url, &config.store, &config.token),
+            options,
+        ));
+        if let Some(old) = self.sync.borrow_mut().replace(client.clone()) {
+            old.stop();
+        }
+        Ok(client)
+    }
+
+    /// Pushes the outbox and pulls everything new, now. Resolves to
+    /// `{"pushed","pulled","rejected","restarts"}`; fails with the sync error's code
+    /// (`OFFLINE`, `UNAUTHORIZED`, ...). Needs [`WasmStore::start_sync`] first.
+    #[wasm_bindgen(js_name = syncNow)]
+    pub fn sync_now(&self) -> Promise {
+        let engine = self.engine.clone();
+        let client = self.sync.borrow().clone();
+        future_to_promise(async move {
+            let Some(client) = client else {
+                return Err(to_js_error(&Error::InvalidArgument(
+                    "sync is not started in this tab".into(),
+                )));
+            };
+            match client.sync(&engine).await {
+                Ok(report) => Ok(JsValue::from_str(&format!(
+                    "{{\"pushed\":{},\"pulled\":{},\"rejected\":{},\"restarts\":{}}}",
+                    report.pushed,
+                    report.pulled,
+                    report.rejected.len(),
+                    report.restarts
+                ))),
+                Err(e) => {
+                    let js = js_sys::Error::new(&e.to_string());
+                    js.set_name("AnnalsError");
+                    let _ = Reflect::set(
+                        &js,
+                        &JsValue::from_str("code"),
+                        &JsValue::from_str(e.code()),
+                    );
+                    Err(js.into())
+                }
+            }
+        })
+    }
+
+    /// The current sync status as JSON (`{"online","syncing","pending","lastPulled",
+    /// "lastError","lastErrorCode"}`), or `null` when sync is not started in this tab.
+    #[wasm_bindgen(js_name = syncStatus)]
+    pub fn sync_status(&self) -> Option<String> {
+        let client = self.sync.borrow().clone()?;
+        serde_json::to_string(&client.status()).ok()
+    }
+
+    /// `navigator.onLine` changed.
+    #[wasm_bindgen(js_name = setOnline)]
+    pub fn set_online(&self, online: bool) {
+        if let Some(client) = self.sync.borrow().as_ref() {
+            client.set_online(online);
+        }
+    }
+
+    /// Something to push: sync soon instead of waiting for the long poll.
+    #[wasm_bindgen(js_name = wakeSync)]
+    pub fn wake_sync(&self) {
+        if let Some(client) = self.sync.borrow().as_ref() {
+            client.wake();
+        }
+    }
+
+    /// Ends the sync loop after its current step.
+    #[wasm_bindgen(js_name = stopSync)]
+    pub fn stop_sync(&self) {
+        if let Some(client) = self.sync.borrow_mut().take() {
+            client.stop();
+        }
     }
 
     /// The events matching a JSON query `{after?, to?, limit?, stream?, type?}`, as a JSON
@@ -290,22 +497,16 @@ async fn open_store(name: &str, storage: &str, options_json: &str) -> Result<Was
     let engine = Engine::open(backend, options.engine_options()?).await?;
     Ok(WasmStore {
         engine: Rc::new(engine),
+        sync: RefCell::new(None),
     })
 }
 
 async fn append_json(engine: &Engine<AnyStorage>, batch_json: &str) -> Result<String> {
     let batch = NewEvent::parse_batch(batch_json)?;
     let outcome = engine.append(batch).await?;
-    let (previous_head, head) = (outcome.previous_head, outcome.head);
-    let events = engine.range_json(previous_head, head)?;
-    let mut out = String::with_capacity(events.len() + 64 + outcome.results.len() * 12);
-    out.push_str("{\"previousHead\":");
-    out.push_str(&previous_head.to_string());
-    out.push_str(",\"head\":");
-    out.push_str(&head.to_string());
-    out.push_str(",\"events\":");
-    out.push_str(&events);
-    out.push_str(",\"results\":[");
+    let previous_head = outcome.change.previous_head();
+    let mut out = String::with_capacity(64 + outcome.results.len() * 12);
+    out.push_str("{\"results\":[");
     for (i, result) in outcome.results.iter().enumerate() {
         if i > 0 {
             out.push(',');
@@ -337,9 +538,15 @@ async fn append_json(engine: &Engine<AnyStorage>, batch_json: &str) -> Result<St
     Ok(out)
 }
 
-fn change_json(engine: &Engine<AnyStorage>, previous_head: u64, head: u64) -> Result<String> {
-    let events = engine.range_json(previous_head, head)?;
+fn change_json(engine: &Engine<AnyStorage>, change: Change) -> Result<String> {
+    let confirmed = engine.range_json(change.previous_confirmed, change.confirmed)?;
+    let pending = engine.pending_json(change.pending_from)?;
     Ok(format!(
-        "{{\"previousHead\":{previous_head},\"head\":{head},\"events\":{events}}}"
+        "{{\"reset\":{},\"rebased\":{},\"previousHead\":{},\"head\":{},\"confirmed\":{},\"confirmedEvents\":{confirmed},\"pendingEvents\":{pending}}}",
+        change.log_reset,
+        change.rebased,
+        change.previous_head(),
+        change.head(),
+        change.confirmed,
     ))
 }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use crate::error::{Error, Result};
 use crate::storage::indexeddb::IndexedDbStorage;
 use crate::storage::memory::MemoryStorage;
-use crate::storage::{CompactionReport, PrepareAppend, Segment, SnapshotRecord, Storage};
+use crate::storage::{CompactionReport, Fresh, Known, Prepare, SnapshotRecord, Storage};
 
 thread_local! {
     /// Memory stores opened with `sharedMemory`, by name: every open gets another handle on
@@ -53,16 +53,16 @@ macro_rules! delegate {
 }
 
 impl Storage for AnyStorage {
-    async fn open(&self) -> Result<u64> {
+    async fn open(&self) -> Result<()> {
         delegate!(self, s => s.open().await)
     }
 
-    async fn read_segments(&self, after: u64) -> Result<Vec<Segment>> {
-        delegate!(self, s => s.read_segments(after).await)
+    async fn changes(&self, known: Known) -> Result<Fresh> {
+        delegate!(self, s => s.changes(known).await)
     }
 
-    async fn append(&self, known_head: u64, prepare: &mut PrepareAppend<'_>) -> Result<u64> {
-        delegate!(self, s => s.append(known_head, prepare).await)
+    async fn transact(&self, known: Known, prepare: &mut Prepare<'_>) -> Result<Known> {
+        delegate!(self, s => s.transact(known, prepare).await)
     }
 
     async fn compact(&self, target_bytes: usize) -> Result<CompactionReport> {
