@@ -4,6 +4,8 @@ pub mod authority;
 pub mod client;
 #[cfg(target_arch = "wasm32")]
 pub mod fetch;
+#[cfg(all(feature = "http-client", not(target_arch = "wasm32")))]
+pub mod http;
 pub mod in_process;
 pub mod memory_server;
 pub mod pending;

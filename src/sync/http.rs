@@ -1,0 +1,86 @@
+//! The native transport (feature `http-client`): HTTP to an annals server with reqwest, and
+//! a tokio timer, so that Rust apps and tests sync like browsers do.
+
+use std::time::Duration;
+
+use crate::sync::client::{Timer, Transport, TransportError};
+use crate::sync::protocol::{ErrorBody, PullResponse, PushRequest, PushResponse};
+
+#[derive(Debug, Clone)]
+pub struct HttpTransport {
+    client: reqwest::Client,
+    base_url: String,
+    store: String,
+    token: String,
+}
+
+impl HttpTransport {
+    pub fn new(base_url: &str, store: &str, token: &str) -> Self {
+        HttpTransport {
+            client: reqwest::Client::new(),
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            store: store.to_owned(),
+            token: token.to_owned(),
+        }
+    }
+
+    fn url(&self, tail: &str) -> String {
+        format!("{}/v1/stores/{}/{tail}", self.base_url, self.store)
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder, timeout: Duration) -> Result<String, TransportError> {
+        let response = request
+            .bearer_auth(&self.token)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| TransportError::Unreachable(e.to_string()))?;
+        let status = response.status().as_u16();
+        let text = response.text().await.map_err(|e| TransportError::Unreachable(e.to_string()))?;
+        if (200..300).contains(&status) {
+            return Ok(text);
+        }
+        let (code, message) = match serde_json::from_str::<ErrorBody>(&text) {
+            Ok(body) => (body.error.code, body.error.message),
+            Err(_) => (String::new(), text),
+        };
+        Err(match status {
+            401 => TransportError::Unauthorized(message),
+            403 => TransportError::Forbidden(message),
+            500..=599 => TransportError::Server { status, message },
+            _ => TransportError::Refused { status, code, message },
+        })
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, TransportError> {
+    serde_json::from_str(text).map_err(|e| TransportError::Protocol(e.to_string()))
+}
+
+impl Transport for HttpTransport {
+    async fn push(&self, request: &PushRequest) -> Result<PushResponse, TransportError> {
+        let body = serde_json::to_string(request).map_err(|e| TransportError::Protocol(e.to_string()))?;
+        let builder = self
+            .client
+            .post(self.url("push"))
+            .header("content-type", "application/json")
+            .body(body);
+        parse(&self.send(builder, Duration::from_secs(30)).await?)
+    }
+
+    async fn pull(&self, after: u64, limit: usize, wait_seconds: u32) -> Result<PullResponse, TransportError> {
+        let url = self.url(&format!("pull?after={after}&limit={limit}&wait={wait_seconds}"));
+        let timeout = Duration::from_secs(u64::from(wait_seconds) + 30);
+        parse(&self.send(self.client.get(url), timeout).await?)
+    }
+}
+
+/// Sleeps on the tokio runtime.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TokioTimer;
+
+impl Timer for TokioTimer {
+    async fn sleep(&self, ms: u64) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+}
