@@ -41,6 +41,17 @@ pub struct PushEvent {
     pub expected_version: ExpectedVersion,
 }
 
+impl PushEvent {
+    /// Bytes this event's variable parts take (stream + type + data + meta), the measure
+    /// that the per-event size limit applies to (as [`crate::NewEvent::encoded_size`]).
+    pub fn encoded_size(&self) -> usize {
+        self.stream.len()
+            + self.event_type.len()
+            + self.data.get().len()
+            + self.meta.as_ref().map_or(0, |m| m.get().len())
+    }
+}
+
 fn is_any(v: &ExpectedVersion) -> bool {
     *v == ExpectedVersion::Any
 }
@@ -50,14 +61,26 @@ fn is_any(v: &ExpectedVersion) -> bool {
 #[serde(tag = "status", rename_all = "lowercase")]
 pub enum PushResult {
     /// Stored now at `position` (server order), `version` in its stream.
-    Ok { id: EventId, position: u64, version: u64 },
+    Ok {
+        id: EventId,
+        position: u64,
+        version: u64,
+    },
     /// Already stored earlier (a retry): where it is.
-    Duplicate { id: EventId, position: u64, version: u64 },
+    Duplicate {
+        id: EventId,
+        position: u64,
+        version: u64,
+    },
     /// Refused; the client removes it from pending and reports it.
     Rejected {
         id: EventId,
         reason: String,
-        #[serde(rename = "actualVersion", default, skip_serializing_if = "Option::is_none")]
+        #[serde(
+            rename = "actualVersion",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
         actual_version: Option<u64>,
     },
 }
@@ -65,7 +88,9 @@ pub enum PushResult {
 impl PushResult {
     pub fn id(&self) -> &EventId {
         match self {
-            PushResult::Ok { id, .. } | PushResult::Duplicate { id, .. } | PushResult::Rejected { id, .. } => id,
+            PushResult::Ok { id, .. }
+            | PushResult::Duplicate { id, .. }
+            | PushResult::Rejected { id, .. } => id,
         }
     }
 }
@@ -110,7 +135,12 @@ mod tests {
     #[test]
     fn push_results_use_the_documented_shape() {
         let id = EventId([1; 16]);
-        let ok = serde_json::to_value(PushResult::Ok { id, position: 3, version: 1 }).unwrap();
+        let ok = serde_json::to_value(PushResult::Ok {
+            id,
+            position: 3,
+            version: 1,
+        })
+        .unwrap();
         assert_eq!(ok["status"], "ok");
         assert_eq!(ok["position"], 3);
         let rejected = serde_json::to_value(PushResult::Rejected {
@@ -122,7 +152,13 @@ mod tests {
         assert_eq!(rejected["status"], "rejected");
         assert_eq!(rejected["actualVersion"], 2);
         let back: PushResult = serde_json::from_value(rejected).unwrap();
-        assert!(matches!(back, PushResult::Rejected { actual_version: Some(2), .. }));
+        assert!(matches!(
+            back,
+            PushResult::Rejected {
+                actual_version: Some(2),
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -131,6 +167,8 @@ mod tests {
         let req: PushRequest = serde_json::from_str(json).unwrap();
         assert_eq!(req.events[0].expected_version, ExpectedVersion::Any);
         assert_eq!(req.events[0].data.get(), r#"{"a":1}"#);
-        assert!(serde_json::from_str::<PushRequest>(r#"{"clientId":"c","events":[],"x":1}"#).is_err());
+        assert!(
+            serde_json::from_str::<PushRequest>(r#"{"clientId":"c","events":[],"x":1}"#).is_err()
+        );
     }
 }
