@@ -22,6 +22,9 @@ pub mod sync;
 #[cfg(target_arch = "wasm32")]
 pub mod wasm;
 
+#[cfg(all(feature = "server", not(target_arch = "wasm32")))]
+pub mod server;
+
 pub use engine::{AppendOutcome, Change, Engine, EngineOptions};
 pub use error::{Error, Result};
 pub use event::{Event, EventId, ExpectedVersion, Limits, NewEvent};

@@ -53,6 +53,17 @@ impl PartialEq for PushEvent {
     }
 }
 
+impl PushEvent {
+    /// Bytes this event's variable parts take (stream + type + data + meta), the measure
+    /// that the per-event size limit applies to (as [`crate::NewEvent::encoded_size`]).
+    pub fn encoded_size(&self) -> usize {
+        self.stream.len()
+            + self.event_type.len()
+            + self.data.get().len()
+            + self.meta.as_ref().map_or(0, |m| m.get().len())
+    }
+}
+
 fn is_any(v: &ExpectedVersion) -> bool {
     *v == ExpectedVersion::Any
 }

@@ -1,0 +1,133 @@
+//! Every way a request can fail, mapped to a status and a JSON body in one place:
+//! `{ "error": { "code": "...", "message": "..." } }`.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use crate::server::store::StoreError;
+use crate::sync::protocol::{ErrorBody, ErrorDetail};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No `Authorization: Bearer <token>` header.
+    #[error("missing bearer token: send `Authorization: Bearer <token>`")]
+    MissingToken,
+    /// A token this server does not know.
+    #[error("unknown token")]
+    UnknownToken,
+    /// A known token that does not grant this store.
+    #[error("this token does not grant {access} access to store `{store}`")]
+    Forbidden { store: String, access: &'static str },
+    /// Malformed request outside the events: bad JSON, store name, query parameter, ...
+    #[error("{0}")]
+    BadRequest(String),
+    /// A malformed event (empty stream or type, meta not an object, ...).
+    #[error("{0}")]
+    InvalidEvent(String),
+    /// A body, batch or event over its limit.
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("no route for {0}")]
+    NotFound(String),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// The database is unreachable or busy; nothing was written.
+    #[error("the database is unavailable; retry later")]
+    Unavailable(#[source] StoreError),
+    /// A server bug or a damaged database; the details go to the log only.
+    #[error("internal server error")]
+    Internal(#[source] StoreError),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::MissingToken | ApiError::UnknownToken => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ApiError::BadRequest(_) | ApiError::InvalidEvent(_) => StatusCode::BAD_REQUEST,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable machine-readable code (matches the client's `AnnalsError.code` where
+    /// one exists).
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::MissingToken | ApiError::UnknownToken => "UNAUTHORIZED",
+            ApiError::Forbidden { .. } => "FORBIDDEN",
+            ApiError::BadRequest(_) => "INVALID_REQUEST",
+            ApiError::InvalidEvent(_) => "INVALID_EVENT",
+            ApiError::TooLarge(_) => "TOO_LARGE",
+            ApiError::NotFound(_) => "NOT_FOUND",
+            ApiError::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            ApiError::Unavailable(_) => "UNAVAILABLE",
+            ApiError::Internal(_) => "INTERNAL",
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        if e.is_unavailable() {
+            ApiError::Unavailable(e)
+        } else {
+            ApiError::Internal(e)
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        match &self {
+            ApiError::Internal(e) => tracing::error!(error = %e, "request failed"),
+            ApiError::Unavailable(e) => tracing::warn!(error = %e, "database unavailable"),
+            _ => {}
+        }
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code().to_owned(),
+                message: self.to_string(),
+            },
+        };
+        let mut response = json_response(status, &body);
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"annals\""),
+            );
+        }
+        response
+    }
+}
+
+/// A JSON answer with `status`.
+pub fn json_response<T: serde::Serialize>(status: StatusCode, value: &T) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(bytes) => (
+            status,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            bytes,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "could not serialise a response");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )],
+                r#"{"error":{"code":"INTERNAL","message":"internal server error"}}"#,
+            )
+                .into_response()
+        }
+    }
+}

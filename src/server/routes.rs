@@ -1,0 +1,220 @@
+//! The HTTP handlers: `POST /v1/stores/{store}/push`, `GET /v1/stores/{store}/pull`,
+//! `GET /health`, and the JSON fallbacks.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::response::Response;
+use futures::StreamExt;
+use tokio::sync::watch;
+
+use crate::server::auth::{Access, Auth};
+use crate::server::error::{json_response, ApiError};
+use crate::server::limits::{check_store_name, parse_pull_query, parse_push, Limits};
+use crate::server::store::ServerStore;
+use crate::sync::protocol::PushResult;
+
+/// How often a long poll re-reads even without a wake-up: a safety net for a lost
+/// notification (another process on the same SQLite file, a LISTEN reconnect race).
+const RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn ServerStore>,
+    pub auth: Arc<Auth>,
+    pub limits: Arc<Limits>,
+    /// Turns true when the server is shutting down: long polls answer at once.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+fn store_name(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    let Path(name) = path.map_err(|e| ApiError::BadRequest(format!("bad store name: {e}")))?;
+    check_store_name(&name)?;
+    Ok(name)
+}
+
+pub async fn push(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    // Authenticate before reading the body.
+    state.auth.grant(&headers)?;
+    let store = store_name(path)?;
+    state.auth.authorize(&headers, &store, Access::Write)?;
+
+    let bytes = read_body(&headers, body, state.limits.max_body_bytes).await?;
+    let request = parse_push(&bytes, &state.limits)?;
+    drop(bytes);
+    let count = request.events.len();
+    let client_id = request.client_id;
+
+    // Run the transaction in its own task: a client that hangs up mid-push must not cancel
+    // a commit halfway through its bookkeeping.
+    let backend = Arc::clone(&state.store);
+    let task_store = store.clone();
+    let task_client = client_id.clone();
+    let response = tokio::spawn(async move {
+        backend
+            .push(&task_store, &task_client, request.events)
+            .await
+    })
+    .await
+    .map_err(|e| ApiError::Internal(crate::server::store::StoreError::Task(e.to_string())))??;
+
+    let (mut ok, mut duplicate, mut rejected) = (0usize, 0usize, 0usize);
+    for r in &response.results {
+        match r {
+            PushResult::Ok { .. } => ok += 1,
+            PushResult::Duplicate { .. } => duplicate += 1,
+            PushResult::Rejected { .. } => rejected += 1,
+        }
+    }
+    tracing::info!(
+        store = %store,
+        client = %client_id,
+        events = count,
+        ok,
+        duplicate,
+        rejected,
+        head = response.head,
+        "push"
+    );
+    Ok(json_response(StatusCode::OK, &response))
+}
+
+/// Past the limit, up to this many more bytes of a body are read and discarded before
+/// the 413 is sent, so that an ordinary client (which writes its whole body before it
+/// reads the answer) sees the 413 rather than a reset connection. Beyond it, the
+/// connection is simply closed.
+const DRAIN_CAP: u64 = 64 * 1024 * 1024;
+/// Longest time spent draining a refused body.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads the body up to `max` bytes: 413 beyond (checked on `Content-Length` first, then
+/// while streaming, so an oversized body is never buffered).
+async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<Vec<u8>, ApiError> {
+    let too_large = || ApiError::TooLarge(format!("the request body is over {max} bytes"));
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let mut stream = body.into_data_stream();
+    if let Some(len) = declared {
+        if len > max as u64 {
+            if len <= DRAIN_CAP {
+                drain(&mut stream, 0).await;
+            }
+            return Err(too_large());
+        }
+    }
+    let mut out = Vec::with_capacity(declared.map_or(8 * 1024, |n| n as usize));
+    while let Some(chunk) = stream.next().await {
+        let chunk =
+            chunk.map_err(|e| ApiError::BadRequest(format!("could not read the body: {e}")))?;
+        if out.len() + chunk.len() > max {
+            let seen = (out.len() + chunk.len()) as u64;
+            drop(out);
+            drain(&mut stream, seen).await;
+            return Err(too_large());
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+/// Reads and discards the rest of a refused body (bounded by [`DRAIN_CAP`] and
+/// [`DRAIN_TIME`]).
+async fn drain(stream: &mut axum::body::BodyDataStream, mut seen: u64) {
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            seen += chunk.len() as u64;
+            if seen > DRAIN_CAP {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+pub async fn pull(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    state.auth.grant(&headers)?;
+    let store = store_name(path)?;
+    state.auth.authorize(&headers, &store, Access::Read)?;
+    let params = parse_pull_query(query.as_deref(), &state.limits)?;
+
+    // Subscribe before the first read, so that a commit between the read and the wait
+    // still wakes us.
+    let mut changes = state.store.changes().subscribe(&store);
+    let mut shutdown = state.shutdown.clone();
+    let deadline = tokio::time::Instant::now() + params.wait;
+    loop {
+        let response = state.store.pull(&store, params.after, params.limit).await?;
+        let now = tokio::time::Instant::now();
+        // Answer with events; when not waiting; when the client is past the head (a new
+        // epoch: it must notice now); at the deadline; when shutting down.
+        if !response.events.is_empty()
+            || params.after > response.head
+            || now >= deadline
+            || *shutdown.borrow()
+        {
+            return Ok(json_response(StatusCode::OK, &response));
+        }
+        let wake = deadline.min(now + RECHECK);
+        tokio::select! {
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    changes = state.store.changes().subscribe(&store);
+                }
+            }
+            _ = tokio::time::sleep_until(wake) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+pub async fn health(State(state): State<AppState>) -> Response {
+    let backend = state.store.backend();
+    match state.store.health().await {
+        Ok(()) => json_response(
+            StatusCode::OK,
+            &serde_json::json!({
+                "status": "ok",
+                "backend": backend,
+                "version": env!("CARGO_PKG_VERSION"),
+            }),
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "health check failed");
+            json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &serde_json::json!({ "status": "unavailable", "backend": backend }),
+            )
+        }
+    }
+}
+
+pub async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::NotFound(format!("{method} {}", uri.path()))
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// Used by the request log: the store a path names, if any.
+pub fn store_of_path(path: &str) -> &str {
+    path.strip_prefix("/v1/stores/")
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or("")
+}

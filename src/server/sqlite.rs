@@ -1,0 +1,421 @@
+//! The embedded SQLite backend (the default): one file, one process.
+//!
+//! - One writer connection. A push runs in one `BEGIN IMMEDIATE` transaction, which takes
+//!   the database's write lock before reading the head, so positions are assigned under
+//!   the lock (also against another process on the same file) and no reader ever sees a
+//!   position that a slower writer fills in later.
+//! - `journal_mode=WAL` with `synchronous=FULL`: every commit syncs the WAL before the push
+//!   is answered, so an acknowledged event survives a power loss, not only a crash of this
+//!   process (`NORMAL` would only survive the latter). The cost is one fsync per push, which
+//!   batching amortises.
+//! - Readers use their own connections (WAL lets them read while the writer writes).
+//! - Long polls are woken in-process through [`Changes`].
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use serde_json::value::RawValue;
+
+use crate::event::Event;
+use crate::server::store::{
+    distinct_streams, event_bytes, new_epoch, now_ms, plan_push, stored_id, stored_u64, to_i64,
+    BoxFuture, Changes, Placed, ServerStore, StoreError, StoreInfo, PULL_BYTE_BUDGET,
+};
+use crate::sync::protocol::{PullResponse, PushEvent, PushResponse};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS stores (
+    id         INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL UNIQUE,
+    epoch      TEXT NOT NULL,
+    head       INTEGER NOT NULL DEFAULT 0,
+    created_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS streams (
+    store_id INTEGER NOT NULL,
+    stream   TEXT NOT NULL,
+    version  INTEGER NOT NULL,
+    PRIMARY KEY (store_id, stream)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (
+    store_id INTEGER NOT NULL,
+    position INTEGER NOT NULL,
+    id       BLOB NOT NULL,
+    stream   TEXT NOT NULL,
+    version  INTEGER NOT NULL,
+    type     TEXT NOT NULL,
+    data     TEXT NOT NULL,
+    meta     TEXT,
+    time     INTEGER NOT NULL,
+    origin   TEXT,
+    PRIMARY KEY (store_id, position)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS events_by_id ON events (store_id, id);
+";
+
+/// The schema version this code writes (`PRAGMA user_version`).
+const FORMAT: i64 = 1;
+
+/// Idle reader connections kept open.
+const MAX_IDLE_READERS: usize = 8;
+
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+    changes: Changes,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // rusqlite rolls back a transaction dropped during a panic, so the connection behind a
+    // poisoned lock is still consistent.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The path in `sqlite://relative/path.db` or `sqlite:///absolute/path.db`.
+pub fn path_from_url(url: &str) -> Result<PathBuf, StoreError> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .ok_or_else(|| StoreError::BadUrl(format!("{url:?} does not start with sqlite://")))?;
+    if rest.is_empty() {
+        return Err(StoreError::BadUrl(format!("{url:?} names no file")));
+    }
+    Ok(PathBuf::from(rest))
+}
+
+impl SqliteStore {
+    /// Opens (creating the file, its directory and the tables if needed) the database.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let path = path.to_path_buf();
+        let inner = tokio::task::spawn_blocking(move || -> Result<Inner, StoreError> {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
+            let writer = open_connection(&path, false)?;
+            let format: i64 = writer.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            if format > FORMAT {
+                return Err(StoreError::Corrupt(format!(
+                    "{} was written in format {format}; this server reads up to {FORMAT}",
+                    path.display()
+                )));
+            }
+            writer.execute_batch(SCHEMA)?;
+            writer.pragma_update(None, "user_version", FORMAT)?;
+            Ok(Inner {
+                path,
+                writer: Mutex::new(writer),
+                readers: Mutex::new(Vec::new()),
+            })
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))??;
+        Ok(SqliteStore {
+            inner: Arc::new(inner),
+            changes: Changes::default(),
+        })
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Inner) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+}
+
+fn open_connection(path: &Path, read_only: bool) -> Result<Connection, StoreError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    if read_only {
+        conn.pragma_update(None, "query_only", true)?;
+    }
+    conn.set_prepared_statement_cache_capacity(32);
+    Ok(conn)
+}
+
+impl Inner {
+    fn reader(&self) -> Result<Connection, StoreError> {
+        match lock(&self.readers).pop() {
+            Some(conn) => Ok(conn),
+            None => open_connection(&self.path, true),
+        }
+    }
+
+    fn give_back(&self, conn: Connection) {
+        let mut idle = lock(&self.readers);
+        if idle.len() < MAX_IDLE_READERS {
+            idle.push(conn);
+        }
+    }
+
+    /// Finds the store, creating it (with a fresh epoch) if it does not exist yet.
+    fn ensure_store(conn: &Connection, name: &str) -> Result<(i64, u64, String), StoreError> {
+        if let Some(found) = Self::find_store(conn, name)? {
+            return Ok(found);
+        }
+        conn.prepare_cached(
+            "INSERT INTO stores (name, epoch, head, created_ms) VALUES (?1, ?2, 0, ?3)
+             ON CONFLICT (name) DO NOTHING",
+        )?
+        .execute(params![name, new_epoch()?, now_ms()])?;
+        Self::find_store(conn, name)?
+            .ok_or_else(|| StoreError::Corrupt(format!("store `{name}` vanished after creation")))
+    }
+
+    fn find_store(conn: &Connection, name: &str) -> Result<Option<(i64, u64, String)>, StoreError> {
+        let row = conn
+            .prepare_cached("SELECT id, head, epoch FROM stores WHERE name = ?1")?
+            .query_row([name], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
+            .optional()?;
+        row.map(|(id, head, epoch)| Ok((id, stored_u64(head, "head")?, epoch)))
+            .transpose()
+    }
+
+    fn push(
+        &self,
+        store: &str,
+        client_id: &str,
+        events: &[PushEvent],
+    ) -> Result<PushResponse, StoreError> {
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let (store_id, head, epoch) = Self::ensure_store(&tx, store)?;
+
+        let mut existing = HashMap::new();
+        {
+            let mut find = tx.prepare_cached(
+                "SELECT position, version FROM events WHERE store_id = ?1 AND id = ?2",
+            )?;
+            for event in events {
+                let found = find
+                    .query_row(params![store_id, &event.id.0[..]], |r| {
+                        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+                    })
+                    .optional()?;
+                if let Some((position, version)) = found {
+                    existing.insert(
+                        event.id,
+                        Placed {
+                            position: stored_u64(position, "position")?,
+                            version: stored_u64(version, "version")?,
+                        },
+                    );
+                }
+            }
+        }
+        let mut versions = HashMap::new();
+        {
+            let mut find = tx.prepare_cached(
+                "SELECT version FROM streams WHERE store_id = ?1 AND stream = ?2",
+            )?;
+            for stream in distinct_streams(events) {
+                let found = find
+                    .query_row(params![store_id, stream], |r| r.get::<_, i64>(0))
+                    .optional()?;
+                if let Some(version) = found {
+                    versions.insert(stream.to_owned(), stored_u64(version, "version")?);
+                }
+            }
+        }
+
+        let plan = plan_push(head, events, &existing, &versions);
+
+        if !plan.inserts.is_empty() {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO events (store_id, position, id, stream, version, type, data, meta, time, origin)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?;
+            for (index, placed) in &plan.inserts {
+                let event = events
+                    .get(*index)
+                    .ok_or_else(|| StoreError::Task("push plan out of range".into()))?;
+                insert.execute(params![
+                    store_id,
+                    to_i64(placed.position, "position")?,
+                    &event.id.0[..],
+                    event.stream,
+                    to_i64(placed.version, "version")?,
+                    event.event_type,
+                    event.data.get(),
+                    event.meta.as_ref().map(|m| m.get()),
+                    to_i64(event.time, "time")?,
+                    client_id,
+                ])?;
+            }
+            let mut upsert = tx.prepare_cached(
+                "INSERT INTO streams (store_id, stream, version) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (store_id, stream) DO UPDATE SET version = excluded.version",
+            )?;
+            for (stream, version) in &plan.stream_versions {
+                upsert.execute(params![store_id, stream, to_i64(*version, "version")?])?;
+            }
+            tx.prepare_cached("UPDATE stores SET head = ?1 WHERE id = ?2")?
+                .execute(params![to_i64(plan.head, "head")?, store_id])?;
+        }
+        tx.commit()?;
+        Ok(PushResponse {
+            results: plan.results,
+            head: plan.head,
+            epoch,
+        })
+    }
+
+    fn pull(&self, store: &str, after: u64, limit: usize) -> Result<PullResponse, StoreError> {
+        let mut conn = self.reader()?;
+        let result = Self::pull_on(&mut conn, store, after, limit);
+        self.give_back(conn);
+        match result? {
+            Some(response) => Ok(response),
+            // A store nobody has used yet: create it (a write) so that it has an epoch.
+            None => {
+                let (_, head, epoch) = Self::ensure_store(&lock(&self.writer), store)?;
+                Ok(PullResponse {
+                    events: Vec::new(),
+                    head,
+                    epoch,
+                    more: false,
+                })
+            }
+        }
+    }
+
+    fn pull_on(
+        conn: &mut Connection,
+        store: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Option<PullResponse>, StoreError> {
+        // One read transaction: the head and the events come from the same snapshot.
+        let tx = conn.transaction()?;
+        let Some((store_id, head, epoch)) = Self::find_store(&tx, store)? else {
+            return Ok(None);
+        };
+        let mut events = Vec::new();
+        if after < head {
+            let mut select = tx.prepare_cached(
+                "SELECT id, position, stream, version, type, data, meta, time, origin
+                 FROM events WHERE store_id = ?1 AND position > ?2 AND position <= ?3
+                 ORDER BY position LIMIT ?4",
+            )?;
+            let mut rows = select.query(params![
+                store_id,
+                to_i64(after, "after")?,
+                to_i64(head, "head")?,
+                i64::try_from(limit).unwrap_or(i64::MAX)
+            ])?;
+            let mut bytes = 0usize;
+            while bytes < PULL_BYTE_BUDGET {
+                let Some(row) = rows.next()? else { break };
+                let data: String = row.get(5)?;
+                let meta: Option<String> = row.get(6)?;
+                let event = Event {
+                    id: stored_id(&row.get::<_, Vec<u8>>(0)?)?,
+                    position: stored_u64(row.get(1)?, "position")?,
+                    stream: row.get(2)?,
+                    version: stored_u64(row.get(3)?, "version")?,
+                    event_type: row.get(4)?,
+                    data: raw_json(data)?,
+                    meta: meta.map(raw_json).transpose()?,
+                    time: stored_u64(row.get(7)?, "time")?,
+                    origin: row.get(8)?,
+                    pending: false,
+                };
+                bytes += event_bytes(&event);
+                events.push(event);
+            }
+        }
+        let last = events.last().map_or(after, |e| e.position);
+        Ok(Some(PullResponse {
+            more: last < head,
+            events,
+            head,
+            epoch,
+        }))
+    }
+}
+
+pub(crate) fn raw_json(text: String) -> Result<Box<RawValue>, StoreError> {
+    RawValue::from_string(text).map_err(|e| StoreError::Corrupt(format!("stored JSON: {e}")))
+}
+
+impl ServerStore for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn push<'a>(
+        &'a self,
+        store: &'a str,
+        client_id: &'a str,
+        events: Vec<PushEvent>,
+    ) -> BoxFuture<'a, Result<PushResponse, StoreError>> {
+        Box::pin(async move {
+            let (name, client) = (store.to_owned(), client_id.to_owned());
+            let response = self
+                .blocking(move |inner| inner.push(&name, &client, &events))
+                .await?;
+            if response
+                .results
+                .iter()
+                .any(|r| matches!(r, crate::sync::protocol::PushResult::Ok { .. }))
+            {
+                self.changes.notify(store);
+            }
+            Ok(response)
+        })
+    }
+
+    fn pull<'a>(
+        &'a self,
+        store: &'a str,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<PullResponse, StoreError>> {
+        let name = store.to_owned();
+        Box::pin(self.blocking(move |inner| inner.pull(&name, after, limit)))
+    }
+
+    fn info<'a>(&'a self, store: &'a str) -> BoxFuture<'a, Result<StoreInfo, StoreError>> {
+        let name = store.to_owned();
+        Box::pin(self.blocking(move |inner| {
+            let (_, head, epoch) = Inner::ensure_store(&lock(&inner.writer), &name)?;
+            Ok(StoreInfo { head, epoch })
+        }))
+    }
+
+    fn health(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.blocking(|inner| {
+            let conn = inner.reader()?;
+            let result = conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0));
+            inner.give_back(conn);
+            result.map(|_| ()).map_err(StoreError::from)
+        }))
+    }
+
+    fn changes(&self) -> &Changes {
+        &self.changes
+    }
+}
