@@ -6,7 +6,8 @@ use std::rc::Rc;
 
 use annals::command::{Aggregate, Decider, Decision};
 use annals::sync::client::{SyncClient, SyncOptions};
-use annals::sync::in_process::{Fault, InProcessTransport};
+use annals::sync::faults::{Fault, Faulty};
+use annals::sync::in_process::InProcessTransport;
 use annals::sync::memory_server::MemoryServer;
 use annals::{Engine, EngineOptions, Event, ExpectedVersion, MemoryStorage, NewEvent, ReadQuery};
 use futures::executor::block_on;
@@ -14,7 +15,7 @@ use serde_json::json;
 
 struct Replica {
     engine: Engine<MemoryStorage>,
-    sync: SyncClient<InProcessTransport>,
+    sync: SyncClient<Faulty<InProcessTransport>>,
 }
 
 impl Replica {
@@ -24,7 +25,7 @@ impl Replica {
 
     fn on(server: &Rc<MemoryServer>, storage: MemoryStorage) -> Self {
         let engine = block_on(Engine::open(storage, synced())).unwrap();
-        let transport = InProcessTransport::new(server.clone(), "todos");
+        let transport = Faulty::new(InProcessTransport::new(server.clone(), "todos"));
         let options = SyncOptions {
             push_batch: 7,
             pull_limit: 5,

@@ -15,7 +15,21 @@ export type AnnalsErrorCode =
   /** Stored bytes could not be decoded. */
   | "CORRUPT"
   /** The storage backend failed for another reason. */
-  | "STORAGE";
+  | "STORAGE"
+  /** An aggregate's `decide` refused the command (the message is the app's); nothing was written. */
+  | "COMMAND_REJECTED"
+  /** A process manager's handler (or one of its commands) failed; it is retried. See {@link ReactorError}. */
+  | "REACTOR_FAILED"
+  /** Sync: the server could not be reached (or no tab that syncs this store answered). */
+  | "OFFLINE"
+  /** Sync: the server refused the token (401). */
+  | "UNAUTHORIZED"
+  /** Sync: the token does not grant this store (403). */
+  | "FORBIDDEN"
+  /** Sync: the server refused the request as malformed or too large (another 4xx). */
+  | "REFUSED"
+  /** Sync: the server failed (5xx) or answered outside the protocol. */
+  | "SERVER";
 
 const CODES: ReadonlySet<string> = new Set<AnnalsErrorCode>([
   "WRONG_EXPECTED_VERSION",
@@ -26,6 +40,13 @@ const CODES: ReadonlySet<string> = new Set<AnnalsErrorCode>([
   "FORMAT_TOO_NEW",
   "CORRUPT",
   "STORAGE",
+  "COMMAND_REJECTED",
+  "REACTOR_FAILED",
+  "OFFLINE",
+  "UNAUTHORIZED",
+  "FORBIDDEN",
+  "REFUSED",
+  "SERVER",
 ]);
 
 /** Extra facts an error may carry (a version conflict carries all three). */
@@ -93,4 +114,29 @@ export function fromWasmError(error: unknown): unknown {
     return new AnnalsError(e.code, e.message, details);
   }
   return error;
+}
+
+/** What `on("error")` reports when a process manager's handler or one of its commands fails. */
+export class ReactorError extends AnnalsError {
+  /** The reactor's `name`. */
+  readonly reactor: string;
+  /** The event being handled (it is handled again after `retryInMs`). */
+  readonly event: unknown;
+  /** 1 for the first failure on this event. */
+  readonly attempt: number;
+  /** When the handler runs again (ms); -1 when it will not (the store closed). */
+  readonly retryInMs: number;
+
+  constructor(reactor: string, event: unknown, attempt: number, retryInMs: number, cause: unknown) {
+    const reason = cause instanceof Error ? cause.message : String(cause);
+    const where =
+      typeof event === "object" && event !== null
+        ? ` on event ${String((event as { position?: unknown }).position)} (${String((event as { type?: unknown }).type)})`
+        : "";
+    super("REACTOR_FAILED", `reactor "${reactor}" failed${where}, attempt ${attempt}: ${reason}`, { cause });
+    this.reactor = reactor;
+    this.event = event;
+    this.attempt = attempt;
+    this.retryInMs = retryInMs;
+  }
 }

@@ -1,79 +1,172 @@
-//! The server's rules for a push, as a pure function: duplicates answer with their
-//! original place, a broken expectation rejects that event only, everything else is
-//! appended in order. Used by every server backend and by the in-memory server.
+//! The server's rules for a push, as a pure function shared by every server backend
+//! (SQLite, PostgreSQL) and by the in-memory server that tests and simulations use.
 
 use std::collections::HashMap;
 
 use crate::event::EventId;
 use crate::sync::protocol::{PushEvent, PushResult};
 
-/// What the server's store knows, as the rules need it.
-pub trait AuthorityView {
-    fn head(&self) -> u64;
-    /// Where an event id is stored: `(position, version)`.
-    fn find(&self, id: &EventId) -> Option<(u64, u64)>;
-    fn stream_version(&self, stream: &str) -> u64;
-}
-
-/// An event to store: the index of its push event, and where it goes.
+/// A store's events by id, as far as a push needs them: where they already are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Placement {
-    pub index: usize,
+pub struct Placed {
     pub position: u64,
     pub version: u64,
 }
 
-/// Decides every event of a push in order, as if each accepted event were stored before
-/// the next is looked at. Returns the answers and the events to store.
-pub fn decide_push(
-    view: &impl AuthorityView,
+/// The outcome of [`plan_push`]: what to answer and what to write.
+#[derive(Debug, Default)]
+pub struct PushPlan {
+    pub results: Vec<PushResult>,
+    /// Indexes into the pushed events of the ones to insert, with their position and
+    /// version, in position order.
+    pub inserts: Vec<(usize, Placed)>,
+    /// Each touched stream's new version (one entry per stream).
+    pub stream_versions: Vec<(String, u64)>,
+    /// The store's head after the push.
+    pub head: u64,
+}
+
+/// The push rules, applied event by event in order against the store's state at the
+/// start of the push (`head`, the already stored events among the pushed ids, and the
+/// current versions of the pushed streams), with the earlier events of the same push
+/// taken into account:
+///
+/// 1. an id already stored (or accepted earlier in this push) answers `duplicate` with
+///    the original position and version, and writes nothing;
+/// 2. an expected version that the stream's current version does not satisfy answers
+///    `rejected` with the actual version, for that event only;
+/// 3. otherwise the event is `ok` at head + 1 with its stream's version + 1.
+pub fn plan_push(
+    head: u64,
     events: &[PushEvent],
-) -> (Vec<PushResult>, Vec<Placement>) {
-    let mut results = Vec::with_capacity(events.len());
-    let mut placements = Vec::with_capacity(events.len());
-    let mut placed: HashMap<EventId, (u64, u64)> = HashMap::new();
-    let mut versions: HashMap<&str, u64> = HashMap::new();
-    let mut head = view.head();
+    existing: &HashMap<EventId, Placed>,
+    versions: &HashMap<String, u64>,
+) -> PushPlan {
+    let mut plan = PushPlan {
+        head,
+        ..PushPlan::default()
+    };
+    let mut accepted: HashMap<EventId, Placed> = HashMap::new();
+    let mut current: HashMap<&str, u64> = HashMap::new();
+    let mut touched: Vec<&str> = Vec::new();
     for (index, event) in events.iter().enumerate() {
-        if let Some((position, version)) = view
-            .find(&event.id)
-            .or_else(|| placed.get(&event.id).copied())
-        {
-            results.push(PushResult::Duplicate {
+        if let Some(placed) = existing.get(&event.id).or_else(|| accepted.get(&event.id)) {
+            plan.results.push(PushResult::Duplicate {
                 id: event.id,
-                position,
-                version,
+                position: placed.position,
+                version: placed.version,
             });
             continue;
         }
-        let current = *versions
-            .entry(event.stream.as_str())
-            .or_insert_with(|| view.stream_version(&event.stream));
-        if !event.expected_version.accepts(current) {
-            results.push(PushResult::Rejected {
+        let actual = match current.get(event.stream.as_str()) {
+            Some(v) => *v,
+            None => versions.get(&event.stream).copied().unwrap_or(0),
+        };
+        if !event.expected_version.accepts(actual) {
+            plan.results.push(PushResult::Rejected {
                 id: event.id,
                 reason: format!(
-                    "wrong expected version on stream `{}`: expected {}, actual {current}",
-                    event.stream, event.expected_version
+                    "wrong expected version on stream `{}`: expected {}, actual {}",
+                    event.stream, event.expected_version, actual
                 ),
-                actual_version: Some(current),
+                actual_version: Some(actual),
             });
             continue;
         }
-        head += 1;
-        let version = current + 1;
-        versions.insert(event.stream.as_str(), version);
-        placed.insert(event.id, (head, version));
-        placements.push(Placement {
-            index,
-            position: head,
-            version,
-        });
-        results.push(PushResult::Ok {
+        let placed = Placed {
+            position: plan.head + 1,
+            version: actual + 1,
+        };
+        plan.head = placed.position;
+        if current.insert(&event.stream, placed.version).is_none() {
+            touched.push(&event.stream);
+        }
+        accepted.insert(event.id, placed);
+        plan.inserts.push((index, placed));
+        plan.results.push(PushResult::Ok {
             id: event.id,
-            position: head,
-            version,
+            position: placed.position,
+            version: placed.version,
         });
     }
-    (results, placements)
+    plan.stream_versions = touched
+        .into_iter()
+        .filter_map(|s| current.get(s).map(|v| (s.to_owned(), *v)))
+        .collect();
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::ExpectedVersion;
+    use serde_json::value::RawValue;
+
+    fn ev(n: u8, stream: &str, expected: ExpectedVersion) -> PushEvent {
+        PushEvent {
+            id: EventId([n; 16]),
+            stream: stream.into(),
+            event_type: "T".into(),
+            data: RawValue::from_string("1".into()).unwrap(),
+            meta: None,
+            time: 0,
+            expected_version: expected,
+        }
+    }
+
+    #[test]
+    fn push_rules_apply_in_order_within_one_batch() {
+        let existing = HashMap::from([(
+            EventId([9; 16]),
+            Placed {
+                position: 4,
+                version: 2,
+            },
+        )]);
+        let versions = HashMap::from([("a".to_string(), 2u64)]);
+        let events = [
+            ev(1, "a", ExpectedVersion::Exact(2)),
+            ev(2, "a", ExpectedVersion::Exact(2)), // stale: event 1 moved it to 3
+            ev(9, "a", ExpectedVersion::NoStream), // duplicate wins over the version check
+            ev(3, "b", ExpectedVersion::NoStream),
+            ev(1, "a", ExpectedVersion::Any), // duplicate of event 1 of this push
+            ev(4, "a", ExpectedVersion::Exact(3)),
+        ];
+        let plan = plan_push(10, &events, &existing, &versions);
+        let statuses: Vec<String> = plan
+            .results
+            .iter()
+            .map(|r| match r {
+                PushResult::Ok {
+                    position, version, ..
+                } => format!("ok {position}/{version}"),
+                PushResult::Duplicate {
+                    position, version, ..
+                } => format!("dup {position}/{version}"),
+                PushResult::Rejected { actual_version, .. } => {
+                    format!("rejected {}", actual_version.unwrap_or(0))
+                }
+            })
+            .collect();
+        assert_eq!(
+            statuses,
+            [
+                "ok 11/3",
+                "rejected 3",
+                "dup 4/2",
+                "ok 12/1",
+                "dup 11/3",
+                "ok 13/4"
+            ]
+        );
+        assert_eq!(plan.head, 13);
+        assert_eq!(
+            plan.inserts.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+            [0, 3, 5]
+        );
+        assert_eq!(
+            plan.stream_versions,
+            [("a".to_string(), 4), ("b".to_string(), 1)]
+        );
+    }
 }

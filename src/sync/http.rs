@@ -28,7 +28,11 @@ impl HttpTransport {
         format!("{}/v1/stores/{}/{tail}", self.base_url, self.store)
     }
 
-    async fn send(&self, request: reqwest::RequestBuilder, timeout: Duration) -> Result<String, TransportError> {
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        timeout: Duration,
+    ) -> Result<String, TransportError> {
         let response = request
             .bearer_auth(&self.token)
             .timeout(timeout)
@@ -36,7 +40,10 @@ impl HttpTransport {
             .await
             .map_err(|e| TransportError::Unreachable(e.to_string()))?;
         let status = response.status().as_u16();
-        let text = response.text().await.map_err(|e| TransportError::Unreachable(e.to_string()))?;
+        let text = response
+            .text()
+            .await
+            .map_err(|e| TransportError::Unreachable(e.to_string()))?;
         if (200..300).contains(&status) {
             return Ok(text);
         }
@@ -48,7 +55,11 @@ impl HttpTransport {
             401 => TransportError::Unauthorized(message),
             403 => TransportError::Forbidden(message),
             500..=599 => TransportError::Server { status, message },
-            _ => TransportError::Refused { status, code, message },
+            _ => TransportError::Refused {
+                status,
+                code,
+                message,
+            },
         })
     }
 }
@@ -59,7 +70,8 @@ fn parse<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, TransportError
 
 impl Transport for HttpTransport {
     async fn push(&self, request: &PushRequest) -> Result<PushResponse, TransportError> {
-        let body = serde_json::to_string(request).map_err(|e| TransportError::Protocol(e.to_string()))?;
+        let body =
+            serde_json::to_string(request).map_err(|e| TransportError::Protocol(e.to_string()))?;
         let builder = self
             .client
             .post(self.url("push"))
@@ -68,8 +80,15 @@ impl Transport for HttpTransport {
         parse(&self.send(builder, Duration::from_secs(30)).await?)
     }
 
-    async fn pull(&self, after: u64, limit: usize, wait_seconds: u32) -> Result<PullResponse, TransportError> {
-        let url = self.url(&format!("pull?after={after}&limit={limit}&wait={wait_seconds}"));
+    async fn pull(
+        &self,
+        after: u64,
+        limit: usize,
+        wait_seconds: u32,
+    ) -> Result<PullResponse, TransportError> {
+        let url = self.url(&format!(
+            "pull?after={after}&limit={limit}&wait={wait_seconds}"
+        ));
         let timeout = Duration::from_secs(u64::from(wait_seconds) + 30);
         parse(&self.send(self.client.get(url), timeout).await?)
     }

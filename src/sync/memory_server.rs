@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use crate::clock::{IdSource, Uuidv7};
 use crate::event::{Event, EventId};
-use crate::sync::authority::{decide_push, AuthorityView};
+use crate::sync::authority::{plan_push, Placed};
 use crate::sync::protocol::{PullResponse, PushRequest, PushResponse};
 
 #[derive(Debug, Default)]
@@ -15,20 +15,6 @@ struct StoreLog {
     events: Vec<Event>,
     ids: HashMap<EventId, usize>,
     versions: HashMap<String, u64>,
-}
-
-impl AuthorityView for StoreLog {
-    fn head(&self) -> u64 {
-        self.events.len() as u64
-    }
-    fn find(&self, id: &EventId) -> Option<(u64, u64)> {
-        self.ids
-            .get(id)
-            .map(|i| (self.events[*i].position, self.events[*i].version))
-    }
-    fn stream_version(&self, stream: &str) -> u64 {
-        self.versions.get(stream).copied().unwrap_or(0)
-    }
 }
 
 /// Stores by name, each with its own positions and epoch.
@@ -54,16 +40,34 @@ impl MemoryServer {
 
     pub fn push(&self, store: &str, request: &PushRequest) -> PushResponse {
         self.with_store(store, |log| {
-            let (results, placements) = decide_push(log, &request.events);
-            for placement in placements {
-                let e = &request.events[placement.index];
+            let existing = request
+                .events
+                .iter()
+                .filter_map(|e| {
+                    let stored = &log.events[*log.ids.get(&e.id)?];
+                    Some((
+                        e.id,
+                        Placed {
+                            position: stored.position,
+                            version: stored.version,
+                        },
+                    ))
+                })
+                .collect();
+            let plan = plan_push(
+                log.events.len() as u64,
+                &request.events,
+                &existing,
+                &log.versions,
+            );
+            for (index, placed) in plan.inserts {
+                let e = &request.events[index];
                 log.ids.insert(e.id, log.events.len());
-                log.versions.insert(e.stream.clone(), placement.version);
                 log.events.push(Event {
                     id: e.id,
-                    position: placement.position,
+                    position: placed.position,
                     stream: e.stream.clone(),
-                    version: placement.version,
+                    version: placed.version,
                     event_type: e.event_type.clone(),
                     data: e.data.clone(),
                     meta: e.meta.clone(),
@@ -72,9 +76,10 @@ impl MemoryServer {
                     pending: false,
                 });
             }
+            log.versions.extend(plan.stream_versions);
             PushResponse {
-                results,
-                head: log.head(),
+                results: plan.results,
+                head: plan.head,
                 epoch: log.epoch.clone(),
             }
         })
@@ -86,7 +91,7 @@ impl MemoryServer {
             let end = start.saturating_add(limit).min(log.events.len());
             PullResponse {
                 events: log.events[start..end].to_vec(),
-                head: log.head(),
+                head: log.events.len() as u64,
                 epoch: log.epoch.clone(),
                 more: end < log.events.len(),
             }
@@ -94,7 +99,7 @@ impl MemoryServer {
     }
 
     pub fn head(&self, store: &str) -> u64 {
-        self.with_store(store, |log| log.head())
+        self.with_store(store, |log| log.events.len() as u64)
     }
 
     /// Forgets a store, as a server whose database was replaced would: it comes back

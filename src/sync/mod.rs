@@ -2,6 +2,7 @@
 //! client (outbox, pulls, live loop) with its transports.
 pub mod authority;
 pub mod client;
+pub mod faults;
 #[cfg(target_arch = "wasm32")]
 pub mod fetch;
 #[cfg(all(feature = "http-client", not(target_arch = "wasm32")))]

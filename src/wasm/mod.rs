@@ -7,7 +7,7 @@
 
 mod storage;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::rc::Rc;
 
@@ -126,6 +126,9 @@ impl OpenOptions {
 pub struct WasmStore {
     engine: Rc<Engine<AnyStorage>>,
     sync: RefCell<Option<Rc<SyncClient<FetchTransport>>>>,
+    /// Counts the changes the engine reported, so that an append's reply can name the
+    /// change that carried its events (`seq`).
+    changes: Rc<Cell<u64>>,
 }
 
 /// `{ url, store, token, pushBatch?, pullLimit?, longPollSeconds? }`
@@ -187,15 +190,16 @@ impl WasmStore {
     /// "pendingEvents":[...]}`. Unless `rebased`, the new events are `confirmedEvents` then
     /// `pendingEvents`, at positions `previousHead + 1 ..= head`; when `rebased`,
     /// `pendingEvents` is the whole outbox, to fold again on the confirmed state (which
-    /// `reset` starts from scratch).
+    /// `reset` starts from scratch). `seq` numbers the changes (1, 2, ...).
     #[wasm_bindgen(js_name = setListener)]
     pub fn set_listener(&self, listener: Function) {
         let engine = Rc::downgrade(&self.engine);
+        let changes = self.changes.clone();
         self.engine.subscribe(move |change| {
             let Some(engine) = engine.upgrade() else {
                 return;
             };
-            match change_json(&engine, change) {
+            match change_json(&engine, change, changes.get()) {
                 Ok(json) => {
                     // A throwing listener is the wrapper's bug to report; the log is fine.
                     let _ = listener.call1(&JsValue::NULL, &JsValue::from_str(&json));
@@ -213,12 +217,14 @@ impl WasmStore {
     }
 
     /// Appends a JSON array of events atomically. Resolves to `{"results":[position per
-    /// input],"duplicates":[stored events for inputs whose id was already in the log]}`;
-    /// the new events reach the listener first.
+    /// input],"duplicates":[stored events for inputs whose id was already in the log],
+    /// "seq":<the listener's change that carried the new events, or null>}`; the new
+    /// events reach the listener first.
     pub fn append(&self, batch_json: String) -> Promise {
         let engine = self.engine.clone();
+        let changes = self.changes.clone();
         future_to_promise(async move {
-            let out = append_json(&engine, &batch_json).await;
+            let out = append_json(&engine, &changes, &batch_json).await;
             js_result(out).map(|s| JsValue::from_str(&s))
         })
     }
@@ -495,15 +501,26 @@ async fn open_store(name: &str, storage: &str, options_json: &str) -> Result<Was
     let options = OpenOptions::parse(options_json)?;
     let backend = AnyStorage::choose(name, storage, options.shared_memory)?;
     let engine = Engine::open(backend, options.engine_options()?).await?;
+    let changes = Rc::new(Cell::new(0u64));
+    let counter = changes.clone();
+    // Registered first, so the count is current when the app's listener hears a change.
+    engine.subscribe(move |_| counter.set(counter.get() + 1));
     Ok(WasmStore {
         engine: Rc::new(engine),
         sync: RefCell::new(None),
+        changes,
     })
 }
 
-async fn append_json(engine: &Engine<AnyStorage>, batch_json: &str) -> Result<String> {
+async fn append_json(
+    engine: &Engine<AnyStorage>,
+    changes: &Cell<u64>,
+    batch_json: &str,
+) -> Result<String> {
     let batch = NewEvent::parse_batch(batch_json)?;
     let outcome = engine.append(batch).await?;
+    // The engine notified its listeners just before returning: no other change came since.
+    let seq = (!outcome.change.is_empty()).then(|| changes.get());
     let previous_head = outcome.change.previous_head();
     let mut out = String::with_capacity(64 + outcome.results.len() * 12);
     out.push_str("{\"results\":[");
@@ -534,15 +551,20 @@ async fn append_json(engine: &Engine<AnyStorage>, batch_json: &str) -> Result<St
             }
         }
     }
-    out.push_str("]}");
+    out.push_str("],\"seq\":");
+    match seq {
+        Some(seq) => out.push_str(&seq.to_string()),
+        None => out.push_str("null"),
+    }
+    out.push('}');
     Ok(out)
 }
 
-fn change_json(engine: &Engine<AnyStorage>, change: Change) -> Result<String> {
+fn change_json(engine: &Engine<AnyStorage>, change: Change, seq: u64) -> Result<String> {
     let confirmed = engine.range_json(change.previous_confirmed, change.confirmed)?;
     let pending = engine.pending_json(change.pending_from)?;
     Ok(format!(
-        "{{\"reset\":{},\"rebased\":{},\"previousHead\":{},\"head\":{},\"confirmed\":{},\"confirmedEvents\":{confirmed},\"pendingEvents\":{pending}}}",
+        "{{\"seq\":{seq},\"reset\":{},\"rebased\":{},\"previousHead\":{},\"head\":{},\"confirmed\":{},\"confirmedEvents\":{confirmed},\"pendingEvents\":{pending}}}",
         change.log_reset,
         change.rebased,
         change.previous_head(),

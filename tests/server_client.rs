@@ -1,0 +1,270 @@
+//! Rust clients syncing through a real annals-server on 127.0.0.1, on SQLite and on
+//! PostgreSQL: offline replicas converge to one log and one projection state; lost
+//! answers are retried without duplicates; conflicts are rejected and reported; a server
+//! restart in the middle of a sync loses nothing; two server instances serve one store.
+#![cfg(all(feature = "server", feature = "http-client"))]
+
+#[macro_use]
+mod server_common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use annals::codec::EventRef;
+use annals::projection::{Projection, ProjectionRunner};
+use annals::sync::client::{SyncClient, SyncOptions, SyncReport};
+use annals::sync::faults::{Fault, Faulty};
+use annals::sync::http::HttpTransport;
+use annals::{Engine, EngineOptions, Event, ExpectedVersion, MemoryStorage, NewEvent, ReadQuery};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use server_common::{Backend, TestServer};
+
+/// Per-stream totals: the read model every replica must agree on.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct Totals(BTreeMap<String, i64>);
+
+struct TotalsProjection;
+
+impl Projection for TotalsProjection {
+    type State = Totals;
+    fn name(&self) -> &str {
+        "totals"
+    }
+    fn initial(&self) -> Totals {
+        Totals::default()
+    }
+    fn apply(&self, state: &mut Totals, event: &EventRef<'_>) {
+        *state.0.entry(event.stream.to_owned()).or_default() += event.data_as::<i64>().unwrap_or(0);
+    }
+}
+
+struct Client {
+    engine: Engine<MemoryStorage>,
+    sync: SyncClient<Faulty<HttpTransport>>,
+}
+
+impl Client {
+    async fn new(url: &str) -> Client {
+        let options = EngineOptions {
+            synced: true,
+            ..EngineOptions::default()
+        };
+        let engine = Engine::open(MemoryStorage::new(), options)
+            .await
+            .expect("opens");
+        let transport = Faulty::new(HttpTransport::new(url, "store-a", "tok-a"));
+        let options = SyncOptions {
+            push_batch: 50,
+            pull_limit: 40,
+            long_poll_seconds: 1,
+        };
+        Client {
+            engine,
+            sync: SyncClient::new(transport, options),
+        }
+    }
+
+    async fn add(&self, stream: &str, amount: i64) {
+        let event = NewEvent::new(stream, "Added", &amount).expect("event");
+        self.engine.append(vec![event]).await.expect("append");
+    }
+
+    async fn sync(&self) -> SyncReport {
+        self.sync.sync(&self.engine).await.expect("sync")
+    }
+
+    fn log(&self) -> Vec<Event> {
+        self.engine.read(&ReadQuery::default()).expect("read")
+    }
+
+    async fn totals(&self) -> Totals {
+        let runner = ProjectionRunner::open(&self.engine, TotalsProjection)
+            .await
+            .expect("projection");
+        runner.optimistic_state(&self.engine).expect("state")
+    }
+}
+
+async fn three_offline_clients_converge(backend: Backend) {
+    let server = backend.start().await;
+    let clients = [
+        Client::new(&server.url).await,
+        Client::new(&server.url).await,
+        Client::new(&server.url).await,
+    ];
+    for c in &clients {
+        c.sync.transport().set_online(false);
+    }
+    for round in 0..30i64 {
+        for (i, c) in clients.iter().enumerate() {
+            c.add(&format!("account-{}", round % 5), round * 10 + i as i64)
+                .await;
+        }
+    }
+    for c in &clients {
+        assert!(c.sync.sync(&c.engine).await.is_err(), "offline");
+        c.sync.transport().set_online(true);
+    }
+    for c in &clients {
+        c.sync().await;
+    }
+    for c in &clients {
+        c.sync().await;
+    }
+    let log = clients[0].log();
+    assert_eq!(log.len(), 90);
+    assert_eq!(
+        log.iter().map(|e| e.position).collect::<Vec<_>>(),
+        (1..=90).collect::<Vec<_>>()
+    );
+    assert!(log.iter().all(|e| !e.pending));
+    let totals = clients[0].totals().await;
+    for c in &clients[1..] {
+        assert_eq!(c.log(), log, "identical logs");
+        assert_eq!(c.totals().await, totals, "identical projections");
+    }
+    assert_eq!(
+        totals.0.values().sum::<i64>(),
+        (0..30).map(|r| 3 * r * 10 + 3).sum::<i64>()
+    );
+    server.stop().await;
+}
+
+async fn a_lost_push_answer_is_retried_without_duplicates(backend: Backend) {
+    let server = backend.start().await;
+    let client = Client::new(&server.url).await;
+    for i in 0..5 {
+        client.add("s", i).await;
+    }
+    // A sync is pull, push, pull: lose the push's answer after the server stored it.
+    client
+        .sync
+        .transport()
+        .inject_after_one(Fault::LoseResponse);
+    assert!(client.sync.sync(&client.engine).await.is_err());
+    assert_eq!(
+        client.engine.pending_count(),
+        5,
+        "the client could not know"
+    );
+    // The retry starts with a pull, which brings the stored events back: confirmed, and
+    // nothing is pushed twice.
+    let report = client.sync().await;
+    assert_eq!((report.pulled, report.pushed), (5, 0));
+    assert_eq!(client.engine.pending_count(), 0);
+    assert_eq!(server.api("tok-a").head("store-a").await, 5, "stored once");
+    server.stop().await;
+}
+
+async fn conflicting_expectations_are_rejected_and_reported(backend: Backend) {
+    let server = backend.start().await;
+    let (a, b) = (
+        Client::new(&server.url).await,
+        Client::new(&server.url).await,
+    );
+    for (client, title) in [(&a, "milk"), (&b, "eggs")] {
+        let event =
+            NewEvent::new("todo-1", "TodoAdded", &json!({ "title": title })).expect("event");
+        client
+            .engine
+            .append(vec![event.expecting(ExpectedVersion::NoStream)])
+            .await
+            .expect("local append");
+    }
+    a.sync().await;
+    let report = b.sync().await;
+    assert_eq!(report.rejected.len(), 1);
+    assert_eq!(report.rejected[0].actual_version, Some(1));
+    assert_eq!(report.rejected[0].event.data.get(), r#"{"title":"eggs"}"#);
+    assert_eq!(
+        b.engine.rejected().await.expect("list").len(),
+        1,
+        "kept readable"
+    );
+    assert_eq!(b.log(), a.log());
+    server.stop().await;
+}
+
+async fn a_server_restart_during_sync_loses_nothing(backend: Backend) {
+    let server = backend.start().await;
+    let addr = server.server.as_ref().expect("running").local_addr();
+    let api = server.api("tok-a");
+    let client = Client::new(&server.url).await;
+    for i in 0..300 {
+        client.add(&format!("s{}", i % 3), i).await;
+    }
+    // The server stops as soon as the first pushed batch is stored, while the client is
+    // still pushing (six batches of 50).
+    let syncing = client.sync.sync(&client.engine);
+    let stopping = async {
+        while api.head("store-a").await == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        server.stop().await;
+    };
+    let (interrupted, ()) = futures::future::join(syncing, stopping).await;
+    assert!(interrupted.is_err(), "the sync was cut short");
+    assert!(client.engine.pending_count() > 0);
+
+    let restarted: TestServer = backend.start_with(|config| config.listen = addr).await;
+    client.sync().await;
+    assert_eq!(client.engine.pending_count(), 0);
+    let stored = restarted.api("tok-a").pull_all("store-a").await;
+    assert_eq!(stored.len(), 300, "every event once");
+    assert_eq!(client.log().len(), 300);
+    restarted.stop().await;
+}
+
+on_every_backend!(
+    three_offline_clients_converge,
+    a_lost_push_answer_is_retried_without_duplicates,
+    conflicting_expectations_are_rejected_and_reported,
+    a_server_restart_during_sync_loses_nothing,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_of_two_instances_on_one_postgres_converge() {
+    let Some(backend) = Backend::postgres() else {
+        return;
+    };
+    let (one, two) = (backend.start().await, backend.start().await);
+    let (a, b) = (Client::new(&one.url).await, Client::new(&two.url).await);
+    for i in 0..40 {
+        a.add("shared", i).await;
+        b.add("shared", 100 + i).await;
+    }
+    // Interleave syncs through both instances.
+    for _ in 0..2 {
+        a.sync().await;
+        b.sync().await;
+    }
+    assert_eq!(a.log(), b.log());
+    assert_eq!(a.log().len(), 80);
+    let versions: Vec<u64> = a.log().iter().map(|e| e.version).collect();
+    assert_eq!(versions, (1..=80).collect::<Vec<_>>());
+    // A live client of instance one hears of a push to instance two through LISTEN/NOTIFY.
+    let c = Client::new(&one.url).await;
+    c.sync().await;
+    b.add("shared", 999).await;
+    let live = async {
+        let timer = annals::sync::http::TokioTimer;
+        c.sync.run(&c.engine, &timer, || 0.5).await;
+    };
+    let pushed = async {
+        b.sync().await;
+        for _ in 0..100 {
+            if c.engine.confirmed_head() == 81 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        c.sync.stop();
+    };
+    tokio::time::timeout(Duration::from_secs(20), futures::future::join(live, pushed))
+        .await
+        .expect("the live client stops");
+    assert_eq!(c.engine.confirmed_head(), 81);
+    one.stop().await;
+    two.stop().await;
+}
