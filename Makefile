@@ -1,19 +1,22 @@
 # annals: the two commands are `make demo` and `make test`. Both set the machine up first
-# (scripts/setup.sh is idempotent and takes about a second when everything is there).
+# (scripts/setup.sh is idempotent: about a second when everything is there).
 
 SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
 export CHROMEDRIVER ?= /usr/bin/chromedriver
-# wasm-bindgen-test-runner: run in headless Chromium, with the flags in webdriver.json.
 export WASM_BINDGEN_TEST_TIMEOUT ?= 120
 DEMO_ADDR ?= 127.0.0.1:8080
+DEMO_TOKEN ?= dev
+NATIVE_FEATURES := server,http-client
+SERVER_BIN := target/debug/annals-server
 
-.PHONY: setup build pkg www demo test lint test-rust test-wasm test-node test-e2e bench clean
+.PHONY: setup build pkg www server demo test lint typecheck test-rust test-wasm test-node test-e2e bench clean
 
 setup:
 	@scripts/setup.sh
 
-## build: the wasm and the npm package in pkg/ (ready to import), and www/dist.
-build: setup pkg www
+## build: the wasm and the npm package in pkg/ (ready to import), www/dist, and the server.
+build: setup pkg www server
 
 pkg:
 	@scripts/build-pkg.sh
@@ -21,31 +24,41 @@ pkg:
 www: pkg
 	npm run --workspace www build
 
-## demo: build everything and serve the demo on http://$(DEMO_ADDR)
-demo: build
-	@echo "annals demo on http://$(DEMO_ADDR)/"
-	node www/scripts/serve.mjs www/dist $(DEMO_ADDR)
+server:
+	cargo build --features server --bin annals-server
 
-## test: every test layer.
-test: setup lint test-rust test-wasm build test-node test-e2e
+## demo: the todo app and its sync server (SQLite in data/) on http://$(DEMO_ADDR)
+demo: build
+	@echo "annals demo on http://$(DEMO_ADDR)/  (sync token: $(DEMO_TOKEN))"
+	$(SERVER_BIN) --listen $(DEMO_ADDR) --database sqlite://data/annals.db --www www/dist --dev-token $(DEMO_TOKEN)
+
+## test: every layer: lints, Rust (core, server on SQLite and PostgreSQL), the browser
+## (IndexedDB in headless Chromium), the npm package from Node, and Playwright.
+test: setup lint test-rust test-wasm build typecheck test-node test-e2e
 	@echo "make test: every layer passed"
 
 lint:
 	cargo fmt --all -- --check
-	cargo clippy --all-targets -- -D warnings
+	cargo clippy --features $(NATIVE_FEATURES) --all-targets -- -D warnings
 	cargo clippy --target wasm32-unknown-unknown --all-targets -- -D warnings
 
+typecheck: pkg
+	npx tsc --noEmit -p pkg
+	npx tsc --noEmit -p www
+
+# PostgreSQL: the one on 127.0.0.1:5432, or a throwaway one for this run.
 test-rust:
-	cargo test
+	url=$$(scripts/ensure-postgres.sh $$$$); \
+	ANNALS_TEST_PG_URL=$$url cargo test --features $(NATIVE_FEATURES)
 
 test-wasm:
-	cargo test --target wasm32-unknown-unknown --test indexeddb
+	cargo test --target wasm32-unknown-unknown --test indexeddb --test indexeddb_sync
 
 test-node: pkg
 	npm run --workspace pkg test
 
-test-e2e: www
-	npm run --workspace www test:e2e
+test-e2e: www server
+	ANNALS_SERVER_BIN=$(SERVER_BIN) npm run --workspace www test:e2e
 
 bench: setup
 	@echo "no benchmarks yet (see the performance issue)"

@@ -227,8 +227,6 @@ pub fn stored_id(bytes: &[u8]) -> Result<EventId, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::ExpectedVersion;
-    use serde_json::value::RawValue;
 
     #[test]
     fn changes_wake_subscribers_and_forget_idle_stores() {

@@ -2,8 +2,7 @@
 //! a fresh PostgreSQL schema, removed afterwards), a real server on 127.0.0.1 port 0, and
 //! a small HTTP client.
 //!
-//! PostgreSQL: `ANNALS_TEST_PG_URL` (default `postgres://postgres@127.0.0.1:5432/test`);
-//! `ANNALS_TEST_PG_URL=skip` skips the PostgreSQL variants.
+//! PostgreSQL: `ANNALS_TEST_PG_URL` (default `postgres://postgres@127.0.0.1:5432/test`).
 #![allow(dead_code)]
 
 use std::path::PathBuf;
@@ -48,19 +47,15 @@ impl Backend {
         Backend::Sqlite { dir }
     }
 
-    /// A fresh schema on the test database (created by the server on start), or `None`
-    /// when PostgreSQL tests are switched off.
-    pub fn postgres() -> Option<Backend> {
+    /// A fresh schema on the test database (created by the server on start). `make test`
+    /// points `ANNALS_TEST_PG_URL` at a running server, starting one if none answers.
+    pub fn postgres() -> Backend {
         let base = std::env::var("ANNALS_TEST_PG_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-        if base == "skip" {
-            eprintln!("ANNALS_TEST_PG_URL=skip: PostgreSQL test skipped");
-            return None;
-        }
-        Some(Backend::Postgres {
+        Backend::Postgres {
             base,
             schema: format!("annals_test_{}", random_hex(6)),
-        })
+        }
     }
 
     pub fn name(&self) -> &'static str {
@@ -335,9 +330,7 @@ macro_rules! on_every_backend {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    if let Some(backend) = $crate::server_common::Backend::postgres() {
-                        super::$name(backend).await;
-                    }
+                    super::$name($crate::server_common::Backend::postgres()).await;
                 }
             )*
         }
