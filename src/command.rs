@@ -58,6 +58,17 @@ pub trait Decider {
         command: &Self::Command,
         state: &Self::State,
     ) -> std::result::Result<Vec<Decision>, String>;
+
+    /// On a server that runs this decider as an authority
+    /// ([`crate::sync::authority::DeciderAuthority`]): whether a pushed `event` may follow
+    /// `state`. `Err(reason)` rejects it. Accepts everything unless overridden.
+    fn check(
+        &self,
+        _state: &Self::State,
+        _event: &EventRef<'_>,
+    ) -> std::result::Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Ids that tie a command's events to the flow they belong to. Unset ids default to the

@@ -216,7 +216,92 @@ async fn a_server_restart_during_sync_loses_nothing(backend: Backend) {
     restarted.stop().await;
 }
 
+/// Balances that must never go below zero: the server's authority over `account-*`.
+struct Account;
+
+impl annals::command::Decider for Account {
+    type State = i64;
+    type Command = i64;
+    fn initial(&self) -> i64 {
+        0
+    }
+    fn evolve(&self, balance: &mut i64, event: &EventRef<'_>) {
+        *balance += event.data_as::<i64>().unwrap_or(0);
+    }
+    fn decide(
+        &self,
+        amount: &i64,
+        balance: &i64,
+    ) -> Result<Vec<annals::command::Decision>, String> {
+        self.check_amount(*balance, *amount)?;
+        Ok(vec![
+            annals::command::Decision::new("Moved", amount).map_err(|e| e.to_string())?
+        ])
+    }
+    fn check(&self, balance: &i64, event: &EventRef<'_>) -> Result<(), String> {
+        self.check_amount(*balance, event.data_as::<i64>().map_err(|e| e.to_string())?)
+    }
+}
+
+impl Account {
+    fn check_amount(&self, balance: i64, amount: i64) -> Result<(), String> {
+        if balance + amount < 0 {
+            return Err(format!(
+                "insufficient funds: balance {balance}, amount {amount}"
+            ));
+        }
+        Ok(())
+    }
+}
+
+async fn a_server_side_decider_rejects_and_the_client_reports_it(backend: Backend) {
+    let authority = annals::sync::authority::DeciderAuthority::new(Account, |s: &str| {
+        s.starts_with("account-")
+    });
+    let authorities =
+        annals::sync::authority::Authorities::new(vec![std::sync::Arc::new(authority)]);
+    let server = backend
+        .start_with(|config| config.authorities = authorities)
+        .await;
+    let (a, b) = (
+        Client::new(&server.url).await,
+        Client::new(&server.url).await,
+    );
+    a.add("account-1", 10).await;
+    a.sync().await;
+    b.sync().await;
+    // Both withdraw 7 from the 10 they saw, offline; no expected versions.
+    let accounts = (
+        annals::command::Aggregate::new(Account),
+        annals::command::Aggregate::new(Account),
+    );
+    accounts
+        .0
+        .execute(&a.engine, "account-1", &-7, Default::default())
+        .await
+        .expect("a decides");
+    accounts
+        .1
+        .execute(&b.engine, "account-1", &-7, Default::default())
+        .await
+        .expect("b decides");
+    b.add("account-1", -7).await; // bypassing decide altogether
+    a.sync().await;
+    let report = b.sync().await;
+    assert_eq!(report.rejected.len(), 2);
+    let by_authority = report
+        .rejected
+        .iter()
+        .filter(|r| r.reason.starts_with("insufficient funds"))
+        .count();
+    assert_eq!(by_authority, 1, "{:?}", report.rejected);
+    assert_eq!(b.log(), a.log());
+    assert_eq!(b.totals().await.0["account-1"], 3);
+    server.stop().await;
+}
+
 on_every_backend!(
+    a_server_side_decider_rejects_and_the_client_reports_it,
     three_offline_clients_converge,
     a_lost_push_answer_is_retried_without_duplicates,
     conflicting_expectations_are_rejected_and_reported,

@@ -3,8 +3,10 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use annals::command::{Aggregate, Decider, Decision};
+use annals::sync::authority::{Authorities, DeciderAuthority};
 use annals::sync::client::{SyncClient, SyncOptions};
 use annals::sync::faults::{Fault, Faulty};
 use annals::sync::in_process::InProcessTransport;
@@ -360,6 +362,54 @@ impl Decider for Counter {
         }
         Ok(vec![Decision::new("Added", add).map_err(|e| e.to_string())?])
     }
+    fn check(&self, state: &i64, event: &annals::codec::EventRef<'_>) -> Result<(), String> {
+        let add = event.data_as::<i64>().map_err(|e| e.to_string())?;
+        if state + add > 10 {
+            return Err(format!("{state} + {add} would pass 10"));
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_server_side_decider_rejects_what_offline_clients_decided_separately() {
+    let authority = DeciderAuthority::new(Counter, |stream: &str| stream.starts_with("counter-"));
+    let server = Rc::new(MemoryServer::with_authorities(Authorities::new(vec![
+        Arc::new(authority),
+    ])));
+    let (a, b) = (Replica::new(&server), Replica::new(&server));
+    let (counter_a, counter_b) = (Aggregate::new(Counter), Aggregate::new(Counter));
+    // Each client, offline, sees 0 and decides +6: fine locally, 12 together.
+    block_on(counter_a.execute(&a.engine, "counter-1", &6, Default::default())).unwrap();
+    block_on(counter_b.execute(&b.engine, "counter-1", &6, Default::default())).unwrap();
+    // Without expected versions the server's stream checks alone would accept both.
+    block_on(
+        b.engine
+            .append(vec![NewEvent::new("counter-2", "Added", &20).unwrap()]),
+    )
+    .unwrap();
+    a.sync();
+    let report = b.sync();
+    let reasons: Vec<&str> = report.rejected.iter().map(|r| r.reason.as_str()).collect();
+    assert_eq!(reasons.len(), 2);
+    assert!(
+        reasons.iter().any(|r| r.contains("wrong expected version")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.contains(&"0 + 20 would pass 10"),
+        "the decider's message: {reasons:?}"
+    );
+    assert_eq!(server.head("todos"), 1);
+    assert_eq!(counter_b.load(&b.engine, "counter-1").unwrap(), (1, 6));
+    // Streams it does not claim are not checked.
+    block_on(
+        b.engine
+            .append(vec![NewEvent::new("other", "Added", &99).unwrap()]),
+    )
+    .unwrap();
+    b.sync();
+    assert_eq!(server.head("todos"), 2);
 }
 
 #[test]

@@ -88,6 +88,9 @@ fn config(cli: Cli) -> Result<ServerConfig, String> {
             max_event_bytes: cli.max_event_bytes,
             ..Limits::default()
         },
+        // Authorities are Rust code: apps that want them embed the server as a library
+        // (`annals::server::serve` with `ServerConfig::authorities`).
+        ..ServerConfig::default()
     })
 }
 

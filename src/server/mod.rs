@@ -23,6 +23,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::sync::authority::Authorities;
+
 use axum::http::{header, HeaderValue, Method, Request, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -50,6 +52,9 @@ pub struct ServerConfig {
     /// Origins allowed to call the API from a browser (`*` = any); none = same-origin only.
     pub cors_origins: Vec<String>,
     pub limits: Limits,
+    /// Deciders that re-check pushed events of the streams they claim (see
+    /// [`crate::sync::authority`]); for Rust apps that embed the server.
+    pub authorities: Authorities,
 }
 
 impl Default for ServerConfig {
@@ -61,6 +66,7 @@ impl Default for ServerConfig {
             www: None,
             cors_origins: Vec::new(),
             limits: Limits::default(),
+            authorities: Authorities::default(),
         }
     }
 }
@@ -81,12 +87,19 @@ pub enum StartError {
 }
 
 /// Opens the backend that `database` names.
-pub async fn open_store(database: &str) -> Result<Arc<dyn ServerStore>, StartError> {
+pub async fn open_store(
+    database: &str,
+    authorities: Authorities,
+) -> Result<Arc<dyn ServerStore>, StartError> {
     if database.starts_with("postgres://") || database.starts_with("postgresql://") {
-        Ok(Arc::new(postgres::PgStore::open(database).await?))
+        Ok(Arc::new(
+            postgres::PgStore::open(database, authorities).await?,
+        ))
     } else if database.starts_with("sqlite:") {
         let path = sqlite::path_from_url(database)?;
-        Ok(Arc::new(sqlite::SqliteStore::open(&path).await?))
+        Ok(Arc::new(
+            sqlite::SqliteStore::open(&path, authorities).await?,
+        ))
     } else {
         Err(StartError::Config(format!(
             "--database must be sqlite://PATH or postgres://..., got {database:?}"
@@ -216,7 +229,7 @@ impl RunningServer {
 
 /// Opens the database, binds `config.listen` and serves in the background.
 pub async fn serve(config: ServerConfig) -> Result<RunningServer, StartError> {
-    let store = open_store(&config.database).await?;
+    let store = open_store(&config.database, config.authorities.clone()).await?;
     serve_with_store(config, store).await
 }
 

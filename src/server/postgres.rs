@@ -34,6 +34,7 @@ use crate::server::store::{
     distinct_streams, event_bytes, new_epoch, plan_push, stored_id, stored_u64, to_i64, BoxFuture,
     Changes, Placed, ServerStore, StoreError, StoreInfo, PULL_BYTE_BUDGET,
 };
+use crate::sync::authority::Authorities;
 use crate::sync::protocol::{PullResponse, PushEvent, PushResponse, PushResult};
 
 /// The NOTIFY channel; the payload is the store name.
@@ -192,6 +193,7 @@ struct Statements {
     update_head: Statement,
     notify: Statement,
     read_events: Statement,
+    stream_events: Statement,
 }
 
 struct PgConn {
@@ -213,6 +215,7 @@ impl PgConn {
             update_head,
             notify,
             read_events,
+            stream_events,
         ) = tokio::try_join!(
             client.prepare("SELECT id, head, epoch FROM stores WHERE name = $1 FOR UPDATE"),
             client.prepare("SELECT id, head, epoch FROM stores WHERE name = $1"),
@@ -251,6 +254,11 @@ impl PgConn {
                  FROM events WHERE store_id = $1 AND position > $2 AND position <= $3
                  ORDER BY position LIMIT $4"
             ),
+            client.prepare(
+                "SELECT id, position, stream, version, type, data, meta, time, origin
+                 FROM events WHERE store_id = $1 AND stream = ANY($2::text[])
+                 ORDER BY position"
+            ),
         )?;
         Ok(PgConn {
             client,
@@ -265,6 +273,7 @@ impl PgConn {
                 update_head,
                 notify,
                 read_events,
+                stream_events,
             },
         })
     }
@@ -338,6 +347,7 @@ pub struct PgStore {
     pool: Pool,
     changes: Arc<Changes>,
     listener: JoinHandle<()>,
+    authorities: Authorities,
 }
 
 impl Drop for PgStore {
@@ -349,7 +359,7 @@ impl Drop for PgStore {
 impl PgStore {
     /// Connects, creates the schema and tables if needed, and starts listening for other
     /// instances' commits.
-    pub async fn open(url: &str) -> Result<Self, StoreError> {
+    pub async fn open(url: &str, authorities: Authorities) -> Result<Self, StoreError> {
         let settings = PgSettings::from_url(url)?;
         migrate(&settings).await?;
         let changes = Arc::new(Changes::default());
@@ -377,6 +387,7 @@ impl PgStore {
         drop(pool.get().await?);
         Ok(PgStore {
             pool,
+            authorities,
             changes,
             listener,
         })
@@ -427,7 +438,20 @@ impl PgStore {
             );
         }
 
-        let plan = plan_push(head, events, &existing, &versions);
+        let mut histories: HashMap<String, Vec<Event>> = HashMap::new();
+        let claimed = self.authorities.claimed_streams(events);
+        if !claimed.is_empty() {
+            let params: [&(dyn ToSql + Sync); 2] = [&store_id, &claimed];
+            for row in tx.query(&st.stream_events, &params).await? {
+                let event = event_from_row(&row)?;
+                histories
+                    .entry(event.stream.clone())
+                    .or_default()
+                    .push(event);
+            }
+        }
+        let mut check = self.authorities.checker(histories);
+        let plan = plan_push(head, events, &existing, &versions, Some(&mut check));
 
         if !plan.inserts.is_empty() {
             let n = plan.inserts.len();

@@ -24,6 +24,7 @@ use crate::server::store::{
     distinct_streams, event_bytes, new_epoch, now_ms, plan_push, stored_id, stored_u64, to_i64,
     BoxFuture, Changes, Placed, ServerStore, StoreError, StoreInfo, PULL_BYTE_BUDGET,
 };
+use crate::sync::authority::Authorities;
 use crate::sync::protocol::{PullResponse, PushEvent, PushResponse};
 
 const SCHEMA: &str = "
@@ -71,6 +72,7 @@ struct Inner {
     path: PathBuf,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
+    authorities: Authorities,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -93,7 +95,7 @@ pub fn path_from_url(url: &str) -> Result<PathBuf, StoreError> {
 
 impl SqliteStore {
     /// Opens (creating the file, its directory and the tables if needed) the database.
-    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+    pub async fn open(path: &Path, authorities: Authorities) -> Result<Self, StoreError> {
         let path = path.to_path_buf();
         let inner = tokio::task::spawn_blocking(move || -> Result<Inner, StoreError> {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -113,6 +115,7 @@ impl SqliteStore {
                 path,
                 writer: Mutex::new(writer),
                 readers: Mutex::new(Vec::new()),
+                authorities,
             })
         })
         .await
@@ -241,7 +244,24 @@ impl Inner {
             }
         }
 
-        let plan = plan_push(head, events, &existing, &versions);
+        let mut histories = HashMap::new();
+        let claimed = self.authorities.claimed_streams(events);
+        if !claimed.is_empty() {
+            let mut select = tx.prepare_cached(
+                "SELECT id, position, stream, version, type, data, meta, time, origin
+                 FROM events WHERE store_id = ?1 AND stream = ?2 ORDER BY position",
+            )?;
+            for stream in claimed {
+                let mut rows = select.query(params![store_id, stream])?;
+                let mut history = Vec::new();
+                while let Some(row) = rows.next()? {
+                    history.push(event_from_row(row)?);
+                }
+                histories.insert(stream.to_owned(), history);
+            }
+        }
+        let mut check = self.authorities.checker(histories);
+        let plan = plan_push(head, events, &existing, &versions, Some(&mut check));
 
         if !plan.inserts.is_empty() {
             let mut insert = tx.prepare_cached(
@@ -329,20 +349,7 @@ impl Inner {
             let mut bytes = 0usize;
             while bytes < PULL_BYTE_BUDGET {
                 let Some(row) = rows.next()? else { break };
-                let data: String = row.get(5)?;
-                let meta: Option<String> = row.get(6)?;
-                let event = Event {
-                    id: stored_id(&row.get::<_, Vec<u8>>(0)?)?,
-                    position: stored_u64(row.get(1)?, "position")?,
-                    stream: row.get(2)?,
-                    version: stored_u64(row.get(3)?, "version")?,
-                    event_type: row.get(4)?,
-                    data: raw_json(data)?,
-                    meta: meta.map(raw_json).transpose()?,
-                    time: stored_u64(row.get(7)?, "time")?,
-                    origin: row.get(8)?,
-                    pending: false,
-                };
+                let event = event_from_row(row)?;
                 bytes += event_bytes(&event);
                 events.push(event);
             }
@@ -355,6 +362,25 @@ impl Inner {
             epoch,
         }))
     }
+}
+
+/// An event from a row of `SELECT id, position, stream, version, type, data, meta, time,
+/// origin`.
+fn event_from_row(row: &rusqlite::Row<'_>) -> Result<Event, StoreError> {
+    let data: String = row.get(5)?;
+    let meta: Option<String> = row.get(6)?;
+    Ok(Event {
+        id: stored_id(&row.get::<_, Vec<u8>>(0)?)?,
+        position: stored_u64(row.get(1)?, "position")?,
+        stream: row.get(2)?,
+        version: stored_u64(row.get(3)?, "version")?,
+        event_type: row.get(4)?,
+        data: raw_json(data)?,
+        meta: meta.map(raw_json).transpose()?,
+        time: stored_u64(row.get(7)?, "time")?,
+        origin: row.get(8)?,
+        pending: false,
+    })
 }
 
 pub(crate) fn raw_json(text: String) -> Result<Box<RawValue>, StoreError> {

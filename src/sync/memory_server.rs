@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use crate::clock::{IdSource, Uuidv7};
 use crate::event::{Event, EventId};
-use crate::sync::authority::{plan_push, Placed};
+use crate::sync::authority::{plan_push, Authorities, Placed};
 use crate::sync::protocol::{PullResponse, PushRequest, PushResponse};
 
 #[derive(Debug, Default)]
@@ -18,15 +18,24 @@ struct StoreLog {
 }
 
 /// Stores by name, each with its own positions and epoch.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct MemoryServer {
     stores: RefCell<HashMap<String, StoreLog>>,
     epochs: RefCell<Uuidv7>,
+    authorities: Authorities,
 }
 
 impl MemoryServer {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A server whose authorities re-check pushed events of the streams they claim.
+    pub fn with_authorities(authorities: Authorities) -> Self {
+        MemoryServer {
+            authorities,
+            ..Self::default()
+        }
     }
 
     fn with_store<T>(&self, store: &str, f: impl FnOnce(&mut StoreLog) -> T) -> T {
@@ -54,11 +63,27 @@ impl MemoryServer {
                     ))
                 })
                 .collect();
+            let histories = self
+                .authorities
+                .claimed_streams(&request.events)
+                .into_iter()
+                .map(|stream| {
+                    let history = log
+                        .events
+                        .iter()
+                        .filter(|e| e.stream == stream)
+                        .cloned()
+                        .collect();
+                    (stream.to_owned(), history)
+                })
+                .collect();
+            let mut check = self.authorities.checker(histories);
             let plan = plan_push(
                 log.events.len() as u64,
                 &request.events,
                 &existing,
                 &log.versions,
+                Some(&mut check),
             );
             for (index, placed) in plan.inserts {
                 let e = &request.events[index];
