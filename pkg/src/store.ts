@@ -1,27 +1,55 @@
 // The store: the TypeScript side of annals. The wasm core keeps the log (append rules,
-// storage, reads); this module serialises batches, folds events into projections, keeps
-// checkpoints and snapshots, and tells other tabs about new events.
+// storage, reads, the sync client); this module serialises batches, folds the changes the
+// core reports into projections (confirmed and optimistic states), keeps checkpoints and
+// snapshots, tells other tabs about changes, elects the tab that syncs, and runs the
+// command side: aggregates, process managers, compensations.
 
-import { AnnalsError, fromWasmError } from "./errors.js";
+import { AnnalsError, fromWasmError, isAnnalsError } from "./errors.js";
+import { commandEventId, randomUuid } from "./ids.js";
+import { ReactorRuntime, webLocks, type ReactorHost } from "./reactor.js";
 import type {
+  AggregateMap,
   AnnalsEvent,
+  CommandOf,
   Change,
+  CommandRejection,
+  CommandRequest,
   CompactionReport,
   EventQuery,
   EventShape,
+  ExecuteOptions,
+  ExecuteResult,
   NewEvent,
   OpenOptions,
   Projection,
+  Reactor,
+  ReactorOptions,
+  RejectedEvent,
+  Rejection,
   Store,
+  SyncOptions,
+  SyncReport,
+  SyncStatus,
 } from "./types.js";
 
 /** The surface of the wasm `WasmStore` this module uses. */
 export interface WasmStoreHandle {
   readonly head: number;
+  readonly confirmedHead: number;
+  readonly pendingCount: number;
+  readonly synced: boolean;
+  setListener(listener: (json: string | null, error?: unknown) => void): void;
   append(batchJson: string): Promise<unknown>;
   catchUp(): Promise<unknown>;
   read(queryJson: string): string;
   range(after: number, to: number): string;
+  rejected(): Promise<unknown>;
+  startSync(configJson: string, onStatus: (json: string) => void, onRejected: (json: string) => void): Promise<unknown>;
+  syncNow(): Promise<unknown>;
+  syncStatus(): string | undefined;
+  setOnline(online: boolean): void;
+  wakeSync(): void;
+  stopSync(): void;
   putSnapshot(name: string, version: number, position: number, stateJson: string): Promise<unknown>;
   snapshot(name: string): Promise<unknown>;
   deleteSnapshot(name: string): Promise<unknown>;
@@ -37,19 +65,31 @@ const DEFAULT_INTERVAL = 1_000;
 const MAX_CHECKPOINTS = 64;
 /** Events read from the core at a time when replaying. */
 const REPLAY_CHUNK = 10_000;
+/** `execute` decides at most this many times when other writers keep moving the stream. */
+const MAX_ATTEMPTS = 5;
+/** How long `sync()` in a tab that does not sync waits for the syncing tab's answer. */
+const SYNC_ANSWER_MS = 30_000;
+/** How long `close()` waits for the sync loop to end (a request in flight) before going on. */
+const SYNC_STOP_MS = 2_000;
+/** Snapshot records of process managers' checkpoints are named with this prefix. */
+const REACTOR_PREFIX = "react:";
 
-interface AppendReply {
+/** What the core's listener reports (see `setListener` in src/wasm/mod.rs). */
+interface ChangeMessage {
+  seq: number;
+  reset: boolean;
+  rebased: boolean;
   previousHead: number;
   head: number;
-  events: AnnalsEvent[];
-  results: number[];
-  duplicates: AnnalsEvent[];
+  confirmed: number;
+  confirmedEvents: AnnalsEvent[];
+  pendingEvents: AnnalsEvent[];
 }
 
-interface ChangeReply {
-  previousHead: number;
-  head: number;
-  events: AnnalsEvent[];
+interface AppendReply {
+  results: number[];
+  duplicates: AnnalsEvent[];
+  seq: number | null;
 }
 
 interface SnapshotReply {
@@ -58,22 +98,73 @@ interface SnapshotReply {
   state: unknown;
 }
 
+/** The core's sync status (the wrapper adds `leader`). */
+interface CoreSyncStatus {
+  online: boolean;
+  syncing: boolean;
+  pending: number;
+  lastPulled: number;
+  lastError: string | null;
+  lastErrorCode: string | null;
+}
+
 interface Checkpoint {
   position: number;
   /** JSON, so that later mutation of a state cannot change it. */
   json: string;
 }
 
+/** The events of one change, by position (they are contiguous). */
+interface Captured {
+  first: number;
+  events: AnnalsEvent[];
+}
+
 type AnyProjection = Projection<unknown, EventShape>;
 
-class ProjectionRuntime {
+interface AnyAggregate {
+  initial: unknown;
+  evolve: (state: unknown, event: AnnalsEvent) => unknown;
+  decide: (command: { type: string }, state: unknown) => readonly unknown[];
+  onRejected?: (rejection: CommandRejection) => readonly CommandRequest[] | void;
+}
+
+/** An aggregate instance's state folded from its confirmed events. */
+interface AggregateCache {
   state: unknown;
-  /** The last position folded into `state`. */
+  /** The confirmed head this state was brought up to. */
+  position: number;
+  /** The stream's version among confirmed events. */
+  version: number;
+  /** Command ids found on the stream's confirmed events. */
+  commands: Set<string>;
+  generation: number;
+}
+
+/** A fresh deep copy of JSON-like data (structuredClone, else JSON). */
+function copyState(state: unknown): unknown {
+  if (state === null || typeof state !== "object") return state;
+  try {
+    return structuredClone(state);
+  } catch {
+    return JSON.parse(JSON.stringify(state)) as unknown;
+  }
+}
+
+class ProjectionRuntime {
+  /** The state folded from confirmed events up to `position`. */
+  confirmed: unknown;
+  /**
+   * The optimistic state: `confirmed` itself while nothing is pending, else a copy of it
+   * with the pending events folded in.
+   */
+  state: unknown;
+  /** The last confirmed position folded into `confirmed`. */
   position = 0;
   /** Position of the last snapshot stored (or loaded). */
   snapshotPosition = 0;
   readonly subscribers = new Set<(state: unknown) => void>();
-  /** Ascending by position. */
+  /** Ascending by position; confirmed states only. */
   checkpoints: Checkpoint[] = [];
   checkpointEvery: number;
 
@@ -84,18 +175,22 @@ class ProjectionRuntime {
     checkpointEvery: number,
   ) {
     this.checkpointEvery = checkpointEvery;
-    this.state = this.initial();
+    this.confirmed = this.initial();
+    this.state = this.confirmed;
   }
 
   /** A fresh copy of `initial`, so that a mutating reducer cannot change it. */
   initial(): unknown {
-    const initial = this.def.initial;
-    if (initial === null || typeof initial !== "object") return initial;
-    try {
-      return structuredClone(initial);
-    } catch {
-      return JSON.parse(JSON.stringify(initial)) as unknown;
-    }
+    return copyState(this.def.initial);
+  }
+
+  /** The confirmed log restarted: so does the projection. */
+  reset(): void {
+    this.confirmed = this.initial();
+    this.state = this.confirmed;
+    this.position = 0;
+    this.snapshotPosition = 0;
+    this.checkpoints = [];
   }
 
   /** Records a checkpoint (keeping the list sorted and bounded). */
@@ -208,38 +303,150 @@ function rethrow(error: unknown): never {
   throw fromWasmError(error);
 }
 
+function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/** `navigator.onLine` where it exists; true elsewhere. */
+function platformOnline(): boolean {
+  const nav = (globalThis as { navigator?: { onLine?: unknown } }).navigator;
+  return typeof nav?.onLine === "boolean" ? nav.onLine : true;
+}
+
+function parseSyncOptions(sync: unknown): SyncOptions {
+  if (typeof sync !== "object" || sync === null || Array.isArray(sync)) {
+    throw invalidArgument("`sync` must be an object such as { url, store, token }");
+  }
+  const s = sync as Record<string, unknown>;
+  const known = new Set(["url", "store", "token", "pushBatch", "pullLimit", "longPollSeconds"]);
+  for (const key of Object.keys(s)) {
+    if (!known.has(key)) throw invalidArgument(`unknown sync option \`${key}\``);
+  }
+  for (const key of ["url", "store"] as const) {
+    if (typeof s[key] !== "string" || (s[key] as string).trim() === "") {
+      throw invalidArgument(`\`sync.${key}\` must be a non-empty string`);
+    }
+  }
+  if (typeof s.token !== "string") throw invalidArgument("`sync.token` must be a string");
+  try {
+    new URL(s.url as string);
+  } catch {
+    throw invalidArgument(`\`sync.url\` is not a URL: ${String(s.url)}`);
+  }
+  const out: SyncOptions = { url: s.url as string, store: s.store as string, token: s.token };
+  for (const key of ["pushBatch", "pullLimit", "longPollSeconds"] as const) {
+    if (s[key] === undefined) continue;
+    const n = wholeNumber(`sync.${key}`, s[key], key === "longPollSeconds" ? 0xffff_ffff : Number.MAX_SAFE_INTEGER);
+    if (n === 0 && key !== "longPollSeconds") throw invalidArgument(`\`sync.${key}\` must be positive`);
+    out[key] = n;
+  }
+  return out;
+}
+
+/** Merges the changes seen during one catch-up into one. */
+function mergeChanges<E extends EventShape>(changes: Change<E>[], head: number, confirmedHead: number): Change<E> {
+  const [first, ...rest] = changes;
+  if (!first) return { previousHead: head, head, events: [], confirmedHead, rebased: false, reset: false };
+  const merged: Change<E> = { ...first, events: [...first.events] };
+  for (const change of rest) {
+    if (change.reset) {
+      merged.previousHead = 0;
+      merged.events = [...change.events];
+      merged.reset = true;
+    } else {
+      if (change.previousHead < merged.head) merged.rebased = true;
+      merged.previousHead = Math.min(merged.previousHead, change.previousHead);
+      merged.events = merged.events.filter((e) => e.position <= change.previousHead).concat(change.events);
+    }
+    merged.rebased ||= change.rebased;
+    merged.head = change.head;
+    merged.confirmedHead = change.confirmedHead;
+  }
+  return merged;
+}
+
 interface Settings {
   name: string;
   storage: "indexeddb" | "memory";
   shared: boolean;
   snapshotEvery: number;
+  sync: SyncOptions | undefined;
 }
 
-export class AnnalsStore<E extends EventShape, S> implements Store<E, S> {
+/** Messages between the tabs of one store (BroadcastChannel `annals:<name>`). */
+type TabMessage =
+  | { kind: "change"; head: number; confirmed: number }
+  | { kind: "status"; status: CoreSyncStatus }
+  | { kind: "status?" }
+  | { kind: "rejected"; rejection: Rejection }
+  | { kind: "sync?"; id: string }
+  | { kind: "synced"; id: string; report?: SyncReport; error?: { code: string; message: string } };
+
+interface SyncRequest {
+  resolve: (report: SyncReport) => void;
+  reject: (error: unknown) => void;
+  timer: ReturnType<typeof setTimeout>;
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type AnyListener = (...args: any[]) => void;
+
+export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S, A> {
   readonly #wasm: WasmStoreHandle;
   readonly #settings: Settings;
   readonly #projections = new Map<string, ProjectionRuntime>();
-  readonly #changeListeners = new Set<(change: Change<E>) => void>();
-  readonly #errorListeners = new Set<(error: unknown) => void>();
+  readonly #aggregates: Map<string, AnyAggregate>;
+  readonly #aggregateCache = new Map<string, AggregateCache>();
+  readonly #listeners = {
+    change: new Set<AnyListener>(),
+    error: new Set<AnyListener>(),
+    sync: new Set<AnyListener>(),
+    rejected: new Set<AnyListener>(),
+  };
   readonly #inflight = new Set<Promise<unknown>>();
   #head = 0;
+  #confirmedHead = 0;
+  /** Counts restarts of the confirmed log (server epoch changes). */
+  #generation = 0;
+  #loading = true;
   #closed = false;
   #closing: Promise<void> | undefined;
   #channel: BroadcastChannel | undefined;
   #snapshotting: Promise<void> | undefined;
   #catchUpTail: Promise<unknown> = Promise.resolve();
   #catchUpQueued: Promise<Change<E>> | undefined;
+  /** Changes seen by each catch-up in flight. */
+  readonly #collectors = new Set<Change<E>[]>();
+  #appendsInFlight = 0;
+  /** The events of recent changes by `seq`, while appends are in flight. */
+  readonly #captured = new Map<number, Captured>();
+  // sync
+  #leader = false;
+  #leaderStatus: CoreSyncStatus | undefined;
+  #remoteStatus: CoreSyncStatus | undefined;
+  #statusCache: SyncStatus | undefined;
+  #statusKey = "";
+  #emittedStatusKey = "";
+  #syncLoop: Promise<void> | undefined;
+  #lockAbort: AbortController | undefined;
+  #onlineHandler: (() => void) | undefined;
+  readonly #syncRequests = new Map<string, SyncRequest>();
+  /** Ids of rejected events already reported in this tab. */
+  readonly #reportedRejections = new Set<string>();
+  // process managers
+  readonly #reactors = new Map<string, ReactorRuntime>();
 
-  private constructor(wasm: WasmStoreHandle, settings: Settings) {
+  private constructor(wasm: WasmStoreHandle, settings: Settings, aggregates: Map<string, AnyAggregate>) {
     this.#wasm = wasm;
     this.#settings = settings;
+    this.#aggregates = aggregates;
   }
 
   /** Opens the store: the core, then each projection from its snapshot plus the tail of the log. */
-  static async open<E extends EventShape, S>(
+  static async open<E extends EventShape, S, A>(
     wasmOpen: WasmOpen,
-    options: OpenOptions<E, S>,
-  ): Promise<AnnalsStore<E, S>> {
+    options: OpenOptions<E, S, AggregateMap>,
+  ): Promise<AnnalsStore<E, S, A>> {
     if (typeof options !== "object" || options === null) {
       throw invalidArgument("openStore needs an options object such as { name: \"todos\" }");
     }
@@ -270,9 +477,28 @@ export class AnnalsStore<E extends EventShape, S> implements Store<E, S> {
       if (typeof def !== "object" || def === null || typeof (def as AnyProjection).apply !== "function") {
         throw invalidArgument(`projection "${key}" needs an \`apply(state, event)\` function`);
       }
+      if (key.startsWith(REACTOR_PREFIX)) {
+        throw invalidArgument(`projection names starting with "${REACTOR_PREFIX}" are reserved for process managers`);
+      }
       const version = wholeNumber(`projections.${key}.version`, (def as AnyProjection).version ?? 1, 0xffff_ffff);
       runtimes.push(new ProjectionRuntime(key, def as AnyProjection, version, checkpointEvery));
     }
+    const aggregates = new Map<string, AnyAggregate>();
+    const aggregateDefs = (options.aggregates ?? {}) as Record<string, unknown>;
+    if (typeof aggregateDefs !== "object" || aggregateDefs === null || Array.isArray(aggregateDefs)) {
+      throw invalidArgument("`aggregates` must be an object of { initial, evolve, decide }");
+    }
+    for (const [key, def] of Object.entries(aggregateDefs)) {
+      const d = def as Partial<AnyAggregate> | null;
+      if (typeof d !== "object" || d === null || typeof d.evolve !== "function" || typeof d.decide !== "function") {
+        throw invalidArgument(`aggregate "${key}" needs \`evolve(state, event)\` and \`decide(command, state)\` functions`);
+      }
+      if (d.onRejected !== undefined && typeof d.onRejected !== "function") {
+        throw invalidArgument(`aggregate "${key}": \`onRejected\` must be a function`);
+      }
+      aggregates.set(key, d as AnyAggregate);
+    }
+    const sync = options.sync === undefined ? undefined : parseSyncOptions(options.sync);
 
     const core: Record<string, unknown> = {};
     if (options.maxEventBytes !== undefined) core.maxEventBytes = wholeNumber("maxEventBytes", options.maxEventBytes);
@@ -281,10 +507,12 @@ export class AnnalsStore<E extends EventShape, S> implements Store<E, S> {
       core.origin = options.origin;
     }
     if (shared) core.sharedMemory = true;
+    if (sync) core.synced = true;
 
     const wasm = await wasmOpen(name, storage, JSON.stringify(core)).catch(rethrow);
-    const store = new AnnalsStore<E, S>(wasm, { name, storage, shared, snapshotEvery });
+    const store = new AnnalsStore<E, S, A>(wasm, { name, storage, shared, snapshotEvery, sync }, aggregates);
     try {
+      wasm.setListener((json, error) => store.#onChange(json, error));
       await store.#load(runtimes);
     } catch (error) {
       await wasm.close().catch(() => undefined);
@@ -292,6 +520,7 @@ export class AnnalsStore<E extends EventShape, S> implements Store<E, S> {
       throw fromWasmError(error);
     }
     store.#listenToOtherTabs();
+    if (sync) store.#startSync(sync);
     return store;
   }
 
@@ -303,6 +532,10 @@ export class AnnalsStore<E extends EventShape, S> implements Store<E, S> {
     return this.#head;
   }
 
+  get confirmedHead(): number {
+    return this.#confirmedHead;
+  }
+
   get closed(): boolean {
     return this.#closed;
   }
@@ -310,27 +543,37 @@ export class AnnalsStore<E extends EventShape, S> implements Store<E, S> {
   // ---- opening -------------------------------------------------------------------------
 
   async #load(runtimes: ProjectionRuntime[]): Promise<void> {
-    const head = this.#wasm.head;
+    for (const rt of runtimes) this.#projections.set(rt.name, rt);
+    let confirmed = this.#wasm.confirmedHead;
     for (const rt of runtimes) {
-      this.#projections.set(rt.name, rt);
       const reply = (await this.#wasm.snapshot(rt.name)) as string | undefined;
       if (reply === undefined) continue;
       const snapshot = JSON.parse(reply) as SnapshotReply;
+      confirmed = this.#wasm.confirmedHead;
       // A snapshot of another version, or ahead of the log (a reset store), is not trusted.
-      if (snapshot.version !== rt.version || snapshot.position > head) continue;
-      rt.state = snapshot.state;
+      if (snapshot.version !== rt.version || snapshot.position > confirmed) continue;
+      rt.confirmed = snapshot.state;
       rt.position = snapshot.position;
       rt.snapshotPosition = snapshot.position;
       if (snapshot.position > 0) rt.addCheckpoint(snapshot.position, JSON.stringify(snapshot.state));
     }
-    let from = head;
+    // No await from here on: the core cannot change under the replay.
+    confirmed = this.#wasm.confirmedHead;
+    const head = this.#wasm.head;
+    let from = confirmed;
     for (const rt of runtimes) from = Math.min(from, rt.position);
-    for (let after = from; after < head; after += REPLAY_CHUNK) {
-      const to = Math.min(after + REPLAY_CHUNK, head);
+    for (let after = from; after < confirmed; after += REPLAY_CHUNK) {
+      const to = Math.min(after + REPLAY_CHUNK, confirmed);
       const events = JSON.parse(this.#wasm.range(after, to)) as AnnalsEvent[];
-      for (const rt of runtimes) this.#fold(rt, events);
+      for (const rt of runtimes) this.#foldConfirmed(rt, events);
     }
+    const pending = head > confirmed ? (JSON.parse(this.#wasm.range(confirmed, head)) as AnnalsEvent[]) : [];
+    for (const rt of runtimes) {
+      rt.state = pending.length > 0 ? this.#foldOptimistic(rt, copyState(rt.confirmed), pending) : rt.confirmed;
+    }
+    this.#confirmedHead = confirmed;
     this.#head = head;
+    this.#loading = false;
     this.#scheduleSnapshots();
   }
 
@@ -338,41 +581,102 @@ export class AnnalsStore<E extends EventShape, S> implements Store<E, S> {
     const { storage, shared, name } = this.#settings;
     if (typeof BroadcastChannel === "undefined" || (storage === "memory" && !shared)) return;
     const channel = new BroadcastChannel(`annals:${name}`);
-    channel.onmessage = (message: MessageEvent) => {
-      const data = message.data as { head?: unknown } | null;
-      if (this.#closed || typeof data?.head !== "number" || data.head <= this.#head) return;
-      this.catchUp().catch((error: unknown) => {
-        if (!this.#closed) this.#emitError(error);
-      });
-    };
+    channel.onmessage = (message: MessageEvent) => this.#onTabMessage(message.data as TabMessage | null);
     // Node: a channel must not keep the process alive.
     (channel as { unref?: () => void }).unref?.();
     this.#channel = channel;
+    if (this.#settings.sync) this.#post({ kind: "status?" });
+  }
+
+  #post(message: TabMessage): void {
+    try {
+      this.#channel?.postMessage(message);
+    } catch (error) {
+      this.#emitError(error);
+    }
+  }
+
+  #onTabMessage(data: TabMessage | null): void {
+    if (this.#closed || typeof data !== "object" || data === null) return;
+    switch (data.kind) {
+      case "change":
+        if (data.head !== this.#head || data.confirmed !== this.#confirmedHead) {
+          this.catchUp()
+            .then(() => {
+              // Another tab appended: the syncing tab pushes it now.
+              if (this.#leader && this.#head > this.#confirmedHead && !this.#closed) this.#wasm.wakeSync();
+            })
+            .catch((error: unknown) => {
+              if (!this.#closed) this.#emitError(error);
+            });
+        }
+        return;
+      case "status":
+        if (!this.#leader) {
+          this.#remoteStatus = data.status;
+          this.#emitSyncIfChanged();
+        }
+        return;
+      case "status?":
+        if (this.#leader && this.#leaderStatus) this.#post({ kind: "status", status: this.#leaderStatus });
+        return;
+      case "rejected":
+        this.#reportRejection(data.rejection, false);
+        return;
+      case "sync?":
+        if (this.#leader) void this.#answerSync(data.id);
+        return;
+      case "synced": {
+        const request = this.#syncRequests.get(data.id);
+        if (!request) return;
+        this.#syncRequests.delete(data.id);
+        clearTimeout(request.timer);
+        if (data.error) {
+          request.reject(fromWasmError(Object.assign(new Error(data.error.message), { name: "AnnalsError", code: data.error.code })));
+        } else {
+          request.resolve(data.report ?? { pushed: 0, pulled: 0, rejected: 0, restarts: 0 });
+        }
+        return;
+      }
+      default:
+        return;
+    }
   }
 
   // ---- folding -------------------------------------------------------------------------
 
-  /** Folds the events after the projection's position into its state, taking checkpoints. */
-  #fold(rt: ProjectionRuntime, events: readonly AnnalsEvent[]): boolean {
-    let state = rt.state;
+  #applyEvent(rt: ProjectionRuntime, state: unknown, event: AnnalsEvent): unknown {
+    try {
+      return rt.def.apply(state, event);
+    } catch (error) {
+      this.#emitError(
+        new Error(`projection "${rt.name}" threw on event ${event.position} (${event.type}); the event was skipped`, {
+          cause: error,
+        }),
+      );
+      return state;
+    }
+  }
+
+  /** Folds confirmed events after the projection's position into its confirmed state, taking checkpoints. */
+  #foldConfirmed(rt: ProjectionRuntime, events: readonly AnnalsEvent[]): boolean {
+    let state = rt.confirmed;
     let changed = false;
     for (const event of events) {
       if (event.position <= rt.position) continue;
-      try {
-        state = rt.def.apply(state, event);
-      } catch (error) {
-        this.#emitError(
-          new Error(`projection "${rt.name}" threw on event ${event.position} (${event.type}); the event was skipped`, {
-            cause: error,
-          }),
-        );
-      }
+      state = this.#applyEvent(rt, state, event);
       rt.position = event.position;
       changed = true;
       if (event.position % rt.checkpointEvery === 0) this.#checkpoint(rt, event.position, state);
     }
-    rt.state = state;
+    rt.confirmed = state;
     return changed;
+  }
+
+  /** Folds pending events into an optimistic state (never the confirmed one). */
+  #foldOptimistic(rt: ProjectionRuntime, state: unknown, events: readonly AnnalsEvent[]): unknown {
+    for (const event of events) state = this.#applyEvent(rt, state, event);
+    return state;
   }
 
   #checkpoint(rt: ProjectionRuntime, position: number, state: unknown): void {
@@ -385,32 +689,106 @@ export class AnnalsStore<E extends EventShape, S> implements Store<E, S> {
     if (json !== undefined) rt.addCheckpoint(position, json);
   }
 
-  /**
-   * Takes in what the core reported: events `previousHead + 1 ..= head`. Events this store
-   * already has are skipped; a gap (an answer that arrived out of order) is read from the core.
-   */
-  #feed(previousHead: number, head: number, events: AnnalsEvent[]): Change<E> | undefined {
-    const from = this.#head;
-    if (head <= from) return undefined;
-    let batch = events;
-    if (previousHead > from) {
-      const missing = JSON.parse(this.#wasm.range(from, previousHead)) as AnnalsEvent[];
-      batch = missing.concat(events);
-    } else if (previousHead < from) {
-      batch = events.filter((e) => e.position > from);
+  /** Events `after + 1 ..= to` as the core has them now. */
+  #range(after: number, to: number): AnnalsEvent[] {
+    return to > after ? (JSON.parse(this.#wasm.range(after, to)) as AnnalsEvent[]) : [];
+  }
+
+  /** A change that brings this store from what it folded to what the core has now. */
+  #resyncMessage(): ChangeMessage {
+    const confirmed = this.#wasm.confirmedHead;
+    const head = this.#wasm.head;
+    const reset = confirmed < this.#confirmedHead;
+    const from = reset ? 0 : this.#confirmedHead;
+    return {
+      seq: -1,
+      reset,
+      rebased: true,
+      previousHead: from,
+      head,
+      confirmed,
+      confirmedEvents: this.#range(from, confirmed),
+      pendingEvents: this.#range(confirmed, head),
+    };
+  }
+
+  /** The core's listener: called synchronously after every change of the log. */
+  #onChange(json: string | null, error?: unknown): void {
+    if (this.#loading) return; // #load reads the core's state after its last await
+    try {
+      let message: ChangeMessage;
+      if (typeof json === "string") {
+        message = JSON.parse(json) as ChangeMessage;
+      } else {
+        this.#emitError(fromWasmError(error));
+        message = this.#resyncMessage();
+      }
+      this.#apply(message);
+    } catch (failure) {
+      this.#emitError(failure);
     }
+  }
+
+  #apply(message: ChangeMessage): void {
+    let c = message;
+    const inStep = c.reset || (c.rebased ? c.previousHead === this.#confirmedHead : c.previousHead === this.#head);
+    if (!inStep) c = this.#resyncMessage();
+    const hadPending = this.#head > this.#confirmedHead;
+    if (!c.reset && !c.rebased && hadPending && c.confirmedEvents.length > 0) {
+      // Confirmed events behind pending ones: fold the whole outbox again.
+      c = { ...c, rebased: true, previousHead: this.#confirmedHead, pendingEvents: this.#range(c.confirmed, c.head) };
+    }
+    if (c.reset) {
+      this.#generation += 1;
+      this.#aggregateCache.clear();
+      for (const rt of this.#projections.values()) rt.reset();
+      this.#dropSnapshots();
+    }
+    const fresh = c.reset || c.rebased || !hadPending;
+    const touched = c.reset || c.rebased || c.confirmedEvents.length > 0 || c.pendingEvents.length > 0;
     const changed: ProjectionRuntime[] = [];
     for (const rt of this.#projections.values()) {
-      if (this.#fold(rt, batch)) changed.push(rt);
+      if (c.confirmedEvents.length > 0) this.#foldConfirmed(rt, c.confirmedEvents);
+      if (fresh) {
+        rt.state =
+          c.pendingEvents.length > 0 ? this.#foldOptimistic(rt, copyState(rt.confirmed), c.pendingEvents) : rt.confirmed;
+      } else {
+        rt.state = this.#foldOptimistic(rt, rt.state, c.pendingEvents);
+      }
+      if (touched) changed.push(rt);
     }
-    this.#head = head;
+    const pendingBefore = this.#head - this.#confirmedHead;
+    this.#confirmedHead = c.confirmed;
+    this.#head = c.head;
+    const events =
+      c.pendingEvents.length === 0
+        ? c.confirmedEvents
+        : c.confirmedEvents.length === 0
+          ? c.pendingEvents
+          : c.confirmedEvents.concat(c.pendingEvents);
+    if (this.#appendsInFlight > 0 && c.seq >= 0) this.#captured.set(c.seq, { first: c.previousHead + 1, events });
+    const change: Change<E> = {
+      previousHead: c.previousHead,
+      head: c.head,
+      events: events as AnnalsEvent<E>[],
+      confirmedHead: c.confirmed,
+      rebased: c.rebased,
+      reset: c.reset,
+    };
+    for (const collector of this.#collectors) collector.push(change);
+    // Other tabs read it from the shared storage.
+    this.#post({ kind: "change", head: c.head, confirmed: c.confirmed });
     for (const rt of changed) {
       for (const listener of [...rt.subscribers]) this.#safely(() => listener(rt.state));
     }
-    const change: Change<E> = { previousHead: from, head, events: batch as AnnalsEvent<E>[] };
-    for (const listener of [...this.#changeListeners]) this.#safely(() => listener(change));
+    if (touched) {
+      for (const listener of [...this.#listeners.change]) this.#safely(() => listener(change));
+    }
     this.#scheduleSnapshots();
-    return change;
+    if (c.confirmed !== c.previousHead || c.reset || c.rebased) {
+      for (const reactor of this.#reactors.values()) reactor.wake();
+    }
+    if (pendingBefore !== c.head - c.confirmed) this.#emitSyncIfChanged();
   }
 
   #safely(f: () => void): void {
@@ -422,11 +800,11 @@ export class AnnalsStore<E extends EventShape, S> implements Store<E, S> {
   }
 
   #emitError(error: unknown): void {
-    if (this.#errorListeners.size === 0) {
+    if (this.#listeners.error.size === 0) {
       console.error("annals:", error);
       return;
     }
-    for (const listener of [...this.#errorListeners]) {
+    for (const listener of [...this.#listeners.error]) {
       try {
         listener(error);
       } catch (inner) {
@@ -463,19 +841,39 @@ export class AnnalsStore<E extends EventShape, S> implements Store<E, S> {
     if (position <= rt.snapshotPosition) return;
     let json: string | undefined;
     try {
-      json = JSON.stringify(rt.state);
+      json = JSON.stringify(rt.confirmed);
     } catch (error) {
       this.#emitError(new Error(`projection "${rt.name}": its state is not JSON-serialisable`, { cause: error }));
       return;
     }
     if (json === undefined) return;
+    const generation = this.#generation;
     try {
       await this.#wasm.putSnapshot(rt.name, rt.version, position, json);
+      if (generation !== this.#generation) return; // the log restarted meanwhile
       rt.snapshotPosition = position;
       rt.addCheckpoint(position, json);
     } catch (error) {
-      this.#emitError(fromWasmError(error));
+      if (generation === this.#generation) this.#emitError(fromWasmError(error));
     }
+  }
+
+  /** The confirmed log restarted: snapshots of the old one must not be loaded again. */
+  #dropSnapshots(): void {
+    if (!this.#snapshotsEnabled()) return;
+    const names = [...this.#projections.keys()];
+    const previous = this.#snapshotting ?? Promise.resolve();
+    this.#snapshotting = this.#track(
+      previous.then(async () => {
+        for (const name of names) {
+          await this.#wasm.deleteSnapshot(name).catch((error: unknown) => {
+            if (!this.#closed) this.#emitError(fromWasmError(error));
+          });
+        }
+      }),
+    ).finally(() => {
+      this.#snapshotting = undefined;
+    });
   }
 
   // ---- writing -------------------------------------------------------------------------
@@ -515,37 +913,36 @@ export class AnnalsStore<E extends EventShape, S> implements Store<E, S> {
 
   async #sendBatch(json: string): Promise<AnnalsEvent<E>[]> {
     let raw: string;
+    this.#appendsInFlight += 1;
     try {
       raw = (await this.#wasm.append(json)) as string;
     } catch (error) {
-      // A failed append may still have read what other tabs wrote: take it in, so that an app
-      // handling a conflict sees the state it conflicted with.
-      this.#absorb();
+      // A failed append may still have read what other tabs wrote: the listener took it in.
+      this.#appendDone(null);
       rethrow(error);
     }
     const reply = JSON.parse(raw) as AppendReply;
-    this.#feed(reply.previousHead, reply.head, reply.events);
-    if (reply.head > reply.previousHead) this.#channel?.postMessage({ head: reply.head });
-    const byPosition = new Map<number, AnnalsEvent>();
-    for (const e of reply.events) byPosition.set(e.position, e);
-    for (const e of reply.duplicates) byPosition.set(e.position, e);
+    const captured = reply.seq === null ? undefined : this.#captured.get(reply.seq);
+    this.#appendDone(reply.seq);
+    if (this.#settings.sync) this.#wakeSync();
+    const duplicates = new Map<number, AnnalsEvent>();
+    for (const e of reply.duplicates) duplicates.set(e.position, e);
     return reply.results.map((position) => {
-      const found = byPosition.get(position);
-      if (found) return found as AnnalsEvent<E>;
-      const [event] = JSON.parse(this.#wasm.range(position - 1, position)) as AnnalsEvent[];
-      return event as AnnalsEvent<E>;
+      const inChange = captured?.events[position - captured.first];
+      if (inChange && inChange.position === position) return inChange as AnnalsEvent<E>;
+      const found = duplicates.get(position) ?? this.#range(position - 1, position)[0];
+      return found as AnnalsEvent<E>;
     });
   }
 
-  /** Feeds whatever the core knows beyond this store's head (synchronously). */
-  #absorb(): void {
-    try {
-      const head = this.#wasm.head;
-      if (head > this.#head) {
-        this.#feed(this.#head, head, JSON.parse(this.#wasm.range(this.#head, head)) as AnnalsEvent[]);
+  #appendDone(seq: number | null): void {
+    this.#appendsInFlight -= 1;
+    if (this.#appendsInFlight === 0) {
+      this.#captured.clear();
+    } else if (seq !== null) {
+      for (const key of this.#captured.keys()) {
+        if (key <= seq) this.#captured.delete(key);
       }
-    } catch (error) {
-      if (!this.#closed) this.#emitError(fromWasmError(error));
     }
   }
 
@@ -555,14 +952,14 @@ export class AnnalsStore<E extends EventShape, S> implements Store<E, S> {
     const run = this.#catchUpTail.then(async () => {
       this.#catchUpQueued = undefined;
       if (this.#closed) throw closedError();
-      const reply = JSON.parse((await this.#wasm.catchUp().catch(rethrow)) as string) as ChangeReply;
-      return (
-        this.#feed(reply.previousHead, reply.head, reply.events) ?? {
-          previousHead: this.#head,
-          head: this.#head,
-          events: [],
-        }
-      );
+      const seen: Change<E>[] = [];
+      this.#collectors.add(seen);
+      try {
+        await this.#wasm.catchUp().catch(rethrow);
+      } finally {
+        this.#collectors.delete(seen);
+      }
+      return mergeChanges(seen, this.#head, this.#confirmedHead);
     });
     this.#catchUpQueued = run;
     this.#catchUpTail = run.catch(() => undefined);
@@ -601,11 +998,15 @@ export class AnnalsStore<E extends EventShape, S> implements Store<E, S> {
     if (target > this.#head) {
       throw invalidArgument(`position ${target} is past the head ${this.#head}`);
     }
-    // The nearest base at or before the target: the current state, a checkpoint, a snapshot.
-    let base: Checkpoint | undefined;
-    if (target === rt.position) {
+    if (target === this.#head) {
       const json = JSON.stringify(rt.state);
-      if (json !== undefined) base = { position: target, json };
+      return (json === undefined ? undefined : JSON.parse(json)) as S[K];
+    }
+    // The nearest base at or before the target: the confirmed state, a checkpoint, a snapshot.
+    let base: Checkpoint | undefined;
+    if (target >= rt.position) {
+      const json = JSON.stringify(rt.confirmed);
+      if (json !== undefined) base = { position: rt.position, json };
     }
     base ??= rt.checkpointAtOrBefore(target);
     const basePosition = base?.position ?? 0;
@@ -613,28 +1014,32 @@ export class AnnalsStore<E extends EventShape, S> implements Store<E, S> {
       const reply = (await this.#wasm.snapshot(rt.name).catch(rethrow)) as string | undefined;
       if (reply !== undefined) {
         const snapshot = JSON.parse(reply) as SnapshotReply;
-        if (snapshot.version === rt.version && snapshot.position <= target && snapshot.position > basePosition) {
+        if (
+          snapshot.version === rt.version &&
+          snapshot.position <= target &&
+          snapshot.position > basePosition &&
+          snapshot.position <= this.#confirmedHead
+        ) {
           base = { position: snapshot.position, json: JSON.stringify(snapshot.state) };
         }
       }
     }
+    this.#checkOpen();
+    const generation = this.#generation;
     let state: unknown = base ? JSON.parse(base.json) : rt.initial();
-    // Replay, leaving checkpoints behind so that scrubbing back and forth stays cheap.
+    // Replay, leaving checkpoints behind (of confirmed states only) so that scrubbing back
+    // and forth stays cheap.
     for (let after = base?.position ?? 0; after < target; after += REPLAY_CHUNK) {
-      this.#checkOpen();
       const to = Math.min(after + REPLAY_CHUNK, target);
       const events = JSON.parse(this.#rangeJson(after, to)) as AnnalsEvent[];
       for (const event of events) {
-        try {
-          state = rt.def.apply(state, event);
-        } catch (error) {
-          this.#emitError(
-            new Error(`projection "${rt.name}" threw on event ${event.position} (${event.type}); the event was skipped`, {
-              cause: error,
-            }),
-          );
-        }
-        if (event.position % rt.checkpointEvery === 0 && event.position < target) {
+        state = this.#applyEvent(rt, state, event);
+        if (
+          event.position % rt.checkpointEvery === 0 &&
+          event.position < target &&
+          event.position <= this.#confirmedHead &&
+          generation === this.#generation
+        ) {
           this.#checkpoint(rt, event.position, state);
         }
       }
@@ -650,8 +1055,7 @@ export class AnnalsStore<E extends EventShape, S> implements Store<E, S> {
     }
   }
 
-  async events<T extends E["type"] = E["type"]>(query?: EventQuery<T>): Promise<AnnalsEvent<Extract<E, { type: T }>>[]> {
-    this.#checkOpen();
+  #read(query: unknown): AnnalsEvent[] {
     const json = serializeQuery(query);
     let raw: string;
     try {
@@ -659,18 +1063,485 @@ export class AnnalsStore<E extends EventShape, S> implements Store<E, S> {
     } catch (error) {
       rethrow(error);
     }
-    return JSON.parse(raw) as AnnalsEvent<Extract<E, { type: T }>>[];
+    return JSON.parse(raw) as AnnalsEvent[];
+  }
+
+  async events<T extends E["type"] = E["type"]>(query?: EventQuery<T>): Promise<AnnalsEvent<Extract<E, { type: T }>>[]> {
+    this.#checkOpen();
+    return this.#read(query) as AnnalsEvent<Extract<E, { type: T }>>[];
   }
 
   on(event: "change", listener: (change: Change<E>) => void): () => void;
   on(event: "error", listener: (error: unknown) => void): () => void;
-  on(event: "change" | "error", listener: ((change: Change<E>) => void) | ((error: unknown) => void)): () => void {
+  on(event: "sync", listener: (status: SyncStatus) => void): () => void;
+  on(
+    event: "rejected",
+    listener: (event: RejectedEvent<E>, reason: string, actualVersion: number | undefined) => void,
+  ): () => void;
+  on(event: "change" | "error" | "sync" | "rejected", listener: AnyListener): () => void {
     if (typeof listener !== "function") throw invalidArgument("on needs a listener function");
-    const set: Set<(value: never) => void> =
-      event === "change" ? this.#changeListeners : event === "error" ? this.#errorListeners : invalidEvent(event);
+    const listeners: Record<string, Set<AnyListener>> = this.#listeners;
+    const set = Object.prototype.hasOwnProperty.call(listeners, event) ? listeners[event]! : invalidEvent(event);
     set.add(listener);
     return () => {
       set.delete(listener);
+    };
+  }
+
+  // ---- sync ----------------------------------------------------------------------------
+
+  #startSync(config: SyncOptions): void {
+    const run = async (): Promise<void> => {
+      if (this.#closed) return;
+      let loop: Promise<unknown>;
+      try {
+        loop = this.#wasm.startSync(
+          JSON.stringify(config),
+          (json) => this.#onLeaderStatus(json),
+          (json) => this.#onLeaderRejected(json),
+        );
+      } catch (error) {
+        this.#emitError(fromWasmError(error));
+        return;
+      }
+      this.#leader = true;
+      this.#wasm.setOnline(platformOnline());
+      const status = this.#wasm.syncStatus();
+      if (status) this.#leaderStatus = JSON.parse(status) as CoreSyncStatus;
+      this.#emitSyncIfChanged();
+      if (this.#leaderStatus) this.#post({ kind: "status", status: this.#leaderStatus });
+      try {
+        await loop;
+      } catch (error) {
+        if (!this.#closed) this.#emitError(fromWasmError(error));
+      } finally {
+        this.#leader = false;
+        this.#leaderStatus = undefined;
+        if (!this.#closed) this.#emitSyncIfChanged();
+      }
+    };
+    const locks = webLocks();
+    if (locks) {
+      const abort = new AbortController();
+      this.#lockAbort = abort;
+      this.#syncLoop = locks.request(`annals-sync:${this.#settings.name}`, { signal: abort.signal }, run).then(
+        () => undefined,
+        (error: unknown) => {
+          if (!abort.signal.aborted && !this.#closed) this.#emitError(error);
+        },
+      );
+    } else {
+      this.#syncLoop = run();
+    }
+    const target = globalThis as {
+      addEventListener?: (type: string, listener: () => void) => void;
+    };
+    if (typeof target.addEventListener === "function") {
+      const handler = () => {
+        if (this.#closed) return;
+        if (this.#leader) this.#wasm.setOnline(platformOnline());
+        this.#emitSyncIfChanged();
+      };
+      target.addEventListener("online", handler);
+      target.addEventListener("offline", handler);
+      this.#onlineHandler = handler;
+    }
+  }
+
+  #wakeSync(): void {
+    if (this.#leader && !this.#closed) this.#wasm.wakeSync();
+  }
+
+  #onLeaderStatus(json: string): void {
+    if (this.#closed) return;
+    try {
+      this.#leaderStatus = JSON.parse(json) as CoreSyncStatus;
+    } catch (error) {
+      this.#emitError(error);
+      return;
+    }
+    this.#post({ kind: "status", status: this.#leaderStatus });
+    this.#emitSyncIfChanged();
+  }
+
+  #onLeaderRejected(json: string): void {
+    let rejection: Rejection;
+    try {
+      rejection = JSON.parse(json) as Rejection;
+    } catch (error) {
+      this.#emitError(error);
+      return;
+    }
+    this.#reportRejection(rejection, true);
+  }
+
+  /** Reports a rejection once per tab; the tab that synced it broadcasts it and compensates. */
+  #reportRejection(rejection: Rejection, here: boolean): void {
+    const id = rejection?.event?.id;
+    if (typeof id !== "string" || this.#reportedRejections.has(id)) return;
+    this.#reportedRejections.add(id);
+    if (this.#reportedRejections.size > 10_000) {
+      const oldest = this.#reportedRejections.values().next().value;
+      if (oldest !== undefined) this.#reportedRejections.delete(oldest);
+    }
+    if (here) this.#post({ kind: "rejected", rejection });
+    const event = rejection.event as RejectedEvent<E>;
+    for (const listener of [...this.#listeners.rejected]) {
+      this.#safely(() => listener(event, rejection.reason, rejection.actualVersion));
+    }
+    if (here) this.#compensate(rejection);
+  }
+
+  #computeStatus(): SyncStatus {
+    const pending = this.#head - this.#confirmedHead;
+    const base = this.#leader ? this.#leaderStatus : this.#remoteStatus;
+    if (!this.#settings.sync) {
+      return {
+        online: false,
+        syncing: false,
+        pending,
+        lastPulled: this.#confirmedHead,
+        lastError: null,
+        lastErrorCode: null,
+        leader: false,
+      };
+    }
+    return {
+      online: (base?.online ?? false) && platformOnline(),
+      syncing: base?.syncing ?? false,
+      pending,
+      lastPulled: base?.lastPulled ?? this.#confirmedHead,
+      lastError: base?.lastError ?? null,
+      lastErrorCode: base?.lastErrorCode ?? null,
+      leader: this.#leader,
+    };
+  }
+
+  get syncStatus(): SyncStatus {
+    const status = this.#computeStatus();
+    const key = JSON.stringify(status);
+    if (key !== this.#statusKey || !this.#statusCache) {
+      this.#statusKey = key;
+      this.#statusCache = Object.freeze(status);
+    }
+    return this.#statusCache;
+  }
+
+  #emitSyncIfChanged(): void {
+    if (!this.#settings.sync) return;
+    const status = this.syncStatus;
+    if (this.#statusKey === this.#emittedStatusKey) return;
+    this.#emittedStatusKey = this.#statusKey;
+    for (const listener of [...this.#listeners.sync]) this.#safely(() => listener(status));
+  }
+
+  async sync(): Promise<SyncReport> {
+    this.#checkOpen();
+    if (!this.#settings.sync) throw invalidArgument("this store was opened without `sync` options");
+    let report: SyncReport;
+    if (this.#leader) {
+      report = await this.#syncHere();
+    } else {
+      report = await this.#askLeader();
+      await this.catchUp();
+    }
+    return report;
+  }
+
+  async #syncHere(): Promise<SyncReport> {
+    const raw = (await this.#track(this.#wasm.syncNow()).catch(rethrow)) as string;
+    return JSON.parse(raw) as SyncReport;
+  }
+
+  async #answerSync(id: string): Promise<void> {
+    try {
+      const report = await this.#syncHere();
+      this.#post({ kind: "synced", id, report });
+    } catch (error) {
+      const code = isAnnalsError(error) ? error.code : "SERVER";
+      this.#post({ kind: "synced", id, error: { code, message: errorMessage(error) } });
+    }
+  }
+
+  #askLeader(): Promise<SyncReport> {
+    if (!this.#channel) {
+      return Promise.reject(new AnnalsError("OFFLINE", "no tab syncs this store"));
+    }
+    const id = randomUuid();
+    return new Promise<SyncReport>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#syncRequests.delete(id);
+        reject(new AnnalsError("OFFLINE", `the tab that syncs this store did not answer within ${SYNC_ANSWER_MS} ms`));
+      }, SYNC_ANSWER_MS);
+      this.#syncRequests.set(id, { resolve, reject, timer });
+      this.#post({ kind: "sync?", id });
+    });
+  }
+
+  async rejected(): Promise<Rejection<E>[]> {
+    this.#checkOpen();
+    const raw = (await this.#wasm.rejected().catch(rethrow)) as string;
+    return JSON.parse(raw) as Rejection<E>[];
+  }
+
+  // ---- the write model -----------------------------------------------------------------
+
+  #aggregate(name: string): AnyAggregate {
+    const def = this.#aggregates.get(name);
+    if (!def) {
+      const known = [...this.#aggregates.keys()].map((k) => `"${k}"`).join(", ") || "none";
+      throw invalidArgument(`no aggregate named ${JSON.stringify(name)} (known: ${known})`);
+    }
+    return def;
+  }
+
+  /**
+   * The aggregate instance's state and version as `decide` sees them: its confirmed
+   * events folded incrementally into a cached state, and its pending events folded on a
+   * copy of it, every time (they may still move or be refused).
+   */
+  #loadAggregate(
+    name: string,
+    def: AnyAggregate,
+    stream: string,
+  ): { state: unknown; version: number; known: (commandId: string) => boolean } {
+    const key = `${name}\u0000${stream}`;
+    let cache = this.#aggregateCache.get(key);
+    if (!cache || cache.generation !== this.#generation) {
+      cache = {
+        state: copyState(def.initial),
+        position: 0,
+        version: 0,
+        commands: new Set(),
+        generation: this.#generation,
+      };
+      this.#aggregateCache.set(key, cache);
+    }
+    const confirmed = this.#confirmedHead;
+    try {
+      if (confirmed > cache.position) {
+        const events = this.#read({ stream, after: cache.position, to: confirmed });
+        for (const event of events) {
+          cache.state = def.evolve(cache.state, event);
+          cache.version = event.version;
+          const commandId = event.meta?.["commandId"];
+          if (typeof commandId === "string") cache.commands.add(commandId);
+        }
+        cache.position = confirmed;
+      }
+    } catch (error) {
+      this.#aggregateCache.delete(key); // half folded: start again next time
+      throw error;
+    }
+    const commands = cache.commands;
+    if (this.#head === confirmed) {
+      return { state: cache.state, version: cache.version, known: (id) => commands.has(id) };
+    }
+    const pending = this.#read({ stream, after: confirmed });
+    if (pending.length === 0) {
+      return { state: cache.state, version: cache.version, known: (id) => commands.has(id) };
+    }
+    let state = copyState(cache.state);
+    const pendingCommands = new Set<string>();
+    for (const event of pending) {
+      state = def.evolve(state, event);
+      const commandId = event.meta?.["commandId"];
+      if (typeof commandId === "string") pendingCommands.add(commandId);
+    }
+    return {
+      state,
+      version: pending[pending.length - 1]!.version,
+      known: (id) => commands.has(id) || pendingCommands.has(id),
+    };
+  }
+
+  async execute<K extends keyof A & string>(
+    aggregate: K,
+    id: string,
+    command: CommandOf<A[K]>,
+    options: ExecuteOptions = {},
+  ): Promise<ExecuteResult<E>> {
+    this.#checkOpen();
+    const def = this.#aggregate(aggregate);
+    if (typeof id !== "string" || id === "") throw invalidArgument("`id` (the aggregate's stream) must be a non-empty string");
+    const cmd = command as unknown as { type?: unknown };
+    if (typeof cmd !== "object" || cmd === null || typeof cmd.type !== "string") {
+      throw invalidArgument("a command must be an object with a string `type`");
+    }
+    if (typeof options !== "object" || options === null) throw invalidArgument("execute options must be an object");
+    for (const key of ["commandId", "correlationId", "causationId"] as const) {
+      const value = options[key];
+      if (value !== undefined && (typeof value !== "string" || value === "")) {
+        throw invalidArgument(`\`${key}\` must be a non-empty string`);
+      }
+    }
+    const commandId = options.commandId ?? randomUuid();
+    const correlationId = options.correlationId ?? commandId;
+    const causationId = options.causationId ?? commandId;
+    for (let attempt = 1; ; attempt++) {
+      this.#checkOpen();
+      const loaded = this.#loadAggregate(aggregate, def, id);
+      if (loaded.known(commandId)) return this.#previousResult(id, commandId, loaded.version);
+      let decided: readonly unknown[];
+      try {
+        decided = def.decide(cmd as { type: string }, loaded.state);
+      } catch (error) {
+        throw new AnnalsError("COMMAND_REJECTED", errorMessage(error), { cause: error });
+      }
+      if (!Array.isArray(decided)) {
+        throw invalidArgument(`aggregate "${aggregate}": decide must return an array of events`);
+      }
+      if (decided.length === 0) return { commandId, events: [], version: loaded.version };
+      const batch = decided.map((d, i) => {
+        if (typeof d !== "object" || d === null) {
+          throw new AnnalsError("INVALID_EVENT", `aggregate "${aggregate}": decide returned a non-object at ${i}`);
+        }
+        const { type, data, meta } = d as { type?: unknown; data?: unknown; meta?: unknown };
+        if (meta !== undefined && (typeof meta !== "object" || meta === null || Array.isArray(meta))) {
+          throw new AnnalsError("INVALID_EVENT", `aggregate "${aggregate}": event ${i}'s meta must be an object`);
+        }
+        const event: Record<string, unknown> = {
+          id: commandEventId(commandId, i),
+          stream: id,
+          type,
+          data,
+          meta: { ...(meta as object | undefined), aggregate, commandId, correlationId, causationId },
+        };
+        if (i === 0) event.expectedVersion = loaded.version;
+        return event;
+      });
+      try {
+        const events = await this.#appendBatch(batch);
+        return { commandId, events, version: events[events.length - 1]!.version };
+      } catch (error) {
+        if (isAnnalsError(error, "WRONG_EXPECTED_VERSION") && error.stream === id && attempt < MAX_ATTEMPTS) {
+          // Another tab or a sync moved the stream: look at what is new and decide again.
+          await this.catchUp().catch(() => undefined);
+          continue;
+        }
+        throw error;
+      }
+    }
+  }
+
+  /** What a command id executed before left in its stream. */
+  #previousResult(stream: string, commandId: string, version: number): ExecuteResult<E> {
+    const events = this.#read({ stream }).filter((e) => e.meta?.["commandId"] === commandId) as AnnalsEvent<E>[];
+    return { commandId, events, version: events.length > 0 ? events[events.length - 1]!.version : version };
+  }
+
+  #executeRequest(request: CommandRequest, options: ExecuteOptions): Promise<ExecuteResult<E>> {
+    if (typeof request !== "object" || request === null || typeof request.aggregate !== "string") {
+      return Promise.reject(invalidArgument("a command request must be { aggregate, id, command }"));
+    }
+    return (this.execute as (a: string, id: string, c: unknown, o: ExecuteOptions) => Promise<ExecuteResult<E>>)(
+      request.aggregate,
+      request.id,
+      request.command,
+      options,
+    );
+  }
+
+  /** Runs the compensating commands of the aggregate whose command produced a refused event. */
+  #compensate(rejection: Rejection): void {
+    const meta = rejection.event.meta;
+    const aggregate = meta?.["aggregate"];
+    const commandId = meta?.["commandId"];
+    if (typeof aggregate !== "string" || typeof commandId !== "string") return;
+    const def = this.#aggregates.get(aggregate);
+    if (!def?.onRejected) return;
+    let commands: readonly CommandRequest[] | void;
+    try {
+      commands = def.onRejected({ ...rejection, aggregate, id: rejection.event.stream, commandId });
+    } catch (error) {
+      this.#emitError(error);
+      return;
+    }
+    if (commands === undefined || commands === null) return;
+    if (!Array.isArray(commands)) {
+      this.#emitError(invalidArgument(`aggregate "${aggregate}": onRejected must return an array of commands`));
+      return;
+    }
+    const correlation = meta?.["correlationId"];
+    const context: ExecuteOptions = {
+      correlationId: typeof correlation === "string" ? correlation : rejection.event.id,
+      causationId: rejection.event.id,
+    };
+    const list = commands;
+    void this.#track(
+      (async () => {
+        for (let i = 0; i < list.length; i++) {
+          if (this.#closed) return;
+          try {
+            await this.#executeRequest(list[i]!, { ...context, commandId: `compensate:${rejection.event.id}:${i}` });
+          } catch (error) {
+            if (!this.#closed) this.#emitError(error);
+          }
+        }
+      })(),
+    );
+  }
+
+  react<T extends E["type"]>(options: ReactorOptions<E, A, T>): Reactor {
+    this.#checkOpen();
+    if (typeof options !== "object" || options === null) throw invalidArgument("react needs { name, on, handle }");
+    const { name, on, handle, retry, startAt } = options;
+    if (typeof name !== "string" || name === "") throw invalidArgument("a reactor needs a non-empty `name`");
+    if (!Array.isArray(on) || on.length === 0 || !on.every((t) => typeof t === "string" && t !== "")) {
+      throw invalidArgument("a reactor's `on` must be a non-empty array of event types");
+    }
+    if (typeof handle !== "function") throw invalidArgument("a reactor needs a `handle(event)` function");
+    if (startAt !== undefined && startAt !== "beginning" && startAt !== "end") {
+      throw invalidArgument('`startAt` must be "beginning" or "end"');
+    }
+    if (this.#reactors.has(name)) throw invalidArgument(`a reactor named ${JSON.stringify(name)} is already running`);
+    const initialMs = wholeNumber("retry.initialMs", retry?.initialMs ?? 250);
+    const maxMs = wholeNumber("retry.maxMs", retry?.maxMs ?? 30_000);
+    const runtime = new ReactorRuntime(
+      this.#reactorHost(),
+      {
+        name,
+        on: [...on],
+        handle: handle as (event: AnnalsEvent) => unknown,
+        initialMs: Math.max(1, initialMs),
+        maxMs: Math.max(initialMs, maxMs),
+        startAt: startAt ?? "beginning",
+      },
+      () => {
+        if (this.#reactors.get(name) === runtime) this.#reactors.delete(name);
+      },
+    );
+    this.#reactors.set(name, runtime);
+    runtime.start();
+    return runtime;
+  }
+
+  #reactorHost(): ReactorHost {
+    const record = (name: string) => `${REACTOR_PREFIX}${name}`;
+    return {
+      storeName: this.#settings.name,
+      limit: () => this.#confirmedHead,
+      generation: () => this.#generation,
+      isClosed: () => this.#closed,
+      read: (after, to, limit, type) => this.#read(type === undefined ? { after, to, limit } : { after, to, limit, type }),
+      loadCheckpoint: async (name) => {
+        const reply = (await this.#wasm.snapshot(record(name)).catch(rethrow)) as string | undefined;
+        if (reply === undefined) return undefined;
+        const snapshot = JSON.parse(reply) as SnapshotReply;
+        return snapshot.version === 1 && snapshot.position <= this.#confirmedHead ? snapshot.position : undefined;
+      },
+      saveCheckpoint: async (name, position) => {
+        const at = Math.min(position, this.#confirmedHead);
+        try {
+          await this.#wasm.putSnapshot(record(name), 1, at, JSON.stringify({ position: at }));
+        } catch (error) {
+          if (!this.#closed) this.#emitError(fromWasmError(error));
+        }
+      },
+      execute: (request, options) => this.#executeRequest(request, options),
+      reportError: (error) => {
+        if (!this.#closed) this.#emitError(error);
+      },
     };
   }
 
@@ -689,14 +1560,33 @@ export class AnnalsStore<E extends EventShape, S> implements Store<E, S> {
 
   async #close(): Promise<void> {
     this.#closed = true;
+    await Promise.allSettled([...this.#reactors.values()].map((r) => r.stop()));
     this.#channel?.close();
     this.#channel = undefined;
-    await Promise.allSettled([...this.#inflight]);
+    for (const [id, request] of this.#syncRequests) {
+      clearTimeout(request.timer);
+      request.reject(closedError());
+      this.#syncRequests.delete(id);
+    }
+    const target = globalThis as { removeEventListener?: (type: string, listener: () => void) => void };
+    if (this.#onlineHandler && typeof target.removeEventListener === "function") {
+      target.removeEventListener("online", this.#onlineHandler);
+      target.removeEventListener("offline", this.#onlineHandler);
+    }
+    this.#lockAbort?.abort();
+    if (this.#settings.sync) this.#wasm.stopSync();
+    while (this.#inflight.size > 0) await Promise.allSettled([...this.#inflight]);
     await this.#snapshotting;
     if (this.#snapshotsEnabled()) {
       for (const rt of this.#projections.values()) {
         if (rt.position > rt.snapshotPosition) await this.#writeSnapshot(rt);
       }
+    }
+    if (this.#syncLoop) {
+      // The loop ends after its current request; the Web Lock goes with it.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([this.#syncLoop, new Promise((resolve) => (timer = setTimeout(resolve, SYNC_STOP_MS)))]);
+      clearTimeout(timer);
     }
     try {
       await this.#wasm.close();
@@ -709,5 +1599,5 @@ export class AnnalsStore<E extends EventShape, S> implements Store<E, S> {
 }
 
 function invalidEvent(event: string): never {
-  throw invalidArgument(`unknown event ${JSON.stringify(event)}: use "change" or "error"`);
+  throw invalidArgument(`unknown event ${JSON.stringify(event)}: use "change", "error", "sync" or "rejected"`);
 }

@@ -72,11 +72,15 @@ export type StatesOf<P> = {
   [K in keyof P]: P[K] extends Projection<infer S, infer _E> ? S : never;
 };
 
-/** The event union the projections of a map are typed for (`EventShape` when untyped). */
-export type EventsOf<P> = [ProjectionEvents<P[keyof P]>] extends [never]
+/**
+ * The event union the projections of a map (and the aggregates of a map) are typed for
+ * (`EventShape` when untyped).
+ */
+export type EventsOf<P, A = {}> = [ProjectionEvents<P[keyof P]> | AggregateEvents<A[keyof A]>] extends [never]
   ? EventShape
-  : ProjectionEvents<P[keyof P]>;
+  : ProjectionEvents<P[keyof P]> | AggregateEvents<A[keyof A]>;
 type ProjectionEvents<X> = X extends Projection<infer _S, infer E> ? E : never;
+type AggregateEvents<X> = X extends Aggregate<infer _S, infer _C, infer E> ? E : never;
 
 /** Everything `openStore` takes but the projections. */
 export interface StoreOptions {
@@ -98,11 +102,20 @@ export interface StoreOptions {
   snapshotEvery?: number;
   /** Keep an in-memory checkpoint for time travel every this many events. Default 1000. */
   checkpointEvery?: number;
+  /**
+   * Keep the store in sync with an annals server. Appends stay `pending` (in an outbox)
+   * until the server confirms them; one tab per store syncs (Web Locks), the others see
+   * what it pulls through the shared storage. Once a store has been opened synced it
+   * stays synced.
+   */
+  sync?: SyncOptions;
 }
 
-/** The options of a store with events `E` and projection states `S`. */
-export interface OpenOptions<E extends EventShape, S> extends StoreOptions {
+/** The options of a store with events `E`, projection states `S` and aggregates `A`. */
+export interface OpenOptions<E extends EventShape, S, A extends AggregateMap = {}> extends StoreOptions {
   projections?: ProjectionsFor<S, E>;
+  /** The write model: aggregates by name, for {@link Store.execute}. */
+  aggregates?: A;
 }
 
 /** A read of the log; `after` is exclusive, `to` inclusive. */
@@ -112,13 +125,196 @@ export interface EventQuery<T extends string = string> {
   limit?: number;
   stream?: string;
   type?: T;
+  /** Events whose `meta.correlationId` is this: a whole command flow. */
+  correlationId?: string;
 }
 
-/** What changed: the events `previousHead + 1 ..= head`, in order. */
+/**
+ * What changed: the store's log after `previousHead` is now `events` (positions
+ * `previousHead + 1 ..= head`, in order). Usually that only adds events; in a synced store
+ * a pull may confirm or move pending events (`rebased`: `events` are the newly confirmed
+ * events followed by every pending event at its new position), and a changed server
+ * epoch restarts the confirmed log (`reset`, with `previousHead` 0).
+ */
 export interface Change<E extends EventShape = EventShape> {
   previousHead: number;
   head: number;
   events: AnnalsEvent<E>[];
+  /** The last confirmed position after the change (equal to `head` without sync). */
+  confirmedHead: number;
+  rebased: boolean;
+  reset: boolean;
+}
+
+// ---- sync ----------------------------------------------------------------------------
+
+/** Where and as whom to sync (DESIGN §5). */
+export interface SyncOptions {
+  /** The server's base URL, e.g. "http://localhost:8080". */
+  url: string;
+  /** The store's name on the server. */
+  store: string;
+  /** Sent as `Authorization: Bearer <token>`. */
+  token: string;
+  /** Events per push request. Default 500. */
+  pushBatch?: number;
+  /** Events per pull request. Default 1000. */
+  pullLimit?: number;
+  /** Seconds a live pull waits on the server for new events. Default 25. */
+  longPollSeconds?: number;
+}
+
+/** What the app sees of sync (`store.syncStatus`, `on("sync")`). */
+export interface SyncStatus {
+  /** The last request reached the server, and the platform says it is online. */
+  online: boolean;
+  /** A sync step is running. */
+  syncing: boolean;
+  /** Events waiting for the server. */
+  pending: number;
+  /** The last confirmed position pulled. */
+  lastPulled: number;
+  lastError: string | null;
+  /** `OFFLINE`, `UNAUTHORIZED`, `FORBIDDEN`, `REFUSED`, `SERVER`, ... */
+  lastErrorCode: string | null;
+  /** This tab is the one that syncs the store. */
+  leader: boolean;
+}
+
+/** What `store.sync()` did. */
+export interface SyncReport {
+  pushed: number;
+  pulled: number;
+  rejected: number;
+  /** Times the server's epoch changed and the log was pulled again from the start. */
+  restarts: number;
+}
+
+/** A pending event as it was pushed (and refused). */
+export type RejectedEvent<E extends EventShape = EventShape> = E extends EventShape
+  ? {
+      id: string;
+      stream: string;
+      type: E["type"];
+      data: E["data"];
+      meta?: Record<string, unknown>;
+      time: number;
+      expectedVersion?: ExpectedVersion;
+    }
+  : never;
+
+/** A pending event the server refused: removed from the outbox, kept in `store.rejected()`. */
+export interface Rejection<E extends EventShape = EventShape> {
+  event: RejectedEvent<E>;
+  reason: string;
+  /** For a version conflict: the stream's version on the server. */
+  actualVersion?: number;
+}
+
+// ---- the write model (CQRS command side) --------------------------------------------
+
+/** The shape of commands: a discriminated union on `type`. */
+export interface CommandShape {
+  type: string;
+}
+
+/** An event `decide` returns: `{ type, data, meta? }`; the stream is the aggregate's. */
+export type DecidedEvent<E extends EventShape = EventShape> = E extends EventShape
+  ? { type: E["type"]; meta?: Record<string, unknown> } & DataField<E["data"]>
+  : never;
+
+/** A command for an aggregate instance: what process managers and compensations return. */
+export interface CommandRequest<C extends CommandShape = CommandShape> {
+  /** The aggregate's name (a key of `aggregates`). */
+  aggregate: string;
+  /** The aggregate instance: its stream. */
+  id: string;
+  command: C;
+}
+
+/** A sync rejection of an event that a command produced, as `onRejected` gets it. */
+export interface CommandRejection<E extends EventShape = EventShape> extends Rejection<E> {
+  aggregate: string;
+  /** The aggregate instance (the event's stream). */
+  id: string;
+  commandId: string;
+}
+
+/**
+ * An aggregate as a decider: `decide` turns a command and the current state into events
+ * (or throws to refuse it: `COMMAND_REJECTED`, nothing written); `evolve` folds the
+ * aggregate's own events into its state. `decide` must not mutate the state it gets.
+ */
+export interface Aggregate<S, C extends CommandShape = CommandShape, E extends EventShape = EventShape> {
+  initial: S;
+  evolve: (state: S, event: AnnalsEvent<E>) => S;
+  decide: (command: C, state: S) => readonly DecidedEvent<E>[];
+  /**
+   * The server refused one of this aggregate's pending events (synced stores): return
+   * compensating commands, run like any command (in the tab that syncs).
+   */
+  onRejected?: (rejection: CommandRejection<E>) => readonly CommandRequest[] | void;
+}
+
+/** Any map of aggregates. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type AggregateMap = Record<string, Aggregate<any, any, any>>;
+
+/** The command union of an aggregate. */
+export type CommandOf<X> = X extends Aggregate<infer _S, infer C, infer _E> ? C : never;
+
+/** A command for any aggregate of the map `A`, typed per aggregate. */
+export type CommandFor<A> = {
+  [K in keyof A & string]: { aggregate: K; id: string; command: CommandOf<A[K]> };
+}[keyof A & string];
+
+/** Ids tying a command's events to their flow (all default to a new command id). */
+export interface ExecuteOptions {
+  /** Idempotency key: executing a command id again returns the first result. Default: a new UUID. */
+  commandId?: string;
+  /** The flow this command belongs to. Default: the command id. */
+  correlationId?: string;
+  /** The event or command that caused this one. Default: the command id. */
+  causationId?: string;
+}
+
+/** What `execute` did. */
+export interface ExecuteResult<E extends EventShape = EventShape> {
+  commandId: string;
+  /** The events appended (none when `decide` returned none). */
+  events: AnnalsEvent<E>[];
+  /** The stream's version after the command. */
+  version: number;
+}
+
+/** A process manager: runs `handle` once per matching event, in log order. */
+export interface ReactorOptions<E extends EventShape, A, T extends E["type"] = E["type"]> {
+  /** Names the checkpoint; keep it stable across releases. */
+  name: string;
+  /** The event types to handle. */
+  on: readonly T[];
+  /** The commands to execute for `event` (caused by it, same correlation). */
+  handle: (
+    event: AnnalsEvent<Extract<E, { type: T }>>,
+  ) => readonly CommandFor<A>[] | void | Promise<readonly CommandFor<A>[] | void>;
+  /** Backoff after a failure: from `initialMs` (default 250) doubling to `maxMs` (default 30000). */
+  retry?: { initialMs?: number; maxMs?: number };
+  /**
+   * Where a reactor without a checkpoint starts: `"beginning"` (default) handles every
+   * past event too, `"end"` only events appended from now on.
+   */
+  startAt?: "beginning" | "end";
+}
+
+/** A running process manager. */
+export interface Reactor {
+  readonly name: string;
+  /** The last position handled (its checkpoint). */
+  readonly position: number;
+  /** Resolves once every event up to the current (confirmed) head is handled. */
+  idle(): Promise<void>;
+  /** Stops after the event in hand. */
+  stop(): Promise<void>;
 }
 
 export interface CompactionReport {
@@ -127,16 +323,20 @@ export interface CompactionReport {
   events: number;
 }
 
-export interface Store<E extends EventShape = EventShape, S = Record<string, unknown>> {
+export interface Store<E extends EventShape = EventShape, S = Record<string, unknown>, A = {}> {
   readonly name: string;
   /** The last position folded into the projections (the head of this store's view of the log). */
   readonly head: number;
+  /** The last confirmed position (equal to `head` without sync). */
+  readonly confirmedHead: number;
   readonly closed: boolean;
+  /** Sync state; without sync: not online, nothing pending. */
+  readonly syncStatus: SyncStatus;
   /** Appends one event. Resolves to the stored event (the existing one for a known id). */
   append(event: NewEvent<E>): Promise<AnnalsEvent<E>>;
   /** Appends events in one transaction: all are written or none is. */
   appendMany(events: readonly NewEvent<E>[]): Promise<AnnalsEvent<E>[]>;
-  /** The projection's current state. Synchronous. */
+  /** The projection's current state (optimistic: confirmed events plus pending ones). Synchronous. */
   get<K extends keyof S & string>(name: K): S[K];
   /** Calls `listener` with the new state after every batch of events. Returns the unsubscribe function. */
   subscribe<K extends keyof S & string>(name: K, listener: (state: S[K]) => void): () => void;
@@ -146,9 +346,36 @@ export interface Store<E extends EventShape = EventShape, S = Record<string, unk
   events<T extends E["type"] = E["type"]>(
     query?: EventQuery<T>,
   ): Promise<AnnalsEvent<Extract<E, { type: T }>>[]>;
-  /** `"change"`: after every batch of new events (local or from another tab). `"error"`: a reducer threw, or a background snapshot failed. */
+  /**
+   * `"change"`: after every change of the log (local appends, other tabs, sync).
+   * `"error"`: a reducer threw, a background snapshot failed, a reactor failed.
+   * `"sync"`: the sync status changed. `"rejected"`: the server refused a pending event
+   * (reported in every tab).
+   */
   on(event: "change", listener: (change: Change<E>) => void): () => void;
   on(event: "error", listener: (error: unknown) => void): () => void;
+  on(event: "sync", listener: (status: SyncStatus) => void): () => void;
+  on(
+    event: "rejected",
+    listener: (event: RejectedEvent<E>, reason: string, actualVersion: number | undefined) => void,
+  ): () => void;
+  /** Pushes and pulls now (asking the tab that syncs, if another one does). */
+  sync(): Promise<SyncReport>;
+  /** The pending events the server refused (the latest 1000), oldest first. */
+  rejected(): Promise<Rejection<E>[]>;
+  /**
+   * Executes a command on the aggregate instance `id` (its stream): folds the stream into
+   * the aggregate's state, runs `decide`, and appends its events at the version `decide`
+   * saw, deciding again (up to 5 times) if another writer moved the stream meanwhile.
+   */
+  execute<K extends keyof A & string>(
+    aggregate: K,
+    id: string,
+    command: CommandOf<A[K]>,
+    options?: ExecuteOptions,
+  ): Promise<ExecuteResult<E>>;
+  /** Starts a process manager (one tab runs it, where Web Locks exist). */
+  react<T extends E["type"]>(options: ReactorOptions<E, A, T>): Reactor;
   /** Reads what other tabs appended now (it also happens on their broadcast). */
   catchUp(): Promise<Change<E>>;
   /** Merges small storage segments. */
