@@ -1,6 +1,20 @@
 // A typed app: compiled with `tsc --noEmit` (npm test) to prove the public types work.
 // Each `@ts-expect-error` line must be an error, or tsc fails.
-import { openStore, AnnalsError, type AnnalsEvent, type Projection, type Store } from "annals";
+import {
+  openStore,
+  AnnalsError,
+  ReactorError,
+  causedBy,
+  type Aggregate,
+  type AnnalsEvent,
+  type DecidedEvent,
+  type Projection,
+  type Rejection,
+  type Store,
+  type SyncReport,
+  type SyncStatus,
+} from "annals";
+import { useProjection, useSyncStatus } from "annals/react";
 
 type TodoEvent =
   | { type: "TodoAdded"; data: { id: string; title: string } }
@@ -157,4 +171,159 @@ export async function inlineUnannotated(): Promise<void> {
   });
   const names = store.get("names");
   assertType<Equal<typeof names, string[]>>();
+}
+
+// ---- the write model ------------------------------------------------------------------
+
+type TodoCommand =
+  | { type: "Add"; title: string }
+  | { type: "Complete" }
+  | { type: "Rename"; title: string };
+
+interface TodoState {
+  exists: boolean;
+  done: boolean;
+}
+
+const todo: Aggregate<TodoState, TodoCommand, TodoEvent> = {
+  initial: { exists: false, done: false },
+  evolve(state, event) {
+    switch (event.type) {
+      case "TodoAdded":
+        return { ...state, exists: true };
+      case "TodoCompleted":
+        return { ...state, done: true };
+      default:
+        return state;
+    }
+  },
+  decide(command, state) {
+    switch (command.type) {
+      case "Add":
+        if (state.exists) throw new Error("exists");
+        return [{ type: "TodoAdded", data: { id: "1", title: command.title } }];
+      case "Complete":
+        return state.done ? [] : [{ type: "TodoCompleted", data: { id: "1" } }];
+      case "Rename":
+        return [{ type: "TodoRenamed", data: { id: "1", title: command.title }, meta: { by: "me" } }];
+    }
+  },
+  onRejected(rejection) {
+    const reason: string = rejection.reason;
+    void reason;
+    return [{ aggregate: "todo", id: rejection.id, command: { type: "Complete" } }];
+  },
+};
+
+// @ts-expect-error decided events must be of the aggregate's event types
+const wrongDecision: DecidedEvent<TodoEvent>[] = [{ type: "TodoRenamed", data: { id: "1" } }];
+void wrongDecision;
+
+interface Stats {
+  completed: number;
+}
+type StatsCommand = { type: "Count" };
+const stats: Aggregate<Stats, StatsCommand, TodoEvent> = {
+  initial: { completed: 0 },
+  evolve: (s) => s,
+  decide: () => [],
+};
+
+export async function commands(): Promise<void> {
+  const store = await openStore({
+    name: "cqrs",
+    storage: "memory",
+    projections: { todos },
+    aggregates: { todo, stats },
+    sync: { url: "http://localhost:8080", store: "todos", token: "dev" },
+  });
+  assertType<
+    Equal<typeof store, Store<TodoEvent, { todos: Todos }, { todo: typeof todo; stats: typeof stats }>>
+  >();
+  const result = await store.execute("todo", "todo-1", { type: "Rename", title: "milk" });
+  const events: AnnalsEvent<TodoEvent>[] = result.events;
+  const version: number = result.version;
+  void events;
+  void version;
+  await store.execute("todo", "todo-1", { type: "Complete" }, { commandId: "c1", correlationId: "flow" });
+  await store.execute("stats", "s", { type: "Count" });
+  // @ts-expect-error unknown command type
+  await store.execute("todo", "todo-1", { type: "Delete" });
+  // @ts-expect-error a Rename needs its title
+  await store.execute("todo", "todo-1", { type: "Rename" });
+  // @ts-expect-error a stats command on the todo aggregate
+  await store.execute("todo", "todo-1", { type: "Count" });
+  // @ts-expect-error no such aggregate
+  await store.execute("nope", "x", { type: "Add", title: "t" });
+
+  const reactor = store.react({
+    name: "complete-stats",
+    on: ["TodoCompleted"],
+    handle(event) {
+      const id: string = event.data.id;
+      // @ts-expect-error the handler gets only the types it listens to
+      void event.data.title;
+      return [
+        { aggregate: "stats", id: `stats-${id}`, command: { type: "Count" } },
+        { aggregate: "todo", id, command: { type: "Rename", title: "done" }, ...{} },
+      ];
+    },
+  });
+  await reactor.idle();
+  store.react({
+    name: "bad",
+    on: ["TodoAdded"],
+    // @ts-expect-error a todo command sent to the stats aggregate
+    handle: () => [{ aggregate: "stats", id: "s", command: { type: "Complete" } }],
+  });
+  // @ts-expect-error unknown event type to react to
+  store.react({ name: "bad2", on: ["TodoDeleted"], handle: () => [] });
+  await store.execute("todo", "todo-2", { type: "Add", title: "x" }, causedBy(result.events[0]!));
+
+  const status: SyncStatus = store.syncStatus;
+  const leader: boolean = status.leader;
+  void leader;
+  const report: SyncReport = await store.sync();
+  void report;
+  store.on("sync", (s) => void s.pending);
+  store.on("rejected", (event, reason, actualVersion) => {
+    if (event.type === "TodoAdded") {
+      const title: string = event.data.title;
+      void title;
+    }
+    const r: string = reason;
+    const v: number | undefined = actualVersion;
+    void r;
+    void v;
+  });
+  const rejected: Rejection<TodoEvent>[] = await store.rejected();
+  void rejected;
+  const flow = await store.events({ correlationId: "flow" });
+  void flow;
+  store.on("error", (error) => {
+    if (error instanceof ReactorError) {
+      const attempt: number = error.attempt;
+      void attempt;
+    }
+  });
+
+  // React bindings.
+  function useTodos(): Todos {
+    return useProjection(store, "todos");
+  }
+  void useTodos;
+  function useWrong(): void {
+    // @ts-expect-error no such projection
+    useProjection(store, "nope");
+  }
+  void useWrong;
+  const synced: SyncStatus = useSyncStatus(store);
+  void synced;
+  await store.close();
+}
+
+export async function noAggregates(): Promise<void> {
+  const store = await openStore({ name: "plain2", storage: "memory", projections: { todos } });
+  // @ts-expect-error no aggregates registered
+  await store.execute("todo", "x", { type: "Add", title: "t" });
 }
