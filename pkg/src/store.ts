@@ -1484,6 +1484,7 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
 
   react<T extends E["type"]>(options: ReactorOptions<E, A, T>): Reactor {
     this.#checkOpen();
+    if (this.#closing) throw closedError();
     if (typeof options !== "object" || options === null) throw invalidArgument("react needs { name, on, handle }");
     const { name, on, handle, retry, startAt } = options;
     if (typeof name !== "string" || name === "") throw invalidArgument("a reactor needs a non-empty `name`");
@@ -1525,6 +1526,8 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
       isClosed: () => this.#closed,
       read: (after, to, limit, type) => this.#read(type === undefined ? { after, to, limit } : { after, to, limit, type }),
       loadCheckpoint: async (name) => {
+        // Another tab that ran this reactor may have handled events this one has not read yet.
+        await this.catchUp().catch(() => undefined);
         const reply = (await this.#wasm.snapshot(record(name)).catch(rethrow)) as string | undefined;
         if (reply === undefined) return undefined;
         const snapshot = JSON.parse(reply) as SnapshotReply;
@@ -1559,8 +1562,9 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
   }
 
   async #close(): Promise<void> {
-    this.#closed = true;
+    // Reactors finish the event in hand (its commands and checkpoint) before the store closes.
     await Promise.allSettled([...this.#reactors.values()].map((r) => r.stop()));
+    this.#closed = true;
     this.#channel?.close();
     this.#channel = undefined;
     for (const [id, request] of this.#syncRequests) {

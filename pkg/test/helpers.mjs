@@ -65,3 +65,68 @@ export function makeEvents(n, { streams = 3, type = "Counted", from = 0 } = {}) 
     data: { i: from + i },
   }));
 }
+
+/**
+ * A stand-in for `navigator.locks` (Node has none): exclusive locks by name, granted in
+ * request order, released when the callback's promise settles; `signal` aborts a request
+ * still waiting. Installs `globalThis.navigator` if missing.
+ */
+export function installFakeLocks() {
+  const queues = new Map();
+  const grant = (name) => {
+    const queue = queues.get(name);
+    const entry = queue?.[0];
+    if (!entry || entry.granted) return;
+    entry.granted = true;
+    Promise.resolve()
+      .then(() => entry.callback({ name, mode: "exclusive" }))
+      .then(entry.resolve, entry.reject)
+      .finally(() => {
+        queue.shift();
+        if (queue.length === 0) queues.delete(name);
+        else grant(name);
+      });
+  };
+  const locks = {
+    request(name, options, callback) {
+      if (typeof options === "function") {
+        callback = options;
+        options = {};
+      }
+      return new Promise((resolve, reject) => {
+        const entry = { callback, resolve, reject, granted: false };
+        const signal = options?.signal;
+        if (signal?.aborted) {
+          reject(new DOMException("aborted", "AbortError"));
+          return;
+        }
+        signal?.addEventListener("abort", () => {
+          const queue = queues.get(name);
+          const i = queue?.indexOf(entry) ?? -1;
+          if (i >= 0 && !entry.granted) {
+            queue.splice(i, 1);
+            reject(new DOMException("aborted", "AbortError"));
+          }
+        });
+        if (!queues.has(name)) queues.set(name, []);
+        queues.get(name).push(entry);
+        grant(name);
+      });
+    },
+    held: (name) => queues.get(name)?.[0]?.granted === true,
+  };
+  globalThis.navigator ??= {};
+  globalThis.navigator.locks = locks;
+  return locks;
+}
+
+/** Waits until `check()` is truthy (polling), or fails after `ms`. */
+export async function eventually(check, ms = 5000, what = "condition") {
+  const until = Date.now() + ms;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (Date.now() > until) throw new Error(`${what}: not met within ${ms} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}

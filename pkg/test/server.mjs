@@ -1,0 +1,92 @@
+// A real annals-server for the sync tests (not a test file itself). Set ANNALS_SERVER_URL
+// (and ANNALS_SERVER_TOKEN, default "dev-token") to use a running server, or
+// ANNALS_SERVER_BIN to the built binary (`cargo build --features server --bin
+// annals-server`) to start one per test file on a free loopback port with a throwaway
+// SQLite database. Without either, the sync tests are skipped.
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+export const serverConfigured = Boolean(process.env.ANNALS_SERVER_URL || process.env.ANNALS_SERVER_BIN);
+export const skipWithoutServer = serverConfigured ? false : "set ANNALS_SERVER_URL or ANNALS_SERVER_BIN to run sync tests";
+
+/** Starts (or points at) a server: `{ url, token, restart(), stop() }`. */
+export async function startServer() {
+  if (process.env.ANNALS_SERVER_URL) {
+    return {
+      url: process.env.ANNALS_SERVER_URL.replace(/\/$/, ""),
+      token: process.env.ANNALS_SERVER_TOKEN ?? "dev-token",
+      canRestart: false,
+      async restart() {
+        throw new Error("cannot restart a server given by ANNALS_SERVER_URL");
+      },
+      async stop() {},
+    };
+  }
+  const bin = process.env.ANNALS_SERVER_BIN;
+  const dir = mkdtempSync(join(tmpdir(), "annals-pkg-sync-"));
+  const token = "pkg-test-token";
+  let child;
+  let listen = "127.0.0.1:0";
+  let generation = 0;
+  const launch = () =>
+    new Promise((resolve, reject) => {
+      generation += 1;
+      const database = `sqlite://${join(dir, `annals-${generation}.db`)}`;
+      child = spawn(bin, ["--listen", listen, "--database", database, "--dev-token", token], {
+        stdio: ["ignore", "pipe", "pipe"],
+      });
+      let out = "";
+      const timer = setTimeout(() => reject(new Error(`annals-server did not start: ${out}`)), 15_000);
+      child.stdout.setEncoding("utf8");
+      child.stdout.on("data", (chunk) => {
+        out += chunk;
+        const match = /listening on (http:\/\/[\d.:]+)/.exec(out);
+        if (match) {
+          clearTimeout(timer);
+          resolve(match[1]);
+        }
+      });
+      child.stderr.resume();
+      child.on("exit", (code) => {
+        clearTimeout(timer);
+        reject(new Error(`annals-server exited with ${code}: ${out}`));
+      });
+    });
+  const stopChild = () =>
+    new Promise((resolve) => {
+      if (!child || child.exitCode !== null) return resolve();
+      child.once("exit", () => resolve());
+      child.kill("SIGTERM");
+    });
+  const url = await launch();
+  listen = url.replace("http://", ""); // restarts keep the port
+  return {
+    url,
+    token,
+    canRestart: true,
+    /** A new server on the same port with an empty database: a new epoch. */
+    async restart() {
+      await stopChild();
+      await launch();
+    },
+    async stop() {
+      await stopChild();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Emulates `navigator.onLine` and the window's online/offline events (Node has neither). */
+export function installOnlineSwitch() {
+  const bus = new EventTarget();
+  globalThis.addEventListener = bus.addEventListener.bind(bus);
+  globalThis.removeEventListener = bus.removeEventListener.bind(bus);
+  globalThis.navigator ??= {};
+  globalThis.navigator.onLine = true;
+  return (online) => {
+    globalThis.navigator.onLine = online;
+    bus.dispatchEvent(new Event(online ? "online" : "offline"));
+  };
+}
