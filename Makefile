@@ -8,7 +8,7 @@ export WASM_BINDGEN_TEST_TIMEOUT ?= 120
 DEMO_ADDR ?= 127.0.0.1:8080
 DEMO_TOKEN ?= dev
 NATIVE_FEATURES := server,http-client
-SERVER_BIN := target/debug/annals-server
+SERVER_BIN := $(or $(CARGO_TARGET_DIR),target)/debug/annals-server
 
 .PHONY: setup build pkg www server demo test lint typecheck test-rust test-wasm test-node test-e2e bench clean
 
@@ -54,11 +54,11 @@ test-rust:
 test-wasm:
 	cargo test --target wasm32-unknown-unknown --test indexeddb --test indexeddb_sync
 
-test-node: pkg
-	npm run --workspace pkg test
+test-node: pkg server
+	ANNALS_SERVER_BIN=$(abspath $(SERVER_BIN)) npm run --workspace pkg test
 
 test-e2e: www server
-	ANNALS_SERVER_BIN=$(SERVER_BIN) npm run --workspace www test:e2e
+	ANNALS_SERVER_BIN=$(abspath $(SERVER_BIN)) npm run --workspace www test:e2e
 
 bench: setup
 	@echo "no benchmarks yet (see the performance issue)"

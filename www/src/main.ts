@@ -20,8 +20,19 @@ const input = byTestId<HTMLInputElement>("new-todo-input");
 const list = byTestId<HTMLUListElement>("todo-list");
 const errorBox = byTestId<HTMLElement>("error");
 
-const storeName = new URLSearchParams(location.search).get("store") || "annals-todos";
+const params = new URLSearchParams(location.search);
+const storeName = params.get("store") || "annals-todos";
 byTestId("store-name").textContent = storeName;
+
+/**
+ * Sync with the annals-server that serves this page (`make demo`), unless `?sync=off`
+ * (the page then works as a local-only store, for example on a plain static server).
+ * `?token=` overrides the demo token.
+ */
+const syncEnabled = params.get("sync") !== "off";
+const syncOptions = syncEnabled
+  ? { url: location.origin, store: storeName, token: params.get("token") || "dev" }
+  : undefined;
 
 function showError(err: unknown): void {
   const code = err instanceof AnnalsError ? `${err.code}: ` : "";
@@ -69,6 +80,22 @@ function render(store: TodoStore): void {
   byTestId("todo-count").textContent = String(todos.length);
   byTestId("event-count").textContent = String(store.get("stats").events);
   byTestId("head").textContent = String(store.head);
+  renderSync(store);
+}
+
+function renderSync(store: TodoStore): void {
+  const status = store.syncStatus;
+  const el = byTestId("sync-status");
+  if (!syncEnabled || !status) {
+    el.textContent = "local only";
+    el.dataset.online = "false";
+    return;
+  }
+  el.dataset.online = String(status.online);
+  el.dataset.pending = String(status.pending);
+  const state = status.online ? "online" : "offline";
+  const error = status.lastError ? ` (${status.lastErrorCode ?? "error"})` : "";
+  el.textContent = `${state}, ${status.pending} pending${error}`;
 }
 
 async function write(store: TodoStore, event: NewEvent<TodoEvent>): Promise<void> {
@@ -82,7 +109,12 @@ async function write(store: TodoStore, event: NewEvent<TodoEvent>): Promise<void
 }
 
 async function main(): Promise<void> {
-  const store = await openStore<TodoEvent, States>({ name: storeName, storage: "indexeddb", projections });
+  const store = await openStore<TodoEvent, States>({
+    name: storeName,
+    storage: "indexeddb",
+    projections,
+    sync: syncOptions,
+  });
   window.annalsStore = store;
 
   // Both projections change on every event, ours or another tab's; render once per burst.
@@ -97,6 +129,10 @@ async function main(): Promise<void> {
   };
   store.subscribe("todos", rerender);
   store.subscribe("stats", rerender);
+  store.on("sync", () => renderSync(store));
+  store.on("rejected", (event, reason) => {
+    errorBox.textContent = `The server refused ${event.type}: ${reason}`;
+  });
 
   form.addEventListener("submit", (e) => {
     e.preventDefault();

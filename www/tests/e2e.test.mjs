@@ -80,7 +80,7 @@ async function newTab(context, errors) {
 
 /** Opens the app on `store` and waits until the store is open. @param {Page} page @param {string} store */
 async function openApp(page, store) {
-  await page.goto(`${server.url}?store=${encodeURIComponent(store)}`);
+  await page.goto(`${server.url}?store=${encodeURIComponent(store)}&sync=off`);
   await waitReady(page);
 }
 
