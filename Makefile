@@ -60,8 +60,12 @@ test-node: pkg server
 test-e2e: www server
 	ANNALS_SERVER_BIN=$(abspath $(SERVER_BIN)) npm run --workspace www test:e2e
 
+## bench: native criterion benchmarks, and server append throughput beside a raw batched
+## INSERT on SQLite and PostgreSQL (tables in target/bench/).
 bench: setup
-	@echo "no benchmarks yet (see the performance issue)"
+	cargo bench --bench native
+	url=$$(scripts/ensure-postgres.sh $$$$); \
+	ANNALS_TEST_PG_URL=$$url cargo bench --features $(NATIVE_FEATURES) --bench server_throughput
 
 clean:
 	cargo clean
