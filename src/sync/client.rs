@@ -15,7 +15,7 @@ use crate::engine::{Engine, Rejection};
 use crate::error::Error;
 use crate::event::EventId;
 use crate::storage::Storage;
-use crate::sync::protocol::{PullResponse, PushRequest, PushResponse, PushResult};
+use crate::sync::protocol::{ErrorBody, PullResponse, PushRequest, PushResponse, PushResult};
 
 /// How a request to the server failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -45,6 +45,28 @@ pub enum TransportError {
 }
 
 impl TransportError {
+    /// The body of an answer with HTTP `status`, or the error it stands for (the server's
+    /// JSON error body gives the code and message).
+    pub fn check_status(status: u16, body: String) -> Result<String, TransportError> {
+        if (200..300).contains(&status) {
+            return Ok(body);
+        }
+        let (code, message) = match serde_json::from_str::<ErrorBody>(&body) {
+            Ok(parsed) => (parsed.error.code, parsed.error.message),
+            Err(_) => (String::new(), body),
+        };
+        Err(match status {
+            401 => TransportError::Unauthorized(message),
+            403 => TransportError::Forbidden(message),
+            500..=599 => TransportError::Server { status, message },
+            _ => TransportError::Refused {
+                status,
+                code,
+                message,
+            },
+        })
+    }
+
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
@@ -492,6 +514,34 @@ mod tests {
         assert_eq!(backoff.next_delay(0.5), 15_000);
         backoff.reset();
         assert_eq!(backoff.next_delay(0.5), 250);
+    }
+
+    #[test]
+    fn answers_map_to_errors_by_status() {
+        assert_eq!(
+            TransportError::check_status(200, "{}".into()),
+            Ok("{}".into())
+        );
+        let body = r#"{"error":{"code":"TOO_LARGE","message":"the body is over 4 MiB"}}"#;
+        assert_eq!(
+            TransportError::check_status(413, body.into()),
+            Err(TransportError::Refused {
+                status: 413,
+                code: "TOO_LARGE".into(),
+                message: "the body is over 4 MiB".into()
+            })
+        );
+        assert!(
+            matches!(TransportError::check_status(401, "no".into()), Err(TransportError::Unauthorized(m)) if m == "no")
+        );
+        assert!(matches!(
+            TransportError::check_status(403, String::new()),
+            Err(TransportError::Forbidden(_))
+        ));
+        assert!(matches!(
+            TransportError::check_status(502, String::new()),
+            Err(TransportError::Server { status: 502, .. })
+        ));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use wasm_bindgen_futures::JsFuture;
 use web_sys::{AbortController, Headers, Request, RequestInit, Response};
 
 use crate::sync::client::{Timer, Transport, TransportError};
-use crate::sync::protocol::{ErrorBody, PullResponse, PushRequest, PushResponse};
+use crate::sync::protocol::{PullResponse, PushRequest, PushResponse};
 
 /// Where and as whom to sync.
 #[derive(Debug, Clone)]
@@ -75,23 +75,7 @@ impl FetchTransport {
             .map_err(unreachable)?;
         let text = text.as_string().unwrap_or_default();
         let status = response.status();
-        if (200..300).contains(&status) {
-            return Ok(text);
-        }
-        let (code, message) = match serde_json::from_str::<ErrorBody>(&text) {
-            Ok(body) => (body.error.code, body.error.message),
-            Err(_) => (String::new(), text),
-        };
-        Err(match status {
-            401 => TransportError::Unauthorized(message),
-            403 => TransportError::Forbidden(message),
-            500..=599 => TransportError::Server { status, message },
-            _ => TransportError::Refused {
-                status,
-                code,
-                message,
-            },
-        })
+        TransportError::check_status(status, text)
     }
 }
 

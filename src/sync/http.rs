@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::sync::client::{Timer, Transport, TransportError};
-use crate::sync::protocol::{ErrorBody, PullResponse, PushRequest, PushResponse};
+use crate::sync::protocol::{PullResponse, PushRequest, PushResponse};
 
 #[derive(Debug, Clone)]
 pub struct HttpTransport {
@@ -44,23 +44,7 @@ impl HttpTransport {
             .text()
             .await
             .map_err(|e| TransportError::Unreachable(e.to_string()))?;
-        if (200..300).contains(&status) {
-            return Ok(text);
-        }
-        let (code, message) = match serde_json::from_str::<ErrorBody>(&text) {
-            Ok(body) => (body.error.code, body.error.message),
-            Err(_) => (String::new(), text),
-        };
-        Err(match status {
-            401 => TransportError::Unauthorized(message),
-            403 => TransportError::Forbidden(message),
-            500..=599 => TransportError::Server { status, message },
-            _ => TransportError::Refused {
-                status,
-                code,
-                message,
-            },
-        })
+        TransportError::check_status(status, text)
     }
 }
 
