@@ -1,5 +1,6 @@
-import { AnnalsError, openStore, type NewEvent } from "annals";
-import { newTodoId, projections, streamOf, type States, type Todo, type TodoEvent, type TodoStore } from "./todos";
+import { AnnalsError, openStore } from "annals";
+import { aggregates, countCompletions, type Aggregates, type TodoCommand, type TodoStore } from "./commands";
+import { newTodoId, projections, streamOf, type AppEvent, type States, type Todo } from "./todos";
 
 declare global {
   interface Window {
@@ -34,10 +35,71 @@ const syncOptions = syncEnabled
   ? { url: location.origin, store: storeName, token: params.get("token") || "dev" }
   : undefined;
 
+/** The todo being renamed and what has been typed so far (kept across re-renders). */
+let editing: { id: string; draft: string } | undefined;
+
 function showError(err: unknown): void {
   const code = err instanceof AnnalsError ? `${err.code}: ` : "";
   errorBox.textContent = code + (err instanceof Error ? err.message : String(err));
-  console.error(err);
+  // A refused command is an answer for the user, not a fault.
+  if (!(err instanceof AnnalsError && err.code === "COMMAND_REJECTED")) console.error(err);
+}
+
+/** Executes a command on todo `id`; a refusal (or any failure) shows in the error area. */
+async function run(store: TodoStore, id: string, command: TodoCommand): Promise<boolean> {
+  errorBox.textContent = "";
+  try {
+    await store.execute("todo", streamOf(id), command);
+    return true;
+  } catch (err) {
+    showError(err);
+    render(store); // undo what the control shows (a checkbox flips before the command settles)
+    return false;
+  }
+}
+
+function button(testid: string, text: string, title: string, onClick: () => void): HTMLButtonElement {
+  const el = document.createElement("button");
+  el.type = "button";
+  el.dataset.testid = testid;
+  el.textContent = text;
+  el.title = title;
+  el.addEventListener("click", onClick);
+  return el;
+}
+
+/** The title, or while renaming, a field that executes `Rename` on Enter (Escape cancels). */
+function renderTitle(store: TodoStore, todo: Todo): HTMLElement {
+  if (editing?.id !== todo.id) {
+    const title = document.createElement("span");
+    title.dataset.testid = "todo-title";
+    title.textContent = todo.title;
+    return title;
+  }
+  const rename = document.createElement("form");
+  rename.dataset.testid = "rename-form";
+  const field = document.createElement("input");
+  field.dataset.testid = "todo-rename-input";
+  field.setAttribute("aria-label", `rename: ${todo.title}`);
+  field.value = editing.draft;
+  field.addEventListener("input", () => {
+    if (editing) editing.draft = field.value;
+  });
+  field.addEventListener("keydown", (e) => {
+    if (e.key !== "Escape") return;
+    editing = undefined;
+    render(store);
+  });
+  rename.addEventListener("submit", (e) => {
+    e.preventDefault();
+    void run(store, todo.id, { type: "Rename", title: field.value }).then((ok) => {
+      if (!ok) return;
+      editing = undefined;
+      render(store);
+    });
+  });
+  rename.append(field);
+  return rename;
 }
 
 function renderTodo(store: TodoStore, todo: Todo): HTMLLIElement {
@@ -51,34 +113,33 @@ function renderTodo(store: TodoStore, todo: Todo): HTMLLIElement {
   toggle.checked = todo.done;
   toggle.dataset.testid = "todo-toggle";
   toggle.setAttribute("aria-label", `done: ${todo.title}`);
-  // Toggling flips what this tab saw, so it insists on the stream version it saw: a change made
-  // meanwhile in another tab fails with WRONG_EXPECTED_VERSION instead of being flipped back.
-  toggle.addEventListener("change", () =>
-    write(store, { stream: streamOf(todo.id), type: "TodoToggled", data: { id: todo.id }, expectedVersion: todo.version }),
-  );
+  // Says what the box now shows, not "flip": if another tab ticked it first, nothing is left to do.
+  toggle.addEventListener("change", () => void run(store, todo.id, { type: "Toggle", done: toggle.checked }));
 
-  const title = document.createElement("span");
-  title.dataset.testid = "todo-title";
-  title.textContent = todo.title;
+  const rename = button("todo-rename", "✎", "Rename", () => {
+    editing = { id: todo.id, draft: todo.title };
+    render(store);
+    const field = list.querySelector<HTMLInputElement>('[data-testid="todo-rename-input"]');
+    field?.focus();
+    field?.select();
+  });
+  const remove = button("todo-remove", "✕", "Remove", () => void run(store, todo.id, { type: "Remove" }));
 
-  const remove = document.createElement("button");
-  remove.type = "button";
-  remove.dataset.testid = "todo-remove";
-  remove.textContent = "✕";
-  remove.title = "Remove";
-  remove.addEventListener("click", () =>
-    write(store, { stream: streamOf(todo.id), type: "TodoRemoved", data: { id: todo.id }, expectedVersion: "exists" }),
-  );
-
-  li.append(toggle, title, remove);
+  li.append(toggle, renderTitle(store, todo), rename, remove);
   return li;
 }
 
 function render(store: TodoStore): void {
-  const todos = Object.values(store.get("todos"));
+  const state = store.get("todos");
+  if (editing && !state[editing.id]) editing = undefined; // removed meanwhile
+  const refocus = (document.activeElement as HTMLElement | null)?.dataset.testid === "todo-rename-input";
+  const todos = Object.values(state);
   list.replaceChildren(...todos.map((todo) => renderTodo(store, todo)));
+  if (refocus) list.querySelector<HTMLInputElement>('[data-testid="todo-rename-input"]')?.focus();
+  const { events, completed } = store.get("stats");
   byTestId("todo-count").textContent = String(todos.length);
-  byTestId("event-count").textContent = String(store.get("stats").events);
+  byTestId("event-count").textContent = String(events);
+  byTestId("completed-total").textContent = String(completed);
   byTestId("head").textContent = String(store.head);
   renderSync(store);
 }
@@ -98,21 +159,12 @@ function renderSync(store: TodoStore): void {
   el.textContent = `${state}, ${status.pending} pending${error}`;
 }
 
-async function write(store: TodoStore, event: NewEvent<TodoEvent>): Promise<void> {
-  errorBox.textContent = "";
-  try {
-    await store.append(event);
-  } catch (err) {
-    showError(err);
-    render(store); // undo what the control shows (a checkbox flips before the append settles)
-  }
-}
-
 async function main(): Promise<void> {
-  const store = await openStore<TodoEvent, States>({
+  const store = await openStore<AppEvent, States, Aggregates>({
     name: storeName,
     storage: "indexeddb",
     projections,
+    aggregates,
     sync: syncOptions,
   });
   window.annalsStore = store;
@@ -133,14 +185,16 @@ async function main(): Promise<void> {
   store.on("rejected", (event, reason) => {
     errorBox.textContent = `The server refused ${event.type}: ${reason}`;
   });
+  // Failures in the background: the process manager, compensations (`todo.onRejected`).
+  store.on("error", showError);
+  countCompletions(store);
 
   form.addEventListener("submit", (e) => {
     e.preventDefault();
-    const title = input.value.trim();
-    if (!title) return;
-    input.value = "";
     const id = newTodoId();
-    void write(store, { stream: streamOf(id), type: "TodoAdded", data: { id, title }, expectedVersion: "no_stream" });
+    void run(store, id, { type: "Add", id, title: input.value }).then((ok) => {
+      if (ok) input.value = "";
+    });
   });
 
   render(store);

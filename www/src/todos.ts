@@ -1,11 +1,20 @@
-// The todo list as a projection: a pure reducer over the event log.
-import type { AnnalsEvent, EventShape, Projection, ProjectionsFor, Store } from "annals";
+// The read side: the events this app writes and the projections (pure reducers) over them.
+import type { AnnalsEvent, EventShape, Projection, ProjectionsFor } from "annals";
 
-/** The events this app writes; each todo lives in its own stream, `todo-<id>`. */
+/** The events of one todo; each todo lives in its own stream, `todo-<id>`. */
 export type TodoEvent =
   | { type: "TodoAdded"; data: { id: string; title: string } }
-  | { type: "TodoToggled"; data: { id: string } }
+  | { type: "TodoRenamed"; data: { id: string; title: string } }
+  | { type: "TodoToggled"; data: { id: string; done: boolean } }
   | { type: "TodoRemoved"; data: { id: string } };
+
+/**
+ * The events of the `stats` stream, written by the `completions` process manager: the todo
+ * `id` was completed, the `total`-th completion counted.
+ */
+export type StatsEvent = { type: "CompletionCounted"; data: { id: string; total: number } };
+
+export type AppEvent = TodoEvent | StatsEvent;
 
 export interface Todo {
   readonly id: string;
@@ -19,7 +28,10 @@ export interface Todo {
 export type TodoState = Readonly<Record<string, Todo>>;
 
 export interface Stats {
+  /** Every event in the log, whatever its type. */
   readonly events: number;
+  /** Completions counted by the `completions` process manager. */
+  readonly completed: number;
 }
 
 export interface States {
@@ -27,18 +39,19 @@ export interface States {
   stats: Stats;
 }
 
-export type TodoStore = Store<TodoEvent, States>;
-
 export const streamOf = (id: string): string => `todo-${id}`;
+export const STATS_STREAM = "stats";
 
 /** The log may hold events this version of the app does not know (or malformed ones): skip them. */
-function isTodoEvent(event: AnnalsEvent<EventShape>): event is AnnalsEvent<TodoEvent> {
-  const data = event.data as { id?: unknown; title?: unknown } | null;
+export function isTodoEvent(event: AnnalsEvent<EventShape>): event is AnnalsEvent<TodoEvent> {
+  const data = event.data as { id?: unknown; title?: unknown; done?: unknown } | null;
   if (typeof data !== "object" || data === null || typeof data.id !== "string") return false;
   switch (event.type) {
     case "TodoAdded":
+    case "TodoRenamed":
       return typeof data.title === "string";
     case "TodoToggled":
+      return typeof data.done === "boolean";
     case "TodoRemoved":
       return true;
     default:
@@ -46,18 +59,21 @@ function isTodoEvent(event: AnnalsEvent<EventShape>): event is AnnalsEvent<TodoE
   }
 }
 
-export const todos: Projection<TodoState, TodoEvent> = {
+export const todos: Projection<TodoState, AppEvent> = {
   initial: {},
-  version: 1,
+  version: 2,
   apply(state, event: AnnalsEvent<EventShape>) {
     if (!isTodoEvent(event)) return state;
     const { id } = event.data;
     const todo = state[id];
+    const { version } = event;
     switch (event.type) {
       case "TodoAdded":
-        return todo ? state : { ...state, [id]: { id, title: event.data.title, done: false, version: event.version } };
+        return todo ? state : { ...state, [id]: { id, title: event.data.title, done: false, version } };
+      case "TodoRenamed":
+        return todo ? { ...state, [id]: { ...todo, title: event.data.title, version } } : state;
       case "TodoToggled":
-        return todo ? { ...state, [id]: { ...todo, done: !todo.done, version: event.version } } : state;
+        return todo ? { ...state, [id]: { ...todo, done: event.data.done, version } } : state;
       case "TodoRemoved": {
         if (!todo) return state;
         const { [id]: _removed, ...rest } = state;
@@ -67,14 +83,16 @@ export const todos: Projection<TodoState, TodoEvent> = {
   },
 };
 
-/** Counts every event in the log, whatever its type. */
-export const stats: Projection<Stats, TodoEvent> = {
-  initial: { events: 0 },
-  version: 1,
-  apply: (state) => ({ events: state.events + 1 }),
+export const stats: Projection<Stats, AppEvent> = {
+  initial: { events: 0, completed: 0 },
+  version: 2,
+  apply: (state, event) => ({
+    events: state.events + 1,
+    completed: state.completed + (event.type === "CompletionCounted" ? 1 : 0),
+  }),
 };
 
-export const projections: ProjectionsFor<States, TodoEvent> = { todos, stats };
+export const projections: ProjectionsFor<States, AppEvent> = { todos, stats };
 
 /** A todo id: starts with the time, so ids sort by creation; 64 random bits keep tabs apart. */
 export function newTodoId(): string {

@@ -1,19 +1,24 @@
 // End-to-end tests of the demo app in www/dist, driven by playwright-core in Debian's Chromium.
 // Run with `npm --prefix www run test:e2e` after `npm --prefix www run build`.
 import assert from "node:assert/strict";
-import { existsSync } from "node:fs";
-import { dirname, join } from "node:path";
 import { after, before, test } from "node:test";
-import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
-import { serveStatic } from "../scripts/serve.mjs";
-
-const DIST = process.env.WWW_DIST ?? join(dirname(fileURLToPath(import.meta.url)), "..", "dist");
-const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
-const TEST_TIMEOUT = 90_000;
+import {
+  TEST_TIMEOUT,
+  addViaUi,
+  appUrl,
+  eventually,
+  freshStore,
+  item,
+  launchBrowser,
+  newTab,
+  openApp as openAppAt,
+  readLog,
+  serveDist,
+  shown,
+  waitReady,
+} from "./helpers.mjs";
 
 /** @typedef {import("playwright-core").Page} Page */
-/** @typedef {import("playwright-core").BrowserContext} BrowserContext */
 
 /** @type {import("playwright-core").Browser} */
 let browser;
@@ -21,21 +26,8 @@ let browser;
 let server;
 
 before(async () => {
-  assert.ok(existsSync(join(DIST, "index.html")), `${DIST}/index.html is missing: run \`npm --prefix www run build\` first`);
-  server = await serveStatic(DIST);
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      "--headless=new",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-dev-shm-usage",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      "--no-first-run",
-    ],
-  });
+  server = await serveDist();
+  browser = await launchBrowser();
 });
 
 after(async () => {
@@ -43,112 +35,24 @@ after(async () => {
   await server?.close();
 });
 
-/** A store name no other test (or earlier run) has used. @param {string} label */
-const freshStore = (label) => `e2e-${label}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
+/** Opens the app on `store` (local only) and waits until the store is open. @param {Page} page @param {string} store */
+const openApp = (page, store) => openAppAt(page, appUrl(server.url, store));
 
 /**
- * Polls `probe` until `done(value)` holds; fails with the last value after `timeout` ms.
- * @template T
- * @param {() => Promise<T>} probe
- * @param {(value: T) => boolean} done
- * @param {{ timeout?: number, interval?: number, what?: string }} [options]
- * @returns {Promise<T>}
- */
-async function eventually(probe, done, { timeout = 15_000, interval = 50, what = "condition" } = {}) {
-  const deadline = Date.now() + timeout;
-  let value;
-  for (;;) {
-    value = await probe();
-    if (done(value)) return value;
-    if (Date.now() > deadline) assert.fail(`timed out after ${timeout} ms waiting for ${what}; last value: ${JSON.stringify(value)}`);
-    await new Promise((r) => setTimeout(r, interval));
-  }
-}
-
-/** A new tab that records uncaught page errors and console errors in `errors`.
- * @param {BrowserContext} context
- * @param {string[]} errors
- */
-async function newTab(context, errors) {
-  const page = await context.newPage();
-  page.on("pageerror", (err) => errors.push(String(err)));
-  page.on("console", (msg) => {
-    if (msg.type() === "error") errors.push(msg.text());
-  });
-  return page;
-}
-
-/** Opens the app on `store` and waits until the store is open. @param {Page} page @param {string} store */
-async function openApp(page, store) {
-  await page.goto(`${server.url}?store=${encodeURIComponent(store)}&sync=off`);
-  await waitReady(page);
-}
-
-/** @param {Page} page */
-async function waitReady(page) {
-  const app = page.getByTestId("app");
-  await page.locator('[data-testid="app"]:is([data-state="ready"], [data-state="error"])').waitFor({ timeout: 30_000 });
-  const state = await app.getAttribute("data-state");
-  assert.equal(state, "ready", `the app failed to open its store: ${await page.getByTestId("error").textContent()}`);
-}
-
-/** What the page shows. @param {Page} page */
-async function shown(page) {
-  return page.evaluate(() => {
-    /** @param {string} id */
-    const text = (id) => document.querySelector(`[data-testid="${id}"]`)?.textContent ?? null;
-    return {
-      todos: [...document.querySelectorAll('[data-testid="todo-item"]')].map((li) => ({
-        id: li.getAttribute("data-id"),
-        title: li.querySelector('[data-testid="todo-title"]')?.textContent ?? null,
-        done: li.getAttribute("data-done") === "true",
-      })),
-      todoCount: text("todo-count"),
-      eventCount: text("event-count"),
-      head: text("head"),
-      error: text("error"),
-    };
-  });
-}
-
-/** The whole log as the page's store reads it, with the fields that must agree across tabs. @param {Page} page */
-async function readLog(page) {
-  return page.evaluate(async () => {
-    const store = window.annalsStore;
-    if (!store) throw new Error("window.annalsStore is not set");
-    const events = await store.events({});
-    return {
-      head: store.head,
-      events: events.map((e) => ({ id: e.id, position: e.position, stream: e.stream, version: e.version, type: e.type, data: e.data })),
-    };
-  });
-}
-
-/** @param {Page} page @param {string} title */
-async function addViaUi(page, title) {
-  await page.getByTestId("new-todo-input").fill(title);
-  await page.getByTestId("add-todo").click();
-  await page.getByTestId("todo-item").filter({ hasText: title }).waitFor();
-}
-
-/**
- * Runs in a page: toggles todo `id` expecting its stream at version `expected`.
- * @param {{ id: string, expected: number | undefined }} arg
+ * Runs in a page: appends a toggle of todo `id` to `done`, expecting its stream at version `expected`.
+ * @param {{ id: string, done: boolean, expected: number | undefined }} arg
  * @returns {Promise<unknown>} "ok", or the error's code
  */
-async function toggleAt({ id, expected }) {
+async function toggleAt({ id, done, expected }) {
   const store = window.annalsStore;
   if (!store) throw new Error("window.annalsStore is not set");
   try {
-    await store.append({ stream: `todo-${id}`, type: "TodoToggled", data: { id }, expectedVersion: expected });
+    await store.append({ stream: `todo-${id}`, type: "TodoToggled", data: { id, done }, expectedVersion: expected });
     return "ok";
   } catch (err) {
     return /** @type {{ code?: unknown }} */ (err).code;
   }
 }
-
-/** The todo item showing `title`. @param {Page} page @param {string} title */
-const item = (page, title) => page.getByTestId("todo-item").filter({ has: page.getByTestId("todo-title").getByText(title, { exact: true }) });
 
 test("todos survive a reload: same list, same head", { timeout: TEST_TIMEOUT }, async () => {
   /** @type {string[]} */
@@ -163,6 +67,8 @@ test("todos survive a reload: same list, same head", { timeout: TEST_TIMEOUT }, 
     for (const title of ["buy milk", "walk the dog", "write tests"]) await addViaUi(page, title);
     await item(page, "walk the dog").getByTestId("todo-toggle").check();
     await eventually(() => item(page, "walk the dog").getAttribute("data-done"), (v) => v === "true", { what: "the toggle" });
+    // The completion is counted by the process manager, in an event of its own.
+    await eventually(() => shown(page), (s) => s.completedTotal === "1", { what: "the completion to be counted" });
     await item(page, "write tests").getByTestId("todo-remove").click();
     await eventually(() => page.getByTestId("todo-item").count(), (n) => n === 2, { what: "the removal" });
 
@@ -174,14 +80,15 @@ test("todos survive a reload: same list, same head", { timeout: TEST_TIMEOUT }, 
         { title: "walk the dog", done: true },
       ],
     );
-    assert.equal(before.head, "5", "3 adds, 1 toggle, 1 removal");
-    assert.equal(before.eventCount, "5");
+    assert.equal(before.head, "6", "3 adds, 1 toggle, 1 completion counted, 1 removal");
+    assert.equal(before.eventCount, "6");
+    assert.equal(before.completedTotal, "1");
     assert.equal(before.todoCount, "2");
     assert.equal(before.error, "");
     const logBefore = await readLog(page);
     assert.deepEqual(
       logBefore.events.map((e) => e.type),
-      ["TodoAdded", "TodoAdded", "TodoAdded", "TodoToggled", "TodoRemoved"],
+      ["TodoAdded", "TodoAdded", "TodoAdded", "TodoToggled", "CompletionCounted", "TodoRemoved"],
     );
 
     await page.reload();
@@ -299,6 +206,8 @@ test("a change in one tab shows in the other, and a stale write is refused", { t
 
     await item(b, "shared").getByTestId("todo-toggle").check();
     await eventually(() => item(a, "shared").getAttribute("data-done"), (v) => v === "true", { what: "the toggle to reach tab A" });
+    // The completion is counted (in the stream `stats`): head 3.
+    await eventually(() => shown(a), (s) => s.completedTotal === "1" && s.head === "3", { what: "the completion to be counted" });
 
     // Adding the same todo again (its stream exists) is refused and stores nothing.
     const refused = await b.evaluate(async (id) => {
@@ -312,17 +221,17 @@ test("a change in one tab shows in the other, and a stale write is refused", { t
         return { ok: false, isError: err instanceof Error, name, code, head: store.head };
       }
     }, id);
-    assert.deepEqual(refused, { ok: false, isError: true, name: "AnnalsError", code: "WRONG_EXPECTED_VERSION", head: 2 });
+    assert.deepEqual(refused, { ok: false, isError: true, name: "AnnalsError", code: "WRONG_EXPECTED_VERSION", head: 3 });
 
     // Both tabs toggle at the version they saw: the first wins, the second is checked against the
     // log (with the other tab's write in it), not against its own view, and is refused.
     const seen = await b.evaluate((id) => window.annalsStore?.get("todos")[id]?.version, id);
     assert.equal(seen, 2);
-    assert.equal(await a.evaluate(toggleAt, { id, expected: seen }), "ok");
-    assert.equal(await b.evaluate(toggleAt, { id, expected: seen }), "WRONG_EXPECTED_VERSION");
+    assert.equal(await a.evaluate(toggleAt, { id, done: false, expected: seen }), "ok");
+    assert.equal(await b.evaluate(toggleAt, { id, done: false, expected: seen }), "WRONG_EXPECTED_VERSION");
 
     const [sa, sb] = await Promise.all(
-      [a, b].map((page) => eventually(() => shown(page), (s) => s.head === "3", { what: "head 3 in both tabs" })),
+      [a, b].map((page) => eventually(() => shown(page), (s) => s.head === "4", { what: "head 4 in both tabs" })),
     );
     assert.deepEqual(sa, sb);
     assert.deepEqual(sa?.todos.map(({ title, done }) => ({ title, done })), [{ title: "shared", done: false }]);
