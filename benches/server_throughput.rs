@@ -64,6 +64,7 @@ async fn push_all(database: &str) -> f64 {
         listen: "127.0.0.1:0".parse().expect("addr"),
         database: database.to_owned(),
         auth: Auth::new().with_dev_token("bench").expect("token"),
+        rate_limit: None, // measures the server, not the per-token limiter
         ..ServerConfig::default()
     };
     let server = serve(config).await.expect("server");

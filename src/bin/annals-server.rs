@@ -3,13 +3,14 @@
 //! ```text
 //! annals-server --listen 127.0.0.1:8080 --database sqlite://data/annals.db \
 //!     --tokens tokens.json --www www/dist [--dev-token TOKEN] [--cors-origin ORIGIN ...]
+//!     [--rate-limit-per-second 50 --rate-limit-burst 100] [--max-* ...]
 //! ```
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use annals::server::{init_tracing, serve, Auth, Limits, ServerConfig};
+use annals::server::{init_tracing, serve, Auth, Limits, RateLimit, ServerConfig};
 use clap::{Parser, ValueEnum};
 
 #[derive(Debug, Parser)]
@@ -52,6 +53,31 @@ struct Cli {
     #[arg(long, default_value_t = Limits::default().max_event_bytes)]
     max_event_bytes: usize,
 
+    /// Deepest nesting of arrays and objects in an event's data or meta.
+    #[arg(long, default_value_t = Limits::default().max_json_depth)]
+    max_json_depth: usize,
+
+    /// Requests per second each token may make on average (0 = no limit); past it the
+    /// server answers 429 with Retry-After. A long poll counts once.
+    #[arg(long, default_value_t = RateLimit::default().per_second)]
+    rate_limit_per_second: f64,
+
+    /// Requests a token may make at once after being idle.
+    #[arg(long, default_value_t = RateLimit::default().burst)]
+    rate_limit_burst: u32,
+
+    /// Long polls one token may hold at once (429 past it).
+    #[arg(long, default_value_t = Limits::default().max_long_polls_per_token)]
+    max_long_polls_per_token: usize,
+
+    /// Long polls the server holds at once, over every token (503 past it).
+    #[arg(long, default_value_t = Limits::default().max_long_polls)]
+    max_long_polls: usize,
+
+    /// Bytes of request bodies held in memory at once, over every request (503 past it).
+    #[arg(long, default_value_t = Limits::default().max_buffered_bytes)]
+    max_buffered_bytes: usize,
+
     /// Log format.
     #[arg(long, env = "ANNALS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -73,21 +99,38 @@ fn config(cli: Cli) -> Result<ServerConfig, String> {
             .with_dev_token(token)
             .map_err(|e| format!("--dev-token: {e}"))?;
     }
-    if cli.max_body_bytes == 0 || cli.max_events_per_push == 0 || cli.max_event_bytes == 0 {
-        return Err("the --max-* limits must be positive".into());
-    }
+    let limits = Limits {
+        max_body_bytes: cli.max_body_bytes,
+        max_events_per_push: cli.max_events_per_push,
+        max_event_bytes: cli.max_event_bytes,
+        max_json_depth: cli.max_json_depth,
+        max_long_polls_per_token: cli.max_long_polls_per_token,
+        max_long_polls: cli.max_long_polls,
+        max_buffered_bytes: cli.max_buffered_bytes,
+        ..Limits::default()
+    };
+    limits
+        .check()
+        .map_err(|e| format!("{} (see --max-*)", e.replace('_', "-")))?;
+    let rate_limit = if cli.rate_limit_per_second == 0.0 {
+        None
+    } else {
+        let rate = RateLimit {
+            per_second: cli.rate_limit_per_second,
+            burst: cli.rate_limit_burst,
+        };
+        rate.check()
+            .map_err(|e| format!("--rate-limit-per-second/--rate-limit-burst: {e}"))?;
+        Some(rate)
+    };
     Ok(ServerConfig {
         listen: cli.listen,
         database: cli.database,
         auth,
         www: cli.www,
         cors_origins: cli.cors_origins,
-        limits: Limits {
-            max_body_bytes: cli.max_body_bytes,
-            max_events_per_push: cli.max_events_per_push,
-            max_event_bytes: cli.max_event_bytes,
-            ..Limits::default()
-        },
+        limits,
+        rate_limit,
         // Authorities are Rust code: apps that want them embed the server as a library
         // (`annals::server::serve` with `ServerConfig::authorities`).
         ..ServerConfig::default()

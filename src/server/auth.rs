@@ -56,6 +56,18 @@ impl Grant {
         };
         list.iter().any(|s| s == "*" || s == store)
     }
+
+    /// 403 unless this grant allows `access` to `store`.
+    pub fn require(&self, store: &str, access: Access) -> Result<(), ApiError> {
+        if self.allows(store, access) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden {
+                store: store.to_owned(),
+                access: access.as_str(),
+            })
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +155,11 @@ impl Auth {
 
     /// The grant of the request's bearer token: 401 without a known one.
     pub fn grant(&self, headers: &HeaderMap) -> Result<&Grant, ApiError> {
+        self.authenticate(headers).map(|(_, grant)| grant)
+    }
+
+    /// The request's bearer token (as configured) and its grant: 401 without a known one.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<(&str, &Grant), ApiError> {
         let value = headers
             .get(header::AUTHORIZATION)
             .ok_or(ApiError::MissingToken)?
@@ -152,7 +169,10 @@ impl Auth {
         if !scheme.eq_ignore_ascii_case("bearer") {
             return Err(ApiError::MissingToken);
         }
-        self.tokens.get(token.trim()).ok_or(ApiError::UnknownToken)
+        self.tokens
+            .get_key_value(token.trim())
+            .map(|(token, grant)| (token.as_str(), grant))
+            .ok_or(ApiError::UnknownToken)
     }
 
     /// 401 without a known token, 403 when it does not grant `access` to `store`.
@@ -162,14 +182,7 @@ impl Auth {
         store: &str,
         access: Access,
     ) -> Result<(), ApiError> {
-        if self.grant(headers)?.allows(store, access) {
-            Ok(())
-        } else {
-            Err(ApiError::Forbidden {
-                store: store.to_owned(),
-                access: access.as_str(),
-            })
-        }
+        self.grant(headers)?.require(store, access)
     }
 }
 

@@ -27,8 +27,19 @@ pub enum ApiError {
     /// A body, batch or event over its limit.
     #[error("{0}")]
     TooLarge(String),
-    #[error("no route for {0}")]
+    /// A path this server has no route for (under `/v1`: not a route of the protocol).
+    #[error("{0}")]
     NotFound(String),
+    /// A path under `/vN/` for a protocol version this server does not speak.
+    #[error("{0}")]
+    UnsupportedVersion(String),
+    /// The token made too many requests, or holds too many long polls (429).
+    #[error("{message}")]
+    RateLimited { message: String, retry_after: u64 },
+    /// The server is at one of its capacity limits (long polls, buffered bodies): nothing
+    /// was done; retry after `retry_after` seconds (503).
+    #[error("{message}")]
+    Busy { message: String, retry_after: u64 },
     #[error("method not allowed")]
     MethodNotAllowed,
     /// The database is unreachable or busy; nothing was written.
@@ -46,7 +57,9 @@ impl ApiError {
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::BadRequest(_) | ApiError::InvalidEvent(_) => StatusCode::BAD_REQUEST,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::NotFound(_) | ApiError::UnsupportedVersion(_) => StatusCode::NOT_FOUND,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -63,6 +76,9 @@ impl ApiError {
             ApiError::InvalidEvent(_) => "INVALID_EVENT",
             ApiError::TooLarge(_) => "TOO_LARGE",
             ApiError::NotFound(_) => "NOT_FOUND",
+            ApiError::UnsupportedVersion(_) => "UNSUPPORTED_VERSION",
+            ApiError::RateLimited { .. } => "RATE_LIMITED",
+            ApiError::Busy { .. } => "BUSY",
             ApiError::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             ApiError::Unavailable(_) => "UNAVAILABLE",
             ApiError::Internal(_) => "INTERNAL",
@@ -100,6 +116,13 @@ impl IntoResponse for ApiError {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"annals\""),
             );
+        }
+        if let ApiError::RateLimited { retry_after, .. } | ApiError::Busy { retry_after, .. } =
+            &self
+        {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
         }
         response
     }

@@ -23,6 +23,17 @@ pub struct Limits {
     pub max_pull_limit: usize,
     /// Longest long poll; larger `wait`s are clamped.
     pub max_wait: Duration,
+    /// Deepest nesting of arrays and objects in an event's `data` or `meta` (400 above),
+    /// so that no reader of the log (a Rust `serde_json::Value`, an authority) meets a
+    /// document it cannot parse without exhausting its stack.
+    pub max_json_depth: usize,
+    /// Long polls (pulls with `wait`) one token may hold at once (429 above).
+    pub max_long_polls_per_token: usize,
+    /// Long polls the server holds at once, over every token (503 above).
+    pub max_long_polls: usize,
+    /// Bytes of request bodies held in memory at once, over every request (503 above);
+    /// at least `max_body_bytes`.
+    pub max_buffered_bytes: usize,
 }
 
 impl Default for Limits {
@@ -35,7 +46,36 @@ impl Default for Limits {
             default_pull_limit: DEFAULT_PULL_LIMIT,
             max_pull_limit: 10_000,
             max_wait: Duration::from_secs(30),
+            max_json_depth: 64,
+            max_long_polls_per_token: 100,
+            max_long_polls: 10_000,
+            max_buffered_bytes: 256 * 1024 * 1024,
         }
+    }
+}
+
+impl Limits {
+    /// Refuses limits the server cannot work with.
+    pub fn check(&self) -> Result<(), String> {
+        let positive = [
+            ("max_body_bytes", self.max_body_bytes),
+            ("max_events_per_push", self.max_events_per_push),
+            ("max_event_bytes", self.max_event_bytes),
+            ("max_json_depth", self.max_json_depth),
+            ("max_long_polls_per_token", self.max_long_polls_per_token),
+            ("max_long_polls", self.max_long_polls),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("the limit {name} must be positive"));
+        }
+        if self.max_buffered_bytes < self.max_body_bytes {
+            return Err(format!(
+                "max_buffered_bytes ({}) must be at least max_body_bytes ({}), or no body of \
+                 the largest allowed size could ever be read",
+                self.max_buffered_bytes, self.max_body_bytes
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -99,6 +139,12 @@ pub fn parse_push(body: &[u8], limits: &Limits) -> Result<PushRequest, ApiError>
         let invalid = |m: String| ApiError::InvalidEvent(format!("event {i}: {m}"));
         check_name("stream", &event.stream, limits).map_err(invalid)?;
         check_name("type", &event.event_type, limits).map_err(invalid)?;
+        for (field, raw) in [("data", Some(&event.data)), ("meta", event.meta.as_ref())] {
+            if let Some(raw) = raw {
+                check_json(raw.get(), limits.max_json_depth)
+                    .map_err(|problem| invalid(format!("`{field}` holds {problem}")))?;
+            }
+        }
         if let Some(meta) = &event.meta {
             if !meta.get().starts_with('{') {
                 return Err(invalid(format!(
@@ -115,6 +161,82 @@ pub fn parse_push(body: &[u8], limits: &Limits) -> Result<PushRequest, ApiError>
         }
     }
     Ok(request)
+}
+
+/// Why the JSON text `json` (already known to be valid JSON) could not be read back by
+/// every client: arrays and objects nested more than `max_depth` levels deep, a `\\u`
+/// escape of an unpaired UTF-16 surrogate, or a number beyond the range of a double
+/// (`serde_json::Value` refuses the last two, and would exhaust a small stack on the
+/// first). One pass, no recursion: serde_json captures a `RawValue` without applying its
+/// recursion limit, so this is where `data` and `meta` are bounded.
+pub fn check_json(json: &str, max_depth: usize) -> Result<(), String> {
+    let bytes = json.as_bytes();
+    let hex4 = |at: usize| -> Option<u32> {
+        let digits = std::str::from_utf8(bytes.get(at..at + 4)?).ok()?;
+        u32::from_str_radix(digits, 16).ok()
+    };
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if in_string {
+            match b {
+                b'"' => {
+                    in_string = false;
+                    i += 1;
+                }
+                b'\\' if bytes.get(i + 1) == Some(&b'u') => {
+                    let unit = hex4(i + 2).unwrap_or(0);
+                    if (0xD800..0xDC00).contains(&unit) {
+                        let low = (bytes.get(i + 6..i + 8) == Some(b"\\u"))
+                            .then(|| hex4(i + 8))
+                            .flatten();
+                        if !low.is_some_and(|l| (0xDC00..0xE000).contains(&l)) {
+                            return Err(format!("an unpaired surrogate \\u{unit:04x}"));
+                        }
+                        i += 12;
+                    } else if (0xDC00..0xE000).contains(&unit) {
+                        return Err(format!("an unpaired surrogate \\u{unit:04x}"));
+                    } else {
+                        i += 6;
+                    }
+                }
+                b'\\' => i += 2,
+                _ => i += 1,
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max_depth {
+                    return Err(format!(
+                        "arrays and objects nested more than {max_depth} levels deep"
+                    ));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b'-' | b'0'..=b'9' => {
+                let end = bytes[i..]
+                    .iter()
+                    .position(|c| !matches!(c, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
+                    .map_or(bytes.len(), |n| i + n);
+                let number = &json[i..end];
+                if !number.parse::<f64>().is_ok_and(f64::is_finite) {
+                    return Err(format!(
+                        "the number {} is beyond the range of a double",
+                        truncate(number, 40)
+                    ));
+                }
+                i = end;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
 }
 
 fn check_name(field: &str, value: &str, limits: &Limits) -> Result<(), String> {
@@ -197,6 +319,52 @@ mod tests {
         assert_eq!(l.max_body_bytes, 4_194_304);
         assert_eq!(l.max_events_per_push, 1_000);
         assert_eq!(l.max_event_bytes, 1_048_576);
+    }
+
+    #[test]
+    fn json_is_checked_for_depth_surrogates_and_number_range() {
+        let deep = |n: usize| check_json(&format!("{}{}", "[".repeat(n), "]".repeat(n)), 64);
+        assert!(deep(64).is_ok());
+        assert!(deep(65).is_err());
+        assert!(deep(100_000).is_err());
+        assert!(check_json("1", 0).is_ok());
+        assert!(check_json("[]", 0).is_err());
+        assert!(check_json(r#"[[1],{"a":[2]}]"#, 3).is_ok());
+        assert!(check_json(r#"[[1],{"a":[[2]]}]"#, 3).is_err());
+        // Brackets inside strings do not count, escaped quotes do not end them.
+        assert!(check_json(r#"{"a":"[[[[{{{{\"[[["}"#, 1).is_ok());
+        assert!(check_json(r#"{"a\\":[{}]}"#, 2).is_err());
+        // Surrogates: pairs are fine, halves are not.
+        assert!(check_json(r#""\ud83d\ude00 \u00e9 \u0000""#, 1).is_ok());
+        for bad in [
+            r#""\ud800""#,
+            r#""\ud800x""#,
+            r#""\udc00""#,
+            r#""\ud800\u0041""#,
+        ] {
+            assert!(check_json(bad, 1).is_err(), "{bad}");
+        }
+        assert!(check_json(r#"["\\ud800"]"#, 1).is_ok()); // an escaped backslash
+                                                          // Numbers.
+        for ok in [
+            "0",
+            "-0",
+            "1.5e300",
+            "-2E-400",
+            "123456789012345678901234567890",
+        ] {
+            assert!(check_json(ok, 1).is_ok(), "{ok}");
+        }
+        for bad in ["1e999", "[-1e400]", r#"{"a":2E+309}"#] {
+            assert!(check_json(bad, 1).is_err(), "{bad}");
+        }
+        assert!(Limits::default().check().is_ok());
+        assert!(Limits {
+            max_buffered_bytes: 10,
+            ..Limits::default()
+        }
+        .check()
+        .is_err());
     }
 
     #[test]

@@ -4,8 +4,14 @@
 //! POST /v1/stores/{store}/push                       PushRequest -> PushResponse
 //! GET  /v1/stores/{store}/pull?after=&limit=&wait=   -> PullResponse (long poll with wait)
 //! GET  /health
+//! /v<other>/...: a JSON 404 naming the supported version (v1)
 //! everything else: the static files of --www (index.html for unknown paths)
 //! ```
+//!
+//! Every `/v1` request is authenticated first (401/403), then counted against its token's
+//! rate limit (429 with `Retry-After`); long polls are capped per token (429) and overall
+//! (503), and request bodies are read against a size limit (413) and a server-wide memory
+//! budget (503) while they stream in. See [`throttle`].
 //!
 //! [`serve`] binds, starts the server in the background and returns its address and a
 //! shutdown handle; the binary and the tests both use it.
@@ -17,6 +23,7 @@ pub mod postgres;
 pub mod routes;
 pub mod sqlite;
 pub mod store;
+pub mod throttle;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -38,6 +45,7 @@ pub use auth::{Access, Auth, Grant};
 pub use limits::Limits;
 pub use routes::AppState;
 pub use store::{ServerStore, StoreError};
+pub use throttle::RateLimit;
 
 /// Everything the server needs to run.
 #[derive(Debug, Clone)]
@@ -52,6 +60,8 @@ pub struct ServerConfig {
     /// Origins allowed to call the API from a browser (`*` = any); none = same-origin only.
     pub cors_origins: Vec<String>,
     pub limits: Limits,
+    /// Requests per known token (429 with `Retry-After` past it); `None` = unlimited.
+    pub rate_limit: Option<RateLimit>,
     /// Deciders that re-check pushed events of the streams they claim (see
     /// [`crate::sync::authority`]); for Rust apps that embed the server.
     pub authorities: Authorities,
@@ -66,6 +76,7 @@ impl Default for ServerConfig {
             www: None,
             cors_origins: Vec::new(),
             limits: Limits::default(),
+            rate_limit: Some(RateLimit::default()),
             authorities: Authorities::default(),
         }
     }
@@ -112,7 +123,7 @@ pub fn router(state: AppState, config: &ServerConfig) -> Result<Router, StartErr
     let api = Router::new()
         .route("/stores/{store}/push", post(routes::push))
         .route("/stores/{store}/pull", get(routes::pull))
-        .fallback(routes::not_found)
+        .fallback(routes::not_found_v1)
         .method_not_allowed_fallback(routes::method_not_allowed);
     let mut app = Router::new()
         .route("/health", get(routes::health))
@@ -125,7 +136,9 @@ pub fn router(state: AppState, config: &ServerConfig) -> Result<Router, StartErr
         }
         None => app.fallback(routes::not_found),
     };
-    let mut app = app.with_state(state);
+    let mut app = app
+        .with_state(state)
+        .layer(axum::middleware::from_fn(routes::other_versions));
     if !config.cors_origins.is_empty() {
         app = app.layer(cors(&config.cors_origins)?);
     }
@@ -176,6 +189,7 @@ fn cors(origins: &[String]) -> Result<CorsLayer, StartError> {
 pub struct RunningServer {
     addr: SocketAddr,
     backend: &'static str,
+    throttle: Arc<throttle::Throttle>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<std::io::Result<()>>,
 }
@@ -194,6 +208,16 @@ impl RunningServer {
     /// "sqlite" or "postgres".
     pub fn backend(&self) -> &'static str {
         self.backend
+    }
+
+    /// Long polls waiting now, over every token.
+    pub fn long_polls(&self) -> usize {
+        self.throttle.long_polls.running()
+    }
+
+    /// Bytes of request bodies held now, over every request.
+    pub fn buffered_bytes(&self) -> usize {
+        self.throttle.bodies.used()
     }
 
     /// Stops accepting, ends long polls, lets in-flight requests finish (for up to
@@ -241,12 +265,18 @@ pub async fn serve_with_store(
     if config.auth.is_empty() {
         tracing::warn!("no tokens configured (--tokens, --dev-token): every request will be 401");
     }
+    config.limits.check().map_err(StartError::Config)?;
+    if let Some(rate) = &config.rate_limit {
+        rate.check().map_err(StartError::Config)?;
+    }
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let backend = store.backend();
+    let throttle = Arc::new(throttle::Throttle::new(config.rate_limit, &config.limits));
     let state = AppState {
         store,
         auth: Arc::new(config.auth.clone()),
         limits: Arc::new(config.limits.clone()),
+        throttle: Arc::clone(&throttle),
         shutdown: shutdown_rx.clone(),
     };
     let app = router(state, &config)?;
@@ -272,6 +302,7 @@ pub async fn serve_with_store(
     Ok(RunningServer {
         addr,
         backend,
+        throttle,
         shutdown: shutdown_tx,
         task,
     })

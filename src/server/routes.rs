@@ -15,7 +15,8 @@ use crate::server::auth::{Access, Auth};
 use crate::server::error::{json_response, ApiError};
 use crate::server::limits::{check_store_name, parse_pull_query, parse_push, Limits};
 use crate::server::store::ServerStore;
-use crate::sync::protocol::PushResult;
+use crate::server::throttle::{Reservation, Throttle};
+use crate::sync::protocol::{PushResult, PROTOCOL_VERSION};
 
 /// How often a long poll re-reads even without a wake-up: a safety net for a lost
 /// notification (another process on the same SQLite file, a LISTEN reconnect race).
@@ -27,6 +28,8 @@ pub struct AppState {
     pub store: Arc<dyn ServerStore>,
     pub auth: Arc<Auth>,
     pub limits: Arc<Limits>,
+    /// The rate limit, the long-poll caps and the body budget.
+    pub throttle: Arc<Throttle>,
     /// Turns true when the server is shutting down: long polls answer at once.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -43,12 +46,23 @@ pub async fn push(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    // Authenticate before reading the body.
-    state.auth.grant(&headers)?;
+    // Authenticate (and count the request against the token's rate) before reading the
+    // body.
+    let (token, grant) = state.auth.authenticate(&headers)?;
+    state.throttle.admit(token)?;
     let store = store_name(path)?;
-    state.auth.authorize(&headers, &store, Access::Write)?;
+    grant.require(&store, Access::Write)?;
 
-    let bytes = read_body(&headers, body, state.limits.max_body_bytes).await?;
+    // The body's bytes stay counted against the server's body budget until the push is
+    // done (the parsed events are about as large).
+    let mut reservation = state.throttle.bodies.reserve();
+    let bytes = read_body(
+        &headers,
+        body,
+        state.limits.max_body_bytes,
+        &mut reservation,
+    )
+    .await?;
     let request = parse_push(&bytes, &state.limits)?;
     drop(bytes);
     let count = request.events.len();
@@ -60,9 +74,11 @@ pub async fn push(
     let task_store = store.clone();
     let task_client = client_id.clone();
     let response = tokio::spawn(async move {
-        backend
+        let response = backend
             .push(&task_store, &task_client, request.events)
-            .await
+            .await;
+        drop(reservation);
+        response
     })
     .await
     .map_err(|e| ApiError::Internal(crate::server::store::StoreError::Task(e.to_string())))??;
@@ -97,8 +113,14 @@ const DRAIN_CAP: u64 = 64 * 1024 * 1024;
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Reads the body up to `max` bytes: 413 beyond (checked on `Content-Length` first, then
-/// while streaming, so an oversized body is never buffered).
-async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<Vec<u8>, ApiError> {
+/// while streaming, so an oversized body is never buffered). Every byte held is first
+/// reserved from the server's body budget: 503 when it is spent.
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    max: usize,
+    reservation: &mut Reservation,
+) -> Result<Vec<u8>, ApiError> {
     let too_large = || ApiError::TooLarge(format!("the request body is over {max} bytes"));
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -113,15 +135,25 @@ async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<Vec<u8
             return Err(too_large());
         }
     }
-    let mut out = Vec::with_capacity(declared.map_or(8 * 1024, |n| n as usize));
+    let initial = declared.map_or(8 * 1024, |n| n as usize);
+    if let Err(busy) = reservation.grow_to(initial) {
+        drain(&mut stream, 0).await;
+        return Err(busy);
+    }
+    let mut out = Vec::with_capacity(initial);
     while let Some(chunk) = stream.next().await {
         let chunk =
             chunk.map_err(|e| ApiError::BadRequest(format!("could not read the body: {e}")))?;
-        if out.len() + chunk.len() > max {
-            let seen = (out.len() + chunk.len()) as u64;
+        let needed = out.len() + chunk.len();
+        let refused = if needed > max {
+            Some(too_large())
+        } else {
+            reservation.grow_to(needed).err()
+        };
+        if let Some(error) = refused {
             drop(out);
-            drain(&mut stream, seen).await;
-            return Err(too_large());
+            drain(&mut stream, needed as u64).await;
+            return Err(error);
         }
         out.extend_from_slice(&chunk);
     }
@@ -148,10 +180,18 @@ pub async fn pull(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    state.auth.grant(&headers)?;
+    // A long poll counts once against the rate limit, however long it waits.
+    let (token, grant) = state.auth.authenticate(&headers)?;
+    state.throttle.admit(token)?;
     let store = store_name(path)?;
-    state.auth.authorize(&headers, &store, Access::Read)?;
+    grant.require(&store, Access::Read)?;
     let params = parse_pull_query(query.as_deref(), &state.limits)?;
+    // Held while this pull may wait, released however it ends (also on a hang-up).
+    let _slot = if params.wait.is_zero() {
+        None
+    } else {
+        Some(state.throttle.long_polls.enter(token)?)
+    };
 
     // Subscribe before the first read, so that a commit between the read and the wait
     // still wakes us.
@@ -204,8 +244,51 @@ pub async fn health(State(state): State<AppState>) -> Response {
     }
 }
 
+/// Outside `/v1`: neither a route nor (without `--www`) a file.
 pub async fn not_found(method: Method, uri: Uri) -> ApiError {
-    ApiError::NotFound(format!("{method} {}", uri.path()))
+    ApiError::NotFound(format!("no route for {method} {}", uri.path()))
+}
+
+/// Under `/v1` but not a route of the protocol.
+pub async fn not_found_v1(method: Method, uri: Uri) -> ApiError {
+    ApiError::NotFound(format!(
+        "no route for {method} {}: protocol v{PROTOCOL_VERSION} has POST \
+         /v{PROTOCOL_VERSION}/stores/{{store}}/push and GET /v{PROTOCOL_VERSION}/stores/{{store}}/pull",
+        uri.path()
+    ))
+}
+
+/// The protocol version a path asks for, when its first segment is `v<digits>`.
+pub fn requested_version(path: &str) -> Option<&str> {
+    let first = path.strip_prefix('/')?.split('/').next()?;
+    let digits = first.strip_prefix('v')?;
+    (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())).then_some(digits)
+}
+
+/// Answers paths of other protocol versions (`/v2/...`, `/v0`) with a JSON 404 that names
+/// the version this server speaks, before the static files could answer them (and `/v1`
+/// itself with the routes of v1).
+pub async fn other_versions(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = request.uri().path();
+    match requested_version(path) {
+        Some(version) if version != PROTOCOL_VERSION.to_string() => {
+            axum::response::IntoResponse::into_response(ApiError::UnsupportedVersion(format!(
+                "protocol version v{version} is not supported: this server speaks \
+                 v{PROTOCOL_VERSION} only (/v{PROTOCOL_VERSION}/stores/{{store}}/push, \
+                 /v{PROTOCOL_VERSION}/stores/{{store}}/pull); {path} has no route"
+            )))
+        }
+        // `/v1` and `/v1/` themselves are no route either (nor a static file).
+        Some(_) if path.trim_end_matches('/') == format!("/v{PROTOCOL_VERSION}") => {
+            let method = request.method().clone();
+            let uri = request.uri().clone();
+            axum::response::IntoResponse::into_response(not_found_v1(method, uri).await)
+        }
+        _ => next.run(request).await,
+    }
 }
 
 pub async fn method_not_allowed() -> ApiError {

@@ -29,7 +29,7 @@ pub enum TransportError {
     /// 403: the token does not grant this store.
     #[error("the token does not grant this store: {0}")]
     Forbidden(String),
-    /// 5xx: the server failed. Retried.
+    /// 5xx: the server failed or is busy; 429: too many requests. Retried (with backoff).
     #[error("the sync server failed ({status}): {message}")]
     Server { status: u16, message: String },
     /// Another 4xx: the request itself is wrong (too large, malformed). Not retried as is.
@@ -58,7 +58,7 @@ impl TransportError {
         Err(match status {
             401 => TransportError::Unauthorized(message),
             403 => TransportError::Forbidden(message),
-            500..=599 => TransportError::Server { status, message },
+            429 | 500..=599 => TransportError::Server { status, message },
             _ => TransportError::Refused {
                 status,
                 code,
@@ -537,6 +537,10 @@ mod tests {
         assert!(matches!(
             TransportError::check_status(403, String::new()),
             Err(TransportError::Forbidden(_))
+        ));
+        assert!(matches!(
+            TransportError::check_status(429, String::new()),
+            Err(TransportError::Server { status: 429, .. })
         ));
         assert!(matches!(
             TransportError::check_status(502, String::new()),
