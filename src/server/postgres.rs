@@ -4,11 +4,22 @@
 //!   (`SELECT ... FOR UPDATE`), so pushes to one store are serialised across every instance
 //!   and positions are assigned under that lock: a reader never sees a position that a
 //!   slower writer fills in later. Pushes to different stores do not wait for each other.
-//! - No per-event round trips: one query for the batch's already stored ids (a join
-//!   with `UNNEST($ids)`) and one for its streams' current versions (table `streams`),
-//!   pipelined; then one multi-row insert (`UNNEST` of arrays), one upsert of the stream
-//!   versions, one head update and the `NOTIFY`, pipelined too. The answer is sent after
-//!   `COMMIT` returns, so acknowledged events are durable.
+//! - Two round trips per push, neither with per-event statements. The first sends
+//!   `BEGIN`, the lock and the lookup of the pushed streams' current versions (table
+//!   `streams`) together: under READ COMMITTED every statement takes its snapshot when it
+//!   starts, and the server runs them in order, so the lookup sees the state left by the
+//!   previous holder of the lock. The second sends the multi-row insert (`UNNEST` of
+//!   arrays), the stream version updates, the head update, the `NOTIFY` and `COMMIT`
+//!   together; the answer is sent only after every one of them succeeded, `COMMIT`
+//!   included, so acknowledged events are durable.
+//! - Ids already stored are not looked up first: the unique index on `(store_id, id)`
+//!   refuses them, which rolls the whole transaction back, and the push is then planned
+//!   again in a new transaction with the lookup (so a retried batch costs one wasted
+//!   attempt, and answers `duplicate` as before). A push with a rejected event looks its
+//!   ids up before writing, since a stored id answers `duplicate` before any check.
+//! - Lookups probe the indexes one key at a time (`LATERAL ... LIMIT 1`), whatever the
+//!   statistics: a cached generic plan made while a table was small must not turn into a
+//!   scan of the whole store once it has grown.
 //! - `NOTIFY annals_events, '<store>'` is sent inside the push transaction (delivered on
 //!   commit); every instance keeps one `LISTEN` connection that wakes its long polls.
 //!
@@ -25,10 +36,10 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio::sync::{oneshot, Semaphore, SemaphorePermit};
 use tokio::task::JoinHandle;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{AsyncMessage, Client, Config, NoTls, Row, Statement};
 
-use crate::event::Event;
+use crate::event::{Event, EventId};
 use crate::server::sqlite::raw_json;
 use crate::server::store::{
     distinct_streams, event_bytes, new_epoch, plan_push, stored_id, stored_u64, to_i64, BoxFuture,
@@ -53,7 +64,7 @@ CREATE TABLE IF NOT EXISTS streams (
     stream   TEXT NOT NULL,
     version  BIGINT NOT NULL,
     PRIMARY KEY (store_id, stream)
-);
+) WITH (fillfactor = 50);
 CREATE TABLE IF NOT EXISTS events (
     store_id BIGINT NOT NULL,
     position BIGINT NOT NULL,
@@ -69,6 +80,38 @@ CREATE TABLE IF NOT EXISTS events (
     UNIQUE (store_id, id)
 );
 ";
+
+/// Every push rewrites the version row of each stream it touches: with half of each page
+/// left free, the new row versions fit beside the old ones (HOT updates, no index
+/// writes). Databases created before this setting get it at startup; a fillfactor that
+/// an operator chose is kept.
+const STREAMS_FILLFACTOR: &str = "
+DO $$
+BEGIN
+    IF NOT EXISTS (
+        SELECT 1 FROM pg_class
+        WHERE oid = to_regclass('streams')
+          AND EXISTS (SELECT 1 FROM unnest(reloptions) o WHERE o LIKE 'fillfactor=%')
+    ) THEN
+        ALTER TABLE streams SET (fillfactor = 50);
+    END IF;
+END $$;
+";
+
+/// Moves the version of streams that have a row, each only from the version the push was
+/// planned with (the caller counts the rows). An update rather than an upsert, which
+/// would probe every key twice and lock each row on its own.
+const UPDATE_STREAMS: &str = "
+UPDATE streams s SET version = t.version
+FROM UNNEST($2::text[], $3::bigint[], $4::bigint[]) AS t(stream, old, version)
+WHERE s.store_id = $1 AND s.stream = t.stream AND s.version = t.old";
+
+/// At most this many stream versions are remembered, over all stores.
+const MAX_KNOWN_STREAMS: usize = 100_000;
+
+/// Starts a push transaction. Explicitly READ COMMITTED: the lookups pipelined behind the
+/// lock rely on each statement taking a new snapshot.
+const BEGIN: &str = "BEGIN ISOLATION LEVEL READ COMMITTED";
 
 /// Serialises schema creation between instances starting at the same time.
 const MIGRATION_LOCK: i64 = 0x616e_6e61_6c73; // "annals"
@@ -189,7 +232,7 @@ struct Statements {
     existing_ids: Statement,
     stream_versions: Statement,
     insert_events: Statement,
-    upsert_streams: Statement,
+    insert_streams: Statement,
     update_head: Statement,
     notify: Statement,
     read_events: Statement,
@@ -199,6 +242,9 @@ struct Statements {
 struct PgConn {
     client: Client,
     st: Statements,
+    /// True from `BEGIN` until the transaction is known to be over; a connection dropped
+    /// in this state (a cancelled push) is closed, not reused, which rolls it back.
+    in_transaction: bool,
 }
 
 impl PgConn {
@@ -211,7 +257,7 @@ impl PgConn {
             existing_ids,
             stream_versions,
             insert_events,
-            upsert_streams,
+            insert_streams,
             update_head,
             notify,
             read_events,
@@ -222,18 +268,28 @@ impl PgConn {
             client.prepare(
                 "INSERT INTO stores (name, epoch) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING"
             ),
-            // Joins against UNNEST rather than `= ANY($2)`: the generic plan of the latter
-            // may filter every row of the store (index on store_id only) once statistics
-            // are stale, growing with the store; the join always probes the unique index.
+            // Both lookups take the store by name, so that they can be sent with the lock.
+            // One index probe per key (LATERAL ... LIMIT 1 cannot become a join that reads
+            // the whole store): neither `= ANY($2)` nor a plain join with UNNEST is safe
+            // from a generic plan cached while the table was small, which filters or
+            // hashes every row of the store.
             client.prepare(
                 "SELECT e.id, e.position, e.version
                  FROM UNNEST($2::bytea[]) AS k(id)
-                 JOIN events e ON e.store_id = $1 AND e.id = k.id"
+                 CROSS JOIN LATERAL (
+                     SELECT e.id, e.position, e.version FROM events e
+                     WHERE e.store_id = (SELECT id FROM stores WHERE name = $1) AND e.id = k.id
+                     LIMIT 1
+                 ) e"
             ),
             client.prepare(
-                "SELECT s.stream, s.version
+                "SELECT k.stream, s.version
                  FROM UNNEST($2::text[]) AS k(stream)
-                 JOIN streams s ON s.store_id = $1 AND s.stream = k.stream"
+                 CROSS JOIN LATERAL (
+                     SELECT s.version FROM streams s
+                     WHERE s.store_id = (SELECT id FROM stores WHERE name = $1) AND s.stream = k.stream
+                     LIMIT 1
+                 ) s"
             ),
             client.prepare(
                 "INSERT INTO events (store_id, position, id, stream, version, type, data, meta, time, origin)
@@ -244,8 +300,7 @@ impl PgConn {
             ),
             client.prepare(
                 "INSERT INTO streams (store_id, stream, version)
-                 SELECT $1, t.stream, t.version FROM UNNEST($2::text[], $3::bigint[]) AS t(stream, version)
-                 ON CONFLICT (store_id, stream) DO UPDATE SET version = EXCLUDED.version"
+                 SELECT $1, t.stream, t.version FROM UNNEST($2::text[], $3::bigint[]) AS t(stream, version)"
             ),
             client.prepare("UPDATE stores SET head = $2 WHERE id = $1"),
             client.prepare("SELECT pg_notify($1, $2)"),
@@ -262,6 +317,7 @@ impl PgConn {
         )?;
         Ok(PgConn {
             client,
+            in_transaction: false,
             st: Statements {
                 lock_store,
                 read_store,
@@ -269,7 +325,7 @@ impl PgConn {
                 existing_ids,
                 stream_versions,
                 insert_events,
-                upsert_streams,
+                insert_streams,
                 update_head,
                 notify,
                 read_events,
@@ -304,7 +360,7 @@ impl Lease<'_> {
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
-            if !conn.client.is_closed() {
+            if !conn.client.is_closed() && !conn.in_transaction {
                 self.pool.idle_lock().push(conn);
             }
         }
@@ -348,6 +404,74 @@ pub struct PgStore {
     changes: Arc<Changes>,
     listener: JoinHandle<()>,
     authorities: Authorities,
+    known: KnownVersions,
+}
+
+/// The stream versions of a store as this instance last saw them, at `head`.
+struct Known {
+    store_id: i64,
+    head: u64,
+    /// Whether the last push found the memory still current. If not (other instances
+    /// push to this store too), the next push looks every stream up in its first round
+    /// trip rather than paying a second one for the streams it skipped.
+    trusted: bool,
+    /// Version of each stream (0: no events).
+    versions: HashMap<String, u64>,
+}
+
+/// Per store, the [`Known`] versions; a push takes its store's out while it runs (a
+/// concurrent push to the same store looks everything up) and puts the new ones back.
+#[derive(Default)]
+struct KnownVersions {
+    inner: Mutex<KnownInner>,
+}
+
+#[derive(Default)]
+struct KnownInner {
+    stores: HashMap<String, Known>,
+    /// Stream versions held, over all stores (at most [`MAX_KNOWN_STREAMS`]).
+    streams: usize,
+}
+
+impl KnownVersions {
+    fn lock(&self) -> MutexGuard<'_, KnownInner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn take(&self, store: &str) -> Option<Known> {
+        let mut inner = self.lock();
+        let known = inner.stores.remove(store)?;
+        inner.streams -= known.versions.len();
+        Some(known)
+    }
+
+    fn put(&self, store: &str, known: Known) {
+        if known.versions.len() > MAX_KNOWN_STREAMS {
+            return;
+        }
+        let mut inner = self.lock();
+        if let Some(held) = inner.stores.get(store) {
+            // A concurrent push put a later state back first.
+            if held.store_id == known.store_id && held.head > known.head {
+                return;
+            }
+        }
+        if let Some(held) = inner.stores.remove(store) {
+            inner.streams -= held.versions.len();
+        }
+        while inner.streams + known.versions.len() > MAX_KNOWN_STREAMS {
+            let Some(other) = inner.stores.keys().next().cloned() else {
+                break;
+            };
+            if let Some(held) = inner.stores.remove(&other) {
+                inner.streams -= held.versions.len();
+            }
+        }
+        inner.streams += known.versions.len();
+        inner.stores.insert(store.to_owned(), known);
+    }
 }
 
 impl Drop for PgStore {
@@ -390,6 +514,7 @@ impl PgStore {
             authorities,
             changes,
             listener,
+            known: KnownVersions::default(),
         })
     }
 
@@ -400,49 +525,154 @@ impl PgStore {
         events: &[PushEvent],
     ) -> Result<PushResponse, StoreError> {
         let mut lease = self.pool.get().await?;
-        let PgConn { client, st } = lease.conn()?;
-        let tx = client.transaction().await?;
-        let row = match tx.query_opt(&st.lock_store, &[&store]).await? {
-            Some(row) => row,
+        let conn = lease.conn()?;
+        let mut attempt = Attempt {
+            remembered: true,
+            look_up_ids: false,
+        };
+        loop {
+            let known = if attempt.remembered {
+                self.known.take(store)
+            } else {
+                None
+            };
+            match self
+                .push_once(conn, store, client_id, events, attempt, known)
+                .await
+            {
+                Ok((response, known)) => {
+                    self.known.put(store, known);
+                    return Ok(response);
+                }
+                // Each retry turns one assumption off, so there are at most three attempts.
+                Err(Failed {
+                    retry: Some(next), ..
+                }) if next != attempt && !conn.in_transaction => attempt = next,
+                Err(failed) => return Err(failed.error),
+            }
+        }
+    }
+
+    /// One push transaction on `conn`, rolled back if it fails (or the connection is marked
+    /// to be closed).
+    async fn push_once(
+        &self,
+        conn: &mut PgConn,
+        store: &str,
+        client_id: &str,
+        events: &[PushEvent],
+        attempt: Attempt,
+        known: Option<Known>,
+    ) -> Result<(PushResponse, Known), Failed> {
+        let PgConn {
+            client,
+            st,
+            in_transaction,
+        } = conn;
+        *in_transaction = true;
+        let result = self
+            .push_transaction(client, st, store, client_id, events, attempt, known)
+            .await;
+        match &result {
+            Ok(_) | Err(Failed { ended: true, .. }) => *in_transaction = false,
+            Err(Failed { ended: false, .. }) => {
+                if !client.is_closed() && client.batch_execute("ROLLBACK").await.is_ok() {
+                    *in_transaction = false;
+                }
+            }
+        }
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn push_transaction(
+        &self,
+        client: &Client,
+        st: &Statements,
+        store: &str,
+        client_id: &str,
+        events: &[PushEvent],
+        attempt: Attempt,
+        known: Option<Known>,
+    ) -> Result<(PushResponse, Known), Failed> {
+        let ids: Vec<&[u8]> = events.iter().map(|e| &e.id.0[..]).collect();
+        let streams = distinct_streams(events);
+        // The streams whose versions this instance remembers are not looked up, unless the
+        // last push found its memory of this store out of date.
+        let (skipped, looked_up): (Vec<&str>, Vec<&str>) = match &known {
+            Some(k) if k.trusted => streams.iter().partition(|s| k.versions.contains_key(**s)),
+            _ => (Vec::new(), streams),
+        };
+        let store_params: [&(dyn ToSql + Sync); 1] = [&store];
+        let (looked_up_ref, ids_ref) = (&looked_up, &ids);
+        let lookups = move || async move {
+            tokio::try_join!(
+                stream_versions(client, st, store, looked_up_ref),
+                async move {
+                    if attempt.look_up_ids {
+                        existing_ids(client, st, store, ids_ref).await
+                    } else {
+                        Ok(Vec::new())
+                    }
+                },
+            )
+        };
+        // Round trip 1: BEGIN, the lock, then the lookups (which see the state after it).
+        let (begun, locked, looked) = tokio::join!(
+            client.batch_execute(BEGIN),
+            client.query_opt(&st.lock_store, &store_params),
+            lookups(),
+        );
+        begun?;
+        let (row, (mut versions, id_rows)) = match locked? {
+            Some(row) => (row, looked?),
             None => {
-                tx.execute(&st.create_store, &[&store, &new_epoch()?])
+                // A new store. Another instance may create it (and push to it) meanwhile,
+                // so look again once it is locked.
+                client
+                    .execute(&st.create_store, &[&store, &new_epoch()?])
                     .await?;
-                tx.query_one(&st.lock_store, &[&store]).await?
+                tokio::try_join!(
+                    async { Ok(client.query_one(&st.lock_store, &store_params).await?) },
+                    lookups(),
+                )?
             }
         };
         let (store_id, head, epoch) = store_row(&row)?;
+        let mut existing = placed_ids(&id_rows)?;
 
-        let ids: Vec<&[u8]> = events.iter().map(|e| &e.id.0[..]).collect();
-        let streams = distinct_streams(events);
-        let id_params: [&(dyn ToSql + Sync); 2] = [&store_id, &ids];
-        let stream_params: [&(dyn ToSql + Sync); 2] = [&store_id, &streams];
-        let (id_rows, version_rows) = tokio::try_join!(
-            tx.query(&st.existing_ids, &id_params),
-            tx.query(&st.stream_versions, &stream_params),
-        )?;
-        let mut existing = HashMap::with_capacity(id_rows.len());
-        for row in &id_rows {
-            existing.insert(
-                stored_id(row.try_get::<_, &[u8]>(0)?)?,
-                Placed {
-                    position: stored_u64(row.try_get(1)?, "position")?,
-                    version: stored_u64(row.try_get(2)?, "version")?,
-                },
-            );
+        // What is remembered holds only while the head is the one it was remembered at:
+        // every push that changes a stream's version moves the head, under the lock. The
+        // writes check it all the same (see below).
+        let had_known = known.is_some();
+        let current = known
+            .as_ref()
+            .is_some_and(|k| k.store_id == store_id && k.head == head);
+        let mut rest = match known {
+            Some(k) if current => k.versions,
+            _ => HashMap::new(),
+        };
+        let mut remembered = false;
+        if !skipped.is_empty() {
+            if current {
+                for s in &skipped {
+                    if let Some((name, version)) = rest.remove_entry(*s) {
+                        versions.insert(name, version);
+                    }
+                }
+                remembered = true;
+            } else {
+                // Out of date: one more round trip for the skipped streams.
+                versions.extend(stream_versions(client, st, store, &skipped).await?);
+            }
         }
-        let mut versions = HashMap::with_capacity(version_rows.len());
-        for row in &version_rows {
-            versions.insert(
-                row.try_get::<_, String>(0)?,
-                stored_u64(row.try_get(1)?, "version")?,
-            );
-        }
+        // Every pushed stream now has its version in `versions` (0: no events yet).
 
         let mut histories: HashMap<String, Vec<Event>> = HashMap::new();
         let claimed = self.authorities.claimed_streams(events);
         if !claimed.is_empty() {
             let params: [&(dyn ToSql + Sync); 2] = [&store_id, &claimed];
-            for row in tx.query(&st.stream_events, &params).await? {
+            for row in client.query(&st.stream_events, &params).await? {
                 let event = event_from_row(&row)?;
                 histories
                     .entry(event.stream.clone())
@@ -450,60 +680,215 @@ impl PgStore {
                     .push(event);
             }
         }
-        let mut check = self.authorities.checker(histories);
-        let plan = plan_push(head, events, &existing, &versions, Some(&mut check));
-
-        if !plan.inserts.is_empty() {
-            let n = plan.inserts.len();
-            let mut positions = Vec::with_capacity(n);
-            let mut ids = Vec::with_capacity(n);
-            let mut streams = Vec::with_capacity(n);
-            let mut versions = Vec::with_capacity(n);
-            let mut types = Vec::with_capacity(n);
-            let mut data = Vec::with_capacity(n);
-            let mut metas = Vec::with_capacity(n);
-            let mut times = Vec::with_capacity(n);
-            for (index, placed) in &plan.inserts {
-                let event = events
-                    .get(*index)
-                    .ok_or_else(|| StoreError::Task("push plan out of range".into()))?;
-                positions.push(to_i64(placed.position, "position")?);
-                ids.push(&event.id.0[..]);
-                streams.push(event.stream.as_str());
-                versions.push(to_i64(placed.version, "version")?);
-                types.push(event.event_type.as_str());
-                data.push(event.data.get());
-                metas.push(event.meta.as_ref().map(|m| m.get()));
-                times.push(to_i64(event.time, "time")?);
-            }
-            let mut touched = Vec::with_capacity(plan.stream_versions.len());
-            let mut touched_versions = Vec::with_capacity(plan.stream_versions.len());
-            for (stream, version) in &plan.stream_versions {
-                touched.push(stream.as_str());
-                touched_versions.push(to_i64(*version, "version")?);
-            }
-            let new_head = to_i64(plan.head, "head")?;
-            let insert_params: [&(dyn ToSql + Sync); 10] = [
-                &store_id, &positions, &ids, &streams, &versions, &types, &data, &metas, &times,
-                &client_id,
-            ];
-            let upsert_params: [&(dyn ToSql + Sync); 3] = [&store_id, &touched, &touched_versions];
-            let head_params: [&(dyn ToSql + Sync); 2] = [&store_id, &new_head];
-            let notify_params: [&(dyn ToSql + Sync); 2] = [&CHANNEL, &store];
-            // Pipelined: sent together, answered in order.
-            tokio::try_join!(
-                tx.execute(&st.insert_events, &insert_params),
-                tx.execute(&st.upsert_streams, &upsert_params),
-                tx.execute(&st.update_head, &head_params),
-                tx.execute(&st.notify, &notify_params),
-            )?;
+        let mut plan = plan_push(
+            head,
+            events,
+            &existing,
+            &versions,
+            Some(&mut self.authorities.checker(histories.clone())),
+        );
+        let rejected = plan
+            .results
+            .iter()
+            .any(|r| matches!(r, PushResult::Rejected { .. }));
+        if rejected && (!attempt.look_up_ids || remembered) {
+            // A rejection is an answer: it must come from the stored state. A stored id
+            // answers `duplicate` before any check, so look the ids up, and read the
+            // versions that were remembered (still under the lock); then plan again.
+            let (id_rows, fresh) =
+                tokio::try_join!(existing_ids(client, st, store, &ids), async {
+                    if remembered {
+                        stream_versions(client, st, store, &skipped).await
+                    } else {
+                        Ok(HashMap::new())
+                    }
+                },)?;
+            existing = placed_ids(&id_rows)?;
+            versions.extend(fresh);
+            remembered = false;
+            plan = plan_push(
+                head,
+                events,
+                &existing,
+                &versions,
+                Some(&mut self.authorities.checker(histories)),
+            );
         }
-        tx.commit().await?;
-        Ok(PushResponse {
-            results: plan.results,
-            head: plan.head,
-            epoch,
-        })
+
+        // What the next push on this instance may skip looking up.
+        let remember = |versions: HashMap<String, u64>, head: u64| {
+            let versions = if versions.len() + rest.len() <= MAX_KNOWN_STREAMS {
+                let mut all = rest;
+                all.extend(versions);
+                all
+            } else {
+                versions
+            };
+            Known {
+                store_id,
+                head,
+                trusted: current || !had_known,
+                versions,
+            }
+        };
+        if plan.inserts.is_empty() {
+            client.batch_execute("COMMIT").await.map_err(ended)?;
+            let known = remember(versions, plan.head);
+            return Ok((
+                PushResponse {
+                    results: plan.results,
+                    head: plan.head,
+                    epoch,
+                },
+                known,
+            ));
+        }
+        let n = plan.inserts.len();
+        let mut positions = Vec::with_capacity(n);
+        let mut inserted_ids = Vec::with_capacity(n);
+        let mut event_streams = Vec::with_capacity(n);
+        let mut event_versions = Vec::with_capacity(n);
+        let mut types = Vec::with_capacity(n);
+        let mut data = Vec::with_capacity(n);
+        let mut metas = Vec::with_capacity(n);
+        let mut times = Vec::with_capacity(n);
+        for (index, placed) in &plan.inserts {
+            let event = events
+                .get(*index)
+                .ok_or_else(|| StoreError::Task("push plan out of range".into()))?;
+            positions.push(to_i64(placed.position, "position")?);
+            inserted_ids.push(&event.id.0[..]);
+            event_streams.push(event.stream.as_str());
+            event_versions.push(to_i64(placed.version, "version")?);
+            types.push(event.event_type.as_str());
+            data.push(event.data.get());
+            metas.push(event.meta.as_ref().map(|m| m.get()));
+            times.push(to_i64(event.time, "time")?);
+        }
+        // Streams with a version have a row: updated, each only from the version the plan
+        // started from; the others get one (and an existing row fails the insert).
+        let (mut known_streams, mut from, mut to) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut new_streams, mut new_versions) = (Vec::new(), Vec::new());
+        for (stream, version) in &plan.stream_versions {
+            let before = versions.get(stream).copied().unwrap_or(0);
+            let version = to_i64(*version, "version")?;
+            if before > 0 {
+                known_streams.push(stream.as_str());
+                from.push(to_i64(before, "version")?);
+                to.push(version);
+            } else {
+                new_streams.push(stream.as_str());
+                new_versions.push(version);
+            }
+        }
+        let new_head = to_i64(plan.head, "head")?;
+        let insert_params: [&(dyn ToSql + Sync); 10] = [
+            &store_id,
+            &positions,
+            &inserted_ids,
+            &event_streams,
+            &event_versions,
+            &types,
+            &data,
+            &metas,
+            &times,
+            &client_id,
+        ];
+        let new_params: [&(dyn ToSql + Sync); 3] = [&store_id, &new_streams, &new_versions];
+        let head_params: [&(dyn ToSql + Sync); 2] = [&store_id, &new_head];
+        let notify_params: [&(dyn ToSql + Sync); 2] = [&CHANNEL, &store];
+        // Round trip 2. When every version was read under the lock, COMMIT goes with it:
+        // after a failed statement the server refuses the rest and turns COMMIT into a
+        // rollback, so success means every statement succeeded and the transaction is
+        // committed (and flushed). Remembered versions are checked first (below).
+        let (inserted, updated, created, moved, notified, committed) = tokio::join!(
+            client.execute(&st.insert_events, &insert_params),
+            async {
+                if known_streams.is_empty() {
+                    return Ok(0);
+                }
+                // Planned for the keys at hand each time (an unnamed statement): a generic
+                // plan may hash the whole store's streams.
+                client
+                    .execute_typed(
+                        UPDATE_STREAMS,
+                        &[
+                            (&store_id, Type::INT8),
+                            (&known_streams, Type::TEXT_ARRAY),
+                            (&from, Type::INT8_ARRAY),
+                            (&to, Type::INT8_ARRAY),
+                        ],
+                    )
+                    .await
+            },
+            async {
+                if new_streams.is_empty() {
+                    Ok(0)
+                } else {
+                    client.execute(&st.insert_streams, &new_params).await
+                }
+            },
+            client.execute(&st.update_head, &head_params),
+            client.execute(&st.notify, &notify_params),
+            async {
+                if remembered {
+                    Ok(())
+                } else {
+                    client.batch_execute("COMMIT").await
+                }
+            },
+        );
+        let over = !remembered && committed.is_ok();
+        let fail = |error: tokio_postgres::Error, retry: Option<Attempt>| Failed {
+            error: error.into(),
+            ended: over,
+            retry,
+        };
+        // A stored id: plan again knowing the stored ids.
+        inserted.map_err(|e| {
+            let retry = is_stored_id(&e).then_some(Attempt {
+                look_up_ids: true,
+                ..attempt
+            });
+            fail(e, retry)
+        })?;
+        let fresh = Attempt {
+            remembered: false,
+            ..attempt
+        };
+        let updated = updated.map_err(|e| fail(e, None))?;
+        // A stream remembered without events has a row after all.
+        created.map_err(|e| {
+            let retry = (remembered && is_unique_violation(&e)).then_some(fresh);
+            fail(e, retry)
+        })?;
+        moved.map_err(|e| fail(e, None))?;
+        notified.map_err(|e| fail(e, None))?;
+        committed.map_err(|e| fail(e, None))?;
+        if remembered {
+            if updated != known_streams.len() as u64 {
+                // What this instance remembered is not what is stored (a database restored
+                // to an earlier point, say): nothing is kept; plan again from the database.
+                return Err(Failed {
+                    error: StoreError::Corrupt("remembered stream versions are out of date".into()),
+                    ended: false,
+                    retry: Some(fresh),
+                });
+            }
+            client.batch_execute("COMMIT").await.map_err(ended)?;
+        }
+        for (stream, version) in plan.stream_versions {
+            versions.insert(stream, version);
+        }
+        let known = remember(versions, plan.head);
+        Ok((
+            PushResponse {
+                results: plan.results,
+                head: plan.head,
+                epoch,
+            },
+            known,
+        ))
     }
 
     /// The store's row, created (with a fresh epoch) if it does not exist yet.
@@ -572,6 +957,104 @@ impl PgStore {
     }
 }
 
+/// What a push attempt may assume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Attempt {
+    /// Use the stream versions this instance remembers (checked when written).
+    remembered: bool,
+    /// Look the pushed ids up first, rather than count on the unique index.
+    look_up_ids: bool,
+}
+
+/// A failed push transaction: whether it is over (rolled back by the server after a
+/// pipelined `COMMIT`) or still to be rolled back, and how to try again, if it failed
+/// only because of an assumption.
+struct Failed {
+    error: StoreError,
+    ended: bool,
+    retry: Option<Attempt>,
+}
+
+impl<E: Into<StoreError>> From<E> for Failed {
+    fn from(error: E) -> Self {
+        Failed {
+            error: error.into(),
+            ended: false,
+            retry: None,
+        }
+    }
+}
+
+fn ended(error: tokio_postgres::Error) -> Failed {
+    Failed {
+        error: error.into(),
+        ended: true,
+        retry: None,
+    }
+}
+
+fn is_unique_violation(error: &tokio_postgres::Error) -> bool {
+    error.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+}
+
+/// True when an insert met an id that the store already holds (the unique index on
+/// `(store_id, id)`).
+fn is_stored_id(error: &tokio_postgres::Error) -> bool {
+    is_unique_violation(error)
+        && error.as_db_error().is_some_and(|db| {
+            db.table() == Some("events") && db.constraint() != Some("events_pkey")
+        })
+}
+
+/// The current versions of `streams` (0 for a stream without events), one index probe
+/// each.
+async fn stream_versions(
+    client: &Client,
+    st: &Statements,
+    store: &str,
+    streams: &[&str],
+) -> Result<HashMap<String, u64>, StoreError> {
+    let mut versions: HashMap<String, u64> = streams.iter().map(|s| ((*s).to_owned(), 0)).collect();
+    if streams.is_empty() {
+        return Ok(versions);
+    }
+    for row in client
+        .query(&st.stream_versions, &[&store, &streams])
+        .await?
+    {
+        let version = stored_u64(row.try_get(1)?, "version")?;
+        if let Some(v) = versions.get_mut(row.try_get::<_, &str>(0)?) {
+            *v = version;
+        }
+    }
+    Ok(versions)
+}
+
+/// The stored events among `ids`.
+async fn existing_ids(
+    client: &Client,
+    st: &Statements,
+    store: &str,
+    ids: &[&[u8]],
+) -> Result<Vec<Row>, StoreError> {
+    Ok(client.query(&st.existing_ids, &[&store, &ids]).await?)
+}
+
+/// Stored events by id, from the `existing_ids` lookup.
+fn placed_ids(rows: &[Row]) -> Result<HashMap<EventId, Placed>, StoreError> {
+    let mut placed = HashMap::with_capacity(rows.len());
+    for row in rows {
+        placed.insert(
+            stored_id(row.try_get::<_, &[u8]>(0)?)?,
+            Placed {
+                position: stored_u64(row.try_get(1)?, "position")?,
+                version: stored_u64(row.try_get(2)?, "version")?,
+            },
+        );
+    }
+    Ok(placed)
+}
+
 fn store_row(row: &Row) -> Result<(i64, u64, String), StoreError> {
     Ok((
         row.try_get(0)?,
@@ -611,6 +1094,7 @@ async fn migrate(settings: &PgSettings) -> Result<(), StoreError> {
         .await?;
     }
     tx.batch_execute(SCHEMA).await?;
+    tx.batch_execute(STREAMS_FILLFACTOR).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -748,6 +1232,277 @@ impl ServerStore for PgStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::ExpectedVersion;
+    use serde_json::value::RawValue;
+
+    /// A fresh schema on the test database (`ANNALS_TEST_PG_URL`), dropped on drop.
+    struct Scratch {
+        base: String,
+        schema: String,
+    }
+
+    impl Scratch {
+        fn new() -> Self {
+            let base = std::env::var("ANNALS_TEST_PG_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+            Scratch {
+                base,
+                schema: format!("annals_unit_{}", &new_epoch().unwrap()[..12]),
+            }
+        }
+
+        fn url(&self, options: &str) -> String {
+            let sep = if self.base.contains('?') { '&' } else { '?' };
+            format!("{}{sep}schema={}{options}", self.base, self.schema)
+        }
+
+        async fn open(&self, options: &str) -> PgStore {
+            PgStore::open(&self.url(options), Authorities::default())
+                .await
+                .expect("open")
+        }
+
+        /// A plain connection with the search path on the schema.
+        async fn sql(&self) -> Client {
+            let settings = PgSettings::from_url(&self.url("")).unwrap();
+            let client = settings.connect().await.expect("connect");
+            client
+                .batch_execute(&format!(
+                    "CREATE SCHEMA IF NOT EXISTS {}",
+                    quote_ident(&self.schema)
+                ))
+                .await
+                .unwrap();
+            client
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let (base, schema) = (self.base.clone(), self.schema.clone());
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                rt.block_on(async move {
+                    if let Ok((client, conn)) = tokio_postgres::connect(&base, NoTls).await {
+                        tokio::spawn(conn);
+                        let _ = client
+                            .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+                            .await;
+                    }
+                })
+            })
+            .join();
+        }
+    }
+
+    fn ev(n: u8, stream: &str, expected: ExpectedVersion) -> PushEvent {
+        PushEvent {
+            id: EventId([n; 16]),
+            stream: stream.into(),
+            event_type: "T".into(),
+            data: RawValue::from_string(format!("{n}")).unwrap(),
+            meta: None,
+            time: u64::from(n),
+            expected_version: expected,
+        }
+    }
+
+    fn any(n: u8, stream: &str) -> PushEvent {
+        ev(n, stream, ExpectedVersion::Any)
+    }
+
+    fn ok(n: u8, position: u64, version: u64) -> PushResult {
+        PushResult::Ok {
+            id: EventId([n; 16]),
+            position,
+            version,
+        }
+    }
+
+    fn duplicate(n: u8, position: u64, version: u64) -> PushResult {
+        PushResult::Duplicate {
+            id: EventId([n; 16]),
+            position,
+            version,
+        }
+    }
+
+    async fn push(store: &PgStore, events: Vec<PushEvent>) -> PushResponse {
+        store.push("s", "c", events).await.expect("push")
+    }
+
+    /// (stream, version) of every stored event, in position order.
+    async fn stored(store: &PgStore) -> Vec<(String, u64)> {
+        let pulled = store.pull("s", 0, 1000).await.expect("pull");
+        for (i, e) in pulled.events.iter().enumerate() {
+            assert_eq!(e.position, i as u64 + 1, "gapless");
+        }
+        pulled
+            .events
+            .into_iter()
+            .map(|e| (e.stream, e.version))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn ids_already_stored_answer_duplicate_and_the_connection_stays_usable() {
+        let scratch = Scratch::new();
+        // One connection: the attempt that meets a stored id must leave it clean.
+        let store = scratch.open("&pool_size=1").await;
+        push(&store, vec![any(1, "a"), any(2, "a")]).await;
+        let retry = push(&store, vec![any(1, "a"), any(3, "b"), any(2, "a")]).await;
+        assert_eq!(
+            retry.results,
+            vec![duplicate(1, 1, 1), ok(3, 3, 1), duplicate(2, 2, 2)]
+        );
+        let again = push(&store, vec![any(3, "b"), any(3, "b")]).await;
+        assert_eq!(again.results, vec![duplicate(3, 3, 1), duplicate(3, 3, 1)]);
+        assert_eq!(again.head, 3);
+        let next = push(&store, vec![any(4, "a"), any(5, "b")]).await;
+        assert_eq!(next.results, vec![ok(4, 4, 3), ok(5, 5, 2)]);
+        assert_eq!(stored(&store).await.len(), 5);
+    }
+
+    #[tokio::test]
+    async fn a_stored_id_answers_duplicate_before_its_expected_version_is_checked() {
+        let scratch = Scratch::new();
+        let store = scratch.open("").await;
+        push(&store, vec![ev(1, "a", ExpectedVersion::NoStream)]).await;
+        // Remembered by this instance, then retried: still a duplicate, not a conflict.
+        let retry = push(
+            &store,
+            vec![
+                ev(1, "a", ExpectedVersion::NoStream),
+                ev(2, "a", ExpectedVersion::Exact(1)),
+            ],
+        )
+        .await;
+        assert_eq!(retry.results, vec![duplicate(1, 1, 1), ok(2, 2, 2)]);
+    }
+
+    #[tokio::test]
+    async fn instances_pushing_to_one_store_keep_versions_exact() {
+        let scratch = Scratch::new();
+        let (a, b) = (scratch.open("").await, scratch.open("").await);
+        for round in 0..4u8 {
+            let first = push(&a, vec![any(round * 4 + 1, "x"), any(round * 4 + 2, "y")]).await;
+            let second = push(&b, vec![any(round * 4 + 3, "x")]).await;
+            let third = push(&a, vec![any(round * 4 + 4, "x")]).await;
+            let base = u64::from(round) * 3;
+            assert_eq!(
+                first.results[0],
+                ok(round * 4 + 1, base + base / 3 + 1, base + 1)
+            );
+            assert_eq!(
+                second.results,
+                vec![ok(round * 4 + 3, base + base / 3 + 3, base + 2)]
+            );
+            assert_eq!(
+                third.results,
+                vec![ok(round * 4 + 4, base + base / 3 + 4, base + 3)]
+            );
+        }
+        // An exact expectation from the other instance's view holds.
+        let conflict = push(&b, vec![ev(100, "x", ExpectedVersion::Exact(11))]).await;
+        assert!(matches!(
+            conflict.results[0],
+            PushResult::Rejected {
+                actual_version: Some(12),
+                ..
+            }
+        ));
+        let fine = push(&a, vec![ev(101, "x", ExpectedVersion::Exact(12))]).await;
+        assert_eq!(fine.results, vec![ok(101, 17, 13)]);
+    }
+
+    #[tokio::test]
+    async fn remembered_versions_that_the_database_contradicts_are_not_used() {
+        let scratch = Scratch::new();
+        let store = scratch.open("").await;
+        let sql = scratch.sql().await;
+        // The database changes under the instance without the head moving (as after a
+        // restore that another timeline refilled up to the same head).
+        let change = |statement: &'static str| {
+            let sql = &sql;
+            async move { sql.batch_execute(statement).await.unwrap() }
+        };
+        push(&store, vec![any(1, "a"), any(2, "a"), any(3, "b")]).await;
+        // Remembered from this rejection: c has no events.
+        let rejected = push(&store, vec![ev(4, "c", ExpectedVersion::Exists)]).await;
+        assert!(matches!(
+            rejected.results[0],
+            PushResult::Rejected {
+                actual_version: Some(0),
+                ..
+            }
+        ));
+        change("INSERT INTO streams (store_id, stream, version) SELECT store_id, 'c', 4 FROM streams WHERE stream = 'a'").await;
+        let c = push(&store, vec![any(5, "c")]).await;
+        assert_eq!(c.results, vec![ok(5, 4, 5)]);
+
+        push(&store, vec![any(6, "a"), any(7, "b")]).await; // a = 3, b = 2
+        change("UPDATE streams SET version = 7 WHERE stream = 'a'").await;
+        let a = push(&store, vec![any(8, "a")]).await;
+        assert_eq!(a.results, vec![ok(8, 7, 8)]);
+
+        // A rejection is never answered from memory: b is remembered at 2.
+        push(&store, vec![any(9, "b")]).await; // b = 3
+        change("UPDATE streams SET version = 1 WHERE stream = 'b'").await;
+        let b = push(&store, vec![ev(10, "b", ExpectedVersion::Exact(1))]).await;
+        assert_eq!(b.results, vec![ok(10, 9, 2)]);
+        let b = push(&store, vec![ev(11, "b", ExpectedVersion::Exact(1))]).await;
+        assert!(matches!(
+            b.results[0],
+            PushResult::Rejected {
+                actual_version: Some(2),
+                ..
+            }
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_older_database_opens_and_its_streams_get_the_fillfactor() {
+        let scratch = Scratch::new();
+        let sql = scratch.sql().await;
+        // The schema as the previous release created it, with data.
+        sql.batch_execute(&SCHEMA.replace(" WITH (fillfactor = 50)", ""))
+            .await
+            .unwrap();
+        sql.batch_execute(
+            "INSERT INTO stores (name, epoch, head) VALUES ('s', 'e0', 2);
+             INSERT INTO streams SELECT id, 'a', 2 FROM stores;
+             INSERT INTO events SELECT id, p, decode(repeat(to_hex(p), 32), 'hex'), 'a', p, 'T', '1', NULL, 0, 'c'
+             FROM stores, generate_series(1, 2) p;",
+        )
+        .await
+        .unwrap();
+        let fillfactor = || async {
+            sql.query_one(
+                "SELECT reloptions::text FROM pg_class WHERE oid = 'streams'::regclass",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, Option<String>>(0)
+        };
+        assert_eq!(fillfactor().await, None);
+        let store = scratch.open("").await;
+        assert_eq!(fillfactor().await.as_deref(), Some("{fillfactor=50}"));
+        let next = push(&store, vec![any(9, "a")]).await;
+        assert_eq!(next.results, vec![ok(9, 3, 3)]);
+        assert_eq!(next.epoch, "e0");
+        drop(store);
+        // Opening again changes nothing; a fillfactor chosen by an operator is kept.
+        sql.batch_execute("ALTER TABLE streams SET (fillfactor = 70)")
+            .await
+            .unwrap();
+        let store = scratch.open("").await;
+        assert_eq!(fillfactor().await.as_deref(), Some("{fillfactor=70}"));
+        assert_eq!(stored(&store).await.len(), 3);
+    }
 
     #[test]
     fn urls_take_our_options_out() {
