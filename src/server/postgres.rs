@@ -32,7 +32,7 @@ use crate::event::Event;
 use crate::server::sqlite::raw_json;
 use crate::server::store::{
     distinct_streams, event_bytes, new_epoch, plan_push, stored_id, stored_u64, to_i64, BoxFuture,
-    Changes, Placed, ServerStore, StoreError, StoreInfo, PULL_BYTE_BUDGET,
+    Changes, Placed, Refusal, ServerStore, StoreError, StoreInfo, PULL_BYTE_BUDGET,
 };
 use crate::sync::authority::Authorities;
 use crate::sync::protocol::{PullResponse, PushEvent, PushResponse, PushResult};
@@ -67,6 +67,14 @@ CREATE TABLE IF NOT EXISTS events (
     origin   TEXT,
     PRIMARY KEY (store_id, position),
     UNIQUE (store_id, id)
+);
+CREATE TABLE IF NOT EXISTS rejections (
+    store_id       BIGINT NOT NULL,
+    id             BYTEA NOT NULL,
+    fingerprint    BIGINT NOT NULL,
+    reason         TEXT NOT NULL,
+    actual_version BIGINT,
+    PRIMARY KEY (store_id, id, fingerprint)
 );
 ";
 
@@ -187,6 +195,8 @@ struct Statements {
     read_store: Statement,
     create_store: Statement,
     existing_ids: Statement,
+    refused_ids: Statement,
+    insert_rejections: Statement,
     stream_versions: Statement,
     insert_events: Statement,
     upsert_streams: Statement,
@@ -209,6 +219,8 @@ impl PgConn {
             read_store,
             create_store,
             existing_ids,
+            refused_ids,
+            insert_rejections,
             stream_versions,
             insert_events,
             upsert_streams,
@@ -229,6 +241,18 @@ impl PgConn {
                 "SELECT e.id, e.position, e.version
                  FROM UNNEST($2::bytea[]) AS k(id)
                  JOIN events e ON e.store_id = $1 AND e.id = k.id"
+            ),
+            client.prepare(
+                "SELECT r.id, r.fingerprint, r.reason, r.actual_version
+                 FROM UNNEST($2::bytea[]) AS k(id)
+                 JOIN rejections r ON r.store_id = $1 AND r.id = k.id"
+            ),
+            client.prepare(
+                "INSERT INTO rejections (store_id, id, fingerprint, reason, actual_version)
+                 SELECT $1, t.id, t.fingerprint, t.reason, t.actual_version
+                 FROM UNNEST($2::bytea[], $3::bigint[], $4::text[], $5::bigint[])
+                      AS t(id, fingerprint, reason, actual_version)
+                 ON CONFLICT DO NOTHING"
             ),
             client.prepare(
                 "SELECT s.stream, s.version
@@ -267,6 +291,8 @@ impl PgConn {
                 read_store,
                 create_store,
                 existing_ids,
+                refused_ids,
+                insert_rejections,
                 stream_versions,
                 insert_events,
                 upsert_streams,
@@ -416,8 +442,9 @@ impl PgStore {
         let streams = distinct_streams(events);
         let id_params: [&(dyn ToSql + Sync); 2] = [&store_id, &ids];
         let stream_params: [&(dyn ToSql + Sync); 2] = [&store_id, &streams];
-        let (id_rows, version_rows) = tokio::try_join!(
+        let (id_rows, refused_rows, version_rows) = tokio::try_join!(
             tx.query(&st.existing_ids, &id_params),
+            tx.query(&st.refused_ids, &id_params),
             tx.query(&st.stream_versions, &stream_params),
         )?;
         let mut existing = HashMap::with_capacity(id_rows.len());
@@ -429,6 +456,21 @@ impl PgStore {
                     version: stored_u64(row.try_get(2)?, "version")?,
                 },
             );
+        }
+        let mut refused: HashMap<_, Vec<Refusal>> = HashMap::new();
+        for row in &refused_rows {
+            let actual: Option<i64> = row.try_get(3)?;
+            refused
+                .entry(stored_id(row.try_get::<_, &[u8]>(0)?)?)
+                .or_default()
+                .push(Refusal {
+                    // Stored as the same 64 bits, signed.
+                    fingerprint: row.try_get::<_, i64>(1)? as u64,
+                    reason: row.try_get(2)?,
+                    actual_version: actual
+                        .map(|v| stored_u64(v, "actual_version"))
+                        .transpose()?,
+                });
         }
         let mut versions = HashMap::with_capacity(version_rows.len());
         for row in &version_rows {
@@ -451,7 +493,38 @@ impl PgStore {
             }
         }
         let mut check = self.authorities.checker(histories);
-        let plan = plan_push(head, events, &existing, &versions, Some(&mut check));
+        let plan = plan_push(
+            head,
+            events,
+            &existing,
+            &refused,
+            &versions,
+            Some(&mut check),
+        );
+        if !plan.refusals.is_empty() {
+            let n = plan.refusals.len();
+            let mut ids = Vec::with_capacity(n);
+            let mut fingerprints = Vec::with_capacity(n);
+            let mut reasons = Vec::with_capacity(n);
+            let mut actuals = Vec::with_capacity(n);
+            for (index, refusal) in &plan.refusals {
+                let event = events
+                    .get(*index)
+                    .ok_or_else(|| StoreError::Task("push plan out of range".into()))?;
+                ids.push(&event.id.0[..]);
+                fingerprints.push(refusal.fingerprint as i64);
+                reasons.push(refusal.reason.as_str());
+                actuals.push(
+                    refusal
+                        .actual_version
+                        .map(|v| to_i64(v, "actual_version"))
+                        .transpose()?,
+                );
+            }
+            let params: [&(dyn ToSql + Sync); 5] =
+                [&store_id, &ids, &fingerprints, &reasons, &actuals];
+            tx.execute(&st.insert_rejections, &params).await?;
+        }
 
         if !plan.inserts.is_empty() {
             let n = plan.inserts.len();
