@@ -10,7 +10,7 @@ DEMO_TOKEN ?= dev
 NATIVE_FEATURES := server,http-client
 SERVER_BIN := $(or $(CARGO_TARGET_DIR),target)/debug/annals-server
 
-.PHONY: setup build pkg www server demo test lint typecheck test-rust test-wasm test-node test-e2e bench clean
+.PHONY: setup build pkg www server demo test lint typecheck test-rust test-wasm test-node test-e2e bench soak clean
 
 setup:
 	@scripts/setup.sh
@@ -66,6 +66,15 @@ bench: setup
 	cargo bench --bench native
 	url=$$(scripts/ensure-postgres.sh $$$$); \
 	ANNALS_TEST_PG_URL=$$url cargo bench --features $(NATIVE_FEATURES) --bench server_throughput
+
+## soak: the long reliability runs, with their figures: the deterministic simulation on
+## SOAK_SEEDS seeds (make test runs SIM_SEEDS=1000 of them), then the model-based tests of
+## the log and the fuzz targets with SOAK_CASES cases each (make test: 256).
+SOAK_SEEDS ?= 10000
+SOAK_CASES ?= 20000
+soak:
+	SIM_SEEDS=$(SOAK_SEEDS) cargo test --test simulation -- seeds --exact --nocapture
+	PROPTEST_CASES=$(SOAK_CASES) cargo test --features server --test model --test fuzz
 
 clean:
 	cargo clean

@@ -17,6 +17,15 @@ const MAGIC: &[u8; 4] = b"ANSG";
 const SEGMENT_FORMAT: u16 = 1;
 pub const HEADER_LEN: usize = 20;
 
+/// The fewest bytes one record takes: the id, two one-byte varints and five empty strings.
+pub const MIN_RECORD_LEN: usize = 16 + 2 + 5;
+
+/// The most records `segment_len` bytes can hold, whatever the header claims: what a
+/// decoder may reserve room for up front.
+pub fn max_records(segment_len: usize) -> usize {
+    segment_len.saturating_sub(HEADER_LEN) / MIN_RECORD_LEN
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CodecError {
     #[error("segment is {0} bytes, shorter than its header")]

@@ -549,13 +549,27 @@ impl<S: Storage> Engine<S> {
         self.check_open()?;
         let _writer = self.writer.lock().await;
         let before = self.mark();
-        let known_epoch = self.epoch.borrow().clone();
+        // The epoch of the confirmed log on disk, not this engine's memory of it: another
+        // tab may have pulled (and so set or changed it) since this one last did, and a
+        // tab that takes over sync must not append a new epoch's events to an old log.
+        // Read after taking in the others' changes, and checked again inside the
+        // transaction: a reset in between makes this pull fail (to be retried).
+        let fresh = self.storage.changes(self.known.get()).await?;
+        self.absorb(&fresh)?;
+        let known_epoch = self.storage.meta(META_EPOCH).await?;
+        let generation = self.known.get().log_generation;
+        *self.epoch.borrow_mut() = known_epoch.clone();
         let restart = known_epoch.as_deref().is_some_and(|e| e != response.epoch);
         let mut staged: Option<(Option<Segment>, OutboxChange)> = None;
         let known = self
             .storage
             .transact(self.known.get(), &mut |fresh| {
                 self.absorb(fresh)?;
+                if fresh.now.log_generation != generation {
+                    return Err(Error::Storage(
+                        "the confirmed log was reset during the pull; pull again".into(),
+                    ));
+                }
                 let epoch_meta = vec![(META_EPOCH.to_owned(), response.epoch.clone())];
                 if restart {
                     staged = Some((None, OutboxChange::default()));
@@ -597,7 +611,16 @@ impl<S: Storage> Engine<S> {
                 staged = Some((segment, change));
                 Ok(commit)
             })
-            .await?;
+            .await;
+        let known = match known {
+            Ok(known) => known,
+            Err(e) => {
+                // What other tabs wrote, read before or inside the failed transaction, is
+                // this engine's view now: tell the listeners.
+                self.notify(self.change_since(before));
+                return Err(e);
+            }
+        };
         let (segment, change) = staged.unwrap_or_default();
         if restart {
             self.log.borrow_mut().clear();
@@ -764,17 +787,55 @@ impl<S: Storage> Engine<S> {
     // ---- snapshots and notifications ---------------------------------------------------
 
     /// Stores a projection snapshot; its position must be confirmed (snapshots never hold
-    /// pending events, which may still move).
+    /// pending events, which may still move). The state is taken to be folded from the log
+    /// this engine holds now: see [`Engine::put_snapshot_from`].
     pub async fn put_snapshot(&self, snapshot: &SnapshotRecord) -> Result<()> {
+        self.put_snapshot_from(snapshot, self.log_generation())
+            .await
+    }
+
+    /// Stores a projection snapshot whose state was folded from the confirmed log of
+    /// generation `log_generation` ([`Engine::log_generation`] when the fold was made).
+    /// The check and the write are one storage transaction: if the confirmed log was reset
+    /// since (the server's epoch changed, here or in another tab), the snapshot describes a
+    /// log that is gone and is refused, so that it can never be loaded against the new one.
+    pub async fn put_snapshot_from(
+        &self,
+        snapshot: &SnapshotRecord,
+        log_generation: u64,
+    ) -> Result<()> {
         self.check_open()?;
-        if snapshot.position > self.confirmed_head() {
-            return Err(Error::InvalidArgument(format!(
-                "snapshot at position {} is past the confirmed head {}",
-                snapshot.position,
-                self.confirmed_head()
-            )));
-        }
-        self.storage.put_snapshot(snapshot).await
+        let _writer = self.writer.lock().await;
+        let before = self.mark();
+        let known = self
+            .storage
+            .transact(self.known.get(), &mut |fresh| {
+                self.absorb(fresh)?;
+                if fresh.now.log_generation != log_generation {
+                    return Err(Error::InvalidArgument(format!(
+                        "snapshot `{}` was folded from a confirmed log that has since been \
+                         reset (generation {log_generation}, now {}); it is not stored",
+                        snapshot.name, fresh.now.log_generation
+                    )));
+                }
+                let head = self.log.borrow().head();
+                if snapshot.position > head {
+                    return Err(Error::InvalidArgument(format!(
+                        "snapshot at position {} is past the confirmed head {head}",
+                        snapshot.position
+                    )));
+                }
+                Ok(Commit {
+                    put_snapshot: Some(snapshot.clone()),
+                    ..Commit::default()
+                })
+            })
+            .await;
+        // What other handles wrote, read inside the transaction, is this engine's now.
+        let change = self.change_since(before);
+        self.notify(change);
+        self.known.set(known?);
+        Ok(())
     }
 
     pub async fn snapshot(&self, name: &str) -> Result<Option<SnapshotRecord>> {

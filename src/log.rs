@@ -165,8 +165,10 @@ impl LogState {
                 reader.first()
             )));
         }
-        let mut new_offsets = Vec::with_capacity(reader.event_count() as usize);
-        let mut indexed = Vec::with_capacity(reader.event_count() as usize);
+        // The count comes from stored bytes: reserve no more than the bytes can hold.
+        let capacity = (reader.event_count() as usize).min(codec::max_records(bytes.len()));
+        let mut new_offsets = Vec::with_capacity(capacity);
+        let mut indexed = Vec::with_capacity(capacity);
         loop {
             let offset = reader.offset();
             match reader.next() {

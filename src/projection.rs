@@ -45,7 +45,9 @@ impl<P: Projection> ProjectionRunner<P> {
     pub async fn open<S: Storage>(engine: &Engine<S>, projection: P) -> Result<Self> {
         let snapshot = engine.snapshot(projection.name()).await?;
         let (state, position) = match snapshot {
-            Some(s) if s.version == projection.version() && s.position <= engine.head() => {
+            Some(s)
+                if s.version == projection.version() && s.position <= engine.confirmed_head() =>
+            {
                 match serde_json::from_str::<P::State>(&s.state) {
                     Ok(state) => (state, s.position),
                     // A snapshot that no longer fits the state type is rebuilt, not trusted.
@@ -83,6 +85,12 @@ impl<P: Projection> ProjectionRunner<P> {
 
     pub fn projection(&self) -> &P {
         &self.projection
+    }
+
+    /// The generation of the engine's confirmed log that the state was folded from
+    /// ([`Engine::log_generation`]).
+    pub fn log_generation(&self) -> u64 {
+        self.log_generation
     }
 
     /// Folds the confirmed events the engine has beyond this projection's position (from
@@ -154,14 +162,13 @@ impl<P: Projection> ProjectionRunner<P> {
         let state = serde_json::to_string(&self.state).map_err(|e| {
             Error::InvalidArgument(format!("projection state is not serialisable: {e}"))
         })?;
-        engine
-            .put_snapshot(&SnapshotRecord {
-                name: self.projection.name().to_owned(),
-                version: self.projection.version(),
-                position: self.position,
-                state,
-            })
-            .await
+        let record = SnapshotRecord {
+            name: self.projection.name().to_owned(),
+            version: self.projection.version(),
+            position: self.position,
+            state,
+        };
+        engine.put_snapshot_from(&record, self.log_generation).await
     }
 }
 

@@ -1,6 +1,6 @@
 //! The sync API's semantics on a real server, on SQLite and on PostgreSQL:
 //! push/pull round trip, gapless positions under concurrency, idempotent retries,
-//! expected-version conflicts, long polls, and restarts.
+//! expected-version conflicts (final for the event they judged), long polls, and restarts.
 #![cfg(feature = "server")]
 
 #[macro_use]
@@ -17,6 +17,7 @@ on_every_backend!(
     concurrent_pushes_get_unique_gapless_positions,
     a_retried_push_answers_duplicate_with_the_original_positions,
     a_version_conflict_rejects_that_event_only,
+    a_rejection_answers_every_retry_of_the_same_event,
     a_long_poll_answers_as_soon_as_an_event_lands,
     a_long_poll_times_out_empty,
     a_restart_keeps_every_acknowledged_event_and_the_epoch,
@@ -290,6 +291,55 @@ async fn a_version_conflict_rejects_that_event_only(backend: Backend) {
     assert_eq!(
         answer["results"][0],
         json!({"id": stale["id"], "status": "ok", "position": 5, "version": 5})
+    );
+    server.stop().await;
+}
+
+/// Regression (found by the deterministic simulation): a push whose rejection was lost, or
+/// a late copy of it, used to be judged again; once the stream had reached the expected
+/// version the rejected event was stored, after the client had been told (or would be
+/// told) it was refused, and after events it had appended later. A verdict is now final
+/// for the event it judged, across restarts; the id appended anew is judged afresh.
+async fn a_rejection_answers_every_retry_of_the_same_event(backend: Backend) {
+    let server = backend.start().await;
+    let api = server.api("tok-a");
+    let early = event_expecting("s", "Late", json!(2));
+    let first = api.push_ok("store-a", vec![early.clone()]).await;
+    assert_eq!(first["results"][0]["status"], "rejected");
+    assert_eq!(first["results"][0]["actualVersion"], 0);
+    // The stream reaches version 2 meanwhile.
+    api.push_ok(
+        "store-a",
+        vec![event("s", "A", json!(1)), event("s", "B", json!(2))],
+    )
+    .await;
+    let retry = api.push_ok("store-a", vec![early.clone()]).await;
+    assert_eq!(retry["results"], first["results"], "the same answer");
+    assert_eq!(retry["head"], 2, "nothing written");
+    server.stop().await;
+
+    let server = backend.start().await;
+    let api = server.api("tok-a");
+    let other = event("t", "C", json!(3));
+    let late_copy = api
+        .push_ok("store-a", vec![early.clone(), other.clone(), early.clone()])
+        .await;
+    assert_eq!(late_copy["results"][0], first["results"][0]);
+    assert_eq!(late_copy["results"][1]["status"], "ok");
+    assert_eq!(late_copy["results"][2], first["results"][0]);
+    assert!(api
+        .pull_all("store-a")
+        .await
+        .iter()
+        .all(|e| e["id"] != early["id"]));
+
+    // Appended again under the same id (a new time): a new event, judged now.
+    let mut anew = early.clone();
+    anew["time"] = json!(1_700_000_000_001u64);
+    let answer = api.push_ok("store-a", vec![anew]).await;
+    assert_eq!(
+        answer["results"][0],
+        json!({"id": early["id"], "status": "ok", "position": 4, "version": 3})
     );
     server.stop().await;
 }

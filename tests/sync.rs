@@ -11,6 +11,7 @@ use annals::sync::client::{SyncClient, SyncOptions};
 use annals::sync::faults::{Fault, Faulty};
 use annals::sync::in_process::InProcessTransport;
 use annals::sync::memory_server::MemoryServer;
+use annals::sync::protocol::PushResult;
 use annals::{Engine, EngineOptions, Event, ExpectedVersion, MemoryStorage, NewEvent, ReadQuery};
 use futures::executor::block_on;
 use serde_json::json;
@@ -427,4 +428,297 @@ fn commands_on_a_synced_store_decide_on_the_optimistic_state() {
     replica.sync();
     block_on(counter.execute(&replica.engine, "c", &4, Default::default())).unwrap();
     assert_eq!(counter.load(&replica.engine, "c").unwrap(), (2, 10));
+}
+
+/// Records the pushes it passes on, so that a test can deliver a late copy of one.
+struct Tap {
+    inner: InProcessTransport,
+    pushes: Rc<RefCell<Vec<annals::sync::protocol::PushRequest>>>,
+}
+
+impl annals::sync::client::Transport for Tap {
+    async fn push(
+        &self,
+        request: &annals::sync::protocol::PushRequest,
+    ) -> Result<annals::sync::protocol::PushResponse, annals::sync::client::TransportError> {
+        self.pushes.borrow_mut().push(request.clone());
+        self.inner.push(request).await
+    }
+
+    async fn pull(
+        &self,
+        after: u64,
+        limit: usize,
+        wait_seconds: u32,
+    ) -> Result<annals::sync::protocol::PullResponse, annals::sync::client::TransportError> {
+        self.inner.pull(after, limit, wait_seconds).await
+    }
+}
+
+/// Regression (found by the deterministic simulation): a late copy of a push, arriving
+/// after the client was told its event was refused, was judged again and could store the
+/// event the app had been told was rejected. The server's verdict is now final for that
+/// event.
+#[test]
+fn a_late_copy_of_a_push_cannot_store_an_event_reported_rejected() {
+    let authority = DeciderAuthority::new(Counter, |stream: &str| stream.starts_with("counter-"));
+    let server = Rc::new(MemoryServer::with_authorities(Authorities::new(vec![
+        Arc::new(authority),
+    ])));
+    let b = Replica::new(&server);
+    let a = block_on(Engine::open(MemoryStorage::new(), synced())).unwrap();
+    let pushes = Rc::new(RefCell::new(Vec::new()));
+    let a_sync = SyncClient::new(
+        Tap {
+            inner: InProcessTransport::new(server.clone(), "todos"),
+            pushes: pushes.clone(),
+        },
+        SyncOptions::default(),
+    );
+    let reported = Rc::new(RefCell::new(Vec::new()));
+    let sink = reported.clone();
+    a_sync.on_rejected(move |r| sink.borrow_mut().push(r.event.id));
+
+    b.append("counter-1", json!(5));
+    b.sync(); // the counter is at 5
+    let add = NewEvent::new("counter-1", "Added", &8).unwrap();
+    block_on(a.append(vec![add])).unwrap();
+    let report = block_on(a_sync.sync(&a)).unwrap();
+    assert_eq!(report.rejected.len(), 1, "5 + 8 would pass 10");
+    let refused = report.rejected[0].event.id;
+    assert_eq!(*reported.borrow(), [refused]);
+
+    b.append("counter-1", json!(-5));
+    b.sync(); // back to 0: +8 would now pass the check
+    let late = pushes.borrow()[0].clone();
+    let answer = server.push("todos", &late);
+    assert!(
+        matches!(&answer.results[0], PushResult::Rejected { id, .. } if *id == refused),
+        "{answer:?}"
+    );
+
+    block_on(a_sync.sync(&a)).unwrap();
+    b.sync();
+    assert_eq!(server.head("todos"), 2);
+    assert!(a.event_by_id(&refused).unwrap().is_none());
+    assert_eq!(
+        shape(&a.read(&ReadQuery::default()).unwrap()),
+        shape(&b.log())
+    );
+    assert_eq!(block_on(a.rejected()).unwrap().len(), 1);
+    assert_eq!(reported.borrow().len(), 1, "reported once");
+}
+
+fn data_of(log: &[Event]) -> Vec<String> {
+    log.iter().map(|e| e.data.get().to_owned()).collect()
+}
+
+/// Regression (found by the deterministic simulation): a tab that takes over sync judged
+/// the server's epoch by its own memory, which was empty (it had never pulled itself), and
+/// appended the events of a replaced database to the log of the old one.
+#[test]
+fn a_tab_that_takes_over_sync_notices_an_epoch_it_never_saw() {
+    let server = Rc::new(MemoryServer::new());
+    let storage = MemoryStorage::new();
+    let before = Replica::new(&server);
+    before.append("s", json!("old"));
+    before.sync();
+    let first_tab = Replica::on(&server, storage.another_handle());
+    let second_tab = Replica::on(&server, storage.another_handle());
+    first_tab.sync(); // the store's log: "old", epoch 1
+    server.wipe("todos");
+    let after = Replica::new(&server);
+    after.append("t", json!("new"));
+    after.append("t", json!("newer"));
+    after.sync();
+    block_on(first_tab.engine.close());
+    let report = second_tab.sync(); // takes over
+    assert_eq!(report.restarts, 1);
+    assert_eq!(data_of(&second_tab.log()), ["\"new\"", "\"newer\""]);
+    assert_eq!(second_tab.engine.epoch(), after.engine.epoch());
+}
+
+/// Regression (found by the deterministic simulation): after a push, the server's database
+/// was replaced; the pull that followed restarted the log, and the event the old database
+/// had accepted, at a position now behind the cursor, was taken for one the server already
+/// had and silently left the outbox.
+#[test]
+fn an_event_accepted_by_a_replaced_database_is_pushed_again() {
+    struct ReplaceAfterPush {
+        inner: InProcessTransport,
+        server: Rc<MemoryServer>,
+        armed: std::cell::Cell<bool>,
+    }
+    impl annals::sync::client::Transport for ReplaceAfterPush {
+        async fn push(
+            &self,
+            request: &annals::sync::protocol::PushRequest,
+        ) -> Result<annals::sync::protocol::PushResponse, annals::sync::client::TransportError>
+        {
+            let answer = self.inner.push(request).await;
+            if self.armed.replace(false) {
+                // The database is replaced right after it answered; the new one soon
+                // holds more events than the old one did.
+                self.server.wipe("todos");
+                let events = (0..3u8)
+                    .map(|i| annals::sync::protocol::PushEvent {
+                        id: annals::EventId([i + 1; 16]),
+                        stream: "other".into(),
+                        event_type: "T".into(),
+                        data: serde_json::value::to_raw_value(&i).unwrap(),
+                        meta: None,
+                        time: 0,
+                        expected_version: ExpectedVersion::Any,
+                    })
+                    .collect();
+                self.server.push(
+                    "todos",
+                    &annals::sync::protocol::PushRequest {
+                        client_id: "other".into(),
+                        events,
+                    },
+                );
+            }
+            answer
+        }
+        async fn pull(
+            &self,
+            after: u64,
+            limit: usize,
+            wait_seconds: u32,
+        ) -> Result<annals::sync::protocol::PullResponse, annals::sync::client::TransportError>
+        {
+            self.inner.pull(after, limit, wait_seconds).await
+        }
+    }
+    let server = Rc::new(MemoryServer::new());
+    let engine = block_on(Engine::open(MemoryStorage::new(), synced())).unwrap();
+    let sync = SyncClient::new(
+        ReplaceAfterPush {
+            inner: InProcessTransport::new(server.clone(), "todos"),
+            server: server.clone(),
+            armed: std::cell::Cell::new(true),
+        },
+        SyncOptions::default(),
+    );
+    block_on(engine.append(vec![NewEvent::new("mine", "T", &json!("keep me")).unwrap()])).unwrap();
+    let report = block_on(sync.sync(&engine)).unwrap();
+    assert_eq!(report.restarts, 1);
+    assert_eq!(engine.pending_count(), 0);
+    let log = engine.read(&ReadQuery::default()).unwrap();
+    assert_eq!(log.len(), 4);
+    assert_eq!(
+        log[3].data.get(),
+        "\"keep me\"",
+        "pushed again to the new database"
+    );
+    assert_eq!(server.head("todos"), 4);
+}
+
+/// Regression (found by the deterministic simulation): a tab that took over sync asked for
+/// events after the cursor it remembered, though the previous syncing tab had reset the log
+/// on disk since (a new epoch): the pull failed with "the server sent position 4 where 1
+/// was due".
+#[test]
+fn a_tab_that_takes_over_sync_pulls_from_the_cursor_on_disk() {
+    let server = Rc::new(MemoryServer::new());
+    let storage = MemoryStorage::new();
+    let before = Replica::new(&server);
+    for i in 0..3 {
+        before.append("s", json!(i));
+    }
+    before.sync();
+    let first_tab = Replica::on(&server, storage.another_handle());
+    let second_tab = Replica::on(&server, storage.another_handle());
+    first_tab.sync();
+    block_on(second_tab.engine.catch_up()).unwrap();
+    assert_eq!(second_tab.engine.confirmed_head(), 3);
+    server.wipe("todos");
+    let after = Replica::new(&server);
+    for i in 0..5 {
+        after.append("t", json!(i));
+    }
+    after.sync();
+    // The first tab sees the new epoch (its log is reset) and closes before pulling more.
+    let answer = server.pull("todos", 3, 10);
+    let outcome = block_on(first_tab.engine.apply_pull(&answer)).unwrap();
+    assert!(outcome.restart);
+    block_on(first_tab.engine.close());
+    let report = block_on(second_tab.sync.sync(&second_tab.engine)).expect("a clean takeover");
+    assert_eq!(report.pulled, 5);
+    assert_eq!(shape(&second_tab.log()), shape(&after.log()));
+}
+
+/// Regression (found by the deterministic simulation): a snapshot folded from the old
+/// confirmed log, stored by a tab that had not seen the log reset yet (a new server epoch),
+/// outlived the reset and was loaded against the new log.
+#[test]
+fn a_snapshot_of_a_log_that_was_reset_is_refused() {
+    use annals::projection::{Projection, ProjectionRunner};
+    use annals::storage::SnapshotRecord;
+    struct Sum;
+    impl Projection for Sum {
+        type State = (u64, i64);
+        fn name(&self) -> &str {
+            "sum"
+        }
+        fn initial(&self) -> (u64, i64) {
+            (0, 0)
+        }
+        fn apply(&self, state: &mut (u64, i64), event: &annals::codec::EventRef<'_>) {
+            state.0 += 1;
+            state.1 += event.data_as::<i64>().unwrap_or(0);
+        }
+    }
+    let server = Rc::new(MemoryServer::new());
+    let storage = MemoryStorage::new();
+    let syncing = Replica::on(&server, storage.another_handle());
+    let other_tab = block_on(Engine::open(storage.another_handle(), synced())).unwrap();
+    for i in 1..=5 {
+        syncing.append("s", json!(i * 100));
+    }
+    syncing.sync();
+    block_on(other_tab.catch_up()).unwrap();
+    let runner = block_on(ProjectionRunner::open(&other_tab, Sum)).unwrap();
+    assert_eq!(*runner.state(), (5, 1500));
+
+    server.wipe("todos");
+    let after = Replica::new(&server);
+    for i in 1..=6 {
+        after.append("t", json!(i));
+    }
+    after.sync();
+    syncing.sync(); // the store's log is the new one now: 6 events
+    assert_eq!(syncing.engine.confirmed_head(), 6);
+
+    // The other tab has not looked yet: what it folded is of the old log.
+    let stale = SnapshotRecord {
+        name: "sum".into(),
+        version: 1,
+        position: 5,
+        state: "[5,1500]".into(),
+    };
+    let refused = block_on(other_tab.put_snapshot(&stale)).unwrap_err();
+    assert!(refused.to_string().contains("reset"), "{refused}");
+    // The runner knows the generation it folded from, even once the engine has caught up.
+    assert_eq!(
+        other_tab.confirmed_head(),
+        6,
+        "the failed write read the reset in"
+    );
+    let refused = block_on(runner.save_snapshot(&other_tab)).unwrap_err();
+    assert!(refused.to_string().contains("reset"), "{refused}");
+    assert_eq!(block_on(other_tab.snapshot("sum")).unwrap(), None);
+    let reopened = block_on(ProjectionRunner::open(&syncing.engine, Sum)).unwrap();
+    assert_eq!(*reopened.state(), (6, 21));
+
+    // A snapshot of the new log is stored as usual.
+    let fresh = block_on(ProjectionRunner::open(&other_tab, Sum)).unwrap();
+    block_on(fresh.save_snapshot(&other_tab)).unwrap();
+    assert_eq!(
+        block_on(other_tab.snapshot("sum"))
+            .unwrap()
+            .map(|s| s.position),
+        Some(6)
+    );
 }

@@ -43,7 +43,7 @@ use crate::event::{Event, EventId};
 use crate::server::sqlite::raw_json;
 use crate::server::store::{
     distinct_streams, event_bytes, new_epoch, plan_push, stored_id, stored_u64, to_i64, BoxFuture,
-    Changes, Placed, ServerStore, StoreError, StoreInfo, PULL_BYTE_BUDGET,
+    Changes, Placed, Refusal, ServerStore, StoreError, StoreInfo, PULL_BYTE_BUDGET,
 };
 use crate::sync::authority::Authorities;
 use crate::sync::protocol::{PullResponse, PushEvent, PushResponse, PushResult};
@@ -78,6 +78,14 @@ CREATE TABLE IF NOT EXISTS events (
     origin   TEXT,
     PRIMARY KEY (store_id, position),
     UNIQUE (store_id, id)
+);
+CREATE TABLE IF NOT EXISTS rejections (
+    store_id       BIGINT NOT NULL,
+    id             BYTEA NOT NULL,
+    fingerprint    BIGINT NOT NULL,
+    reason         TEXT NOT NULL,
+    actual_version BIGINT,
+    PRIMARY KEY (store_id, id, fingerprint)
 );
 ";
 
@@ -230,6 +238,8 @@ struct Statements {
     read_store: Statement,
     create_store: Statement,
     existing_ids: Statement,
+    refused_ids: Statement,
+    insert_rejections: Statement,
     stream_versions: Statement,
     insert_events: Statement,
     insert_streams: Statement,
@@ -255,6 +265,8 @@ impl PgConn {
             read_store,
             create_store,
             existing_ids,
+            refused_ids,
+            insert_rejections,
             stream_versions,
             insert_events,
             insert_streams,
@@ -281,6 +293,22 @@ impl PgConn {
                      WHERE e.store_id = (SELECT id FROM stores WHERE name = $1) AND e.id = k.id
                      LIMIT 1
                  ) e"
+            ),
+            // Refusals remembered for the pushed ids (usually none: one probe per key).
+            client.prepare(
+                "SELECT r.id, r.fingerprint, r.reason, r.actual_version
+                 FROM UNNEST($2::bytea[]) AS k(id)
+                 CROSS JOIN LATERAL (
+                     SELECT r.id, r.fingerprint, r.reason, r.actual_version FROM rejections r
+                     WHERE r.store_id = (SELECT id FROM stores WHERE name = $1) AND r.id = k.id
+                 ) r"
+            ),
+            client.prepare(
+                "INSERT INTO rejections (store_id, id, fingerprint, reason, actual_version)
+                 SELECT $1, t.id, t.fingerprint, t.reason, t.actual_version
+                 FROM UNNEST($2::bytea[], $3::bigint[], $4::text[], $5::bigint[])
+                      AS t(id, fingerprint, reason, actual_version)
+                 ON CONFLICT DO NOTHING"
             ),
             client.prepare(
                 "SELECT k.stream, s.version
@@ -323,6 +351,8 @@ impl PgConn {
                 read_store,
                 create_store,
                 existing_ids,
+                refused_ids,
+                insert_rejections,
                 stream_versions,
                 insert_events,
                 insert_streams,
@@ -615,6 +645,7 @@ impl PgStore {
                         Ok(Vec::new())
                     }
                 },
+                refused_ids(client, st, store, ids_ref),
             )
         };
         // Round trip 1: BEGIN, the lock, then the lookups (which see the state after it).
@@ -624,7 +655,7 @@ impl PgStore {
             lookups(),
         );
         begun?;
-        let (row, (mut versions, id_rows)) = match locked? {
+        let (row, (mut versions, id_rows, refused)) = match locked? {
             Some(row) => (row, looked?),
             None => {
                 // A new store. Another instance may create it (and push to it) meanwhile,
@@ -684,6 +715,7 @@ impl PgStore {
             head,
             events,
             &existing,
+            &refused,
             &versions,
             Some(&mut self.authorities.checker(histories.clone())),
         );
@@ -710,9 +742,15 @@ impl PgStore {
                 head,
                 events,
                 &existing,
+                &refused,
                 &versions,
                 Some(&mut self.authorities.checker(histories)),
             );
+        }
+        if !plan.refusals.is_empty() {
+            // Remembered, so that a retry of a refused event gets the same answer (rare:
+            // one more round trip, only for pushes with refusals).
+            remember_refusals(client, st, store_id, events, &plan).await?;
         }
 
         // What the next push on this instance may skip looking up.
@@ -1038,6 +1076,63 @@ async fn existing_ids(
     ids: &[&[u8]],
 ) -> Result<Vec<Row>, StoreError> {
     Ok(client.query(&st.existing_ids, &[&store, &ids]).await?)
+}
+
+/// The refusals remembered for `ids`, by id.
+async fn refused_ids(
+    client: &Client,
+    st: &Statements,
+    store: &str,
+    ids: &[&[u8]],
+) -> Result<HashMap<EventId, Vec<Refusal>>, StoreError> {
+    let mut refused: HashMap<EventId, Vec<Refusal>> = HashMap::new();
+    for row in client.query(&st.refused_ids, &[&store, &ids]).await? {
+        let actual: Option<i64> = row.try_get(3)?;
+        refused
+            .entry(stored_id(row.try_get::<_, &[u8]>(0)?)?)
+            .or_default()
+            .push(Refusal {
+                // Stored as the same 64 bits, signed.
+                fingerprint: row.try_get::<_, i64>(1)? as u64,
+                reason: row.try_get(2)?,
+                actual_version: actual
+                    .map(|v| stored_u64(v, "actual_version"))
+                    .transpose()?,
+            });
+    }
+    Ok(refused)
+}
+
+/// Stores the refusals of `plan` (inside the push transaction).
+async fn remember_refusals(
+    client: &Client,
+    st: &Statements,
+    store_id: i64,
+    events: &[PushEvent],
+    plan: &crate::sync::authority::PushPlan,
+) -> Result<(), StoreError> {
+    let n = plan.refusals.len();
+    let mut ids = Vec::with_capacity(n);
+    let mut fingerprints = Vec::with_capacity(n);
+    let mut reasons = Vec::with_capacity(n);
+    let mut actuals = Vec::with_capacity(n);
+    for (index, refusal) in &plan.refusals {
+        let event = events
+            .get(*index)
+            .ok_or_else(|| StoreError::Task("push plan out of range".into()))?;
+        ids.push(&event.id.0[..]);
+        fingerprints.push(refusal.fingerprint as i64);
+        reasons.push(refusal.reason.as_str());
+        actuals.push(
+            refusal
+                .actual_version
+                .map(|v| to_i64(v, "actual_version"))
+                .transpose()?,
+        );
+    }
+    let params: [&(dyn ToSql + Sync); 5] = [&store_id, &ids, &fingerprints, &reasons, &actuals];
+    client.execute(&st.insert_rejections, &params).await?;
+    Ok(())
 }
 
 /// Stored events by id, from the `existing_ids` lookup.

@@ -22,7 +22,7 @@ use serde_json::value::RawValue;
 use crate::event::Event;
 use crate::server::store::{
     distinct_streams, event_bytes, new_epoch, now_ms, plan_push, stored_id, stored_u64, to_i64,
-    BoxFuture, Changes, Placed, ServerStore, StoreError, StoreInfo, PULL_BYTE_BUDGET,
+    BoxFuture, Changes, Placed, Refusal, ServerStore, StoreError, StoreInfo, PULL_BYTE_BUDGET,
 };
 use crate::sync::authority::Authorities;
 use crate::sync::protocol::{PullResponse, PushEvent, PushResponse};
@@ -55,6 +55,14 @@ CREATE TABLE IF NOT EXISTS events (
     PRIMARY KEY (store_id, position)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS events_by_id ON events (store_id, id);
+CREATE TABLE IF NOT EXISTS rejections (
+    store_id       INTEGER NOT NULL,
+    id             BLOB NOT NULL,
+    fingerprint    INTEGER NOT NULL,
+    reason         TEXT NOT NULL,
+    actual_version INTEGER,
+    PRIMARY KEY (store_id, id, fingerprint)
+) WITHOUT ROWID;
 ";
 
 /// The schema version this code writes (`PRAGMA user_version`).
@@ -229,6 +237,27 @@ impl Inner {
                 }
             }
         }
+        let mut refused: HashMap<_, Vec<Refusal>> = HashMap::new();
+        {
+            let mut find = tx.prepare_cached(
+                "SELECT fingerprint, reason, actual_version FROM rejections
+                 WHERE store_id = ?1 AND id = ?2",
+            )?;
+            for event in events.iter().filter(|e| !existing.contains_key(&e.id)) {
+                let mut rows = find.query(params![store_id, &event.id.0[..]])?;
+                while let Some(row) = rows.next()? {
+                    let actual: Option<i64> = row.get(2)?;
+                    refused.entry(event.id).or_default().push(Refusal {
+                        // Stored as the same 64 bits, signed.
+                        fingerprint: row.get::<_, i64>(0)? as u64,
+                        reason: row.get(1)?,
+                        actual_version: actual
+                            .map(|v| stored_u64(v, "actual_version"))
+                            .transpose()?,
+                    });
+                }
+            }
+        }
         let mut versions = HashMap::new();
         {
             let mut find = tx.prepare_cached(
@@ -261,7 +290,35 @@ impl Inner {
             }
         }
         let mut check = self.authorities.checker(histories);
-        let plan = plan_push(head, events, &existing, &versions, Some(&mut check));
+        let plan = plan_push(
+            head,
+            events,
+            &existing,
+            &refused,
+            &versions,
+            Some(&mut check),
+        );
+        if !plan.refusals.is_empty() {
+            let mut remember = tx.prepare_cached(
+                "INSERT OR IGNORE INTO rejections (store_id, id, fingerprint, reason, actual_version)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for (index, refusal) in &plan.refusals {
+                let event = events
+                    .get(*index)
+                    .ok_or_else(|| StoreError::Task("push plan out of range".into()))?;
+                remember.execute(params![
+                    store_id,
+                    &event.id.0[..],
+                    refusal.fingerprint as i64,
+                    refusal.reason,
+                    refusal
+                        .actual_version
+                        .map(|v| to_i64(v, "actual_version"))
+                        .transpose()?,
+                ])?;
+            }
+        }
 
         if !plan.inserts.is_empty() {
             let mut insert = tx.prepare_cached(

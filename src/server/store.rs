@@ -10,7 +10,7 @@ use std::sync::{Mutex, MutexGuard};
 use tokio::sync::watch;
 
 use crate::event::EventId;
-pub use crate::sync::authority::{plan_push, Placed, PushPlan};
+pub use crate::sync::authority::{plan_push, Placed, PushPlan, Refusal};
 use crate::sync::protocol::{PullResponse, PushEvent, PushResponse};
 
 /// A boxed future, so that [`ServerStore`] can be used as a trait object.

@@ -397,6 +397,16 @@ impl Storage for IndexedDbStorage {
                         .map_err(js_error)?,
                 );
             }
+            if let Some(snapshot) = &commit.put_snapshot {
+                last = Some(
+                    object_store(&tx, SNAPSHOTS)?
+                        .put_with_key(
+                            &snapshot_value(snapshot)?.into(),
+                            &JsValue::from_str(&snapshot.name),
+                        )
+                        .map_err(js_error)?,
+                );
+            }
             self.fail_here(FailStep::AfterSegmentPut, last.take())
                 .await?;
             for record in &commit.put_pending {
@@ -476,13 +486,7 @@ impl Storage for IndexedDbStorage {
     }
 
     async fn put_snapshot(&self, snapshot: &SnapshotRecord) -> Result<()> {
-        let value = Object::new();
-        let set = |field: &str, v: JsValue| {
-            Reflect::set(&value, &JsValue::from_str(field), &v).map_err(js_error)
-        };
-        set("version", JsValue::from(snapshot.version))?;
-        set("position", key(snapshot.position))?;
-        set("state", JsValue::from_str(&snapshot.state))?;
+        let value = snapshot_value(snapshot)?;
         let tx = self.transaction(&[SNAPSHOTS], IdbTransactionMode::Readwrite)?;
         write(&tx, async {
             object_store(&tx, SNAPSHOTS)?
@@ -993,4 +997,16 @@ impl Drop for Done {
         self.tx.set_oncomplete(None);
         self.tx.set_onabort(None);
     }
+}
+
+/// A snapshot as stored: `{version, position, state}` under its name.
+fn snapshot_value(snapshot: &SnapshotRecord) -> Result<Object> {
+    let value = Object::new();
+    let set = |field: &str, v: JsValue| {
+        Reflect::set(&value, &JsValue::from_str(field), &v).map_err(js_error)
+    };
+    set("version", JsValue::from(snapshot.version))?;
+    set("position", key(snapshot.position))?;
+    set("state", JsValue::from_str(&snapshot.state))?;
+    Ok(value)
 }

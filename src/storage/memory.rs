@@ -150,6 +150,9 @@ impl Storage for MemoryStorage {
         if let Some(segment) = commit.segment {
             state.segments.insert(segment.first, segment.bytes);
         }
+        if let Some(snapshot) = commit.put_snapshot {
+            state.snapshots.insert(snapshot.name.clone(), snapshot);
+        }
         for record in commit.put_pending {
             state.pending.insert(record.seq, record.bytes);
         }

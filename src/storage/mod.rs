@@ -76,13 +76,17 @@ pub struct Fresh {
     pub now: Known,
 }
 
-/// What one transaction writes. Applied in this order: reset, segment, pending, meta.
+/// What one transaction writes. Applied in this order: reset, segment, snapshot, pending,
+/// meta.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Commit {
     /// Drop every confirmed segment and snapshot first (a changed server epoch).
     pub reset_log: bool,
     /// Must start right after the (possibly reset) head.
     pub segment: Option<Segment>,
+    /// A projection snapshot, written in the same transaction that checked it still fits
+    /// the log (no reset in between).
+    pub put_snapshot: Option<SnapshotRecord>,
     /// New records (sequence numbers above the stored one) or rewrites of existing ones.
     pub put_pending: Vec<PendingRecord>,
     pub delete_pending: Vec<u64>,
@@ -93,6 +97,7 @@ impl Commit {
     pub fn is_empty(&self) -> bool {
         !self.reset_log
             && self.segment.is_none()
+            && self.put_snapshot.is_none()
             && self.put_pending.is_empty()
             && self.delete_pending.is_empty()
             && self.put_meta.is_empty()

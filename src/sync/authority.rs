@@ -142,6 +142,18 @@ pub struct Placed {
     pub version: u64,
 }
 
+/// A rejection the server remembers: the verdict on the event with this
+/// [`PushEvent::fingerprint`]. Every later push of that same event (a retry after a lost
+/// answer, or a late copy of an old push) gets the same answer, so that a rejection the
+/// client has reported can never turn into a stored event. An id may have several (one per
+/// distinct event rejected under it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub fingerprint: u64,
+    pub reason: String,
+    pub actual_version: Option<u64>,
+}
+
 /// The outcome of [`plan_push`]: what to answer and what to write.
 #[derive(Debug, Default)]
 pub struct PushPlan {
@@ -151,25 +163,34 @@ pub struct PushPlan {
     pub inserts: Vec<(usize, Placed)>,
     /// Each touched stream's new version (one entry per stream).
     pub stream_versions: Vec<(String, u64)>,
+    /// New rejections to remember, by index into the pushed events, in order.
+    pub refusals: Vec<(usize, Refusal)>,
     /// The store's head after the push.
     pub head: u64,
 }
 
 /// The push rules, applied event by event in order against the store's state at the
-/// start of the push (`head`, the already stored events among the pushed ids, and the
-/// current versions of the pushed streams), with the earlier events of the same push
-/// taken into account:
+/// start of the push (`head`, the already stored events among the pushed ids, the
+/// remembered rejections of the pushed ids, and the current versions of the pushed
+/// streams), with the earlier events of the same push taken into account:
 ///
 /// 1. an id already stored (or accepted earlier in this push) answers `duplicate` with
 ///    the original position and version, and writes nothing;
-/// 2. an expected version that the stream's current version does not satisfy answers
+/// 2. the very event rejected before (same [`PushEvent::fingerprint`], in an earlier push
+///    or earlier in this one) answers the same rejection: a verdict, once given, is final;
+/// 3. an expected version that the stream's current version does not satisfy answers
 ///    `rejected` with the actual version, for that event only;
-/// 3. an authority claiming the stream (`check`) may refuse it: `rejected` with its reason;
-/// 4. otherwise the event is `ok` at head + 1 with its stream's version + 1.
+/// 4. an authority claiming the stream (`check`) may refuse it: `rejected` with its reason;
+/// 5. otherwise the event is `ok` at head + 1 with its stream's version + 1.
+///
+/// Rejections by rules 3 and 4 are returned in [`PushPlan::refusals`] for the backend to
+/// store in the same transaction. An id rejected before but pushed again as a different
+/// event (appended anew, with another expectation) is judged afresh.
 pub fn plan_push(
     head: u64,
     events: &[PushEvent],
     existing: &HashMap<EventId, Placed>,
+    refused: &HashMap<EventId, Vec<Refusal>>,
     versions: &HashMap<String, u64>,
     mut check: Option<&mut AuthorityCheck<'_>>,
 ) -> PushPlan {
@@ -189,31 +210,60 @@ pub fn plan_push(
             });
             continue;
         }
+        let fingerprint = event.fingerprint();
+        let earlier = refused
+            .get(&event.id)
+            .into_iter()
+            .flatten()
+            .chain(
+                plan.refusals
+                    .iter()
+                    .filter(|(i, _)| events[*i].id == event.id)
+                    .map(|(_, r)| r),
+            )
+            .find(|r| r.fingerprint == fingerprint);
+        if let Some(refusal) = earlier {
+            plan.results.push(PushResult::Rejected {
+                id: event.id,
+                reason: refusal.reason.clone(),
+                actual_version: refusal.actual_version,
+            });
+            continue;
+        }
         let actual = match current.get(event.stream.as_str()) {
             Some(v) => *v,
             None => versions.get(&event.stream).copied().unwrap_or(0),
         };
-        if !event.expected_version.accepts(actual) {
-            plan.results.push(PushResult::Rejected {
-                id: event.id,
+        let placed = Placed {
+            position: plan.head + 1,
+            version: actual + 1,
+        };
+        let verdict = if !event.expected_version.accepts(actual) {
+            Err(Refusal {
+                fingerprint,
                 reason: format!(
                     "wrong expected version on stream `{}`: expected {}, actual {}",
                     event.stream, event.expected_version, actual
                 ),
                 actual_version: Some(actual),
-            });
-            continue;
-        }
-        let placed = Placed {
-            position: plan.head + 1,
-            version: actual + 1,
+            })
+        } else {
+            match check.as_deref_mut().map(|c| c.check(event, placed)) {
+                Some(Err(reason)) => Err(Refusal {
+                    fingerprint,
+                    reason,
+                    actual_version: None,
+                }),
+                _ => Ok(()),
+            }
         };
-        if let Some(Err(reason)) = check.as_deref_mut().map(|c| c.check(event, placed)) {
+        if let Err(refusal) = verdict {
             plan.results.push(PushResult::Rejected {
                 id: event.id,
-                reason,
-                actual_version: None,
+                reason: refusal.reason.clone(),
+                actual_version: refusal.actual_version,
             });
+            plan.refusals.push((index, refusal));
             continue;
         }
         plan.head = placed.position;
@@ -271,7 +321,7 @@ mod tests {
             ev(1, "a", ExpectedVersion::Any), // duplicate of event 1 of this push
             ev(4, "a", ExpectedVersion::Exact(3)),
         ];
-        let plan = plan_push(10, &events, &existing, &versions, None);
+        let plan = plan_push(10, &events, &existing, &HashMap::new(), &versions, None);
         let statuses: Vec<String> = plan
             .results
             .iter()
@@ -307,5 +357,99 @@ mod tests {
             plan.stream_versions,
             [("a".to_string(), 4), ("b".to_string(), 1)]
         );
+    }
+
+    #[test]
+    fn a_rejection_is_final_for_the_same_event_only() {
+        // Rejected once: the stream was at 0, the event expected 2.
+        let late = ev(1, "s", ExpectedVersion::Exact(2));
+        let first = plan_push(
+            0,
+            std::slice::from_ref(&late),
+            &HashMap::new(),
+            &HashMap::new(),
+            &HashMap::new(),
+            None,
+        );
+        assert!(matches!(
+            first.results[0],
+            PushResult::Rejected {
+                actual_version: Some(0),
+                ..
+            }
+        ));
+        assert_eq!(first.refusals.len(), 1);
+        let remembered = HashMap::from([(late.id, vec![first.refusals[0].1.clone()])]);
+        // Meanwhile the stream reached version 2. A retry (or a late copy) of the same
+        // push is not judged again: it gets the same answer and writes nothing.
+        let versions = HashMap::from([("s".to_string(), 2u64)]);
+        let retry = plan_push(
+            5,
+            std::slice::from_ref(&late),
+            &HashMap::new(),
+            &remembered,
+            &versions,
+            None,
+        );
+        assert_eq!(retry.results, first.results);
+        assert!(retry.inserts.is_empty() && retry.refusals.is_empty());
+        // The id appended again as a new event (another time) is judged afresh.
+        let anew = PushEvent {
+            time: 7,
+            ..late.clone()
+        };
+        let fresh = plan_push(5, &[anew], &HashMap::new(), &remembered, &versions, None);
+        assert!(matches!(
+            fresh.results[0],
+            PushResult::Ok {
+                position: 6,
+                version: 3,
+                ..
+            }
+        ));
+        // Within one push too: the same event twice is rejected twice, remembered once.
+        let twice = plan_push(
+            0,
+            &[late.clone(), late],
+            &HashMap::new(),
+            &HashMap::new(),
+            &HashMap::new(),
+            None,
+        );
+        assert_eq!(twice.results[0], twice.results[1]);
+        assert_eq!(twice.refusals.len(), 1);
+    }
+
+    #[test]
+    fn fingerprints_tell_events_apart() {
+        let a = ev(1, "s", ExpectedVersion::Any);
+        assert_eq!(a.fingerprint(), a.clone().fingerprint());
+        for other in [
+            PushEvent {
+                time: 1,
+                ..a.clone()
+            },
+            PushEvent {
+                expected_version: ExpectedVersion::Exact(0),
+                ..a.clone()
+            },
+            PushEvent {
+                stream: "t".into(),
+                ..a.clone()
+            },
+            PushEvent {
+                data: RawValue::from_string("2".into()).unwrap(),
+                ..a.clone()
+            },
+            PushEvent {
+                meta: Some(RawValue::from_string("{}".into()).unwrap()),
+                ..a.clone()
+            },
+            ev(2, "s", ExpectedVersion::Any),
+        ] {
+            assert_ne!(a.fingerprint(), other.fingerprint(), "{other:?}");
+        }
+        // Fixed across builds: servers compare fingerprints they stored earlier.
+        assert_eq!(a.fingerprint(), a.fingerprint());
     }
 }

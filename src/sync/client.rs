@@ -217,6 +217,18 @@ pub struct SyncReport {
     pub restarts: usize,
 }
 
+/// What one push did.
+#[derive(Debug, Default)]
+struct Pushed {
+    /// Events accepted (stored now, or found stored already).
+    count: usize,
+    /// Their ids and positions.
+    accepted: Vec<(EventId, u64)>,
+    rejected: Vec<Rejection>,
+    /// The server epoch the positions belong to.
+    epoch: String,
+}
+
 type StatusListener = Rc<dyn Fn(&SyncStatus)>;
 type RejectionListener = Rc<dyn Fn(&Rejection)>;
 
@@ -307,14 +319,13 @@ impl<T: Transport> SyncClient<T> {
         }
     }
 
-    /// Pushes one batch of the outbox and records the verdicts.
-    async fn push_batch<S: Storage>(
-        &self,
-        engine: &Engine<S>,
-    ) -> Result<(usize, Vec<(EventId, u64)>, Vec<Rejection>), SyncError> {
+    /// Pushes one batch of the outbox and records the verdicts. Returns the number of
+    /// events accepted, their positions, the rejections, and the server epoch the positions
+    /// belong to.
+    async fn push_batch<S: Storage>(&self, engine: &Engine<S>) -> Result<Pushed, SyncError> {
         let events = engine.outgoing(self.options.push_batch);
         if events.is_empty() {
-            return Ok((0, Vec::new(), Vec::new()));
+            return Ok(Pushed::default());
         }
         let client_id = engine.client_id().unwrap_or_default().to_owned();
         let response = self
@@ -337,7 +348,12 @@ impl<T: Transport> SyncClient<T> {
                 listener(rejection);
             }
         }
-        Ok((accepted.len(), accepted, rejected))
+        Ok(Pushed {
+            count: accepted.len(),
+            accepted,
+            rejected,
+            epoch: response.epoch,
+        })
     }
 
     /// One pull request and its application. Returns `(events applied, more waiting)`.
@@ -346,6 +362,9 @@ impl<T: Transport> SyncClient<T> {
         engine: &Engine<S>,
         wait_seconds: u32,
     ) -> Result<(usize, bool, bool), SyncError> {
+        // The cursor is the confirmed head on disk: a tab that takes over sync may not
+        // have seen what the previous syncing tab pulled (or reset) yet.
+        engine.catch_up().await?;
         let response = self
             .transport
             .pull(
@@ -393,18 +412,24 @@ impl<T: Transport> SyncClient<T> {
         // Pull first: a changed epoch or events ordered before ours are best known early.
         self.pull_all(engine, &mut report).await?;
         while engine.pending_count() > 0 {
-            let (pushed, accepted, rejected) = self.push_batch(engine).await?;
-            report.pushed += pushed;
-            let progress = pushed + rejected.len();
-            report.rejected.extend(rejected);
+            let pushed = self.push_batch(engine).await?;
+            report.pushed += pushed.count;
+            let progress = pushed.count + pushed.rejected.len();
+            report.rejected.extend(pushed.rejected);
             self.pull_all(engine, &mut report).await?;
             // The server holds every accepted event at its position; one at or before the
             // cursor that is still pending can never come back in a pull (the server had it
             // before this replica took it in), so it leaves the outbox instead of being
-            // pushed forever.
-            let stale: HashSet<EventId> = accepted
+            // pushed forever. Only positions in the log this replica now holds count: if the
+            // server's epoch changed since the push (its database was replaced), the event
+            // was accepted by a store that is gone and must be pushed again.
+            let same_log = engine.epoch().as_deref() == Some(pushed.epoch.as_str());
+            let stale: HashSet<EventId> = pushed
+                .accepted
                 .iter()
-                .filter(|(id, p)| *p <= engine.confirmed_head() && engine.is_pending(id))
+                .filter(|(id, p)| {
+                    same_log && *p <= engine.confirmed_head() && engine.is_pending(id)
+                })
                 .map(|(id, _)| *id)
                 .collect();
             if !stale.is_empty() {

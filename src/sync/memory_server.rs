@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use crate::clock::{IdSource, Uuidv7};
 use crate::event::{Event, EventId};
-use crate::sync::authority::{plan_push, Authorities, Placed};
+use crate::sync::authority::{plan_push, Authorities, Placed, Refusal};
 use crate::sync::protocol::{PullResponse, PushRequest, PushResponse};
 
 #[derive(Debug, Default)]
@@ -15,6 +15,7 @@ struct StoreLog {
     events: Vec<Event>,
     ids: HashMap<EventId, usize>,
     versions: HashMap<String, u64>,
+    refused: HashMap<EventId, Vec<Refusal>>,
 }
 
 /// Stores by name, each with its own positions and epoch.
@@ -78,10 +79,16 @@ impl MemoryServer {
                 })
                 .collect();
             let mut check = self.authorities.checker(histories);
+            let refused = request
+                .events
+                .iter()
+                .filter_map(|e| Some((e.id, log.refused.get(&e.id)?.clone())))
+                .collect();
             let plan = plan_push(
                 log.events.len() as u64,
                 &request.events,
                 &existing,
+                &refused,
                 &log.versions,
                 Some(&mut check),
             );
@@ -102,6 +109,10 @@ impl MemoryServer {
                 });
             }
             log.versions.extend(plan.stream_versions);
+            for (index, refusal) in plan.refusals {
+                let id = request.events[index].id;
+                log.refused.entry(id).or_default().push(refusal);
+            }
             PushResponse {
                 results: plan.results,
                 head: plan.head,

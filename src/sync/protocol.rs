@@ -64,6 +64,39 @@ impl PushEvent {
     }
 }
 
+impl PushEvent {
+    /// A digest of everything the client sent for this event (id, stream, type, payloads,
+    /// time, expected version). A retry of the same push, or a late copy of it, carries the
+    /// same fingerprint; an event appended again under the same id gets a new `time` and
+    /// so a new fingerprint. Stable across builds and platforms (FNV-1a over
+    /// length-prefixed fields, then a finaliser).
+    pub fn fingerprint(&self) -> u64 {
+        fn feed(hash: &mut u64, bytes: &[u8]) {
+            for chunk in [&(bytes.len() as u64).to_le_bytes()[..], bytes] {
+                for b in chunk {
+                    *hash ^= u64::from(*b);
+                    *hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+                }
+            }
+        }
+        let mut hash = 0xcbf2_9ce4_8422_2325u64;
+        feed(&mut hash, self.id.as_bytes());
+        feed(&mut hash, self.stream.as_bytes());
+        feed(&mut hash, self.event_type.as_bytes());
+        feed(&mut hash, self.data.get().as_bytes());
+        feed(
+            &mut hash,
+            self.meta.as_ref().map_or(&b""[..], |m| m.get().as_bytes()),
+        );
+        feed(&mut hash, &self.time.to_le_bytes());
+        feed(&mut hash, self.expected_version.to_string().as_bytes());
+        hash ^= hash >> 33;
+        hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        hash ^= hash >> 33;
+        hash
+    }
+}
+
 fn is_any(v: &ExpectedVersion) -> bool {
     *v == ExpectedVersion::Any
 }

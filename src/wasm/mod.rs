@@ -407,6 +407,9 @@ impl WasmStore {
         state_json: String,
     ) -> Promise {
         let engine = self.engine.clone();
+        // The state was folded from the log as it is now: a reset after this call (a new
+        // server epoch) makes the write fail rather than store a snapshot of a gone log.
+        let generation = engine.log_generation();
         future_to_promise(async move {
             let out = async {
                 let version = u32::try_from(whole_number("version", version)?).map_err(|_| {
@@ -422,12 +425,15 @@ impl WasmStore {
                     Error::InvalidArgument(format!("snapshot state is not JSON: {e}"))
                 })?;
                 engine
-                    .put_snapshot(&SnapshotRecord {
-                        name,
-                        version,
-                        position,
-                        state: state_json,
-                    })
+                    .put_snapshot_from(
+                        &SnapshotRecord {
+                            name,
+                            version,
+                            position,
+                            state: state_json,
+                        },
+                        generation,
+                    )
                     .await
             }
             .await;

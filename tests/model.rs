@@ -1,0 +1,619 @@
+//! Model-based tests of the log (native only): random sequences of operations run on an
+//! engine over the memory backend (one handle, or two handles as two tabs) and on a
+//! reference model (a list of events, per-stream versions, the set of ids), and after every
+//! step the engine reads back what the model says. proptest shrinks a failing sequence to a
+//! short one.
+//!
+//! Operations: appends and batches with every kind of expected version, idempotent
+//! retries (re-appending known ids), invalid events, compaction, snapshots (put, get,
+//! delete, refused past the head), catching up, and crash-and-reopen of a tab.
+//! `PROPTEST_CASES` sets the number of sequences (default 256).
+#![cfg(not(target_arch = "wasm32"))]
+
+use std::collections::HashMap;
+
+use annals::clock::{FixedClock, Uuidv7};
+use annals::storage::SnapshotRecord;
+use annals::{
+    AppendResult, Engine, EngineOptions, Error, Event, EventId, ExpectedVersion, MemoryStorage,
+    NewEvent, ReadQuery,
+};
+use futures::executor::block_on;
+use proptest::prelude::*;
+
+const TIME: u64 = 1_700_000_000_000;
+const STREAMS: [&str; 4] = ["a", "b", "c", "d"];
+const TYPES: [&str; 2] = ["Added", "Removed"];
+
+// ---- operations -------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+enum Id {
+    /// The engine assigns one.
+    Auto,
+    /// A new id chosen by the app.
+    Fresh,
+    /// An id appended before (the `n`-th known, modulo): an idempotent retry.
+    Known(usize),
+}
+
+#[derive(Debug, Clone)]
+enum Expect {
+    Any,
+    NoStream,
+    Exists,
+    /// The stream's current version plus `offset` (0 succeeds, others fail).
+    Current(i8),
+    Exact(u64),
+}
+
+#[derive(Debug, Clone)]
+struct Ev {
+    id: Id,
+    stream: usize,
+    kind: usize,
+    data: i16,
+    expect: Expect,
+    /// An empty type: the event is invalid and so is its batch.
+    invalid: bool,
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Append {
+        tab: usize,
+        events: Vec<Ev>,
+    },
+    Compact {
+        tab: usize,
+    },
+    CatchUp {
+        tab: usize,
+    },
+    PutSnapshot {
+        tab: usize,
+        name: usize,
+        back: u64,
+        past: bool,
+    },
+    GetSnapshot {
+        tab: usize,
+        name: usize,
+    },
+    DeleteSnapshot {
+        tab: usize,
+        name: usize,
+    },
+    Reopen {
+        tab: usize,
+    },
+}
+
+fn id_strategy() -> impl Strategy<Value = Id> {
+    prop_oneof![
+        2 => Just(Id::Auto),
+        4 => Just(Id::Fresh),
+        2 => (0usize..64).prop_map(Id::Known),
+    ]
+}
+
+fn expect_strategy() -> impl Strategy<Value = Expect> {
+    prop_oneof![
+        4 => Just(Expect::Any),
+        1 => Just(Expect::NoStream),
+        1 => Just(Expect::Exists),
+        3 => (-1i8..=1).prop_map(Expect::Current),
+        1 => (0u64..5).prop_map(Expect::Exact),
+    ]
+}
+
+fn event_strategy() -> impl Strategy<Value = Ev> {
+    (
+        id_strategy(),
+        0..STREAMS.len(),
+        0..TYPES.len(),
+        any::<i16>(),
+        expect_strategy(),
+        prop::bool::weighted(0.03),
+    )
+        .prop_map(|(id, stream, kind, data, expect, invalid)| Ev {
+            id,
+            stream,
+            kind,
+            data,
+            expect,
+            invalid,
+        })
+}
+
+fn op_strategy(tabs: usize) -> impl Strategy<Value = Op> {
+    let tab = 0..tabs;
+    prop_oneof![
+        12 => (tab.clone(), prop::collection::vec(event_strategy(), 1..5))
+            .prop_map(|(tab, events)| Op::Append { tab, events }),
+        2 => tab.clone().prop_map(|tab| Op::Compact { tab }),
+        2 => tab.clone().prop_map(|tab| Op::CatchUp { tab }),
+        2 => (tab.clone(), 0usize..2, 0u64..4, prop::bool::weighted(0.2))
+            .prop_map(|(tab, name, back, past)| Op::PutSnapshot { tab, name, back, past }),
+        1 => (tab.clone(), 0usize..2).prop_map(|(tab, name)| Op::GetSnapshot { tab, name }),
+        1 => (tab.clone(), 0usize..2).prop_map(|(tab, name)| Op::DeleteSnapshot { tab, name }),
+        2 => tab.prop_map(|tab| Op::Reopen { tab }),
+    ]
+}
+
+// ---- the reference model ----------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq)]
+struct ModelEvent {
+    id: EventId,
+    position: u64,
+    stream: String,
+    version: u64,
+    kind: String,
+    data: String,
+}
+
+#[derive(Debug, Default)]
+struct Model {
+    events: Vec<ModelEvent>,
+    versions: HashMap<String, u64>,
+    ids: HashMap<EventId, u64>,
+    snapshots: HashMap<String, SnapshotRecord>,
+}
+
+/// What the model says an append does.
+#[derive(Debug, PartialEq)]
+enum Verdict {
+    Ok(Vec<AppendResult>),
+    WrongVersion {
+        stream: String,
+        expected: ExpectedVersion,
+        actual: u64,
+    },
+    Invalid,
+}
+
+impl Model {
+    fn version(&self, stream: &str) -> u64 {
+        self.versions.get(stream).copied().unwrap_or(0)
+    }
+
+    /// The rules, written as plainly as possible: invalid anywhere refuses the batch; an id
+    /// already stored or earlier in the batch is a duplicate; a broken expectation refuses
+    /// the batch; otherwise the next position and the stream's next version.
+    fn append(&mut self, batch: &[(Option<EventId>, NewEvent)], assigned: &[EventId]) -> Verdict {
+        if batch.iter().any(|(_, e)| e.event_type.is_empty()) {
+            return Verdict::Invalid;
+        }
+        let mut staged: Vec<ModelEvent> = Vec::new();
+        let mut results = Vec::new();
+        let mut versions = self.versions.clone();
+        let mut auto = assigned.iter();
+        for (id, event) in batch {
+            if let Some(id) = id {
+                let earlier = staged.iter().find(|s| s.id == *id).map(|s| s.position);
+                if let Some(p) = self.ids.get(id).copied().or(earlier) {
+                    results.push(AppendResult::Duplicate(p));
+                    continue;
+                }
+            }
+            let actual = versions.get(&event.stream).copied().unwrap_or(0);
+            let ok = match event.expected_version {
+                ExpectedVersion::Any => true,
+                ExpectedVersion::NoStream => actual == 0,
+                ExpectedVersion::Exists => actual > 0,
+                ExpectedVersion::Exact(v) => actual == v,
+            };
+            if !ok {
+                return Verdict::WrongVersion {
+                    stream: event.stream.clone(),
+                    expected: event.expected_version,
+                    actual,
+                };
+            }
+            let position = (self.events.len() + staged.len()) as u64 + 1;
+            let id = match id {
+                Some(id) => *id,
+                // The engine's own id, learnt from what it returned (none if it refused
+                // the batch: then the verdicts differ and the test fails on that).
+                None => auto.next().copied().unwrap_or(EventId([0; 16])),
+            };
+            versions.insert(event.stream.clone(), actual + 1);
+            staged.push(ModelEvent {
+                id,
+                position,
+                stream: event.stream.clone(),
+                version: actual + 1,
+                kind: event.event_type.clone(),
+                data: event.data.get().to_owned(),
+            });
+            results.push(AppendResult::Appended(position));
+        }
+        for e in staged {
+            self.ids.insert(e.id, e.position);
+            self.events.push(e);
+        }
+        self.versions = versions;
+        Verdict::Ok(results)
+    }
+}
+
+// ---- the system under test --------------------------------------------------------------------
+
+struct System {
+    storage: MemoryStorage,
+    tabs: Vec<Engine<MemoryStorage>>,
+    model: Model,
+    known_ids: Vec<EventId>,
+    next_id: u64,
+}
+
+fn open(storage: &MemoryStorage) -> Engine<MemoryStorage> {
+    let options = EngineOptions {
+        clock: Box::new(FixedClock::at(TIME)),
+        ids: Box::new(Uuidv7::new()),
+        ..EngineOptions::default()
+    };
+    block_on(Engine::open(storage.another_handle(), options)).expect("open")
+}
+
+fn shape(e: &Event) -> ModelEvent {
+    ModelEvent {
+        id: e.id,
+        position: e.position,
+        stream: e.stream.clone(),
+        version: e.version,
+        kind: e.event_type.clone(),
+        data: e.data.get().to_owned(),
+    }
+}
+
+impl System {
+    fn new(tabs: usize) -> Self {
+        let storage = MemoryStorage::new();
+        let tabs = (0..tabs).map(|_| open(&storage)).collect();
+        System {
+            storage,
+            tabs,
+            model: Model::default(),
+            known_ids: Vec::new(),
+            next_id: 0,
+        }
+    }
+
+    fn fresh_id(&mut self) -> EventId {
+        self.next_id += 1;
+        let mut b = [0u8; 16];
+        b[0] = 0xaa;
+        b[6] = 0x70;
+        b[8] = 0x80;
+        b[8..].copy_from_slice(&self.next_id.to_be_bytes());
+        EventId(b)
+    }
+
+    fn build(&mut self, tab: usize, events: &[Ev]) -> Vec<(Option<EventId>, NewEvent)> {
+        let mut planned: HashMap<&str, u64> = HashMap::new();
+        let mut batch = Vec::new();
+        for ev in events {
+            let stream = STREAMS[ev.stream];
+            let id = match ev.id {
+                Id::Auto => None,
+                Id::Fresh => Some(self.fresh_id()),
+                Id::Known(n) if !self.known_ids.is_empty() => {
+                    Some(self.known_ids[n % self.known_ids.len()])
+                }
+                Id::Known(_) => Some(self.fresh_id()),
+            };
+            // "Current" as the appending tab sees the stream (it may lag: then it fails,
+            // as the model says, since the model knows the store).
+            let current = *planned
+                .entry(stream)
+                .or_insert_with(|| self.tabs[tab].stream_version(stream));
+            let expected = match ev.expect {
+                Expect::Any => ExpectedVersion::Any,
+                Expect::NoStream => ExpectedVersion::NoStream,
+                Expect::Exists => ExpectedVersion::Exists,
+                Expect::Current(offset) => {
+                    ExpectedVersion::Exact(current.saturating_add_signed(i64::from(offset)))
+                }
+                Expect::Exact(v) => ExpectedVersion::Exact(v),
+            };
+            planned.insert(stream, current + 1);
+            let kind = if ev.invalid { "" } else { TYPES[ev.kind] };
+            let mut event = NewEvent::new(stream, kind, &serde_json::json!({ "n": ev.data }))
+                .expect("JSON")
+                .expecting(expected);
+            if let Some(id) = id {
+                event = event.with_id(id);
+            }
+            batch.push((id, event));
+        }
+        batch
+    }
+
+    fn step(&mut self, op: &Op) -> Result<(), TestCaseError> {
+        match op {
+            Op::Append { tab, events } => {
+                let batch = self.build(*tab, events);
+                let engine = &self.tabs[*tab];
+                let outcome =
+                    block_on(engine.append(batch.iter().map(|(_, e)| e.clone()).collect()));
+                // Ids the engine assigned, read back at the positions it returned.
+                let mut assigned = Vec::new();
+                if let Ok(outcome) = &outcome {
+                    for ((id, _), result) in batch.iter().zip(&outcome.results) {
+                        if let (None, AppendResult::Appended(p)) = (id, result) {
+                            let read = engine
+                                .read(&ReadQuery {
+                                    after: p - 1,
+                                    limit: Some(1),
+                                    ..ReadQuery::default()
+                                })
+                                .expect("read");
+                            assigned.push(read[0].id);
+                        }
+                    }
+                }
+                let expected = self.model.append(&batch, &assigned);
+                match (&expected, outcome) {
+                    (Verdict::Ok(results), Ok(outcome)) => {
+                        prop_assert_eq!(results, &outcome.results);
+                        for (id, result) in batch.iter().map(|(id, _)| id).zip(results) {
+                            if let (Some(id), AppendResult::Appended(_)) = (id, result) {
+                                self.known_ids.push(*id);
+                            }
+                        }
+                        self.known_ids.extend(assigned);
+                    }
+                    (
+                        Verdict::WrongVersion {
+                            stream,
+                            expected,
+                            actual,
+                        },
+                        Err(Error::WrongExpectedVersion {
+                            stream: s,
+                            expected: e,
+                            actual: a,
+                        }),
+                    ) => {
+                        prop_assert_eq!((stream, expected, actual), (&s, &e, &a));
+                    }
+                    (Verdict::Invalid, Err(Error::InvalidEvent(_))) => {}
+                    (expected, got) => {
+                        return Err(TestCaseError::fail(format!(
+                            "the model says {expected:?}, the engine did {got:?}"
+                        )))
+                    }
+                }
+                // The appending tab has read everything stored before it wrote.
+                self.check_tab(*tab, true)?;
+            }
+            Op::Compact { tab } => {
+                let before = self.tabs[*tab].read(&ReadQuery::default()).expect("read");
+                block_on(self.tabs[*tab].compact()).expect("compact");
+                let after = self.tabs[*tab].read(&ReadQuery::default()).expect("read");
+                prop_assert_eq!(before, after, "compaction changed what the tab reads");
+            }
+            Op::CatchUp { tab } => {
+                block_on(self.tabs[*tab].catch_up()).expect("catch up");
+                self.check_tab(*tab, true)?;
+            }
+            Op::PutSnapshot {
+                tab,
+                name,
+                back,
+                past,
+            } => {
+                let engine = &self.tabs[*tab];
+                let stored = self.model.events.len() as u64;
+                let position = if *past {
+                    stored + 1 + back
+                } else {
+                    stored.saturating_sub(*back)
+                };
+                let record = SnapshotRecord {
+                    name: format!("p{name}"),
+                    version: 1 + *back as u32,
+                    position,
+                    state: format!("{{\"at\":{position}}}"),
+                };
+                let result = block_on(engine.put_snapshot(&record));
+                if *past {
+                    prop_assert!(
+                        matches!(result, Err(Error::InvalidArgument(_))),
+                        "a snapshot past the head was accepted: {result:?}"
+                    );
+                } else {
+                    prop_assert!(result.is_ok(), "{result:?}");
+                    self.model.snapshots.insert(record.name.clone(), record);
+                }
+            }
+            Op::GetSnapshot { tab, name } => {
+                let name = format!("p{name}");
+                let got = block_on(self.tabs[*tab].snapshot(&name)).expect("snapshot");
+                prop_assert_eq!(got.as_ref(), self.model.snapshots.get(&name));
+            }
+            Op::DeleteSnapshot { tab, name } => {
+                let name = format!("p{name}");
+                block_on(self.tabs[*tab].delete_snapshot(&name)).expect("delete");
+                self.model.snapshots.remove(&name);
+            }
+            Op::Reopen { tab } => {
+                // A crash: the engine goes without closing; a new one opens on the disk.
+                let fresh = open(&self.storage);
+                drop(std::mem::replace(&mut self.tabs[*tab], fresh));
+                self.check_tab(*tab, true)?;
+            }
+        }
+        for tab in 0..self.tabs.len() {
+            self.check_tab(tab, false)?;
+        }
+        Ok(())
+    }
+
+    /// A tab reads the model's log (all of it when `current`, else a prefix: it may not
+    /// have looked since the other tab wrote).
+    fn check_tab(&self, tab: usize, current: bool) -> Result<(), TestCaseError> {
+        let engine = &self.tabs[tab];
+        let model = &self.model;
+        let log: Vec<ModelEvent> = engine
+            .read(&ReadQuery::default())
+            .expect("read")
+            .iter()
+            .map(shape)
+            .collect();
+        if current {
+            prop_assert_eq!(log.len(), model.events.len(), "tab {} is behind", tab);
+        }
+        prop_assert!(log.len() <= model.events.len());
+        prop_assert_eq!(&log[..], &model.events[..log.len()], "tab {}", tab);
+        prop_assert_eq!(engine.head(), log.len() as u64);
+        let head = log.len();
+        // Stream reads, type reads, ranges with limits, ids, versions: on the prefix.
+        let seen = &model.events[..head];
+        for stream in STREAMS {
+            let expected: Vec<&ModelEvent> = seen.iter().filter(|e| e.stream == stream).collect();
+            let got: Vec<ModelEvent> = engine
+                .read(&ReadQuery {
+                    stream: Some(stream.into()),
+                    ..ReadQuery::default()
+                })
+                .expect("read")
+                .iter()
+                .map(shape)
+                .collect();
+            prop_assert_eq!(got.iter().collect::<Vec<_>>(), expected);
+            prop_assert_eq!(
+                engine.stream_version(stream),
+                seen.iter().filter(|e| e.stream == stream).count() as u64
+            );
+        }
+        for kind in TYPES {
+            let after = (head / 3) as u64;
+            let expected: Vec<&ModelEvent> = seen
+                .iter()
+                .filter(|e| e.kind == kind && e.position > after)
+                .take(2)
+                .collect();
+            let got: Vec<ModelEvent> = engine
+                .read(&ReadQuery {
+                    event_type: Some(kind.into()),
+                    after,
+                    limit: Some(2),
+                    ..ReadQuery::default()
+                })
+                .expect("read")
+                .iter()
+                .map(shape)
+                .collect();
+            prop_assert_eq!(got.iter().collect::<Vec<_>>(), expected);
+        }
+        if head > 0 {
+            let (after, to) = (head as u64 / 2, head as u64);
+            let json = engine.range_json(after, to).expect("range");
+            let parsed: Vec<Event> = serde_json::from_str(&json).expect("JSON");
+            prop_assert_eq!(
+                parsed.iter().map(shape).collect::<Vec<_>>(),
+                seen[after as usize..].to_vec()
+            );
+            let last = &seen[head - 1];
+            let by_id = engine
+                .event_by_id(&last.id)
+                .expect("by id")
+                .map(|e| shape(&e));
+            prop_assert_eq!(by_id.as_ref(), Some(last));
+        }
+        Ok(())
+    }
+}
+
+fn run(ops: Vec<Op>, tabs: usize) -> Result<(), TestCaseError> {
+    let mut system = System::new(tabs);
+    for (i, op) in ops.iter().enumerate() {
+        system
+            .step(op)
+            .map_err(|e| TestCaseError::fail(format!("step {i} ({op:?}): {e}")))?;
+    }
+    // At the end every tab, caught up, and a fresh open read the whole model.
+    for tab in 0..tabs {
+        block_on(system.tabs[tab].catch_up()).expect("catch up");
+        system.check_tab(tab, true)?;
+    }
+    let reopened = open(&system.storage);
+    let log: Vec<ModelEvent> = reopened
+        .read(&ReadQuery::default())
+        .expect("read")
+        .iter()
+        .map(shape)
+        .collect();
+    prop_assert_eq!(log, system.model.events.clone());
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        // Case count from PROPTEST_CASES (default 256); shrinking kept short for CI.
+        max_shrink_iters: 4096,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn one_tab_follows_the_model(ops in prop::collection::vec(op_strategy(1), 1..40)) {
+        run(ops, 1)?;
+    }
+
+    #[test]
+    fn two_tabs_follow_the_model(ops in prop::collection::vec(op_strategy(2), 1..40)) {
+        run(ops, 2)?;
+    }
+}
+
+/// The model itself, on a case written out by hand: so that a wrong model cannot make
+/// every property pass.
+#[test]
+fn the_model_applies_the_rules() {
+    let mut model = Model::default();
+    let id = EventId([7; 16]);
+    let ev = |stream: &str, expected| NewEvent::new(stream, "T", &1).unwrap().expecting(expected);
+    let first = model.append(
+        &[
+            (Some(id), ev("s", ExpectedVersion::NoStream)),
+            (Some(id), ev("s", ExpectedVersion::Any)),
+            (Some(EventId([8; 16])), ev("s", ExpectedVersion::Exact(1))),
+        ],
+        &[],
+    );
+    assert_eq!(
+        first,
+        Verdict::Ok(vec![
+            AppendResult::Appended(1),
+            AppendResult::Duplicate(1),
+            AppendResult::Appended(2)
+        ])
+    );
+    let refused = model.append(
+        &[
+            (Some(EventId([9; 16])), ev("t", ExpectedVersion::Any)),
+            (Some(EventId([10; 16])), ev("s", ExpectedVersion::Exact(1))),
+        ],
+        &[],
+    );
+    assert_eq!(
+        refused,
+        Verdict::WrongVersion {
+            stream: "s".into(),
+            expected: ExpectedVersion::Exact(1),
+            actual: 2
+        }
+    );
+    assert_eq!(model.events.len(), 2, "a refused batch writes nothing");
+    assert_eq!(
+        model.append(
+            &[(None, ev("s", ExpectedVersion::Exists))],
+            &[EventId([11; 16])]
+        ),
+        Verdict::Ok(vec![AppendResult::Appended(3)])
+    );
+    assert_eq!(model.version("s"), 3);
+}
