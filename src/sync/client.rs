@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::rc::Rc;
 
 use futures::channel::mpsc;
-use futures::future::{select, Either};
+use futures::future::{join, select, Either};
 use futures::StreamExt;
 
 use crate::engine::{Engine, Rejection};
@@ -163,7 +163,8 @@ impl Default for SyncOptions {
     fn default() -> Self {
         SyncOptions {
             push_batch: 500,
-            pull_limit: 1_000,
+            // The server's largest page by default: fewer round trips.
+            pull_limit: 10_000,
             long_poll_seconds: 25,
         }
     }
@@ -340,18 +341,49 @@ impl<T: Transport> SyncClient<T> {
     }
 
     /// Pulls until the replica has everything the server has (restarting from position 1
-    /// when the server's epoch changed).
+    /// when the server's epoch changed). While one page is written, the next one is
+    /// already asked for.
     async fn pull_all<S: Storage>(
         &self,
         engine: &Engine<S>,
         report: &mut SyncReport,
     ) -> Result<(), SyncError> {
+        let limit = self.options.pull_limit;
+        let mut prefetched: Option<(u64, PullResponse)> = None;
         loop {
-            let (applied, more, restart) = self.pull_once(engine, 0).await?;
+            let before = engine.confirmed_head();
+            let response = match prefetched.take() {
+                Some((after, response)) if after == before => response,
+                _ => self.transport.pull(before, limit, 0).await?,
+            };
+            // The page after this one starts after its last event (if the server has more).
+            let next_after = response
+                .events
+                .last()
+                .map(|e| e.position)
+                .filter(|p| response.more && *p > before);
+            let (outcome, next) = match next_after {
+                Some(after) => {
+                    let (outcome, next) = join(
+                        engine.apply_pull(&response),
+                        self.transport.pull(after, limit, 0),
+                    )
+                    .await;
+                    (outcome?, Some((after, next)))
+                }
+                None => (engine.apply_pull(&response).await?, None),
+            };
+            let applied = (engine.confirmed_head().saturating_sub(before)) as usize;
+            self.refresh_counts(engine);
             report.pulled += applied;
-            report.restarts += usize::from(restart);
-            if !more {
+            report.restarts += usize::from(outcome.restart);
+            if !(response.more || outcome.restart) {
                 return Ok(());
+            }
+            if !outcome.restart {
+                if let Some((after, next)) = next {
+                    prefetched = Some((after, next?));
+                }
             }
         }
     }
