@@ -9,6 +9,8 @@ DEMO_ADDR ?= 127.0.0.1:8080
 DEMO_TOKEN ?= dev
 NATIVE_FEATURES := server,http-client
 SERVER_BIN := $(or $(CARGO_TARGET_DIR),target)/debug/annals-server
+# `cargo build --profile bench` (optimised, no LTO) puts its binaries in release/.
+BENCH_SERVER_BIN := $(or $(CARGO_TARGET_DIR),target)/release/annals-server
 
 .PHONY: setup build pkg www server demo test lint typecheck test-rust test-wasm test-node test-e2e bench soak clean
 
@@ -60,12 +62,16 @@ test-node: pkg server
 test-e2e: www server
 	ANNALS_SERVER_BIN=$(abspath $(SERVER_BIN)) npm run --workspace www test:e2e
 
-## bench: native criterion benchmarks, and server append throughput beside a raw batched
-## INSERT on SQLite and PostgreSQL (tables in target/bench/).
-bench: setup
+## bench: native criterion benchmarks, server append throughput beside a raw batched INSERT
+## on SQLite and PostgreSQL, and the browser suite in headless Chromium (annals beside a
+## per-record IndexedDB baseline and the raw chunked limit, and a pull of 100k events from
+## an annals-server built optimised). Tables and JSON in target/bench/.
+bench: setup pkg
 	cargo bench --bench native
 	url=$$(scripts/ensure-postgres.sh $$$$); \
 	ANNALS_TEST_PG_URL=$$url cargo bench --features $(NATIVE_FEATURES) --bench server_throughput
+	cargo build --profile bench --features server --bin annals-server
+	ANNALS_SERVER_BIN=$(abspath $(BENCH_SERVER_BIN)) node bench/run.mjs
 
 ## soak: the long reliability runs, with their figures: the deterministic simulation on
 ## SOAK_SEEDS seeds (make test runs SIM_SEEDS=1000 of them), then the model-based tests of

@@ -16,8 +16,12 @@ command -v wasm-bindgen >/dev/null || { log "wasm-bindgen is missing: run script
 log "cargo build --release --target wasm32-unknown-unknown --lib"
 cargo build --release --target wasm32-unknown-unknown --lib
 
-# Regenerate the glue only when the wasm changed (or the output is missing).
-if [ ! -f "$OUT/annals_bg.wasm" ] || [ ! -f "$OUT/.stamp" ] || [ "$WASM" -nt "$OUT/.stamp" ]; then
+# WASM_OPT_FLAGS: extra wasm-opt flags, e.g. "-g" to keep function names for CPU profiles
+# (bench/profile.mjs); the package is built without.
+WASM_OPT_FLAGS="${WASM_OPT_FLAGS:-}"
+# Regenerate the glue only when the wasm or the flags changed (or the output is missing).
+if [ ! -f "$OUT/annals_bg.wasm" ] || [ ! -f "$OUT/.stamp" ] || [ "$WASM" -nt "$OUT/.stamp" ] \
+  || [ "$(cat "$OUT/.stamp")" != "$WASM_OPT_FLAGS" ]; then
   log "wasm-bindgen --target web -> $OUT"
   TMP="$TARGET_DIR/annals-pkg-wasm"
   rm -rf "$TMP"
@@ -34,15 +38,16 @@ if [ ! -f "$OUT/annals_bg.wasm" ] || [ ! -f "$OUT/.stamp" ] || [ "$WASM" -nt "$O
   if [ -n "$WASM_OPT" ] && [ "${WASM_OPT_VERSION:-0}" -lt 116 ]; then
     log "skipping wasm-opt: version ${WASM_OPT_VERSION:-unknown} is older than 116"
   elif [ -n "$WASM_OPT" ]; then
-    log "wasm-opt -Oz (version $WASM_OPT_VERSION)"
-    "$WASM_OPT" -Oz --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
+    log "wasm-opt -Oz $WASM_OPT_FLAGS (version $WASM_OPT_VERSION)"
+    # shellcheck disable=SC2086 # the flags are words
+    "$WASM_OPT" -Oz $WASM_OPT_FLAGS --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
       --enable-mutable-globals --enable-reference-types --enable-multivalue \
       "$TMP/annals_bg.wasm" -o "$TMP/annals_bg.opt.wasm"
     mv "$TMP/annals_bg.opt.wasm" "$TMP/annals_bg.wasm"
   fi
   rm -rf "$OUT"
   mv "$TMP" "$OUT"
-  touch "$OUT/.stamp"
+  printf '%s' "$WASM_OPT_FLAGS" > "$OUT/.stamp"
 fi
 log "$(wc -c < "$OUT/annals_bg.wasm") bytes: $OUT/annals_bg.wasm"
 

@@ -56,7 +56,15 @@ pub trait IdSource {
 pub struct Uuidv7 {
     last_ms: u64,
     counter: u16,
+    /// Random bytes drawn ahead: one call to the platform's source (a crossing to JS in
+    /// a browser) serves many ids.
+    pool: Vec<u8>,
+    used: usize,
 }
+
+/// Random bytes one id takes, and how many ids one draw serves.
+const ID_RANDOM_BYTES: usize = 10;
+const IDS_PER_DRAW: usize = 64;
 
 impl Uuidv7 {
     pub fn new() -> Self {
@@ -78,10 +86,23 @@ fn random_bytes(buf: &mut [u8]) {
     }
 }
 
+impl Uuidv7 {
+    fn random(&mut self) -> [u8; ID_RANDOM_BYTES] {
+        if self.used + ID_RANDOM_BYTES > self.pool.len() {
+            self.pool.resize(ID_RANDOM_BYTES * IDS_PER_DRAW, 0);
+            random_bytes(&mut self.pool);
+            self.used = 0;
+        }
+        let mut out = [0u8; ID_RANDOM_BYTES];
+        out.copy_from_slice(&self.pool[self.used..self.used + ID_RANDOM_BYTES]);
+        self.used += ID_RANDOM_BYTES;
+        out
+    }
+}
+
 impl IdSource for Uuidv7 {
     fn next_id(&mut self, now_ms: u64) -> EventId {
-        let mut random = [0u8; 10];
-        random_bytes(&mut random);
+        let random = self.random();
         if now_ms > self.last_ms {
             self.last_ms = now_ms;
             self.counter = u16::from_be_bytes([random[0] & 0x03, random[1]]); // start low, leave room
@@ -133,5 +154,17 @@ mod tests {
             assert_eq!(id.0[8] >> 6, 0b10, "RFC variant");
             previous = id;
         }
+    }
+
+    #[test]
+    fn uuidv7_random_bits_differ_across_draws() {
+        let mut ids = Uuidv7::new();
+        let all: std::collections::HashSet<[u8; 8]> = (0..1_000u64)
+            .map(|i| {
+                let id = ids.next_id(1_700_000_000_000 + i);
+                id.0[8..].try_into().unwrap()
+            })
+            .collect();
+        assert_eq!(all.len(), 1_000, "random bits repeat");
     }
 }

@@ -96,27 +96,58 @@ impl<'a> EventRef<'a> {
     /// Appends the event as a JSON object (the shape apps see) to `out`, copying the
     /// payloads verbatim.
     pub fn write_json(&self, out: &mut Vec<u8>, pending: bool) {
+        RawRecord {
+            id: self.id.0,
+            version: self.version,
+            time: self.time,
+            stream: self.stream.as_bytes(),
+            event_type: self.event_type.as_bytes(),
+            origin: self.origin.map_or(&[][..], str::as_bytes),
+            meta: self.meta.map_or(&[][..], str::as_bytes),
+            data: self.data.as_bytes(),
+        }
+        .write_json(self.position, out, pending);
+    }
+}
+
+/// One record's fields as stored: text not checked as UTF-8 yet.
+#[derive(Debug, Clone, Copy)]
+struct RawRecord<'a> {
+    id: [u8; 16],
+    version: u64,
+    time: u64,
+    stream: &'a [u8],
+    event_type: &'a [u8],
+    /// Empty: absent.
+    origin: &'a [u8],
+    /// Empty: absent.
+    meta: &'a [u8],
+    data: &'a [u8],
+}
+
+impl RawRecord<'_> {
+    fn write_json(&self, position: u64, out: &mut Vec<u8>, pending: bool) {
         out.extend_from_slice(b"{\"id\":\"");
-        self.id.write_hyphenated(out);
+        EventId(self.id).write_hyphenated(out);
         out.extend_from_slice(b"\",\"position\":");
-        write_u64(out, self.position);
+        write_u64(out, position);
         out.extend_from_slice(b",\"stream\":");
-        write_json_str(out, self.stream);
+        write_json_bytes(out, self.stream);
         out.extend_from_slice(b",\"version\":");
         write_u64(out, self.version);
         out.extend_from_slice(b",\"type\":");
-        write_json_str(out, self.event_type);
+        write_json_bytes(out, self.event_type);
         out.extend_from_slice(b",\"data\":");
-        out.extend_from_slice(self.data.as_bytes());
-        if let Some(meta) = self.meta {
+        out.extend_from_slice(self.data);
+        if !self.meta.is_empty() {
             out.extend_from_slice(b",\"meta\":");
-            out.extend_from_slice(meta.as_bytes());
+            out.extend_from_slice(self.meta);
         }
         out.extend_from_slice(b",\"time\":");
         write_u64(out, self.time);
-        if let Some(origin) = self.origin {
+        if !self.origin.is_empty() {
             out.extend_from_slice(b",\"origin\":");
-            write_json_str(out, origin);
+            write_json_bytes(out, self.origin);
         }
         out.extend_from_slice(if pending {
             b",\"pending\":true}"
@@ -124,6 +155,39 @@ impl<'a> EventRef<'a> {
             b",\"pending\":false}"
         });
     }
+}
+
+/// Writes the records of positions `position ..= to` of segment `bytes`, the first at
+/// byte `offset`, as JSON objects (the shape of [`EventRef::write_json`]), each preceded
+/// by a comma when `count` is not 0, counting them in `count`. The text is copied without
+/// a UTF-8 check: the caller checks the output as a whole, once.
+pub fn write_json_records(
+    bytes: &[u8],
+    offset: usize,
+    mut position: u64,
+    to: u64,
+    pending: bool,
+    out: &mut Vec<u8>,
+    count: &mut usize,
+) -> Result<(), CodecError> {
+    let (first, records) = header(bytes)?;
+    let end = first + u64::from(records);
+    let mut cursor = Cursor {
+        bytes,
+        offset,
+        record: u32::try_from(position.saturating_sub(first)).unwrap_or(u32::MAX),
+    };
+    while position <= to && position < end {
+        let record = cursor.raw()?;
+        if *count > 0 {
+            out.push(b',');
+        }
+        *count += 1;
+        record.write_json(position, out, pending);
+        position += 1;
+        cursor.record = cursor.record.saturating_add(1);
+    }
+    Ok(())
 }
 
 fn null_raw() -> Box<serde_json::value::RawValue> {
@@ -147,9 +211,14 @@ fn write_u64(out: &mut Vec<u8>, v: u64) {
 
 /// Writes `s` as a JSON string literal.
 pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    write_json_bytes(out, s.as_bytes());
+}
+
+/// Writes UTF-8 `bytes` as a JSON string literal (escaping is byte-wise: every byte that
+/// needs it is ASCII).
+fn write_json_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
-    let bytes = s.as_bytes();
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
         let escape: Option<&[u8]> = match b {
@@ -189,7 +258,12 @@ pub struct SegmentBuilder {
 
 impl SegmentBuilder {
     pub fn new(first: u64) -> Self {
-        let mut bytes = Vec::with_capacity(256);
+        Self::with_capacity(first, 256)
+    }
+
+    /// A builder whose buffer starts with room for `bytes` bytes.
+    pub fn with_capacity(first: u64, bytes: usize) -> Self {
+        let mut bytes = Vec::with_capacity(bytes.max(HEADER_LEN));
         write_header(&mut bytes, first, 0);
         SegmentBuilder {
             first,
@@ -390,27 +464,45 @@ struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     fn event(&mut self, position: u64) -> Result<EventRef<'a>, CodecError> {
-        let id_bytes = self.take(16)?;
-        let mut id = [0u8; 16];
-        id.copy_from_slice(id_bytes);
-        let version = self.varint()?;
-        let time = self.varint()?;
-        let stream = self.str()?;
-        let event_type = self.str()?;
-        let origin = Some(self.str()?).filter(|s| !s.is_empty());
-        let meta = Some(self.str()?).filter(|s| !s.is_empty());
-        let data = self.str()?;
+        let raw = self.raw()?;
+        let record = self.record;
+        let text = |bytes: &'a [u8]| {
+            std::str::from_utf8(bytes).map_err(|_| CodecError::NotUtf8 { record })
+        };
         Ok(EventRef {
-            id: EventId(id),
+            id: EventId(raw.id),
             position,
-            version,
-            time,
-            stream,
-            event_type,
-            origin,
-            meta,
-            data,
+            version: raw.version,
+            time: raw.time,
+            stream: text(raw.stream)?,
+            event_type: text(raw.event_type)?,
+            origin: Some(text(raw.origin)?).filter(|s| !s.is_empty()),
+            meta: Some(text(raw.meta)?).filter(|s| !s.is_empty()),
+            data: text(raw.data)?,
         })
+    }
+
+    fn raw(&mut self) -> Result<RawRecord<'a>, CodecError> {
+        let mut id = [0u8; 16];
+        id.copy_from_slice(self.take(16)?);
+        Ok(RawRecord {
+            id,
+            version: self.varint()?,
+            time: self.varint()?,
+            stream: self.bytes_field()?,
+            event_type: self.bytes_field()?,
+            origin: self.bytes_field()?,
+            meta: self.bytes_field()?,
+            data: self.bytes_field()?,
+        })
+    }
+
+    fn bytes_field(&mut self) -> Result<&'a [u8], CodecError> {
+        let len = self.varint()?;
+        let len = usize::try_from(len).map_err(|_| CodecError::Truncated {
+            record: self.record,
+        })?;
+        self.take(len)
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
@@ -448,17 +540,45 @@ impl<'a> Cursor<'a> {
             record: self.record,
         })
     }
+}
 
-    fn str(&mut self) -> Result<&'a str, CodecError> {
-        let len = self.varint()?;
-        let len = usize::try_from(len).map_err(|_| CodecError::Truncated {
-            record: self.record,
-        })?;
-        let bytes = self.take(len)?;
-        std::str::from_utf8(bytes).map_err(|_| CodecError::NotUtf8 {
-            record: self.record,
-        })
+/// The header of a segment and the byte offset of each of its records, appended to
+/// `offsets`. Checks the structure (every length against the bytes left, nothing after
+/// the last record) without decoding the text: reads check that when they decode it.
+pub fn record_offsets(bytes: &[u8], offsets: &mut Vec<u32>) -> Result<(u64, u32), CodecError> {
+    let (first, count) = header(bytes)?;
+    if bytes.len() > u32::MAX as usize {
+        return Err(CodecError::Truncated { record: 0 });
     }
+    let start = offsets.len();
+    // The count comes from stored bytes: reserve no more than the bytes can hold.
+    offsets.reserve((count as usize).min(max_records(bytes.len())));
+    let mut cursor = Cursor {
+        bytes,
+        offset: HEADER_LEN,
+        record: 0,
+    };
+    let result = (|| {
+        for record in 0..count {
+            cursor.record = record;
+            offsets.push(cursor.offset as u32);
+            cursor.take(16)?;
+            cursor.varint()?;
+            cursor.varint()?;
+            for _ in 0..5 {
+                cursor.bytes_field()?;
+            }
+        }
+        if cursor.offset != bytes.len() {
+            return Err(CodecError::TrailingBytes(bytes.len() - cursor.offset));
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        offsets.truncate(start);
+        return Err(e);
+    }
+    Ok((first, count))
 }
 
 /// Merges consecutive segments into one; their positions must follow each other.
@@ -484,7 +604,9 @@ pub fn merge<B: AsRef<[u8]>>(segments: &[B]) -> Result<Vec<u8>, CodecError> {
             }
             Some(_) => {}
         }
-        next = seg_first + u64::from(seg_count);
+        next = seg_first
+            .checked_add(u64::from(seg_count))
+            .ok_or(CodecError::Truncated { record: 0 })?;
         count = count
             .checked_add(seg_count)
             .ok_or(CodecError::Truncated { record: u32::MAX })?;
@@ -578,6 +700,37 @@ mod tests {
                 expected: 4,
                 found: 1
             }
+        );
+    }
+
+    #[test]
+    fn record_offsets_find_every_record_and_refuse_damage() {
+        let events = [
+            sample(3, "s-1", r#"{"a":1}"#),
+            sample(4, "s-2", "[]"),
+            sample(5, "s-3", "\"x\""),
+        ];
+        let bytes = encode(3, events.iter().copied());
+        let mut offsets = vec![7];
+        assert_eq!(record_offsets(&bytes, &mut offsets).unwrap(), (3, 3));
+        assert_eq!(offsets.len(), 4);
+        for (i, offset) in offsets[1..].iter().enumerate() {
+            let event = SegmentReader::record_at(&bytes, *offset as usize, 3 + i as u64).unwrap();
+            assert_eq!(event, events[i]);
+        }
+        for cut in 0..bytes.len() {
+            let mut offsets = vec![7];
+            assert!(
+                record_offsets(&bytes[..cut], &mut offsets).is_err(),
+                "prefix of {cut}"
+            );
+            assert_eq!(offsets, [7], "nothing added on error");
+        }
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        assert_eq!(
+            record_offsets(&trailing, &mut Vec::new()),
+            Err(CodecError::TrailingBytes(1))
         );
     }
 

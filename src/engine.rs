@@ -19,7 +19,9 @@ use crate::codec::{EventRef, SegmentBuilder};
 use crate::error::{Error, Result};
 use crate::event::{Event, EventId, Limits, NewEvent};
 use crate::log::{AppendResult, LogState, ReadQuery};
-use crate::storage::{Commit, CompactionReport, Fresh, Known, Segment, SnapshotRecord, Storage};
+use crate::storage::{
+    Commit, CompactionReport, Fresh, Known, Scope, Segment, SnapshotRecord, Storage,
+};
 use crate::sync::pending::{OutboxChange, PendingBatch, PendingLog};
 use crate::sync::protocol::{PullResponse, PushEvent, PushResponse, PushResult};
 
@@ -122,6 +124,10 @@ pub struct PullOutcome {
     /// The server's epoch changed: the confirmed log was dropped and must be pulled again
     /// from the start (pending events were kept).
     pub restart: bool,
+    /// The page does not continue this replica's confirmed log (it was asked for from a
+    /// cursor that another tab has since moved or reset): nothing was applied; pull again
+    /// from [`Engine::confirmed_head`].
+    pub stale: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,12 +140,34 @@ struct Mark {
 
 type Listener = Rc<dyn Fn(Change)>;
 
+/// Segments read per step while a lazily opened log loads (about 16 MB of 256 KB ones).
+pub const LOAD_STEP_SEGMENTS: usize = 64;
+/// Events indexed per step once they are all loaded.
+pub const INDEX_STEP_EVENTS: u64 = 200_000;
+
+enum Step {
+    More,
+    Done,
+    /// Another writer reset the log meanwhile: the loaded part was dropped.
+    Reset,
+}
+
+fn missing_events(have: u64, want: u64) -> Error {
+    Error::Corrupt(format!(
+        "the stored log ends at position {have} but its head is {want}"
+    ))
+}
+
 pub struct Engine<S: Storage> {
     storage: S,
     log: RefCell<LogState>,
     pending: RefCell<PendingLog>,
     known: Cell<Known>,
     writer: Mutex<()>,
+    /// Serialises the steps that complete a lazily opened log.
+    loader: Mutex<()>,
+    /// The events before the loaded part, while they are being read (lazy open).
+    rest: RefCell<Option<LogState>>,
     options: RefCell<EngineOptions>,
     synced: bool,
     client_id: Option<String>,
@@ -152,9 +180,25 @@ pub struct Engine<S: Storage> {
 impl<S: Storage> Engine<S> {
     /// Opens the store and loads its log. Opening a local store with `synced` moves its
     /// events into the outbox, to be pushed on the next sync.
-    pub async fn open(storage: S, mut options: EngineOptions) -> Result<Self> {
+    pub async fn open(storage: S, options: EngineOptions) -> Result<Self> {
+        let engine = Self::open_lazy(storage, options).await?;
+        engine.complete().await?;
+        Ok(engine)
+    }
+
+    /// Opens the store reading only its counters and outbox: no event is read yet, so
+    /// that an app can show a snapshot's state first. [`Engine::load_from`] reads the
+    /// events after a position (those a snapshot does not cover), [`Engine::load_step`]
+    /// the rest, bit by bit, and builds the indexes; [`Engine::complete`] all of it.
+    ///
+    /// Until the log is complete, reads of the events not loaded yet and of streams,
+    /// types or correlation ids fail; everything that writes or takes in other writers'
+    /// changes (append, catch-up, sync, compaction) completes the log first. A store with
+    /// pending events, or one that turns synced, is completed here: their provisional
+    /// versions need the stream index.
+    pub async fn open_lazy(storage: S, mut options: EngineOptions) -> Result<Self> {
         storage.open().await?;
-        let fresh = storage.changes(Known::default()).await?;
+        let fresh = storage.outline().await?;
         let synced = options.synced || storage.meta(META_MODE).await?.as_deref() == Some("synced");
         let client_id = if synced {
             let id = match storage.meta(META_CLIENT_ID).await? {
@@ -173,10 +217,17 @@ impl<S: Storage> Engine<S> {
         let epoch = storage.meta(META_EPOCH).await?;
         let engine = Engine {
             storage,
-            log: RefCell::new(LogState::default()),
+            // An empty log has nothing to load: it is complete at once.
+            log: RefCell::new(if fresh.now.head == 0 {
+                LogState::default()
+            } else {
+                LogState::unloaded(fresh.now.head)
+            }),
             pending: RefCell::new(PendingLog::default()),
             known: Cell::new(Known::default()),
             writer: Mutex::new(()),
+            loader: Mutex::new(()),
+            rest: RefCell::new(None),
             options: RefCell::new(options),
             synced,
             client_id,
@@ -186,10 +237,159 @@ impl<S: Storage> Engine<S> {
             closed: Cell::new(false),
         };
         engine.absorb(&fresh)?;
+        if engine.pending_count() > 0 {
+            engine.complete().await?;
+        }
         if synced && engine.storage.meta(META_MODE).await?.as_deref() != Some("synced") {
+            engine.complete().await?;
             engine.become_synced().await?;
         }
         Ok(engine)
+    }
+
+    /// Starts reading the events after `after` that are not loaded yet (see
+    /// [`Engine::open_lazy`]): reads the first of them (up to [`LOAD_STEP_SEGMENTS`]
+    /// segments) now; [`Engine::load_step`] reads on from there, then the earlier events.
+    /// [`Engine::readable_to`] tells how far reads after `after` work meanwhile.
+    pub async fn load_from(&self, after: u64) -> Result<()> {
+        self.check_open()?;
+        let _loader = self.loader.lock().await;
+        let base = self.log.borrow().base();
+        if after >= base {
+            return Ok(());
+        }
+        // Start over from `after` (the part loaded so far may start later).
+        self.rest.borrow_mut().take();
+        let (segments, now) = self
+            .storage
+            .segments_after(after, LOAD_STEP_SEGMENTS)
+            .await?;
+        if self.reset_seen(now) {
+            drop(_loader);
+            self.catch_up().await?;
+            return Ok(());
+        }
+        let first = segments.first().map_or(after + 1, |s| s.first);
+        let mut part = LogState::unloaded(first.saturating_sub(1).min(after));
+        if segments.is_empty() {
+            return Err(missing_events(part.head(), base));
+        }
+        part.ingest_until(segments, base)?;
+        if part.head() == base {
+            self.join(part)?;
+        } else {
+            *self.rest.borrow_mut() = Some(part);
+        }
+        Ok(())
+    }
+
+    /// How far the events after `after` can be read now: the last position of the loaded
+    /// events that follow it without a gap (`after` itself when none do).
+    pub fn readable_to(&self, after: u64) -> u64 {
+        let log = self.log.borrow();
+        if log.holds_after(after) {
+            return log.head().max(after);
+        }
+        match &*self.rest.borrow() {
+            Some(rest) if rest.holds_after(after) => rest.head().max(after),
+            _ => after,
+        }
+    }
+
+    /// One step of completing a lazily opened log: reads up to [`LOAD_STEP_SEGMENTS`]
+    /// segments, or indexes up to [`INDEX_STEP_EVENTS`] events. True once complete.
+    /// Meant to be called between other work (a browser tab stays responsive).
+    pub async fn load_step(&self) -> Result<bool> {
+        self.check_open()?;
+        let reset = {
+            let _loader = self.loader.lock().await;
+            match self.step().await? {
+                Step::Done => return Ok(true),
+                Step::More => return Ok(false),
+                Step::Reset => true,
+            }
+        };
+        if reset {
+            // Another writer reset the log while it loaded: take it in as a catch-up does.
+            self.catch_up().await?;
+        }
+        Ok(self.log.borrow().is_complete())
+    }
+
+    /// Loads and indexes whatever a lazy open left out (nothing once complete).
+    pub async fn complete(&self) -> Result<()> {
+        if self.log.borrow().is_complete() {
+            return Ok(());
+        }
+        let _loader = self.loader.lock().await;
+        while let Step::More = self.step().await? {}
+        Ok(())
+    }
+
+    /// Whether every event is loaded and indexed.
+    pub fn is_complete(&self) -> bool {
+        self.log.borrow().is_complete()
+    }
+
+    /// Events up to this position are not loaded yet (0 once they all are).
+    pub fn loaded_after(&self) -> u64 {
+        self.log.borrow().base()
+    }
+
+    /// One step of completing the log; the caller holds the loader lock.
+    async fn step(&self) -> Result<Step> {
+        self.check_open()?;
+        let base = self.log.borrow().base();
+        if base == 0 {
+            return Ok(if self.log.borrow_mut().index_more(INDEX_STEP_EVENTS)? {
+                Step::Done
+            } else {
+                Step::More
+            });
+        }
+        let from = self.rest.borrow().as_ref().map_or(0, |r| r.head());
+        let (segments, now) = self
+            .storage
+            .segments_after(from, LOAD_STEP_SEGMENTS)
+            .await?;
+        if self.reset_seen(now) {
+            return Ok(Step::Reset);
+        }
+        let mut rest = self
+            .rest
+            .borrow_mut()
+            .take()
+            .unwrap_or_else(|| LogState::unloaded(0));
+        if segments.is_empty() {
+            return Err(missing_events(rest.head(), base));
+        }
+        rest.ingest_until(segments, base)?;
+        if rest.head() == base {
+            self.join(rest)?;
+        } else {
+            *self.rest.borrow_mut() = Some(rest);
+        }
+        Ok(Step::More)
+    }
+
+    /// Puts `earlier`, the events up to the base, in front of the loaded log.
+    fn join(&self, mut earlier: LogState) -> Result<()> {
+        let later = std::mem::take(&mut *self.log.borrow_mut());
+        earlier.append_log(later)?;
+        *self.log.borrow_mut() = earlier;
+        Ok(())
+    }
+
+    /// While loading: if another writer reset the log since it was opened, the loaded part
+    /// is of no use. It is dropped (an empty log is complete), and the next catch-up takes
+    /// the new log in from the start, as a reset seen any other way.
+    fn reset_seen(&self, now: Known) -> bool {
+        if now.log_generation == self.known.get().log_generation {
+            return false;
+        }
+        self.rest.borrow_mut().take();
+        self.log.borrow_mut().clear();
+        true
     }
 
     /// Marks the store synced; local events it already had were never seen by a server,
@@ -199,7 +399,7 @@ impl<S: Storage> Engine<S> {
         let mut staged = None;
         let known = self
             .storage
-            .transact(self.known.get(), &mut |fresh| {
+            .transact(self.known.get(), Scope::LogAndSnapshots, &mut |fresh| {
                 self.absorb(fresh)?;
                 let mut outbox = OutboxBuilder::default();
                 self.log.borrow().for_each_in(0, u64::MAX, |e| {
@@ -331,6 +531,7 @@ impl<S: Storage> Engine<S> {
     /// again.
     pub async fn append(&self, batch: Vec<NewEvent>) -> Result<AppendOutcome> {
         self.check_open()?;
+        self.complete().await?;
         let _writer = self.writer.lock().await;
         self.check_open()?;
         let before = self.mark();
@@ -347,7 +548,7 @@ impl<S: Storage> Engine<S> {
         let mut staged: Option<(Option<Staged>, Vec<AppendResult>)> = None;
         let stored = self
             .storage
-            .transact(self.known.get(), &mut |fresh| {
+            .transact(self.known.get(), Scope::Log, &mut |fresh| {
                 self.absorb(fresh)?;
                 let log = self.log.borrow();
                 let pending = self.pending.borrow();
@@ -378,7 +579,8 @@ impl<S: Storage> Engine<S> {
                     }
                     (write.map(Staged::Pending), results)
                 } else {
-                    let mut builder = SegmentBuilder::new(log.head() + 1);
+                    let size: usize = batch.iter().map(NewEvent::encoded_size_hint).sum();
+                    let mut builder = SegmentBuilder::with_capacity(log.head() + 1, size);
                     let results = plan_append(&batch, &view, &context, &mut next_id, &mut builder)?;
                     let write = (!builder.is_empty()).then(|| Segment {
                         first: log.head() + 1,
@@ -415,6 +617,7 @@ impl<S: Storage> Engine<S> {
     /// Reads what other writers (tabs) changed since this engine last looked.
     pub async fn catch_up(&self) -> Result<Change> {
         self.check_open()?;
+        self.complete().await?;
         let _writer = self.writer.lock().await;
         let before = self.mark();
         let fresh = self.storage.changes(self.known.get()).await?;
@@ -427,6 +630,7 @@ impl<S: Storage> Engine<S> {
     /// Merges small segments, in storage and in memory.
     pub async fn compact(&self) -> Result<CompactionReport> {
         self.check_open()?;
+        self.complete().await?;
         let _writer = self.writer.lock().await;
         let report = self.storage.compact(COMPACTION_TARGET_BYTES).await?;
         self.log
@@ -462,13 +666,14 @@ impl<S: Storage> Engine<S> {
         if refused.is_empty() {
             return Ok(Vec::new());
         }
+        self.complete().await?;
         let _writer = self.writer.lock().await;
         let before = self.mark();
         let kept = self.rejected().await?;
         let mut staged: Option<(OutboxChange, Vec<Rejection>)> = None;
         let known = self
             .storage
-            .transact(self.known.get(), &mut |fresh| {
+            .transact(self.known.get(), Scope::Log, &mut |fresh| {
                 self.absorb(fresh)?;
                 let pending = self.pending.borrow();
                 let rejections: Vec<Rejection> = refused
@@ -509,12 +714,13 @@ impl<S: Storage> Engine<S> {
     /// Removes events from the outbox without reporting them (the server has them).
     pub async fn forget_pending(&self, ids: &HashSet<EventId>) -> Result<()> {
         self.check_open()?;
+        self.complete().await?;
         let _writer = self.writer.lock().await;
         let before = self.mark();
         let mut staged = OutboxChange::default();
         let known = self
             .storage
-            .transact(self.known.get(), &mut |fresh| {
+            .transact(self.known.get(), Scope::Log, &mut |fresh| {
                 self.absorb(fresh)?;
                 staged = self.pending.borrow().plan_removal(ids);
                 outbox_commit(&staged, Vec::new())
@@ -547,6 +753,7 @@ impl<S: Storage> Engine<S> {
     /// (pending events stay) and asks for a pull from the start.
     pub async fn apply_pull(&self, response: &PullResponse) -> Result<PullOutcome> {
         self.check_open()?;
+        self.complete().await?;
         let _writer = self.writer.lock().await;
         let before = self.mark();
         // The epoch of the confirmed log on disk, not this engine's memory of it: another
@@ -561,56 +768,87 @@ impl<S: Storage> Engine<S> {
         *self.epoch.borrow_mut() = known_epoch.clone();
         let restart = known_epoch.as_deref().is_some_and(|e| e != response.epoch);
         let mut staged: Option<(Option<Segment>, OutboxChange)> = None;
+        let mut stale = false;
         let known = self
             .storage
-            .transact(self.known.get(), &mut |fresh| {
-                self.absorb(fresh)?;
-                if fresh.now.log_generation != generation {
-                    return Err(Error::Storage(
-                        "the confirmed log was reset during the pull; pull again".into(),
-                    ));
-                }
-                let epoch_meta = vec![(META_EPOCH.to_owned(), response.epoch.clone())];
+            .transact(
+                self.known.get(),
                 if restart {
-                    staged = Some((None, OutboxChange::default()));
-                    return Ok(Commit {
-                        reset_log: true,
-                        put_meta: epoch_meta,
-                        ..Commit::default()
-                    });
-                }
-                let log = self.log.borrow();
-                let head = log.head();
-                let mut builder = SegmentBuilder::new(head + 1);
-                let mut confirmed = HashSet::new();
-                for event in response.events.iter().filter(|e| e.position > head) {
-                    if event.position != builder.next_position() {
-                        return Err(Error::Storage(format!(
-                            "the server sent position {} where {} was due",
-                            event.position,
-                            builder.next_position()
-                        )));
+                    Scope::LogAndSnapshots
+                } else {
+                    Scope::Log
+                },
+                &mut |fresh| {
+                    self.absorb(fresh)?;
+                    if fresh.now.log_generation != generation {
+                        return Err(Error::Storage(
+                            "the confirmed log was reset during the pull; pull again".into(),
+                        ));
                     }
-                    builder.push(&EventRef::from_event(event));
-                    confirmed.insert(event.id);
-                }
-                let segment = (!builder.is_empty()).then(|| Segment {
-                    first: head + 1,
-                    bytes: builder.finish(),
-                });
-                let change = self.pending.borrow().plan_removal(&confirmed);
-                let mut commit = outbox_commit(
-                    &change,
-                    if known_epoch.is_none() {
-                        epoch_meta
-                    } else {
-                        Vec::new()
-                    },
-                )?;
-                commit.segment = segment.clone();
-                staged = Some((segment, change));
-                Ok(commit)
-            })
+                    let epoch_meta = vec![(META_EPOCH.to_owned(), response.epoch.clone())];
+                    if restart {
+                        staged = Some((None, OutboxChange::default()));
+                        return Ok(Commit {
+                            reset_log: true,
+                            put_meta: epoch_meta,
+                            ..Commit::default()
+                        });
+                    }
+                    let log = self.log.borrow();
+                    let head = log.head();
+                    let size: usize = response
+                        .events
+                        .iter()
+                        .map(|e| {
+                            e.data.get().len()
+                                + e.meta.as_ref().map_or(0, |m| m.get().len())
+                                + e.stream.len()
+                                + e.event_type.len()
+                                + e.origin.as_ref().map_or(0, String::len)
+                                + 40
+                        })
+                        .sum();
+                    let mut builder = SegmentBuilder::with_capacity(head + 1, size);
+                    let mut confirmed = HashSet::with_capacity(response.events.len());
+                    let mut fresh_events = response.events.iter().filter(|e| e.position > head);
+                    if fresh_events
+                        .clone()
+                        .next()
+                        .is_some_and(|e| e.position != head + 1)
+                    {
+                        staged = Some((None, OutboxChange::default()));
+                        stale = true;
+                        return Ok(Commit::default());
+                    }
+                    for event in fresh_events.by_ref() {
+                        if event.position != builder.next_position() {
+                            return Err(Error::Storage(format!(
+                                "the server sent position {} where {} was due",
+                                event.position,
+                                builder.next_position()
+                            )));
+                        }
+                        builder.push(&EventRef::from_event(event));
+                        confirmed.insert(event.id);
+                    }
+                    let segment = (!builder.is_empty()).then(|| Segment {
+                        first: head + 1,
+                        bytes: builder.finish(),
+                    });
+                    let change = self.pending.borrow().plan_removal(&confirmed);
+                    let mut commit = outbox_commit(
+                        &change,
+                        if known_epoch.is_none() {
+                            epoch_meta
+                        } else {
+                            Vec::new()
+                        },
+                    )?;
+                    commit.segment = segment.clone();
+                    staged = Some((segment, change));
+                    Ok(commit)
+                },
+            )
             .await;
         let known = match known {
             Ok(known) => known,
@@ -633,7 +871,11 @@ impl<S: Storage> Engine<S> {
         self.known.set(known);
         let change = self.change_since(before);
         self.notify(change);
-        Ok(PullOutcome { change, restart })
+        Ok(PullOutcome {
+            change,
+            restart,
+            stale,
+        })
     }
 
     // ---- reads ----------------------------------------------------------------------------
@@ -656,6 +898,17 @@ impl<S: Storage> Engine<S> {
     pub fn read_json(&self, query: &ReadQuery) -> Result<String> {
         self.check_open()?;
         let log = self.log.borrow();
+        let range =
+            query.stream.is_none() && query.event_type.is_none() && query.correlation_id.is_none();
+        if range && !log.holds_after(query.after) {
+            // While a lazily opened log loads: the part read so far, below the loaded log.
+            if let Some(rest) = &*self.rest.borrow() {
+                let to = query.to.unwrap_or(u64::MAX);
+                if rest.holds_after(query.after) && to <= rest.head() {
+                    return rest.read_json(query);
+                }
+            }
+        }
         let mut out = Vec::with_capacity(256);
         out.push(b'[');
         let mut count = 0usize;
@@ -809,7 +1062,7 @@ impl<S: Storage> Engine<S> {
         let before = self.mark();
         let known = self
             .storage
-            .transact(self.known.get(), &mut |fresh| {
+            .transact(self.known.get(), Scope::LogAndSnapshots, &mut |fresh| {
                 self.absorb(fresh)?;
                 if fresh.now.log_generation != log_generation {
                     return Err(Error::InvalidArgument(format!(

@@ -28,8 +28,18 @@ impl Default for Limits {
 }
 
 /// A 128-bit event id; annals assigns UUIDv7 ids, apps may bring any UUID.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct EventId(pub [u8; 16]);
+
+impl std::hash::Hash for EventId {
+    /// As two words: a hasher that takes words (the log's id index) hashes it in two steps.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let (high, low) = self.0.split_at(8);
+        let word = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
+        state.write_u64(word(high));
+        state.write_u64(word(low));
+    }
+}
 
 impl EventId {
     pub fn as_bytes(&self) -> &[u8; 16] {
@@ -71,13 +81,17 @@ impl EventId {
     /// Writes the canonical lowercase hyphenated form into `out`.
     pub fn write_hyphenated(&self, out: &mut Vec<u8>) {
         const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut text = [b'-'; 36];
+        let mut at = 0;
         for (i, b) in self.0.iter().enumerate() {
             if matches!(i, 4 | 6 | 8 | 10) {
-                out.push(b'-');
+                at += 1; // the hyphen already there
             }
-            out.push(HEX[(b >> 4) as usize]);
-            out.push(HEX[(b & 0xf) as usize]);
+            text[at] = HEX[(b >> 4) as usize];
+            text[at + 1] = HEX[(b & 0xf) as usize];
+            at += 2;
         }
+        out.extend_from_slice(&text);
     }
 }
 
@@ -199,6 +213,16 @@ pub struct NewEvent {
 }
 
 impl NewEvent {
+    /// About the bytes the event takes in a segment (its strings and payloads, plus room
+    /// for the id, numbers and an origin), to size buffers up front.
+    pub fn encoded_size_hint(&self) -> usize {
+        self.stream.len()
+            + self.event_type.len()
+            + self.data.get().len()
+            + self.meta.as_ref().map_or(0, |m| m.get().len())
+            + 80
+    }
+
     /// A new event with `data` given as any serialisable value.
     pub fn new(
         stream: impl Into<String>,

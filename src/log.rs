@@ -20,6 +20,9 @@ impl Hasher for IdHasher {
     fn finish(&self) -> u64 {
         self.0
     }
+    fn write_u64(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(29) ^ word).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
     fn write(&mut self, bytes: &[u8]) {
         for chunk in bytes.chunks(8) {
             let mut word = [0u8; 8];
@@ -92,23 +95,108 @@ struct MemSegment {
     bytes: Vec<u8>,
 }
 
+/// Hashes names (streams, types, correlation ids): FNV-1a, much cheaper than SipHash on
+/// short keys. The maps hold the app's own names, nothing an outsider chooses.
+#[derive(Default)]
+pub struct NameHasher(u64);
+
+impl Hasher for NameHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type NameIndex = HashMap<Box<str>, Vec<u64>, BuildHasherDefault<NameHasher>>;
+
+/// The indexes over the log: positions by event id, stream, type and correlation id.
+#[derive(Debug, Default)]
+struct Index {
+    ids: IdMap,
+    streams: NameIndex,
+    types: NameIndex,
+    correlations: NameIndex,
+}
+
+impl Index {
+    fn add(&mut self, event: &EventRef<'_>) {
+        self.ids.insert(event.id, event.position);
+        push_index(&mut self.streams, event.stream, event.position);
+        push_index(&mut self.types, event.event_type, event.position);
+        if let Some(correlation) = correlation_of(event.meta) {
+            push_index(&mut self.correlations, &correlation, event.position);
+        }
+    }
+}
+
 /// Everything known about the log, in memory: the encoded segments and indexes over them.
+///
+/// It can fill in lazily (see [`crate::engine::Engine::open_lazy`]): the events up to
+/// [`LogState::base`] may be missing at first (the segments after a snapshot are read
+/// first, the earlier ones later), and the indexes are built once every event is in.
+/// Meanwhile the events held can be read; what needs the whole log (stream versions, ids,
+/// queries by stream, type or correlation) waits for [`LogState::is_complete`].
 #[derive(Debug, Default)]
 pub struct LogState {
+    /// Positions `..= base` are not held (yet).
+    base: u64,
     head: u64,
     segments: Vec<MemSegment>,
-    /// `offsets[p - 1]`: byte offset of position `p` inside its segment.
+    /// `offsets[p - base - 1]`: byte offset of position `p` inside its segment.
     offsets: Vec<u32>,
-    ids: IdMap,
-    streams: HashMap<Box<str>, Vec<u64>>,
-    types: HashMap<Box<str>, Vec<u64>>,
-    correlations: HashMap<Box<str>, Vec<u64>>,
+    index: Index,
+    /// Positions `1 ..= indexed` are in `index`.
+    indexed: u64,
+    /// The indexes are built by [`LogState::index_more`] once every event is loaded, not
+    /// as segments come (a lazily loaded log).
+    lazy_index: bool,
     encoded_bytes: usize,
 }
 
+/// Whether a stored segment adds to the log, and how.
+enum Fit {
+    /// Nothing new in it.
+    Skip,
+    /// It starts right after the head.
+    Whole,
+    /// It overlaps the head (compaction merged it with earlier events): its tail is new.
+    Tail,
+}
+
 impl LogState {
+    /// A log whose first `head` events are yet to be read.
+    pub fn unloaded(head: u64) -> Self {
+        LogState {
+            base: head,
+            head,
+            lazy_index: true,
+            ..LogState::default()
+        }
+    }
+
     pub fn head(&self) -> u64 {
         self.head
+    }
+
+    /// Events `..= base` are not held yet.
+    pub fn base(&self) -> u64 {
+        self.base
+    }
+
+    /// Every event is held and indexed.
+    pub fn is_complete(&self) -> bool {
+        // Once the indexes are built they follow every segment added (`indexed == head`).
+        self.base == 0 && !self.lazy_index
     }
 
     /// Bytes of encoded events held in memory.
@@ -116,92 +204,183 @@ impl LogState {
         self.encoded_bytes
     }
 
-    /// The version of `stream` (0 if it has no events).
+    /// The version of `stream` (0 if it has no events). Needs the complete log.
     pub fn stream_version(&self, stream: &str) -> u64 {
-        self.streams.get(stream).map_or(0, |p| p.len() as u64)
+        debug_assert!(self.is_complete(), "stream versions need the complete log");
+        self.index.streams.get(stream).map_or(0, |p| p.len() as u64)
     }
 
+    /// Needs the complete log.
     pub fn position_of(&self, id: &EventId) -> Option<u64> {
-        self.ids.get(id).copied()
+        debug_assert!(self.is_complete(), "ids need the complete log");
+        self.index.ids.get(id).copied()
     }
 
     /// Adds stored segments to the view, skipping events it already has. Segments must
     /// continue the log without a gap.
     pub fn ingest(&mut self, segments: &[Segment]) -> Result<()> {
         for segment in segments {
-            let reader = SegmentReader::new(&segment.bytes)?;
-            let (first, count) = (reader.first(), u64::from(reader.event_count()));
-            if first + count <= self.head + 1 {
-                continue; // nothing new in it
-            }
-            if first > self.head + 1 {
-                return Err(Error::Corrupt(format!(
-                    "segment starts at position {first} but the log ends at {}",
-                    self.head
-                )));
-            }
-            if first == self.head + 1 {
-                self.add_segment(first, segment.bytes.clone())?;
-            } else {
-                // A compacted segment that overlaps what we have: keep only its new tail.
-                let mut builder = SegmentBuilder::new(self.head + 1);
-                for event in reader {
-                    let event = event?;
-                    if event.position > self.head {
-                        builder.push(&event);
-                    }
-                }
-                self.add_segment(first.max(self.head + 1), builder.finish())?;
+            match self.fit(&segment.bytes)? {
+                Fit::Skip => {}
+                Fit::Whole => self.add_segment(self.head + 1, segment.bytes.clone())?,
+                Fit::Tail => self.add_tail(&segment.bytes)?,
             }
         }
         Ok(())
     }
 
+    /// [`LogState::ingest`], keeping the segments' bytes rather than copying them.
+    pub fn ingest_owned(&mut self, segments: Vec<Segment>) -> Result<()> {
+        for segment in segments {
+            match self.fit(&segment.bytes)? {
+                Fit::Skip => {}
+                Fit::Whole => self.add_segment(self.head + 1, segment.bytes)?,
+                Fit::Tail => self.add_tail(&segment.bytes)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// [`LogState::ingest_owned`] up to position `limit`: events after it are left out
+    /// (segments read while the log loads may hold events it has not taken in yet).
+    pub fn ingest_until(&mut self, segments: Vec<Segment>, limit: u64) -> Result<()> {
+        for segment in segments {
+            if self.head >= limit {
+                break;
+            }
+            let (first, count) = codec::header(&segment.bytes)?;
+            if first > limit {
+                break;
+            }
+            if first + u64::from(count) - 1 <= limit {
+                self.ingest_owned(vec![segment])?;
+                continue;
+            }
+            let mut builder = SegmentBuilder::new(first);
+            for event in SegmentReader::new(&segment.bytes)? {
+                let event = event?;
+                if event.position > limit {
+                    break;
+                }
+                builder.push(&event);
+            }
+            self.ingest_owned(vec![Segment {
+                first,
+                bytes: builder.finish(),
+            }])?;
+        }
+        Ok(())
+    }
+
+    fn fit(&self, bytes: &[u8]) -> Result<Fit> {
+        let (first, count) = codec::header(bytes)?;
+        let end = first.checked_add(u64::from(count)).ok_or_else(|| {
+            Error::Corrupt(format!("segment at {first} runs past the largest position"))
+        })?;
+        if end <= self.head + 1 {
+            Ok(Fit::Skip)
+        } else if first > self.head + 1 {
+            Err(Error::Corrupt(format!(
+                "segment starts at position {first} but the log ends at {}",
+                self.head
+            )))
+        } else if first == self.head + 1 {
+            Ok(Fit::Whole)
+        } else {
+            Ok(Fit::Tail)
+        }
+    }
+
+    /// Keeps only the events after the head of a segment that overlaps it.
+    fn add_tail(&mut self, bytes: &[u8]) -> Result<()> {
+        let mut builder = SegmentBuilder::new(self.head + 1);
+        for event in SegmentReader::new(bytes)? {
+            let event = event?;
+            if event.position > self.head {
+                builder.push(&event);
+            }
+        }
+        self.add_segment(self.head + 1, builder.finish())
+    }
+
     fn add_segment(&mut self, first: u64, bytes: Vec<u8>) -> Result<()> {
-        let mut reader = SegmentReader::new(&bytes)?;
-        if reader.first() != first || first != self.head + 1 {
+        if first != self.head + 1 {
             return Err(Error::Corrupt(format!(
-                "segment header says {}, expected {first}",
-                reader.first()
+                "segment at {first} does not continue the log at {}",
+                self.head + 1
             )));
         }
-        // The count comes from stored bytes: reserve no more than the bytes can hold.
-        let capacity = (reader.event_count() as usize).min(codec::max_records(bytes.len()));
-        let mut new_offsets = Vec::with_capacity(capacity);
-        let mut indexed = Vec::with_capacity(capacity);
-        loop {
-            let offset = reader.offset();
-            match reader.next() {
-                None => break,
-                Some(event) => {
-                    let event = event?;
-                    let offset = u32::try_from(offset)
-                        .map_err(|_| Error::Corrupt("segment over 4 GiB".into()))?;
-                    new_offsets.push(offset);
-                    indexed.push((
-                        event.id,
-                        event.position,
-                        event.stream,
-                        event.event_type,
-                        correlation_of(event.meta),
-                    ));
+        let before = self.offsets.len();
+        let (found, count) = codec::record_offsets(&bytes, &mut self.offsets)?;
+        if found != first {
+            self.offsets.truncate(before);
+            return Err(Error::Corrupt(format!(
+                "segment header says {found}, expected {first}"
+            )));
+        }
+        if self.is_complete() && count > 0 {
+            // Index as they come once the log is complete; decode everything before
+            // touching the indexes, so that a damaged segment changes nothing.
+            let decoded: std::result::Result<Vec<EventRef<'_>>, _> =
+                SegmentReader::new(&bytes)?.collect();
+            match decoded {
+                Ok(events) => {
+                    for event in &events {
+                        self.index.add(event);
+                    }
+                }
+                Err(e) => {
+                    self.offsets.truncate(before);
+                    return Err(e.into());
                 }
             }
+            self.indexed += u64::from(count);
         }
-        // Decoded fully without error: now commit to the indexes.
-        for (id, position, stream, event_type, correlation) in indexed {
-            self.ids.insert(id, position);
-            push_index(&mut self.streams, stream, position);
-            push_index(&mut self.types, event_type, position);
-            if let Some(correlation) = correlation {
-                push_index(&mut self.correlations, &correlation, position);
-            }
-        }
-        self.head += new_offsets.len() as u64;
-        self.offsets.extend(new_offsets);
+        self.head += u64::from(count);
         self.encoded_bytes += bytes.len();
         self.segments.push(MemSegment { first, bytes });
         Ok(())
+    }
+
+    /// Indexes up to `max_events` more events; true once the log is complete.
+    /// Needs every event held ([`LogState::base`] 0).
+    pub fn index_more(&mut self, max_events: u64) -> Result<bool> {
+        if self.base > 0 {
+            return Err(Error::Storage(
+                "the log is indexed once every event is loaded".into(),
+            ));
+        }
+        let to = self.head.min(self.indexed.saturating_add(max_events));
+        let mut index = std::mem::take(&mut self.index);
+        let result = self.for_each_in(self.indexed, to, |event| index.add(&event));
+        self.index = index;
+        result?;
+        self.indexed = to;
+        if to == self.head {
+            self.lazy_index = false; // from now on, segments are indexed as they come
+        }
+        Ok(self.is_complete())
+    }
+
+    /// Takes `later`, the log from this one's head on (its own base at or before this
+    /// head), as the continuation of this one: the way a log that was read from a
+    /// snapshot on gets its earlier events.
+    pub fn append_log(&mut self, later: LogState) -> Result<()> {
+        if later.base > self.head {
+            return Err(Error::Corrupt(format!(
+                "the loaded log ends at {} but the rest starts after {}",
+                self.head, later.base
+            )));
+        }
+        let segments = later
+            .segments
+            .into_iter()
+            .map(|s| Segment {
+                first: s.first,
+                bytes: s.bytes,
+            })
+            .collect();
+        self.ingest_owned(segments)
     }
 
     /// Records a segment that storage has committed.
@@ -214,14 +393,29 @@ impl LogState {
         *self = LogState::default();
     }
 
+    /// Whether the events `after + 1 ..` are held.
+    pub fn holds_after(&self, after: u64) -> bool {
+        after >= self.base
+    }
+
+    fn not_held(&self, position: u64) -> Error {
+        Error::Storage(format!(
+            "position {position} is not loaded yet (the log is held from {} on)",
+            self.base + 1
+        ))
+    }
+
     /// The event at `position`, borrowed from the segment bytes.
     pub fn event(&self, position: u64) -> Result<Option<EventRef<'_>>> {
         if position == 0 || position > self.head {
             return Ok(None);
         }
+        if position <= self.base {
+            return Err(self.not_held(position));
+        }
         let index = self.segments.partition_point(|s| s.first <= position) - 1;
         let segment = &self.segments[index];
-        let offset = self.offsets[(position - 1) as usize] as usize;
+        let offset = self.offsets[(position - self.base - 1) as usize] as usize;
         Ok(Some(SegmentReader::record_at(
             &segment.bytes,
             offset,
@@ -235,13 +429,16 @@ impl LogState {
         if after >= to {
             return Ok(());
         }
+        if after < self.base {
+            return Err(self.not_held(after + 1));
+        }
         let start = self.segments.partition_point(|s| s.first <= after + 1) - 1;
         for segment in &self.segments[start..] {
             if segment.first > to {
                 break;
             }
             let position = (after + 1).max(segment.first);
-            let offset = self.offsets[(position - 1) as usize] as usize;
+            let offset = self.offsets[(position - self.base - 1) as usize] as usize;
             let reader = SegmentReader::starting_at(&segment.bytes, offset, position)?;
             for event in reader {
                 let event = event?;
@@ -261,7 +458,10 @@ impl LogState {
         after: u64,
         mut f: impl FnMut(EventRef<'_>),
     ) -> Result<()> {
-        let Some(list) = self.streams.get(stream) else {
+        if !self.is_complete() {
+            return Err(Error::Storage("the log is still loading".into()));
+        }
+        let Some(list) = self.index.streams.get(stream) else {
             return Ok(());
         };
         let start = list.partition_point(|p| *p <= after);
@@ -273,21 +473,36 @@ impl LogState {
         Ok(())
     }
 
+    /// Whether `query` can be answered now: a query by stream, type or correlation needs
+    /// the complete log; a range, the events it covers.
+    pub fn check_readable(&self, query: &ReadQuery) -> Result<()> {
+        let filtered =
+            query.stream.is_some() || query.event_type.is_some() || query.correlation_id.is_some();
+        if filtered && !self.is_complete() {
+            return Err(Error::Storage(
+                "the log is still loading: queries by stream, type or correlation id wait for it"
+                    .into(),
+            ));
+        }
+        if !self.holds_after(query.after) && query.to.is_none_or(|to| to > query.after) {
+            return Err(self.not_held(query.after + 1));
+        }
+        Ok(())
+    }
+
     /// Positions matching `query`, in order. Walks the most selective index and checks
-    /// the other conditions on the events themselves.
+    /// the other conditions on the events themselves. Queries by stream, type or
+    /// correlation need the complete log ([`LogState::check_readable`]).
     pub fn positions(&self, query: &ReadQuery) -> Vec<u64> {
         let to = query.to.unwrap_or(self.head).min(self.head);
         let limit = query.limit.unwrap_or(usize::MAX);
-        fn lookup<'a>(
-            index: &'a HashMap<Box<str>, Vec<u64>>,
-            key: &Option<String>,
-        ) -> Option<&'a [u64]> {
+        fn lookup<'a>(index: &'a NameIndex, key: &Option<String>) -> Option<&'a [u64]> {
             key.as_deref()
                 .map(|k| index.get(k).map_or(&[][..], |l| l.as_slice()))
         }
-        let candidates = lookup(&self.streams, &query.stream)
-            .or_else(|| lookup(&self.correlations, &query.correlation_id))
-            .or_else(|| lookup(&self.types, &query.event_type));
+        let candidates = lookup(&self.index.streams, &query.stream)
+            .or_else(|| lookup(&self.index.correlations, &query.correlation_id))
+            .or_else(|| lookup(&self.index.types, &query.event_type));
         let Some(list) = candidates else {
             let end = to.min(query.after.saturating_add(limit as u64));
             return (query.after + 1..=end).collect();
@@ -313,6 +528,7 @@ impl LogState {
 
     /// The events matching `query`, owned.
     pub fn read(&self, query: &ReadQuery) -> Result<Vec<Event>> {
+        self.check_readable(query)?;
         let mut out = Vec::new();
         for position in self.positions(query) {
             if let Some(e) = self.event(position)? {
@@ -339,13 +555,7 @@ impl LogState {
         out: &mut Vec<u8>,
         count: &mut usize,
     ) -> Result<()> {
-        let mut write = |e: EventRef<'_>| {
-            if *count > 0 {
-                out.push(b',');
-            }
-            *count += 1;
-            e.write_json(out, false);
-        };
+        self.check_readable(query)?;
         if query.stream.is_none() && query.event_type.is_none() && query.correlation_id.is_none() {
             let to = query.to.unwrap_or(self.head);
             let to = to.min(
@@ -353,15 +563,50 @@ impl LogState {
                     .after
                     .saturating_add(query.limit.unwrap_or(usize::MAX) as u64),
             );
-            self.for_each_in(query.after, to, write)
-        } else {
-            for position in self.positions(query) {
-                if let Some(e) = self.event(position)? {
-                    write(e);
-                }
-            }
-            Ok(())
+            return self.write_range_json(query.after, to, out, count);
         }
+        let mut write = |e: EventRef<'_>| {
+            if *count > 0 {
+                out.push(b',');
+            }
+            *count += 1;
+            e.write_json(out, false);
+        };
+        for position in self.positions(query) {
+            if let Some(e) = self.event(position)? {
+                write(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes events `after + 1 ..= to` as JSON objects, comma-separated (a comma first
+    /// when `count` is not 0), counting them in `count`. Text is copied as stored: the
+    /// caller checks the whole output as UTF-8, once.
+    fn write_range_json(
+        &self,
+        after: u64,
+        to: u64,
+        out: &mut Vec<u8>,
+        count: &mut usize,
+    ) -> Result<()> {
+        let to = to.min(self.head);
+        if after >= to {
+            return Ok(());
+        }
+        if after < self.base {
+            return Err(self.not_held(after + 1));
+        }
+        let start = self.segments.partition_point(|s| s.first <= after + 1) - 1;
+        for segment in &self.segments[start..] {
+            if segment.first > to {
+                break;
+            }
+            let position = (after + 1).max(segment.first);
+            let offset = self.offsets[(position - self.base - 1) as usize] as usize;
+            codec::write_json_records(&segment.bytes, offset, position, to, false, out, count)?;
+        }
+        Ok(())
     }
 
     /// Events `after + 1 ..= to` as a JSON array.
@@ -400,7 +645,7 @@ impl LogState {
             let mut shift = 0usize;
             for part in run.iter() {
                 let (_, count) = codec::header(&part.bytes)?;
-                let base = (part.first - 1) as usize;
+                let base = (part.first - self.base - 1) as usize;
                 for offset in offsets.iter_mut().skip(base).take(count as usize) {
                     *offset = (*offset as usize + shift) as u32;
                 }
@@ -441,7 +686,7 @@ pub fn correlation_of(meta: Option<&str>) -> Option<String> {
         .correlation_id
 }
 
-fn push_index(index: &mut HashMap<Box<str>, Vec<u64>>, key: &str, position: u64) {
+fn push_index(index: &mut NameIndex, key: &str, position: u64) {
     match index.get_mut(key) {
         Some(list) => list.push(position),
         None => {

@@ -38,8 +38,16 @@ export interface WasmStoreHandle {
   readonly confirmedHead: number;
   readonly pendingCount: number;
   readonly synced: boolean;
+  readonly isComplete: boolean;
+  readonly loadedAfter: number;
+  loadFrom(after: number): Promise<unknown>;
+  readableTo(after: number): number;
+  readonly logGeneration: number;
+  loadStep(): Promise<unknown>;
+  complete(): Promise<unknown>;
   setListener(listener: (json: string | null, error?: unknown) => void): void;
-  append(batchJson: string): Promise<unknown>;
+  /** The batch as JSON, UTF-8 encoded. */
+  append(batchJson: Uint8Array): Promise<unknown>;
   catchUp(): Promise<unknown>;
   read(queryJson: string): string;
   range(after: number, to: number): string;
@@ -61,10 +69,15 @@ export interface WasmStoreHandle {
 export type WasmOpen = (name: string, storage: string, optionsJson: string) => Promise<WasmStoreHandle>;
 
 const DEFAULT_INTERVAL = 1_000;
+const utf8 = new TextEncoder();
+/** Periodic snapshots are at least this far apart in time... */
+const SNAPSHOT_SPACING_MS = 100;
+/** ...unless this many times `snapshotEvery` events wait. */
+const SNAPSHOT_BURST = 10;
 /** Checkpoints kept per projection; past it, every other one goes and the interval doubles. */
 const MAX_CHECKPOINTS = 64;
 /** Events read from the core at a time when replaying. */
-const REPLAY_CHUNK = 10_000;
+const REPLAY_CHUNK = 2_000;
 /** `execute` decides at most this many times when other writers keep moving the stream. */
 const MAX_ATTEMPTS = 5;
 /** How long `sync()` in a tab that does not sync waits for the syncing tab's answer. */
@@ -259,6 +272,39 @@ function eventReplacer(key: string, value: unknown): unknown {
   }
 }
 
+/**
+ * Whether `value` is data that `JSON.stringify` writes faithfully with no replacer: strings,
+ * booleans, null, finite numbers, arrays and objects of them (properties that are
+ * `undefined` are left out, as always). `false` for anything the replacer must look at: a
+ * function, symbol, BigInt, non-finite number, `toJSON`, or nesting past 64 levels (cycles).
+ */
+function isPlainJson(value: unknown, depth: number): boolean {
+  switch (typeof value) {
+    case "string":
+    case "boolean":
+    case "undefined":
+      return true;
+    case "number":
+      return Number.isFinite(value);
+    case "object": {
+      if (value === null) return true;
+      if (depth > 64) return false;
+      if (Array.isArray(value)) {
+        for (let i = 0; i < value.length; i++) if (!isPlainJson(value[i], depth + 1)) return false;
+        return true;
+      }
+      const record = value as Record<string, unknown>;
+      if (typeof record.toJSON === "function") return false;
+      for (const key in record) {
+        if (Object.prototype.hasOwnProperty.call(record, key) && !isPlainJson(record[key], depth + 1)) return false;
+      }
+      return true;
+    }
+    default:
+      return false;
+  }
+}
+
 /** One JSON.stringify for the whole batch. */
 export function serializeBatch(events: readonly unknown[]): string {
   for (let i = 0; i < events.length; i++) {
@@ -268,7 +314,10 @@ export function serializeBatch(events: readonly unknown[]): string {
     }
   }
   try {
-    return JSON.stringify(events, eventReplacer);
+    // Plain JSON data (the common case) needs no replacer: the native serialiser's fast
+    // path is several times quicker. Anything else goes through the checking replacer,
+    // which refuses what JSON cannot carry with the reason.
+    return isPlainJson(events, 0) ? JSON.stringify(events) : JSON.stringify(events, eventReplacer);
   } catch (error) {
     if (error instanceof AnnalsError) throw error;
     const reason = error instanceof Error ? error.message : String(error);
@@ -376,6 +425,8 @@ interface Settings {
 /** Messages between the tabs of one store (BroadcastChannel `annals:<name>`). */
 type TabMessage =
   | { kind: "change"; head: number; confirmed: number }
+  | { kind: "hello" }
+  | { kind: "here"; head: number; confirmed: number }
   | { kind: "status"; status: CoreSyncStatus }
   | { kind: "status?" }
   | { kind: "rejected"; rejection: Rejection }
@@ -412,7 +463,14 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
   #closed = false;
   #closing: Promise<void> | undefined;
   #channel: BroadcastChannel | undefined;
+  #announcing: ReturnType<typeof setTimeout> | undefined;
+  /** Another tab of this store has been heard from (it then hears of every change). */
+  #peers = false;
   #snapshotting: Promise<void> | undefined;
+  #lastSnapshotAt = -Infinity;
+  #snapshotTimer: ReturnType<typeof setTimeout> | undefined;
+  /** The background completion of the core's log (see #completeInBackground). */
+  #complete: Promise<void> = Promise.resolve();
   #catchUpTail: Promise<unknown> = Promise.resolve();
   #catchUpQueued: Promise<Change<E>> | undefined;
   /** Changes seen by each catch-up in flight. */
@@ -508,6 +566,9 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
     }
     if (shared) core.sharedMemory = true;
     if (sync) core.synced = true;
+    // The core reads no event at open: the projections' snapshots decide which ones come
+    // first (#load); the rest is read in the background.
+    core.lazy = true;
 
     const wasm = await wasmOpen(name, storage, JSON.stringify(core)).catch(rethrow);
     const store = new AnnalsStore<E, S, A>(wasm, { name, storage, shared, snapshotEvery, sync }, aggregates);
@@ -544,6 +605,22 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
 
   async #load(runtimes: ProjectionRuntime[]): Promise<void> {
     for (const rt of runtimes) this.#projections.set(rt.name, rt);
+    const checkpointEvery = runtimes.map((rt) => rt.checkpointEvery);
+    // Another writer may reset the log while it loads (then it is loaded again, from the start).
+    while (!(await this.#loadOnce(runtimes))) {
+      runtimes.forEach((rt, i) => {
+        rt.reset();
+        rt.checkpointEvery = checkpointEvery[i]!;
+      });
+    }
+    this.#loading = false;
+    this.#scheduleSnapshots();
+    this.#completeInBackground();
+  }
+
+  /** Each projection from its snapshot plus the events after it; false if the log was reset meanwhile. */
+  async #loadOnce(runtimes: ProjectionRuntime[]): Promise<boolean> {
+    const generation = this.#wasm.logGeneration;
     let confirmed = this.#wasm.confirmedHead;
     for (const rt of runtimes) {
       const reply = (await this.#wasm.snapshot(rt.name)) as string | undefined;
@@ -557,15 +634,35 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
       rt.snapshotPosition = snapshot.position;
       if (snapshot.position > 0) rt.addCheckpoint(snapshot.position, JSON.stringify(snapshot.state));
     }
-    // No await from here on: the core cannot change under the replay.
+    // The events the snapshots do not cover come from storage first, part by part: the
+    // next part is read while this one is folded. Nothing else changes the core meanwhile
+    // (it completes the log before it takes in other writers' changes), but for a reset
+    // seen while loading.
+    let from = this.#wasm.confirmedHead;
+    for (const rt of runtimes) from = Math.min(from, rt.position);
+    await this.#wasm.loadFrom(from);
+    if (this.#wasm.logGeneration !== generation) return false;
     confirmed = this.#wasm.confirmedHead;
     const head = this.#wasm.head;
-    let from = confirmed;
-    for (const rt of runtimes) from = Math.min(from, rt.position);
-    for (let after = from; after < confirmed; after += REPLAY_CHUNK) {
-      const to = Math.min(after + REPLAY_CHUNK, confirmed);
-      const events = JSON.parse(this.#wasm.range(after, to)) as AnnalsEvent[];
-      for (const rt of runtimes) this.#foldConfirmed(rt, events);
+    // Checkpoints at the spacing the replay will end with (the list halves past MAX_CHECKPOINTS).
+    for (const rt of runtimes) {
+      while ((confirmed - rt.position) / rt.checkpointEvery > MAX_CHECKPOINTS) rt.checkpointEvery *= 2;
+    }
+    for (let after = from; after < confirmed; ) {
+      const readable = Math.min(this.#wasm.readableTo(after), confirmed);
+      let next: Promise<unknown> | undefined;
+      if (readable < confirmed) {
+        next = this.#wasm.loadStep();
+        await Promise.resolve(); // the step has asked IndexedDB for the next part
+      }
+      for (; after < readable; ) {
+        const to = Math.min(after + REPLAY_CHUNK, readable);
+        const events = JSON.parse(this.#wasm.range(after, to)) as AnnalsEvent[];
+        for (const rt of runtimes) this.#foldConfirmed(rt, events);
+        after = to;
+      }
+      if (next) await next;
+      if (this.#wasm.logGeneration !== generation || this.#wasm.confirmedHead !== confirmed) return false;
     }
     const pending = head > confirmed ? (JSON.parse(this.#wasm.range(confirmed, head)) as AnnalsEvent[]) : [];
     for (const rt of runtimes) {
@@ -573,8 +670,39 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
     }
     this.#confirmedHead = confirmed;
     this.#head = head;
-    this.#loading = false;
-    this.#scheduleSnapshots();
+    return true;
+  }
+
+  /** Reads the events the open left out and builds the core's indexes, a step per task. */
+  #completeInBackground(): void {
+    if (this.#wasm.isComplete) {
+      this.#complete = Promise.resolve();
+      return;
+    }
+    const run = async () => {
+      // A task boundary before each step: the app gets its first `get` (and everything
+      // else it queued) before the core reads and indexes.
+      do await new Promise((resolve) => setTimeout(resolve, 0));
+      while (!this.#closed && !((await this.#wasm.loadStep().catch(rethrow)) as boolean));
+    };
+    this.#complete = run();
+    this.#complete.catch((error: unknown) => {
+      if (!this.#closed) this.#emitError(error);
+    });
+  }
+
+  /**
+   * Resolves once the core holds and indexes the whole log: reads by stream, type or
+   * correlation id, and of events before the snapshots, wait for it.
+   */
+  async #whenComplete(): Promise<void> {
+    if (this.#wasm.isComplete) return;
+    try {
+      await this.#complete;
+    } catch {
+      // Reported already; try again here so that the caller sees the error.
+    }
+    if (!this.#wasm.isComplete) await this.#wasm.complete().catch(rethrow);
   }
 
   #listenToOtherTabs(): void {
@@ -585,10 +713,13 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
     // Node: a channel must not keep the process alive.
     (channel as { unref?: () => void }).unref?.();
     this.#channel = channel;
+    // Other tabs of the store answer, and tell of their changes from then on.
+    this.#post({ kind: "hello" });
     if (this.#settings.sync) this.#post({ kind: "status?" });
   }
 
   #post(message: TabMessage): void {
+    if (message.kind !== "change") this.#flushChange(); // keep the order of messages
     try {
       this.#channel?.postMessage(message);
     } catch (error) {
@@ -596,9 +727,36 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
     }
   }
 
+  /**
+   * Tells the other tabs that the log changed, once per task: posting costs the sender
+   * about as much as a small IndexedDB request, so it is kept off the path of the append
+   * (or pull) that caused it, and a burst of changes sends one message with the newest
+   * heads.
+   */
+  #announceChange(): void {
+    // Alone (no other tab of the store has shown up), there is nobody to tell: a tab that
+    // opens later says hello and hears the heads in the answer.
+    if (this.#announcing !== undefined || !this.#channel || !this.#peers) return;
+    this.#announcing = setTimeout(() => this.#flushChange(), 0);
+  }
+
+  #flushChange(): void {
+    if (this.#announcing === undefined) return;
+    clearTimeout(this.#announcing);
+    this.#announcing = undefined;
+    this.#post({ kind: "change", head: this.#head, confirmed: this.#confirmedHead });
+  }
+
   #onTabMessage(data: TabMessage | null): void {
     if (this.#closed || typeof data !== "object" || data === null) return;
+    this.#peers = true;
     switch (data.kind) {
+      case "hello":
+        // A tab opened: it learns of this one, and of what this one wrote since it read.
+        this.#flushChange();
+        this.#post({ kind: "here", head: this.#head, confirmed: this.#confirmedHead });
+        return;
+      case "here":
       case "change":
         if (data.head !== this.#head || data.confirmed !== this.#confirmedHead) {
           this.catchUp()
@@ -777,7 +935,7 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
     };
     for (const collector of this.#collectors) collector.push(change);
     // Other tabs read it from the shared storage.
-    this.#post({ kind: "change", head: c.head, confirmed: c.confirmed });
+    this.#announceChange();
     for (const rt of changed) {
       for (const listener of [...rt.subscribers]) this.#safely(() => listener(rt.state));
     }
@@ -825,6 +983,21 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
     const every = this.#settings.snapshotEvery;
     const due = [...this.#projections.values()].filter((rt) => rt.position - rt.snapshotPosition >= every);
     if (due.length === 0) return;
+    // While events stream in, snapshots are spaced in time (each costs a serialisation and
+    // a transaction), unless far more than `snapshotEvery` events wait.
+    const wait = this.#lastSnapshotAt + SNAPSHOT_SPACING_MS - Date.now();
+    const urgent = due.some((rt) => rt.position - rt.snapshotPosition >= SNAPSHOT_BURST * every);
+    if (wait > 0 && !urgent) {
+      if (this.#snapshotTimer === undefined) {
+        this.#snapshotTimer = setTimeout(() => {
+          this.#snapshotTimer = undefined;
+          this.#scheduleSnapshots();
+        }, wait);
+        (this.#snapshotTimer as { unref?: () => void }).unref?.();
+      }
+      return;
+    }
+    this.#lastSnapshotAt = Date.now();
     this.#snapshotting = (async () => {
       await Promise.resolve(); // after the batch, never inside the append that caused it
       for (const rt of due) {
@@ -840,11 +1013,17 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
     const position = rt.position;
     if (position <= rt.snapshotPosition) return;
     let json: string | undefined;
-    try {
-      json = JSON.stringify(rt.confirmed);
-    } catch (error) {
-      this.#emitError(new Error(`projection "${rt.name}": its state is not JSON-serialisable`, { cause: error }));
-      return;
+    // A checkpoint taken at this position already holds the state as JSON.
+    const last = rt.checkpoints[rt.checkpoints.length - 1];
+    if (last?.position === position) {
+      json = last.json;
+    } else {
+      try {
+        json = JSON.stringify(rt.confirmed);
+      } catch (error) {
+        this.#emitError(new Error(`projection "${rt.name}": its state is not JSON-serialisable`, { cause: error }));
+        return;
+      }
     }
     if (json === undefined) return;
     const generation = this.#generation;
@@ -915,7 +1094,7 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
     let raw: string;
     this.#appendsInFlight += 1;
     try {
-      raw = (await this.#wasm.append(json)) as string;
+      raw = (await this.#wasm.append(utf8.encode(json))) as string;
     } catch (error) {
       // A failed append may still have read what other tabs wrote: the listener took it in.
       this.#appendDone(null);
@@ -1024,6 +1203,7 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
         }
       }
     }
+    if ((base?.position ?? 0) < this.#wasm.loadedAfter) await this.#whenComplete();
     this.#checkOpen();
     const generation = this.#generation;
     let state: unknown = base ? JSON.parse(base.json) : rt.initial();
@@ -1068,6 +1248,10 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
 
   async events<T extends E["type"] = E["type"]>(query?: EventQuery<T>): Promise<AnnalsEvent<Extract<E, { type: T }>>[]> {
     this.#checkOpen();
+    if (!this.#wasm.isComplete) {
+      await this.#whenComplete();
+      this.#checkOpen();
+    }
     return this.#read(query) as AnnalsEvent<Extract<E, { type: T }>>[];
   }
 
@@ -1379,6 +1563,7 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
     const commandId = options.commandId ?? randomUuid();
     const correlationId = options.correlationId ?? commandId;
     const causationId = options.causationId ?? commandId;
+    if (!this.#wasm.isComplete) await this.#whenComplete(); // decide reads the aggregate's stream
     for (let attempt = 1; ; attempt++) {
       this.#checkOpen();
       const loaded = this.#loadAggregate(aggregate, def, id);
@@ -1527,6 +1712,8 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
       isClosed: () => this.#closed,
       read: (after, to, limit, type) => this.#read(type === undefined ? { after, to, limit } : { after, to, limit, type }),
       loadCheckpoint: async (name) => {
+        // Reads by type and of any position follow: the whole log must be in the core.
+        if (!this.#wasm.isComplete) await this.#whenComplete();
         // Another tab that ran this reactor may have handled events this one has not read yet.
         await this.catchUp().catch(() => undefined);
         const reply = (await this.#wasm.snapshot(record(name)).catch(rethrow)) as string | undefined;
@@ -1566,6 +1753,8 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
     // Reactors finish the event in hand (its commands and checkpoint) before the store closes.
     await Promise.allSettled([...this.#reactors.values()].map((r) => r.stop()));
     this.#closed = true;
+    clearTimeout(this.#snapshotTimer);
+    this.#flushChange();
     this.#channel?.close();
     this.#channel = undefined;
     for (const [id, request] of this.#syncRequests) {

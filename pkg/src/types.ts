@@ -98,7 +98,11 @@ export interface StoreOptions {
    * long as the module. Default false (each memory store starts empty).
    */
   sharedMemory?: boolean;
-  /** Persist each projection's state after at least this many new events. Default 1000. */
+  /**
+   * Persist each projection's state after at least this many new events. Default 1000.
+   * While events stream in, snapshots are at least 100 ms apart unless ten times this
+   * many events wait; one is always written on close.
+   */
   snapshotEvery?: number;
   /** Keep an in-memory checkpoint for time travel every this many events. Default 1000. */
   checkpointEvery?: number;
@@ -158,7 +162,7 @@ export interface SyncOptions {
   token: string;
   /** Events per push request. Default 500. */
   pushBatch?: number;
-  /** Events per pull request. Default 1000. */
+  /** Events per pull request. Default 10000 (the server's largest page by default). */
   pullLimit?: number;
   /** Seconds a live pull waits on the server for new events. Default 25. */
   longPollSeconds?: number;

@@ -27,8 +27,8 @@ use web_sys::{
 };
 
 use super::{
-    CompactionReport, Fresh, Known, PendingRecord, Prepare, Segment, SnapshotRecord, Storage,
-    FORMAT_VERSION,
+    CompactionReport, Fresh, Known, PendingRecord, Prepare, Scope, Segment, SnapshotRecord,
+    Storage, FORMAT_VERSION,
 };
 use crate::codec;
 use crate::error::{Error, Result};
@@ -47,6 +47,10 @@ const STORES: [&str; 4] = [SEGMENTS, SNAPSHOTS, META, PENDING];
 const FORMAT_KEY: &str = "format";
 /// The counters of [`Known`], each a number in `meta`.
 const COUNTER_KEYS: [&str; 4] = ["head", "pendingSeq", "pendingGeneration", "logGeneration"];
+/// The four counters again, together in one array `[head, pendingSeq, pendingGeneration,
+/// logGeneration]`, written with them: a transaction reads them with one request.
+/// Stores written before it existed have the four keys only (read as a fallback).
+const COUNTERS_KEY: &str = "counters";
 
 /// Where an injected failure aborts a transaction (tests of atomicity).
 #[doc(hidden)]
@@ -87,6 +91,9 @@ pub struct IndexedDbStorage {
     /// (`versionchange`), or by the browser closing the connection (`close`).
     closed: Rc<Cell<bool>>,
     fail: Cell<Option<FailStep>>,
+    /// Object store names of the log's transactions, made once (a JS array each).
+    log_scope: Array,
+    reset_scope: Array,
 }
 
 impl std::fmt::Debug for IndexedDbStorage {
@@ -108,6 +115,8 @@ impl IndexedDbStorage {
             connection: RefCell::new(None),
             closed: Rc::new(Cell::new(false)),
             fail: Cell::new(None),
+            log_scope: names(&[SEGMENTS, META, PENDING]),
+            reset_scope: names(&STORES),
         }
     }
 
@@ -144,14 +153,24 @@ impl IndexedDbStorage {
     }
 
     fn transaction(&self, stores: &[&str], mode: IdbTransactionMode) -> Result<IdbTransaction> {
-        let db = self.db()?;
-        let names: Array = stores.iter().map(|s| JsValue::from_str(s)).collect();
-        db.transaction_with_str_sequence_and_mode(&names, mode)
-            .map_err(|e| match e.dyn_ref::<DomException>() {
-                // The connection was closed under us (by the browser, or another tab's upgrade).
-                Some(d) if d.name() == "InvalidStateError" => Error::Closed,
-                _ => js_error(e),
-            })
+        match stores {
+            [one] => self.db()?.transaction_with_str_and_mode(one, mode),
+            _ => self
+                .db()?
+                .transaction_with_str_sequence_and_mode(&names(stores), mode),
+        }
+        .map_err(transaction_error)
+    }
+
+    /// A transaction over the log (segments, meta, pending), and the snapshots when asked.
+    fn log_transaction(&self, scope: Scope, mode: IdbTransactionMode) -> Result<IdbTransaction> {
+        let names = match scope {
+            Scope::Log => &self.log_scope,
+            Scope::LogAndSnapshots => &self.reset_scope,
+        };
+        self.db()?
+            .transaction_with_str_sequence_and_mode(names, mode)
+            .map_err(transaction_error)
     }
 
     /// Fails at `step` if a failure was injected there: waits for the `put` just made to
@@ -227,8 +246,43 @@ impl IndexedDbStorage {
     }
 }
 
-/// Reads the counters: four requests issued together, one round trip.
+fn names(stores: &[&str]) -> Array {
+    stores.iter().map(|s| JsValue::from_str(s)).collect()
+}
+
+fn transaction_error(e: JsValue) -> Error {
+    match e.dyn_ref::<DomException>() {
+        // The connection was closed under us (by the browser, or another tab's upgrade).
+        Some(d) if d.name() == "InvalidStateError" => Error::Closed,
+        _ => js_error(e),
+    }
+}
+
+/// Reads the counters: the `counters` array (one request), or, in a store written before
+/// it existed, the four keys (four requests issued together).
 async fn read_counters(meta: &IdbObjectStore) -> Result<Known> {
+    let together = Request::new(
+        meta.get(&JsValue::from_str(COUNTERS_KEY))
+            .map_err(js_error)?,
+    )
+    .await?;
+    if !together.is_undefined() {
+        let array = together
+            .dyn_ref::<Array>()
+            .filter(|a| a.length() == 4)
+            .ok_or_else(|| Error::Corrupt(format!("stored counters: {together:?}")))?;
+        let mut values = [0u64; 4];
+        for (i, (value, name)) in values.iter_mut().zip(COUNTER_KEYS).enumerate() {
+            *value = position_from_js(&array.get(i as u32), name)?;
+        }
+        let [head, pending_seq, pending_generation, log_generation] = values;
+        return Ok(Known {
+            head,
+            pending_seq,
+            pending_generation,
+            log_generation,
+        });
+    }
     let mut requests = Vec::with_capacity(COUNTER_KEYS.len());
     for name in COUNTER_KEYS {
         requests.push(Request::new(
@@ -252,21 +306,27 @@ async fn read_counters(meta: &IdbObjectStore) -> Result<Known> {
     })
 }
 
-fn write_counters(meta: &IdbObjectStore, counters: &Known) -> Result<Option<IdbRequest>> {
-    let values = [
-        counters.head,
-        counters.pending_seq,
-        counters.pending_generation,
-        counters.log_generation,
-    ];
-    let mut last = None;
-    for (name, value) in COUNTER_KEYS.into_iter().zip(values) {
-        last = Some(
-            meta.put_with_key(&key(value), &JsValue::from_str(name))
-                .map_err(js_error)?,
-        );
+/// Writes the counters that changed since `before`, and all of them together.
+fn write_counters(meta: &IdbObjectStore, before: &Known, counters: &Known) -> Result<IdbRequest> {
+    let values = |k: &Known| {
+        [
+            k.head,
+            k.pending_seq,
+            k.pending_generation,
+            k.log_generation,
+        ]
+    };
+    let (old, new) = (values(before), values(counters));
+    let together = Array::new_with_length(4);
+    for (i, name) in COUNTER_KEYS.into_iter().enumerate() {
+        together.set(i as u32, key(new[i]));
+        if old[i] != new[i] {
+            meta.put_with_key(&key(new[i]), &JsValue::from_str(name))
+                .map_err(js_error)?;
+        }
     }
-    Ok(last)
+    meta.put_with_key(&together, &JsValue::from_str(COUNTERS_KEY))
+        .map_err(js_error)
 }
 
 /// What changed since `known`, read inside transaction `tx` (over segments, meta and
@@ -337,12 +397,53 @@ impl Storage for IndexedDbStorage {
     }
 
     async fn changes(&self, known: Known) -> Result<Fresh> {
-        let tx = self.transaction(&[SEGMENTS, META, PENDING], IdbTransactionMode::Readonly)?;
+        let tx = self.log_transaction(Scope::Log, IdbTransactionMode::Readonly)?;
         read_fresh(&tx, known).await
     }
 
-    async fn transact(&self, known: Known, prepare: &mut Prepare<'_>) -> Result<Known> {
-        let tx = self.transaction(&STORES, IdbTransactionMode::Readwrite)?;
+    async fn outline(&self) -> Result<Fresh> {
+        let tx = self.log_transaction(Scope::Log, IdbTransactionMode::Readonly)?;
+        let now = read_counters(&object_store(&tx, META)?).await?;
+        let pending = if now.pending_seq > 0 {
+            let store = object_store(&tx, PENDING)?;
+            let keys = Request::new(store.get_all_keys().map_err(js_error)?);
+            let values = Request::new(store.get_all().map_err(js_error)?);
+            pending_from_js(&keys.await?, &values.await?)?
+        } else {
+            Vec::new()
+        };
+        Ok(Fresh {
+            pending_replaced: true,
+            pending,
+            now,
+            ..Fresh::default()
+        })
+    }
+
+    async fn segments_after(&self, after: u64, limit: usize) -> Result<(Vec<Segment>, Known)> {
+        let tx = self.transaction(&[SEGMENTS, META], IdbTransactionMode::Readonly)?;
+        let store = object_store(&tx, SEGMENTS)?;
+        let range = lower_bound(after + 1)?;
+        let values = Request::new(
+            match u32::try_from(limit) {
+                Ok(limit) => store.get_all_with_key_and_limit(&range, limit),
+                Err(_) => store.get_all_with_key(&range),
+            }
+            .map_err(js_error)?,
+        );
+        let now = read_counters(&object_store(&tx, META)?).await?;
+        let found = segments_from_js(&values.await?)?;
+        let found = complete_segments(&store, after, now.head, found).await?;
+        Ok((found, now))
+    }
+
+    async fn transact(
+        &self,
+        known: Known,
+        scope: Scope,
+        prepare: &mut Prepare<'_>,
+    ) -> Result<Known> {
+        let tx = self.log_transaction(scope, IdbTransactionMode::Readwrite)?;
         write(&tx, async {
             let fresh = read_fresh(&tx, known).await?;
             let commit = prepare(&fresh)?;
@@ -351,6 +452,7 @@ impl Storage for IndexedDbStorage {
                 return Ok(counters); // every event was a duplicate, say: nothing to write
             }
             // Check everything before the first request: a refused commit writes nothing.
+            super::memory::check_scope(&commit, scope)?;
             if commit.reset_log {
                 counters.head = 0;
                 counters.log_generation += 1;
@@ -426,8 +528,8 @@ impl Storage for IndexedDbStorage {
                 meta.put_with_key(&JsValue::from_str(value), &JsValue::from_str(name))
                     .map_err(js_error)?;
             }
-            let last = write_counters(&meta, &counters)?;
-            self.fail_here(FailStep::AfterHeadPut, last).await?;
+            let last = write_counters(&meta, &fresh.now, &counters)?;
+            self.fail_here(FailStep::AfterHeadPut, Some(last)).await?;
             Ok(counters)
         })
         .await
@@ -628,7 +730,7 @@ async fn complete_segments(
 }
 
 fn is_reserved(key: &str) -> bool {
-    key == FORMAT_KEY || COUNTER_KEYS.contains(&key)
+    key == FORMAT_KEY || key == COUNTERS_KEY || COUNTER_KEYS.contains(&key)
 }
 
 /// Pairs `getAllKeys` and `getAll` results over the same range (same order).

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 use super::{
-    CompactionReport, Fresh, Known, PendingRecord, Prepare, Segment, SnapshotRecord, Storage,
-    FORMAT_VERSION,
+    CompactionReport, Fresh, Known, PendingRecord, Prepare, Scope, Segment, SnapshotRecord,
+    Storage, FORMAT_VERSION,
 };
 use crate::codec;
 use crate::error::{Error, Result};
@@ -94,6 +94,16 @@ impl State {
     }
 }
 
+/// A reset drops snapshots too: it needs a transaction over them (as IndexedDB does).
+pub(crate) fn check_scope(commit: &super::Commit, scope: Scope) -> Result<()> {
+    if (commit.reset_log || commit.put_snapshot.is_some()) && scope != Scope::LogAndSnapshots {
+        return Err(Error::Storage(
+            "a commit that resets the log or writes a snapshot needs Scope::LogAndSnapshots".into(),
+        ));
+    }
+    Ok(())
+}
+
 impl Storage for MemoryStorage {
     async fn open(&self) -> Result<()> {
         let mut state = self.state()?;
@@ -114,10 +124,41 @@ impl Storage for MemoryStorage {
         Ok(self.state()?.changes(known))
     }
 
-    async fn transact(&self, known: Known, prepare: &mut Prepare<'_>) -> Result<Known> {
+    async fn outline(&self) -> Result<Fresh> {
+        let state = self.state()?;
+        Ok(Fresh {
+            pending_replaced: true,
+            pending: state
+                .pending
+                .iter()
+                .map(|(seq, bytes)| PendingRecord {
+                    seq: *seq,
+                    bytes: bytes.clone(),
+                })
+                .collect(),
+            now: state.counters,
+            ..Fresh::default()
+        })
+    }
+
+    async fn segments_after(&self, after: u64, limit: usize) -> Result<(Vec<Segment>, Known)> {
+        let state = self.state()?;
+        let mut found = segments_after(&state.segments, after);
+        let holder = usize::from(found.first().is_some_and(|s| s.first <= after));
+        found.truncate(limit.saturating_add(holder));
+        Ok((found, state.counters))
+    }
+
+    async fn transact(
+        &self,
+        known: Known,
+        scope: Scope,
+        prepare: &mut Prepare<'_>,
+    ) -> Result<Known> {
         let mut state = self.state()?;
         let commit = prepare(&state.changes(known))?;
         // Check everything before changing anything: a commit is whole or absent.
+        check_scope(&commit, scope)?;
         let mut counters = state.counters;
         if commit.reset_log {
             counters.head = 0;

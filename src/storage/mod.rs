@@ -104,6 +104,16 @@ impl Commit {
     }
 }
 
+/// What a [`Storage::transact`] may touch besides the log, its outbox and its counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// An append, a push verdict, a pull that keeps the log: the commit never resets it.
+    Log,
+    /// The commit may reset the log (`Commit::reset_log`), which drops every snapshot too,
+    /// or write a snapshot (`Commit::put_snapshot`).
+    LogAndSnapshots,
+}
+
 /// Decides, inside the transaction, what to write, given what other handles changed
 /// since the caller's [`Known`]. It must not await anything: it runs while the
 /// transaction is open.
@@ -122,10 +132,27 @@ pub trait Storage {
     /// start at or before it when compaction merged it with earlier events.
     async fn changes(&self, known: Known) -> Result<Fresh>;
 
+    /// The counters and every pending record, read together, without the segments: what
+    /// a lazy open needs first ([`crate::engine::Engine::open_lazy`]). `segments` is empty,
+    /// `pending_replaced` true.
+    async fn outline(&self) -> Result<Fresh>;
+
+    /// Up to `limit` segments holding positions after `after`, in order (the first may
+    /// start at or before it when compaction merged it with earlier events; it is then
+    /// returned besides the `limit`), and the counters, read together (read only).
+    async fn segments_after(&self, after: u64, limit: usize) -> Result<(Vec<Segment>, Known)>;
+
     /// One atomic read-decide-write: reads what changed since `known`, calls `prepare`
     /// with it, and writes the returned [`Commit`] and the new counters. Either all of it is
-    /// stored or nothing is. Returns the counters after the commit.
-    async fn transact(&self, known: Known, prepare: &mut Prepare<'_>) -> Result<Known>;
+    /// stored or nothing is. Returns the counters after the commit. A commit that resets
+    /// the log needs [`Scope::LogAndSnapshots`] (a narrower transaction lets snapshot writes
+    /// run beside appends); with [`Scope::Log`] it fails and nothing is written.
+    async fn transact(
+        &self,
+        known: Known,
+        scope: Scope,
+        prepare: &mut Prepare<'_>,
+    ) -> Result<Known>;
 
     /// Merges runs of consecutive segments smaller than `target_bytes` into segments of up
     /// to about `target_bytes`, in one transaction, keeping every event and its order.

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::rc::Rc;
 
 use futures::channel::mpsc;
-use futures::future::{select, Either};
+use futures::future::{join, select, Either};
 use futures::StreamExt;
 
 use crate::engine::{Engine, Rejection};
@@ -47,13 +47,14 @@ pub enum TransportError {
 impl TransportError {
     /// The body of an answer with HTTP `status`, or the error it stands for (the server's
     /// JSON error body gives the code and message).
-    pub fn check_status(status: u16, body: String) -> Result<String, TransportError> {
+    pub fn check_status<B: AsRef<[u8]>>(status: u16, body: B) -> Result<B, TransportError> {
         if (200..300).contains(&status) {
             return Ok(body);
         }
-        let (code, message) = match serde_json::from_str::<ErrorBody>(&body) {
+        let body = body.as_ref();
+        let (code, message) = match serde_json::from_slice::<ErrorBody>(body) {
             Ok(parsed) => (parsed.error.code, parsed.error.message),
-            Err(_) => (String::new(), body),
+            Err(_) => (String::new(), String::from_utf8_lossy(body).into_owned()),
         };
         Err(match status {
             401 => TransportError::Unauthorized(message),
@@ -185,7 +186,8 @@ impl Default for SyncOptions {
     fn default() -> Self {
         SyncOptions {
             push_batch: 500,
-            pull_limit: 1_000,
+            // The server's largest page by default: fewer round trips.
+            pull_limit: 10_000,
             long_poll_seconds: 25,
         }
     }
@@ -381,18 +383,60 @@ impl<T: Transport> SyncClient<T> {
     }
 
     /// Pulls until the replica has everything the server has (restarting from position 1
-    /// when the server's epoch changed).
+    /// when the server's epoch changed). While one page is written, the next one is
+    /// already asked for.
     async fn pull_all<S: Storage>(
         &self,
         engine: &Engine<S>,
         report: &mut SyncReport,
     ) -> Result<(), SyncError> {
+        let limit = self.options.pull_limit;
+        let mut prefetched: Option<(u64, PullResponse)> = None;
+        let mut stale_pages = 0;
         loop {
-            let (applied, more, restart) = self.pull_once(engine, 0).await?;
+            let before = engine.confirmed_head();
+            let response = match prefetched.take() {
+                Some((after, response)) if after == before => response,
+                _ => self.transport.pull(before, limit, 0).await?,
+            };
+            // The page after this one starts after its last event (if the server has more).
+            let next_after = response
+                .events
+                .last()
+                .map(|e| e.position)
+                .filter(|p| response.more && *p > before);
+            let (outcome, next) = match next_after {
+                Some(after) => {
+                    let (outcome, next) = join(
+                        engine.apply_pull(&response),
+                        self.transport.pull(after, limit, 0),
+                    )
+                    .await;
+                    (outcome?, Some((after, next)))
+                }
+                None => (engine.apply_pull(&response).await?, None),
+            };
+            let applied = (engine.confirmed_head().saturating_sub(before)) as usize;
+            self.refresh_counts(engine);
             report.pulled += applied;
-            report.restarts += usize::from(restart);
-            if !more {
+            report.restarts += usize::from(outcome.restart);
+            if outcome.stale {
+                // Asked for from a cursor another tab moved meanwhile: ask again from ours.
+                stale_pages += 1;
+                if stale_pages > 3 {
+                    return Err(SyncError::Store(Error::Storage(
+                        "the server's pages do not continue this replica's log".into(),
+                    )));
+                }
+                continue;
+            }
+            if !(response.more || outcome.restart) {
                 return Ok(());
+            }
+            if !outcome.restart {
+                if let Some((after, next)) = next {
+                    prefetched = Some((after, next?));
+                }
             }
         }
     }
@@ -543,13 +587,10 @@ mod tests {
 
     #[test]
     fn answers_map_to_errors_by_status() {
-        assert_eq!(
-            TransportError::check_status(200, "{}".into()),
-            Ok("{}".into())
-        );
+        assert_eq!(TransportError::check_status(200, "{}"), Ok("{}"));
         let body = r#"{"error":{"code":"TOO_LARGE","message":"the body is over 4 MiB"}}"#;
         assert_eq!(
-            TransportError::check_status(413, body.into()),
+            TransportError::check_status(413, body),
             Err(TransportError::Refused {
                 status: 413,
                 code: "TOO_LARGE".into(),
@@ -557,18 +598,18 @@ mod tests {
             })
         );
         assert!(
-            matches!(TransportError::check_status(401, "no".into()), Err(TransportError::Unauthorized(m)) if m == "no")
+            matches!(TransportError::check_status(401, "no"), Err(TransportError::Unauthorized(m)) if m == "no")
         );
         assert!(matches!(
-            TransportError::check_status(403, String::new()),
+            TransportError::check_status(403, b""),
             Err(TransportError::Forbidden(_))
         ));
         assert!(matches!(
-            TransportError::check_status(429, String::new()),
+            TransportError::check_status(429, b""),
             Err(TransportError::Server { status: 429, .. })
         ));
         assert!(matches!(
-            TransportError::check_status(502, String::new()),
+            TransportError::check_status(502, b""),
             Err(TransportError::Server { status: 502, .. })
         ));
     }

@@ -45,7 +45,7 @@ impl FetchTransport {
         method: &str,
         url: &str,
         body: Option<String>,
-    ) -> Result<String, TransportError> {
+    ) -> Result<Vec<u8>, TransportError> {
         let unreachable = |e: JsValue| TransportError::Unreachable(describe(&e));
         let init = RequestInit::new();
         init.set_method(method);
@@ -70,12 +70,14 @@ impl FetchTransport {
             .map_err(unreachable)?
             .dyn_into()
             .map_err(|_| TransportError::Protocol("fetch did not return a Response".into()))?;
-        let text = JsFuture::from(response.text().map_err(unreachable)?)
+        // The body as bytes: one copy into wasm memory (a string argument would be
+        // re-encoded character by character).
+        let body = JsFuture::from(response.array_buffer().map_err(unreachable)?)
             .await
             .map_err(unreachable)?;
-        let text = text.as_string().unwrap_or_default();
+        let body = js_sys::Uint8Array::new(&body).to_vec();
         let status = response.status();
-        TransportError::check_status(status, text)
+        TransportError::check_status(status, body)
     }
 }
 
@@ -112,8 +114,8 @@ fn encode_component(text: &str) -> String {
     String::from(js_sys::encode_uri_component(text))
 }
 
-fn parse<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, TransportError> {
-    serde_json::from_str(text).map_err(|e| TransportError::Protocol(e.to_string()))
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, TransportError> {
+    serde_json::from_slice(body).map_err(|e| TransportError::Protocol(e.to_string()))
 }
 
 impl Transport for FetchTransport {

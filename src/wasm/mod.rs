@@ -71,7 +71,7 @@ fn whole_number(name: &str, value: f64) -> Result<u64> {
     }
 }
 
-/// `{ maxEventBytes?, maxNameBytes?, origin?, sharedMemory?, synced? }`
+/// `{ maxEventBytes?, maxNameBytes?, origin?, sharedMemory?, synced?, lazy? }`
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 struct OpenOptions {
@@ -83,6 +83,8 @@ struct OpenOptions {
     shared_memory: bool,
     /// Keep appends in an outbox until a sync server confirms them.
     synced: bool,
+    /// Read no event at open (see `Engine::open_lazy`): `loadFrom`, `loadStep`, `complete`.
+    lazy: bool,
 }
 
 impl OpenOptions {
@@ -216,17 +218,80 @@ impl WasmStore {
         self.engine.is_closed()
     }
 
-    /// Appends a JSON array of events atomically. Resolves to `{"results":[position per
-    /// input],"duplicates":[stored events for inputs whose id was already in the log],
-    /// "seq":<the listener's change that carried the new events, or null>}`; the new
-    /// events reach the listener first.
-    pub fn append(&self, batch_json: String) -> Promise {
+    /// Appends a JSON array of events atomically, given as UTF-8 bytes (`TextEncoder`
+    /// output: native encoding beats the character-by-character copy of a string
+    /// argument). Resolves to `{"results":[position per input],"duplicates":[stored
+    /// events for inputs whose id was already in the log],"seq":<the listener's change
+    /// that carried the new events, or null>}`; the new events reach the listener first.
+    pub fn append(&self, batch_json: Vec<u8>) -> Promise {
         let engine = self.engine.clone();
         let changes = self.changes.clone();
         future_to_promise(async move {
-            let out = append_json(&engine, &changes, &batch_json).await;
+            let out = async {
+                let text = String::from_utf8(batch_json)
+                    .map_err(|_| Error::InvalidEvent("the batch is not UTF-8 text".into()))?;
+                append_json(&engine, &changes, &text).await
+            }
+            .await;
             js_result(out).map(|s| JsValue::from_str(&s))
         })
+    }
+
+    /// Whether every event is loaded and indexed (always, unless opened `lazy`).
+    #[wasm_bindgen(getter, js_name = isComplete)]
+    pub fn is_complete(&self) -> bool {
+        self.engine.is_complete()
+    }
+
+    /// Counts resets of the confirmed log (a changed server epoch, seen here or in
+    /// another tab).
+    #[wasm_bindgen(getter, js_name = logGeneration)]
+    pub fn log_generation(&self) -> f64 {
+        self.engine.log_generation() as f64
+    }
+
+    /// Events up to this position are not loaded yet (0 once all are).
+    #[wasm_bindgen(getter, js_name = loadedAfter)]
+    pub fn loaded_after(&self) -> f64 {
+        self.engine.loaded_after() as f64
+    }
+
+    /// Starts loading the events after `after` that a lazy open left out (the first part
+    /// now, then with `loadStep`), so that `range` can read them before the log is
+    /// complete; `readableTo` tells how far.
+    #[wasm_bindgen(js_name = loadFrom)]
+    pub fn load_from(&self, after: f64) -> Promise {
+        let engine = self.engine.clone();
+        future_to_promise(async move {
+            let out = async {
+                let after = whole_number("after", after)?;
+                engine.load_from(after).await
+            }
+            .await;
+            js_result(out).map(|()| JsValue::UNDEFINED)
+        })
+    }
+
+    /// How far the events after `after` can be read now (`after` when none can).
+    #[wasm_bindgen(js_name = readableTo)]
+    pub fn readable_to(&self, after: f64) -> std::result::Result<f64, JsValue> {
+        let after = js_result(whole_number("after", after))?;
+        Ok(self.engine.readable_to(after) as f64)
+    }
+
+    /// One step of completing a lazily opened log; resolves to true once complete.
+    #[wasm_bindgen(js_name = loadStep)]
+    pub fn load_step(&self) -> Promise {
+        let engine = self.engine.clone();
+        future_to_promise(async move { js_result(engine.load_step().await).map(JsValue::from) })
+    }
+
+    /// Loads and indexes everything a lazy open left out.
+    pub fn complete(&self) -> Promise {
+        let engine = self.engine.clone();
+        future_to_promise(
+            async move { js_result(engine.complete().await).map(|()| JsValue::UNDEFINED) },
+        )
     }
 
     /// Reads what other tabs changed; the listener hears of it.
@@ -506,7 +571,11 @@ async fn open_store(name: &str, storage: &str, options_json: &str) -> Result<Was
     }
     let options = OpenOptions::parse(options_json)?;
     let backend = AnyStorage::choose(name, storage, options.shared_memory)?;
-    let engine = Engine::open(backend, options.engine_options()?).await?;
+    let engine = if options.lazy {
+        Engine::open_lazy(backend, options.engine_options()?).await?
+    } else {
+        Engine::open(backend, options.engine_options()?).await?
+    };
     let changes = Rc::new(Cell::new(0u64));
     let counter = changes.clone();
     // Registered first, so the count is current when the app's listener hears a change.

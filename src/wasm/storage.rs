@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use crate::error::{Error, Result};
 use crate::storage::indexeddb::IndexedDbStorage;
 use crate::storage::memory::MemoryStorage;
-use crate::storage::{CompactionReport, Fresh, Known, Prepare, SnapshotRecord, Storage};
+use crate::storage::{
+    CompactionReport, Fresh, Known, Prepare, Scope, Segment, SnapshotRecord, Storage,
+};
 
 thread_local! {
     /// Memory stores opened with `sharedMemory`, by name: every open gets another handle on
@@ -61,8 +63,21 @@ impl Storage for AnyStorage {
         delegate!(self, s => s.changes(known).await)
     }
 
-    async fn transact(&self, known: Known, prepare: &mut Prepare<'_>) -> Result<Known> {
-        delegate!(self, s => s.transact(known, prepare).await)
+    async fn outline(&self) -> Result<Fresh> {
+        delegate!(self, s => s.outline().await)
+    }
+
+    async fn segments_after(&self, after: u64, limit: usize) -> Result<(Vec<Segment>, Known)> {
+        delegate!(self, s => s.segments_after(after, limit).await)
+    }
+
+    async fn transact(
+        &self,
+        known: Known,
+        scope: Scope,
+        prepare: &mut Prepare<'_>,
+    ) -> Result<Known> {
+        delegate!(self, s => s.transact(known, scope, prepare).await)
     }
 
     async fn compact(&self, target_bytes: usize) -> Result<CompactionReport> {

@@ -11,7 +11,9 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use annals::storage::{CompactionReport, Fresh, Known, Prepare, SnapshotRecord, Storage};
+use annals::storage::{
+    CompactionReport, Fresh, Known, Prepare, Scope, Segment, SnapshotRecord, Storage,
+};
 use annals::{Error, MemoryStorage, Result};
 
 use crate::rng::Rng;
@@ -169,16 +171,33 @@ impl Storage for SimStorage {
         self.inner.changes(known).await
     }
 
-    async fn transact(&self, known: Known, prepare: &mut Prepare<'_>) -> Result<Known> {
+    async fn outline(&self) -> Result<Fresh> {
+        self.faults.yield_point().await;
+        self.faults.read_fault()?;
+        self.inner.outline().await
+    }
+
+    async fn segments_after(&self, after: u64, limit: usize) -> Result<(Vec<Segment>, Known)> {
+        self.faults.yield_point().await;
+        self.faults.read_fault()?;
+        self.inner.segments_after(after, limit).await
+    }
+
+    async fn transact(
+        &self,
+        known: Known,
+        scope: Scope,
+        prepare: &mut Prepare<'_>,
+    ) -> Result<Known> {
         self.faults.yield_point().await;
         self.faults.check_alive()?;
         match self.faults.write_fault() {
-            WriteFault::None => self.inner.transact(known, prepare).await,
+            WriteFault::None => self.inner.transact(known, scope, prepare).await,
             WriteFault::Refused => Err(injected_write("transaction refused")),
             WriteFault::Aborted => {
                 let aborted = self
                     .inner
-                    .transact(known, &mut |fresh| {
+                    .transact(known, scope, &mut |fresh| {
                         prepare(fresh)?;
                         Err(Error::QuotaExceeded(format!("{INJECTED}: aborted")))
                     })
@@ -188,7 +207,7 @@ impl Storage for SimStorage {
             WriteFault::DiesBeforeCommit => {
                 let _ = self
                     .inner
-                    .transact(known, &mut |fresh| {
+                    .transact(known, scope, &mut |fresh| {
                         prepare(fresh)?;
                         Err(injected_write("died before commit"))
                     })
@@ -196,7 +215,7 @@ impl Storage for SimStorage {
                 Err(injected_write("died before commit"))
             }
             WriteFault::DiesAfterCommit => {
-                self.inner.transact(known, prepare).await?;
+                self.inner.transact(known, scope, prepare).await?;
                 Err(injected_write("died after commit"))
             }
         }

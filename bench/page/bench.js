@@ -1,0 +1,427 @@
+// The browser side of `make bench`: annals and the two plain-IndexedDB baselines, on the
+// same deterministic events, with the same reducer. bench/run.mjs loads this page in
+// headless Chromium and calls `window.bench.<scenario>(options)`, one scenario per page load.
+//
+// - annals: the npm package as built in pkg/ (dist + wasm), IndexedDB storage.
+// - per-record baseline: one IndexedDB record per event (out of line: key = position),
+//   one transaction per batch (1,000 puts for batches of 1,000), read back with `getAll`.
+// - raw chunked limit: one record per batch holding the batch's events as one JSON string,
+//   read back with `getAll` + `JSON.parse`.
+//
+// Every contender assigns what annals assigns (an id, the position, the stream version and
+// the time) and folds the same reducer. Timings are wall-clock `performance.now()`.
+
+import { openStore } from "../../pkg/dist/browser.js";
+import init from "../../pkg/wasm/annals.js";
+
+import { apply, batchAt, eventAt, initialState, projection } from "./workload.mjs";
+
+const now = () => performance.now();
+
+// ---- plain IndexedDB helpers -------------------------------------------------------------
+
+function request(req) {
+  return new Promise((resolve, reject) => {
+    req.onsuccess = () => resolve(req.result);
+    req.onerror = () => reject(req.error);
+  });
+}
+
+function done(tx) {
+  return new Promise((resolve, reject) => {
+    tx.oncomplete = () => resolve();
+    tx.onabort = tx.onerror = () => reject(tx.error ?? new Error("transaction aborted"));
+  });
+}
+
+function openDb(name, stores) {
+  const req = indexedDB.open(name, 1);
+  req.onupgradeneeded = () => {
+    for (const s of stores) if (!req.result.objectStoreNames.contains(s)) req.result.createObjectStore(s);
+  };
+  return request(req);
+}
+
+async function deleteDb(name) {
+  await request(indexedDB.deleteDatabase(name));
+}
+
+/** What the baselines assign to each new event, as annals does. */
+class Assigner {
+  head = 0;
+  versions = new Map();
+  records(batch) {
+    const time = Date.now();
+    const out = new Array(batch.length);
+    for (let i = 0; i < batch.length; i++) {
+      const e = batch[i];
+      const version = (this.versions.get(e.stream) ?? 0) + 1;
+      this.versions.set(e.stream, version);
+      out[i] = {
+        id: crypto.randomUUID(),
+        position: ++this.head,
+        stream: e.stream,
+        version,
+        type: e.type,
+        data: e.data,
+        time,
+        pending: false,
+      };
+    }
+    return out;
+  }
+}
+
+/** A baseline log: `perRecord` (one record per event) or `chunked` (one JSON string per batch). */
+class Baseline {
+  static async open(kind, name) {
+    const b = new Baseline(kind, await openDb(name, ["events", "snapshots"]));
+    return b;
+  }
+  constructor(kind, db) {
+    this.kind = kind;
+    this.db = db;
+    this.assign = new Assigner();
+    this.state = initialState();
+  }
+  async append(batch) {
+    const records = this.assign.records(batch);
+    const tx = this.db.transaction("events", "readwrite", { durability: "default" });
+    const os = tx.objectStore("events");
+    if (this.kind === "perRecord") {
+      for (const r of records) os.put(r, r.position);
+    } else {
+      os.put(JSON.stringify(records), records[0].position);
+    }
+    tx.commit();
+    await done(tx);
+    for (const r of records) this.state = apply(this.state, r);
+    return records;
+  }
+  /** Folds every event after `after` up to `to` into `state` (getAll by pages). */
+  async fold(state, after = 0, to = Infinity) {
+    const tx = this.db.transaction("events", "readonly");
+    const os = tx.objectStore("events");
+    // Per record: 10,000 records a page. Chunked: 10 chunks (10,000 events) a page.
+    const page = this.kind === "perRecord" ? 10_000 : 10;
+    let lower = after;
+    let folded = after;
+    for (;;) {
+      const range = IDBKeyRange.lowerBound(lower, true);
+      const [keys, rows] = await Promise.all([request(os.getAllKeys(range, page)), request(os.getAll(range, page))]);
+      if (rows.length === 0) break;
+      let stop = false;
+      for (const row of rows) {
+        const events = this.kind === "perRecord" ? [row] : JSON.parse(row);
+        for (const e of events) {
+          if (e.position <= folded) continue;
+          if (e.position > to) {
+            stop = true;
+            break;
+          }
+          state = apply(state, e);
+          folded = e.position;
+        }
+        if (stop) break;
+      }
+      lower = keys[keys.length - 1];
+      if (stop || rows.length < page) break;
+    }
+    return { state, head: folded };
+  }
+  async putSnapshot() {
+    const tx = this.db.transaction("snapshots", "readwrite");
+    tx.objectStore("snapshots").put({ position: this.assign.head, state: JSON.stringify(this.state) }, "counter");
+    await done(tx);
+  }
+  /** Open the way a plain-JS app would: the snapshot, then the tail after it. */
+  async openFromSnapshot() {
+    const tx = this.db.transaction("snapshots", "readonly");
+    const snapshot = await request(tx.objectStore("snapshots").get("counter"));
+    const base = snapshot ? JSON.parse(snapshot.state) : initialState();
+    const { state } = await this.fold(base, snapshot?.position ?? 0);
+    this.state = state;
+    return state;
+  }
+  close() {
+    this.db.close();
+  }
+}
+
+// ---- scenarios ---------------------------------------------------------------------------
+
+function summary(samples) {
+  const sorted = [...samples].sort((a, b) => a - b);
+  const at = (q) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
+  return { n: sorted.length, p50: at(0.5), p95: at(0.95), max: sorted[sorted.length - 1], mean: samples.reduce((a, b) => a + b, 0) / samples.length };
+}
+
+function check(state, expected, what) {
+  if (state.count !== expected) throw new Error(`${what}: folded ${state.count} events, expected ${expected}`);
+}
+
+let wasmExports;
+let wasmInitMs = 0;
+
+const bench = {
+  /** JSON bytes of the workload's events (the app's input: stream, type, data). */
+  eventBytes(n = 10_000) {
+    let total = 0;
+    for (let i = 0; i < n; i++) total += JSON.stringify(eventAt(i)).length;
+    return total / n;
+  },
+
+  wasmInitMs: () => wasmInitMs,
+
+  /** Cross-origin isolated pages get 5 µs timers (100 µs otherwise). */
+  isolated: () => globalThis.crossOriginIsolated === true,
+
+  /** Wasm linear memory in bytes (the engine's heap: it never shrinks). */
+  wasmMemory: () => wasmExports.memory.buffer.byteLength,
+
+  deleteDb,
+
+  /** Appends events `start .. start + n` in batches of `batch`; events/s of the append calls. */
+  async append({ contender, name, n, batch, start = 0, fresh = true }) {
+    if (fresh) await deleteDb(name);
+    let ms = 0;
+    let closeMs = 0;
+    if (contender === "annals") {
+      const store = await openStore({ name, projections: { counter: projection(1) } });
+      for (let i = 0; i < n; i += batch) {
+        const events = batchAt(start + i, Math.min(batch, n - i));
+        const t0 = now();
+        if (batch === 1) await store.append(events[0]);
+        else await store.appendMany(events);
+        ms += now() - t0;
+      }
+      check(store.get("counter"), start + n, "annals append");
+      const t0 = now();
+      await store.close();
+      closeMs = now() - t0;
+    } else {
+      const log = await Baseline.open(contender, name);
+      if (!fresh) {
+        const { state, head } = await log.fold(initialState());
+        log.state = state;
+        log.assign.head = head;
+      }
+      for (let i = 0; i < n; i += batch) {
+        const events = batchAt(start + i, Math.min(batch, n - i));
+        const t0 = now();
+        await log.append(events);
+        ms += now() - t0;
+      }
+      check(log.state, start + n, `${contender} append`);
+      await log.putSnapshot();
+      log.close();
+    }
+    return { ms, eventsPerSecond: (n / ms) * 1000, closeMs };
+  },
+
+  /** Cold open and full replay (no snapshot): ms until the first `get`. */
+  async replay({ contender, name, n, version }) {
+    const t0 = now();
+    let state;
+    if (contender === "annals") {
+      // A projection version no snapshot has: the whole log is replayed.
+      const store = await openStore({ name, projections: { counter: projection(version) } });
+      state = store.get("counter");
+      const ms = now() - t0;
+      check(state, n, "annals replay");
+      await store.close();
+      return { ms, eventsPerSecond: (n / ms) * 1000 };
+    }
+    const log = await Baseline.open(contender, name);
+    ({ state } = await log.fold(initialState()));
+    const ms = now() - t0;
+    check(state, n, `${contender} replay`);
+    log.close();
+    return { ms, eventsPerSecond: (n / ms) * 1000 };
+  },
+
+  /** Open with a snapshot at the head: ms until the first `get`. */
+  async snapshotOpen({ contender, name, n, version }) {
+    const t0 = now();
+    if (contender === "annals") {
+      const store = await openStore({ name, projections: { counter: projection(version) } });
+      const state = store.get("counter");
+      const ms = now() - t0;
+      check(state, n, "annals snapshot open");
+      await store.close();
+      return { ms };
+    }
+    const log = await Baseline.open(contender, name);
+    const state = await log.openFromSnapshot();
+    const ms = now() - t0;
+    check(state, n, `${contender} snapshot open`);
+    log.close();
+    return { ms };
+  },
+
+  /**
+   * Single-event appends, one at a time: annals `append`, a bare one-put transaction
+   * (the per-record baseline's write of one event) and the chunked baseline's one-record
+   * write, interleaved so that drift hits all three alike.
+   */
+  async latency({ name, samples, warmup = 20 }) {
+    const names = [`${name}-annals`, `${name}-perRecord`, `${name}-chunked`];
+    for (const n of names) await deleteDb(n);
+    const store = await openStore({ name: names[0], projections: { counter: projection(1) } });
+    const perRecord = await Baseline.open("perRecord", names[1]);
+    const chunked = await Baseline.open("chunked", names[2]);
+    const times = { annals: [], perRecord: [], chunked: [] };
+    for (let i = 0; i < warmup + samples; i++) {
+      const event = eventAt(i);
+      let t0 = now();
+      await store.append(event);
+      const a = now() - t0;
+      t0 = now();
+      await perRecord.append([event]);
+      const b = now() - t0;
+      t0 = now();
+      await chunked.append([event]);
+      const c = now() - t0;
+      if (i >= warmup) {
+        times.annals.push(a);
+        times.perRecord.push(b);
+        times.chunked.push(c);
+      }
+    }
+    await store.close();
+    perRecord.close();
+    chunked.close();
+    for (const n of names) await deleteDb(n);
+    return { annals: summary(times.annals), perRecord: summary(times.perRecord), chunked: summary(times.chunked) };
+  },
+
+  /** `stateAt` at random positions (seeded) of a log of `n` events. */
+  async stateAt({ contender, name, n, version, samples, seed = 42 }) {
+    let x = seed >>> 0;
+    const random = () => {
+      // xorshift32
+      x ^= x << 13;
+      x >>>= 0;
+      x ^= x >>> 17;
+      x ^= x << 5;
+      x >>>= 0;
+      return x / 0x1_0000_0000;
+    };
+    const positions = Array.from({ length: samples }, () => 1 + Math.floor(random() * (n - 1)));
+    const times = [];
+    let first;
+    if (contender === "annals") {
+      const t0 = now();
+      const store = await openStore({ name, projections: { counter: projection(version) } });
+      const openMs = now() - t0;
+      for (const p of positions) {
+        const t = now();
+        const state = await store.stateAt("counter", p);
+        times.push(now() - t);
+        check(state, p, "annals stateAt");
+      }
+      first = times[0];
+      await store.close();
+      return { openMs, first, ...summary(times) };
+    }
+    const log = await Baseline.open(contender, name);
+    for (const p of positions) {
+      const t = now();
+      const { state } = await log.fold(initialState(), 0, p);
+      times.push(now() - t);
+      check(state, p, `${contender} stateAt`);
+    }
+    first = times[0];
+    log.close();
+    return { first, ...summary(times) };
+  },
+
+  /** Opens `name` and keeps it open (for heap measurements); returns what it folded. */
+  async hold({ contender, name, n, version }) {
+    if (contender === "annals") {
+      const store = await openStore({ name, projections: { counter: projection(version) } });
+      // Every event is in the engine once a read of the whole log succeeds.
+      await store.events({ after: n - 1 });
+      check(store.get("counter"), n, "annals hold");
+      globalThis.held = store;
+      return { head: store.head };
+    }
+    const log = await Baseline.open(contender, name);
+    const { state } = await log.fold(initialState());
+    check(state, n, `${contender} hold`);
+    log.state = state;
+    globalThis.held = log;
+    return { head: n };
+  },
+
+  /** Bytes of the stored segments of annals store `name`, read straight from IndexedDB. */
+  async annalsEncodedBytes(name) {
+    const db = await openDb(name, []);
+    const tx = db.transaction("segments", "readonly");
+    const os = tx.objectStore("segments");
+    let lower = 0;
+    let bytes = 0;
+    let segments = 0;
+    for (;;) {
+      const range = IDBKeyRange.lowerBound(lower, true);
+      const [keys, rows] = await Promise.all([request(os.getAllKeys(range, 200)), request(os.getAll(range, 200))]);
+      for (const r of rows) bytes += r.byteLength;
+      segments += rows.length;
+      if (rows.length < 200) break;
+      lower = keys[keys.length - 1];
+    }
+    db.close();
+    return { bytes, segments };
+  },
+
+  /** Pull `n` events from an annals-server into a fresh synced store. */
+  async pull({ name, url, store: remote, token, n, pullLimit }) {
+    await deleteDb(name);
+    const t0 = now();
+    const sync = { url, store: remote, token };
+    if (pullLimit) sync.pullLimit = pullLimit;
+    const store = await openStore({ name, projections: { counter: projection(1) }, sync });
+    await new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`pull: only ${store.confirmedHead} of ${n} after 120 s`)), 120_000);
+      const poll = () => {
+        if (store.confirmedHead >= n) {
+          clearTimeout(timer);
+          resolve();
+        }
+      };
+      store.on("change", poll);
+      poll();
+    });
+    const ms = now() - t0;
+    check(store.get("counter"), n, "annals pull");
+    const t1 = now();
+    await store.close();
+    const closeMs = now() - t1;
+    await deleteDb(name);
+    return { ms, eventsPerSecond: (n / ms) * 1000, closeMs };
+  },
+
+  /** The transfer ceiling: the same pulls with fetch + JSON.parse, folded, nothing stored. */
+  async pullRaw({ url, store: remote, token, n, pullLimit = 10_000 }) {
+    const t0 = now();
+    let after = 0;
+    let state = initialState();
+    while (after < n) {
+      const res = await fetch(`${url}/v1/stores/${remote}/pull?after=${after}&limit=${pullLimit}`, {
+        headers: { authorization: `Bearer ${token}` },
+      });
+      const body = await res.json();
+      for (const e of body.events) state = apply(state, e);
+      after = body.events.length ? body.events[body.events.length - 1].position : n;
+    }
+    const ms = now() - t0;
+    check(state, n, "raw pull");
+    return { ms, eventsPerSecond: (n / ms) * 1000 };
+  },
+};
+
+const t0 = now();
+wasmExports = await init({ module_or_path: new URL("../../pkg/wasm/annals_bg.wasm", import.meta.url) });
+wasmInitMs = now() - t0;
+globalThis.bench = bench;
+globalThis.benchReady = true;

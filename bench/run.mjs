@@ -1,0 +1,360 @@
+// The browser benchmarks of `make bench`: annals beside a per-record IndexedDB baseline and
+// the raw chunked limit, in headless Chromium (playwright-core, /usr/bin/chromium, an
+// on-disk profile so that IndexedDB really writes to disk), plus a pull of 100k events from
+// a real annals-server. Writes target/bench/browser.md and target/bench/browser.json and
+// prints the table.
+//
+//   node bench/run.mjs                       # everything (10k, 100k and 1M events)
+//   BENCH_QUICK=1 node bench/run.mjs         # 10k and 100k only, one repetition
+//   BENCH_ONLY=append,replay,snapshot,latency,stateAt,memory,pull   # some of it
+//   BENCH_SIZES=100000 BENCH_REPS=5          # other sizes and repetitions
+//   BENCH_PROFILE=replay TOP=30              # CPU profile of a scenario (CDP), printed
+//
+// Needs the package built (`bash scripts/build-pkg.sh`) and, for the pull, the server built
+// optimised (`cargo build --profile bench --features server --bin annals-server`;
+// ANNALS_SERVER_BIN overrides the path). `make bench` does both.
+
+import { execFileSync, spawn } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpus, tmpdir, totalmem } from "node:os";
+import { join } from "node:path";
+import { brotliCompressSync, constants as zlib, gzipSync } from "node:zlib";
+import { CHROMIUM, ROOT, launch, log } from "./harness.mjs";
+
+const OUT = join(ROOT, "target", "bench");
+const TARGET_DIR = process.env.CARGO_TARGET_DIR ?? join(ROOT, "target");
+// The pull needs an optimised server (a debug build serves about 30k events/s): `make bench`
+// builds it with `cargo build --profile bench`, which puts it in release/.
+const SERVER_BIN =
+  process.env.ANNALS_SERVER_BIN ??
+  [join(TARGET_DIR, "release", "annals-server"), join(TARGET_DIR, "debug", "annals-server")].find((p) => existsSync(p)) ??
+  join(TARGET_DIR, "release", "annals-server");
+const QUICK = process.env.BENCH_QUICK === "1";
+const ONLY = process.env.BENCH_ONLY ? new Set(process.env.BENCH_ONLY.split(",")) : undefined;
+const SIZES = process.env.BENCH_SIZES
+  ? process.env.BENCH_SIZES.split(",").map(Number)
+  : QUICK
+    ? [10_000, 100_000]
+    : [10_000, 100_000, 1_000_000];
+const CONTENDERS = ["annals", "perRecord", "chunked"];
+const WASM = join(ROOT, "pkg", "wasm", "annals_bg.wasm");
+
+const wanted = (part) => !ONLY || ONLY.has(part);
+const REPS = process.env.BENCH_REPS ? Number(process.env.BENCH_REPS) : undefined;
+const reps = (n) => REPS ?? (QUICK ? 1 : n <= 10_000 ? 5 : n <= 100_000 ? 3 : 1);
+const label = (n) => (n >= 1_000_000 ? `${n / 1_000_000}M` : `${n / 1000}k`);
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+
+if (!existsSync(join(ROOT, "pkg", "dist", "browser.js")) || !existsSync(WASM)) {
+  console.error("bench: pkg/dist or pkg/wasm is missing: run `bash scripts/build-pkg.sh` first");
+  process.exit(1);
+}
+
+const results = {
+  date: new Date().toISOString(),
+  machine: machine(),
+  chromium: execFileSync(CHROMIUM, ["--version"], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim(),
+  quick: QUICK,
+  wasm: wasmSizes(),
+  append: [],
+  replay: [],
+  snapshotOpen: [],
+  latency: undefined,
+  stateAt: undefined,
+  memory: undefined,
+  pull: undefined,
+};
+
+function machine() {
+  const list = cpus();
+  return { cpu: list[0]?.model ?? "unknown", cores: list.length, memoryGiB: Math.round(totalmem() / 2 ** 30) };
+}
+
+function wasmSizes() {
+  const raw = readFileSync(WASM);
+  return {
+    raw: raw.length,
+    gzip: gzipSync(raw, { level: 9 }).length,
+    brotli: brotliCompressSync(raw, { params: { [zlib.BROTLI_PARAM_QUALITY]: 11 } }).length,
+  };
+}
+
+const browser = await launch();
+const { inPage, newPage, context } = browser;
+
+const storeName = (contender, n) => `bench-${contender}-${label(n)}`;
+/** The projection version of each annals log's newest snapshot (each close writes one). */
+const snapshotVersion = new Map();
+
+let eventBytes;
+try {
+  results.crossOriginIsolated = await inPage("isolated", undefined);
+  log(`cross-origin isolated (5 µs timers): ${results.crossOriginIsolated}`);
+  eventBytes = await inPage("eventBytes", 10_000);
+  log(`events: ${eventBytes.toFixed(0)} bytes of JSON on average`);
+  results.eventBytes = eventBytes;
+
+  // ---- bulk append, and the logs every later scenario reads --------------------------------
+  const appendPlan = [];
+  for (const n of SIZES) appendPlan.push({ batch: 1000, n, reps: reps(n), keep: true });
+  appendPlan.push({ batch: 100, n: 10_000, reps: QUICK ? 1 : 3 });
+  if (!QUICK) appendPlan.push({ batch: 100, n: 100_000, reps: 1 });
+  appendPlan.push({ batch: 1, n: 2_000, reps: 1 });
+  const needLogs = ["replay", "snapshot", "stateAt", "memory"].some(wanted);
+  for (const plan of appendPlan) {
+    if (!wanted("append") && !(plan.keep && needLogs)) continue;
+    const row = { batch: plan.batch, events: plan.n, runs: {} };
+    for (let r = 0; r < plan.reps; r++) {
+      for (const contender of CONTENDERS) {
+        const name = plan.keep && r === plan.reps - 1 ? storeName(contender, plan.n) : `bench-tmp-${contender}`;
+        const out = await inPage("append", { contender, name, n: plan.n, batch: plan.batch });
+        (row.runs[contender] ??= []).push(out);
+        if (!name.startsWith("bench-tmp")) snapshotVersion.set(name, 1);
+        log(`append b${plan.batch} ${label(plan.n)} ${contender}: ${Math.round(out.eventsPerSecond)} events/s`);
+      }
+    }
+    for (const contender of CONTENDERS) await inPage("deleteDb", `bench-tmp-${contender}`);
+    if (wanted("append")) results.append.push(row);
+  }
+
+  // ---- cold open + full replay -------------------------------------------------------------
+  if (wanted("replay")) {
+    for (const n of SIZES) {
+      const row = { events: n, runs: {} };
+      for (let r = 0; r < reps(n); r++) {
+        for (const contender of CONTENDERS) {
+          const name = storeName(contender, n);
+          const version = 100 + r;
+          const out = await inPage("replay", { contender, name, n, version });
+          if (contender === "annals") snapshotVersion.set(name, version);
+          (row.runs[contender] ??= []).push(out);
+          log(`replay ${label(n)} ${contender}: ${out.ms.toFixed(1)} ms, ${Math.round(out.eventsPerSecond)} events/s`);
+        }
+      }
+      results.replay.push(row);
+    }
+  }
+
+  // ---- open with a snapshot ---------------------------------------------------------------
+  if (wanted("snapshot")) {
+    for (const n of SIZES) {
+      const row = { events: n, runs: {} };
+      for (let r = 0; r < (n >= 1_000_000 ? 3 : reps(n)); r++) {
+        for (const contender of CONTENDERS) {
+          const name = storeName(contender, n);
+          const out = await inPage("snapshotOpen", { contender, name, n, version: snapshotVersion.get(name) ?? 1 });
+          (row.runs[contender] ??= []).push(out);
+          log(`snapshot open ${label(n)} ${contender}: ${out.ms.toFixed(1)} ms`);
+        }
+      }
+      results.snapshotOpen.push(row);
+    }
+  }
+
+  // ---- single-append latency ---------------------------------------------------------------
+  if (wanted("latency")) {
+    results.latency = await inPage("latency", { name: "bench-latency", samples: QUICK ? 100 : 300 });
+    const l = results.latency;
+    log(`latency p50/p95 ms: annals ${l.annals.p50.toFixed(2)}/${l.annals.p95.toFixed(2)}, bare put ${l.perRecord.p50.toFixed(2)}/${l.perRecord.p95.toFixed(2)}`);
+  }
+
+  // ---- stateAt on the 100k log --------------------------------------------------------------
+  if (wanted("stateAt")) {
+    const n = 100_000;
+    const out = {};
+    for (const contender of CONTENDERS) {
+      const name = storeName(contender, n);
+      out[contender] = await inPage("stateAt", {
+        contender,
+        name,
+        n,
+        version: snapshotVersion.get(name) ?? 1,
+        samples: contender === "annals" ? 200 : 20,
+      });
+      log(`stateAt ${contender}: p50 ${out[contender].p50.toFixed(2)} ms, p95 ${out[contender].p95.toFixed(2)} ms`);
+    }
+    results.stateAt = out;
+  }
+
+  // ---- memory after opening the largest log -----------------------------------------------
+  if (wanted("memory")) {
+    const n = SIZES[SIZES.length - 1];
+    const out = { events: n };
+    for (const contender of CONTENDERS) {
+      const page = await newPage();
+      const cdp = await context.newCDPSession(page);
+      const heap = async () => {
+        await cdp.send("HeapProfiler.collectGarbage");
+        return (await cdp.send("Runtime.getHeapUsage")).usedSize;
+      };
+      const before = await heap();
+      const wasmBefore = await page.evaluate(() => globalThis.bench.wasmMemory());
+      const name = storeName(contender, n);
+      await page.evaluate((o) => globalThis.bench.hold(o), { contender, name, n, version: snapshotVersion.get(name) ?? 1 });
+      const after = await heap();
+      const wasmAfter = await page.evaluate(() => globalThis.bench.wasmMemory());
+      out[contender] = { jsHeapBefore: before, jsHeapAfter: after, wasmBefore, wasmAfter };
+      await cdp.detach();
+      await page.close();
+      log(`memory ${label(n)} ${contender}: JS heap ${(after / 2 ** 20).toFixed(1)} MiB, wasm ${(wasmAfter / 2 ** 20).toFixed(1)} MiB`);
+    }
+    out.encoded = await inPage("annalsEncodedBytes", storeName("annals", n));
+    log(`encoded: ${(out.encoded.bytes / 2 ** 20).toFixed(1)} MiB in ${out.encoded.segments} segments`);
+    results.memory = out;
+  }
+
+  // ---- pull from annals-server ------------------------------------------------------------
+  if (wanted("pull")) results.pull = await pullBench(100_000);
+} finally {
+  await browser.close();
+}
+
+mkdirSync(OUT, { recursive: true });
+writeFileSync(join(OUT, "browser.json"), JSON.stringify(results, null, 2) + "\n");
+const table = markdown(results);
+writeFileSync(join(OUT, "browser.md"), table);
+console.log(table);
+
+// ---- the pull benchmark ---------------------------------------------------------------------
+
+async function pullBench(n) {
+  if (!existsSync(SERVER_BIN)) {
+    log(`skipping the pull benchmark: ${SERVER_BIN} is missing (cargo build --features server --bin annals-server)`);
+    return undefined;
+  }
+  const dir = mkdtempSync(join(tmpdir(), "annals-bench-server-"));
+  const token = "bench-token";
+  const origin = browser.origin;
+  const child = spawn(
+    SERVER_BIN,
+    ["--listen", "127.0.0.1:0", "--database", `sqlite://${join(dir, "bench.db")}`, "--dev-token", token, "--cors-origin", origin],
+    { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, RUST_LOG: "warn" } },
+  );
+  try {
+    const url = await new Promise((ok, fail) => {
+      let out = "";
+      const timer = setTimeout(() => fail(new Error(`annals-server did not start: ${out}`)), 15_000);
+      child.stdout.setEncoding("utf8");
+      child.stdout.on("data", (chunk) => {
+        out += chunk;
+        const m = /listening on (http:\/\/[\d.:]+)/.exec(out);
+        if (m) {
+          clearTimeout(timer);
+          ok(m[1]);
+        }
+      });
+      child.stderr.resume();
+      child.on("exit", (code) => fail(new Error(`annals-server exited with ${code}: ${out}`)));
+    });
+    // Seed: n events by HTTP push from Node, 1,000 per request (the server's default limit).
+    const remote = "bench";
+    const { eventAt } = await import("./page/workload.mjs");
+    const t0 = performance.now();
+    for (let i = 0; i < n; i += 1000) {
+      const events = [];
+      for (let j = i; j < Math.min(n, i + 1000); j++) events.push({ id: crypto.randomUUID(), ...eventAt(j), time: Date.now() });
+      const res = await fetch(`${url}/v1/stores/${remote}/push`, {
+        method: "POST",
+        headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
+        body: JSON.stringify({ clientId: "bench-seed", events }),
+      });
+      if (!res.ok) throw new Error(`seeding: ${res.status} ${await res.text()}`);
+    }
+    log(`seeded ${n} events in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    const runs = [];
+    for (let r = 0; r < (QUICK ? 1 : 2); r++) {
+      const out = await inPage("pull", { name: "bench-pull", url, store: remote, token, n });
+      runs.push(out);
+      log(`pull ${label(n)}: ${out.ms.toFixed(0)} ms, ${Math.round(out.eventsPerSecond)} events/s`);
+    }
+    const raw = await inPage("pullRaw", { url, store: remote, token, n });
+    log(`raw pull ${label(n)}: ${Math.round(raw.eventsPerSecond)} events/s`);
+    return { events: n, runs, raw, server: SERVER_BIN.includes(`${"/"}release${"/"}`) ? "optimised (bench profile)" : "debug" };
+  } finally {
+    child.kill("SIGTERM");
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+// ---- the table --------------------------------------------------------------------------------
+
+function markdown(r) {
+  const fmtRate = (x) => `${Math.round(x).toLocaleString("en-US")}/s`;
+  const fmtMs = (x) => (x >= 100 ? `${Math.round(x).toLocaleString("en-US")} ms` : `${x.toFixed(x >= 10 ? 1 : 2)} ms`);
+  const fmtMiB = (x) => `${(x / 2 ** 20).toFixed(1)} MiB`;
+  const ratio = (x) => `${x.toFixed(2)}×`;
+  const mark = (ok) => (ok ? " ✓" : " ✗");
+  const lines = [];
+  lines.push(`Browser benchmarks, ${r.date.slice(0, 10)}: ${r.chromium}, ${r.machine.cores} × ${r.machine.cpu}, ${r.machine.memoryGiB} GiB.`);
+  lines.push(`Events of ${Math.round(r.eventBytes ?? 0)} bytes of JSON on average over 1,000 streams; one reducer (a counter and a per-stream map).`);
+  lines.push(`Ratios: annals' speed ÷ the baseline's, in the same run (medians of the repetitions). Per-record: one IndexedDB record per event; chunked: one JSON string record per batch (the limit).`);
+  lines.push("");
+  lines.push("| measure | annals | per-record | raw chunked | × per-record | × chunked | target |");
+  lines.push("|---|---:|---:|---:|---:|---:|---|");
+  for (const row of r.append) {
+    const a = median(row.runs.annals.map((x) => x.eventsPerSecond));
+    const p = median(row.runs.perRecord.map((x) => x.eventsPerSecond));
+    const c = median(row.runs.chunked.map((x) => x.eventsPerSecond));
+    let target = "";
+    if (row.batch === 1000) target = `≥ 10× per-record${mark(a / p >= 10)}, ≥ 0.7× chunked${mark(a / c >= 0.7)}`;
+    const runs = row.runs.annals.length;
+    lines.push(
+      `| bulk append, batches of ${row.batch.toLocaleString("en-US")}, ${label(row.events)} events (${runs} run${runs > 1 ? "s" : ""}) | ${fmtRate(a)} | ${fmtRate(p)} | ${fmtRate(c)} | ${ratio(a / p)} | ${ratio(a / c)} | ${target} |`,
+    );
+  }
+  for (const row of r.replay) {
+    const a = median(row.runs.annals.map((x) => x.ms));
+    const p = median(row.runs.perRecord.map((x) => x.ms));
+    const c = median(row.runs.chunked.map((x) => x.ms));
+    const target = row.events === 100_000 ? `≥ 5× per-record${mark(p / a >= 5)}, ≥ 0.7× chunked${mark(c / a >= 0.7)}` : "";
+    lines.push(
+      `| cold open + full replay, ${label(row.events)} events | ${fmtMs(a)} (${fmtRate((row.events / a) * 1000)}) | ${fmtMs(p)} (${fmtRate((row.events / p) * 1000)}) | ${fmtMs(c)} (${fmtRate((row.events / c) * 1000)}) | ${ratio(p / a)} | ${ratio(c / a)} | ${target} |`,
+    );
+  }
+  for (const row of r.snapshotOpen) {
+    const a = median(row.runs.annals.map((x) => x.ms));
+    const p = median(row.runs.perRecord.map((x) => x.ms));
+    const c = median(row.runs.chunked.map((x) => x.ms));
+    const target = row.events === 1_000_000 ? `≤ 50 ms${mark(a <= 50)}` : "";
+    lines.push(`| open with a snapshot, ${label(row.events)} events of history: ms to the first \`get\` | ${fmtMs(a)} | ${fmtMs(p)} | ${fmtMs(c)} | ${ratio(p / a)} | ${ratio(c / a)} | ${target} |`);
+  }
+  if (r.latency) {
+    const { annals: a, perRecord: p, chunked: c } = r.latency;
+    lines.push(
+      `| single append p50 (${a.n} appends; baselines: a bare one-put transaction) | ${fmtMs(a.p50)} | ${fmtMs(p.p50)} | ${fmtMs(c.p50)} | ${ratio(p.p50 / a.p50)} | ${ratio(c.p50 / a.p50)} | ≤ 1.5× the bare put${mark(a.p50 <= 1.5 * p.p50)} (${ratio(a.p50 / p.p50)}) |`,
+    );
+    lines.push(`| single append p95 | ${fmtMs(a.p95)} | ${fmtMs(p.p95)} | ${fmtMs(c.p95)} | ${ratio(p.p95 / a.p95)} | ${ratio(c.p95 / a.p95)} | |`);
+  }
+  if (r.stateAt) {
+    const { annals: a, perRecord: p, chunked: c } = r.stateAt;
+    lines.push(
+      `| \`stateAt\` p50, random positions of the 100k log (annals ${a.n}, baselines ${p.n} queries; baselines replay from the start) | ${fmtMs(a.p50)} | ${fmtMs(p.p50)} | ${fmtMs(c.p50)} | ${ratio(p.p50 / a.p50)} | ${ratio(c.p50 / a.p50)} | |`,
+    );
+    lines.push(`| \`stateAt\` p95 | ${fmtMs(a.p95)} | ${fmtMs(p.p95)} | ${fmtMs(c.p95)} | ${ratio(p.p95 / a.p95)} | ${ratio(c.p95 / a.p95)} | ≤ 16 ms${mark(a.p95 <= 16)} |`);
+  }
+  if (r.memory) {
+    const m = r.memory;
+    const js = (k) => m[k].jsHeapAfter - m[k].jsHeapBefore;
+    const engine = m.annals.wasmAfter;
+    lines.push(
+      `| JS heap after opening ${label(m.events)} events (growth, after GC) | ${fmtMiB(js("annals"))} | ${fmtMiB(js("perRecord"))} | ${fmtMiB(js("chunked"))} | | | |`,
+    );
+    lines.push(
+      `| engine memory (wasm linear memory) after opening ${label(m.events)} events; encoded: ${fmtMiB(m.encoded.bytes)} | ${fmtMiB(engine)} (${ratio(engine / m.encoded.bytes)} encoded) | | | | | ≤ 2× encoded${mark(engine <= 2 * m.encoded.bytes)} |`,
+    );
+  }
+  if (r.pull) {
+    const a = median(r.pull.runs.map((x) => x.eventsPerSecond));
+    lines.push(
+      `| pull ${label(r.pull.events)} events from annals-server into IndexedDB + projection (beside: fetch + \`JSON.parse\` of the same pages, nothing stored) | ${fmtRate(a)} | | ${fmtRate(r.pull.raw.eventsPerSecond)} | | ${ratio(a / r.pull.raw.eventsPerSecond)} | ≥ 100k/s${mark(a >= 100_000)} |`,
+    );
+  }
+  const w = r.wasm;
+  lines.push(
+    `| \`.wasm\` raw / gzip / brotli | ${w.raw.toLocaleString("en-US")} / ${w.gzip.toLocaleString("en-US")} / ${w.brotli.toLocaleString("en-US")} B | | | | | ≤ 200 KB brotli${mark(w.brotli <= 200_000)} |`,
+  );
+  return lines.join("\n") + "\n";
+}
