@@ -11,7 +11,7 @@
 //! Decoding checks every length against the bytes left: arbitrary input is an error,
 //! never a panic or an unbounded allocation.
 
-use crate::event::{Event, EventId};
+use crate::event::{Event, EventId, MAX_SAFE_INTEGER};
 
 const MAGIC: &[u8; 4] = b"ANSG";
 const SEGMENT_FORMAT: u16 = 1;
@@ -44,6 +44,8 @@ pub enum CodecError {
     TrailingBytes(usize),
     #[error("segments do not follow each other: expected position {expected}, found {found}")]
     NotContiguous { expected: u64, found: u64 },
+    #[error("segment of {count} events from position {first} is outside positions 1 to 2^53 - 1")]
+    PositionOutOfRange { first: u64, count: u32 },
 }
 
 /// One event as the codec sees it, borrowing its strings from the segment bytes.
@@ -335,7 +337,9 @@ pub fn encode<'a>(first: u64, events: impl IntoIterator<Item = EventRef<'a>>) ->
     builder.finish()
 }
 
-/// The header of a segment: `(first position, event count)`.
+/// The header of a segment: `(first position, event count)`. Its positions are checked to
+/// lie within 1 ..= 2^53 - 1 (what JavaScript represents exactly), so that `first + count`
+/// never overflows for whoever uses them.
 pub fn header(bytes: &[u8]) -> Result<(u64, u32), CodecError> {
     if bytes.len() < HEADER_LEN {
         return Err(CodecError::TooShort(bytes.len()));
@@ -351,7 +355,11 @@ pub fn header(bytes: &[u8]) -> Result<(u64, u32), CodecError> {
     count.copy_from_slice(&bytes[8..12]);
     let mut first = [0u8; 8];
     first.copy_from_slice(&bytes[12..20]);
-    Ok((u64::from_le_bytes(first), u32::from_le_bytes(count)))
+    let (first, count) = (u64::from_le_bytes(first), u32::from_le_bytes(count));
+    if first == 0 || first > MAX_SAFE_INTEGER + 1 - u64::from(count) {
+        return Err(CodecError::PositionOutOfRange { first, count });
+    }
+    Ok((first, count))
 }
 
 /// Iterates over the events of one segment.
@@ -753,6 +761,20 @@ mod tests {
         assert!(SegmentReader::new(&trailing)
             .unwrap()
             .any(|r| r == Err(CodecError::TrailingBytes(1))));
+        // Positions past what JavaScript holds exactly (or 0) are refused, so that no one
+        // adding the count to the first position can overflow.
+        for (first, count) in [(0u64, 0u32), (u64::MAX, 1), ((1 << 53) - 1, 2)] {
+            let mut far = encode(1, []);
+            far[8..12].copy_from_slice(&count.to_le_bytes());
+            far[12..20].copy_from_slice(&first.to_le_bytes());
+            assert_eq!(
+                header(&far).unwrap_err(),
+                CodecError::PositionOutOfRange { first, count }
+            );
+        }
+        let mut last = encode(1, []);
+        last[12..20].copy_from_slice(&((1u64 << 53) - 1).to_le_bytes());
+        assert!(header(&last).is_ok());
         // A huge length prefix must not allocate or read out of bounds.
         let mut huge = encode(1, []);
         huge[8] = 1;

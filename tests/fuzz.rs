@@ -432,6 +432,19 @@ fn the_allocation_bound_catches_a_large_reservation() {
     });
 }
 
+/// Regression (found by the long fuzz run of `make soak`): a segment header whose first
+/// position was near 2^64 made merging (and reading) overflow `first + count`.
+#[test]
+fn a_first_position_near_the_end_of_u64_is_refused() {
+    let mut bytes = codec::encode(1, []);
+    bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
+    bytes[12..20].copy_from_slice(&u64::MAX.to_le_bytes());
+    bytes.extend_from_slice(&[0; 23]);
+    decode_segment(&bytes);
+    assert!(codec::merge(&[bytes.clone(), bytes.clone()]).is_err());
+    ingest(&[bytes]);
+}
+
 /// Regression (found by this fuzzing): a segment whose header claims 4 billion events made
 /// the log reserve index space for all of them before reading one.
 #[test]
