@@ -27,8 +27,8 @@ use web_sys::{
 };
 
 use super::{
-    CompactionReport, Fresh, Known, PendingRecord, Prepare, Scope, Segment, SnapshotRecord,
-    Storage, FORMAT_VERSION,
+    check_meta_key, compaction_runs, counters_after, CompactionReport, Fresh, Known, PendingRecord,
+    Prepare, Scope, Segment, SnapshotRecord, Storage, FORMAT_VERSION,
 };
 use crate::codec;
 use crate::error::{Error, Result};
@@ -447,41 +447,11 @@ impl Storage for IndexedDbStorage {
         write(&tx, async {
             let fresh = read_fresh(&tx, known).await?;
             let commit = prepare(&fresh)?;
-            let mut counters = fresh.now;
             if commit.is_empty() {
-                return Ok(counters); // every event was a duplicate, say: nothing to write
+                return Ok(fresh.now); // every event was a duplicate, say: nothing to write
             }
             // Check everything before the first request: a refused commit writes nothing.
-            super::memory::check_scope(&commit, scope)?;
-            if commit.reset_log {
-                counters.head = 0;
-                counters.log_generation += 1;
-            }
-            if let Some(segment) = &commit.segment {
-                let (first, count) = codec::header(&segment.bytes)?;
-                if first != counters.head + 1 || first != segment.first || count == 0 {
-                    return Err(Error::Storage(format!(
-                        "segment starts at position {first}, but the log continues at {}",
-                        counters.head + 1
-                    )));
-                }
-                counters.head = first + u64::from(count) - 1;
-            }
-            for record in &commit.put_pending {
-                if record.seq > counters.pending_seq {
-                    counters.pending_seq = record.seq;
-                } else {
-                    counters.pending_generation += 1;
-                }
-            }
-            if !commit.delete_pending.is_empty() {
-                counters.pending_generation += 1;
-            }
-            if let Some((key, _)) = commit.put_meta.iter().find(|(k, _)| is_reserved(k)) {
-                return Err(Error::InvalidArgument(format!(
-                    "`{key}` is reserved in meta"
-                )));
-            }
+            let counters = counters_after(&commit, scope, fresh.now)?;
 
             let segments = object_store(&tx, SEGMENTS)?;
             let pending = object_store(&tx, PENDING)?;
@@ -541,21 +511,12 @@ impl Storage for IndexedDbStorage {
             let store = object_store(&tx, SEGMENTS)?;
             let all = segments_from_js(&Request::new(store.get_all().map_err(js_error)?).await?)?;
 
-            // Runs of consecutive segments, cut where the next segment would pass the
-            // target: the rule of MemoryStorage::compact.
-            let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
-            let (mut start, mut run_bytes, mut events) = (0usize, 0usize, 0u64);
-            for (i, segment) in all.iter().enumerate() {
-                let (_, count) = codec::header(&segment.bytes)?;
-                events += u64::from(count);
-                if i > start && run_bytes + segment.bytes.len() > target_bytes {
-                    runs.push(start..i);
-                    start = i;
-                    run_bytes = 0;
-                }
-                run_bytes += segment.bytes.len();
+            let mut events = 0u64;
+            for segment in &all {
+                events += u64::from(codec::header(&segment.bytes)?.1);
             }
-            runs.push(start..all.len());
+            let sizes: Vec<usize> = all.iter().map(|s| s.bytes.len()).collect();
+            let runs = compaction_runs(&sizes, target_bytes);
 
             let mut merged_away = 0;
             let mut last_put = None;
@@ -647,13 +608,8 @@ impl Storage for IndexedDbStorage {
     }
 
     async fn put_meta(&self, key: &str, value: &str) -> Result<()> {
-        if is_reserved(key) {
-            // Sharing the `meta` object store with the format and counters: refuse to
-            // overwrite them.
-            return Err(Error::InvalidArgument(format!(
-                "`{key}` is reserved in meta"
-            )));
-        }
+        // The `meta` object store also holds the format and counters: never overwritten.
+        check_meta_key(key)?;
         let tx = self.transaction(&[META], IdbTransactionMode::Readwrite)?;
         write(&tx, async {
             object_store(&tx, META)?
@@ -727,10 +683,6 @@ async fn complete_segments(
     }
     found.insert(0, holder);
     Ok(found)
-}
-
-fn is_reserved(key: &str) -> bool {
-    key == FORMAT_KEY || key == COUNTERS_KEY || COUNTER_KEYS.contains(&key)
 }
 
 /// Pairs `getAllKeys` and `getAll` results over the same range (same order).

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 use super::{
-    CompactionReport, Fresh, Known, PendingRecord, Prepare, Scope, Segment, SnapshotRecord,
-    Storage, FORMAT_VERSION,
+    check_meta_key, compaction_runs, counters_after, CompactionReport, Fresh, Known, PendingRecord,
+    Prepare, Scope, Segment, SnapshotRecord, Storage, FORMAT_VERSION,
 };
 use crate::codec;
 use crate::error::{Error, Result};
@@ -94,16 +94,6 @@ impl State {
     }
 }
 
-/// A reset drops snapshots too: it needs a transaction over them (as IndexedDB does).
-pub(crate) fn check_scope(commit: &super::Commit, scope: Scope) -> Result<()> {
-    if (commit.reset_log || commit.put_snapshot.is_some()) && scope != Scope::LogAndSnapshots {
-        return Err(Error::Storage(
-            "a commit that resets the log or writes a snapshot needs Scope::LogAndSnapshots".into(),
-        ));
-    }
-    Ok(())
-}
-
 impl Storage for MemoryStorage {
     async fn open(&self) -> Result<()> {
         let mut state = self.state()?;
@@ -158,32 +148,7 @@ impl Storage for MemoryStorage {
         let mut state = self.state()?;
         let commit = prepare(&state.changes(known))?;
         // Check everything before changing anything: a commit is whole or absent.
-        check_scope(&commit, scope)?;
-        let mut counters = state.counters;
-        if commit.reset_log {
-            counters.head = 0;
-            counters.log_generation += 1;
-        }
-        if let Some(segment) = &commit.segment {
-            let (first, count) = codec::header(&segment.bytes)?;
-            if first != counters.head + 1 || first != segment.first || count == 0 {
-                return Err(Error::Storage(format!(
-                    "segment starts at position {first}, but the log continues at {}",
-                    counters.head + 1
-                )));
-            }
-            counters.head = first + u64::from(count) - 1;
-        }
-        for record in &commit.put_pending {
-            if record.seq > counters.pending_seq {
-                counters.pending_seq = record.seq;
-            } else {
-                counters.pending_generation += 1;
-            }
-        }
-        if !commit.delete_pending.is_empty() {
-            counters.pending_generation += 1;
-        }
+        let counters = counters_after(&commit, scope, state.counters)?;
         if commit.reset_log {
             state.segments.clear();
             state.snapshots.clear();
@@ -209,37 +174,22 @@ impl Storage for MemoryStorage {
 
     async fn compact(&self, target_bytes: usize) -> Result<CompactionReport> {
         let mut state = self.state()?;
-        let before = state.segments.len();
+        let segments: Vec<(&u64, &Vec<u8>)> = state.segments.iter().collect();
         let mut events = 0u64;
-        let mut merged = BTreeMap::new();
-        let mut run: Vec<(u64, Vec<u8>)> = Vec::new();
-        let mut run_bytes = 0usize;
-        let flush =
-            |run: &mut Vec<(u64, Vec<u8>)>, merged: &mut BTreeMap<u64, Vec<u8>>| -> Result<()> {
-                if let Some((first, _)) = run.first() {
-                    let first = *first;
-                    let bytes = if run.len() == 1 {
-                        std::mem::take(&mut run[0].1)
-                    } else {
-                        let parts: Vec<&[u8]> = run.iter().map(|(_, b)| b.as_slice()).collect();
-                        codec::merge(&parts)?
-                    };
-                    merged.insert(first, bytes);
-                }
-                run.clear();
-                Ok(())
-            };
-        for (first, bytes) in &state.segments {
-            let (_, count) = codec::header(bytes)?;
-            events += u64::from(count);
-            if !run.is_empty() && run_bytes + bytes.len() > target_bytes {
-                flush(&mut run, &mut merged)?;
-                run_bytes = 0;
-            }
-            run_bytes += bytes.len();
-            run.push((*first, bytes.clone()));
+        for (_, bytes) in &segments {
+            events += u64::from(codec::header(bytes)?.1);
         }
-        flush(&mut run, &mut merged)?;
+        let sizes: Vec<usize> = segments.iter().map(|(_, b)| b.len()).collect();
+        let mut merged = BTreeMap::new();
+        for run in compaction_runs(&sizes, target_bytes) {
+            let parts = &segments[run];
+            let bytes = match parts {
+                [(_, one)] => (*one).clone(),
+                _ => codec::merge(&parts.iter().map(|(_, b)| b.as_slice()).collect::<Vec<_>>())?,
+            };
+            merged.insert(*parts[0].0, bytes);
+        }
+        let before = segments.len();
         // Only now, with every merge done, replace the segments: all or nothing.
         state.segments = merged;
         Ok(CompactionReport {
@@ -270,6 +220,7 @@ impl Storage for MemoryStorage {
     }
 
     async fn put_meta(&self, key: &str, value: &str) -> Result<()> {
+        check_meta_key(key)?;
         self.state()?.meta.insert(key.to_owned(), value.to_owned());
         Ok(())
     }

@@ -10,7 +10,10 @@ pub mod memory;
 #[cfg(target_arch = "wasm32")]
 pub mod indexeddb;
 
-use crate::error::Result;
+use std::ops::Range;
+
+use crate::codec;
+use crate::error::{Error, Result};
 
 /// The newest storage format this build reads and writes. Opening a store whose
 /// format is newer fails with [`crate::Error::FormatTooNew`]; nothing is rewritten.
@@ -168,4 +171,127 @@ pub trait Storage {
 
     /// Releases the backend; later calls fail with [`crate::Error::Closed`].
     fn close(&self);
+}
+
+/// Keys of `meta` that the backends keep for themselves (the format and the counters of
+/// [`Known`]); a [`Commit`] may not write them.
+pub const RESERVED_META_KEYS: [&str; 6] = [
+    "format",
+    "counters",
+    "head",
+    "pendingSeq",
+    "pendingGeneration",
+    "logGeneration",
+];
+
+/// Refuses the keys the backends keep for themselves.
+pub fn check_meta_key(key: &str) -> Result<()> {
+    if RESERVED_META_KEYS.contains(&key) {
+        return Err(Error::InvalidArgument(format!(
+            "`{key}` is reserved in meta"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks `commit` against the store's counters `now` and returns the counters after it:
+/// the rules every backend applies before writing anything, so that a refused commit
+/// writes nothing. The segment must continue the (possibly reset) log; a pending record
+/// above the stored sequence number is new, one at or below it a rewrite.
+pub fn counters_after(commit: &Commit, scope: Scope, now: Known) -> Result<Known> {
+    if (commit.reset_log || commit.put_snapshot.is_some()) && scope != Scope::LogAndSnapshots {
+        return Err(Error::Storage(
+            "a commit that resets the log or writes a snapshot needs Scope::LogAndSnapshots".into(),
+        ));
+    }
+    for (key, _) in &commit.put_meta {
+        check_meta_key(key)?;
+    }
+    let mut counters = now;
+    if commit.reset_log {
+        counters.head = 0;
+        counters.log_generation += 1;
+    }
+    if let Some(segment) = &commit.segment {
+        let (first, count) = codec::header(&segment.bytes)?;
+        if first != counters.head + 1 || first != segment.first || count == 0 {
+            return Err(Error::Storage(format!(
+                "segment starts at position {first}, but the log continues at {}",
+                counters.head + 1
+            )));
+        }
+        counters.head = first + u64::from(count) - 1;
+    }
+    for record in &commit.put_pending {
+        if record.seq > counters.pending_seq {
+            counters.pending_seq = record.seq;
+        } else {
+            counters.pending_generation += 1;
+        }
+    }
+    if !commit.delete_pending.is_empty() {
+        counters.pending_generation += 1;
+    }
+    Ok(counters)
+}
+
+/// How compaction groups segments of the given sizes (bytes, in log order): runs of
+/// consecutive segments, each cut before the segment that would take it past
+/// `target_bytes`. A run of one segment is left as it is.
+pub fn compaction_runs(sizes: &[usize], target_bytes: usize) -> Vec<Range<usize>> {
+    let mut runs = Vec::new();
+    let (mut start, mut run_bytes) = (0usize, 0usize);
+    for (i, size) in sizes.iter().enumerate() {
+        if i > start && run_bytes + size > target_bytes {
+            runs.push(start..i);
+            start = i;
+            run_bytes = 0;
+        }
+        run_bytes += size;
+    }
+    if start < sizes.len() {
+        runs.push(start..sizes.len());
+    }
+    runs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compaction_cuts_a_run_before_the_segment_that_would_pass_the_target() {
+        assert_eq!(compaction_runs(&[], 10), Vec::<Range<usize>>::new());
+        assert_eq!(
+            compaction_runs(&[4, 4, 4, 20, 1], 10),
+            vec![0..2, 2..3, 3..4, 4..5]
+        );
+        assert_eq!(compaction_runs(&[3, 3, 3], 10), vec![0..3]);
+    }
+
+    #[test]
+    fn a_commit_writing_a_reserved_meta_key_or_a_snapshot_outside_its_scope_is_refused() {
+        let meta = Commit {
+            put_meta: vec![("head".into(), "9".into())],
+            ..Commit::default()
+        };
+        assert!(matches!(
+            counters_after(&meta, Scope::LogAndSnapshots, Known::default()),
+            Err(Error::InvalidArgument(_))
+        ));
+        let reset = Commit {
+            reset_log: true,
+            ..Commit::default()
+        };
+        assert!(counters_after(&reset, Scope::Log, Known::default()).is_err());
+        let after = counters_after(
+            &reset,
+            Scope::LogAndSnapshots,
+            Known {
+                head: 7,
+                ..Known::default()
+            },
+        );
+        assert_eq!(after.map(|k| (k.head, k.log_generation)).ok(), Some((0, 1)));
+    }
 }
