@@ -25,7 +25,7 @@ use crate::server::store::{
     BoxFuture, Changes, Placed, Refusal, ServerStore, StoreError, StoreInfo, PULL_BYTE_BUDGET,
 };
 use crate::sync::authority::Authorities;
-use crate::sync::protocol::{PullResponse, PushEvent, PushResponse};
+use crate::sync::protocol::{PullResponse, PushEvent, PushResponse, PushResult};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS stores (
@@ -212,33 +212,84 @@ impl Inner {
         events: &[PushEvent],
     ) -> Result<PushResponse, StoreError> {
         let mut conn = lock(&self.writer);
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let (store_id, head, epoch) = Self::ensure_store(&tx, store)?;
-
-        let mut existing = HashMap::new();
-        {
-            let mut find = tx.prepare_cached(
-                "SELECT position, version FROM events WHERE store_id = ?1 AND id = ?2",
-            )?;
-            for event in events {
-                let found = find
-                    .query_row(params![store_id, &event.id.0[..]], |r| {
-                        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
-                    })
-                    .optional()?;
-                if let Some((position, version)) = found {
-                    existing.insert(
-                        event.id,
-                        Placed {
-                            position: stored_u64(position, "position")?,
-                            version: stored_u64(version, "version")?,
-                        },
-                    );
+        // Most pushes carry new ids only: the first attempt lets the unique index find a
+        // stored one instead of looking every id up; if it does, the transaction is rolled
+        // back and the push planned again knowing the stored ids.
+        match Self::push_once(
+            &mut conn,
+            &self.authorities,
+            store,
+            client_id,
+            events,
+            false,
+        )? {
+            Attempted::Done(response) => Ok(response),
+            Attempted::StoredIdFound => {
+                match Self::push_once(&mut conn, &self.authorities, store, client_id, events, true)?
+                {
+                    Attempted::Done(response) => Ok(response),
+                    Attempted::StoredIdFound => Err(StoreError::Corrupt(
+                        "an id looked up as new is stored after all".into(),
+                    )),
                 }
             }
         }
+    }
+
+    /// Looks up which of `events` are stored already.
+    fn stored_ids(
+        tx: &Connection,
+        store_id: i64,
+        events: &[PushEvent],
+    ) -> Result<HashMap<crate::event::EventId, Placed>, StoreError> {
+        let mut existing = HashMap::new();
+        let mut find = tx.prepare_cached(
+            "SELECT position, version FROM events WHERE store_id = ?1 AND id = ?2",
+        )?;
+        for event in events {
+            let found = find
+                .query_row(params![store_id, &event.id.0[..]], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+                })
+                .optional()?;
+            if let Some((position, version)) = found {
+                existing.insert(
+                    event.id,
+                    Placed {
+                        position: stored_u64(position, "position")?,
+                        version: stored_u64(version, "version")?,
+                    },
+                );
+            }
+        }
+        Ok(existing)
+    }
+
+    /// One push transaction; with `look_up_ids` false it assumes the ids are new and
+    /// answers [`Attempted::StoredIdFound`] (having written nothing) when one is not.
+    fn push_once(
+        conn: &mut Connection,
+        authorities: &Authorities,
+        store: &str,
+        client_id: &str,
+        events: &[PushEvent],
+        look_up_ids: bool,
+    ) -> Result<Attempted, StoreError> {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let (store_id, head, epoch) = Self::ensure_store(&tx, store)?;
+
+        let mut existing = if look_up_ids {
+            Self::stored_ids(&tx, store_id, events)?
+        } else {
+            HashMap::new()
+        };
         let mut refused: HashMap<_, Vec<Refusal>> = HashMap::new();
-        {
+        // Refusals are remembered rarely: one query saves a lookup per event when a store
+        // has none.
+        let any_refused = tx
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM rejections WHERE store_id = ?1)")?
+            .query_row([store_id], |r| r.get::<_, bool>(0))?;
+        if any_refused {
             let mut find = tx.prepare_cached(
                 "SELECT fingerprint, reason, actual_version FROM rejections
                  WHERE store_id = ?1 AND id = ?2",
@@ -274,7 +325,7 @@ impl Inner {
         }
 
         let mut histories = HashMap::new();
-        let claimed = self.authorities.claimed_streams(events);
+        let claimed = authorities.claimed_streams(events);
         if !claimed.is_empty() {
             let mut select = tx.prepare_cached(
                 "SELECT id, position, stream, version, type, data, meta, time, origin
@@ -289,15 +340,31 @@ impl Inner {
                 histories.insert(stream.to_owned(), history);
             }
         }
-        let mut check = self.authorities.checker(histories);
-        let plan = plan_push(
+        let mut plan = plan_push(
             head,
             events,
             &existing,
             &refused,
             &versions,
-            Some(&mut check),
+            Some(&mut authorities.checker(histories.clone())),
         );
+        let rejected = plan
+            .results
+            .iter()
+            .any(|r| matches!(r, PushResult::Rejected { .. }));
+        if rejected && !look_up_ids {
+            // A rejection is an answer, and a stored id answers `duplicate` before any
+            // check: look the ids up (still under the lock) and plan again.
+            existing = Self::stored_ids(&tx, store_id, events)?;
+            plan = plan_push(
+                head,
+                events,
+                &existing,
+                &refused,
+                &versions,
+                Some(&mut authorities.checker(histories)),
+            );
+        }
         if !plan.refusals.is_empty() {
             let mut remember = tx.prepare_cached(
                 "INSERT OR IGNORE INTO rejections (store_id, id, fingerprint, reason, actual_version)
@@ -329,7 +396,7 @@ impl Inner {
                 let event = events
                     .get(*index)
                     .ok_or_else(|| StoreError::Task("push plan out of range".into()))?;
-                insert.execute(params![
+                let inserted = insert.execute(params![
                     store_id,
                     to_i64(placed.position, "position")?,
                     &event.id.0[..],
@@ -340,7 +407,16 @@ impl Inner {
                     event.meta.as_ref().map(|m| m.get()),
                     to_i64(event.time, "time")?,
                     client_id,
-                ])?;
+                ]);
+                match inserted {
+                    Ok(_) => {}
+                    // Positions are assigned under the write lock, so only the id index can
+                    // refuse the row. Dropping the transaction rolls it back.
+                    Err(e) if !look_up_ids && is_unique_violation(&e) => {
+                        return Ok(Attempted::StoredIdFound)
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
             let mut upsert = tx.prepare_cached(
                 "INSERT INTO streams (store_id, stream, version) VALUES (?1, ?2, ?3)
@@ -353,11 +429,11 @@ impl Inner {
                 .execute(params![to_i64(plan.head, "head")?, store_id])?;
         }
         tx.commit()?;
-        Ok(PushResponse {
+        Ok(Attempted::Done(PushResponse {
             results: plan.results,
             head: plan.head,
             epoch,
-        })
+        }))
     }
 
     fn pull(&self, store: &str, after: u64, limit: usize) -> Result<PullResponse, StoreError> {
@@ -419,6 +495,21 @@ impl Inner {
             epoch,
         }))
     }
+}
+
+/// How one push transaction ended.
+enum Attempted {
+    Done(PushResponse),
+    /// An id assumed new is stored: nothing was written.
+    StoredIdFound,
+}
+
+fn is_unique_violation(error: &rusqlite::Error) -> bool {
+    matches!(
+        error,
+        rusqlite::Error::SqliteFailure(e, _)
+            if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+    )
 }
 
 /// An event from a row of `SELECT id, position, stream, version, type, data, meta, time,
