@@ -7,7 +7,7 @@
 #![cfg(target_arch = "wasm32")]
 
 use annals::storage::indexeddb::{FailStep, IndexedDbStorage};
-use annals::storage::{Known, SnapshotRecord, Storage};
+use annals::storage::{Known, SnapshotRecord, Storage, FORMAT_VERSION};
 use annals::{
     AppendResult, Engine, EngineOptions, Error, Event, EventId, ExpectedVersion, NewEvent,
     ReadQuery,
@@ -106,6 +106,14 @@ async fn raw_put(db: &IdbDatabase, store: &str, key: &JsValue, value: &JsValue) 
         .unwrap()
         .put_with_key(value, key)
         .unwrap();
+    committed(&tx).await;
+}
+
+async fn raw_delete(db: &IdbDatabase, store: &str, key: &JsValue) {
+    let tx = db
+        .transaction_with_str_and_mode(store, IdbTransactionMode::Readwrite)
+        .unwrap();
+    tx.object_store(store).unwrap().delete(key).unwrap();
     committed(&tx).await;
 }
 
@@ -454,8 +462,10 @@ async fn a_store_written_in_a_newer_format_is_refused_and_left_untouched() {
     engine.close().await;
 
     // A newer annals bumped the format.
+    let newer = FORMAT_VERSION + 1;
     let db = raw_open(&name).await;
-    raw_put(&db, "meta", &"format".into(), &JsValue::from(2)).await;
+    let counters = raw_get(&db, "meta", &"counters".into()).await;
+    raw_put(&db, "meta", &"format".into(), &JsValue::from(newer)).await;
     db.close();
 
     let err = Engine::open(IndexedDbStorage::new(&name), EngineOptions::default())
@@ -465,8 +475,8 @@ async fn a_store_written_in_a_newer_format_is_refused_and_left_untouched() {
     assert_eq!(
         err,
         Error::FormatTooNew {
-            found: 2,
-            supported: 1
+            found: newer,
+            supported: FORMAT_VERSION
         }
     );
     assert_eq!(err.code(), "FORMAT_TOO_NEW");
@@ -474,9 +484,13 @@ async fn a_store_written_in_a_newer_format_is_refused_and_left_untouched() {
     let db = raw_open(&name).await;
     assert_eq!(
         raw_get(&db, "meta", &"format".into()).await,
-        JsValue::from(2)
+        JsValue::from(newer)
     );
-    assert_eq!(raw_get(&db, "meta", &"head".into()).await, JsValue::from(1));
+    let json = |v: &JsValue| js_sys::JSON::stringify(v).map(String::from).unwrap();
+    assert_eq!(
+        json(&raw_get(&db, "meta", &"counters".into()).await),
+        json(&counters)
+    );
     assert_eq!(raw_count(&db, "segments").await, 1);
     db.close();
     delete_database(&name).await;
@@ -497,7 +511,60 @@ async fn a_new_store_is_created_with_its_object_stores_and_format() {
     assert_eq!(db.version(), 1.0);
     assert_eq!(
         raw_get(&db, "meta", &"format".into()).await,
-        JsValue::from(1)
+        JsValue::from(FORMAT_VERSION)
+    );
+    db.close();
+    delete_database(&name).await;
+}
+
+#[wasm_bindgen_test]
+async fn a_format_1_store_with_its_counters_in_four_keys_is_moved_to_format_2() {
+    let name = unique_name("format-1");
+    let engine = open(&name).await;
+    engine
+        .append(vec![
+            ev("s", "Happened", json!(1)),
+            ev("s", "Happened", json!(2)),
+        ])
+        .await
+        .unwrap();
+    engine.close().await;
+
+    // What an annals of format 1 wrote before the `counters` record existed.
+    let db = raw_open(&name).await;
+    raw_put(&db, "meta", &"format".into(), &JsValue::from(1)).await;
+    raw_delete(&db, "meta", &"counters".into()).await;
+    for (key, value) in [
+        ("head", 2),
+        ("pendingSeq", 0),
+        ("pendingGeneration", 0),
+        ("logGeneration", 0),
+    ] {
+        raw_put(&db, "meta", &key.into(), &JsValue::from(value)).await;
+    }
+    db.close();
+
+    let reopened = open(&name).await;
+    assert_eq!(reopened.head(), 2, "the head is read from the four keys");
+    reopened
+        .append(vec![ev("s", "Happened", json!(3))])
+        .await
+        .unwrap();
+    assert_eq!(positions(&all(&reopened)), vec![1, 2, 3]);
+    reopened.close().await;
+
+    let db = raw_open(&name).await;
+    assert_eq!(
+        raw_get(&db, "meta", &"format".into()).await,
+        JsValue::from(FORMAT_VERSION)
+    );
+    let counters: js_sys::Array = raw_get(&db, "meta", &"counters".into())
+        .await
+        .unchecked_into();
+    assert_eq!(
+        counters.get(0),
+        JsValue::from(3),
+        "the counters record holds the head"
     );
     db.close();
     delete_database(&name).await;
@@ -614,7 +681,13 @@ async fn an_upgrade_from_another_connection_is_not_blocked_by_an_open_store() {
     engine.close().await;
 
     // Reopening with this build: the database's schema and format are newer than ours.
-    raw_put(&db, "meta", &"format".into(), &JsValue::from(2)).await;
+    raw_put(
+        &db,
+        "meta",
+        &"format".into(),
+        &JsValue::from(FORMAT_VERSION + 1),
+    )
+    .await;
     db.close();
     let err = Engine::open(IndexedDbStorage::new(&name), EngineOptions::default())
         .await
@@ -623,8 +696,8 @@ async fn an_upgrade_from_another_connection_is_not_blocked_by_an_open_store() {
     assert_eq!(
         err,
         Error::FormatTooNew {
-            found: 2,
-            supported: 1
+            found: FORMAT_VERSION + 1,
+            supported: FORMAT_VERSION
         }
     );
     delete_database(&name).await;

@@ -45,11 +45,11 @@ const PENDING: &str = "pending";
 const STORES: [&str; 4] = [SEGMENTS, SNAPSHOTS, META, PENDING];
 
 const FORMAT_KEY: &str = "format";
-/// The counters of [`Known`], each a number in `meta`.
+/// The counters of [`Known`], each a number in `meta`, in format 1 (read when moving to 2).
 const COUNTER_KEYS: [&str; 4] = ["head", "pendingSeq", "pendingGeneration", "logGeneration"];
-/// The four counters again, together in one array `[head, pendingSeq, pendingGeneration,
-/// logGeneration]`, written with them: a transaction reads them with one request.
-/// Stores written before it existed have the four keys only (read as a fallback).
+/// The four counters together in one array `[head, pendingSeq, pendingGeneration,
+/// logGeneration]`: a transaction reads them with one request and writes them with one.
+/// Format-1 stores also kept them in four keys, or only there (read when moving to format 2).
 const COUNTERS_KEY: &str = "counters";
 
 /// Where an injected failure aborts a transaction (tests of atomicity).
@@ -220,27 +220,31 @@ impl IndexedDbStorage {
         Ok(db)
     }
 
-    /// Checks the format, writing it on a new store, in one transaction.
+    /// Checks the format, in one transaction: writes it (and zero counters) on a new store,
+    /// and moves a format-1 store, whose counters may be in four keys, to format 2.
     async fn check_format(&self) -> Result<()> {
         let tx = self.transaction(&[META], IdbTransactionMode::Readwrite)?;
         write(&tx, async {
             let meta = object_store(&tx, META)?;
             let format_key = JsValue::from_str(FORMAT_KEY);
             let format = Request::new(meta.get(&format_key).map_err(js_error)?);
-            match format_from_js(&format.await?)? {
+            let counters = match format_from_js(&format.await?)? {
                 // Written by a newer annals: the error aborts the transaction, which has
                 // written nothing.
-                Some(found) if found > FORMAT_VERSION => Err(Error::FormatTooNew {
-                    found,
-                    supported: FORMAT_VERSION,
-                }),
-                Some(_) => Ok(()),
-                None => {
-                    meta.put_with_key(&JsValue::from(FORMAT_VERSION), &format_key)
-                        .map_err(js_error)?;
-                    Ok(())
+                Some(found) if found > FORMAT_VERSION => {
+                    return Err(Error::FormatTooNew {
+                        found,
+                        supported: FORMAT_VERSION,
+                    })
                 }
-            }
+                Some(FORMAT_VERSION) => return Ok(()),
+                Some(_) => read_counters(&meta).await?,
+                None => Known::default(),
+            };
+            write_counters(&meta, &counters)?;
+            meta.put_with_key(&JsValue::from(FORMAT_VERSION), &format_key)
+                .map_err(js_error)?;
+            Ok(())
         })
         .await
     }
@@ -306,25 +310,14 @@ async fn read_counters(meta: &IdbObjectStore) -> Result<Known> {
     })
 }
 
-/// Writes the counters that changed since `before`, and all of them together.
-fn write_counters(meta: &IdbObjectStore, before: &Known, counters: &Known) -> Result<IdbRequest> {
-    let values = |k: &Known| {
-        [
-            k.head,
-            k.pending_seq,
-            k.pending_generation,
-            k.log_generation,
-        ]
-    };
-    let (old, new) = (values(before), values(counters));
-    let together = Array::new_with_length(4);
-    for (i, name) in COUNTER_KEYS.into_iter().enumerate() {
-        together.set(i as u32, key(new[i]));
-        if old[i] != new[i] {
-            meta.put_with_key(&key(new[i]), &JsValue::from_str(name))
-                .map_err(js_error)?;
-        }
-    }
+/// Writes the counters, together in one record.
+fn write_counters(meta: &IdbObjectStore, counters: &Known) -> Result<IdbRequest> {
+    let together = Array::of4(
+        &key(counters.head),
+        &key(counters.pending_seq),
+        &key(counters.pending_generation),
+        &key(counters.log_generation),
+    );
     meta.put_with_key(&together, &JsValue::from_str(COUNTERS_KEY))
         .map_err(js_error)
 }
@@ -498,7 +491,7 @@ impl Storage for IndexedDbStorage {
                 meta.put_with_key(&JsValue::from_str(value), &JsValue::from_str(name))
                     .map_err(js_error)?;
             }
-            let last = write_counters(&meta, &fresh.now, &counters)?;
+            let last = write_counters(&meta, &counters)?;
             self.fail_here(FailStep::AfterHeadPut, Some(last)).await?;
             Ok(counters)
         })

@@ -16,8 +16,10 @@ use crate::codec;
 use crate::error::{Error, Result};
 
 /// The newest storage format this build reads and writes. Opening a store whose
-/// format is newer fails with [`crate::Error::FormatTooNew`]; nothing is rewritten.
-pub const FORMAT_VERSION: u32 = 1;
+/// format is newer fails with [`crate::Error::FormatTooNew`]; nothing is rewritten. An older
+/// one is moved forward when opened. 2: the counters live in one record only (an append
+/// writes one record fewer than in format 1, which older builds, reading four keys, need).
+pub const FORMAT_VERSION: u32 = 2;
 
 /// One stored segment: the encoded events of positions `first..first + count`.
 #[derive(Debug, Clone, PartialEq, Eq)]
