@@ -719,11 +719,7 @@ impl PgStore {
             &versions,
             Some(&mut self.authorities.checker(histories.clone())),
         );
-        let rejected = plan
-            .results
-            .iter()
-            .any(|r| matches!(r, PushResult::Rejected { .. }));
-        if rejected && (!attempt.look_up_ids || remembered) {
+        if plan.rejects_any() && (!attempt.look_up_ids || remembered) {
             // A rejection is an answer: it must come from the stored state. A stored id
             // answers `duplicate` before any check, so look the ids up, and read the
             // versions that were remembered (still under the lock); then plan again.

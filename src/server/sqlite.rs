@@ -25,7 +25,7 @@ use crate::server::store::{
     BoxFuture, Changes, Placed, Refusal, ServerStore, StoreError, StoreInfo, PULL_BYTE_BUDGET,
 };
 use crate::sync::authority::Authorities;
-use crate::sync::protocol::{PullResponse, PushEvent, PushResponse, PushResult};
+use crate::sync::protocol::{PullResponse, PushEvent, PushResponse};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS stores (
@@ -348,11 +348,7 @@ impl Inner {
             &versions,
             Some(&mut authorities.checker(histories.clone())),
         );
-        let rejected = plan
-            .results
-            .iter()
-            .any(|r| matches!(r, PushResult::Rejected { .. }));
-        if rejected && !look_up_ids {
+        if plan.rejects_any() && !look_up_ids {
             // A rejection is an answer, and a stored id answers `duplicate` before any
             // check: look the ids up (still under the lock) and plan again.
             existing = Self::stored_ids(&tx, store_id, events)?;

@@ -169,6 +169,17 @@ pub struct PushPlan {
     pub head: u64,
 }
 
+impl PushPlan {
+    /// Whether any event is refused. A backend that planned without looking up which ids
+    /// are stored must look them up and plan again then: a stored id answers `duplicate`
+    /// before any check.
+    pub fn rejects_any(&self) -> bool {
+        self.results
+            .iter()
+            .any(|r| matches!(r, PushResult::Rejected { .. }))
+    }
+}
+
 /// The push rules, applied event by event in order against the store's state at the
 /// start of the push (`head`, the already stored events among the pushed ids, the
 /// remembered rejections of the pushed ids, and the current versions of the pushed
