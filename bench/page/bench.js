@@ -72,6 +72,39 @@ class Assigner {
   }
 }
 
+/**
+ * The least a log shared by several tabs must do per append, in plain JS: in one
+ * transaction, read the head (another tab may have moved it), then write the event and
+ * the new head. What annals' single append is measured against besides the bare put.
+ */
+class CheckedLog {
+  static async open(name) {
+    return new CheckedLog(await openDb(name, ["events", "meta"]));
+  }
+  constructor(db) {
+    this.db = db;
+    this.assign = new Assigner();
+    this.state = initialState();
+  }
+  async append(event) {
+    const tx = this.db.transaction(["events", "meta"], "readwrite", { durability: "default" });
+    const committed = done(tx);
+    const meta = tx.objectStore("meta");
+    const head = (await request(meta.get("head"))) ?? 0;
+    this.assign.head = head;
+    const [record] = this.assign.records([event]);
+    tx.objectStore("events").put(record, record.position);
+    meta.put(record.position, "head");
+    tx.commit();
+    await committed;
+    this.state = apply(this.state, record);
+    return record;
+  }
+  close() {
+    this.db.close();
+  }
+}
+
 /** A baseline log: `perRecord` (one record per event) or `chunked` (one JSON string per batch). */
 class Baseline {
   static async open(kind, name) {
@@ -265,12 +298,13 @@ const bench = {
    * write, interleaved so that drift hits all three alike.
    */
   async latency({ name, samples, warmup = 20 }) {
-    const names = [`${name}-annals`, `${name}-perRecord`, `${name}-chunked`];
+    const names = [`${name}-annals`, `${name}-perRecord`, `${name}-chunked`, `${name}-checked`];
     for (const n of names) await deleteDb(n);
     const store = await openStore({ name: names[0], projections: { counter: projection(1) } });
     const perRecord = await Baseline.open("perRecord", names[1]);
     const chunked = await Baseline.open("chunked", names[2]);
-    const times = { annals: [], perRecord: [], chunked: [] };
+    const checked = await CheckedLog.open(names[3]);
+    const times = { annals: [], perRecord: [], chunked: [], checked: [] };
     for (let i = 0; i < warmup + samples; i++) {
       const event = eventAt(i);
       let t0 = now();
@@ -282,17 +316,27 @@ const bench = {
       t0 = now();
       await chunked.append([event]);
       const c = now() - t0;
+      t0 = now();
+      await checked.append(event);
+      const d = now() - t0;
       if (i >= warmup) {
         times.annals.push(a);
         times.perRecord.push(b);
         times.chunked.push(c);
+        times.checked.push(d);
       }
     }
     await store.close();
     perRecord.close();
     chunked.close();
+    checked.close();
     for (const n of names) await deleteDb(n);
-    return { annals: summary(times.annals), perRecord: summary(times.perRecord), chunked: summary(times.chunked) };
+    return {
+      annals: summary(times.annals),
+      perRecord: summary(times.perRecord),
+      chunked: summary(times.chunked),
+      checked: summary(times.checked),
+    };
   },
 
   /** `stateAt` at random positions (seeded) of a log of `n` events. */
