@@ -275,10 +275,11 @@ async fn a_transaction_failing_in_the_middle_of_append_many_stores_no_partial_ba
         .await
         .unwrap();
 
+    // The steps a local append reaches (tests/indexeddb_crash.rs covers every operation).
     for step in [
         FailStep::AfterSegmentPut,
-        FailStep::AfterPendingPut,
         FailStep::AfterHeadPut,
+        FailStep::AtCommit,
     ] {
         engine.storage().inject_failure(step);
         let batch = (1..=3).map(|i| ev("s", "Happened", json!(i))).collect();
