@@ -24,6 +24,7 @@ use wasm_bindgen::{JsCast, JsValue};
 use web_sys::{
     DomException, IdbCursorDirection, IdbCursorWithValue, IdbDatabase, IdbFactory, IdbKeyRange,
     IdbObjectStore, IdbOpenDbRequest, IdbRequest, IdbTransaction, IdbTransactionMode,
+    IdbVersionChangeEvent,
 };
 
 use super::{
@@ -98,6 +99,20 @@ struct Injection {
     nth: usize,
 }
 
+type LostListener = Rc<dyn Fn(&str)>;
+
+/// Marks the store closed and, unless it already was, tells the listener why.
+fn lose(closed: &Cell<bool>, on_lost: &RefCell<Option<LostListener>>, reason: &str) {
+    if closed.replace(true) {
+        return;
+    }
+    // Cloned out first: the listener may call back into the store.
+    let listener = on_lost.borrow().clone();
+    if let Some(listener) = listener {
+        listener(reason);
+    }
+}
+
 /// An open connection and the handlers that must live as long as it does.
 struct Connection {
     db: IdbDatabase,
@@ -123,6 +138,10 @@ pub struct IndexedDbStorage {
     /// (`versionchange`), or by the browser closing the connection (`close`).
     closed: Rc<Cell<bool>>,
     fail: Cell<Option<Injection>>,
+    /// Told why, when the connection is lost without `close()`: another connection
+    /// deleted the database (`"deleted"`) or upgraded it (`"upgraded"`), or the browser
+    /// closed it (`"lost"`, for example when site data was cleared).
+    on_lost: Rc<RefCell<Option<LostListener>>>,
     /// The steps reached, in order, while recording (tests of atomicity).
     trace: RefCell<Option<Vec<FailStep>>>,
     /// Object store names of the log's transactions, made once (a JS array each).
@@ -149,6 +168,7 @@ impl IndexedDbStorage {
             connection: RefCell::new(None),
             closed: Rc::new(Cell::new(false)),
             fail: Cell::new(None),
+            on_lost: Rc::default(),
             trace: RefCell::new(None),
             log_scope: names(&[SEGMENTS, META, PENDING]),
             reset_scope: names(&STORES),
@@ -158,6 +178,15 @@ impl IndexedDbStorage {
     /// The IndexedDB database name.
     pub fn database_name(&self) -> &str {
         &self.name
+    }
+
+    /// Calls `listener(reason)` once if the connection is lost other than by
+    /// [`Storage::close`]: `"deleted"` (another tab deleted the database), `"upgraded"`
+    /// (another tab opened it at a newer schema version) or `"lost"` (the browser closed
+    /// it). The connection is already closed then, and every later call fails with
+    /// [`Error::Closed`].
+    pub fn on_connection_lost(&self, listener: impl Fn(&str) + 'static) {
+        *self.on_lost.borrow_mut() = Some(Rc::new(listener));
     }
 
     /// Makes the next operation that reaches `step` abort its transaction there and fail
@@ -311,7 +340,7 @@ impl IndexedDbStorage {
         // Whenever another connection asks to upgrade or delete the database, step aside:
         // keeping the connection open would leave that request blocked indefinitely.
         let on_versionchange = {
-            let closed = self.closed.clone();
+            let (closed, on_lost) = (self.closed.clone(), self.on_lost.clone());
             Closure::<dyn FnMut(web_sys::Event)>::new(move |event: web_sys::Event| {
                 if let Some(db) = event
                     .target()
@@ -319,12 +348,20 @@ impl IndexedDbStorage {
                 {
                     db.close();
                 }
-                closed.set(true);
+                // A deletion asks for no new version.
+                let deleted = event
+                    .dyn_ref::<IdbVersionChangeEvent>()
+                    .is_some_and(|e| e.new_version().is_none());
+                lose(
+                    &closed,
+                    &on_lost,
+                    if deleted { "deleted" } else { "upgraded" },
+                );
             })
         };
         let on_close = {
-            let closed = self.closed.clone();
-            Closure::<dyn FnMut(web_sys::Event)>::new(move |_| closed.set(true))
+            let (closed, on_lost) = (self.closed.clone(), self.on_lost.clone());
+            Closure::<dyn FnMut(web_sys::Event)>::new(move |_| lose(&closed, &on_lost, "lost"))
         };
         db.set_onversionchange(Some(on_versionchange.as_ref().unchecked_ref()));
         db.set_onclose(Some(on_close.as_ref().unchecked_ref()));
