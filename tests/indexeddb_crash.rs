@@ -5,12 +5,16 @@
 //!
 //! - the operation returned an error;
 //! - the engine's memory matches what is stored (for an operation of one transaction: both
-//!   are exactly as before it, the batch is absent);
+//!   are exactly as before it, the batch is absent), and what is stored is the same whatever
+//!   step of the same transaction failed: what the transactions before it committed;
 //! - a second handle (a reload) opens the store and sees every batch whole or absent, and
 //!   a confirmed log that holds every event up to its head (the pull cursor is never ahead
 //!   of its events), equal to the server's log where it is synced;
 //! - the operation then succeeds, and the store ends exactly as the run without failure
 //!   did, with nothing duplicated on the server.
+//!
+//! Loading a lazily opened log only reads; opening writes (the format, the client id, the
+//! move to synced or to the current format) and is in the table.
 #![cfg(target_arch = "wasm32")]
 
 use std::rc::Rc;
@@ -465,10 +469,18 @@ fn assert_no_duplicates(label: &str, server: &MemoryServer) {
 /// One run of `op` from its starting store: with no failure (returns the steps reached and
 /// the final view), or with a failure at the `nth` time `step` is reached (checks the
 /// invariants above).
-async fn run_case(
-    op: Op,
-    fault: Option<(FailStep, usize)>,
-) -> (Vec<FailStep>, View, Vec<(u64, String)>) {
+/// What one run of an operation left.
+struct Run {
+    /// The steps reached (run without failure).
+    steps: Vec<FailStep>,
+    /// What a reload saw right after the failure (operations with an engine before them).
+    stored_after_failure: Option<View>,
+    /// The store and the server's log at the end.
+    end: View,
+    end_server: Vec<(u64, String)>,
+}
+
+async fn run_case(op: Op, fault: Option<(FailStep, usize)>) -> Run {
     let name = unique_name(&format!("{op:?}"));
     let server = Rc::new(MemoryServer::new());
     prepare(op, &name, &server).await;
@@ -487,6 +499,7 @@ async fn run_case(
     };
     let label = format!("{op:?} failing at {fault:?}");
     let steps = std::cell::RefCell::new(Vec::new());
+    let mut stored_after_failure = None;
     let arm = |storage: &IndexedDbStorage| match fault {
         Some((step, nth)) => storage.inject_failure_at(step, nth),
         None => storage.record_steps(),
@@ -510,6 +523,9 @@ async fn run_case(
                 .unwrap_or_else(|e| panic!("{label}: the store opens again: {e}"));
             let stored = view(&reload).await;
             assert_cursor_not_ahead(&label, &reload, &stored, op.synced().then_some(&*server));
+            if !op.opens() {
+                stored_after_failure = Some(stored.clone());
+            }
             if let (Some(engine), Some(before)) = (&engine, &before) {
                 assert!(
                     !engine.storage().failure_armed(),
@@ -565,38 +581,68 @@ async fn run_case(
     }
     assert_cursor_not_ahead(&label, &engine, &end, op.synced().then_some(&*server));
     engine.close().await;
-    (steps.into_inner(), end, server_log(&server))
+    Run {
+        steps: steps.into_inner(),
+        stored_after_failure,
+        end,
+        end_server: server_log(&server),
+    }
 }
 
 #[wasm_bindgen_test]
 async fn every_write_fails_cleanly_at_every_step_of_its_transactions() {
-    let mut failures = 0;
+    let (mut failures, mut transactions) = (0, 0);
     for op in OPERATIONS {
-        let (steps, expected, expected_server) = run_case(op, None).await;
+        let clean = run_case(op, None).await;
+        let steps = clean.steps;
         assert!(!steps.is_empty(), "{op:?} reaches at least one step");
+        // What a failure inside the n-th write transaction leaves stored, whatever its step:
+        // exactly what the transactions before it committed.
+        let mut stored_by_transaction: Vec<Option<View>> = Vec::new();
         for (i, step) in steps.iter().enumerate() {
             let nth = steps[..i].iter().filter(|s| *s == step).count();
-            let (_, end, end_server) = run_case(op, Some((*step, nth))).await;
+            let transaction = steps[..i]
+                .iter()
+                .filter(|s| **s == FailStep::AtCommit)
+                .count();
+            let label = format!("{op:?} failing at {step:?} #{nth} (transaction {transaction})");
+            let run = run_case(op, Some((*step, nth))).await;
+            if let Some(stored) = run.stored_after_failure {
+                stored_by_transaction.resize(transaction + 1, None);
+                match &stored_by_transaction[transaction] {
+                    Some(first) => assert_eq!(
+                        &stored, first,
+                        "{label}: the store is as every other failure in this transaction left it"
+                    ),
+                    None => stored_by_transaction[transaction] = Some(stored),
+                }
+            }
             // Compaction may run later than in the clean run; the events are the same.
             let comparable = |v: &View| View {
                 segments: 0,
                 ..v.clone()
             };
             assert_eq!(
-                comparable(&end),
-                comparable(&expected),
-                "{op:?} failing at {step:?} #{nth}: ends as the run without failure"
+                comparable(&run.end),
+                comparable(&clean.end),
+                "{label}: ends as the run without failure"
             );
             assert_eq!(
-                end_server, expected_server,
-                "{op:?} failing at {step:?} #{nth}: the server's log"
+                run.end_server, clean.end_server,
+                "{label}: the server's log"
             );
             failures += 1;
         }
-        console_log!("{op:?}: {} steps, each failed once: {steps:?}", steps.len());
+        let ops_transactions = steps.iter().filter(|s| **s == FailStep::AtCommit).count();
+        transactions += ops_transactions;
+        console_log!(
+            "{op:?}: {} steps in {ops_transactions} write transactions, each failed once: {steps:?}",
+            steps.len()
+        );
     }
     console_log!(
-        "{failures} injected failures across {} operations, all consistent",
+        "{failures} injected failures in {transactions} write transactions across {} operations, \
+         all consistent",
         OPERATIONS.len()
     );
     assert!(failures >= OPERATIONS.len());
