@@ -1125,7 +1125,8 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
       rt.snapshotPosition = position;
       rt.addCheckpoint(position, json);
     } catch (error) {
-      if (generation === this.#generation) this.#emitError(fromWasmError(error));
+      // A database taken away fails every write; the store already said so ("closed").
+      if (generation === this.#generation && !this.#lost) this.#emitError(fromWasmError(error));
     }
   }
 
