@@ -331,6 +331,17 @@ impl IndexedDbStorage {
         result
     }
 
+    /// One attempt at [`Storage::open`].
+    async fn open_once(&self) -> Result<()> {
+        self.connect().await?;
+        let result = self.check_format().await;
+        if matches!(result, Err(Error::FormatTooNew { .. })) {
+            // This build cannot use the store; do not hold the database open either.
+            self.connection.borrow_mut().take();
+        }
+        result
+    }
+
     async fn connect(&self) -> Result<IdbDatabase> {
         if let Some(c) = &*self.connection.borrow() {
             return Ok(c.db.clone());
@@ -404,6 +415,32 @@ impl IndexedDbStorage {
         })
         .await
     }
+}
+
+/// How many times [`Storage::open`] tries when the browser aborts it because it is taking the
+/// database away at that moment; the pauses between tries double from 50 ms (750 ms in all).
+const OPEN_ATTEMPTS: u32 = 5;
+
+/// An IndexedDB request or transaction aborted by the browser (`AbortError`).
+fn is_abort(e: &Error) -> bool {
+    matches!(e, Error::Storage(m) if m.starts_with("AbortError"))
+}
+
+/// Resolves after `ms` milliseconds (`setTimeout`, in windows and workers alike).
+async fn sleep_ms(ms: u32) -> Result<()> {
+    let set_timeout = Reflect::get(&js_sys::global(), &JsValue::from_str("setTimeout"))
+        .map_err(js_error)?
+        .dyn_into::<js_sys::Function>()
+        .map_err(|_| Error::Storage("setTimeout is not available here".into()))?;
+    let mut scheduled = Ok(JsValue::UNDEFINED);
+    let promise = js_sys::Promise::new(&mut |resolve, _reject| {
+        scheduled = set_timeout.call2(&JsValue::NULL, &resolve, &JsValue::from(ms));
+    });
+    scheduled.map_err(js_error)?;
+    wasm_bindgen_futures::JsFuture::from(promise)
+        .await
+        .map(drop)
+        .map_err(js_error)
 }
 
 fn names(stores: &[&str]) -> Array {
@@ -536,13 +573,21 @@ impl Storage for IndexedDbStorage {
         if self.closed.get() {
             return Err(Error::Closed);
         }
-        self.connect().await?;
-        let result = self.check_format().await;
-        if matches!(result, Err(Error::FormatTooNew { .. })) {
-            // This build cannot use the store; do not hold the database open either.
-            self.connection.borrow_mut().take();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.open_once().await {
+                // The browser is clearing or deleting the database right now (site data
+                // cleared, another tab's deleteDatabase): the open is aborted, or the new
+                // connection closed under it. Start over on a fresh connection, shortly.
+                Err(e) if attempt < OPEN_ATTEMPTS && (self.closed.get() || is_abort(&e)) => {
+                    self.connection.borrow_mut().take();
+                    self.closed.set(false);
+                    sleep_ms(25 << attempt).await?;
+                }
+                result => return result,
+            }
         }
-        result
     }
 
     async fn changes(&self, known: Known) -> Result<Fresh> {

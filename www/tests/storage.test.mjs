@@ -145,79 +145,105 @@ describe("a synced store", () => {
     return body.events.map((e) => e.id);
   }
 
-  test("a database deleted under it reopens, pulls everything back and loses no unsynced event", { timeout: 120_000 }, async () => {
-    /** @type {string[]} */
-    const errors = [];
-    const context = await browser.newContext();
-    try {
-      const store = freshStore("deleted");
-      const page = await newTab(context, errors);
-      await openApp(page, appUrl(server.url, store, { sync: true }));
-      const wait = { timeout: 20_000, interval: 100 };
-      await addViaUi(page, "synced before");
-      await eventually(() => syncState(page), (s) => s.pending === "0" && s.online === "true", { ...wait, what: "the todo to be pushed" });
+  /**
+   * Two ways the database goes away under the store: another tab of the origin deletes it
+   * (`versionchange`, reason "deleted"), or the browser clears the site's data (the connection
+   * is closed under the store, reason "lost").
+   */
+  const takeAways = [
+    {
+      how: "another tab deletes it",
+      reason: "deleted",
+      /** @param {{ other: Page, store: string }} arg */
+      run: async ({ other, store }) => {
+        const deleted = await other.evaluate(
+          (name) =>
+            new Promise((resolve) => {
+              const request = indexedDB.deleteDatabase(name);
+              request.onsuccess = () => resolve("deleted");
+              request.onerror = () => resolve(`failed: ${request.error?.name}`);
+              request.onblocked = () => resolve("blocked");
+            }),
+          store,
+        );
+        assert.equal(deleted, "deleted", "the deletion is not blocked by the open store");
+      },
+    },
+    {
+      how: "the browser clears the site's data",
+      reason: "lost",
+      /** @param {{ cdp: import("playwright-core").CDPSession }} arg */
+      run: async ({ cdp }) => {
+        await cdp.send("Storage.clearDataForOrigin", { origin: new URL(server.url).origin, storageTypes: "indexeddb" });
+      },
+    },
+  ];
 
-      // Another tab of the same origin (on another store), opened while the network is up.
-      const other = await newTab(context, errors);
-      await openApp(other, appUrl(server.url, freshStore("bystander"), { sync: true }));
+  for (const takeAway of takeAways) {
+    test(`when ${takeAway.how}, it closes with "${takeAway.reason}", reopens, pulls everything back and loses no unsynced event`, { timeout: 120_000 }, async () => {
+      /** @type {string[]} */
+      const errors = [];
+      const context = await browser.newContext();
+      try {
+        const store = freshStore(takeAway.reason);
+        const page = await newTab(context, errors);
+        await openApp(page, appUrl(server.url, store, { sync: true }));
+        const wait = { timeout: 20_000, interval: 100 };
+        await addViaUi(page, "synced before");
+        await eventually(() => syncState(page), (s) => s.pending === "0" && s.online === "true", { ...wait, what: "the todo to be pushed" });
 
-      // Offline, one more todo stays in the outbox: on disk and in memory only.
-      await context.setOffline(true);
-      await addViaUi(page, "not pushed yet");
-      await eventually(() => syncState(page), (s) => s.pending === "1", { ...wait, what: "one event pending" });
-      const unsynced = (await readLog(page)).events.filter((e) => e.pending).map((e) => e.id);
-      await page.evaluate(() => {
-        const store = window.annalsStore;
-        /** @type {any} */ (window).closedWith = [];
-        store?.on("closed", (info) => /** @type {any} */ (window).closedWith.push(info));
-      });
-      const oldStore = await page.evaluateHandle(() => window.annalsStore);
+        // Another tab of the same origin (on another store), opened while the network is up.
+        const other = await newTab(context, errors);
+        await openApp(other, appUrl(server.url, freshStore("bystander"), { sync: true }));
+        const cdp = await context.newCDPSession(page);
 
-      // The other tab deletes this store's database: not blocked by the open store.
-      const deleted = await other.evaluate(
-        (name) =>
-          new Promise((resolve) => {
-            const request = indexedDB.deleteDatabase(name);
-            request.onsuccess = () => resolve("deleted");
-            request.onerror = () => resolve(`failed: ${request.error?.name}`);
-            request.onblocked = () => resolve("blocked");
-          }),
-        store,
-      );
-      assert.equal(deleted, "deleted");
+        // Offline, one more todo stays in the outbox: on disk and in memory only.
+        await context.setOffline(true);
+        await addViaUi(page, "not pushed yet");
+        await eventually(() => syncState(page), (s) => s.pending === "1", { ...wait, what: "one event pending" });
+        const unsynced = (await readLog(page)).events.filter((e) => e.pending).map((e) => e.id);
+        await page.evaluate(() => {
+          /** @type {any} */ (window).closedWith = [];
+          window.annalsStore?.on("closed", (info) => /** @type {any} */ (window).closedWith.push(info));
+        });
+        const oldStore = await page.evaluateHandle(() => window.annalsStore);
 
-      // The old store said why, and fails with CLOSED instead of waiting on a lost connection.
-      assert.deepEqual(await page.evaluate(() => /** @type {any} */ (window).closedWith), [{ reason: "deleted", unsynced: 1 }]);
-      const late = await oldStore.evaluate(async (s) => {
-        try {
-          await /** @type {any} */ (s).append({ stream: "late", type: "Late", data: {} });
-          return "ok";
-        } catch (err) {
-          return /** @type {{ code?: string }} */ (err).code;
-        }
-      });
-      assert.equal(late, "CLOSED");
+        await takeAway.run({ other, store, cdp });
 
-      // The app reopened the database; still offline, it already shows the unsynced todo again.
-      await waitReady(page);
-      await eventually(() => titles(page), (t) => t.includes("not pushed yet"), { ...wait, what: "the unsynced todo back" });
+        // The old store said why, and fails with CLOSED instead of waiting on a lost connection.
+        await eventually(() => page.evaluate(() => /** @type {any} */ (window).closedWith), (c) => c.length > 0, { ...wait, what: "the closed event" });
+        assert.deepEqual(await page.evaluate(() => /** @type {any} */ (window).closedWith), [{ reason: takeAway.reason, unsynced: 1 }]);
+        const late = await oldStore.evaluate(async (s) => {
+          try {
+            await /** @type {any} */ (s).append({ stream: "late", type: "Late", data: {} });
+            return "ok";
+          } catch (err) {
+            return /** @type {{ code?: string }} */ (err).code;
+          }
+        });
+        assert.equal(late, "CLOSED");
 
-      // Online again: the pushed todo comes back from the server, the other one is pushed once.
-      await context.setOffline(false);
-      await eventually(() => titles(page), (t) => JSON.stringify(t) === JSON.stringify(["not pushed yet", "synced before"]), { ...wait, what: "both todos" });
-      await eventually(() => syncState(page), (s) => s.pending === "0", { ...wait, what: "the outbox to drain" });
-      const log = await readLog(page);
-      assert.ok(log.events.every((e) => !e.pending), "every event confirmed");
-      const ids = await serverIds(store);
-      assert.equal(new Set(ids).size, ids.length, "no event twice on the server");
-      assert.deepEqual(log.events.map((e) => e.id), ids, "the reopened store holds the server's log");
-      for (const id of unsynced) assert.ok(ids.includes(id), "the event that was never pushed reached the server, by its id");
-      assert.match((await shown(page)).error ?? "", /restored from the server/);
-      assert.deepEqual(errors, [], "no errors in the page");
-    } finally {
-      await context.close();
-    }
-  });
+        // The app reopened the database; still offline, it already shows the unsynced todo again.
+        await waitReady(page);
+        await eventually(() => titles(page), (t) => t.includes("not pushed yet"), { ...wait, what: "the unsynced todo back" });
+
+        // Online again: the pushed todo comes back from the server, the other one is pushed once.
+        await context.setOffline(false);
+        await eventually(() => titles(page), (t) => JSON.stringify(t) === JSON.stringify(["not pushed yet", "synced before"]), { ...wait, what: "both todos" });
+        await eventually(() => syncState(page), (s) => s.pending === "0", { ...wait, what: "the outbox to drain" });
+        const log = await readLog(page);
+        assert.ok(log.events.every((e) => !e.pending), "every event confirmed");
+        const ids = await serverIds(store);
+        assert.equal(new Set(ids).size, ids.length, "no event twice on the server");
+        assert.deepEqual(log.events.map((e) => e.id), ids, "the reopened store holds the server's log");
+        for (const id of unsynced) assert.ok(ids.includes(id), "the event that was never pushed reached the server, by its id");
+        assert.match((await shown(page)).error ?? "", /restored from the server/);
+        assert.deepEqual(errors, [], "no errors in the page");
+      } finally {
+        await context.close();
+      }
+    });
+  }
 });
 
 describe("a newer build", () => {
