@@ -192,15 +192,17 @@ describe("a synced store", () => {
         await addViaUi(page, "synced before");
         await eventually(() => syncState(page), (s) => s.pending === "0" && s.online === "true", { ...wait, what: "the todo to be pushed" });
 
-        // Another tab of the same origin (on another store), opened while the network is up.
+        // A second tab of the same store, opened while the network is up: it holds the
+        // database open too, and the outbox in its memory.
         const other = await newTab(context, errors);
-        await openApp(other, appUrl(server.url, freshStore("bystander"), { sync: true }));
+        await openApp(other, appUrl(server.url, store, { sync: true }));
         const cdp = await context.newCDPSession(page);
 
         // Offline, one more todo stays in the outbox: on disk and in memory only.
         await context.setOffline(true);
         await addViaUi(page, "not pushed yet");
         await eventually(() => syncState(page), (s) => s.pending === "1", { ...wait, what: "one event pending" });
+        await eventually(() => titles(other), (t) => t.includes("not pushed yet"), { ...wait, what: "the second tab to see it" });
         const unsynced = (await readLog(page)).events.filter((e) => e.pending).map((e) => e.id);
         await page.evaluate(() => {
           /** @type {any} */ (window).closedWith = [];
@@ -238,7 +240,12 @@ describe("a synced store", () => {
         assert.deepEqual(log.events.map((e) => e.id), ids, "the reopened store holds the server's log");
         for (const id of unsynced) assert.ok(ids.includes(id), "the event that was never pushed reached the server, by its id");
         assert.match((await shown(page)).error ?? "", /restored from the server/);
-        assert.deepEqual(errors, [], "no errors in the page");
+        // The second tab reopened too, and appended the same ids again: nothing doubled.
+        // (Until it has reopened, its store is the closed one and reading it fails.)
+        const otherLog = () => readLog(other).catch(() => null);
+        await eventually(otherLog, (l) => JSON.stringify(l) === JSON.stringify(log), { ...wait, what: "the second tab to hold the same log" });
+        assert.deepEqual(await serverIds(store), ids, "still no event twice on the server");
+        assert.deepEqual(errors, [], "no errors in the pages");
       } finally {
         await context.close();
       }
