@@ -283,8 +283,8 @@ impl IndexedDbStorage {
 
     /// Step `step` of a transaction, reached if `request` was issued there: when the
     /// injected failure is due, waits for the request to succeed, then returns the error
-    /// that makes [`IndexedDbStorage::write`] abort the transaction. Costs one `Cell` read
-    /// when nothing is injected or recorded.
+    /// that makes [`IndexedDbStorage::write`] abort the transaction. Costs a `Cell` and a
+    /// `RefCell` read when nothing is injected or recorded.
     async fn fail_here(&self, step: FailStep, request: Option<IdbRequest>) -> Result<()> {
         let Some(request) = request else {
             return Ok(());
