@@ -54,7 +54,7 @@ test-rust:
 	ANNALS_TEST_PG_URL=$$url cargo test --features $(NATIVE_FEATURES)
 
 test-wasm:
-	cargo test --target wasm32-unknown-unknown --test indexeddb --test indexeddb_sync
+	cargo test --target wasm32-unknown-unknown --test indexeddb --test indexeddb_sync --test indexeddb_crash
 
 test-node: pkg server
 	ANNALS_SERVER_BIN=$(abspath $(SERVER_BIN)) npm run --workspace pkg test

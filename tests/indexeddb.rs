@@ -6,6 +6,9 @@
 //! Run: `CHROMEDRIVER=/usr/bin/chromedriver cargo test --target wasm32-unknown-unknown --test indexeddb`
 #![cfg(target_arch = "wasm32")]
 
+use std::cell::RefCell;
+use std::rc::Rc;
+
 use annals::storage::indexeddb::{FailStep, IndexedDbStorage};
 use annals::storage::{Known, SnapshotRecord, Storage, FORMAT_VERSION};
 use annals::{
@@ -275,10 +278,11 @@ async fn a_transaction_failing_in_the_middle_of_append_many_stores_no_partial_ba
         .await
         .unwrap();
 
+    // The steps a local append reaches (tests/indexeddb_crash.rs covers every operation).
     for step in [
         FailStep::AfterSegmentPut,
-        FailStep::AfterPendingPut,
         FailStep::AfterHeadPut,
+        FailStep::AtCommit,
     ] {
         engine.storage().inject_failure(step);
         let batch = (1..=3).map(|i| ev("s", "Happened", json!(i))).collect();
@@ -655,6 +659,11 @@ async fn after_close_every_call_fails_with_closed() {
 async fn an_upgrade_from_another_connection_is_not_blocked_by_an_open_store() {
     let name = unique_name("upgrade");
     let engine = open(&name).await;
+    let reasons = Rc::new(RefCell::new(Vec::<String>::new()));
+    let heard = reasons.clone();
+    engine
+        .storage()
+        .on_connection_lost(move |reason| heard.borrow_mut().push(reason.to_owned()));
     engine
         .append(vec![ev("s", "Happened", json!(1))])
         .await
@@ -670,7 +679,8 @@ async fn an_upgrade_from_another_connection_is_not_blocked_by_an_open_store() {
     };
     assert_eq!(db.version(), 2.0);
 
-    // Our connection stepped aside: the store is closed now, not hanging.
+    // Our connection stepped aside: the store is closed now, not hanging, and said why.
+    assert_eq!(*reasons.borrow(), ["upgraded"]);
     let err = engine
         .append(vec![ev("s", "Happened", json!(2))])
         .await
@@ -699,6 +709,58 @@ async fn an_upgrade_from_another_connection_is_not_blocked_by_an_open_store() {
             found: FORMAT_VERSION + 1,
             supported: FORMAT_VERSION
         }
+    );
+    delete_database(&name).await;
+}
+
+#[wasm_bindgen_test]
+async fn a_database_deleted_by_another_tab_closes_the_store_which_says_why_and_keeps_its_memory() {
+    let name = unique_name("deleted");
+    let engine = Engine::open(
+        IndexedDbStorage::new(&name),
+        EngineOptions {
+            synced: true,
+            ..EngineOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let reasons = Rc::new(RefCell::new(Vec::<String>::new()));
+    let heard = reasons.clone();
+    engine
+        .storage()
+        .on_connection_lost(move |reason| heard.borrow_mut().push(reason.to_owned()));
+    engine
+        .append(vec![
+            ev("s", "Happened", json!(1)),
+            ev("s", "Happened", json!(2)),
+        ])
+        .await
+        .unwrap();
+
+    // Another tab deletes the database: the deletion is not blocked by this store.
+    let request = factory().delete_database(&name).unwrap();
+    let deleted = Box::pin(done(&request));
+    match future::select(deleted, Box::pin(sleep(5_000))).await {
+        Either::Left((result, _)) => {
+            result.expect("the deletion succeeds");
+        }
+        Either::Right(_) => panic!("the deletion was blocked by the open store"),
+    }
+    assert_eq!(*reasons.borrow(), ["deleted"]);
+    let err = engine
+        .append(vec![ev("s", "Happened", json!(3))])
+        .await
+        .unwrap_err();
+    assert_eq!(err, Error::Closed, "writes fail with CLOSED, not hang");
+    // The outbox is still in memory, to be appended again (by id) to a new database.
+    let outbox: Vec<_> = engine.outgoing(usize::MAX).iter().map(|e| e.id).collect();
+    assert_eq!(outbox.len(), 2);
+    engine.close().await;
+    assert_eq!(
+        *reasons.borrow(),
+        ["deleted"],
+        "told once; close() is not a loss"
     );
     delete_database(&name).await;
 }

@@ -88,7 +88,7 @@ async fn a_pull_that_fails_midway_leaves_no_cursor_ahead_of_its_events() {
     let sync = client(&server);
     for step in [
         FailStep::AfterSegmentPut,
-        FailStep::AfterPendingPut,
+        FailStep::AfterPendingDelete,
         FailStep::AfterHeadPut,
     ] {
         // Push succeeds; the pull that confirms the event fails inside its transaction.

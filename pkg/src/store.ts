@@ -12,6 +12,7 @@ import type {
   AnnalsEvent,
   CommandOf,
   Change,
+  ClosedInfo,
   CommandRejection,
   CommandRequest,
   CompactionReport,
@@ -62,9 +63,33 @@ export interface WasmStoreHandle {
   snapshot(name: string): Promise<unknown>;
   deleteSnapshot(name: string): Promise<unknown>;
   compact(): Promise<unknown>;
+  /** Called once with "deleted", "upgraded" or "lost" if the IndexedDB connection is taken away. */
+  setOnClosed(listener: (reason: string) => void): void;
+  /** The outbox as JSON, read from memory (it still reads once the database is gone). */
+  outbox(): string;
   close(): Promise<unknown>;
   free(): void;
 }
+
+/** An outbox entry as the core reports it: what to append again. */
+interface OutboxEvent {
+  id: string;
+  stream: string;
+  type: string;
+  data: unknown;
+  meta?: Record<string, unknown>;
+  expectedVersion?: number | "no_stream" | "exists";
+}
+
+/**
+ * Unsynced events of stores whose database was deleted under them, by store name: kept in
+ * this tab's memory until a store of that name is opened again and takes them back.
+ */
+const orphanedOutboxes = new Map<string, OutboxEvent[]>();
+
+/** How long a reopened store waits to become the tab that syncs, and for its first sync,
+ * before it appends the orphaned outbox anyway. */
+const ADOPT_WAIT_MS = 5_000;
 
 export type WasmOpen = (name: string, storage: string, optionsJson: string) => Promise<WasmStoreHandle>;
 
@@ -453,6 +478,7 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
     error: new Set<AnyListener>(),
     sync: new Set<AnyListener>(),
     rejected: new Set<AnyListener>(),
+    closed: new Set<AnyListener>(),
   };
   readonly #inflight = new Set<Promise<unknown>>();
   #head = 0;
@@ -461,6 +487,8 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
   #generation = 0;
   #loading = true;
   #closed = false;
+  /** The database was taken away (deleted, upgraded elsewhere): nothing more can be written. */
+  #lost = false;
   #closing: Promise<void> | undefined;
   #channel: BroadcastChannel | undefined;
   #announcing: ReturnType<typeof setTimeout> | undefined;
@@ -574,6 +602,7 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
     const store = new AnnalsStore<E, S, A>(wasm, { name, storage, shared, snapshotEvery, sync }, aggregates);
     try {
       wasm.setListener((json, error) => store.#onChange(json, error));
+      wasm.setOnClosed((reason) => store.#connectionLost(reason));
       await store.#load(runtimes);
     } catch (error) {
       await wasm.close().catch(() => undefined);
@@ -582,7 +611,70 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
     }
     store.#listenToOtherTabs();
     if (sync) store.#startSync(sync);
+    if (storage === "indexeddb") await store.#adoptOrphans();
     return store;
+  }
+
+  /**
+   * The database went away under the store: it closes (calls fail with `CLOSED` instead of
+   * waiting on a connection that is gone) and says why. Unless another tab upgraded it (the
+   * data is still there), the unsynced events in memory are kept for the next open.
+   */
+  #connectionLost(reason: string): void {
+    if (this.#closed || this.#closing) return;
+    const why: ClosedInfo["reason"] = reason === "deleted" || reason === "upgraded" ? reason : "lost";
+    let unsynced: OutboxEvent[] = [];
+    try {
+      unsynced = JSON.parse(this.#wasm.outbox()) as OutboxEvent[];
+    } catch (error) {
+      this.#emitError(fromWasmError(error));
+    }
+    if (why !== "upgraded" && unsynced.length > 0) {
+      const kept = orphanedOutboxes.get(this.#settings.name) ?? [];
+      const known = new Set(kept.map((e) => e.id));
+      orphanedOutboxes.set(this.#settings.name, [...kept, ...unsynced.filter((e) => !known.has(e.id))]);
+    }
+    this.#lost = true;
+    this.#closed = true;
+    this.close().catch((error: unknown) => this.#emitError(error));
+    const info: ClosedInfo = { reason: why, unsynced: unsynced.length };
+    for (const listener of [...this.#listeners.closed]) this.#safely(() => listener(info));
+  }
+
+  /**
+   * Appends again, by id, the unsynced events of a store of this name whose database was
+   * deleted under it in this tab. A first sync comes before, so that their expected versions
+   * are checked against the server's log and those the server already has are duplicates.
+   * If the append fails, the events are kept for the next open and the error is reported.
+   */
+  async #adoptOrphans(): Promise<void> {
+    const orphans = orphanedOutboxes.get(this.#settings.name);
+    if (!orphans || orphans.length === 0) return;
+    if (this.#settings.sync) {
+      const deadline = Date.now() + ADOPT_WAIT_MS;
+      while (!this.#leader && !this.#closed && Date.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        this.sync().catch(() => undefined),
+        new Promise((resolve) => (timer = setTimeout(resolve, Math.max(0, deadline - Date.now())))),
+      ]);
+      clearTimeout(timer);
+    }
+    try {
+      await this.appendMany(
+        orphans.map((e) => {
+          const event: Record<string, unknown> = { id: e.id, stream: e.stream, type: e.type, data: e.data };
+          if (e.meta !== undefined) event.meta = e.meta;
+          if (e.expectedVersion !== undefined) event.expectedVersion = e.expectedVersion;
+          return event as unknown as NewEvent<E>;
+        }),
+      );
+      orphanedOutboxes.delete(this.#settings.name);
+    } catch (error) {
+      this.#emitError(error);
+    }
   }
 
   get name(): string {
@@ -1033,7 +1125,8 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
       rt.snapshotPosition = position;
       rt.addCheckpoint(position, json);
     } catch (error) {
-      if (generation === this.#generation) this.#emitError(fromWasmError(error));
+      // A database taken away fails every write; the store already said so ("closed").
+      if (generation === this.#generation && !this.#lost) this.#emitError(fromWasmError(error));
     }
   }
 
@@ -1262,7 +1355,8 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
     event: "rejected",
     listener: (event: RejectedEvent<E>, reason: string, actualVersion: number | undefined) => void,
   ): () => void;
-  on(event: "change" | "error" | "sync" | "rejected", listener: AnyListener): () => void {
+  on(event: "closed", listener: (info: ClosedInfo) => void): () => void;
+  on(event: "change" | "error" | "sync" | "rejected" | "closed", listener: AnyListener): () => void {
     if (typeof listener !== "function") throw invalidArgument("on needs a listener function");
     const listeners: Record<string, Set<AnyListener>> = this.#listeners;
     const set = Object.prototype.hasOwnProperty.call(listeners, event) ? listeners[event]! : invalidEvent(event);
@@ -1771,7 +1865,8 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
     if (this.#settings.sync) this.#wasm.stopSync();
     while (this.#inflight.size > 0) await Promise.allSettled([...this.#inflight]);
     await this.#snapshotting;
-    if (this.#snapshotsEnabled()) {
+    // A database taken away takes no final snapshots (every write would fail with CLOSED).
+    if (this.#snapshotsEnabled() && !this.#lost) {
       for (const rt of this.#projections.values()) {
         if (rt.position > rt.snapshotPosition) await this.#writeSnapshot(rt);
       }
@@ -1793,5 +1888,5 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
 }
 
 function invalidEvent(event: string): never {
-  throw invalidArgument(`unknown event ${JSON.stringify(event)}: use "change", "error", "sync" or "rejected"`);
+  throw invalidArgument(`unknown event ${JSON.stringify(event)}: use "change", "error", "sync", "rejected" or "closed"`);
 }

@@ -327,6 +327,22 @@ export interface CompactionReport {
   events: number;
 }
 
+/** Why a store closed by itself (`on("closed")`): its IndexedDB connection was taken away. */
+export interface ClosedInfo {
+  /**
+   * `"deleted"`: the database was deleted (by another tab, or the app). `"upgraded"`: another
+   * tab opened it at a newer version (a newer build of the app): reload this one. `"lost"`:
+   * the browser closed it (for example, site data was cleared).
+   */
+  reason: "deleted" | "upgraded" | "lost";
+  /**
+   * Events that were waiting for the server. After `"deleted"` or `"lost"` they are gone from
+   * disk but were kept from memory: the next `openStore` of this name in this tab syncs, then
+   * appends them again by id (so none is lost, and none is stored twice).
+   */
+  unsynced: number;
+}
+
 export interface Store<E extends EventShape = EventShape, S = Record<string, unknown>, A = {}> {
   readonly name: string;
   /** The last position folded into the projections (the head of this store's view of the log). */
@@ -354,7 +370,8 @@ export interface Store<E extends EventShape = EventShape, S = Record<string, unk
    * `"change"`: after every change of the log (local appends, other tabs, sync).
    * `"error"`: a reducer threw, a background snapshot failed, a reactor failed.
    * `"sync"`: the sync status changed. `"rejected"`: the server refused a pending event
-   * (reported in every tab).
+   * (reported in every tab). `"closed"`: the store closed by itself because its database was
+   * deleted or upgraded elsewhere (not after `close()`); later calls fail with `CLOSED`.
    */
   on(event: "change", listener: (change: Change<E>) => void): () => void;
   on(event: "error", listener: (error: unknown) => void): () => void;
@@ -363,6 +380,7 @@ export interface Store<E extends EventShape = EventShape, S = Record<string, unk
     event: "rejected",
     listener: (event: RejectedEvent<E>, reason: string, actualVersion: number | undefined) => void,
   ): () => void;
+  on(event: "closed", listener: (info: ClosedInfo) => void): () => void;
   /** Pushes and pulls now (asking the tab that syncs, if another one does). */
   sync(): Promise<SyncReport>;
   /** The pending events the server refused (the latest 1000), oldest first. */

@@ -306,6 +306,13 @@ export async function commands(): Promise<void> {
       void attempt;
     }
   });
+  store.on("closed", ({ reason, unsynced }) => {
+    const why: "deleted" | "upgraded" | "lost" = reason;
+    const count: number = unsynced;
+    void [why, count];
+  });
+  // @ts-expect-error a closed store says why with a known reason only
+  store.on("closed", (info: { reason: "crashed" }) => void info);
 
   // React bindings.
   function useTodos(): Todos {

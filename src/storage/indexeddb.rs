@@ -24,6 +24,7 @@ use wasm_bindgen::{JsCast, JsValue};
 use web_sys::{
     DomException, IdbCursorDirection, IdbCursorWithValue, IdbDatabase, IdbFactory, IdbKeyRange,
     IdbObjectStore, IdbOpenDbRequest, IdbRequest, IdbTransaction, IdbTransactionMode,
+    IdbVersionChangeEvent,
 };
 
 use super::{
@@ -52,18 +53,64 @@ const COUNTER_KEYS: [&str; 4] = ["head", "pendingSeq", "pendingGeneration", "log
 /// Format-1 stores also kept them in four keys, or only there (read when moving to format 2).
 const COUNTERS_KEY: &str = "counters";
 
-/// Where an injected failure aborts a transaction (tests of atomicity).
+/// Where an injected failure aborts a transaction (tests of atomicity). A step is reached
+/// only when the transaction issued a request there: the failure then waits for that
+/// request to succeed and aborts the transaction, as a crash or a failed write would.
 #[doc(hidden)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FailStep {
+    /// `transact`: after the log (and snapshots) were cleared for a reset.
+    AfterReset,
     /// `transact`: after the segment `put` succeeded, before the outbox and counters.
     AfterSegmentPut,
+    /// `transact`: after the snapshot `put`.
+    AfterSnapshotPut,
     /// `transact`: after the outbox records were written, before the counters.
     AfterPendingPut,
+    /// `transact`: after outbox records were deleted.
+    AfterPendingDelete,
+    /// `transact`: after the settings (`put_meta` of the commit) were written.
+    AfterMetaPut,
     /// `transact`: after everything, counters included, was written, before commit.
     AfterHeadPut,
     /// `compact`: after the merged segments were `put`, before the old ones are deleted.
     CompactAfterPut,
+    /// `compact`: after the merged-away segments were deleted.
+    CompactAfterDelete,
+    /// `put_snapshot` (outside a log transaction): after the `put`.
+    SnapshotPut,
+    /// `delete_snapshot`: after the `delete`.
+    SnapshotDelete,
+    /// `put_meta`: after the `put`.
+    MetaPut,
+    /// `open` of a new or format-1 store: after the counters were written (in one record).
+    FormatCountersPut,
+    /// `open` of a new or format-1 store: after the format was written.
+    FormatPut,
+    /// Any readwrite transaction: every request succeeded, then the transaction aborts
+    /// instead of committing (as one whose commit fails, for example on quota).
+    AtCommit,
+}
+
+/// The failure to inject: at the `nth` (0-based) time `step` is reached.
+#[derive(Debug, Clone, Copy)]
+struct Injection {
+    step: FailStep,
+    nth: usize,
+}
+
+type LostListener = Rc<dyn Fn(&str)>;
+
+/// Marks the store closed and, unless it already was, tells the listener why.
+fn lose(closed: &Cell<bool>, on_lost: &RefCell<Option<LostListener>>, reason: &str) {
+    if closed.replace(true) {
+        return;
+    }
+    // Cloned out first: the listener may call back into the store.
+    let listener = on_lost.borrow().clone();
+    if let Some(listener) = listener {
+        listener(reason);
+    }
 }
 
 /// An open connection and the handlers that must live as long as it does.
@@ -90,7 +137,13 @@ pub struct IndexedDbStorage {
     /// Set by `close()`, by another connection's upgrade or deletion request
     /// (`versionchange`), or by the browser closing the connection (`close`).
     closed: Rc<Cell<bool>>,
-    fail: Cell<Option<FailStep>>,
+    fail: Cell<Option<Injection>>,
+    /// Told why, when the connection is lost without `close()`: another connection
+    /// deleted the database (`"deleted"`) or upgraded it (`"upgraded"`), or the browser
+    /// closed it (`"lost"`, for example when site data was cleared).
+    on_lost: Rc<RefCell<Option<LostListener>>>,
+    /// The steps reached, in order, while recording (tests of atomicity).
+    trace: RefCell<Option<Vec<FailStep>>>,
     /// Object store names of the log's transactions, made once (a JS array each).
     log_scope: Array,
     reset_scope: Array,
@@ -115,6 +168,8 @@ impl IndexedDbStorage {
             connection: RefCell::new(None),
             closed: Rc::new(Cell::new(false)),
             fail: Cell::new(None),
+            on_lost: Rc::default(),
+            trace: RefCell::new(None),
             log_scope: names(&[SEGMENTS, META, PENDING]),
             reset_scope: names(&STORES),
         }
@@ -125,11 +180,46 @@ impl IndexedDbStorage {
         &self.name
     }
 
+    /// Calls `listener(reason)` once if the connection is lost other than by
+    /// [`Storage::close`]: `"deleted"` (another tab deleted the database), `"upgraded"`
+    /// (another tab opened it at a newer schema version) or `"lost"` (the browser closed
+    /// it). The connection is already closed then, and every later call fails with
+    /// [`Error::Closed`].
+    pub fn on_connection_lost(&self, listener: impl Fn(&str) + 'static) {
+        *self.on_lost.borrow_mut() = Some(Rc::new(listener));
+    }
+
     /// Makes the next operation that reaches `step` abort its transaction there and fail
     /// with `Error::Storage("injected failure ...")`. One-shot; for tests of atomicity.
     #[doc(hidden)]
     pub fn inject_failure(&self, step: FailStep) {
-        self.fail.set(Some(step));
+        self.inject_failure_at(step, 0);
+    }
+
+    /// As [`IndexedDbStorage::inject_failure`], at the `nth` (0-based) time `step` is
+    /// reached from now on.
+    #[doc(hidden)]
+    pub fn inject_failure_at(&self, step: FailStep, nth: usize) {
+        self.fail.set(Some(Injection { step, nth }));
+    }
+
+    /// Whether an injected failure is still waiting for its step.
+    #[doc(hidden)]
+    pub fn failure_armed(&self) -> bool {
+        self.fail.get().is_some()
+    }
+
+    /// Starts recording the steps reached (see [`FailStep`]), forgetting earlier ones.
+    #[doc(hidden)]
+    pub fn record_steps(&self) {
+        *self.trace.borrow_mut() = Some(Vec::new());
+    }
+
+    /// The steps reached since [`IndexedDbStorage::record_steps`], in order; stops
+    /// recording.
+    #[doc(hidden)]
+    pub fn recorded_steps(&self) -> Vec<FailStep> {
+        self.trace.borrow_mut().take().unwrap_or_default()
     }
 
     /// Number of stored segments (for tests of compaction).
@@ -173,17 +263,83 @@ impl IndexedDbStorage {
             .map_err(transaction_error)
     }
 
-    /// Fails at `step` if a failure was injected there: waits for the `put` just made to
-    /// succeed, then returns the error that makes [`write`] abort the transaction.
-    async fn fail_here(&self, step: FailStep, put: Option<IdbRequest>) -> Result<()> {
-        if self.fail.get() != Some(step) {
+    /// Whether the injected failure is due at `step`, reached now; records the step.
+    fn due(&self, step: FailStep) -> bool {
+        if let Some(trace) = &mut *self.trace.borrow_mut() {
+            trace.push(step);
+        }
+        match self.fail.get() {
+            Some(Injection { step: s, nth: 0 }) if s == step => {
+                self.fail.set(None);
+                true
+            }
+            Some(Injection { step: s, nth }) if s == step => {
+                self.fail.set(Some(Injection { step, nth: nth - 1 }));
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// Step `step` of a transaction, reached if `request` was issued there: when the
+    /// injected failure is due, waits for the request to succeed, then returns the error
+    /// that makes [`IndexedDbStorage::write`] abort the transaction. Costs a `Cell` and a
+    /// `RefCell` read when nothing is injected or recorded.
+    async fn fail_here(&self, step: FailStep, request: Option<IdbRequest>) -> Result<()> {
+        let Some(request) = request else {
+            return Ok(());
+        };
+        if self.fail.get().is_none() && self.trace.borrow().is_none() {
             return Ok(());
         }
-        self.fail.set(None);
-        if let Some(put) = put {
-            Request::new(put).await?;
+        if !self.due(step) {
+            return Ok(());
         }
+        Request::new(request).await?;
         Err(Error::Storage(format!("injected failure at {step:?}")))
+    }
+
+    /// Runs `body`, which issues the requests of readwrite transaction `tx`, and returns
+    /// its result once `tx` has committed. If `body` fails, for whatever reason, `tx` is
+    /// aborted so that nothing it wrote is kept: every write is all or nothing.
+    async fn write<T>(
+        &self,
+        tx: &IdbTransaction,
+        body: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        // Listening from the start: an abort caused by a failed request is not missed.
+        let done = Done::new(tx);
+        let result = match body.await {
+            Ok(value) => {
+                let injected = (self.fail.get().is_some() || self.trace.borrow().is_some())
+                    && self.due(FailStep::AtCommit);
+                if injected {
+                    Err(Error::Storage(format!(
+                        "injected failure at {:?}",
+                        FailStep::AtCommit
+                    )))
+                } else {
+                    commit(tx);
+                    return done.await.map(|()| value);
+                }
+            }
+            Err(e) => Err(e),
+        };
+        // Throws if the transaction already aborted by itself; it is over either way.
+        let _ = tx.abort();
+        let _ = done.await;
+        result
+    }
+
+    /// One attempt at [`Storage::open`].
+    async fn open_once(&self) -> Result<()> {
+        self.connect().await?;
+        let result = self.check_format().await;
+        if matches!(result, Err(Error::FormatTooNew { .. })) {
+            // This build cannot use the store; do not hold the database open either.
+            self.connection.borrow_mut().take();
+        }
+        result
     }
 
     async fn connect(&self) -> Result<IdbDatabase> {
@@ -195,7 +351,7 @@ impl IndexedDbStorage {
         // Whenever another connection asks to upgrade or delete the database, step aside:
         // keeping the connection open would leave that request blocked indefinitely.
         let on_versionchange = {
-            let closed = self.closed.clone();
+            let (closed, on_lost) = (self.closed.clone(), self.on_lost.clone());
             Closure::<dyn FnMut(web_sys::Event)>::new(move |event: web_sys::Event| {
                 if let Some(db) = event
                     .target()
@@ -203,12 +359,20 @@ impl IndexedDbStorage {
                 {
                     db.close();
                 }
-                closed.set(true);
+                // A deletion asks for no new version.
+                let deleted = event
+                    .dyn_ref::<IdbVersionChangeEvent>()
+                    .is_some_and(|e| e.new_version().is_none());
+                lose(
+                    &closed,
+                    &on_lost,
+                    if deleted { "deleted" } else { "upgraded" },
+                );
             })
         };
         let on_close = {
-            let closed = self.closed.clone();
-            Closure::<dyn FnMut(web_sys::Event)>::new(move |_| closed.set(true))
+            let (closed, on_lost) = (self.closed.clone(), self.on_lost.clone());
+            Closure::<dyn FnMut(web_sys::Event)>::new(move |_| lose(&closed, &on_lost, "lost"))
         };
         db.set_onversionchange(Some(on_versionchange.as_ref().unchecked_ref()));
         db.set_onclose(Some(on_close.as_ref().unchecked_ref()));
@@ -224,7 +388,7 @@ impl IndexedDbStorage {
     /// and moves a format-1 store, whose counters may be in four keys, to format 2.
     async fn check_format(&self) -> Result<()> {
         let tx = self.transaction(&[META], IdbTransactionMode::Readwrite)?;
-        write(&tx, async {
+        self.write(&tx, async {
             let meta = object_store(&tx, META)?;
             let format_key = JsValue::from_str(FORMAT_KEY);
             let format = Request::new(meta.get(&format_key).map_err(js_error)?);
@@ -241,13 +405,42 @@ impl IndexedDbStorage {
                 Some(_) => read_counters(&meta).await?,
                 None => Known::default(),
             };
-            write_counters(&meta, &counters)?;
-            meta.put_with_key(&JsValue::from(FORMAT_VERSION), &format_key)
+            let put = write_counters(&meta, &counters)?;
+            self.fail_here(FailStep::FormatCountersPut, Some(put))
+                .await?;
+            let put = meta
+                .put_with_key(&JsValue::from(FORMAT_VERSION), &format_key)
                 .map_err(js_error)?;
-            Ok(())
+            self.fail_here(FailStep::FormatPut, Some(put)).await
         })
         .await
     }
+}
+
+/// How many times [`Storage::open`] tries when the browser aborts it because it is taking the
+/// database away at that moment; the pauses between tries double from 50 ms (750 ms in all).
+const OPEN_ATTEMPTS: u32 = 5;
+
+/// An IndexedDB request or transaction aborted by the browser (`AbortError`).
+fn is_abort(e: &Error) -> bool {
+    matches!(e, Error::Storage(m) if m.starts_with("AbortError"))
+}
+
+/// Resolves after `ms` milliseconds (`setTimeout`, in windows and workers alike).
+async fn sleep_ms(ms: u32) -> Result<()> {
+    let set_timeout = Reflect::get(&js_sys::global(), &JsValue::from_str("setTimeout"))
+        .map_err(js_error)?
+        .dyn_into::<js_sys::Function>()
+        .map_err(|_| Error::Storage("setTimeout is not available here".into()))?;
+    let mut scheduled = Ok(JsValue::UNDEFINED);
+    let promise = js_sys::Promise::new(&mut |resolve, _reject| {
+        scheduled = set_timeout.call2(&JsValue::NULL, &resolve, &JsValue::from(ms));
+    });
+    scheduled.map_err(js_error)?;
+    wasm_bindgen_futures::JsFuture::from(promise)
+        .await
+        .map(drop)
+        .map_err(js_error)
 }
 
 fn names(stores: &[&str]) -> Array {
@@ -380,13 +573,21 @@ impl Storage for IndexedDbStorage {
         if self.closed.get() {
             return Err(Error::Closed);
         }
-        self.connect().await?;
-        let result = self.check_format().await;
-        if matches!(result, Err(Error::FormatTooNew { .. })) {
-            // This build cannot use the store; do not hold the database open either.
-            self.connection.borrow_mut().take();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.open_once().await {
+                // The browser is clearing or deleting the database right now (site data
+                // cleared, another tab's deleteDatabase): the open is aborted, or the new
+                // connection closed under it. Start over on a fresh connection, shortly.
+                Err(e) if attempt < OPEN_ATTEMPTS && (self.closed.get() || is_abort(&e)) => {
+                    self.connection.borrow_mut().take();
+                    self.closed.set(false);
+                    sleep_ms(25 << attempt).await?;
+                }
+                result => return result,
+            }
         }
-        result
     }
 
     async fn changes(&self, known: Known) -> Result<Fresh> {
@@ -437,7 +638,7 @@ impl Storage for IndexedDbStorage {
         prepare: &mut Prepare<'_>,
     ) -> Result<Known> {
         let tx = self.log_transaction(scope, IdbTransactionMode::Readwrite)?;
-        write(&tx, async {
+        self.write(&tx, async {
             let fresh = read_fresh(&tx, known).await?;
             let commit = prepare(&fresh)?;
             if commit.is_empty() {
@@ -451,29 +652,27 @@ impl Storage for IndexedDbStorage {
             let meta = object_store(&tx, META)?;
             if commit.reset_log {
                 segments.clear().map_err(js_error)?;
-                object_store(&tx, SNAPSHOTS)?.clear().map_err(js_error)?;
+                let cleared = object_store(&tx, SNAPSHOTS)?.clear().map_err(js_error)?;
+                self.fail_here(FailStep::AfterReset, Some(cleared)).await?;
             }
-            let mut last = None;
             if let Some(segment) = &commit.segment {
                 let bytes = Uint8Array::from(segment.bytes.as_slice());
-                last = Some(
-                    segments
-                        .put_with_key(&bytes, &key(segment.first))
-                        .map_err(js_error)?,
-                );
+                let put = segments
+                    .put_with_key(&bytes, &key(segment.first))
+                    .map_err(js_error)?;
+                self.fail_here(FailStep::AfterSegmentPut, Some(put)).await?;
             }
             if let Some(snapshot) = &commit.put_snapshot {
-                last = Some(
-                    object_store(&tx, SNAPSHOTS)?
-                        .put_with_key(
-                            &snapshot_value(snapshot)?.into(),
-                            &JsValue::from_str(&snapshot.name),
-                        )
-                        .map_err(js_error)?,
-                );
+                let put = object_store(&tx, SNAPSHOTS)?
+                    .put_with_key(
+                        &snapshot_value(snapshot)?.into(),
+                        &JsValue::from_str(&snapshot.name),
+                    )
+                    .map_err(js_error)?;
+                self.fail_here(FailStep::AfterSnapshotPut, Some(put))
+                    .await?;
             }
-            self.fail_here(FailStep::AfterSegmentPut, last.take())
-                .await?;
+            let mut last = None;
             for record in &commit.put_pending {
                 let bytes = Uint8Array::from(record.bytes.as_slice());
                 last = Some(
@@ -482,15 +681,20 @@ impl Storage for IndexedDbStorage {
                         .map_err(js_error)?,
                 );
             }
+            self.fail_here(FailStep::AfterPendingPut, last.take())
+                .await?;
             for seq in &commit.delete_pending {
                 last = Some(pending.delete(&key(*seq)).map_err(js_error)?);
             }
-            self.fail_here(FailStep::AfterPendingPut, last.take())
+            self.fail_here(FailStep::AfterPendingDelete, last.take())
                 .await?;
             for (name, value) in &commit.put_meta {
-                meta.put_with_key(&JsValue::from_str(value), &JsValue::from_str(name))
-                    .map_err(js_error)?;
+                last = Some(
+                    meta.put_with_key(&JsValue::from_str(value), &JsValue::from_str(name))
+                        .map_err(js_error)?,
+                );
             }
+            self.fail_here(FailStep::AfterMetaPut, last.take()).await?;
             let last = write_counters(&meta, &counters)?;
             self.fail_here(FailStep::AfterHeadPut, Some(last)).await?;
             Ok(counters)
@@ -500,7 +704,7 @@ impl Storage for IndexedDbStorage {
 
     async fn compact(&self, target_bytes: usize) -> Result<CompactionReport> {
         let tx = self.transaction(&[SEGMENTS], IdbTransactionMode::Readwrite)?;
-        write(&tx, async {
+        self.write(&tx, async {
             let store = object_store(&tx, SEGMENTS)?;
             let all = segments_from_js(&Request::new(store.get_all().map_err(js_error)?).await?)?;
 
@@ -528,10 +732,13 @@ impl Storage for IndexedDbStorage {
                 merged_away += parts.len() - 1;
             }
             self.fail_here(FailStep::CompactAfterPut, last_put).await?;
+            let mut last_delete = None;
             for (lo, hi) in deletions {
                 let range = IdbKeyRange::bound(&key(lo), &key(hi)).map_err(js_error)?;
-                store.delete(&range).map_err(js_error)?;
+                last_delete = Some(store.delete(&range).map_err(js_error)?);
             }
+            self.fail_here(FailStep::CompactAfterDelete, last_delete)
+                .await?;
             Ok(CompactionReport {
                 segments_before: all.len(),
                 segments_after: all.len() - merged_away,
@@ -544,11 +751,11 @@ impl Storage for IndexedDbStorage {
     async fn put_snapshot(&self, snapshot: &SnapshotRecord) -> Result<()> {
         let value = snapshot_value(snapshot)?;
         let tx = self.transaction(&[SNAPSHOTS], IdbTransactionMode::Readwrite)?;
-        write(&tx, async {
-            object_store(&tx, SNAPSHOTS)?
+        self.write(&tx, async {
+            let put = object_store(&tx, SNAPSHOTS)?
                 .put_with_key(&value, &JsValue::from_str(&snapshot.name))
                 .map_err(js_error)?;
-            Ok(())
+            self.fail_here(FailStep::SnapshotPut, Some(put)).await
         })
         .await
     }
@@ -582,11 +789,11 @@ impl Storage for IndexedDbStorage {
 
     async fn delete_snapshot(&self, name: &str) -> Result<()> {
         let tx = self.transaction(&[SNAPSHOTS], IdbTransactionMode::Readwrite)?;
-        write(&tx, async {
-            object_store(&tx, SNAPSHOTS)?
+        self.write(&tx, async {
+            let delete = object_store(&tx, SNAPSHOTS)?
                 .delete(&JsValue::from_str(name))
                 .map_err(js_error)?;
-            Ok(())
+            self.fail_here(FailStep::SnapshotDelete, Some(delete)).await
         })
         .await
     }
@@ -604,11 +811,11 @@ impl Storage for IndexedDbStorage {
         // The `meta` object store also holds the format and counters: never overwritten.
         check_meta_key(key)?;
         let tx = self.transaction(&[META], IdbTransactionMode::Readwrite)?;
-        write(&tx, async {
-            object_store(&tx, META)?
+        self.write(&tx, async {
+            let put = object_store(&tx, META)?
                 .put_with_key(&JsValue::from_str(value), &JsValue::from_str(key))
                 .map_err(js_error)?;
-            Ok(())
+            self.fail_here(FailStep::MetaPut, Some(put)).await
         })
         .await
     }
@@ -616,27 +823,6 @@ impl Storage for IndexedDbStorage {
     fn close(&self) {
         self.closed.set(true);
         self.connection.borrow_mut().take();
-    }
-}
-
-/// Runs `body`, which issues the requests of readwrite transaction `tx`, and returns its
-/// result once `tx` has committed. If `body` fails, for whatever reason, `tx` is aborted so
-/// that nothing it wrote is kept: every write is all or nothing.
-async fn write<T>(tx: &IdbTransaction, body: impl Future<Output = Result<T>>) -> Result<T> {
-    // Listening from the start: an abort caused by a failed request is not missed.
-    let done = Done::new(tx);
-    match body.await {
-        Ok(value) => {
-            commit(tx);
-            done.await?;
-            Ok(value)
-        }
-        Err(e) => {
-            // Throws if the transaction already aborted by itself; it is over either way.
-            let _ = tx.abort();
-            let _ = done.await;
-            Err(e)
-        }
     }
 }
 

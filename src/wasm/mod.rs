@@ -213,6 +213,31 @@ impl WasmStore {
         });
     }
 
+    /// Calls `listener(reason)` once if an IndexedDB store loses its database connection
+    /// without `close()`: `"deleted"` (another tab deleted the database), `"upgraded"`
+    /// (another tab opened it at a newer version) or `"lost"` (the browser closed it).
+    /// Every later call that needs the database fails with `CLOSED`; what is in memory
+    /// still reads (see `outbox`). Memory stores never lose theirs.
+    #[wasm_bindgen(js_name = setOnClosed)]
+    pub fn set_on_closed(&self, listener: Function) {
+        if let AnyStorage::IndexedDb(storage) = self.engine.storage() {
+            storage.on_connection_lost(move |reason| {
+                // A throwing listener is the wrapper's bug to report; nothing to undo here.
+                let _ = listener.call1(&JsValue::NULL, &JsValue::from_str(reason));
+            });
+        }
+    }
+
+    /// The events waiting for the server, in push order, as a JSON array of `{ id, stream,
+    /// type, data, meta?, time, expectedVersion? }`: what to append again by id into a
+    /// database that was deleted under this store.
+    pub fn outbox(&self) -> std::result::Result<String, JsValue> {
+        js_result(
+            serde_json::to_string(&self.engine.outgoing(usize::MAX))
+                .map_err(|e| Error::Storage(e.to_string())),
+        )
+    }
+
     #[wasm_bindgen(getter, js_name = isClosed)]
     pub fn is_closed(&self) -> bool {
         self.engine.is_closed()

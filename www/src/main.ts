@@ -159,7 +159,10 @@ function renderSync(store: TodoStore): void {
   el.textContent = `${state}, ${status.pending} pending${error}`;
 }
 
-async function main(): Promise<void> {
+/** The store the form writes to: replaced when the database is opened again. */
+let current: TodoStore | undefined;
+
+async function start(): Promise<void> {
   const store = await openStore<AppEvent, States, Aggregates>({
     name: storeName,
     storage: "indexeddb",
@@ -167,6 +170,7 @@ async function main(): Promise<void> {
     aggregates,
     sync: syncOptions,
   });
+  current = store;
   window.annalsStore = store;
 
   // Both projections change on every event, ours or another tab's; render once per burst.
@@ -176,7 +180,7 @@ async function main(): Promise<void> {
     scheduled = true;
     queueMicrotask(() => {
       scheduled = false;
-      render(store);
+      if (current === store) render(store);
     });
   };
   store.subscribe("todos", rerender);
@@ -187,21 +191,43 @@ async function main(): Promise<void> {
   });
   // Failures in the background: the process manager, compensations (`todo.onRejected`).
   store.on("error", showError);
-  countCompletions(store);
-
-  form.addEventListener("submit", (e) => {
-    e.preventDefault();
-    const id = newTodoId();
-    void run(store, id, { type: "Add", id, title: input.value }).then((ok) => {
-      if (ok) input.value = "";
-    });
+  store.on("closed", ({ reason }) => {
+    if (reason === "upgraded") {
+      // A newer build owns the database now; this tab's code cannot read it.
+      app.dataset.state = "closed";
+      errorBox.textContent = "A newer version of this app is open in another tab: reload this tab to use it.";
+      return;
+    }
+    // The database was deleted or cleared under us: open it again. The store pulls the log
+    // back from the server and appends again what had not been pushed yet.
+    app.dataset.state = "reopening";
+    start()
+      .then(() => {
+        errorBox.textContent = syncEnabled
+          ? "The local database was deleted: restored from the server."
+          : "The local database was deleted: this device starts again from an empty list.";
+      })
+      .catch(failed);
   });
+  countCompletions(store);
 
   render(store);
   app.dataset.state = "ready";
 }
 
-main().catch((err: unknown) => {
+function failed(err: unknown): void {
   app.dataset.state = "error";
   showError(err);
+}
+
+form.addEventListener("submit", (e) => {
+  e.preventDefault();
+  const store = current;
+  if (!store) return;
+  const id = newTodoId();
+  void run(store, id, { type: "Add", id, title: input.value }).then((ok) => {
+    if (ok) input.value = "";
+  });
 });
+
+start().catch(failed);
