@@ -549,6 +549,7 @@ impl<S: Storage> Engine<S> {
         let stored = self
             .storage
             .transact(self.known.get(), Scope::Log, &mut |fresh| {
+                staged = None; // see Prepare: each call decides anew
                 self.absorb(fresh)?;
                 let log = self.log.borrow();
                 let pending = self.pending.borrow();
@@ -674,6 +675,7 @@ impl<S: Storage> Engine<S> {
         let known = self
             .storage
             .transact(self.known.get(), Scope::Log, &mut |fresh| {
+                staged = None; // see Prepare: each call decides anew
                 self.absorb(fresh)?;
                 let pending = self.pending.borrow();
                 let rejections: Vec<Rejection> = refused
@@ -779,6 +781,8 @@ impl<S: Storage> Engine<S> {
                     Scope::Log
                 },
                 &mut |fresh| {
+                    // Called again when the first try assumed what another tab changed.
+                    (staged, stale) = (None, false);
                     self.absorb(fresh)?;
                     if fresh.now.log_generation != generation {
                         return Err(Error::Storage(

@@ -317,6 +317,46 @@ async fn a_transaction_failing_in_the_middle_of_append_many_stores_no_partial_ba
 }
 
 #[wasm_bindgen_test]
+async fn an_append_checks_expected_versions_against_what_another_tab_wrote_meanwhile() {
+    // A transaction first assumes nothing changed since this tab last looked (it saves a
+    // round trip); these answers show the assumption is checked before it is believed.
+    let name = unique_name("assumed");
+    let a = open(&name).await;
+    let b = open(&name).await;
+    a.append(vec![ev("acct", "Opened", json!(1))])
+        .await
+        .unwrap();
+
+    // b has not seen "acct": assumed, "no_stream" would pass. It must not.
+    let err = b
+        .append(vec![
+            ev("acct", "Opened", json!(2)).expecting(ExpectedVersion::NoStream)
+        ])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::WrongExpectedVersion { .. }), "{err:?}");
+    // b last saw version 1; a writes version 2; b, expecting 2, must not be refused.
+    a.append(vec![ev("acct", "Deposited", json!(3))])
+        .await
+        .unwrap();
+    let out = b
+        .append(vec![
+            ev("acct", "Deposited", json!(4)).expecting(ExpectedVersion::Exact(2))
+        ])
+        .await
+        .unwrap();
+    assert_eq!(out.results, [AppendResult::Appended(3)]);
+
+    let reopened = open(&name).await;
+    assert_eq!(positions(&all(&reopened)), vec![1, 2, 3]);
+    assert_eq!(reopened.stream_version("acct"), 3);
+    for engine in [a, b, reopened] {
+        engine.close().await;
+    }
+    delete_database(&name).await;
+}
+
+#[wasm_bindgen_test]
 async fn two_tabs_appending_get_unique_gapless_positions_and_see_each_other() {
     let name = unique_name("tabs");
     let a = open(&name).await;

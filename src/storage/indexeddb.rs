@@ -28,8 +28,8 @@ use web_sys::{
 };
 
 use super::{
-    check_meta_key, compaction_runs, counters_after, CompactionReport, Fresh, Known, PendingRecord,
-    Prepare, Scope, Segment, SnapshotRecord, Storage, FORMAT_VERSION,
+    check_meta_key, compaction_runs, counters_after, Commit, CompactionReport, Fresh, Known,
+    PendingRecord, Prepare, Scope, Segment, SnapshotRecord, Storage, FORMAT_VERSION,
 };
 use crate::codec;
 use crate::error::{Error, Result};
@@ -331,6 +331,116 @@ impl IndexedDbStorage {
         result
     }
 
+    /// [`Storage::transact`] without waiting for the counters: most transactions find that no
+    /// other tab wrote since `known`, so `prepare` is called as if nothing changed and its
+    /// commit written while the counters are read, which saves a round trip to the
+    /// database inside the transaction (the requests run in order: the read sees the store
+    /// before these writes). If the counters did change, the transaction is aborted (its
+    /// writes with it) and `None` returned: the caller runs the transaction again, reading
+    /// first. With unchanged counters, what `prepare` sees is exactly what reading first
+    /// would have given it.
+    async fn transact_assuming_unchanged(
+        &self,
+        known: Known,
+        prepare: &mut Prepare<'_>,
+    ) -> Result<Option<Known>> {
+        let stale = Cell::new(false);
+        let tx = self.log_transaction(Scope::Log, IdbTransactionMode::Readwrite)?;
+        let written = self
+            .write(&tx, async {
+                let meta = object_store(&tx, META)?;
+                let stored = Request::new(
+                    meta.get(&JsValue::from_str(COUNTERS_KEY))
+                        .map_err(js_error)?,
+                );
+                let unchanged = Fresh {
+                    now: known,
+                    ..Fresh::default()
+                };
+                let planned = prepare(&unchanged)
+                    .and_then(|commit| Ok((counters_after(&commit, Scope::Log, known)?, commit)));
+                let planned = match planned {
+                    Ok((counters, commit)) if !commit.is_empty() => {
+                        self.write_commit(&tx, &commit, &counters).await?;
+                        Ok(counters)
+                    }
+                    Ok(_) => Ok(known), // nothing to write (every event a duplicate, say)
+                    Err(e) => Err(e),
+                };
+                // An answer, written or refused, holds only if nobody else wrote meanwhile.
+                if counters_from_js(&stored.await?)? != Some(known) {
+                    stale.set(true);
+                    return Err(Error::Storage("the store changed meanwhile".into()));
+                }
+                planned
+            })
+            .await;
+        match written {
+            Err(_) if stale.get() => Ok(None),
+            other => other.map(Some),
+        }
+    }
+
+    /// Issues the writes of `commit` (checked already: `counters` are what it leads to) in
+    /// transaction `tx`, in the order [`Commit`] documents, with the failure steps of tests.
+    async fn write_commit(
+        &self,
+        tx: &IdbTransaction,
+        commit: &Commit,
+        counters: &Known,
+    ) -> Result<()> {
+        let segments = object_store(tx, SEGMENTS)?;
+        let pending = object_store(tx, PENDING)?;
+        let meta = object_store(tx, META)?;
+        if commit.reset_log {
+            segments.clear().map_err(js_error)?;
+            let cleared = object_store(tx, SNAPSHOTS)?.clear().map_err(js_error)?;
+            self.fail_here(FailStep::AfterReset, Some(cleared)).await?;
+        }
+        if let Some(segment) = &commit.segment {
+            let bytes = Uint8Array::from(segment.bytes.as_slice());
+            let put = segments
+                .put_with_key(&bytes, &key(segment.first))
+                .map_err(js_error)?;
+            self.fail_here(FailStep::AfterSegmentPut, Some(put)).await?;
+        }
+        if let Some(snapshot) = &commit.put_snapshot {
+            let put = object_store(tx, SNAPSHOTS)?
+                .put_with_key(
+                    &snapshot_value(snapshot)?.into(),
+                    &JsValue::from_str(&snapshot.name),
+                )
+                .map_err(js_error)?;
+            self.fail_here(FailStep::AfterSnapshotPut, Some(put))
+                .await?;
+        }
+        let mut last = None;
+        for record in &commit.put_pending {
+            let bytes = Uint8Array::from(record.bytes.as_slice());
+            last = Some(
+                pending
+                    .put_with_key(&bytes, &key(record.seq))
+                    .map_err(js_error)?,
+            );
+        }
+        self.fail_here(FailStep::AfterPendingPut, last.take())
+            .await?;
+        for seq in &commit.delete_pending {
+            last = Some(pending.delete(&key(*seq)).map_err(js_error)?);
+        }
+        self.fail_here(FailStep::AfterPendingDelete, last.take())
+            .await?;
+        for (name, value) in &commit.put_meta {
+            last = Some(
+                meta.put_with_key(&JsValue::from_str(value), &JsValue::from_str(name))
+                    .map_err(js_error)?,
+            );
+        }
+        self.fail_here(FailStep::AfterMetaPut, last.take()).await?;
+        let last = write_counters(&meta, counters)?;
+        self.fail_here(FailStep::AfterHeadPut, Some(last)).await
+    }
+
     /// One attempt at [`Storage::open`].
     async fn open_once(&self) -> Result<()> {
         self.connect().await?;
@@ -463,22 +573,8 @@ async fn read_counters(meta: &IdbObjectStore) -> Result<Known> {
             .map_err(js_error)?,
     )
     .await?;
-    if !together.is_undefined() {
-        let array = together
-            .dyn_ref::<Array>()
-            .filter(|a| a.length() == 4)
-            .ok_or_else(|| Error::Corrupt(format!("stored counters: {together:?}")))?;
-        let mut values = [0u64; 4];
-        for (i, (value, name)) in values.iter_mut().zip(COUNTER_KEYS).enumerate() {
-            *value = position_from_js(&array.get(i as u32), name)?;
-        }
-        let [head, pending_seq, pending_generation, log_generation] = values;
-        return Ok(Known {
-            head,
-            pending_seq,
-            pending_generation,
-            log_generation,
-        });
+    if let Some(counters) = counters_from_js(&together)? {
+        return Ok(counters);
     }
     let mut requests = Vec::with_capacity(COUNTER_KEYS.len());
     for name in COUNTER_KEYS {
@@ -501,6 +597,28 @@ async fn read_counters(meta: &IdbObjectStore) -> Result<Known> {
         pending_generation,
         log_generation,
     })
+}
+
+/// The `counters` record's value; `None` when there is none (a format-1 store).
+fn counters_from_js(together: &JsValue) -> Result<Option<Known>> {
+    if together.is_undefined() {
+        return Ok(None);
+    }
+    let array = together
+        .dyn_ref::<Array>()
+        .filter(|a| a.length() == 4)
+        .ok_or_else(|| Error::Corrupt(format!("stored counters: {together:?}")))?;
+    let mut values = [0u64; 4];
+    for (i, (value, name)) in values.iter_mut().zip(COUNTER_KEYS).enumerate() {
+        *value = position_from_js(&array.get(i as u32), name)?;
+    }
+    let [head, pending_seq, pending_generation, log_generation] = values;
+    Ok(Some(Known {
+        head,
+        pending_seq,
+        pending_generation,
+        log_generation,
+    }))
 }
 
 /// Writes the counters, together in one record.
@@ -637,6 +755,11 @@ impl Storage for IndexedDbStorage {
         scope: Scope,
         prepare: &mut Prepare<'_>,
     ) -> Result<Known> {
+        if scope == Scope::Log {
+            if let Some(counters) = self.transact_assuming_unchanged(known, prepare).await? {
+                return Ok(counters);
+            }
+        }
         let tx = self.log_transaction(scope, IdbTransactionMode::Readwrite)?;
         self.write(&tx, async {
             let fresh = read_fresh(&tx, known).await?;
@@ -646,57 +769,7 @@ impl Storage for IndexedDbStorage {
             }
             // Check everything before the first request: a refused commit writes nothing.
             let counters = counters_after(&commit, scope, fresh.now)?;
-
-            let segments = object_store(&tx, SEGMENTS)?;
-            let pending = object_store(&tx, PENDING)?;
-            let meta = object_store(&tx, META)?;
-            if commit.reset_log {
-                segments.clear().map_err(js_error)?;
-                let cleared = object_store(&tx, SNAPSHOTS)?.clear().map_err(js_error)?;
-                self.fail_here(FailStep::AfterReset, Some(cleared)).await?;
-            }
-            if let Some(segment) = &commit.segment {
-                let bytes = Uint8Array::from(segment.bytes.as_slice());
-                let put = segments
-                    .put_with_key(&bytes, &key(segment.first))
-                    .map_err(js_error)?;
-                self.fail_here(FailStep::AfterSegmentPut, Some(put)).await?;
-            }
-            if let Some(snapshot) = &commit.put_snapshot {
-                let put = object_store(&tx, SNAPSHOTS)?
-                    .put_with_key(
-                        &snapshot_value(snapshot)?.into(),
-                        &JsValue::from_str(&snapshot.name),
-                    )
-                    .map_err(js_error)?;
-                self.fail_here(FailStep::AfterSnapshotPut, Some(put))
-                    .await?;
-            }
-            let mut last = None;
-            for record in &commit.put_pending {
-                let bytes = Uint8Array::from(record.bytes.as_slice());
-                last = Some(
-                    pending
-                        .put_with_key(&bytes, &key(record.seq))
-                        .map_err(js_error)?,
-                );
-            }
-            self.fail_here(FailStep::AfterPendingPut, last.take())
-                .await?;
-            for seq in &commit.delete_pending {
-                last = Some(pending.delete(&key(*seq)).map_err(js_error)?);
-            }
-            self.fail_here(FailStep::AfterPendingDelete, last.take())
-                .await?;
-            for (name, value) in &commit.put_meta {
-                last = Some(
-                    meta.put_with_key(&JsValue::from_str(value), &JsValue::from_str(name))
-                        .map_err(js_error)?,
-                );
-            }
-            self.fail_here(FailStep::AfterMetaPut, last.take()).await?;
-            let last = write_counters(&meta, &counters)?;
-            self.fail_here(FailStep::AfterHeadPut, Some(last)).await?;
+            self.write_commit(&tx, &commit, &counters).await?;
             Ok(counters)
         })
         .await

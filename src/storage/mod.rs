@@ -121,7 +121,9 @@ pub enum Scope {
 
 /// Decides, inside the transaction, what to write, given what other handles changed
 /// since the caller's [`Known`]. It must not await anything: it runs while the
-/// transaction is open.
+/// transaction is open. It may be called more than once (a backend may first try assuming
+/// that nothing changed): only the last call's commit is written, so whatever it records
+/// for the caller must be set anew by each call.
 pub type Prepare<'a> = dyn FnMut(&Fresh) -> Result<Commit> + 'a;
 
 /// A storage backend. The methods are `async` because IndexedDB is; the memory backend
