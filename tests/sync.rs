@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use annals::command::{Aggregate, Decider, Decision};
 use annals::sync::authority::{Authorities, DeciderAuthority};
-use annals::sync::client::{SyncClient, SyncOptions};
+use annals::sync::client::{SyncClient, SyncError, SyncOptions};
 use annals::sync::faults::{Fault, Faulty};
 use annals::sync::in_process::InProcessTransport;
 use annals::sync::memory_server::MemoryServer;
@@ -721,4 +721,182 @@ fn a_snapshot_of_a_log_that_was_reset_is_refused() {
             .map(|s| s.position),
         Some(6)
     );
+}
+
+/// A transport that records the ids of every event it pushes, and can run a hook once a
+/// push has reached the server (standing in for "the tab froze or closed meanwhile").
+struct Watched {
+    inner: InProcessTransport,
+    pushed: Rc<RefCell<Vec<Vec<String>>>>,
+    requests: Rc<std::cell::Cell<usize>>,
+    after_push: RefCell<Option<Box<dyn Fn()>>>,
+}
+
+impl Watched {
+    fn new(server: &Rc<MemoryServer>) -> Self {
+        Watched {
+            inner: InProcessTransport::new(server.clone(), "todos"),
+            pushed: Rc::default(),
+            requests: Rc::default(),
+            after_push: RefCell::new(None),
+        }
+    }
+}
+
+impl annals::sync::client::Transport for Watched {
+    async fn push(
+        &self,
+        request: &annals::sync::protocol::PushRequest,
+    ) -> Result<annals::sync::protocol::PushResponse, annals::sync::client::TransportError> {
+        self.requests.set(self.requests.get() + 1);
+        let ids = request.events.iter().map(|e| e.id.to_string()).collect();
+        self.pushed.borrow_mut().push(ids);
+        let response = self.inner.push(request).await;
+        if let Some(hook) = self.after_push.borrow().as_ref() {
+            hook();
+        }
+        response
+    }
+
+    async fn pull(
+        &self,
+        after: u64,
+        limit: usize,
+        wait_seconds: u32,
+    ) -> Result<annals::sync::protocol::PullResponse, annals::sync::client::TransportError> {
+        self.requests.set(self.requests.get() + 1);
+        self.inner.pull(after, limit, wait_seconds).await
+    }
+}
+
+/// A synced engine on `storage` and a client whose pushes are watched.
+fn watched_tab(
+    server: &Rc<MemoryServer>,
+    storage: MemoryStorage,
+) -> (Engine<MemoryStorage>, Rc<SyncClient<Watched>>) {
+    let engine = block_on(Engine::open(storage, synced())).unwrap();
+    let options = SyncOptions {
+        push_batch: 7,
+        ..SyncOptions::default()
+    };
+    (
+        engine,
+        Rc::new(SyncClient::new(Watched::new(server), options)),
+    )
+}
+
+fn append_n(engine: &Engine<MemoryStorage>, stream: &str, n: usize) {
+    let events = (0..n)
+        .map(|i| NewEvent::new(stream, "Noted", &json!(i)).unwrap())
+        .collect();
+    block_on(engine.append(events)).unwrap();
+}
+
+/// A tab that stops syncing (it closed, or froze and let go of the sync lock) while a push
+/// is on the way finishes that request, and sends nothing after it: the tab that takes over
+/// pushes the rest, and would otherwise be pushing the same events at the same time.
+#[test]
+fn a_client_stopped_during_a_sync_sends_no_further_request() {
+    let server = Rc::new(MemoryServer::new());
+    let (engine, client) = watched_tab(&server, MemoryStorage::new());
+    append_n(&engine, "s", 20);
+    let weak = Rc::downgrade(&client);
+    *client.transport().after_push.borrow_mut() = Some(Box::new(move || {
+        if let Some(client) = weak.upgrade() {
+            client.stop();
+        }
+    }));
+    let requests_before_push = 1; // the pull a sync starts with
+    let result = block_on(client.sync(&engine));
+    assert!(
+        matches!(result, Err(SyncError::Stopped)),
+        "the sync ends as stopped: {result:?}"
+    );
+    assert_eq!(result.unwrap_err().code(), "OFFLINE");
+    assert_eq!(
+        client.transport().pushed.borrow().len(),
+        1,
+        "one push, of 3 due"
+    );
+    assert_eq!(client.transport().requests.get(), requests_before_push + 1);
+    assert_eq!(server.head("todos"), 7, "the push on the way was stored");
+    assert_eq!(
+        engine.pending_count(),
+        20,
+        "nothing confirmed: no pull brought the pushed events back"
+    );
+    assert!(
+        block_on(client.sync(&engine)).is_err(),
+        "stopped for good: a later sync fails too"
+    );
+    assert_eq!(client.transport().requests.get(), requests_before_push + 1);
+    assert_eq!(client.status().last_error, None, "stopping is not an error");
+}
+
+/// A client stopped before its live loop first runs (a tab frozen right after it was handed
+/// the sync lock) never syncs: the stop is not forgotten when the loop starts.
+#[test]
+fn a_client_stopped_before_its_loop_starts_sends_nothing() {
+    struct NoSleep;
+    impl annals::sync::client::Timer for NoSleep {
+        async fn sleep(&self, _ms: u64) {}
+    }
+    let server = Rc::new(MemoryServer::new());
+    let (engine, client) = watched_tab(&server, MemoryStorage::new());
+    append_n(&engine, "s", 3);
+    client.stop();
+    // Were the stop forgotten, the loop would sync; the hook then stops it for the test to end.
+    let weak = Rc::downgrade(&client);
+    *client.transport().after_push.borrow_mut() = Some(Box::new(move || {
+        if let Some(client) = weak.upgrade() {
+            client.stop();
+        }
+    }));
+    block_on(client.run(&engine, &NoSleep, || 0.5));
+    assert_eq!(client.transport().requests.get(), 0);
+    assert_eq!(server.head("todos"), 0);
+}
+
+/// Four tabs share one store (one IndexedDB: pending events included). The syncing tab stops
+/// after one push; another takes over and pushes what is left, the other tabs' pending events
+/// too, and each event goes out in exactly one push.
+#[test]
+fn a_tab_that_takes_over_pushes_every_pending_event_exactly_once() {
+    let server = Rc::new(MemoryServer::new());
+    let storage = MemoryStorage::new();
+    let tabs: Vec<_> = (0..4)
+        .map(|_| watched_tab(&server, storage.another_handle()))
+        .collect();
+    for (i, (engine, _)) in tabs.iter().enumerate() {
+        append_n(engine, &format!("tab-{i}"), 6);
+    }
+    let (first, first_client) = &tabs[0];
+    let weak = Rc::downgrade(first_client);
+    *first_client.transport().after_push.borrow_mut() = Some(Box::new(move || {
+        if let Some(client) = weak.upgrade() {
+            client.stop();
+        }
+    }));
+    assert!(block_on(first_client.sync(first)).is_err());
+    // The other tabs append on while nobody syncs; then tab two takes over.
+    for (i, (engine, _)) in tabs.iter().enumerate().skip(1) {
+        append_n(engine, &format!("tab-{i}-later"), 2);
+    }
+    let (second, second_client) = &tabs[1];
+    let report = block_on(second_client.sync(second)).unwrap();
+    assert_eq!(report.pushed + 7, 30, "the rest, once");
+    assert_eq!(server.head("todos"), 30);
+    let pushed: Vec<String> = tabs
+        .iter()
+        .flat_map(|(_, c)| c.transport().pushed.borrow().concat())
+        .collect();
+    let unique: std::collections::HashSet<&String> = pushed.iter().collect();
+    assert_eq!(pushed.len(), 30, "no event pushed twice");
+    assert_eq!(unique.len(), 30);
+    for (engine, _) in &tabs {
+        block_on(engine.catch_up()).unwrap();
+        assert_eq!(engine.pending_count(), 0);
+        let log = |e: &Engine<MemoryStorage>| e.read(&ReadQuery::default()).unwrap();
+        assert_eq!(shape(&log(engine)), shape(&log(second)));
+    }
 }

@@ -95,6 +95,10 @@ pub enum SyncError {
     Transport(#[from] TransportError),
     #[error(transparent)]
     Store(#[from] Error),
+    /// [`SyncClient::stop`] was called: this client sends nothing more (the tab closed, or
+    /// froze and let another tab sync).
+    #[error("sync stopped in this tab: another tab may sync the store now")]
+    Stopped,
 }
 
 impl SyncError {
@@ -102,6 +106,7 @@ impl SyncError {
         match self {
             SyncError::Transport(t) => t.is_retryable(),
             SyncError::Store(e) => matches!(e, Error::Storage(_) | Error::QuotaExceeded(_)),
+            SyncError::Stopped => false,
         }
     }
 
@@ -109,6 +114,7 @@ impl SyncError {
         match self {
             SyncError::Transport(t) => t.code(),
             SyncError::Store(e) => e.code(),
+            SyncError::Stopped => "OFFLINE",
         }
     }
 }
@@ -301,6 +307,17 @@ impl<T: Transport> SyncClient<T> {
         });
     }
 
+    /// Fails once the client is stopped. Checked before every request: a stopped client's
+    /// step may still be running (a tab frozen mid-request resumes it later), and by then
+    /// another tab syncs; pushing the outbox from here too would send it twice.
+    fn check_running(&self) -> Result<(), SyncError> {
+        if self.stopped.get() {
+            Err(SyncError::Stopped)
+        } else {
+            Ok(())
+        }
+    }
+
     fn record<R>(&self, result: &Result<R, SyncError>) {
         match result {
             Ok(_) => self.update_status(|s| {
@@ -325,6 +342,7 @@ impl<T: Transport> SyncClient<T> {
     /// events accepted, their positions, the rejections, and the server epoch the positions
     /// belong to.
     async fn push_batch<S: Storage>(&self, engine: &Engine<S>) -> Result<Pushed, SyncError> {
+        self.check_running()?;
         let events = engine.outgoing(self.options.push_batch);
         if events.is_empty() {
             return Ok(Pushed::default());
@@ -367,6 +385,7 @@ impl<T: Transport> SyncClient<T> {
         // The cursor is the confirmed head on disk: a tab that takes over sync may not
         // have seen what the previous syncing tab pulled (or reset) yet.
         engine.catch_up().await?;
+        self.check_running()?;
         let response = self
             .transport
             .pull(
@@ -394,6 +413,7 @@ impl<T: Transport> SyncClient<T> {
         let mut prefetched: Option<(u64, PullResponse)> = None;
         let mut stale_pages = 0;
         loop {
+            self.check_running()?;
             let before = engine.confirmed_head();
             let response = match prefetched.take() {
                 Some((after, response)) if after == before => response,
@@ -445,7 +465,9 @@ impl<T: Transport> SyncClient<T> {
     pub async fn sync<S: Storage>(&self, engine: &Engine<S>) -> Result<SyncReport, SyncError> {
         self.update_status(|s| s.syncing = true);
         let result = self.sync_inner(engine).await;
-        self.record(&result);
+        if !matches!(result, Err(SyncError::Stopped)) {
+            self.record(&result);
+        }
         self.refresh_counts(engine);
         self.update_status(|s| s.syncing = false);
         result
@@ -507,7 +529,8 @@ impl<T: Transport> SyncClient<T> {
         }
     }
 
-    /// Ends a live loop after its current step.
+    /// Ends a live loop, and any sync in progress, before their next request; for good: a
+    /// stopped client never sends again (start a new one instead).
     pub fn stop(&self) {
         self.stopped.set(true);
         self.wake();
@@ -524,7 +547,6 @@ impl<T: Transport> SyncClient<T> {
     ) {
         let (tx, mut woken) = mpsc::unbounded();
         *self.wake.borrow_mut() = Some(tx);
-        self.stopped.set(false);
         let mut backoff = Backoff::default();
         while !self.stopped.get() && !engine.is_closed() {
             if !self.platform_online.get() {
@@ -533,6 +555,7 @@ impl<T: Transport> SyncClient<T> {
             }
             match self.sync(engine).await {
                 Ok(_) => backoff.reset(),
+                Err(SyncError::Stopped) => break,
                 Err(e) if e.is_retryable() => {
                     let delay = backoff.next_delay(random());
                     let sleep = std::pin::pin!(timer.sleep(delay));
@@ -553,6 +576,7 @@ impl<T: Transport> SyncClient<T> {
             let pull = std::pin::pin!(self.pull_once(engine, self.options.long_poll_seconds));
             match select(pull, woken.next()).await {
                 Either::Left((Ok(_), _)) => backoff.reset(),
+                Either::Left((Err(SyncError::Stopped), _)) => break,
                 Either::Left((Err(e), _)) => {
                     let result: Result<(), SyncError> = Err(e);
                     self.record(&result);
