@@ -458,6 +458,12 @@ type TabMessage =
   | { kind: "sync?"; id: string }
   | { kind: "synced"; id: string; report?: SyncReport; error?: { code: string; message: string } };
 
+/** Where the page lifecycle's `freeze` and `resume` events arrive (`document`). */
+interface LifecycleTarget {
+  addEventListener(type: string, listener: () => void): void;
+  removeEventListener(type: string, listener: () => void): void;
+}
+
 interface SyncRequest {
   resolve: (report: SyncReport) => void;
   reject: (error: unknown) => void;
@@ -515,7 +521,15 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
   #emittedStatusKey = "";
   #syncLoop: Promise<void> | undefined;
   #lockAbort: AbortController | undefined;
+  /** Lets go of the sync lock this tab holds now (see #pauseSync). */
+  #lockRelease: (() => void) | undefined;
+  /** Counts this tab's turns at the sync lock: a turn that ended leaves a newer one alone. */
+  #syncTurn = 0;
+  /** Frozen: this tab left the sync lock (see #pauseSync) until the page resumes. */
+  #paused = false;
   #onlineHandler: (() => void) | undefined;
+  /** The page lifecycle's `freeze` and `resume` handlers (browsers only). */
+  #lifecycle: { target: LifecycleTarget; freeze: () => void; resume: () => void } | undefined;
   readonly #syncRequests = new Map<string, SyncRequest>();
   /** Ids of rejected events already reported in this tab. */
   readonly #reportedRejections = new Set<string>();
@@ -1369,13 +1383,54 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
   // ---- sync ----------------------------------------------------------------------------
 
   #startSync(config: SyncOptions): void {
+    this.#takeTurn(config);
+    const target = globalThis as {
+      addEventListener?: (type: string, listener: () => void) => void;
+    };
+    if (typeof target.addEventListener === "function") {
+      const handler = () => {
+        if (this.#closed) return;
+        if (this.#leader) this.#wasm.setOnline(platformOnline());
+        this.#emitSyncIfChanged();
+      };
+      target.addEventListener("online", handler);
+      target.addEventListener("offline", handler);
+      this.#onlineHandler = handler;
+    }
+    // A frozen page runs no script: holding the sync lock, or being handed it while frozen,
+    // would stop every tab of the store from syncing until it is thawed (maybe never). It
+    // lets go when it freezes and queues again when it resumes.
+    const doc = (globalThis as { document?: Partial<LifecycleTarget> }).document;
+    if (typeof doc?.addEventListener === "function" && typeof doc.removeEventListener === "function") {
+      const lifecycle = {
+        target: doc as LifecycleTarget,
+        freeze: () => {
+          if (!this.#closed) this.#pauseSync();
+        },
+        resume: () => {
+          if (this.#closed || !this.#paused) return;
+          this.#paused = false;
+          this.#takeTurn(config);
+        },
+      };
+      lifecycle.target.addEventListener("freeze", lifecycle.freeze);
+      lifecycle.target.addEventListener("resume", lifecycle.resume);
+      this.#lifecycle = lifecycle;
+    }
+  }
+
+  /** Queues for the store's sync lock (Web Locks; without them, syncs at once) and syncs while holding it. */
+  #takeTurn(config: SyncOptions): void {
+    const turn = ++this.#syncTurn;
     const run = async (): Promise<void> => {
-      if (this.#closed) return;
+      if (this.#closed || turn !== this.#syncTurn) return;
       let loop: Promise<unknown>;
       try {
         loop = this.#wasm.startSync(
           JSON.stringify(config),
-          (json) => this.#onLeaderStatus(json),
+          (json) => {
+            if (turn === this.#syncTurn) this.#onLeaderStatus(json);
+          },
           (json) => this.#onLeaderRejected(json),
         );
       } catch (error) {
@@ -1393,37 +1448,55 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
       } catch (error) {
         if (!this.#closed) this.#emitError(fromWasmError(error));
       } finally {
-        this.#leader = false;
-        this.#leaderStatus = undefined;
-        if (!this.#closed) this.#emitSyncIfChanged();
+        if (turn === this.#syncTurn) this.#endLeadership();
       }
     };
     const locks = webLocks();
-    if (locks) {
-      const abort = new AbortController();
-      this.#lockAbort = abort;
-      this.#syncLoop = locks.request(`annals-sync:${this.#settings.name}`, { signal: abort.signal }, run).then(
+    if (!locks) {
+      this.#syncLoop = run();
+      return;
+    }
+    const abort = new AbortController();
+    this.#lockAbort = abort;
+    // Settles when this turn must end at once (#pauseSync): the lock is released then, even
+    // while the loop still waits for an answer that a frozen page cannot take in.
+    const released = new Promise<void>((resolve) => {
+      this.#lockRelease = resolve;
+    });
+    this.#syncLoop = locks
+      .request(`annals-sync:${this.#settings.name}`, { signal: abort.signal }, () => Promise.race([run(), released]))
+      .then(
         () => undefined,
         (error: unknown) => {
           if (!abort.signal.aborted && !this.#closed) this.#emitError(error);
         },
-      );
-    } else {
-      this.#syncLoop = run();
+      )
+      .finally(() => {
+        if (turn === this.#syncTurn) this.#lockRelease = undefined;
+      });
+  }
+
+  /**
+   * Ends this tab's turn at once: stops its sync client (which then sends nothing more, even
+   * if the step it was in finishes later) and releases the lock, or leaves its queue.
+   */
+  #pauseSync(): void {
+    this.#paused = true;
+    this.#syncTurn += 1;
+    this.#lockAbort?.abort();
+    this.#lockAbort = undefined;
+    this.#lockRelease?.();
+    this.#lockRelease = undefined;
+    if (this.#leader) {
+      this.#wasm.stopSync();
+      this.#endLeadership();
     }
-    const target = globalThis as {
-      addEventListener?: (type: string, listener: () => void) => void;
-    };
-    if (typeof target.addEventListener === "function") {
-      const handler = () => {
-        if (this.#closed) return;
-        if (this.#leader) this.#wasm.setOnline(platformOnline());
-        this.#emitSyncIfChanged();
-      };
-      target.addEventListener("online", handler);
-      target.addEventListener("offline", handler);
-      this.#onlineHandler = handler;
-    }
+  }
+
+  #endLeadership(): void {
+    this.#leader = false;
+    this.#leaderStatus = undefined;
+    if (!this.#closed) this.#emitSyncIfChanged();
   }
 
   #wakeSync(): void {
@@ -1860,6 +1933,12 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
     if (this.#onlineHandler && typeof target.removeEventListener === "function") {
       target.removeEventListener("online", this.#onlineHandler);
       target.removeEventListener("offline", this.#onlineHandler);
+    }
+    if (this.#lifecycle) {
+      const { target, freeze, resume } = this.#lifecycle;
+      target.removeEventListener("freeze", freeze);
+      target.removeEventListener("resume", resume);
+      this.#lifecycle = undefined;
     }
     this.#lockAbort?.abort();
     if (this.#settings.sync) this.#wasm.stopSync();

@@ -1,0 +1,101 @@
+// The page lifecycle and the sync lock, in Node with stand-ins: Web Locks (installFakeLocks)
+// and one `document` per tab, where the browser fires `freeze` and `resume`. A frozen page
+// runs no script, so a tab must not keep the sync lock, nor wait for it, while frozen: it
+// would stop every tab of the store from syncing. No server is needed: the lock decides who
+// syncs, whether or not the server answers.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import { openStore } from "annals";
+
+import { eventually, installFakeLocks, uniqueName } from "./helpers.mjs";
+
+const locks = installFakeLocks();
+
+/** Tabs of one store: shared memory, their own `document` each. */
+function tabsOf(name) {
+  const options = {
+    name,
+    storage: "memory",
+    sharedMemory: true,
+    // Nothing listens there: the tabs retry in the background, which changes nothing here.
+    sync: { url: "http://127.0.0.1:9", store: name, token: "t", longPollSeconds: 1 },
+  };
+  return async () => {
+    const document = new EventTarget();
+    globalThis.document = document;
+    try {
+      const store = await openStore(options);
+      return {
+        store,
+        freeze: () => document.dispatchEvent(new Event("freeze")),
+        resume: () => document.dispatchEvent(new Event("resume")),
+      };
+    } finally {
+      delete globalThis.document;
+    }
+  };
+}
+
+const leaders = (...tabs) => tabs.map((t) => t.store.syncStatus.leader);
+
+test("a frozen syncing tab lets go of the sync lock; on resume it queues for it again", async () => {
+  const name = uniqueName("freeze-leader");
+  const open = tabsOf(name);
+  const one = await open();
+  await eventually(() => one.store.syncStatus.leader, 2000, "the first tab syncs");
+  const two = await open();
+  const three = await open();
+
+  one.freeze();
+  assert.equal(one.store.syncStatus.leader, false, "it stops syncing as it freezes");
+  await eventually(() => two.store.syncStatus.leader, 2000, "the next tab in line takes over");
+  assert.deepEqual(leaders(one, two, three), [false, true, false]);
+
+  one.resume();
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  assert.deepEqual(leaders(one, two, three), [false, true, false], "resumed, it waits its turn");
+  await two.store.close();
+  await eventually(() => three.store.syncStatus.leader, 2000, "the tab queued first goes next");
+  await three.store.close();
+  await eventually(() => one.store.syncStatus.leader, 2000, "then the resumed one");
+  await one.store.close();
+  assert.equal(locks.held(`annals-sync:${name}`), false);
+});
+
+test("a tab frozen while it waits for the sync lock leaves the queue until it resumes", async () => {
+  const name = uniqueName("freeze-waiting");
+  const open = tabsOf(name);
+  const one = await open();
+  await eventually(() => one.store.syncStatus.leader, 2000, "the first tab syncs");
+  const two = await open();
+
+  two.freeze();
+  await one.store.close();
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  assert.equal(locks.held(`annals-sync:${name}`), false, "nobody holds the lock: the frozen tab is not handed it");
+  assert.equal(two.store.syncStatus.leader, false);
+
+  two.resume();
+  await eventually(() => two.store.syncStatus.leader, 2000, "resumed, it takes the lock");
+  await two.store.close();
+});
+
+test("freeze and resume events that repeat change nothing", async () => {
+  const name = uniqueName("freeze-twice");
+  const open = tabsOf(name);
+  const one = await open();
+  await eventually(() => one.store.syncStatus.leader, 2000, "the tab syncs");
+  one.resume(); // not frozen: nothing to resume
+  one.freeze();
+  one.freeze();
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  assert.equal(locks.held(`annals-sync:${name}`), false);
+  one.resume();
+  one.resume();
+  await eventually(() => one.store.syncStatus.leader, 2000, "the tab syncs again");
+  const two = await open();
+  await one.store.close();
+  await eventually(() => two.store.syncStatus.leader, 2000, "one turn only: closing the tab frees the lock");
+  await two.store.close();
+});
