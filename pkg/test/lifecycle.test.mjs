@@ -4,13 +4,19 @@
 // would stop every tab of the store from syncing. No server is needed: the lock decides who
 // syncs, whether or not the server answers.
 import assert from "node:assert/strict";
-import { test } from "node:test";
+import { afterEach, test } from "node:test";
 
 import { openStore } from "annals";
 
 import { eventually, installFakeLocks, uniqueName } from "./helpers.mjs";
 
 const locks = installFakeLocks();
+
+/** Every tab opened, closed after each test (close twice is fine): a failed test must not leave sync loops running. */
+const opened = [];
+afterEach(async () => {
+  await Promise.all(opened.splice(0).map((store) => store.close()));
+});
 
 /** Tabs of one store: shared memory, their own `document` each. */
 function tabsOf(name) {
@@ -26,6 +32,7 @@ function tabsOf(name) {
     globalThis.document = document;
     try {
       const store = await openStore(options);
+      opened.push(store);
       return {
         store,
         freeze: () => document.dispatchEvent(new Event("freeze")),
