@@ -11,7 +11,6 @@ import { after, before, test } from "node:test";
 import { appUrl, eventually, freshStore, launchBrowser, newTab, openApp, readLog, startAnnalsServer } from "./helpers.mjs";
 
 /** @typedef {import("playwright-core").Page} Page */
-/** @typedef {import("playwright-core").Route} Route */
 
 const TABS = 4;
 /** Events each tab appends one by one... */
@@ -77,19 +76,21 @@ const eventId = (run, tab, n) => `${run}-0000-4000-8000-${tab.toString(16).padSt
 /**
  * Runs in a page: starts appending `count` todos one by one (a short pause between appends
  * lets the tabs interleave) and records progress in `window.tabsTest`; `stop` ends the loop
- * after the append in hand.
- * @param {{ run: string, tab: number, count: number }} arg
+ * after the append in hand. With `gate`, the loop waits after that many appends until `go`
+ * is set.
+ * @param {{ run: string, tab: number, count: number, gate?: number }} arg
  */
-function startAppending({ run, tab, count }) {
+function startAppending({ run, tab, count, gate }) {
   const store = window.annalsStore;
   if (!store) throw new Error("window.annalsStore is not set");
-  const state = { appended: /** @type {string[]} */ ([]), done: false, stop: false, error: /** @type {string | null} */ (null) };
+  const state = { appended: /** @type {string[]} */ ([]), done: false, stop: false, go: false, error: /** @type {string | null} */ (null) };
   // @ts-expect-error: the test's own record on the page
   window.tabsTest = state;
   const id = (/** @type {number} */ n) =>
     `${run}-0000-4000-8000-${tab.toString(16).padStart(4, "0")}${n.toString(16).padStart(8, "0")}`;
   void (async () => {
     for (let n = 0; n < count && !state.stop; n++) {
+      while (n === gate && !state.go) await new Promise((resolve) => setTimeout(resolve, 10));
       const todo = id(n);
       await store.append({ id: todo, stream: `todo-${todo}`, type: "TodoAdded", data: { id: todo, title: `tab ${tab} #${n}` } });
       state.appended.push(todo);
@@ -223,7 +224,10 @@ async function scenario(how) {
   const stopped = /** @type {Page} */ (pages[leader]);
   const others = pages.filter((_, i) => i !== leader);
 
-  for (let tab = 0; tab < TABS; tab++) await pages[tab]?.evaluate(startAppending, { run, tab, count: PER_TAB });
+  // The other tabs append half their events now, the other half once the syncing tab stopped.
+  for (let tab = 0; tab < TABS; tab++) {
+    await pages[tab]?.evaluate(startAppending, { run, tab, count: PER_TAB, gate: tab === leader ? undefined : PER_TAB / 2 });
+  }
   await eventually(() => progress(stopped), (p) => p.appended.length >= PER_TAB / 2, { ...WAIT, what: "the syncing tab's first half" });
   const firstHalf = await stopAppending(stopped);
   const expected = new Set(firstHalf);
@@ -250,6 +254,12 @@ async function scenario(how) {
     await setLifecycle(stopped, network.cdp, "frozen");
   }
   const stoppedAt = pushes.length;
+  for (const page of others) {
+    await page.evaluate(() => {
+      // @ts-expect-error: set by startAppending
+      window.tabsTest.go = true;
+    });
+  }
 
   const successor = await theLeader(others, "another tab to take over sync");
   for (const page of others) {
@@ -285,9 +295,21 @@ async function assertConverged(store, expected, tabs) {
  * (answered `duplicate`), but for one case the protocol allows: an event in a push the
  * stopped tab sent and never got the answer to (it may have reached the server, and the
  * tab that took over could not know). Returns the figures.
- * @param {Push[]} pushes @param {Set<string>} expected @param {number} stoppedTab
+ * @param {Push[]} pushes @param {() => Promise<unknown>} settled @param {Set<string>} expected
+ * @param {number} stoppedTab
  */
-function assertPushedOnce(pushes, expected, stoppedTab) {
+async function assertPushedOnce(pushes, settled, expected, stoppedTab) {
+  // The answers' events reach the test on their own schedule: wait until each event has one.
+  await eventually(
+    async () => {
+      await settled();
+      const answered = new Set(pushes.flatMap((p) => [...(p.answer?.keys() ?? [])]));
+      const mayLack = new Set(pushes.filter((p) => p.tab === stoppedTab && !p.answer).flatMap((p) => p.ids));
+      return [...expected].filter((id) => !answered.has(id) && !mayLack.has(id)).length;
+    },
+    (missing) => missing === 0,
+    { ...WAIT, what: "an answer for every pushed event" },
+  );
   const unanswered = new Set(pushes.filter((p) => p.tab === stoppedTab && !p.answer).flatMap((p) => p.ids));
   /** @type {Map<string, string[]>} */
   const verdicts = new Map([...expected].map((id) => [id, []]));
@@ -314,10 +336,9 @@ test("the syncing tab closes mid-way: another tab takes over and pushes every ev
   const s = await scenario("close");
   try {
     await assertConverged(s.store, s.expected, s.others);
-    await s.settled();
-    const figures = assertPushedOnce(s.pushes, s.expected, s.leader);
+    const figures = await assertPushedOnce(s.pushes, s.settled, s.expected, s.leader);
     const successorTab = s.pages.indexOf(/** @type {Page} */ (s.others[s.successor]));
-    const later = s.pushes.slice(s.stoppedAt);
+    const later = s.pushes.slice(s.stoppedAt).filter((p) => p.answer);
     assert.ok(later.length > 0 && later.every((p) => p.tab === successorTab), "only the tab that took over pushes");
     assert.deepEqual(s.errors, []);
     t.diagnostic(`${s.expected.size} events from ${TABS} tabs; ${JSON.stringify(figures)}`);
@@ -347,11 +368,10 @@ test("the syncing tab freezes mid-way: it lets go of sync, another tab takes ove
     }, extra);
     s.expected.add(extra);
     await assertConverged(s.store, s.expected, s.pages);
-    await s.settled();
+    const figures = await assertPushedOnce(s.pushes, s.settled, s.expected, s.leader);
     const after = s.pushes.slice(resumedAt);
     assert.deepEqual(after.filter((p) => p.tab === s.leader), [], "the thawed tab pushes nothing");
     assert.ok(after.some((p) => p.ids.includes(extra)), "the syncing tab pushed the thawed tab's event");
-    const figures = assertPushedOnce(s.pushes, s.expected, s.leader);
     assert.deepEqual(s.errors, []);
     t.diagnostic(`${s.expected.size} events from ${TABS} tabs; ${JSON.stringify(figures)}`);
   } finally {
