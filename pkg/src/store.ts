@@ -869,6 +869,11 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
             .then(() => {
               // Another tab appended: the syncing tab pushes it now.
               if (this.#leader && this.#head > this.#confirmedHead && !this.#closed) this.#wasm.wakeSync();
+              // An answer to this tab's hello that is behind: this tab wrote before it knew of
+              // the other one (and so told nobody); tell it now.
+              if (data.kind === "here" && (data.head !== this.#head || data.confirmed !== this.#confirmedHead)) {
+                this.#announceChange();
+              }
             })
             .catch((error: unknown) => {
               if (!this.#closed) this.#emitError(error);

@@ -82,3 +82,20 @@ describe("one tab runs a process manager", () => {
     await two.close();
   });
 });
+
+describe("tabs hear of each other's appends", () => {
+  test("a tab that appends as soon as it opens, before another tab answered it, is heard all the same", async () => {
+    const name = uniqueName("early");
+    const options = { name, storage: "memory", sharedMemory: true };
+    const one = await openStore(options);
+    const two = await openStore(options);
+    // Appended before tab one's answer to the new tab's hello can have arrived.
+    await two.append({ stream: "s", type: "T", data: { n: 1 } });
+    try {
+      await eventually(() => one.head === 1, 5000, "tab one to see tab two's event");
+    } finally {
+      await one.close();
+      await two.close();
+    }
+  });
+});
