@@ -71,6 +71,11 @@ export class ReactorRuntime implements Reactor {
   #idleWaiters: (() => void)[] = [];
   #sleepCancel: (() => void) | undefined;
   #lockAbort: AbortController | undefined;
+  /** Lets go of the lock this reactor holds now (see `pause`). */
+  #release: (() => void) | undefined;
+  /** Counts turns at the lock: a loop whose turn is over stops before its next event. */
+  #turn = 0;
+  #paused = false;
   #done: Promise<void> = Promise.resolve();
   #onStop: () => void;
 
@@ -86,9 +91,39 @@ export class ReactorRuntime implements Reactor {
   }
 
   start(): void {
-    this.#done = this.#run().catch((error: unknown) => {
-      if (!this.#stopped && !this.#host.isClosed()) this.#host.reportError(error);
-    });
+    const turn = ++this.#turn;
+    const previous = this.#done;
+    const run = this.#run(turn).catch((error: unknown) => this.#report(error));
+    // stop() waits for a paused turn's loop too: it may still be finishing its event.
+    this.#done = Promise.all([previous, run]).then(() => undefined);
+  }
+
+  #report(error: unknown): void {
+    if (!this.#stopped && !this.#host.isClosed()) this.#host.reportError(error);
+  }
+
+  /**
+   * The page froze: leave the lock (or its queue) now, so that another tab runs this
+   * reactor; the loop here stops before its next event. The event in hand may then be
+   * handled twice: its commands' ids make the second time write nothing.
+   */
+  pause(): void {
+    if (this.#stopped || this.#paused) return;
+    this.#paused = true;
+    this.#turn += 1;
+    this.#lockAbort?.abort();
+    this.#lockAbort = undefined;
+    this.#release?.();
+    this.#release = undefined;
+    this.#sleepCancel?.();
+    this.wake();
+  }
+
+  /** The page resumed: queue for the lock again. */
+  resume(): void {
+    if (this.#stopped || !this.#paused) return;
+    this.#paused = false;
+    this.start();
   }
 
   /** New events may be there. */
@@ -123,17 +158,28 @@ export class ReactorRuntime implements Reactor {
     for (const resolve of waiters) resolve();
   }
 
-  async #run(): Promise<void> {
+  async #run(turn: number): Promise<void> {
     const locks = webLocks();
-    if (!locks) return this.#loop();
+    if (!locks) return this.#loop(turn);
     const abort = new AbortController();
     this.#lockAbort = abort;
+    // Settles when the turn must end at once (pause): the lock goes then, not when the loop ends.
+    const released = new Promise<void>((resolve) => {
+      this.#release = resolve;
+    });
     const lock = `annals-react:${this.#host.storeName}:${this.#spec.name}`;
     try {
-      await locks.request(lock, { signal: abort.signal }, () => this.#loop());
+      await locks.request(lock, { signal: abort.signal }, () =>
+        Promise.race([this.#loop(turn).catch((error: unknown) => this.#report(error)), released]),
+      );
     } catch (error) {
       if (!abort.signal.aborted) throw error;
     }
+  }
+
+  /** This turn is over: stopped, or paused (and maybe resumed as a new turn). */
+  #over(turn: number): boolean {
+    return this.#stopped || turn !== this.#turn || this.#host.isClosed();
   }
 
   #waitForWake(): Promise<void> {
@@ -149,8 +195,8 @@ export class ReactorRuntime implements Reactor {
     });
   }
 
-  async #loop(): Promise<void> {
-    if (this.#stopped) return;
+  async #loop(turn: number): Promise<void> {
+    if (this.#over(turn)) return;
     const host = this.#host;
     const name = this.#spec.name;
     let generation = host.generation();
@@ -158,7 +204,7 @@ export class ReactorRuntime implements Reactor {
     let persisted = saved ?? -1;
     this.position = saved ?? (this.#spec.startAt === "end" ? host.limit() : 0);
     const single = this.#spec.on.length === 1 ? this.#spec.on[0] : undefined;
-    while (!this.#stopped && !host.isClosed()) {
+    while (!this.#over(turn)) {
       if (host.generation() !== generation) {
         // The confirmed log restarted (a new server epoch): its positions mean other events.
         generation = host.generation();
@@ -186,12 +232,12 @@ export class ReactorRuntime implements Reactor {
       }
       let completed = true;
       for (const event of events) {
-        if (this.#stopped || host.generation() !== generation) {
+        if (this.#over(turn) || host.generation() !== generation) {
           completed = false;
           break;
         }
         if (this.#types.has(event.type)) {
-          if (!(await this.#handle(event))) {
+          if (!(await this.#handle(event, turn))) {
             completed = false;
             break;
           }
@@ -209,12 +255,12 @@ export class ReactorRuntime implements Reactor {
     this.#settleIdle();
   }
 
-  /** Runs the handler and its commands until they succeed; false when stopped first. */
-  async #handle(event: AnnalsEvent): Promise<boolean> {
+  /** Runs the handler and its commands until they succeed; false when the turn ends first. */
+  async #handle(event: AnnalsEvent, turn: number): Promise<boolean> {
     const host = this.#host;
     const name = this.#spec.name;
     let attempt = 0;
-    while (!this.#stopped && !host.isClosed()) {
+    while (!this.#over(turn)) {
       try {
         const commands = (await this.#spec.handle(event)) ?? [];
         if (!Array.isArray(commands)) {
@@ -233,7 +279,7 @@ export class ReactorRuntime implements Reactor {
         }
         return true;
       } catch (error) {
-        if (this.#stopped || host.isClosed()) return false;
+        if (this.#over(turn)) return false;
         attempt += 1;
         const ceiling = Math.min(this.#spec.maxMs, this.#spec.initialMs * 2 ** Math.min(attempt - 1, 30));
         const delay = Math.round(ceiling / 2 + (Math.random() * ceiling) / 2);

@@ -528,7 +528,7 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
   /** Frozen: this tab left the sync lock (see #pauseSync) until the page resumes. */
   #paused = false;
   #onlineHandler: (() => void) | undefined;
-  /** The page lifecycle's `freeze` and `resume` handlers (browsers only). */
+  /** The page lifecycle's `freeze` and `resume` handlers (browsers only; see #followLifecycle). */
   #lifecycle: { target: LifecycleTarget; freeze: () => void; resume: () => void } | undefined;
   readonly #syncRequests = new Map<string, SyncRequest>();
   /** Ids of rejected events already reported in this tab. */
@@ -625,6 +625,7 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
     }
     store.#listenToOtherTabs();
     if (sync) store.#startSync(sync);
+    store.#followLifecycle();
     if (storage === "indexeddb") await store.#adoptOrphans();
     return store;
   }
@@ -1402,26 +1403,37 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
       target.addEventListener("offline", handler);
       this.#onlineHandler = handler;
     }
-    // A frozen page runs no script: holding the sync lock, or being handed it while frozen,
-    // would stop every tab of the store from syncing until it is thawed (maybe never). It
-    // lets go when it freezes and queues again when it resumes.
+  }
+
+  /**
+   * A frozen page runs no script: holding a lock (the sync lock, a process manager's), or
+   * being handed one while frozen, would stop every tab of the store from doing that work
+   * until it is thawed (maybe never). The tab lets go when it freezes and queues again when
+   * it resumes (Page Lifecycle: `freeze` and `resume` on `document`).
+   */
+  #followLifecycle(): void {
     const doc = (globalThis as { document?: Partial<LifecycleTarget> }).document;
-    if (typeof doc?.addEventListener === "function" && typeof doc.removeEventListener === "function") {
-      const lifecycle = {
-        target: doc as LifecycleTarget,
-        freeze: () => {
-          if (!this.#closed) this.#pauseSync();
-        },
-        resume: () => {
-          if (this.#closed || !this.#paused) return;
+    if (typeof doc?.addEventListener !== "function" || typeof doc.removeEventListener !== "function") return;
+    const lifecycle = {
+      target: doc as LifecycleTarget,
+      freeze: () => {
+        if (this.#closed) return;
+        if (this.#settings.sync) this.#pauseSync();
+        for (const reactor of this.#reactors.values()) reactor.pause();
+      },
+      resume: () => {
+        if (this.#closed) return;
+        const sync = this.#settings.sync;
+        if (sync && this.#paused) {
           this.#paused = false;
-          this.#takeTurn(config);
-        },
-      };
-      lifecycle.target.addEventListener("freeze", lifecycle.freeze);
-      lifecycle.target.addEventListener("resume", lifecycle.resume);
-      this.#lifecycle = lifecycle;
-    }
+          this.#takeTurn(sync);
+        }
+        for (const reactor of this.#reactors.values()) reactor.resume();
+      },
+    };
+    lifecycle.target.addEventListener("freeze", lifecycle.freeze);
+    lifecycle.target.addEventListener("resume", lifecycle.resume);
+    this.#lifecycle = lifecycle;
   }
 
   /** Queues for the store's sync lock (Web Locks; without them, syncs at once) and syncs while holding it. */

@@ -106,3 +106,41 @@ test("freeze and resume events that repeat change nothing", async () => {
   await eventually(() => two.store.syncStatus.leader, 2000, "one turn only: closing the tab frees the lock");
   await two.store.close();
 });
+
+test("a frozen tab lets go of its process managers' locks too; another tab runs them meanwhile", async () => {
+  const name = uniqueName("freeze-reactor");
+  const handled = [];
+  const open = async (tab) => {
+    const document = new EventTarget();
+    globalThis.document = document;
+    try {
+      const store = await openStore({ name, storage: "memory", sharedMemory: true });
+      opened.push(store);
+      store.react({ name: "notes", on: ["Noted"], handle: (event) => void handled.push([tab, event.data.n]) });
+      return {
+        store,
+        freeze: () => document.dispatchEvent(new Event("freeze")),
+        resume: () => document.dispatchEvent(new Event("resume")),
+      };
+    } finally {
+      delete globalThis.document;
+    }
+  };
+  const lock = `annals-react:${name}:notes`;
+  const one = await open("one");
+  await eventually(() => locks.held(lock), 2000, "tab one runs the reactor");
+  const two = await open("two");
+  await one.store.append({ stream: "s", type: "Noted", data: { n: 1 } });
+  await eventually(() => handled.length === 1, 2000, "the first event handled");
+
+  one.freeze();
+  await two.store.append({ stream: "s", type: "Noted", data: { n: 2 } });
+  await eventually(() => handled.length === 2, 2000, "the next event handled while tab one is frozen");
+  one.resume();
+  await two.store.append({ stream: "s", type: "Noted", data: { n: 3 } });
+  await eventually(() => handled.length === 3, 2000, "the third event handled");
+  await two.store.close();
+  await one.store.append({ stream: "s", type: "Noted", data: { n: 4 } });
+  await eventually(() => handled.length === 4, 2000, "the fourth event handled");
+  assert.deepEqual(handled, [["one", 1], ["two", 2], ["two", 3], ["one", 4]], "each event once, by the tab holding the lock");
+});
