@@ -9,8 +9,8 @@ DEMO_ADDR ?= 127.0.0.1:8080
 DEMO_TOKEN ?= dev
 NATIVE_FEATURES := server,http-client
 SERVER_BIN := $(or $(CARGO_TARGET_DIR),target)/debug/annals-server
-# `cargo build --profile bench` (optimised, no LTO) puts its binaries in release/.
-BENCH_SERVER_BIN := $(or $(CARGO_TARGET_DIR),target)/release/annals-server
+# The optimised build of the benchmarks (see [profile.perf] in Cargo.toml).
+BENCH_SERVER_BIN := $(or $(CARGO_TARGET_DIR),target)/perf/annals-server
 
 .PHONY: setup build pkg www server demo test lint typecheck test-rust test-wasm test-node test-e2e bench soak clean
 
@@ -67,10 +67,11 @@ test-e2e: www server
 ## per-record IndexedDB baseline and the raw chunked limit, and a pull of 100k events from
 ## an annals-server built optimised). Tables and JSON in target/bench/.
 bench: setup pkg
-	cargo bench --bench native
+	cargo bench --profile perf --bench native
+	node bench/native-report.mjs
 	url=$$(scripts/ensure-postgres.sh $$$$); \
-	ANNALS_TEST_PG_URL=$$url cargo bench --features $(NATIVE_FEATURES) --bench server_throughput
-	cargo build --profile bench --features server --bin annals-server
+	ANNALS_TEST_PG_URL=$$url cargo bench --profile perf --features $(NATIVE_FEATURES) --bench server_throughput
+	cargo build --profile perf --features server --bin annals-server
 	ANNALS_SERVER_BIN=$(abspath $(BENCH_SERVER_BIN)) node bench/run.mjs
 
 ## soak: the long reliability runs, with their figures: the deterministic simulation on

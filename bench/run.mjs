@@ -11,7 +11,7 @@
 //   BENCH_PROFILE=replay TOP=30              # CPU profile of a scenario (CDP), printed
 //
 // Needs the package built (`bash scripts/build-pkg.sh`) and, for the pull, the server built
-// optimised (`cargo build --profile bench --features server --bin annals-server`;
+// optimised (`cargo build --profile perf --features server --bin annals-server`;
 // ANNALS_SERVER_BIN overrides the path). `make bench` does both.
 
 import { execFileSync, spawn } from "node:child_process";
@@ -24,11 +24,11 @@ import { CHROMIUM, ROOT, launch, log } from "./harness.mjs";
 const OUT = join(ROOT, "target", "bench");
 const TARGET_DIR = process.env.CARGO_TARGET_DIR ?? join(ROOT, "target");
 // The pull needs an optimised server (a debug build serves about 30k events/s): `make bench`
-// builds it with `cargo build --profile bench`, which puts it in release/.
+// builds it with `cargo build --profile perf`, which puts it in perf/.
 const SERVER_BIN =
   process.env.ANNALS_SERVER_BIN ??
-  [join(TARGET_DIR, "release", "annals-server"), join(TARGET_DIR, "debug", "annals-server")].find((p) => existsSync(p)) ??
-  join(TARGET_DIR, "release", "annals-server");
+  [join(TARGET_DIR, "perf", "annals-server"), join(TARGET_DIR, "debug", "annals-server")].find((p) => existsSync(p)) ??
+  join(TARGET_DIR, "perf", "annals-server");
 const QUICK = process.env.BENCH_QUICK === "1";
 const ONLY = process.env.BENCH_ONLY ? new Set(process.env.BENCH_ONLY.split(",")) : undefined;
 const SIZES = process.env.BENCH_SIZES
@@ -274,7 +274,7 @@ async function pullBench(n) {
     }
     const raw = await inPage("pullRaw", { url, store: remote, token, n });
     log(`raw pull ${label(n)}: ${Math.round(raw.eventsPerSecond)} events/s`);
-    return { events: n, runs, raw, server: SERVER_BIN.includes(`${"/"}release${"/"}`) ? "optimised (bench profile)" : "debug" };
+    return { events: n, runs, raw, server: SERVER_BIN.includes(`${"/"}perf${"/"}`) ? "optimised (perf profile)" : "debug" };
   } finally {
     child.kill("SIGTERM");
     rmSync(dir, { recursive: true, force: true });

@@ -1,6 +1,7 @@
 //! Native micro-benchmarks (criterion): the segment codec and a Rust projection fold.
-//! Run with `make bench` (or `cargo bench --bench native`); results land in
-//! target/criterion and are summarised into target/bench by scripts/bench-report.mjs.
+//! Run with `make bench` (or `cargo bench --profile perf --bench native`); results land in
+//! target/criterion and are summarised into target/bench/native.md and .json by
+//! bench/native-report.mjs.
 
 // criterion is a native dev-dependency: on wasm32 (`cargo clippy --target wasm32-unknown-unknown
 // --all-targets`) this benchmark is an empty program.

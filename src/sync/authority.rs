@@ -221,8 +221,9 @@ pub fn plan_push(
             });
             continue;
         }
-        let fingerprint = event.fingerprint();
-        let earlier = refused
+        // Hashing the whole event is needed only to match a refusal remembered for its id,
+        // or to remember a new one: most events have neither.
+        let mut candidates = refused
             .get(&event.id)
             .into_iter()
             .flatten()
@@ -232,7 +233,14 @@ pub fn plan_push(
                     .filter(|(i, _)| events[*i].id == event.id)
                     .map(|(_, r)| r),
             )
-            .find(|r| r.fingerprint == fingerprint);
+            .peekable();
+        let mut fingerprint = None;
+        let earlier = if candidates.peek().is_some() {
+            let f = *fingerprint.get_or_insert_with(|| event.fingerprint());
+            candidates.find(|r| r.fingerprint == f)
+        } else {
+            None
+        };
         if let Some(refusal) = earlier {
             plan.results.push(PushResult::Rejected {
                 id: event.id,
@@ -249,9 +257,10 @@ pub fn plan_push(
             position: plan.head + 1,
             version: actual + 1,
         };
+        let mut fingerprint = || *fingerprint.get_or_insert_with(|| event.fingerprint());
         let verdict = if !event.expected_version.accepts(actual) {
             Err(Refusal {
-                fingerprint,
+                fingerprint: fingerprint(),
                 reason: format!(
                     "wrong expected version on stream `{}`: expected {}, actual {}",
                     event.stream, event.expected_version, actual
@@ -261,7 +270,7 @@ pub fn plan_push(
         } else {
             match check.as_deref_mut().map(|c| c.check(event, placed)) {
                 Some(Err(reason)) => Err(Refusal {
-                    fingerprint,
+                    fingerprint: fingerprint(),
                     reason,
                     actual_version: None,
                 }),
