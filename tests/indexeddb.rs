@@ -131,6 +131,17 @@ async fn delete_database(name: &str) {
     done(&request).await.expect("the test database is deleted");
 }
 
+/// One batch of two events on stream `s` (positions 1 and 2 in a new store).
+async fn append_two(engine: &Engine<IndexedDbStorage>) {
+    engine
+        .append(vec![
+            ev("s", "Happened", json!(1)),
+            ev("s", "Happened", json!(2)),
+        ])
+        .await
+        .unwrap();
+}
+
 /// Ten appends of two events each, one to a stream both tabs share. Returns the positions
 /// taken and how many of the appends first took in events the other tab had written.
 async fn append_ten(engine: &Engine<IndexedDbStorage>, kind: &'static str) -> (Vec<u64>, usize) {
@@ -565,13 +576,7 @@ async fn a_new_store_is_created_with_its_object_stores_and_format() {
 async fn a_format_1_store_with_its_counters_in_four_keys_is_moved_to_format_2() {
     let name = unique_name("format-1");
     let engine = open(&name).await;
-    engine
-        .append(vec![
-            ev("s", "Happened", json!(1)),
-            ev("s", "Happened", json!(2)),
-        ])
-        .await
-        .unwrap();
+    append_two(&engine).await;
     engine.close().await;
 
     // What an annals of format 1 wrote before the `counters` record existed.
@@ -618,13 +623,7 @@ async fn a_format_1_store_with_its_counters_in_four_keys_is_moved_to_format_2() 
 async fn snapshots_and_settings_survive_a_reopen() {
     let name = unique_name("snapshots");
     let engine = open(&name).await;
-    engine
-        .append(vec![
-            ev("s", "Happened", json!(1)),
-            ev("s", "Happened", json!(2)),
-        ])
-        .await
-        .unwrap();
+    append_two(&engine).await;
     let snapshot = SnapshotRecord {
         name: "todos".into(),
         version: 3,
@@ -770,13 +769,7 @@ async fn a_database_deleted_by_another_tab_closes_the_store_which_says_why_and_k
     engine
         .storage()
         .on_connection_lost(move |reason| heard.borrow_mut().push(reason.to_owned()));
-    engine
-        .append(vec![
-            ev("s", "Happened", json!(1)),
-            ev("s", "Happened", json!(2)),
-        ])
-        .await
-        .unwrap();
+    append_two(&engine).await;
 
     // Another tab deletes the database: the deletion is not blocked by this store.
     let request = factory().delete_database(&name).unwrap();
