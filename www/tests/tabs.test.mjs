@@ -5,8 +5,10 @@
 // event (the stopped tab's last ones too, which it never got out) exactly once, and every tab
 // must end with the server's log. A frozen tab, once resumed, converges and pushes nothing.
 // The freeze is real: the tabs are background tabs (hidden; see launchBackgroundTabs), which
-// Chromium freezes on `Page.setWebLifecycleState`: the page gets `freeze` and runs nothing
-// more (no timer, no task, no lock callback) until it is resumed; the test checks that it was.
+// Chromium freezes on `Page.setWebLifecycleState`: the page gets `freeze`, then its timers,
+// IndexedDB callbacks and the rest stop until it is resumed (the test checks that its timer
+// stood still). Chromium still hands a frozen page the BroadcastChannel's messages: annals
+// holds them until the page resumes, else the tab would stall the others' writes.
 // Run with `npm --prefix www run test:e2e` after building www/dist and the server
 // (ANNALS_SERVER_BIN, default target/debug/annals-server).
 import assert from "node:assert/strict";
@@ -29,8 +31,10 @@ const FROZEN_FOR = 50 * TICK;
 
 /** @type {{ url: string, close: () => void }} */
 let server;
-/** The browsers the scenarios launched and have not closed (a test that times out leaves its own). */
-/** @type {Set<{ close: () => Promise<void> }>} */
+/**
+ * The browsers the scenarios launched and have not closed (a test that times out leaves its own).
+ * @type {Set<{ close: () => Promise<void> }>}
+ */
 const browsers = new Set();
 
 before(async () => {
