@@ -527,6 +527,8 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
   #syncTurn = 0;
   /** Frozen: this tab left the sync lock (see #pauseSync) until the page resumes. */
   #paused = false;
+  /** Frozen: the other tabs' messages, held until the page resumes (see #receive). */
+  #held: TabMessage[] | undefined;
   #onlineHandler: (() => void) | undefined;
   /** The page lifecycle's `freeze` and `resume` handlers (browsers only; see #followLifecycle). */
   #lifecycle: { target: LifecycleTarget; freeze: () => void; resume: () => void } | undefined;
@@ -816,7 +818,7 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
     const { storage, shared, name } = this.#settings;
     if (typeof BroadcastChannel === "undefined" || (storage === "memory" && !shared)) return;
     const channel = new BroadcastChannel(`annals:${name}`);
-    channel.onmessage = (message: MessageEvent) => this.#onTabMessage(message.data as TabMessage | null);
+    channel.onmessage = (message: MessageEvent) => this.#receive(message.data as TabMessage | null);
     // Node: a channel must not keep the process alive.
     (channel as { unref?: () => void }).unref?.();
     this.#channel = channel;
@@ -852,6 +854,28 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
     clearTimeout(this.#announcing);
     this.#announcing = undefined;
     this.#post({ kind: "change", head: this.#head, confirmed: this.#confirmedHead });
+  }
+
+  /**
+   * A message from another tab. A frozen page still gets them (Chromium delivers a
+   * BroadcastChannel's messages to a frozen page), but must not act on them: a catch-up would
+   * open an IndexedDB transaction whose answers the frozen page cannot take in, and the
+   * transaction would stay open, stalling every other tab's writes until this one resumes (or
+   * IndexedDB aborts it, a minute later). They wait until the page resumes; a newer `change`
+   * or `status` stands for the older ones.
+   */
+  #receive(data: TabMessage | null): void {
+    const held = this.#held;
+    if (!held) {
+      this.#onTabMessage(data);
+      return;
+    }
+    if (typeof data !== "object" || data === null) return;
+    if (data.kind === "change" || data.kind === "status") {
+      const older = held.findIndex((m) => m.kind === data.kind);
+      if (older >= 0) held.splice(older, 1);
+    }
+    held.push(data);
   }
 
   #onTabMessage(data: TabMessage | null): void {
@@ -1409,7 +1433,8 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
    * A frozen page runs no script: holding a lock (the sync lock, a process manager's), or
    * being handed one while frozen, would stop every tab of the store from doing that work
    * until it is thawed (maybe never). The tab lets go when it freezes and queues again when
-   * it resumes (Page Lifecycle: `freeze` and `resume` on `document`).
+   * it resumes (Page Lifecycle: `freeze` and `resume` on `document`). Meanwhile it holds the
+   * other tabs' messages, and acts on them as it resumes (see #receive).
    */
   #followLifecycle(): void {
     const doc = (globalThis as { document?: Partial<LifecycleTarget> }).document;
@@ -1418,11 +1443,15 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
       target: doc as LifecycleTarget,
       freeze: () => {
         if (this.#closed) return;
+        this.#held ??= [];
         if (this.#settings.sync) this.#pauseSync();
         for (const reactor of this.#reactors.values()) reactor.pause();
       },
       resume: () => {
         if (this.#closed) return;
+        const held = this.#held ?? [];
+        this.#held = undefined;
+        for (const message of held) this.#onTabMessage(message);
         const sync = this.#settings.sync;
         if (sync && this.#paused) {
           this.#paused = false;

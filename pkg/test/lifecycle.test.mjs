@@ -144,3 +144,36 @@ test("a frozen tab lets go of its process managers' locks too; another tab runs 
   await eventually(() => handled.length === 4, 2000, "the fourth event handled");
   assert.deepEqual(handled, [["one", 1], ["two", 2], ["two", 3], ["one", 4]], "each event once, by the tab holding the lock");
 });
+
+test("a frozen tab acts on no message of the other tabs until it resumes, then reads what they wrote", async () => {
+  const name = uniqueName("freeze-messages");
+  const open = async () => {
+    const document = new EventTarget();
+    globalThis.document = document;
+    try {
+      const store = await openStore({ name, storage: "memory", sharedMemory: true });
+      opened.push(store);
+      return {
+        store,
+        freeze: () => document.dispatchEvent(new Event("freeze")),
+        resume: () => document.dispatchEvent(new Event("resume")),
+      };
+    } finally {
+      delete globalThis.document;
+    }
+  };
+  const [one, two, three] = [await open(), await open(), await open()];
+  await two.store.append({ stream: "s", type: "Noted", data: { n: 1 } });
+  await eventually(() => one.store.head === 1 && three.store.head === 1, 2000, "the other tabs read tab two's event");
+
+  // A frozen page still gets the channel's messages (Chromium's BroadcastChannel, like
+  // Node's, delivers them); reading on them would hold an IndexedDB transaction open.
+  one.freeze();
+  await two.store.append({ stream: "s", type: "Noted", data: { n: 2 } });
+  await two.store.append({ stream: "s", type: "Noted", data: { n: 3 } });
+  await eventually(() => three.store.head === 3, 2000, "a running tab reads both");
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  assert.equal(one.store.head, 1, "the frozen tab read nothing");
+  one.resume();
+  await eventually(() => one.store.head === 3, 2000, "resumed, it reads both");
+});

@@ -19,21 +19,110 @@ const SERVER_BIN = resolve(ROOT, process.env.ANNALS_SERVER_BIN ?? "target/debug/
 const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 export const TEST_TIMEOUT = 90_000;
 
+/** The flags that keep headless Chromium quiet and working in containers. */
+const CHROMIUM_ARGS = [
+  "--headless=new",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-dev-shm-usage",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+  "--no-first-run",
+];
+
 /** Headless Chromium, with the flags that keep it quiet and working in containers. */
 export function launchBrowser() {
-  return chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      "--headless=new",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-dev-shm-usage",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      "--no-first-run",
-    ],
-  });
+  return chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+}
+
+/**
+ * Headless Chromium whose tabs can really be frozen (Page Lifecycle), for the tests that
+ * freeze one: `newTab` opens a tab in the background, so the page is hidden, and
+ * `Page.setWebLifecycleState` then freezes it for real (it gets `freeze`, its timers and
+ * tasks stop, until `active` resumes it). Chromium leaves a page it shows alone, and a page
+ * Playwright opens or launches is always shown: Playwright turns on focus emulation on every
+ * page it attaches to, which keeps the page visible. So Chromium is started here, and
+ * Playwright connects to it over CDP with `noDefaults`, which leaves the pages of the
+ * browser's default context as they are; all the tabs live in that context (one origin:
+ * shared IndexedDB and Web Locks). Hidden pages are not throttled here (the same flags
+ * Playwright passes), so the background tabs run like shown ones.
+ * @returns {Promise<{ context: BrowserContext, newTab: (errors: string[]) => Promise<Page>, close: () => Promise<void> }>}
+ */
+export async function launchBackgroundTabs() {
+  const dataDir = mkdtempSync(join(tmpdir(), "annals-chromium-"));
+  const args = [
+    ...CHROMIUM_ARGS,
+    "--disable-background-timer-throttling",
+    "--disable-renderer-backgrounding",
+    "--disable-backgrounding-occluded-windows",
+    "--remote-debugging-port=0",
+    `--user-data-dir=${dataDir}`,
+    // The one tab shown: the tests' tabs open behind it.
+    "about:blank",
+  ];
+  const child = spawn(CHROMIUM, args, { stdio: ["ignore", "ignore", "pipe"] });
+  const exited = new Promise((resolveExit) => child.once("exit", resolveExit));
+  const kill = () => child.kill("SIGKILL");
+  process.once("exit", kill);
+  /** Waits for Chromium to exit: it was told to (`closing`), else it is ended. */
+  const stop = async (closing = false) => {
+    process.removeListener("exit", kill);
+    if (child.exitCode === null && child.signalCode === null) {
+      const term = setTimeout(() => child.kill("SIGTERM"), closing ? 10_000 : 0);
+      const timer = setTimeout(kill, 20_000);
+      await exited;
+      clearTimeout(term);
+      clearTimeout(timer);
+    }
+    // Chromium's helper processes may still be writing there for a moment.
+    rmSync(dataDir, { recursive: true, force: true, maxRetries: 20, retryDelay: 100 });
+  };
+  try {
+    const endpoint = await new Promise((resolveEndpoint, reject) => {
+      const timer = setTimeout(() => reject(new Error("Chromium did not open its DevTools endpoint within 30 s")), 30_000);
+      let out = "";
+      let found = false;
+      // Read stderr to the end (a full pipe would block Chromium); the endpoint is on it.
+      child.stderr?.on("data", (chunk) => {
+        if (found) return;
+        out += chunk;
+        const match = /DevTools listening on (ws:\/\/\S+)/.exec(out);
+        if (match) {
+          clearTimeout(timer);
+          found = true;
+          resolveEndpoint(match[1]);
+        }
+      });
+      child.once("exit", (code) => reject(new Error(`Chromium exited with ${code}`)));
+    });
+    const browser = await chromium.connectOverCDP(/** @type {string} */ (endpoint), { noDefaults: true, isLocal: true });
+    const context = /** @type {BrowserContext} */ (browser.contexts()[0]);
+    const cdp = await browser.newBrowserCDPSession();
+    return {
+      context,
+      newTab: async (errors) => {
+        const [page] = await Promise.all([
+          context.waitForEvent("page"),
+          cdp.send("Target.createTarget", { url: "about:blank", background: true }),
+        ]);
+        recordErrors(page, errors);
+        return page;
+      },
+      close: async () => {
+        // Closed by CDP, Chromium ends its helper processes before it exits.
+        const closing = await cdp.send("Browser.close").then(
+          () => true,
+          () => false,
+        );
+        await browser.close().catch(() => undefined);
+        await stop(closing);
+      },
+    };
+  } catch (error) {
+    await stop();
+    throw error;
+  }
 }
 
 function assertBuilt() {
@@ -116,11 +205,19 @@ const OFFLINE_REQUEST = /^Failed to load resource: net::ERR_INTERNET_DISCONNECTE
  */
 export async function newTab(context, errors) {
   const page = await context.newPage();
+  recordErrors(page, errors);
+  return page;
+}
+
+/** Records the uncaught page errors and console errors of `page` in `errors`.
+ * @param {Page} page
+ * @param {string[]} errors
+ */
+function recordErrors(page, errors) {
   page.on("pageerror", (err) => errors.push(String(err)));
   page.on("console", (msg) => {
     if (msg.type() === "error" && !OFFLINE_REQUEST.test(msg.text())) errors.push(msg.text());
   });
-  return page;
 }
 
 /**

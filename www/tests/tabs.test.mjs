@@ -4,11 +4,16 @@
 // frozen (Page Lifecycle), while the others go on. Another tab must take over sync, push every
 // event (the stopped tab's last ones too, which it never got out) exactly once, and every tab
 // must end with the server's log. A frozen tab, once resumed, converges and pushes nothing.
+// The freeze is real: the tabs are background tabs (hidden; see launchBackgroundTabs), which
+// Chromium freezes on `Page.setWebLifecycleState`: the page gets `freeze`, then its timers,
+// IndexedDB callbacks and the rest stop until it is resumed (the test checks that its timer
+// stood still). Chromium still hands a frozen page the BroadcastChannel's messages: annals
+// holds them until the page resumes, else the tab would stall the others' writes.
 // Run with `npm --prefix www run test:e2e` after building www/dist and the server
 // (ANNALS_SERVER_BIN, default target/debug/annals-server).
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
-import { appUrl, eventually, freshStore, launchBrowser, newTab, openApp, readLog, startAnnalsServer } from "./helpers.mjs";
+import { appUrl, eventually, freshStore, launchBackgroundTabs, openApp, readLog, startAnnalsServer } from "./helpers.mjs";
 
 /** @typedef {import("playwright-core").Page} Page */
 
@@ -19,19 +24,25 @@ const PER_TAB = 40;
 const LAST_BATCH = 10;
 /** Generous: two cores run the browser, the server and the test at once. */
 const WAIT = { timeout: 60_000, interval: 100 };
+/** The period of the frozen tab's ticker (ms): a tab that runs ticks about this often. */
+const TICK = 20;
+/** The least time the tab stays frozen (ms): a running tab would tick 50 times meanwhile. */
+const FROZEN_FOR = 50 * TICK;
 
-/** @type {import("playwright-core").Browser} */
-let browser;
 /** @type {{ url: string, close: () => void }} */
 let server;
+/**
+ * The browsers the scenarios launched and have not closed (a test that times out leaves its own).
+ * @type {Set<{ close: () => Promise<void> }>}
+ */
+const browsers = new Set();
 
 before(async () => {
   server = await startAnnalsServer();
-  browser = await launchBrowser();
 });
 
 after(async () => {
-  await browser?.close();
+  for (const browser of browsers) await browser.close();
   server?.close();
 });
 
@@ -187,18 +198,28 @@ async function cutOff(context, page) {
 }
 
 /**
- * Freezes or thaws `page` (Page Lifecycle). Headless Chromium takes the CDP command but does
- * not freeze a page it shows (it cannot hide one: the command's "hide" is ignored), so the
- * page also gets the event a browser fires as it freezes (or resumes) one: what annals acts
- * on. While "frozen" the tab is cut off the network, so whatever it still runs gets nothing
- * through.
- * @param {Page} page @param {import("playwright-core").CDPSession} cdp @param {"frozen" | "active"} state
+ * Runs in a page: counts ticks of a `setInterval` and records the page lifecycle's `freeze`
+ * and `resume` events with the tick count and the time, in `window.lifecycleTest`.
+ * @param {number} tick
  */
-async function setLifecycle(page, cdp, state) {
-  const event = state === "frozen" ? "freeze" : "resume";
-  if (state === "frozen") await page.evaluate((type) => document.dispatchEvent(new Event(type)), event);
+function watchLifecycle(tick) {
+  const state = { ticks: 0, events: /** @type {{ type: string, ticks: number, at: number }[]} */ ([]) };
+  // @ts-expect-error: the test's own record on the page
+  window.lifecycleTest = state;
+  setInterval(() => state.ticks++, tick);
+  for (const type of ["freeze", "resume"]) {
+    document.addEventListener(type, () => state.events.push({ type, ticks: state.ticks, at: Date.now() }));
+  }
+}
+
+/**
+ * Freezes or resumes `page` (Page Lifecycle) for real: Chromium freezes a hidden page, and
+ * only a hidden one. A frozen page runs nothing, not even the test's `evaluate`: leave it
+ * alone until it is resumed.
+ * @param {import("playwright-core").CDPSession} cdp @param {"frozen" | "active"} state
+ */
+async function setLifecycle(cdp, state) {
   await cdp.send("Page.setWebLifecycleState", { state });
-  if (state === "active") await page.evaluate((type) => document.dispatchEvent(new Event(type)), event);
 }
 
 /**
@@ -208,14 +229,15 @@ async function setLifecycle(page, cdp, state) {
  */
 async function scenario(how) {
   const errors = /** @type {string[]} */ ([]);
-  const context = await browser.newContext();
+  const browser = await launchBackgroundTabs();
+  browsers.add(browser);
   const store = freshStore(`tabs-${how}`);
   const run = Math.floor(Math.random() * 0xffff_ffff).toString(16).padStart(8, "0");
   const { pushes, watch, settled } = recordPushes();
   /** @type {Page[]} */
   const pages = [];
   for (let tab = 0; tab < TABS; tab++) {
-    const page = await newTab(context, errors);
+    const page = await browser.newTab(errors);
     watch(page, tab);
     await openApp(page, appUrl(server.url, store, { sync: true }));
     pages.push(page);
@@ -233,7 +255,7 @@ async function scenario(how) {
   const expected = new Set(firstHalf);
 
   // The syncing tab's last batch, appended offline: these events never leave it.
-  const network = await cutOff(context, stopped);
+  const network = await cutOff(browser.context, stopped);
   const lastBatch = Array.from({ length: LAST_BATCH }, (_, i) => eventId(run, leader, PER_TAB + i));
   await stopped.evaluate(async (ids) => {
     const store = window.annalsStore;
@@ -251,9 +273,26 @@ async function scenario(how) {
   if (how === "close") {
     await stopped.close();
   } else {
-    await setLifecycle(stopped, network.cdp, "frozen");
+    // Hidden (a background tab), so it can be frozen; its ticker shows whether it was.
+    assert.equal(await stopped.evaluate(() => document.visibilityState), "hidden", "the tab to freeze is hidden");
+    await stopped.evaluate(watchLifecycle, TICK);
+    // CDP freezes a page whatever it does; Chromium itself does not freeze a page whose
+    // IndexedDB transaction another one waits for (frozen mid-read, the tab would stall every
+    // tab's writes until IndexedDB gives up on it). So it freezes once it is idle: the other
+    // tabs wait at their gate, and every tab has read the whole log.
+    for (const page of others) {
+      await eventually(() => progress(page), (p) => p.appended.length === PER_TAB / 2, { ...WAIT, what: "the other tabs' first half" });
+    }
+    const written = (TABS - 1) * (PER_TAB / 2) + firstHalf.length + LAST_BATCH;
+    await eventually(
+      () => Promise.all(pages.map((page) => page.evaluate(() => window.annalsStore?.head))),
+      (heads) => heads.every((head) => head === written),
+      { ...WAIT, what: `every tab to have read ${written} events` },
+    );
+    await setLifecycle(network.cdp, "frozen");
   }
   const stoppedAt = pushes.length;
+  const frozenAt = Date.now();
   for (const page of others) {
     await page.evaluate(() => {
       // @ts-expect-error: set by startAppending
@@ -268,7 +307,7 @@ async function scenario(how) {
     for (const id of p.appended) expected.add(id);
   }
   assert.equal(expected.size, (TABS - 1) * PER_TAB + firstHalf.length + LAST_BATCH, "the ids are all different");
-  return { context, store, pages, stopped, others, successor, leader, expected, pushes, settled, stoppedAt, network, errors };
+  return { browser, store, pages, stopped, others, successor, leader, expected, pushes, settled, stoppedAt, frozenAt, network, errors };
 }
 
 /**
@@ -343,7 +382,8 @@ test("the syncing tab closes mid-way: another tab takes over and pushes every ev
     assert.deepEqual(s.errors, []);
     t.diagnostic(`${s.expected.size} events from ${TABS} tabs; ${JSON.stringify(figures)}`);
   } finally {
-    await s.context.close();
+    browsers.delete(s.browser);
+    await s.browser.close();
   }
 });
 
@@ -356,7 +396,29 @@ test("the syncing tab freezes mid-way: it lets go of sync, another tab takes ove
     // for the lock behind the tab that syncs now.
     await s.network.reconnect();
     const resumedAt = s.pushes.length;
-    await setLifecycle(s.stopped, s.network.cdp, "active");
+    assert.deepEqual(s.pushes.slice(s.stoppedAt).filter((p) => p.tab === s.leader), [], "the frozen tab sends nothing");
+    // Frozen long enough for its ticker to tell (the other tabs' work above mostly takes longer).
+    const left = s.frozenAt + FROZEN_FOR - Date.now();
+    if (left > 0) await new Promise((resolve) => setTimeout(resolve, left));
+    await setLifecycle(s.network.cdp, "active");
+    // It really was frozen: it saw `freeze`, then `resume`, and its ticker stood still in
+    // between, for long enough that a running tab would have ticked many times.
+    const lifecycle = await eventually(
+      () =>
+        s.stopped.evaluate(() => {
+          // @ts-expect-error: set by watchLifecycle
+          const state = window.lifecycleTest;
+          return /** @type {{ type: string, ticks: number, at: number }[]} */ ([...state.events]);
+        }),
+      (events) => events.length >= 2,
+      { ...WAIT, what: "the thawed tab's resume event" },
+    );
+    assert.deepEqual(lifecycle.map((e) => e.type), ["freeze", "resume"]);
+    const [frozen, resumed] = lifecycle;
+    assert.ok(frozen && resumed);
+    // (Half of it, at least, by the page's clock: the page and the test read time apart.)
+    assert.ok(resumed.at - frozen.at >= FROZEN_FOR / 2, `frozen for ${resumed.at - frozen.at} ms: long enough to tell`);
+    assert.ok(resumed.ticks - frozen.ticks <= 1, `the frozen tab ticked ${resumed.ticks - frozen.ticks} times`);
     await assertConverged(s.store, s.expected, s.pages);
     assert.equal(await theLeader(s.pages, "one syncing tab after the thaw"), successorTab);
     // One more event from the thawed tab: the syncing tab pushes it, the thawed one does not.
@@ -373,8 +435,10 @@ test("the syncing tab freezes mid-way: it lets go of sync, another tab takes ove
     assert.deepEqual(after.filter((p) => p.tab === s.leader), [], "the thawed tab pushes nothing");
     assert.ok(after.some((p) => p.ids.includes(extra)), "the syncing tab pushed the thawed tab's event");
     assert.deepEqual(s.errors, []);
-    t.diagnostic(`${s.expected.size} events from ${TABS} tabs; ${JSON.stringify(figures)}`);
+    const freeze = { frozenMs: resumed.at - frozen.at, ticksWhileFrozen: resumed.ticks - frozen.ticks };
+    t.diagnostic(`${s.expected.size} events from ${TABS} tabs; ${JSON.stringify({ ...figures, ...freeze })}`);
   } finally {
-    await s.context.close();
+    browsers.delete(s.browser);
+    await s.browser.close();
   }
 });
