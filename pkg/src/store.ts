@@ -861,8 +861,10 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
    * BroadcastChannel's messages to a frozen page), but must not act on them: a catch-up would
    * open an IndexedDB transaction whose answers the frozen page cannot take in, and the
    * transaction would stay open, stalling every other tab's writes until this one resumes (or
-   * IndexedDB aborts it, a minute later). They wait until the page resumes; a newer `change`
-   * or `status` stands for the older ones.
+   * IndexedDB aborts it, a minute later). They wait until the page resumes, and what is kept
+   * stays small however long the freeze: the newest `change`, `status` and `hello` stand for
+   * the older ones, questions for the syncing tab are not kept (a frozen tab let go of sync),
+   * nor answers to questions this tab did not ask.
    */
   #receive(data: TabMessage | null): void {
     const held = this.#held;
@@ -871,9 +873,22 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
       return;
     }
     if (typeof data !== "object" || data === null) return;
-    if (data.kind === "change" || data.kind === "status") {
-      const older = held.findIndex((m) => m.kind === data.kind);
-      if (older >= 0) held.splice(older, 1);
+    switch (data.kind) {
+      case "sync?":
+      case "status?":
+        return;
+      case "synced":
+        if (!this.#syncRequests.has(data.id)) return;
+        break;
+      case "change":
+      case "status":
+      case "hello": {
+        const older = held.findIndex((m) => m.kind === data.kind);
+        if (older >= 0) held.splice(older, 1);
+        break;
+      }
+      default:
+        break;
     }
     held.push(data);
   }

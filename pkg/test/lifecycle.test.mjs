@@ -177,3 +177,35 @@ test("a frozen tab acts on no message of the other tabs until it resumes, then r
   one.resume();
   await eventually(() => one.store.head === 3, 2000, "resumed, it reads both");
 });
+
+test("a long freeze keeps few messages: tabs that opened meanwhile get one answer when it resumes", async () => {
+  const name = uniqueName("freeze-held");
+  const document = new EventTarget();
+  globalThis.document = document;
+  let store;
+  try {
+    store = await openStore({ name, storage: "memory", sharedMemory: true });
+    opened.push(store);
+  } finally {
+    delete globalThis.document;
+  }
+  // Another tab, as the channel sees it: it says hello many times and counts the answers.
+  const channel = new BroadcastChannel(`annals:${name}`);
+  const answers = [];
+  channel.onmessage = (message) => {
+    if (message.data?.kind === "here") answers.push(message.data);
+  };
+  try {
+    document.dispatchEvent(new Event("freeze"));
+    for (let i = 0; i < 50; i++) channel.postMessage({ kind: "hello" });
+    for (let i = 0; i < 50; i++) channel.postMessage({ kind: "sync?", id: `q${i}` });
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.equal(answers.length, 0, "a frozen tab answers nobody");
+    document.dispatchEvent(new Event("resume"));
+    await eventually(() => answers.length > 0, 2000, "resumed, it answers");
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.equal(answers.length, 1, "one answer stands for the fifty hellos");
+  } finally {
+    channel.close();
+  }
+});
