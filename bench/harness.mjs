@@ -9,19 +9,10 @@ import { tmpdir } from "node:os";
 import { dirname, extname, join, resolve, sep } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
+import { CHROMIUM, CHROMIUM_ARGS } from "../scripts/chromium.mjs";
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
-export const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
-export const ARGS = [
-  "--headless=new",
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-dev-shm-usage",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-  "--no-first-run",
-];
+export { CHROMIUM };
 
 const TYPES = {
   ".html": "text/html; charset=utf-8",
@@ -79,7 +70,7 @@ export async function launch() {
   const server = await serveRepository();
   const profileDir = mkdtempSync(join(tmpdir(), "annals-bench-profile-"));
   // An on-disk profile: in a default (incognito-like) context IndexedDB lives in memory.
-  const context = await chromium.launchPersistentContext(profileDir, { executablePath: CHROMIUM, args: ARGS });
+  const context = await chromium.launchPersistentContext(profileDir, { executablePath: CHROMIUM, args: CHROMIUM_ARGS });
   const pageUrl = `${server.origin}/bench/page/index.html`;
 
   async function newPage() {

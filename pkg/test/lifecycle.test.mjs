@@ -18,7 +18,27 @@ afterEach(async () => {
   await Promise.all(opened.splice(0).map((store) => store.close()));
 });
 
-/** Tabs of one store: shared memory, their own `document` each. */
+/**
+ * A tab: a store opened with its own `document` (where the page lifecycle's events arrive),
+ * closed after the test, and the means to freeze and resume it.
+ */
+async function openTab(options) {
+  const document = new EventTarget();
+  globalThis.document = document;
+  try {
+    const store = await openStore(options);
+    opened.push(store);
+    return {
+      store,
+      freeze: () => document.dispatchEvent(new Event("freeze")),
+      resume: () => document.dispatchEvent(new Event("resume")),
+    };
+  } finally {
+    delete globalThis.document;
+  }
+}
+
+/** Tabs of one synced store (shared memory). */
 function tabsOf(name) {
   const options = {
     name,
@@ -27,21 +47,7 @@ function tabsOf(name) {
     // Nothing listens there: the tabs retry in the background, which changes nothing here.
     sync: { url: "http://127.0.0.1:9", store: name, token: "t", longPollSeconds: 1 },
   };
-  return async () => {
-    const document = new EventTarget();
-    globalThis.document = document;
-    try {
-      const store = await openStore(options);
-      opened.push(store);
-      return {
-        store,
-        freeze: () => document.dispatchEvent(new Event("freeze")),
-        resume: () => document.dispatchEvent(new Event("resume")),
-      };
-    } finally {
-      delete globalThis.document;
-    }
-  };
+  return () => openTab(options);
 }
 
 const leaders = (...tabs) => tabs.map((t) => t.store.syncStatus.leader);
@@ -111,20 +117,9 @@ test("a frozen tab lets go of its process managers' locks too; another tab runs 
   const name = uniqueName("freeze-reactor");
   const handled = [];
   const open = async (tab) => {
-    const document = new EventTarget();
-    globalThis.document = document;
-    try {
-      const store = await openStore({ name, storage: "memory", sharedMemory: true });
-      opened.push(store);
-      store.react({ name: "notes", on: ["Noted"], handle: (event) => void handled.push([tab, event.data.n]) });
-      return {
-        store,
-        freeze: () => document.dispatchEvent(new Event("freeze")),
-        resume: () => document.dispatchEvent(new Event("resume")),
-      };
-    } finally {
-      delete globalThis.document;
-    }
+    const opening = await openTab({ name, storage: "memory", sharedMemory: true });
+    opening.store.react({ name: "notes", on: ["Noted"], handle: (event) => void handled.push([tab, event.data.n]) });
+    return opening;
   };
   const lock = `annals-react:${name}:notes`;
   const one = await open("one");
@@ -147,21 +142,7 @@ test("a frozen tab lets go of its process managers' locks too; another tab runs 
 
 test("a frozen tab acts on no message of the other tabs until it resumes, then reads what they wrote", async () => {
   const name = uniqueName("freeze-messages");
-  const open = async () => {
-    const document = new EventTarget();
-    globalThis.document = document;
-    try {
-      const store = await openStore({ name, storage: "memory", sharedMemory: true });
-      opened.push(store);
-      return {
-        store,
-        freeze: () => document.dispatchEvent(new Event("freeze")),
-        resume: () => document.dispatchEvent(new Event("resume")),
-      };
-    } finally {
-      delete globalThis.document;
-    }
-  };
+  const open = () => openTab({ name, storage: "memory", sharedMemory: true });
   const [one, two, three] = [await open(), await open(), await open()];
   await two.store.append({ stream: "s", type: "Noted", data: { n: 1 } });
   await eventually(() => one.store.head === 1 && three.store.head === 1, 2000, "the other tabs read tab two's event");
@@ -180,15 +161,7 @@ test("a frozen tab acts on no message of the other tabs until it resumes, then r
 
 test("a long freeze keeps few messages: tabs that opened meanwhile get one answer when it resumes", async () => {
   const name = uniqueName("freeze-held");
-  const document = new EventTarget();
-  globalThis.document = document;
-  let store;
-  try {
-    store = await openStore({ name, storage: "memory", sharedMemory: true });
-    opened.push(store);
-  } finally {
-    delete globalThis.document;
-  }
+  const tab = await openTab({ name, storage: "memory", sharedMemory: true });
   // Another tab, as the channel sees it: it says hello many times and counts the answers.
   const channel = new BroadcastChannel(`annals:${name}`);
   const answers = [];
@@ -196,12 +169,12 @@ test("a long freeze keeps few messages: tabs that opened meanwhile get one answe
     if (message.data?.kind === "here") answers.push(message.data);
   };
   try {
-    document.dispatchEvent(new Event("freeze"));
+    tab.freeze();
     for (let i = 0; i < 50; i++) channel.postMessage({ kind: "hello" });
     for (let i = 0; i < 50; i++) channel.postMessage({ kind: "sync?", id: `q${i}` });
     await new Promise((resolve) => setTimeout(resolve, 100));
     assert.equal(answers.length, 0, "a frozen tab answers nobody");
-    document.dispatchEvent(new Event("resume"));
+    tab.resume();
     await eventually(() => answers.length > 0, 2000, "resumed, it answers");
     await new Promise((resolve) => setTimeout(resolve, 100));
     assert.equal(answers.length, 1, "one answer stands for the fifty hellos");

@@ -8,6 +8,7 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
+import { CHROMIUM, CHROMIUM_ARGS } from "../../scripts/chromium.mjs";
 import { serveStatic } from "../scripts/serve.mjs";
 
 /** @typedef {import("playwright-core").Page} Page */
@@ -16,20 +17,8 @@ import { serveStatic } from "../scripts/serve.mjs";
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
 export const DIST = process.env.WWW_DIST ?? join(ROOT, "www", "dist");
 const SERVER_BIN = resolve(ROOT, process.env.ANNALS_SERVER_BIN ?? "target/debug/annals-server");
-const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 export const TEST_TIMEOUT = 90_000;
 
-/** The flags that keep headless Chromium quiet and working in containers. */
-const CHROMIUM_ARGS = [
-  "--headless=new",
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-dev-shm-usage",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-  "--no-first-run",
-];
 
 /** Headless Chromium, with the flags that keep it quiet and working in containers. */
 export function launchBrowser() {
