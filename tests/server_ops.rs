@@ -806,3 +806,62 @@ async fn sigterm_answers_long_polls_finishes_a_push_in_flight_and_exits_0() {
     again.terminate();
     assert!(again.exit_within(Duration::from_secs(10)).await.success());
 }
+
+// --- the documentation --------------------------------------------------------------------
+
+fn repository_file(path: &str) -> String {
+    let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
+}
+
+#[test]
+fn the_example_config_files_are_valid() {
+    for example in [
+        "docs/deploy/annals.toml",
+        "docs/deploy/annals-postgres.toml",
+    ] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(example);
+        let (code, _, stderr) = run(annals_server()
+            .arg("--config")
+            .arg(&path)
+            .arg("--check-config"));
+        assert_eq!(code, 0, "{example}: {stderr}");
+    }
+}
+
+#[test]
+fn the_operations_guide_and_the_deploy_files_name_only_real_settings() {
+    let (_, help, _) = run(annals_server().arg("--help"));
+    let flags: Vec<&str> = help
+        .split_whitespace()
+        .filter(|word| word.starts_with("--") && word.len() > 2)
+        .filter(|word| !matches!(*word, "--help" | "--version"))
+        .collect();
+    let guide = repository_file("docs/operations.md");
+    for flag in &flags {
+        assert!(
+            guide.contains(&format!("`{flag}")),
+            "docs/operations.md lacks {flag}"
+        );
+    }
+    for file in [
+        "docs/operations.md",
+        "docs/deploy/Dockerfile",
+        "docs/deploy/compose.yaml",
+        "docs/deploy/annals-server.service",
+        "README.md",
+    ] {
+        let text = repository_file(file);
+        // Every ANNALS_NAME but the test suite's own and the wildcard `ANNALS_*`.
+        let names = text
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|word| word.starts_with("ANNALS_") && word.len() > "ANNALS_".len())
+            .filter(|word| !word.starts_with("ANNALS_TEST") && *word != "ANNALS_SERVER_BIN");
+        for name in names {
+            assert!(
+                help.contains(&format!("[env: {name}")),
+                "{file} names {name}, which annals-server does not read"
+            );
+        }
+    }
+}
