@@ -151,7 +151,8 @@ pub struct Cli {
     pub shutdown_grace: u64,
 
     /// Log lines on stderr: text for people, json (one object a line) for collectors.
-    #[arg(long, env = "ANNALS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, env = "ANNALS_LOG_FORMAT", value_name = "FORMAT", value_enum,
+          default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 }
 
