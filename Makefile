@@ -12,16 +12,20 @@ SERVER_BIN := $(or $(CARGO_TARGET_DIR),target)/debug/annals-server
 # The optimised build of the benchmarks (see [profile.perf] in Cargo.toml).
 BENCH_SERVER_BIN := $(or $(CARGO_TARGET_DIR),target)/perf/annals-server
 
-.PHONY: setup build pkg www server demo test lint typecheck test-rust test-wasm test-node test-e2e bench soak clean
+.PHONY: setup build pkg pack www server demo test lint typecheck test-rust test-wasm test-node test-pack test-e2e bench soak clean
 
 setup:
 	@scripts/setup.sh
 
-## build: the wasm and the npm package in pkg/ (ready to import), www/dist, and the server.
-build: setup pkg www server
+## build: the wasm and the npm package in pkg/ (ready to import), its tarball as npm
+## publish would make it (target/pkg/annals-<version>.tgz), www/dist, and the server.
+build: setup pkg pack www server
 
 pkg:
 	@scripts/build-pkg.sh
+
+pack: pkg
+	@scripts/pack.sh
 
 www: pkg
 	npm run --workspace www build
@@ -36,7 +40,7 @@ demo: build
 
 ## test: every layer: lints, Rust (core, server on SQLite and PostgreSQL), the browser
 ## (IndexedDB in headless Chromium), the npm package from Node, and Playwright.
-test: setup lint test-rust test-wasm build typecheck test-node test-e2e
+test: setup lint test-rust test-wasm build typecheck test-node test-pack test-e2e
 	@echo "make test: every layer passed"
 
 lint:
@@ -58,6 +62,10 @@ test-wasm:
 
 test-node: pkg server
 	ANNALS_SERVER_BIN=$(abspath $(SERVER_BIN)) npm run --workspace pkg test
+
+# The tarball's files, and `npm publish --dry-run` (never a real publish).
+test-pack: pack
+	node --test scripts/pack.test.mjs
 
 test-e2e: www server
 	ANNALS_SERVER_BIN=$(abspath $(SERVER_BIN)) npm run --workspace www test:e2e

@@ -4,6 +4,7 @@
 //! POST /v1/stores/{store}/push                       PushRequest -> PushResponse
 //! GET  /v1/stores/{store}/pull?after=&limit=&wait=   -> PullResponse (long poll with wait)
 //! GET  /health
+//! GET  /metrics                                      Prometheus text (see [`metrics`])
 //! /v<other>/...: a JSON 404 naming the supported version (v1)
 //! everything else: the static files of --www (index.html for unknown paths)
 //! ```
@@ -17,8 +18,10 @@
 //! shutdown handle; the binary and the tests both use it.
 
 pub mod auth;
+pub mod config;
 pub mod error;
 pub mod limits;
+pub mod metrics;
 pub mod postgres;
 pub mod routes;
 pub mod sqlite;
@@ -43,6 +46,7 @@ use tower_http::trace::TraceLayer;
 
 pub use auth::{Access, Auth, Grant};
 pub use limits::Limits;
+pub use metrics::Metrics;
 pub use routes::AppState;
 pub use store::{ServerStore, StoreError};
 pub use throttle::RateLimit;
@@ -65,6 +69,45 @@ pub struct ServerConfig {
     /// Deciders that re-check pushed events of the streams they claim (see
     /// [`crate::sync::authority`]); for Rust apps that embed the server.
     pub authorities: Authorities,
+    /// Where `GET /metrics` is served.
+    pub metrics: MetricsEndpoint,
+}
+
+/// Where the server answers `GET /metrics` (Prometheus text format, no token).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MetricsEndpoint {
+    /// On the API's address, beside `/v1` and `/health`.
+    #[default]
+    Api,
+    /// On an address of its own (say a private interface), and not on the API's.
+    Listen(SocketAddr),
+    /// Nowhere.
+    Off,
+}
+
+impl std::str::FromStr for MetricsEndpoint {
+    type Err = String;
+
+    /// `on` (the API's address), `off`, or an address such as `127.0.0.1:9464`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "on" => Ok(MetricsEndpoint::Api),
+            "off" => Ok(MetricsEndpoint::Off),
+            addr => addr.parse().map(MetricsEndpoint::Listen).map_err(|_| {
+                format!("{addr:?} is neither on, off nor an address such as 127.0.0.1:9464")
+            }),
+        }
+    }
+}
+
+impl std::fmt::Display for MetricsEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MetricsEndpoint::Api => f.write_str("on"),
+            MetricsEndpoint::Listen(addr) => write!(f, "{addr}"),
+            MetricsEndpoint::Off => f.write_str("off"),
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -78,6 +121,7 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             rate_limit: Some(RateLimit::default()),
             authorities: Authorities::default(),
+            metrics: MetricsEndpoint::default(),
         }
     }
 }
@@ -118,15 +162,20 @@ pub async fn open_store(
     }
 }
 
-/// The whole application: API routes, health, static files, CORS and the request log.
+/// The whole application: API routes, health, metrics, static files, CORS, the request
+/// metrics and the request log.
 pub fn router(state: AppState, config: &ServerConfig) -> Result<Router, StartError> {
+    let metrics = Arc::clone(&state.metrics);
     let api = Router::new()
         .route("/stores/{store}/push", post(routes::push))
         .route("/stores/{store}/pull", get(routes::pull))
         .fallback(routes::not_found_v1)
         .method_not_allowed_fallback(routes::method_not_allowed);
-    let mut app = Router::new()
-        .route("/health", get(routes::health))
+    let mut app = Router::new().route("/health", get(routes::health));
+    if config.metrics == MetricsEndpoint::Api {
+        app = app.route("/metrics", get(routes::metrics));
+    }
+    let mut app = app
         .nest("/v1", api)
         .method_not_allowed_fallback(routes::method_not_allowed);
     app = match &config.www {
@@ -142,6 +191,11 @@ pub fn router(state: AppState, config: &ServerConfig) -> Result<Router, StartErr
     if !config.cors_origins.is_empty() {
         app = app.layer(cors(&config.cors_origins)?);
     }
+    // Outside CORS, so that the preflights it answers are counted too.
+    let app = app.layer(axum::middleware::from_fn_with_state(
+        metrics,
+        metrics::track,
+    ));
     Ok(app.layer(
         TraceLayer::new_for_http()
             .make_span_with(|req: &Request<_>| {
@@ -157,7 +211,8 @@ pub fn router(state: AppState, config: &ServerConfig) -> Result<Router, StartErr
                 |res: &Response<_>, latency: Duration, _span: &tracing::Span| {
                     tracing::info!(
                         status = res.status().as_u16(),
-                        latency_ms = %format_args!("{:.2}", latency.as_secs_f64() * 1000.0),
+                        // A number (for JSON logs), to a hundredth of a millisecond.
+                        latency_ms = (latency.as_secs_f64() * 100_000.0).round() / 100.0,
                         "response"
                     );
                 },
@@ -185,13 +240,25 @@ fn cors(origins: &[String]) -> Result<CorsLayer, StartError> {
         .max_age(Duration::from_secs(600)))
 }
 
+/// `GET /metrics` alone, for [`MetricsEndpoint::Listen`].
+fn metrics_router(metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics::serve_metrics))
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .with_state(metrics)
+}
+
 /// A server running in the background.
 pub struct RunningServer {
     addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     backend: &'static str,
     throttle: Arc<throttle::Throttle>,
+    metrics: Arc<Metrics>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<std::io::Result<()>>,
+    metrics_task: Option<JoinHandle<std::io::Result<()>>>,
 }
 
 impl RunningServer {
@@ -203,6 +270,16 @@ impl RunningServer {
     /// `http://<addr>`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The address of the separate metrics listener ([`MetricsEndpoint::Listen`]).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// This server's metrics (what `GET /metrics` answers).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// "sqlite" or "postgres".
@@ -220,21 +297,38 @@ impl RunningServer {
         self.throttle.bodies.used()
     }
 
-    /// Stops accepting, ends long polls, lets in-flight requests finish (for up to
-    /// `grace`), then closes the database.
+    /// Stops accepting connections, answers the long polls at once (with what they have),
+    /// lets in-flight requests finish (for up to `grace`; a push that reached the database
+    /// always commits), then closes the database.
     pub async fn shutdown_within(self, grace: Duration) -> Result<(), StartError> {
+        tracing::info!(
+            in_flight = self.metrics.in_flight(),
+            long_polls = self.long_polls(),
+            "shutting down: no new connections; answering long polls, finishing requests"
+        );
         let _ = self.shutdown.send(true);
-        let mut task = self.task;
-        match tokio::time::timeout(grace, &mut task).await {
-            Ok(Ok(result)) => result.map_err(StartError::Serve),
-            Ok(Err(e)) => Err(StartError::Serve(std::io::Error::other(e.to_string()))),
-            Err(_) => {
-                tracing::warn!("requests still running after {grace:?}; stopping anyway");
-                task.abort();
-                let _ = task.await;
-                Ok(())
+        let mut tasks = vec![self.task];
+        tasks.extend(self.metrics_task);
+        let deadline = tokio::time::Instant::now() + grace;
+        let mut outcome = Ok(());
+        for mut task in tasks {
+            match tokio::time::timeout_at(deadline, &mut task).await {
+                Ok(Ok(result)) => outcome = outcome.and(result.map_err(StartError::Serve)),
+                Ok(Err(e)) => {
+                    outcome =
+                        outcome.and(Err(StartError::Serve(std::io::Error::other(e.to_string()))))
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        in_flight = self.metrics.in_flight(),
+                        "requests still running after {grace:?}; stopping anyway"
+                    );
+                    task.abort();
+                    let _ = task.await;
+                }
             }
         }
+        outcome
     }
 
     /// [`Self::shutdown_within`] ten seconds.
@@ -272,12 +366,14 @@ pub async fn serve_with_store(
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let backend = store.backend();
     let throttle = Arc::new(throttle::Throttle::new(config.rate_limit, &config.limits));
+    let metrics = Arc::new(Metrics::new(Arc::clone(&throttle)));
     let state = AppState {
         store,
         auth: Arc::new(config.auth.clone()),
         limits: Arc::new(config.limits.clone()),
         throttle: Arc::clone(&throttle),
         shutdown: shutdown_rx.clone(),
+        metrics: Arc::clone(&metrics),
     };
     let app = router(state, &config)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -290,22 +386,49 @@ pub async fn serve_with_store(
         addr: config.listen,
         source,
     })?;
-    let mut stop = shutdown_rx;
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|stopping| *stopping).await;
-            })
-            .await
-    });
+    let (metrics_addr, metrics_task) = match config.metrics {
+        MetricsEndpoint::Listen(metrics_listen) => {
+            let bind_error = |source| StartError::Bind {
+                addr: metrics_listen,
+                source,
+            };
+            let listener = tokio::net::TcpListener::bind(metrics_listen)
+                .await
+                .map_err(bind_error)?;
+            let metrics_addr = listener.local_addr().map_err(bind_error)?;
+            let app = metrics_router(Arc::clone(&metrics));
+            let task = tokio::spawn(serve_until(listener, app, shutdown_rx.clone()));
+            tracing::info!(addr = %metrics_addr, "metrics on their own address");
+            (Some(metrics_addr), Some(task))
+        }
+        MetricsEndpoint::Api | MetricsEndpoint::Off => (None, None),
+    };
+    let task = tokio::spawn(serve_until(listener, app, shutdown_rx));
     tracing::info!(%addr, backend, "annals-server listening");
     Ok(RunningServer {
         addr,
+        metrics_addr,
         backend,
         throttle,
+        metrics,
         shutdown: shutdown_tx,
         task,
+        metrics_task,
     })
+}
+
+/// Serves `app` until `stop` turns true, then stops accepting and waits for the requests
+/// in flight (hyper closes idle keep-alive connections at once).
+async fn serve_until(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|stopping| *stopping).await;
+        })
+        .await
 }
 
 /// Log output for the binary, on stderr: human-readable lines or JSON lines, filtered by
@@ -319,8 +442,15 @@ pub fn init_tracing(json: bool) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(ansi);
+    // JSON: one object a line, the event's fields (message included) at the top level and
+    // the request span's fields (method, path, store) under "span".
     let result = if json {
-        builder.json().try_init()
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init()
     } else {
         builder.try_init()
     };

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use crate::server::auth::{Access, Auth};
 use crate::server::error::{json_response, ApiError};
 use crate::server::limits::{check_store_name, parse_pull_query, parse_push, Limits};
+use crate::server::metrics::{DatabaseOperation, Metrics, PushOutcome};
 use crate::server::store::ServerStore;
 use crate::server::throttle::{Reservation, Throttle};
 use crate::sync::protocol::{PushResult, PROTOCOL_VERSION};
@@ -32,6 +33,7 @@ pub struct AppState {
     pub throttle: Arc<Throttle>,
     /// Turns true when the server is shutting down: long polls answer at once.
     pub shutdown: watch::Receiver<bool>,
+    pub metrics: Arc<Metrics>,
 }
 
 fn store_name(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
@@ -69,8 +71,9 @@ pub async fn push(
     let client_id = request.client_id;
 
     // Run the transaction in its own task: a client that hangs up mid-push must not cancel
-    // a commit halfway through its bookkeeping.
+    // a commit halfway through its bookkeeping (nor its counting in the metrics).
     let backend = Arc::clone(&state.store);
+    let metrics = Arc::clone(&state.metrics);
     let task_store = store.clone();
     let task_client = client_id.clone();
     let response = tokio::spawn(async move {
@@ -78,6 +81,14 @@ pub async fn push(
             .push(&task_store, &task_client, request.events)
             .await;
         drop(reservation);
+        match &response {
+            Ok(answer) => metrics.pushed(answer.results.iter().map(|r| match r {
+                PushResult::Ok { .. } => PushOutcome::Ok,
+                PushResult::Duplicate { .. } => PushOutcome::Duplicate,
+                PushResult::Rejected { .. } => PushOutcome::Rejected,
+            })),
+            Err(_) => metrics.database_error(DatabaseOperation::Push),
+        }
         response
     })
     .await
@@ -199,7 +210,11 @@ pub async fn pull(
     let mut shutdown = state.shutdown.clone();
     let deadline = tokio::time::Instant::now() + params.wait;
     loop {
-        let response = state.store.pull(&store, params.after, params.limit).await?;
+        let response = state
+            .store
+            .pull(&store, params.after, params.limit)
+            .await
+            .inspect_err(|_| state.metrics.database_error(DatabaseOperation::Pull))?;
         let now = tokio::time::Instant::now();
         // Answer with events; when not waiting; when the client is past the head (a new
         // epoch: it must notice now); at the deadline; when shutting down.
@@ -208,6 +223,7 @@ pub async fn pull(
             || now >= deadline
             || *shutdown.borrow()
         {
+            state.metrics.pulled(response.events.len());
             return Ok(json_response(StatusCode::OK, &response));
         }
         let wake = deadline.min(now + RECHECK);
@@ -235,6 +251,7 @@ pub async fn health(State(state): State<AppState>) -> Response {
             }),
         ),
         Err(e) => {
+            state.metrics.database_error(DatabaseOperation::Health);
             tracing::warn!(error = %e, "health check failed");
             json_response(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -300,4 +317,9 @@ pub fn store_of_path(path: &str) -> &str {
     path.strip_prefix("/v1/stores/")
         .and_then(|rest| rest.split('/').next())
         .unwrap_or("")
+}
+
+/// `GET /metrics` on the API's address (see [`crate::server::metrics`]).
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    crate::server::metrics::serve_metrics(State(state.metrics)).await
 }
