@@ -4,17 +4,12 @@
 // queues again on `resume`. Also the store's sync status, from this tab or the syncing one.
 
 import { fromWasmError } from "./errors.js";
-import { webLocks } from "./reactor.js";
+import { type LockManagerLike, webLocks } from "./reactor.js";
 import type { SyncOptions, SyncStatus } from "./types.js";
 import type { CoreSyncStatus, WasmStoreHandle } from "./wasm-contract.js";
 
 /** How long `stopped()` waits for the sync loop to end (a request in flight). */
 export const SYNC_STOP_MS = 2_000;
-
-/** The part of `navigator.locks` used here (tests pass a fake). */
-export interface LockManagerLike {
-  request(name: string, options: { signal?: AbortSignal }, callback: () => Promise<unknown>): Promise<unknown>;
-}
 
 /** Where `online` and `offline` arrive (the window). */
 export interface OnlineEvents {
