@@ -35,11 +35,11 @@ export interface LeaderHost {
   reportError(error: unknown): void;
 }
 
-/** The platform, replaceable in tests. */
+/** The platform, looked up when needed (as the browser's can change), replaceable in tests. */
 export interface LeaderPlatform {
-  locks: LockManagerLike | undefined;
-  online: () => boolean;
-  events: OnlineEvents | undefined;
+  locks(): LockManagerLike | undefined;
+  online(): boolean;
+  events(): OnlineEvents | undefined;
 }
 
 /** `navigator.onLine` where it exists; true elsewhere. */
@@ -48,14 +48,15 @@ export function platformOnline(): boolean {
   return typeof nav?.onLine === "boolean" ? nav.onLine : true;
 }
 
-export function defaultPlatform(): LeaderPlatform {
+/** The window's online/offline events, where there are any. */
+function windowEvents(): OnlineEvents | undefined {
   const target = globalThis as Partial<OnlineEvents>;
-  const events =
-    typeof target.addEventListener === "function" && typeof target.removeEventListener === "function"
-      ? (target as OnlineEvents)
-      : undefined;
-  return { locks: webLocks(), online: platformOnline, events };
+  return typeof target.addEventListener === "function" && typeof target.removeEventListener === "function"
+    ? (target as OnlineEvents)
+    : undefined;
 }
+
+export const browserPlatform: LeaderPlatform = { locks: webLocks, online: platformOnline, events: windowEvents };
 
 export class Leader {
   readonly #host: LeaderHost;
@@ -77,7 +78,7 @@ export class Leader {
   #paused = false;
 
   /** `config` undefined: a store without sync (it never leads; its status says so). */
-  constructor(host: LeaderHost, config: SyncOptions | undefined, signal: AbortSignal, platform = defaultPlatform()) {
+  constructor(host: LeaderHost, config: SyncOptions | undefined, signal: AbortSignal, platform = browserPlatform) {
     this.#host = host;
     this.#config = config;
     this.#signal = signal;
@@ -99,16 +100,17 @@ export class Leader {
     if (!config || this.#signal.aborted) return;
     const host = this.#host;
     const platform = this.#platform;
+    const events = platform.events();
     const onlineChanged = () => {
       if (host.isClosed()) return;
       if (this.#leader) host.core.setOnline(platform.online());
       this.statusChanged();
     };
-    platform.events?.addEventListener("online", onlineChanged);
-    platform.events?.addEventListener("offline", onlineChanged);
+    events?.addEventListener("online", onlineChanged);
+    events?.addEventListener("offline", onlineChanged);
     this.#signal.addEventListener("abort", () => {
-      platform.events?.removeEventListener("online", onlineChanged);
-      platform.events?.removeEventListener("offline", onlineChanged);
+      events?.removeEventListener("online", onlineChanged);
+      events?.removeEventListener("offline", onlineChanged);
       this.#lockAbort?.abort();
       host.core.stopSync();
     });
@@ -229,7 +231,7 @@ export class Leader {
         if (turn === this.#turn) this.#endLeadership();
       }
     };
-    const locks = this.#platform.locks;
+    const locks = this.#platform.locks();
     if (!locks) {
       this.#syncLoop = run();
       return;

@@ -126,7 +126,7 @@ function tab(locks, { online = () => true, events = fakeWindow(), head = 4, conf
     reportError: (error) => errors.push(error),
   };
   const abort = new AbortController();
-  const leader = new Leader(host, sync, abort.signal, { locks, online, events });
+  const leader = new Leader(host, sync, abort.signal, { locks: () => locks, online, events: () => events });
   return { leader, core, statuses, broadcast, errors, events, abort, close: () => ((closed = true), abort.abort()) };
 }
 
