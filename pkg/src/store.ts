@@ -1,10 +1,9 @@
 // The store: the public facade of annals. The wasm core keeps the log (append rules,
-// storage, reads, the sync client); the modules beside this one each do one job behind a
-// small host interface: projections (folds, checkpoints, snapshots, time travel), writes
-// (batches, catch-ups), tabs (the BroadcastChannel), leader (the sync lock and status),
-// commands (aggregates), reactor (process managers), lifecycle (freeze and resume). This
-// class owns the state they share (the heads, the log's generation, open or closed) and one
-// AbortController: `close()` aborts it, and each module tears itself down on its signal.
+// storage, reads, the sync client); each module beside this one does one job behind a small
+// host interface, so that a change has one obvious home: projections, writes, tabs, leader,
+// commands, reactor, lifecycle, completion, orphans, options. This class owns only what they
+// share (the heads, the log's generation, open or closed) and one AbortController: `close()`
+// aborts it, and each module tears itself down on its signal.
 
 import { AnnalsError, fromWasmError } from "./errors.js";
 import { Commands } from "./commands.js";
