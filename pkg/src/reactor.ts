@@ -40,7 +40,8 @@ export interface ReactorSpec {
 /** Events read at a time while catching up. */
 const CHUNK = 256;
 
-interface LockManagerLike {
+/** The part of `navigator.locks` annals uses (tests pass a fake). */
+export interface LockManagerLike {
   request(name: string, options: { signal?: AbortSignal }, callback: () => Promise<unknown>): Promise<unknown>;
 }
 

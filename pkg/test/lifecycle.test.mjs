@@ -8,6 +8,7 @@ import { afterEach, test } from "node:test";
 
 import { openStore } from "annals";
 
+import { TAB_PROTOCOL_VERSION } from "../dist/tabs.js";
 import { eventually, installFakeLocks, uniqueName } from "./helpers.mjs";
 
 const locks = installFakeLocks();
@@ -170,8 +171,8 @@ test("a long freeze keeps few messages: tabs that opened meanwhile get one answe
   };
   try {
     tab.freeze();
-    for (let i = 0; i < 50; i++) channel.postMessage({ kind: "hello" });
-    for (let i = 0; i < 50; i++) channel.postMessage({ kind: "sync?", id: `q${i}` });
+    for (let i = 0; i < 50; i++) channel.postMessage({ v: TAB_PROTOCOL_VERSION, kind: "hello" });
+    for (let i = 0; i < 50; i++) channel.postMessage({ v: TAB_PROTOCOL_VERSION, kind: "sync?", id: `q${i}` });
     await new Promise((resolve) => setTimeout(resolve, 100));
     assert.equal(answers.length, 0, "a frozen tab answers nobody");
     tab.resume();

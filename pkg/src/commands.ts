@@ -1,0 +1,245 @@
+// The write model: `execute` folds an aggregate's stream, lets `decide` choose the events,
+// and appends them at the version decide saw, retrying when another writer moved the stream.
+// A command id is executed once: its events' ids derive from it, and a command id already
+// in the stream returns the earlier result. Refused events run the aggregate's compensation.
+
+import { AnnalsError, isAnnalsError } from "./errors.js";
+import { commandEventId, randomUuid } from "./ids.js";
+import { type AnyAggregate, checkExecuteArguments, invalidArgument } from "./options.js";
+import { copyState } from "./projection-runtime.js";
+import type { AnnalsEvent, CommandRequest, ExecuteOptions, ExecuteResult, Rejection } from "./types.js";
+
+/** `execute` decides at most this many times when other writers keep moving the stream. */
+export const MAX_ATTEMPTS = 5;
+
+/** A read of the log, as `events()` takes it. */
+export interface LogQuery {
+  stream?: string;
+  after?: number;
+  to?: number;
+}
+
+/** What commands need from their store. */
+export interface CommandsHost {
+  head(): number;
+  confirmedHead(): number;
+  /** Changes when the confirmed log restarts. */
+  generation(): number;
+  isClosed(): boolean;
+  /** Throws CLOSED once the store is closed. */
+  checkOpen(): void;
+  /** Whether the core holds the whole log (else `whenComplete` first: decide reads a stream). */
+  isComplete(): boolean;
+  whenComplete(): Promise<void>;
+  read(query: LogQuery): AnnalsEvent[];
+  append(events: readonly unknown[]): Promise<AnnalsEvent[]>;
+  catchUp(): Promise<unknown>;
+  /** Lets close wait for work started here. */
+  track<T>(promise: Promise<T>): Promise<T>;
+  reportError(error: unknown): void;
+}
+
+/** An aggregate instance's state folded from its confirmed events. */
+interface AggregateCache {
+  state: unknown;
+  /** The confirmed head this state was brought up to. */
+  position: number;
+  /** The stream's version among confirmed events. */
+  version: number;
+  /** Command ids found on the stream's confirmed events. */
+  commands: Set<string>;
+  generation: number;
+}
+
+interface LoadedAggregate {
+  state: unknown;
+  version: number;
+  known: (commandId: string) => boolean;
+}
+
+export class Commands {
+  readonly #host: CommandsHost;
+  readonly #aggregates: ReadonlyMap<string, AnyAggregate>;
+  readonly #cache = new Map<string, AggregateCache>();
+
+  constructor(host: CommandsHost, aggregates: ReadonlyMap<string, AnyAggregate>, signal: AbortSignal) {
+    this.#host = host;
+    this.#aggregates = aggregates;
+    signal.addEventListener("abort", () => this.#cache.clear());
+  }
+
+  /** The confirmed log restarted: cached states are of the old one. */
+  reset(): void {
+    this.#cache.clear();
+  }
+
+  #aggregate(name: string): AnyAggregate {
+    const def = this.#aggregates.get(name);
+    if (!def) {
+      const known = [...this.#aggregates.keys()].map((k) => `"${k}"`).join(", ") || "none";
+      throw invalidArgument(`no aggregate named ${JSON.stringify(name)} (known: ${known})`);
+    }
+    return def;
+  }
+
+  /**
+   * The aggregate instance's state and version as `decide` sees them: its confirmed events
+   * folded incrementally into a cached state, and its pending events folded on a copy of
+   * it, every time (they may still move or be refused).
+   */
+  #load(name: string, def: AnyAggregate, stream: string): LoadedAggregate {
+    const host = this.#host;
+    const key = `${name}\u0000${stream}`;
+    let cache = this.#cache.get(key);
+    if (!cache || cache.generation !== host.generation()) {
+      cache = { state: copyState(def.initial), position: 0, version: 0, commands: new Set(), generation: host.generation() };
+      this.#cache.set(key, cache);
+    }
+    const confirmed = host.confirmedHead();
+    try {
+      if (confirmed > cache.position) {
+        const events = host.read({ stream, after: cache.position, to: confirmed });
+        for (const event of events) {
+          cache.state = def.evolve(cache.state, event);
+          cache.version = event.version;
+          const commandId = event.meta?.["commandId"];
+          if (typeof commandId === "string") cache.commands.add(commandId);
+        }
+        cache.position = confirmed;
+      }
+    } catch (error) {
+      this.#cache.delete(key); // half folded: start again next time
+      throw error;
+    }
+    const commands = cache.commands;
+    if (host.head() === confirmed) {
+      return { state: cache.state, version: cache.version, known: (id) => commands.has(id) };
+    }
+    const pending = host.read({ stream, after: confirmed });
+    if (pending.length === 0) {
+      return { state: cache.state, version: cache.version, known: (id) => commands.has(id) };
+    }
+    let state = copyState(cache.state);
+    const pendingCommands = new Set<string>();
+    for (const event of pending) {
+      state = def.evolve(state, event);
+      const commandId = event.meta?.["commandId"];
+      if (typeof commandId === "string") pendingCommands.add(commandId);
+    }
+    return {
+      state,
+      version: pending[pending.length - 1]!.version,
+      known: (id) => commands.has(id) || pendingCommands.has(id),
+    };
+  }
+
+  async execute(aggregate: string, id: string, command: unknown, options: ExecuteOptions = {}): Promise<ExecuteResult> {
+    const host = this.#host;
+    host.checkOpen();
+    const def = this.#aggregate(aggregate);
+    checkExecuteArguments(id, command, options);
+    const commandId = options.commandId ?? randomUuid();
+    const correlationId = options.correlationId ?? commandId;
+    const causationId = options.causationId ?? commandId;
+    if (!host.isComplete()) await host.whenComplete(); // decide reads the aggregate's stream
+    for (let attempt = 1; ; attempt++) {
+      host.checkOpen();
+      const loaded = this.#load(aggregate, def, id);
+      if (loaded.known(commandId)) return this.#previousResult(id, commandId, loaded.version);
+      let decided: readonly unknown[];
+      try {
+        decided = def.decide(command as { type: string }, loaded.state);
+      } catch (error) {
+        throw new AnnalsError("COMMAND_REJECTED", error instanceof Error ? error.message : String(error), { cause: error });
+      }
+      if (!Array.isArray(decided)) {
+        throw invalidArgument(`aggregate "${aggregate}": decide must return an array of events`);
+      }
+      if (decided.length === 0) return { commandId, events: [], version: loaded.version };
+      const batch = decided.map((d, i) => {
+        if (typeof d !== "object" || d === null) {
+          throw new AnnalsError("INVALID_EVENT", `aggregate "${aggregate}": decide returned a non-object at ${i}`);
+        }
+        const { type, data, meta } = d as { type?: unknown; data?: unknown; meta?: unknown };
+        if (meta !== undefined && (typeof meta !== "object" || meta === null || Array.isArray(meta))) {
+          throw new AnnalsError("INVALID_EVENT", `aggregate "${aggregate}": event ${i}'s meta must be an object`);
+        }
+        const event: Record<string, unknown> = {
+          id: commandEventId(commandId, i),
+          stream: id,
+          type,
+          data,
+          meta: { ...(meta as object | undefined), aggregate, commandId, correlationId, causationId },
+        };
+        if (i === 0) event.expectedVersion = loaded.version;
+        return event;
+      });
+      try {
+        const events = await host.append(batch);
+        return { commandId, events, version: events[events.length - 1]!.version };
+      } catch (error) {
+        if (isAnnalsError(error, "WRONG_EXPECTED_VERSION") && error.stream === id && attempt < MAX_ATTEMPTS) {
+          // Another tab or a sync moved the stream: look at what is new and decide again.
+          await host.catchUp().catch(() => undefined);
+          continue;
+        }
+        throw error;
+      }
+    }
+  }
+
+  /** Executes a `{ aggregate, id, command }` request (a process manager's, a compensation). */
+  executeRequest(request: CommandRequest, options: ExecuteOptions): Promise<ExecuteResult> {
+    if (typeof request !== "object" || request === null || typeof request.aggregate !== "string") {
+      return Promise.reject(invalidArgument("a command request must be { aggregate, id, command }"));
+    }
+    return this.execute(request.aggregate, request.id, request.command, options);
+  }
+
+  /** What a command id executed before left in its stream. */
+  #previousResult(stream: string, commandId: string, version: number): ExecuteResult {
+    const events = this.#host.read({ stream }).filter((e) => e.meta?.["commandId"] === commandId);
+    return { commandId, events, version: events.length > 0 ? events[events.length - 1]!.version : version };
+  }
+
+  /** Runs the compensating commands of the aggregate whose command produced a refused event. */
+  compensate(rejection: Rejection): void {
+    const host = this.#host;
+    const meta = rejection.event.meta;
+    const aggregate = meta?.["aggregate"];
+    const commandId = meta?.["commandId"];
+    if (typeof aggregate !== "string" || typeof commandId !== "string") return;
+    const def = this.#aggregates.get(aggregate);
+    if (!def?.onRejected) return;
+    let commands: readonly CommandRequest[] | void;
+    try {
+      commands = def.onRejected({ ...rejection, aggregate, id: rejection.event.stream, commandId });
+    } catch (error) {
+      host.reportError(error);
+      return;
+    }
+    if (commands === undefined || commands === null) return;
+    if (!Array.isArray(commands)) {
+      host.reportError(invalidArgument(`aggregate "${aggregate}": onRejected must return an array of commands`));
+      return;
+    }
+    const correlation = meta?.["correlationId"];
+    const context: ExecuteOptions = {
+      correlationId: typeof correlation === "string" ? correlation : rejection.event.id,
+      causationId: rejection.event.id,
+    };
+    const list = commands;
+    void host.track(
+      (async () => {
+        for (let i = 0; i < list.length; i++) {
+          if (host.isClosed()) return;
+          try {
+            await this.executeRequest(list[i]!, { ...context, commandId: `compensate:${rejection.event.id}:${i}` });
+          } catch (error) {
+            if (!host.isClosed()) host.reportError(error);
+          }
+        }
+      })(),
+    );
+  }
+}

@@ -1,0 +1,415 @@
+// The projections of one store: opening them from snapshots plus the log's tail, folding
+// each change into confirmed and optimistic states, time travel (`stateAt`) from the nearest
+// checkpoint or snapshot, and writing snapshots at a bounded pace. It sees the core only to
+// read ranges and snapshots; heads, the log's generation and errors come from its host.
+
+import { fromWasmError } from "./errors.js";
+import { invalidArgument, type ProjectionSpec, wholeNumber } from "./options.js";
+import { copyState, MAX_CHECKPOINTS, ProjectionRuntime } from "./projection-runtime.js";
+import type { AnnalsEvent } from "./types.js";
+import type { ChangeMessage, Checkpoint, SnapshotReply, WasmStoreHandle } from "./wasm-contract.js";
+
+/** Periodic snapshots are at least this far apart in time... */
+const SNAPSHOT_SPACING_MS = 100;
+/** ...unless this many times `snapshotEvery` events wait. */
+const SNAPSHOT_BURST = 10;
+/** Events read from the core at a time when replaying. */
+export const REPLAY_CHUNK = 2_000;
+
+/** The part of the core projections read and write. */
+export type ProjectionCore = Pick<
+  WasmStoreHandle,
+  | "head"
+  | "confirmedHead"
+  | "logGeneration"
+  | "loadedAfter"
+  | "loadFrom"
+  | "readableTo"
+  | "loadStep"
+  | "range"
+  | "snapshot"
+  | "putSnapshot"
+  | "deleteSnapshot"
+>;
+
+/** What projections need from their store. */
+export interface ProjectionsHost {
+  readonly core: ProjectionCore;
+  /** Write snapshots (false for a private memory store: nobody could read them). */
+  readonly snapshots: boolean;
+  readonly snapshotEvery: number;
+  /** The heads the store has folded to. */
+  head(): number;
+  confirmedHead(): number;
+  /** Changes when the confirmed log restarts. */
+  generation(): number;
+  isClosed(): boolean;
+  /** The database was taken away: writes would fail. */
+  isLost(): boolean;
+  /** Throws CLOSED once the store is closed. */
+  checkOpen(): void;
+  /** Resolves once the core holds the whole log. */
+  whenComplete(): Promise<void>;
+  /** Lets close wait for a write. */
+  track<T>(promise: Promise<T>): Promise<T>;
+  reportError(error: unknown): void;
+  /** Runs a subscriber; what it throws is reported. */
+  safely(f: () => void): void;
+}
+
+export class Projections {
+  readonly #host: ProjectionsHost;
+  readonly #runtimes = new Map<string, ProjectionRuntime>();
+  #snapshotting: Promise<void> | undefined;
+  #lastSnapshotAt = -Infinity;
+  #snapshotTimer: ReturnType<typeof setTimeout> | undefined;
+
+  constructor(host: ProjectionsHost, specs: readonly ProjectionSpec[], checkpointEvery: number, signal: AbortSignal) {
+    this.#host = host;
+    for (const spec of specs) {
+      this.#runtimes.set(spec.name, new ProjectionRuntime(spec.name, spec.def, spec.version, checkpointEvery));
+    }
+    signal.addEventListener("abort", () => {
+      clearTimeout(this.#snapshotTimer);
+      this.#snapshotTimer = undefined;
+    });
+  }
+
+  names(): string[] {
+    return [...this.#runtimes.keys()];
+  }
+
+  /** The runtime named `name`, or INVALID_ARGUMENT naming the known ones. */
+  runtime(name: string): ProjectionRuntime {
+    const rt = this.#runtimes.get(name);
+    if (!rt) {
+      const known = [...this.#runtimes.keys()].map((k) => `"${k}"`).join(", ") || "none";
+      throw invalidArgument(`no projection named ${JSON.stringify(name)} (known: ${known})`);
+    }
+    return rt;
+  }
+
+  subscribe(name: string, listener: (state: unknown) => void): () => void {
+    if (typeof listener !== "function") throw invalidArgument("subscribe needs a listener function");
+    const rt = this.runtime(name);
+    const entry = (state: unknown) => listener(state);
+    rt.subscribers.add(entry);
+    return () => {
+      rt.subscribers.delete(entry);
+    };
+  }
+
+  // ---- opening -------------------------------------------------------------------------
+
+  /** Loads every projection; returns the heads they were folded to. */
+  async load(): Promise<{ head: number; confirmed: number }> {
+    const runtimes = [...this.#runtimes.values()];
+    const checkpointEvery = runtimes.map((rt) => rt.checkpointEvery);
+    // Another writer may reset the log while it loads (then it is loaded again, from the start).
+    for (;;) {
+      const heads = await this.#loadOnce(runtimes);
+      if (heads) return heads;
+      runtimes.forEach((rt, i) => {
+        rt.reset();
+        rt.checkpointEvery = checkpointEvery[i]!;
+      });
+    }
+  }
+
+  /** Each projection from its snapshot plus the events after it; undefined if the log was reset meanwhile. */
+  async #loadOnce(runtimes: ProjectionRuntime[]): Promise<{ head: number; confirmed: number } | undefined> {
+    const core = this.#host.core;
+    const generation = core.logGeneration;
+    let confirmed = core.confirmedHead;
+    for (const rt of runtimes) {
+      const reply = (await core.snapshot(rt.name)) as string | undefined;
+      if (reply === undefined) continue;
+      const snapshot = JSON.parse(reply) as SnapshotReply;
+      confirmed = core.confirmedHead;
+      // A snapshot of another version, or ahead of the log (a reset store), is not trusted.
+      if (snapshot.version !== rt.version || snapshot.position > confirmed) continue;
+      rt.confirmed = snapshot.state;
+      rt.position = snapshot.position;
+      rt.snapshotPosition = snapshot.position;
+      if (snapshot.position > 0) rt.addCheckpoint(snapshot.position, JSON.stringify(snapshot.state));
+    }
+    // The events the snapshots do not cover come from storage first, part by part: the
+    // next part is read while this one is folded. Nothing else changes the core meanwhile
+    // (it completes the log before it takes in other writers' changes), but for a reset
+    // seen while loading.
+    let from = core.confirmedHead;
+    for (const rt of runtimes) from = Math.min(from, rt.position);
+    await core.loadFrom(from);
+    if (core.logGeneration !== generation) return undefined;
+    confirmed = core.confirmedHead;
+    const head = core.head;
+    // Checkpoints at the spacing the replay will end with (the list halves past MAX_CHECKPOINTS).
+    for (const rt of runtimes) {
+      while ((confirmed - rt.position) / rt.checkpointEvery > MAX_CHECKPOINTS) rt.checkpointEvery *= 2;
+    }
+    for (let after = from; after < confirmed; ) {
+      const readable = Math.min(core.readableTo(after), confirmed);
+      let next: Promise<unknown> | undefined;
+      if (readable < confirmed) {
+        next = core.loadStep();
+        await Promise.resolve(); // the step has asked IndexedDB for the next part
+      }
+      for (; after < readable; ) {
+        const to = Math.min(after + REPLAY_CHUNK, readable);
+        const events = JSON.parse(core.range(after, to)) as AnnalsEvent[];
+        for (const rt of runtimes) this.#foldConfirmed(rt, events);
+        after = to;
+      }
+      if (next) await next;
+      if (core.logGeneration !== generation || core.confirmedHead !== confirmed) return undefined;
+    }
+    const pending = head > confirmed ? (JSON.parse(core.range(confirmed, head)) as AnnalsEvent[]) : [];
+    for (const rt of runtimes) {
+      rt.state = pending.length > 0 ? this.#foldOptimistic(rt, copyState(rt.confirmed), pending) : rt.confirmed;
+    }
+    return { head, confirmed };
+  }
+
+  // ---- folding -------------------------------------------------------------------------
+
+  /** The confirmed log restarted: every projection starts again, and the old snapshots go. */
+  reset(): void {
+    for (const rt of this.#runtimes.values()) rt.reset();
+    this.#dropSnapshots();
+  }
+
+  /**
+   * Folds a change into every projection. `fresh`: the optimistic state is rebuilt from the
+   * confirmed one (a reset, a rebase, or nothing was pending); else the pending events are
+   * folded on top of it.
+   */
+  fold(change: ChangeMessage, fresh: boolean): void {
+    for (const rt of this.#runtimes.values()) {
+      if (change.confirmedEvents.length > 0) this.#foldConfirmed(rt, change.confirmedEvents);
+      if (fresh) {
+        rt.state =
+          change.pendingEvents.length > 0
+            ? this.#foldOptimistic(rt, copyState(rt.confirmed), change.pendingEvents)
+            : rt.confirmed;
+      } else {
+        rt.state = this.#foldOptimistic(rt, rt.state, change.pendingEvents);
+      }
+    }
+  }
+
+  /** Tells every subscriber its projection's state. */
+  notify(): void {
+    for (const rt of this.#runtimes.values()) {
+      for (const listener of [...rt.subscribers]) this.#host.safely(() => listener(rt.state));
+    }
+  }
+
+  #applyEvent(rt: ProjectionRuntime, state: unknown, event: AnnalsEvent): unknown {
+    try {
+      return rt.def.apply(state, event);
+    } catch (error) {
+      this.#host.reportError(
+        new Error(`projection "${rt.name}" threw on event ${event.position} (${event.type}); the event was skipped`, {
+          cause: error,
+        }),
+      );
+      return state;
+    }
+  }
+
+  /** Folds confirmed events after the projection's position into its confirmed state, taking checkpoints. */
+  #foldConfirmed(rt: ProjectionRuntime, events: readonly AnnalsEvent[]): void {
+    let state = rt.confirmed;
+    for (const event of events) {
+      if (event.position <= rt.position) continue;
+      state = this.#applyEvent(rt, state, event);
+      rt.position = event.position;
+      if (event.position % rt.checkpointEvery === 0) this.#checkpoint(rt, event.position, state);
+    }
+    rt.confirmed = state;
+  }
+
+  /** Folds pending events into an optimistic state (never the confirmed one). */
+  #foldOptimistic(rt: ProjectionRuntime, state: unknown, events: readonly AnnalsEvent[]): unknown {
+    for (const event of events) state = this.#applyEvent(rt, state, event);
+    return state;
+  }
+
+  #checkpoint(rt: ProjectionRuntime, position: number, state: unknown): void {
+    let json: string | undefined;
+    try {
+      json = JSON.stringify(state);
+    } catch (error) {
+      this.#host.reportError(new Error(`projection "${rt.name}": its state is not JSON-serialisable`, { cause: error }));
+    }
+    if (json !== undefined) rt.addCheckpoint(position, json);
+  }
+
+  // ---- time travel ---------------------------------------------------------------------
+
+  async stateAt(name: string, position: number): Promise<unknown> {
+    const host = this.#host;
+    host.checkOpen();
+    const rt = this.runtime(name);
+    const target = wholeNumber("position", position);
+    const head = host.head();
+    if (target > head) {
+      throw invalidArgument(`position ${target} is past the head ${head}`);
+    }
+    if (target === head) {
+      const json = JSON.stringify(rt.state);
+      return json === undefined ? undefined : JSON.parse(json);
+    }
+    // The nearest base at or before the target: the confirmed state, a checkpoint, a snapshot.
+    let base: Checkpoint | undefined;
+    if (target >= rt.position) {
+      const json = JSON.stringify(rt.confirmed);
+      if (json !== undefined) base = { position: rt.position, json };
+    }
+    base ??= rt.checkpointAtOrBefore(target);
+    const basePosition = base?.position ?? 0;
+    if (target - basePosition > rt.checkpointEvery) {
+      const reply = (await host.core.snapshot(rt.name).catch(rethrow)) as string | undefined;
+      if (reply !== undefined) {
+        const snapshot = JSON.parse(reply) as SnapshotReply;
+        if (
+          snapshot.version === rt.version &&
+          snapshot.position <= target &&
+          snapshot.position > basePosition &&
+          snapshot.position <= host.confirmedHead()
+        ) {
+          base = { position: snapshot.position, json: JSON.stringify(snapshot.state) };
+        }
+      }
+    }
+    if ((base?.position ?? 0) < host.core.loadedAfter) await host.whenComplete();
+    host.checkOpen();
+    const generation = host.generation();
+    let state: unknown = base ? JSON.parse(base.json) : rt.initial();
+    // Replay, leaving checkpoints behind (of confirmed states only) so that scrubbing back
+    // and forth stays cheap.
+    for (let after = base?.position ?? 0; after < target; after += REPLAY_CHUNK) {
+      const to = Math.min(after + REPLAY_CHUNK, target);
+      const events = JSON.parse(this.#rangeJson(after, to)) as AnnalsEvent[];
+      for (const event of events) {
+        state = this.#applyEvent(rt, state, event);
+        if (
+          event.position % rt.checkpointEvery === 0 &&
+          event.position < target &&
+          event.position <= host.confirmedHead() &&
+          generation === host.generation()
+        ) {
+          this.#checkpoint(rt, event.position, state);
+        }
+      }
+    }
+    return state;
+  }
+
+  #rangeJson(after: number, to: number): string {
+    try {
+      return this.#host.core.range(after, to);
+    } catch (error) {
+      rethrow(error);
+    }
+  }
+
+  // ---- snapshots -----------------------------------------------------------------------
+
+  /** Writes the snapshots that are due, spaced in time while events stream in. */
+  schedule(): void {
+    const host = this.#host;
+    if (this.#snapshotting || host.isClosed() || !host.snapshots) return;
+    const every = host.snapshotEvery;
+    const due = [...this.#runtimes.values()].filter((rt) => rt.position - rt.snapshotPosition >= every);
+    if (due.length === 0) return;
+    // Each snapshot costs a serialisation and a transaction: they are spaced in time unless
+    // far more than `snapshotEvery` events wait.
+    const wait = this.#lastSnapshotAt + SNAPSHOT_SPACING_MS - Date.now();
+    const urgent = due.some((rt) => rt.position - rt.snapshotPosition >= SNAPSHOT_BURST * every);
+    if (wait > 0 && !urgent) {
+      if (this.#snapshotTimer === undefined) {
+        this.#snapshotTimer = setTimeout(() => {
+          this.#snapshotTimer = undefined;
+          this.schedule();
+        }, wait);
+        (this.#snapshotTimer as { unref?: () => void }).unref?.();
+      }
+      return;
+    }
+    this.#lastSnapshotAt = Date.now();
+    this.#snapshotting = (async () => {
+      await Promise.resolve(); // after the batch, never inside the append that caused it
+      for (const rt of due) {
+        if (host.isClosed()) return;
+        await this.#writeSnapshot(rt);
+      }
+    })().finally(() => {
+      this.#snapshotting = undefined;
+    });
+  }
+
+  /** For close: waits for the snapshot being written, then writes the last ones. */
+  async finish(): Promise<void> {
+    await this.#snapshotting;
+    // A database taken away takes no final snapshots (every write would fail with CLOSED).
+    if (!this.#host.snapshots || this.#host.isLost()) return;
+    for (const rt of this.#runtimes.values()) {
+      if (rt.position > rt.snapshotPosition) await this.#writeSnapshot(rt);
+    }
+  }
+
+  async #writeSnapshot(rt: ProjectionRuntime): Promise<void> {
+    const position = rt.position;
+    if (position <= rt.snapshotPosition) return;
+    let json: string | undefined;
+    // A checkpoint taken at this position already holds the state as JSON.
+    const last = rt.checkpoints[rt.checkpoints.length - 1];
+    if (last?.position === position) {
+      json = last.json;
+    } else {
+      try {
+        json = JSON.stringify(rt.confirmed);
+      } catch (error) {
+        this.#host.reportError(new Error(`projection "${rt.name}": its state is not JSON-serialisable`, { cause: error }));
+        return;
+      }
+    }
+    if (json === undefined) return;
+    const generation = this.#host.generation();
+    try {
+      await this.#host.core.putSnapshot(rt.name, rt.version, position, json);
+      if (generation !== this.#host.generation()) return; // the log restarted meanwhile
+      rt.snapshotPosition = position;
+      rt.addCheckpoint(position, json);
+    } catch (error) {
+      // A database taken away fails every write; the store already said so ("closed").
+      if (generation === this.#host.generation() && !this.#host.isLost()) this.#host.reportError(fromWasmError(error));
+    }
+  }
+
+  /** The confirmed log restarted: snapshots of the old one must not be loaded again. */
+  #dropSnapshots(): void {
+    const host = this.#host;
+    if (!host.snapshots) return;
+    const names = this.names();
+    const previous = this.#snapshotting ?? Promise.resolve();
+    this.#snapshotting = host
+      .track(
+        previous.then(async () => {
+          for (const name of names) {
+            await host.core.deleteSnapshot(name).catch((error: unknown) => {
+              if (!host.isClosed()) host.reportError(fromWasmError(error));
+            });
+          }
+        }),
+      )
+      .finally(() => {
+        this.#snapshotting = undefined;
+      });
+  }
+}
+
+function rethrow(error: unknown): never {
+  throw fromWasmError(error);
+}

@@ -1,0 +1,151 @@
+// The write path to the core: a batch is serialised once and crosses the boundary once; the
+// events it returns are taken from the change the core reported for it (no second read).
+// Catch-ups (reading what other tabs wrote) are queued so that one runs at a time and
+// callers that come while one waits share it.
+
+import { AnnalsError, fromWasmError } from "./errors.js";
+import { serializeBatch } from "./options.js";
+import type { AnnalsEvent, Change, EventShape } from "./types.js";
+import type { AppendReply, WasmStoreHandle } from "./wasm-contract.js";
+
+const utf8 = new TextEncoder();
+
+export type WritesCore = Pick<WasmStoreHandle, "append" | "catchUp" | "range">;
+
+/** What the write path needs from its store. */
+export interface WritesHost {
+  readonly core: WritesCore;
+  head(): number;
+  confirmedHead(): number;
+  isClosed(): boolean;
+  /** Lets close wait for the append. */
+  track<T>(promise: Promise<T>): Promise<T>;
+  /** An append went through: the syncing tab pushes it. */
+  appended(): void;
+}
+
+/** The events of one change, by position (they are contiguous). */
+interface Captured {
+  first: number;
+  events: AnnalsEvent[];
+}
+
+function closedError(): AnnalsError {
+  return new AnnalsError("CLOSED", "the store is closed");
+}
+
+/** Merges the changes seen during one catch-up into one. */
+export function mergeChanges<E extends EventShape>(changes: Change<E>[], head: number, confirmedHead: number): Change<E> {
+  const [first, ...rest] = changes;
+  if (!first) return { previousHead: head, head, events: [], confirmedHead, rebased: false, reset: false };
+  const merged: Change<E> = { ...first, events: [...first.events] };
+  for (const change of rest) {
+    if (change.reset) {
+      merged.previousHead = 0;
+      merged.events = [...change.events];
+      merged.reset = true;
+    } else {
+      if (change.previousHead < merged.head) merged.rebased = true;
+      merged.previousHead = Math.min(merged.previousHead, change.previousHead);
+      merged.events = merged.events.filter((e) => e.position <= change.previousHead).concat(change.events);
+    }
+    merged.rebased ||= change.rebased;
+    merged.head = change.head;
+    merged.confirmedHead = change.confirmedHead;
+  }
+  return merged;
+}
+
+export class Writes<E extends EventShape> {
+  readonly #host: WritesHost;
+  #appendsInFlight = 0;
+  /** The events of recent changes by `seq`, while appends are in flight. */
+  readonly #captured = new Map<number, Captured>();
+  #catchUpTail: Promise<unknown> = Promise.resolve();
+  #catchUpQueued: Promise<Change<E>> | undefined;
+  /** Changes seen by each catch-up in flight. */
+  readonly #collectors = new Set<Change<E>[]>();
+
+  constructor(host: WritesHost) {
+    this.#host = host;
+  }
+
+  /** The core reported a change (called synchronously from its listener). */
+  observe(seq: number, events: AnnalsEvent[], change: Change<E>): void {
+    if (this.#appendsInFlight > 0 && seq >= 0) this.#captured.set(seq, { first: change.previousHead + 1, events });
+    for (const collector of this.#collectors) collector.push(change);
+  }
+
+  append(events: readonly unknown[]): Promise<AnnalsEvent<E>[]> {
+    try {
+      if (this.#host.isClosed()) throw closedError();
+      if (events.length === 0) return Promise.resolve([]);
+      const json = serializeBatch(events);
+      return this.#host.track(this.#send(json));
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  async #send(json: string): Promise<AnnalsEvent<E>[]> {
+    let raw: string;
+    this.#appendsInFlight += 1;
+    try {
+      raw = (await this.#host.core.append(utf8.encode(json))) as string;
+    } catch (error) {
+      // A failed append may still have read what other tabs wrote: the listener took it in.
+      this.#appendDone(null);
+      throw fromWasmError(error);
+    }
+    const reply = JSON.parse(raw) as AppendReply;
+    const captured = reply.seq === null ? undefined : this.#captured.get(reply.seq);
+    this.#appendDone(reply.seq);
+    this.#host.appended();
+    const duplicates = new Map<number, AnnalsEvent>();
+    for (const e of reply.duplicates) duplicates.set(e.position, e);
+    return reply.results.map((position) => {
+      const inChange = captured?.events[position - captured.first];
+      if (inChange && inChange.position === position) return inChange as AnnalsEvent<E>;
+      const found = duplicates.get(position) ?? this.#range(position - 1, position)[0];
+      return found as AnnalsEvent<E>;
+    });
+  }
+
+  #range(after: number, to: number): AnnalsEvent[] {
+    return to > after ? (JSON.parse(this.#host.core.range(after, to)) as AnnalsEvent[]) : [];
+  }
+
+  #appendDone(seq: number | null): void {
+    this.#appendsInFlight -= 1;
+    if (this.#appendsInFlight === 0) {
+      this.#captured.clear();
+    } else if (seq !== null) {
+      for (const key of this.#captured.keys()) {
+        if (key <= seq) this.#captured.delete(key);
+      }
+    }
+  }
+
+  catchUp(): Promise<Change<E>> {
+    const host = this.#host;
+    if (host.isClosed()) return Promise.reject(closedError());
+    if (this.#catchUpQueued) return this.#catchUpQueued;
+    const run = this.#catchUpTail.then(async () => {
+      this.#catchUpQueued = undefined;
+      if (host.isClosed()) throw closedError();
+      const seen: Change<E>[] = [];
+      this.#collectors.add(seen);
+      try {
+        await host.core.catchUp().catch((error: unknown) => {
+          throw fromWasmError(error);
+        });
+      } finally {
+        this.#collectors.delete(seen);
+      }
+      return mergeChanges(seen, host.head(), host.confirmedHead());
+    });
+    this.#catchUpQueued = run;
+    this.#catchUpTail = run.catch(() => undefined);
+    return host.track(run);
+  }
+}

@@ -1,0 +1,210 @@
+// projections.ts over a fake core (a log in an array) and a fake clock: opening from a
+// trusted snapshot plus the tail, confirmed and optimistic folds, bounded checkpoints, time
+// travel, and snapshots written at a bounded pace that stop when the signal aborts.
+import assert from "node:assert/strict";
+import { afterEach, mock, test } from "node:test";
+
+import { MAX_CHECKPOINTS, ProjectionRuntime } from "../dist/projection-runtime.js";
+import { Projections } from "../dist/projections.js";
+
+const event = (position, pending = false) => ({ id: `e${position}`, position, stream: "s", version: position, type: "Added", data: { n: position }, time: 0, pending });
+
+/** A core holding `confirmed` confirmed and `pending` pending events. */
+function fakeCore(confirmed, pending = 0) {
+  const core = {
+    log: Array.from({ length: confirmed + pending }, (_, i) => event(i + 1, i >= confirmed)),
+    confirmedHead: confirmed,
+    get head() {
+      return core.log.length;
+    },
+    logGeneration: 0,
+    loadedAfter: 0,
+    snapshots: new Map(),
+    writes: [],
+    deletes: [],
+    loadFrom: async () => undefined,
+    readableTo: () => core.confirmedHead,
+    loadStep: async () => true,
+    range: (after, to) => JSON.stringify(core.log.filter((e) => e.position > after && e.position <= to)),
+    snapshot: async (name) => core.snapshots.get(name),
+    putSnapshot: async (name, version, position, json) => {
+      core.writes.push({ name, position });
+      core.snapshots.set(name, JSON.stringify({ version, position, state: JSON.parse(json) }));
+    },
+    deleteSnapshot: async (name) => {
+      core.deletes.push(name);
+      core.snapshots.delete(name);
+    },
+  };
+  return core;
+}
+
+const sum = { initial: 0, apply: (total, e) => total + e.data.n };
+
+function projections(core, { defs = { sum }, snapshots = true, snapshotEvery = 1000, checkpointEvery = 1000, version = 1, isClosed } = {}) {
+  const errors = [];
+  const abort = new AbortController();
+  const host = {
+    core,
+    snapshots,
+    snapshotEvery,
+    head: () => core.head,
+    confirmedHead: () => core.confirmedHead,
+    generation: () => 0,
+    isClosed: isClosed ?? (() => abort.signal.aborted),
+    isLost: () => false,
+    checkOpen: () => undefined,
+    whenComplete: async () => undefined,
+    track: (promise) => promise,
+    reportError: (error) => errors.push(error),
+    safely: (f) => f(),
+  };
+  const specs = Object.entries(defs).map(([name, def]) => ({ name, def, version }));
+  return { p: new Projections(host, specs, checkpointEvery, abort.signal), errors, abort };
+}
+
+const total = (n) => (n * (n + 1)) / 2;
+
+afterEach(() => mock.timers.reset());
+
+test("opening folds the confirmed log, then the pending events into the optimistic state only", async () => {
+  const core = fakeCore(10, 2);
+  const { p } = projections(core);
+  assert.deepEqual(await p.load(), { head: 12, confirmed: 10 });
+  const rt = p.runtime("sum");
+  assert.equal(rt.confirmed, total(10));
+  assert.equal(rt.state, total(12));
+});
+
+test("a snapshot of the projection's version is the start; only the tail after it is folded", async () => {
+  const core = fakeCore(10);
+  core.snapshots.set("sum", JSON.stringify({ version: 1, position: 8, state: 1000 }));
+  const { p } = projections(core);
+  await p.load();
+  assert.equal(p.runtime("sum").state, 1000 + 9 + 10);
+});
+
+test("a snapshot of another version, or ahead of the log, is not trusted", async () => {
+  for (const snapshot of [{ version: 2, position: 8, state: 1000 }, { version: 1, position: 11, state: 1000 }]) {
+    const core = fakeCore(10);
+    core.snapshots.set("sum", JSON.stringify(snapshot));
+    const { p } = projections(core);
+    await p.load();
+    assert.equal(p.runtime("sum").state, total(10), JSON.stringify(snapshot));
+  }
+});
+
+test("a pending event folds into the optimistic state; its confirmation rebuilds it from the confirmed one", async () => {
+  const core = fakeCore(2);
+  const { p } = projections(core);
+  await p.load();
+  const rt = p.runtime("sum");
+  p.fold({ confirmedEvents: [], pendingEvents: [event(3, true)] }, true);
+  assert.deepEqual([rt.confirmed, rt.state], [3, 6]);
+  p.fold({ confirmedEvents: [event(3)], pendingEvents: [] }, true);
+  assert.deepEqual([rt.confirmed, rt.state], [6, 6]);
+});
+
+test("a reducer that throws skips the event and reports which one", async () => {
+  const core = fakeCore(3);
+  const picky = { initial: 0, apply: (n, e) => {
+    if (e.position === 2) throw new Error("no");
+    return n + 1;
+  } };
+  const { p, errors } = projections(core, { defs: { picky } });
+  await p.load();
+  assert.equal(p.runtime("picky").state, 2);
+  assert.equal(errors.length, 1);
+  assert.match(errors[0].message, /projection "picky" threw on event 2 \(Added\); the event was skipped/);
+});
+
+test("an unknown projection is refused with the names of the known ones", () => {
+  const { p } = projections(fakeCore(0));
+  assert.throws(() => p.runtime("nope"), /no projection named "nope" \(known: "sum"\)/);
+});
+
+test("checkpoints stay bounded: past the limit every other one goes and the spacing doubles", () => {
+  const rt = new ProjectionRuntime("sum", sum, 1, 10);
+  for (let position = 10; position <= 10 * (MAX_CHECKPOINTS + 1); position += 10) rt.addCheckpoint(position, String(position));
+  assert.ok(rt.checkpoints.length <= MAX_CHECKPOINTS, `${rt.checkpoints.length} checkpoints`);
+  assert.equal(rt.checkpointEvery, 20);
+  assert.ok(rt.checkpoints.every((c) => c.position % 20 === 0));
+  assert.equal(rt.checkpointAtOrBefore(35).position, 20);
+  assert.equal(rt.checkpointAtOrBefore(5), undefined);
+});
+
+test("stateAt replays from the nearest checkpoint at or before the target, and refuses a position past the head", async () => {
+  const core = fakeCore(50);
+  const { p } = projections(core, { checkpointEvery: 10 });
+  await p.load();
+  assert.deepEqual(
+    p.runtime("sum").checkpoints.map((c) => c.position),
+    [10, 20, 30, 40, 50],
+  );
+  const ranges = [];
+  const range = core.range;
+  core.range = (after, to) => (ranges.push([after, to]), range(after, to));
+  assert.equal(await p.stateAt("sum", 25), total(25));
+  assert.deepEqual(ranges, [[20, 25]], "replayed from the checkpoint at 20");
+  await assert.rejects(p.stateAt("sum", 51), /position 51 is past the head 50/);
+});
+
+test("snapshots are written once snapshotEvery events wait, then no more often than every 100 ms", async () => {
+  mock.timers.enable({ apis: ["setTimeout", "Date"], now: 1_000_000 });
+  const core = fakeCore(10);
+  const { p } = projections(core, { snapshotEvery: 10 });
+  await p.load();
+  p.schedule();
+  await Promise.resolve();
+  await Promise.resolve();
+  assert.deepEqual(core.writes, [{ name: "sum", position: 10 }]);
+  for (let position = 11; position <= 20; position++) core.log.push(event(position));
+  core.confirmedHead = 20;
+  p.fold({ confirmedEvents: core.log.slice(10), pendingEvents: [] }, true);
+  await new Promise((resolve) => setImmediate(resolve));
+  p.schedule();
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(core.writes.length, 1, "too soon after the last one: it waits");
+  mock.timers.tick(100);
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.deepEqual(core.writes.at(-1), { name: "sum", position: 20 });
+});
+
+test("abort alone cancels a snapshot waiting for its turn (its timer goes)", async () => {
+  mock.timers.enable({ apis: ["setTimeout", "Date"], now: 1_000_000 });
+  const core = fakeCore(10);
+  // The host never says closed: only the signal can stop the timer.
+  const { p, abort } = projections(core, { snapshotEvery: 10, isClosed: () => false });
+  await p.load();
+  p.schedule();
+  await new Promise((resolve) => setImmediate(resolve));
+  for (let position = 11; position <= 20; position++) core.log.push(event(position));
+  core.confirmedHead = 20;
+  p.fold({ confirmedEvents: core.log.slice(10), pendingEvents: [] }, true);
+  p.schedule();
+  abort.abort();
+  mock.timers.tick(1_000);
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(core.writes.length, 1, "the waiting snapshot was never written");
+});
+
+test("a private memory store writes no snapshots", async () => {
+  const core = fakeCore(10);
+  const { p } = projections(core, { snapshots: false, snapshotEvery: 1 });
+  await p.load();
+  p.schedule();
+  await p.finish();
+  assert.deepEqual(core.writes, []);
+});
+
+test("finish writes the last snapshots; a reset drops the old ones", async () => {
+  const core = fakeCore(5);
+  const { p } = projections(core);
+  await p.load();
+  await p.finish();
+  assert.deepEqual(core.writes, [{ name: "sum", position: 5 }]);
+  p.reset();
+  await p.finish();
+  assert.deepEqual(core.deletes, ["sum"]);
+  assert.equal(p.runtime("sum").state, 0);
+});
