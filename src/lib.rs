@@ -19,6 +19,9 @@ pub mod projection;
 pub mod storage;
 pub mod sync;
 
+#[cfg(feature = "testing")]
+pub mod testing;
+
 #[cfg(target_arch = "wasm32")]
 pub mod wasm;
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 use annals::codec::EventRef;
 use annals::projection::{Projection, ProjectionRunner};
 use annals::sync::client::{SyncClient, SyncOptions, SyncReport};
-use annals::sync::faults::{Fault, Faulty};
+use annals::testing::faults::{Fault, Faulty};
 use annals::sync::http::HttpTransport;
 use annals::{Engine, EngineOptions, Event, ExpectedVersion, MemoryStorage, NewEvent, ReadQuery};
 use serde::{Deserialize, Serialize};

@@ -2,12 +2,9 @@
 //! client (outbox, pulls, live loop) with its transports.
 pub mod authority;
 pub mod client;
-pub mod faults;
 #[cfg(target_arch = "wasm32")]
 pub mod fetch;
 #[cfg(all(feature = "http-client", not(target_arch = "wasm32")))]
 pub mod http;
-pub mod in_process;
-pub mod memory_server;
 pub mod pending;
 pub mod protocol;

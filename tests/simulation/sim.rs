@@ -15,7 +15,7 @@ use annals::engine::Rejection;
 use annals::projection::{Projection, ProjectionRunner};
 use annals::storage::SnapshotRecord;
 use annals::sync::client::{SyncClient, SyncError, SyncOptions, SyncReport, TransportError};
-use annals::sync::memory_server::MemoryServer;
+use annals::testing::memory_server::MemoryServer;
 use annals::{
     AppendOutcome, AppendResult, Engine, EngineOptions, Error, Event, EventId, ExpectedVersion,
     MemoryStorage, NewEvent, ReadQuery,

@@ -1,10 +1,10 @@
 //! A transport that calls a [`MemoryServer`] directly (wrap it in
-//! [`crate::sync::faults::Faulty`] to make it fail like a network).
+//! [`crate::testing::faults::Faulty`] to make it fail like a network).
 
 use std::rc::Rc;
 
 use crate::sync::client::{Transport, TransportError};
-use crate::sync::memory_server::MemoryServer;
+use crate::testing::memory_server::MemoryServer;
 use crate::sync::protocol::{PullResponse, PushRequest, PushResponse};
 
 #[derive(Clone)]
