@@ -1,5 +1,5 @@
 //! The engine: the append rules ([`crate::append`]) and the in-memory log
-//! ([`crate::log`], [`crate::sync::pending`]) run against a [`Storage`] backend.
+//! ([`crate::log`], [`crate::outbox`]) run against a [`Storage`] backend.
 //!
 //! Writers are serialised within one engine; across engines (tabs) every write is one
 //! storage transaction that first reads what the others wrote, so positions stay unique
@@ -19,11 +19,11 @@ use crate::codec::{EventRef, SegmentBuilder};
 use crate::error::{Error, Result};
 use crate::event::{Event, EventId, Limits, NewEvent};
 use crate::log::{AppendResult, LogState, ReadQuery};
+use crate::outbox::{OutboxChange, PendingBatch, PendingLog};
+use crate::protocol::{PullResponse, PushEvent, PushResponse, PushResult};
 use crate::storage::{
     Commit, CompactionReport, Fresh, Known, Scope, Segment, SnapshotRecord, Storage,
 };
-use crate::sync::pending::{OutboxChange, PendingBatch, PendingLog};
-use crate::sync::protocol::{PullResponse, PushEvent, PushResponse, PushResult};
 
 /// Segments are merged up to about this size by compaction.
 pub const COMPACTION_TARGET_BYTES: usize = 256 * 1024;

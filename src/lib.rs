@@ -15,7 +15,9 @@ pub mod engine;
 pub mod error;
 pub mod event;
 pub mod log;
+pub mod outbox;
 pub mod projection;
+pub mod protocol;
 pub mod storage;
 pub mod sync;
 

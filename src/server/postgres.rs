@@ -40,13 +40,13 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{AsyncMessage, Client, Config, NoTls, Row, Statement};
 
 use crate::event::{Event, EventId};
+use crate::protocol::{PullResponse, PushEvent, PushResponse, PushResult};
 use crate::server::sqlite::raw_json;
 use crate::server::store::{
     distinct_streams, event_bytes, new_epoch, plan_push, stored_id, stored_u64, to_i64, BoxFuture,
     Changes, Placed, Refusal, ServerStore, StoreError, StoreInfo, PULL_BYTE_BUDGET,
 };
 use crate::sync::authority::Authorities;
-use crate::sync::protocol::{PullResponse, PushEvent, PushResponse, PushResult};
 
 /// The NOTIFY channel; the payload is the store name.
 pub const CHANNEL: &str = "annals_events";

@@ -10,8 +10,8 @@ use std::sync::{Mutex, MutexGuard};
 use tokio::sync::watch;
 
 use crate::event::EventId;
+use crate::protocol::{PullResponse, PushEvent, PushResponse};
 pub use crate::sync::authority::{plan_push, Placed, PushPlan, Refusal};
-use crate::sync::protocol::{PullResponse, PushEvent, PushResponse};
 
 /// A boxed future, so that [`ServerStore`] can be used as a trait object.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

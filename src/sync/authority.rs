@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::codec::EventRef;
 use crate::command::Decider;
 use crate::event::{Event, EventId};
-use crate::sync::protocol::{PushEvent, PushResult};
+use crate::protocol::{PushEvent, PushResult};
 
 /// Re-checks pushed events of the streams it claims, on the server, against the stream's
 /// stored events: a refusal answers `rejected` with its message, for that event only, and

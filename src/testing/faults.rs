@@ -5,8 +5,8 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
 
+use crate::protocol::{PullResponse, PushRequest, PushResponse};
 use crate::sync::client::{Transport, TransportError};
-use crate::sync::protocol::{PullResponse, PushRequest, PushResponse};
 
 /// A failure to inject into a coming request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,9 +3,9 @@
 
 use std::rc::Rc;
 
+use crate::protocol::{PullResponse, PushRequest, PushResponse};
 use crate::sync::client::{Transport, TransportError};
 use crate::testing::memory_server::MemoryServer;
-use crate::sync::protocol::{PullResponse, PushRequest, PushResponse};
 
 #[derive(Clone)]
 pub struct InProcessTransport {

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 
 use crate::clock::{IdSource, Uuidv7};
 use crate::event::{Event, EventId};
+use crate::protocol::{PullResponse, PushRequest, PushResponse};
 use crate::sync::authority::{plan_push, Authorities, Placed, Refusal};
-use crate::sync::protocol::{PullResponse, PushRequest, PushResponse};
 
 #[derive(Debug, Default)]
 struct StoreLog {
