@@ -20,6 +20,7 @@ pub mod projection;
 pub mod protocol;
 pub mod storage;
 pub mod sync;
+pub mod version;
 
 #[cfg(feature = "testing")]
 pub mod testing;
