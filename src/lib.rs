@@ -18,6 +18,7 @@ pub mod log;
 pub mod outbox;
 pub mod projection;
 pub mod protocol;
+pub mod push;
 pub mod storage;
 pub mod sync;
 pub mod version;

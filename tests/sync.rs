@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use annals::command::{Aggregate, Decider, Decision};
 use annals::protocol::PushResult;
-use annals::sync::authority::{Authorities, DeciderAuthority};
+use annals::push::authority::{Authorities, DeciderAuthority};
 use annals::sync::client::{SyncClient, SyncError, SyncOptions};
 use annals::testing::faults::{Fault, Faulty};
 use annals::testing::in_process::InProcessTransport;

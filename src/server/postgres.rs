@@ -41,12 +41,12 @@ use tokio_postgres::{AsyncMessage, Client, Config, NoTls, Row, Statement};
 
 use crate::event::{Event, EventId};
 use crate::protocol::{PullResponse, PushEvent, PushResponse, PushResult};
+use crate::push::authority::Authorities;
 use crate::server::sqlite::raw_json;
 use crate::server::store::{
     distinct_streams, event_bytes, new_epoch, plan_push, stored_id, stored_u64, to_i64, BoxFuture,
     Changes, Placed, Refusal, ServerStore, StoreError, StoreInfo, PULL_BYTE_BUDGET,
 };
-use crate::sync::authority::Authorities;
 
 /// The NOTIFY channel; the payload is the store name.
 pub const CHANNEL: &str = "annals_events";
@@ -1105,7 +1105,7 @@ async fn remember_refusals(
     st: &Statements,
     store_id: i64,
     events: &[PushEvent],
-    plan: &crate::sync::authority::PushPlan,
+    plan: &crate::push::rules::PushPlan,
 ) -> Result<(), StoreError> {
     let n = plan.refusals.len();
     let mut ids = Vec::with_capacity(n);

@@ -21,11 +21,11 @@ use serde_json::value::RawValue;
 
 use crate::event::Event;
 use crate::protocol::{PullResponse, PushEvent, PushResponse};
+use crate::push::authority::Authorities;
 use crate::server::store::{
     distinct_streams, event_bytes, new_epoch, now_ms, plan_push, stored_id, stored_u64, to_i64,
     BoxFuture, Changes, Placed, Refusal, ServerStore, StoreError, StoreInfo, PULL_BYTE_BUDGET,
 };
-use crate::sync::authority::Authorities;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS stores (

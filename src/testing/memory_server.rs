@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use crate::clock::{IdSource, Uuidv7};
 use crate::event::{Event, EventId};
 use crate::protocol::{PullResponse, PushRequest, PushResponse};
-use crate::sync::authority::{plan_push, Authorities, Placed, Refusal};
+use crate::push::authority::Authorities;
+use crate::push::rules::{plan_push, Placed, Refusal};
 
 #[derive(Debug, Default)]
 struct StoreLog {
