@@ -1,5 +1,6 @@
 //! The server's storage contract ([`ServerStore`]), the push rules both backends share
-//! ([`plan_push`]) and the in-process change signal that long polls wait on ([`Changes`]).
+//! (re-exported from [`crate::push::rules`]: [`plan_push`]) and the in-process change
+//! signal that long polls wait on ([`Changes`]).
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;

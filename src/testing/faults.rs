@@ -1,4 +1,4 @@
-//! A transport wrapper that fails on purpose, the ways networks do: offline, a request
+//! Test rig: a transport wrapper that fails on purpose, the ways networks do: offline, a request
 //! lost on the way, an answer lost on the way back. For tests and simulations.
 
 use std::cell::{Cell, RefCell};

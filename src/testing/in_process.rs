@@ -1,4 +1,4 @@
-//! A transport that calls a [`MemoryServer`] directly (wrap it in
+//! Test rig: a transport that calls a [`MemoryServer`] directly (wrap it in
 //! [`crate::testing::faults::Faulty`] to make it fail like a network).
 
 use std::rc::Rc;

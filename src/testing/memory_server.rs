@@ -1,5 +1,5 @@
-//! A sync server in memory: the same rules as `annals-server`, for the in-process
-//! transport (tests, simulations) and for apps that embed a server-less authority.
+//! Test rig: a sync server in memory, with the same push rules as `annals-server`
+//! ([`crate::push`]), for the in-process transport (tests, simulations).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
