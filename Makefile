@@ -7,6 +7,8 @@ export CHROMEDRIVER ?= /usr/bin/chromedriver
 export WASM_BINDGEN_TEST_TIMEOUT ?= 120
 DEMO_ADDR ?= 127.0.0.1:8080
 DEMO_TOKEN ?= dev
+# The test rigs (feature `testing`) come with every test, bench and example build through
+# Cargo.toml's dev-dependency on annals itself: no flag needed here.
 NATIVE_FEATURES := server,http-client
 SERVER_BIN := $(or $(CARGO_TARGET_DIR),target)/debug/annals-server
 # The optimised build of the benchmarks (see [profile.perf] in Cargo.toml).

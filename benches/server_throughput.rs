@@ -10,8 +10,8 @@
 use std::time::{Duration, Instant};
 
 use annals::event::EventId;
+use annals::protocol::{PushEvent, PushRequest};
 use annals::server::{serve, Auth, ServerConfig};
-use annals::sync::protocol::{PushEvent, PushRequest};
 use serde_json::value::RawValue;
 
 const EVENTS: usize = 100_000;

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use annals::codec::EventRef;
 use annals::command::{Decider, Decision};
+use annals::push::authority::{Authorities, DeciderAuthority};
 use annals::server::{serve, Auth, ServerConfig};
-use annals::sync::authority::{Authorities, DeciderAuthority};
 
 /// The write model of an account: its balance, and the one rule that matters.
 struct Account;

@@ -9,8 +9,8 @@ use crate::codec::{EventRef, SegmentBuilder};
 use crate::error::{Error, Result};
 use crate::event::{EventId, Limits, NewEvent, MAX_SAFE_INTEGER};
 use crate::log::{AppendResult, IdHasher, LogState};
-use crate::sync::pending::PendingLog;
-use crate::sync::protocol::PushEvent;
+use crate::outbox::PendingLog;
+use crate::protocol::PushEvent;
 
 /// The replica's log as an append sees it.
 pub struct ReplicaView<'a> {

@@ -11,6 +11,7 @@
 //! Decoding checks every length against the bytes left: arbitrary input is an error,
 //! never a panic or an unbounded allocation.
 
+use crate::error::Error;
 use crate::event::{Event, EventId, MAX_SAFE_INTEGER};
 
 const MAGIC: &[u8; 4] = b"ANSG";
@@ -46,6 +47,13 @@ pub enum CodecError {
     NotContiguous { expected: u64, found: u64 },
     #[error("segment of {count} events from position {first} is outside positions 1 to 2^53 - 1")]
     PositionOutOfRange { first: u64, count: u32 },
+}
+
+/// Stored bytes that do not decode are corrupt data to the rest of annals.
+impl From<CodecError> for Error {
+    fn from(e: CodecError) -> Self {
+        Error::Corrupt(e.to_string())
+    }
 }
 
 /// One event as the codec sees it, borrowing its strings from the segment bytes.

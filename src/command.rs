@@ -60,7 +60,7 @@ pub trait Decider {
     ) -> std::result::Result<Vec<Decision>, String>;
 
     /// On a server that runs this decider as an authority
-    /// ([`crate::sync::authority::DeciderAuthority`]): whether a pushed `event` may follow
+    /// ([`crate::push::authority::DeciderAuthority`]): whether a pushed `event` may follow
     /// `state`. `Err(reason)` rejects it. Accepts everything unless overridden.
     fn check(
         &self,

@@ -1,5 +1,5 @@
 //! The engine: the append rules ([`crate::append`]) and the in-memory log
-//! ([`crate::log`], [`crate::sync::pending`]) run against a [`Storage`] backend.
+//! ([`crate::log`], [`crate::outbox`]) run against a [`Storage`] backend.
 //!
 //! Writers are serialised within one engine; across engines (tabs) every write is one
 //! storage transaction that first reads what the others wrote, so positions stay unique
@@ -10,7 +10,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::rc::Rc;
 
-use futures::lock::Mutex;
+use futures::lock::{Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 
 use crate::append::{plan_append, AppendContext, OutboxBuilder, ReplicaView};
@@ -19,11 +19,11 @@ use crate::codec::{EventRef, SegmentBuilder};
 use crate::error::{Error, Result};
 use crate::event::{Event, EventId, Limits, NewEvent};
 use crate::log::{AppendResult, LogState, ReadQuery};
+use crate::outbox::{OutboxChange, PendingBatch, PendingLog};
+use crate::protocol::{PullResponse, PushEvent, PushResponse, PushResult};
 use crate::storage::{
     Commit, CompactionReport, Fresh, Known, Scope, Segment, SnapshotRecord, Storage,
 };
-use crate::sync::pending::{OutboxChange, PendingBatch, PendingLog};
-use crate::sync::protocol::{PullResponse, PushEvent, PushResponse, PushResult};
 
 /// Segments are merged up to about this size by compaction.
 pub const COMPACTION_TARGET_BYTES: usize = 256 * 1024;
@@ -395,41 +395,44 @@ impl<S: Storage> Engine<S> {
     /// Marks the store synced; local events it already had were never seen by a server,
     /// so they move to the outbox, in order, in the same transaction.
     async fn become_synced(&self) -> Result<()> {
-        let _writer = self.writer.lock().await;
-        let mut staged = None;
-        let known = self
-            .storage
-            .transact(self.known.get(), Scope::LogAndSnapshots, &mut |fresh| {
-                self.absorb(fresh)?;
-                let mut outbox = OutboxBuilder::default();
-                self.log.borrow().for_each_in(0, u64::MAX, |e| {
-                    crate::append::AppendSink::push(
-                        &mut outbox,
-                        &e,
-                        crate::event::ExpectedVersion::Any,
-                    )
-                })?;
-                let mut commit = Commit {
-                    put_meta: vec![(META_MODE.into(), "synced".into())],
-                    ..Commit::default()
-                };
-                let batch = PendingBatch {
-                    seq: fresh.now.pending_seq + 1,
-                    events: outbox.0,
-                };
-                if self.log.borrow().head() > 0 {
-                    commit.reset_log = true;
-                    commit.put_pending.push(batch.encode()?);
-                    staged = Some(batch);
-                }
-                Ok(commit)
-            })
+        let write = self.begin_write().await?;
+        write
+            .commit(
+                Scope::LogAndSnapshots,
+                |fresh| {
+                    let mut outbox = OutboxBuilder::default();
+                    self.log.borrow().for_each_in(0, u64::MAX, |e| {
+                        crate::append::AppendSink::push(
+                            &mut outbox,
+                            &e,
+                            crate::event::ExpectedVersion::Any,
+                        )
+                    })?;
+                    let mut commit = Commit {
+                        put_meta: vec![(META_MODE.into(), "synced".into())],
+                        ..Commit::default()
+                    };
+                    let batch = PendingBatch {
+                        seq: fresh.now.pending_seq + 1,
+                        events: outbox.0,
+                    };
+                    let mut moved = None;
+                    if self.log.borrow().head() > 0 {
+                        commit.reset_log = true;
+                        commit.put_pending.push(batch.encode()?);
+                        moved = Some(batch);
+                    }
+                    Ok((commit, moved))
+                },
+                |moved| {
+                    if let Some(batch) = moved {
+                        self.log.borrow_mut().clear();
+                        self.pending.borrow_mut().push(batch);
+                    }
+                    Ok(())
+                },
+            )
             .await?;
-        if let Some(batch) = staged {
-            self.log.borrow_mut().clear();
-            self.pending.borrow_mut().push(batch);
-        }
-        self.known.set(known);
         Ok(())
     }
 
@@ -519,6 +522,19 @@ impl<S: Storage> Engine<S> {
         Ok(())
     }
 
+    /// Starts a write (see [`Writing`]): waits for the writer lock, then checks that the
+    /// engine did not close meanwhile, and marks the view that the write's change is
+    /// measured from.
+    async fn begin_write(&self) -> Result<Writing<'_, S>> {
+        let writer = self.writer.lock().await;
+        self.check_open()?;
+        Ok(Writing {
+            engine: self,
+            before: self.mark(),
+            _writer: writer,
+        })
+    }
+
     /// Sets the `origin` recorded on events appended from now on (local stores).
     pub fn set_origin(&self, origin: Option<String>) {
         if !self.synced {
@@ -532,86 +548,74 @@ impl<S: Storage> Engine<S> {
     pub async fn append(&self, batch: Vec<NewEvent>) -> Result<AppendOutcome> {
         self.check_open()?;
         self.complete().await?;
-        let _writer = self.writer.lock().await;
-        self.check_open()?;
-        let before = self.mark();
+        let write = self.begin_write().await?;
         if batch.is_empty() {
             return Ok(AppendOutcome {
                 results: Vec::new(),
-                change: self.change_since(before),
+                change: write.finish(),
             });
         }
         enum Staged {
             Segment(Segment),
             Pending(PendingBatch),
         }
-        let mut staged: Option<(Option<Staged>, Vec<AppendResult>)> = None;
-        let stored = self
-            .storage
-            .transact(self.known.get(), Scope::Log, &mut |fresh| {
-                staged = None; // see Prepare: each call decides anew
-                self.absorb(fresh)?;
-                let log = self.log.borrow();
-                let pending = self.pending.borrow();
-                let view = ReplicaView {
-                    log: &log,
-                    pending: &pending,
-                };
-                let mut options = self.options.borrow_mut();
-                let options = &mut *options;
-                let now_ms = options.clock.now_ms();
-                let context = AppendContext {
-                    limits: &options.limits,
-                    now_ms,
-                    origin: options.origin.as_deref(),
-                };
-                let ids = &mut options.ids;
-                let mut next_id = || ids.next_id(now_ms);
-                let mut commit = Commit::default();
-                let (write, results) = if self.synced {
-                    let mut outbox = OutboxBuilder::default();
-                    let results = plan_append(&batch, &view, &context, &mut next_id, &mut outbox)?;
-                    let write = (!outbox.0.is_empty()).then(|| PendingBatch {
-                        seq: fresh.now.pending_seq + 1,
-                        events: outbox.0,
-                    });
-                    if let Some(batch) = &write {
-                        commit.put_pending.push(batch.encode()?);
+        let (results, change) = write
+            .commit(
+                Scope::Log,
+                |fresh| {
+                    let log = self.log.borrow();
+                    let pending = self.pending.borrow();
+                    let view = ReplicaView {
+                        log: &log,
+                        pending: &pending,
+                    };
+                    let mut options = self.options.borrow_mut();
+                    let options = &mut *options;
+                    let now_ms = options.clock.now_ms();
+                    let context = AppendContext {
+                        limits: &options.limits,
+                        now_ms,
+                        origin: options.origin.as_deref(),
+                    };
+                    let ids = &mut options.ids;
+                    let mut next_id = || ids.next_id(now_ms);
+                    let mut commit = Commit::default();
+                    let (staged, results) = if self.synced {
+                        let mut outbox = OutboxBuilder::default();
+                        let results =
+                            plan_append(&batch, &view, &context, &mut next_id, &mut outbox)?;
+                        let staged = (!outbox.0.is_empty()).then(|| PendingBatch {
+                            seq: fresh.now.pending_seq + 1,
+                            events: outbox.0,
+                        });
+                        if let Some(batch) = &staged {
+                            commit.put_pending.push(batch.encode()?);
+                        }
+                        (staged.map(Staged::Pending), results)
+                    } else {
+                        let size: usize = batch.iter().map(NewEvent::encoded_size_hint).sum();
+                        let mut builder = SegmentBuilder::with_capacity(log.head() + 1, size);
+                        let results =
+                            plan_append(&batch, &view, &context, &mut next_id, &mut builder)?;
+                        let staged = (!builder.is_empty()).then(|| Segment {
+                            first: log.head() + 1,
+                            bytes: builder.finish(),
+                        });
+                        commit.segment = staged.clone();
+                        (staged.map(Staged::Segment), results)
+                    };
+                    Ok((commit, (staged, results)))
+                },
+                |(staged, results)| {
+                    match staged {
+                        Some(Staged::Segment(segment)) => self.log.borrow_mut().commit(segment)?,
+                        Some(Staged::Pending(batch)) => self.pending.borrow_mut().push(batch),
+                        None => {}
                     }
-                    (write.map(Staged::Pending), results)
-                } else {
-                    let size: usize = batch.iter().map(NewEvent::encoded_size_hint).sum();
-                    let mut builder = SegmentBuilder::with_capacity(log.head() + 1, size);
-                    let results = plan_append(&batch, &view, &context, &mut next_id, &mut builder)?;
-                    let write = (!builder.is_empty()).then(|| Segment {
-                        first: log.head() + 1,
-                        bytes: builder.finish(),
-                    });
-                    commit.segment = write.clone();
-                    (write.map(Staged::Segment), results)
-                };
-                staged = Some((write, results));
-                Ok(commit)
-            })
-            .await;
-        let known = match stored {
-            Ok(known) => known,
-            Err(e) => {
-                // Others' events read inside the failed transaction were committed.
-                self.notify(self.change_since(before));
-                return Err(e);
-            }
-        };
-        let (write, results) =
-            staged.ok_or_else(|| Error::Storage("the append transaction did not run".into()))?;
-        match write {
-            Some(Staged::Segment(segment)) => self.log.borrow_mut().commit(segment)?,
-            Some(Staged::Pending(batch)) => self.pending.borrow_mut().push(batch),
-            None => {}
-        }
-        self.known.set(known);
-        let change = self.change_since(before);
-        self.notify(change);
+                    Ok(results)
+                },
+            )
+            .await?;
         Ok(AppendOutcome { results, change })
     }
 
@@ -619,24 +623,23 @@ impl<S: Storage> Engine<S> {
     pub async fn catch_up(&self) -> Result<Change> {
         self.check_open()?;
         self.complete().await?;
-        let _writer = self.writer.lock().await;
-        let before = self.mark();
+        let write = self.begin_write().await?;
         let fresh = self.storage.changes(self.known.get()).await?;
         self.absorb(&fresh)?;
-        let change = self.change_since(before);
-        self.notify(change);
-        Ok(change)
+        Ok(write.finish())
     }
 
     /// Merges small segments, in storage and in memory.
     pub async fn compact(&self) -> Result<CompactionReport> {
         self.check_open()?;
         self.complete().await?;
-        let _writer = self.writer.lock().await;
+        let write = self.begin_write().await?;
         let report = self.storage.compact(COMPACTION_TARGET_BYTES).await?;
         self.log
             .borrow_mut()
             .compact_memory(COMPACTION_TARGET_BYTES)?;
+        // Compaction moves no event: the view is unchanged and no listener hears of it.
+        write.finish();
         Ok(report)
     }
 
@@ -668,44 +671,41 @@ impl<S: Storage> Engine<S> {
             return Ok(Vec::new());
         }
         self.complete().await?;
-        let _writer = self.writer.lock().await;
-        let before = self.mark();
+        let write = self.begin_write().await?;
         let kept = self.rejected().await?;
-        let mut staged: Option<(OutboxChange, Vec<Rejection>)> = None;
-        let known = self
-            .storage
-            .transact(self.known.get(), Scope::Log, &mut |fresh| {
-                staged = None; // see Prepare: each call decides anew
-                self.absorb(fresh)?;
-                let pending = self.pending.borrow();
-                let rejections: Vec<Rejection> = refused
-                    .iter()
-                    .filter_map(|(id, reason, actual)| {
-                        let event = pending.events().find(|e| e.id == **id)?.clone();
-                        Some(Rejection {
-                            event,
-                            reason: (*reason).clone(),
-                            actual_version: *actual,
+        let (rejections, _) = write
+            .commit(
+                Scope::Log,
+                |_| {
+                    let pending = self.pending.borrow();
+                    let rejections: Vec<Rejection> = refused
+                        .iter()
+                        .filter_map(|(id, reason, actual)| {
+                            let event = pending.events().find(|e| e.id == **id)?.clone();
+                            Some(Rejection {
+                                event,
+                                reason: (*reason).clone(),
+                                actual_version: *actual,
+                            })
                         })
-                    })
-                    .collect();
-                let gone: HashSet<EventId> = rejections.iter().map(|r| r.event.id).collect();
-                let change = pending.plan_removal(&gone);
-                let mut list = kept.clone();
-                list.extend(rejections.iter().cloned());
-                let excess = list.len().saturating_sub(REJECTED_KEPT);
-                list.drain(..excess);
-                let list =
-                    serde_json::to_string(&list).map_err(|e| Error::Storage(e.to_string()))?;
-                let commit = outbox_commit(&change, vec![(META_REJECTED.into(), list)])?;
-                staged = Some((change, rejections));
-                Ok(commit)
-            })
+                        .collect();
+                    let gone: HashSet<EventId> = rejections.iter().map(|r| r.event.id).collect();
+                    let change = pending.plan_removal(&gone);
+                    let mut list = kept.clone();
+                    list.extend(rejections.iter().cloned());
+                    let excess = list.len().saturating_sub(REJECTED_KEPT);
+                    list.drain(..excess);
+                    let list =
+                        serde_json::to_string(&list).map_err(|e| Error::Storage(e.to_string()))?;
+                    let commit = outbox_commit(&change, vec![(META_REJECTED.into(), list)])?;
+                    Ok((commit, (change, rejections)))
+                },
+                |(change, rejections)| {
+                    self.pending.borrow_mut().apply(&change);
+                    Ok(rejections)
+                },
+            )
             .await?;
-        let (change, rejections) = staged.unwrap_or_default();
-        self.pending.borrow_mut().apply(&change);
-        self.known.set(known);
-        self.notify(self.change_since(before));
         Ok(rejections)
     }
 
@@ -717,20 +717,20 @@ impl<S: Storage> Engine<S> {
     pub async fn forget_pending(&self, ids: &HashSet<EventId>) -> Result<()> {
         self.check_open()?;
         self.complete().await?;
-        let _writer = self.writer.lock().await;
-        let before = self.mark();
-        let mut staged = OutboxChange::default();
-        let known = self
-            .storage
-            .transact(self.known.get(), Scope::Log, &mut |fresh| {
-                self.absorb(fresh)?;
-                staged = self.pending.borrow().plan_removal(ids);
-                outbox_commit(&staged, Vec::new())
-            })
+        let write = self.begin_write().await?;
+        write
+            .commit(
+                Scope::Log,
+                |_| {
+                    let change = self.pending.borrow().plan_removal(ids);
+                    Ok((outbox_commit(&change, Vec::new())?, change))
+                },
+                |change| {
+                    self.pending.borrow_mut().apply(&change);
+                    Ok(())
+                },
+            )
             .await?;
-        self.pending.borrow_mut().apply(&staged);
-        self.known.set(known);
-        self.notify(self.change_since(before));
         Ok(())
     }
 
@@ -756,8 +756,7 @@ impl<S: Storage> Engine<S> {
     pub async fn apply_pull(&self, response: &PullResponse) -> Result<PullOutcome> {
         self.check_open()?;
         self.complete().await?;
-        let _writer = self.writer.lock().await;
-        let before = self.mark();
+        let write = self.begin_write().await?;
         // The epoch of the confirmed log on disk, not this engine's memory of it: another
         // tab may have pulled (and so set or changed it) since this one last did, and a
         // tab that takes over sync must not append a new epoch's events to an old log.
@@ -769,21 +768,14 @@ impl<S: Storage> Engine<S> {
         let generation = self.known.get().log_generation;
         *self.epoch.borrow_mut() = known_epoch.clone();
         let restart = known_epoch.as_deref().is_some_and(|e| e != response.epoch);
-        let mut staged: Option<(Option<Segment>, OutboxChange)> = None;
-        let mut stale = false;
-        let known = self
-            .storage
-            .transact(
-                self.known.get(),
+        let (stale, change) = write
+            .commit(
                 if restart {
                     Scope::LogAndSnapshots
                 } else {
                     Scope::Log
                 },
-                &mut |fresh| {
-                    // Called again when the first try assumed what another tab changed.
-                    (staged, stale) = (None, false);
-                    self.absorb(fresh)?;
+                |fresh| {
                     if fresh.now.log_generation != generation {
                         return Err(Error::Storage(
                             "the confirmed log was reset during the pull; pull again".into(),
@@ -791,12 +783,12 @@ impl<S: Storage> Engine<S> {
                     }
                     let epoch_meta = vec![(META_EPOCH.to_owned(), response.epoch.clone())];
                     if restart {
-                        staged = Some((None, OutboxChange::default()));
-                        return Ok(Commit {
+                        let commit = Commit {
                             reset_log: true,
                             put_meta: epoch_meta,
                             ..Commit::default()
-                        });
+                        };
+                        return Ok((commit, (None, OutboxChange::default(), false)));
                     }
                     let log = self.log.borrow();
                     let head = log.head();
@@ -820,9 +812,8 @@ impl<S: Storage> Engine<S> {
                         .next()
                         .is_some_and(|e| e.position != head + 1)
                     {
-                        staged = Some((None, OutboxChange::default()));
-                        stale = true;
-                        return Ok(Commit::default());
+                        // Stale: nothing is written or applied.
+                        return Ok((Commit::default(), (None, OutboxChange::default(), true)));
                     }
                     for event in fresh_events.by_ref() {
                         if event.position != builder.next_position() {
@@ -849,32 +840,21 @@ impl<S: Storage> Engine<S> {
                         },
                     )?;
                     commit.segment = segment.clone();
-                    staged = Some((segment, change));
-                    Ok(commit)
+                    Ok((commit, (segment, change, false)))
+                },
+                |(segment, change, stale)| {
+                    if restart {
+                        self.log.borrow_mut().clear();
+                    }
+                    if let Some(segment) = segment {
+                        self.log.borrow_mut().commit(segment)?;
+                    }
+                    self.pending.borrow_mut().apply(&change);
+                    *self.epoch.borrow_mut() = Some(response.epoch.clone());
+                    Ok(stale)
                 },
             )
-            .await;
-        let known = match known {
-            Ok(known) => known,
-            Err(e) => {
-                // What other tabs wrote, read before or inside the failed transaction, is
-                // this engine's view now: tell the listeners.
-                self.notify(self.change_since(before));
-                return Err(e);
-            }
-        };
-        let (segment, change) = staged.unwrap_or_default();
-        if restart {
-            self.log.borrow_mut().clear();
-        }
-        if let Some(segment) = segment {
-            self.log.borrow_mut().commit(segment)?;
-        }
-        self.pending.borrow_mut().apply(&change);
-        *self.epoch.borrow_mut() = Some(response.epoch.clone());
-        self.known.set(known);
-        let change = self.change_since(before);
-        self.notify(change);
+            .await?;
         Ok(PullOutcome {
             change,
             restart,
@@ -1062,36 +1042,34 @@ impl<S: Storage> Engine<S> {
         log_generation: u64,
     ) -> Result<()> {
         self.check_open()?;
-        let _writer = self.writer.lock().await;
-        let before = self.mark();
-        let known = self
-            .storage
-            .transact(self.known.get(), Scope::LogAndSnapshots, &mut |fresh| {
-                self.absorb(fresh)?;
-                if fresh.now.log_generation != log_generation {
-                    return Err(Error::InvalidArgument(format!(
-                        "snapshot `{}` was folded from a confirmed log that has since been \
-                         reset (generation {log_generation}, now {}); it is not stored",
-                        snapshot.name, fresh.now.log_generation
-                    )));
-                }
-                let head = self.log.borrow().head();
-                if snapshot.position > head {
-                    return Err(Error::InvalidArgument(format!(
-                        "snapshot at position {} is past the confirmed head {head}",
-                        snapshot.position
-                    )));
-                }
-                Ok(Commit {
-                    put_snapshot: Some(snapshot.clone()),
-                    ..Commit::default()
-                })
-            })
-            .await;
-        // What other handles wrote, read inside the transaction, is this engine's now.
-        let change = self.change_since(before);
-        self.notify(change);
-        self.known.set(known?);
+        let write = self.begin_write().await?;
+        write
+            .commit(
+                Scope::LogAndSnapshots,
+                |fresh| {
+                    if fresh.now.log_generation != log_generation {
+                        return Err(Error::InvalidArgument(format!(
+                            "snapshot `{}` was folded from a confirmed log that has since been \
+                             reset (generation {log_generation}, now {}); it is not stored",
+                            snapshot.name, fresh.now.log_generation
+                        )));
+                    }
+                    let head = self.log.borrow().head();
+                    if snapshot.position > head {
+                        return Err(Error::InvalidArgument(format!(
+                            "snapshot at position {} is past the confirmed head {head}",
+                            snapshot.position
+                        )));
+                    }
+                    let commit = Commit {
+                        put_snapshot: Some(snapshot.clone()),
+                        ..Commit::default()
+                    };
+                    Ok((commit, ()))
+                },
+                |()| Ok(()),
+            )
+            .await?;
         Ok(())
     }
 
@@ -1139,6 +1117,65 @@ impl<S: Storage> Engine<S> {
         self.closed.set(true);
         self.listeners.borrow_mut().clear();
         self.storage.close();
+    }
+}
+
+/// One write of an engine, from [`Engine::begin_write`] to [`Writing::commit`] or
+/// [`Writing::finish`]: the sequence every writing method shares. It holds the writer lock
+/// (writes are serialised within one engine) and tells the listeners what changed in the
+/// engine's view, including other writers' events taken in on the way, even when the
+/// write itself fails.
+struct Writing<'e, S: Storage> {
+    engine: &'e Engine<S>,
+    before: Mark,
+    _writer: MutexGuard<'e, ()>,
+}
+
+impl<S: Storage> Writing<'_, S> {
+    /// The write's one storage transaction, then its effect on memory. `prepare` sees the
+    /// store inside the transaction, with what other writers committed already taken in,
+    /// and returns the commit and what `apply` makes of it in memory once it is stored. The
+    /// storage may call `prepare` more than once (when its first try assumed what another
+    /// tab changed): each call decides anew and only the last one's value is applied.
+    async fn commit<T, R>(
+        self,
+        scope: Scope,
+        mut prepare: impl FnMut(&Fresh) -> Result<(Commit, T)>,
+        apply: impl FnOnce(T) -> Result<R>,
+    ) -> Result<(R, Change)> {
+        let engine = self.engine;
+        let mut staged = None;
+        let stored = engine
+            .storage
+            .transact(engine.known.get(), scope, &mut |fresh| {
+                staged = None;
+                engine.absorb(fresh)?;
+                let (commit, value) = prepare(fresh)?;
+                staged = Some(value);
+                Ok(commit)
+            })
+            .await;
+        let known = match stored {
+            Ok(known) => known,
+            Err(e) => {
+                // Others' events read inside the failed transaction were committed: they
+                // are this engine's view now.
+                engine.notify(engine.change_since(self.before));
+                return Err(e);
+            }
+        };
+        let staged =
+            staged.ok_or_else(|| Error::Storage("the write transaction did not run".into()))?;
+        let applied = apply(staged)?;
+        engine.known.set(known);
+        Ok((applied, self.finish()))
+    }
+
+    /// Ends the write: tells the listeners what changed since it began, and returns it.
+    fn finish(self) -> Change {
+        let change = self.engine.change_since(self.before);
+        self.engine.notify(change);
+        change
     }
 }
 

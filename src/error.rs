@@ -1,7 +1,7 @@
 //! Every way an annals operation can fail. Each variant maps to one stable `code`
 //! that the bindings expose to JavaScript (`AnnalsError.code`).
 
-use crate::event::ExpectedVersion;
+use crate::version::ExpectedVersion;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -62,11 +62,5 @@ impl Error {
             Error::Corrupt(_) => "CORRUPT",
             Error::Storage(_) => "STORAGE",
         }
-    }
-}
-
-impl From<crate::codec::CodecError> for Error {
-    fn from(e: crate::codec::CodecError) -> Self {
-        Error::Corrupt(e.to_string())
     }
 }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::error::{Error, Result};
+pub use crate::version::{ExpectedVersion, MAX_SAFE_INTEGER};
 
 /// Size limits that every event must respect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,82 +123,6 @@ impl<'de> Deserialize<'de> for EventId {
         EventId::parse(&text).map_err(de::Error::custom)
     }
 }
-
-/// What the caller expects of a stream's version before an append.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ExpectedVersion {
-    /// No check (the default).
-    #[default]
-    Any,
-    /// The stream must have no events.
-    NoStream,
-    /// The stream must have at least one event.
-    Exists,
-    /// The stream's last event must have exactly this version (0 = no events).
-    Exact(u64),
-}
-
-impl ExpectedVersion {
-    pub fn accepts(&self, actual: u64) -> bool {
-        match *self {
-            ExpectedVersion::Any => true,
-            ExpectedVersion::NoStream => actual == 0,
-            ExpectedVersion::Exists => actual > 0,
-            ExpectedVersion::Exact(v) => actual == v,
-        }
-    }
-}
-
-impl fmt::Display for ExpectedVersion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ExpectedVersion::Any => f.write_str("any"),
-            ExpectedVersion::NoStream => f.write_str("no_stream"),
-            ExpectedVersion::Exists => f.write_str("exists"),
-            ExpectedVersion::Exact(v) => write!(f, "{v}"),
-        }
-    }
-}
-
-impl Serialize for ExpectedVersion {
-    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        match self {
-            ExpectedVersion::Exact(v) => s.serialize_u64(*v),
-            other => s.collect_str(other),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for ExpectedVersion {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let value = serde_json::Value::deserialize(d)?;
-        ExpectedVersion::from_json(&value).map_err(de::Error::custom)
-    }
-}
-
-impl ExpectedVersion {
-    fn from_json(value: &serde_json::Value) -> std::result::Result<Self, String> {
-        const HINT: &str = "`expectedVersion` must be a non-negative integer, \"any\", \"no_stream\" or \"exists\"";
-        match value {
-            serde_json::Value::Null => Ok(ExpectedVersion::Any),
-            serde_json::Value::Number(n) => n
-                .as_u64()
-                .filter(|v| *v <= MAX_SAFE_INTEGER)
-                .map(ExpectedVersion::Exact)
-                .ok_or_else(|| format!("{HINT}, got {n}")),
-            serde_json::Value::String(s) => match s.as_str() {
-                "any" => Ok(ExpectedVersion::Any),
-                "no_stream" => Ok(ExpectedVersion::NoStream),
-                "exists" => Ok(ExpectedVersion::Exists),
-                other => Err(format!("{HINT}, got {other:?}")),
-            },
-            other => Err(format!("{HINT}, got {other}")),
-        }
-    }
-}
-
-/// The largest integer JavaScript represents exactly; positions and versions stay below it.
-pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 
 /// An event the app wants to append, validated.
 #[derive(Debug, Clone)]

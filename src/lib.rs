@@ -1,11 +1,21 @@
 //! annals: an event-sourcing engine for offline-first apps.
 //!
-//! Three layers:
-//! - the pure core ([`event`], [`codec`], [`log`], [`engine`], [`projection`]), which knows
-//!   nothing of browsers and builds and tests natively;
-//! - adapters behind traits: [`storage`] (memory, IndexedDB on wasm32) and [`clock`]
-//!   (wall clock and id source);
-//! - the thin `wasm` binding that JavaScript calls, once per batch.
+//! Four layers; each module imports only from modules before it in this list:
+//! - **core**, pure Rust that knows nothing of browsers and builds and tests natively:
+//!   [`version`] (expected versions; imports nothing), [`error`], [`event`] (envelope,
+//!   ids), [`codec`] (segments), [`clock`] (`Clock`, `IdSource`), the [`storage`] trait,
+//!   [`log`] (the in-memory log), [`protocol`] (sync messages), [`outbox`] (pending
+//!   events), [`append`] (the append rules), [`engine`], [`projection`], [`command`]
+//!   (deciders), [`push`] (the server's push rules and authorities);
+//! - **adapters** behind traits: [`storage`] backends (memory; IndexedDB on wasm32) and
+//!   [`sync`], the sync client with its transports (`fetch` on wasm32, HTTP natively);
+//! - **binding**: `wasm` (wasm32 only), the `#[wasm_bindgen]` surface JavaScript calls once
+//!   per batch;
+//! - **server**: `server` (feature `server`, native only): axum routes, auth, limits, and
+//!   the SQLite and PostgreSQL backends.
+//!
+//! Test rigs (an in-memory server, an in-process transport, injected faults) are in
+//! `testing`, behind the feature `testing` that only the crate's own tests turn on.
 
 pub mod append;
 pub mod clock;
@@ -15,9 +25,16 @@ pub mod engine;
 pub mod error;
 pub mod event;
 pub mod log;
+pub mod outbox;
 pub mod projection;
+pub mod protocol;
+pub mod push;
 pub mod storage;
 pub mod sync;
+pub mod version;
+
+#[cfg(feature = "testing")]
+pub mod testing;
 
 #[cfg(target_arch = "wasm32")]
 pub mod wasm;

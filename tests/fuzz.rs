@@ -14,9 +14,9 @@ use std::cell::Cell;
 
 use annals::codec::{self, EventRef, SegmentReader};
 use annals::log::{LogState, ReadQuery};
+use annals::outbox::PendingBatch;
+use annals::protocol::{PullResponse, PushRequest, PushResponse};
 use annals::storage::{PendingRecord, Segment};
-use annals::sync::pending::PendingBatch;
-use annals::sync::protocol::{PullResponse, PushRequest, PushResponse};
 use annals::{EventId, NewEvent};
 use proptest::prelude::*;
 

@@ -20,12 +20,12 @@
 use std::rc::Rc;
 
 use annals::clock::{FixedClock, SequentialIds};
+use annals::protocol::{PushEvent, PushRequest};
 use annals::storage::indexeddb::{FailStep, IndexedDbStorage};
 use annals::storage::SnapshotRecord;
 use annals::sync::client::{SyncClient, SyncOptions};
-use annals::sync::in_process::InProcessTransport;
-use annals::sync::memory_server::MemoryServer;
-use annals::sync::protocol::{PushEvent, PushRequest};
+use annals::testing::in_process::InProcessTransport;
+use annals::testing::memory_server::MemoryServer;
 use annals::{Engine, EngineOptions, EventId, ExpectedVersion, NewEvent, ReadQuery};
 use js_sys::{Function, Promise, Reflect};
 use serde_json::json;

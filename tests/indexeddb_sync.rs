@@ -6,8 +6,8 @@ use std::rc::Rc;
 
 use annals::storage::indexeddb::{FailStep, IndexedDbStorage};
 use annals::sync::client::{SyncClient, SyncOptions};
-use annals::sync::in_process::InProcessTransport;
-use annals::sync::memory_server::MemoryServer;
+use annals::testing::in_process::InProcessTransport;
+use annals::testing::memory_server::MemoryServer;
 use annals::{Engine, EngineOptions, NewEvent, ReadQuery};
 use serde_json::json;
 use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};

@@ -13,8 +13,8 @@ use std::time::Duration;
 use annals::codec::EventRef;
 use annals::projection::{Projection, ProjectionRunner};
 use annals::sync::client::{SyncClient, SyncOptions, SyncReport};
-use annals::sync::faults::{Fault, Faulty};
 use annals::sync::http::HttpTransport;
+use annals::testing::faults::{Fault, Faulty};
 use annals::{Engine, EngineOptions, Event, ExpectedVersion, MemoryStorage, NewEvent, ReadQuery};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -264,11 +264,11 @@ impl Account {
 }
 
 async fn a_server_side_decider_rejects_and_the_client_reports_it(backend: Backend) {
-    let authority = annals::sync::authority::DeciderAuthority::new(Account, |s: &str| {
+    let authority = annals::push::authority::DeciderAuthority::new(Account, |s: &str| {
         s.starts_with("account-")
     });
     let authorities =
-        annals::sync::authority::Authorities::new(vec![std::sync::Arc::new(authority)]);
+        annals::push::authority::Authorities::new(vec![std::sync::Arc::new(authority)]);
     let server = backend
         .start_with(|config| config.authorities = authorities)
         .await;

@@ -6,12 +6,12 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use annals::command::{Aggregate, Decider, Decision};
-use annals::sync::authority::{Authorities, DeciderAuthority};
+use annals::protocol::PushResult;
+use annals::push::authority::{Authorities, DeciderAuthority};
 use annals::sync::client::{SyncClient, SyncError, SyncOptions};
-use annals::sync::faults::{Fault, Faulty};
-use annals::sync::in_process::InProcessTransport;
-use annals::sync::memory_server::MemoryServer;
-use annals::sync::protocol::PushResult;
+use annals::testing::faults::{Fault, Faulty};
+use annals::testing::in_process::InProcessTransport;
+use annals::testing::memory_server::MemoryServer;
 use annals::{Engine, EngineOptions, Event, ExpectedVersion, MemoryStorage, NewEvent, ReadQuery};
 use futures::executor::block_on;
 use serde_json::json;
@@ -433,14 +433,14 @@ fn commands_on_a_synced_store_decide_on_the_optimistic_state() {
 /// Records the pushes it passes on, so that a test can deliver a late copy of one.
 struct Tap {
     inner: InProcessTransport,
-    pushes: Rc<RefCell<Vec<annals::sync::protocol::PushRequest>>>,
+    pushes: Rc<RefCell<Vec<annals::protocol::PushRequest>>>,
 }
 
 impl annals::sync::client::Transport for Tap {
     async fn push(
         &self,
-        request: &annals::sync::protocol::PushRequest,
-    ) -> Result<annals::sync::protocol::PushResponse, annals::sync::client::TransportError> {
+        request: &annals::protocol::PushRequest,
+    ) -> Result<annals::protocol::PushResponse, annals::sync::client::TransportError> {
         self.pushes.borrow_mut().push(request.clone());
         self.inner.push(request).await
     }
@@ -450,7 +450,7 @@ impl annals::sync::client::Transport for Tap {
         after: u64,
         limit: usize,
         wait_seconds: u32,
-    ) -> Result<annals::sync::protocol::PullResponse, annals::sync::client::TransportError> {
+    ) -> Result<annals::protocol::PullResponse, annals::sync::client::TransportError> {
         self.inner.pull(after, limit, wait_seconds).await
     }
 }
@@ -552,16 +552,15 @@ fn an_event_accepted_by_a_replaced_database_is_pushed_again() {
     impl annals::sync::client::Transport for ReplaceAfterPush {
         async fn push(
             &self,
-            request: &annals::sync::protocol::PushRequest,
-        ) -> Result<annals::sync::protocol::PushResponse, annals::sync::client::TransportError>
-        {
+            request: &annals::protocol::PushRequest,
+        ) -> Result<annals::protocol::PushResponse, annals::sync::client::TransportError> {
             let answer = self.inner.push(request).await;
             if self.armed.replace(false) {
                 // The database is replaced right after it answered; the new one soon
                 // holds more events than the old one did.
                 self.server.wipe("todos");
                 let events = (0..3u8)
-                    .map(|i| annals::sync::protocol::PushEvent {
+                    .map(|i| annals::protocol::PushEvent {
                         id: annals::EventId([i + 1; 16]),
                         stream: "other".into(),
                         event_type: "T".into(),
@@ -573,7 +572,7 @@ fn an_event_accepted_by_a_replaced_database_is_pushed_again() {
                     .collect();
                 self.server.push(
                     "todos",
-                    &annals::sync::protocol::PushRequest {
+                    &annals::protocol::PushRequest {
                         client_id: "other".into(),
                         events,
                     },
@@ -586,8 +585,7 @@ fn an_event_accepted_by_a_replaced_database_is_pushed_again() {
             after: u64,
             limit: usize,
             wait_seconds: u32,
-        ) -> Result<annals::sync::protocol::PullResponse, annals::sync::client::TransportError>
-        {
+        ) -> Result<annals::protocol::PullResponse, annals::sync::client::TransportError> {
             self.inner.pull(after, limit, wait_seconds).await
         }
     }
@@ -746,8 +744,8 @@ impl Watched {
 impl annals::sync::client::Transport for Watched {
     async fn push(
         &self,
-        request: &annals::sync::protocol::PushRequest,
-    ) -> Result<annals::sync::protocol::PushResponse, annals::sync::client::TransportError> {
+        request: &annals::protocol::PushRequest,
+    ) -> Result<annals::protocol::PushResponse, annals::sync::client::TransportError> {
         self.requests.set(self.requests.get() + 1);
         let ids = request.events.iter().map(|e| e.id.to_string()).collect();
         self.pushed.borrow_mut().push(ids);
@@ -763,7 +761,7 @@ impl annals::sync::client::Transport for Watched {
         after: u64,
         limit: usize,
         wait_seconds: u32,
-    ) -> Result<annals::sync::protocol::PullResponse, annals::sync::client::TransportError> {
+    ) -> Result<annals::protocol::PullResponse, annals::sync::client::TransportError> {
         self.requests.set(self.requests.get() + 1);
         self.inner.pull(after, limit, wait_seconds).await
     }

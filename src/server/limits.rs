@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use crate::event::MAX_SAFE_INTEGER;
+use crate::protocol::{PushRequest, DEFAULT_PULL_LIMIT};
 use crate::server::error::ApiError;
-use crate::sync::protocol::{PushRequest, DEFAULT_PULL_LIMIT};
 
 /// Bounds on what one request may carry.
 #[derive(Debug, Clone, PartialEq, Eq)]

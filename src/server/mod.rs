@@ -33,7 +33,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::sync::authority::Authorities;
+use crate::push::authority::Authorities;
 
 use axum::http::{header, HeaderValue, Method, Request, Response};
 use axum::routing::{get, post};
@@ -67,7 +67,7 @@ pub struct ServerConfig {
     /// Requests per known token (429 with `Retry-After` past it); `None` = unlimited.
     pub rate_limit: Option<RateLimit>,
     /// Deciders that re-check pushed events of the streams they claim (see
-    /// [`crate::sync::authority`]); for Rust apps that embed the server.
+    /// [`crate::push::authority`]); for Rust apps that embed the server.
     pub authorities: Authorities,
     /// Where `GET /metrics` is served.
     pub metrics: MetricsEndpoint,

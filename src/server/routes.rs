@@ -11,13 +11,13 @@ use axum::response::Response;
 use futures::StreamExt;
 use tokio::sync::watch;
 
+use crate::protocol::{PushResult, PROTOCOL_VERSION};
 use crate::server::auth::{Access, Auth};
 use crate::server::error::{json_response, ApiError};
 use crate::server::limits::{check_store_name, parse_pull_query, parse_push, Limits};
 use crate::server::metrics::{DatabaseOperation, Metrics, PushOutcome};
 use crate::server::store::ServerStore;
 use crate::server::throttle::{Reservation, Throttle};
-use crate::sync::protocol::{PushResult, PROTOCOL_VERSION};
 
 /// How often a long poll re-reads even without a wake-up: a safety net for a lost
 /// notification (another process on the same SQLite file, a LISTEN reconnect race).

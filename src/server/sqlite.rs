@@ -20,12 +20,12 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBeha
 use serde_json::value::RawValue;
 
 use crate::event::Event;
+use crate::protocol::{PullResponse, PushEvent, PushResponse};
+use crate::push::authority::Authorities;
 use crate::server::store::{
     distinct_streams, event_bytes, new_epoch, now_ms, plan_push, stored_id, stored_u64, to_i64,
     BoxFuture, Changes, Placed, Refusal, ServerStore, StoreError, StoreInfo, PULL_BYTE_BUDGET,
 };
-use crate::sync::authority::Authorities;
-use crate::sync::protocol::{PullResponse, PushEvent, PushResponse};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS stores (
@@ -550,7 +550,7 @@ impl ServerStore for SqliteStore {
             if response
                 .results
                 .iter()
-                .any(|r| matches!(r, crate::sync::protocol::PushResult::Ok { .. }))
+                .any(|r| matches!(r, crate::protocol::PushResult::Ok { .. }))
             {
                 self.changes.notify(store);
             }

@@ -1,5 +1,6 @@
 //! The server's storage contract ([`ServerStore`]), the push rules both backends share
-//! ([`plan_push`]) and the in-process change signal that long polls wait on ([`Changes`]).
+//! (re-exported from [`crate::push::rules`]: [`plan_push`]) and the in-process change
+//! signal that long polls wait on ([`Changes`]).
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -10,8 +11,8 @@ use std::sync::{Mutex, MutexGuard};
 use tokio::sync::watch;
 
 use crate::event::EventId;
-pub use crate::sync::authority::{plan_push, Placed, PushPlan, Refusal};
-use crate::sync::protocol::{PullResponse, PushEvent, PushResponse};
+use crate::protocol::{PullResponse, PushEvent, PushResponse};
+pub use crate::push::rules::{plan_push, Placed, PushPlan, Refusal};
 
 /// A boxed future, so that [`ServerStore`] can be used as a trait object.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -14,8 +14,8 @@ use futures::StreamExt;
 use crate::engine::{Engine, Rejection};
 use crate::error::Error;
 use crate::event::EventId;
+use crate::protocol::{ErrorBody, PullResponse, PushRequest, PushResponse, PushResult};
 use crate::storage::Storage;
-use crate::sync::protocol::{ErrorBody, PullResponse, PushRequest, PushResponse, PushResult};
 
 /// How a request to the server failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

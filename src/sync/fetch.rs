@@ -8,8 +8,8 @@ use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{AbortController, Headers, Request, RequestInit, Response};
 
+use crate::protocol::{PullResponse, PushRequest, PushResponse};
 use crate::sync::client::{Timer, Transport, TransportError};
-use crate::sync::protocol::{PullResponse, PushRequest, PushResponse};
 
 /// Where and as whom to sync.
 #[derive(Debug, Clone)]

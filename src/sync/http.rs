@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use crate::protocol::{PullResponse, PushRequest, PushResponse};
 use crate::sync::client::{Timer, Transport, TransportError};
-use crate::sync::protocol::{PullResponse, PushRequest, PushResponse};
 
 #[derive(Debug, Clone)]
 pub struct HttpTransport {

@@ -1,13 +1,7 @@
-//! Sync: the protocol shared by client and server, the server's push rules, and the
-//! client (outbox, pulls, live loop) with its transports.
-pub mod authority;
+//! Adapters: the sync client (pushes the outbox, pulls, the live loop) and its transports
+//! (`fetch` on wasm32, `http` natively). The messages it exchanges are [`crate::protocol`].
 pub mod client;
-pub mod faults;
 #[cfg(target_arch = "wasm32")]
 pub mod fetch;
 #[cfg(all(feature = "http-client", not(target_arch = "wasm32")))]
 pub mod http;
-pub mod in_process;
-pub mod memory_server;
-pub mod pending;
-pub mod protocol;

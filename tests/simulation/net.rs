@@ -8,8 +8,8 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
+use annals::protocol::{PullResponse, PushRequest, PushResponse};
 use annals::sync::client::{Transport, TransportError};
-use annals::sync::protocol::{PullResponse, PushRequest, PushResponse};
 
 #[derive(Debug, Clone)]
 pub enum Request {

@@ -15,7 +15,7 @@ use annals::engine::Rejection;
 use annals::projection::{Projection, ProjectionRunner};
 use annals::storage::SnapshotRecord;
 use annals::sync::client::{SyncClient, SyncError, SyncOptions, SyncReport, TransportError};
-use annals::sync::memory_server::MemoryServer;
+use annals::testing::memory_server::MemoryServer;
 use annals::{
     AppendOutcome, AppendResult, Engine, EngineOptions, Error, Event, EventId, ExpectedVersion,
     MemoryStorage, NewEvent, ReadQuery,
@@ -955,7 +955,7 @@ impl Sim {
             Request::Push(push) => {
                 let response = self.server.push(STORE, push);
                 for result in &response.results {
-                    if let annals::sync::protocol::PushResult::Ok { id, .. } = result {
+                    if let annals::protocol::PushResult::Ok { id, .. } = result {
                         self.acked.insert(*id);
                     }
                 }
@@ -1542,13 +1542,13 @@ fn describe(client: usize, request: &Request, reply: &Reply) -> String {
                 .results
                 .iter()
                 .map(|r| match r {
-                    annals::sync::protocol::PushResult::Ok { id, position, .. } => {
+                    annals::protocol::PushResult::Ok { id, position, .. } => {
                         format!("{} ok@{position}", short(id))
                     }
-                    annals::sync::protocol::PushResult::Duplicate { id, position, .. } => {
+                    annals::protocol::PushResult::Duplicate { id, position, .. } => {
                         format!("{} dup@{position}", short(id))
                     }
-                    annals::sync::protocol::PushResult::Rejected { id, .. } => {
+                    annals::protocol::PushResult::Rejected { id, .. } => {
                         format!("{} rejected", short(id))
                     }
                 })

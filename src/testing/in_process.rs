@@ -1,11 +1,11 @@
-//! A transport that calls a [`MemoryServer`] directly (wrap it in
-//! [`crate::sync::faults::Faulty`] to make it fail like a network).
+//! Test rig: a transport that calls a [`MemoryServer`] directly (wrap it in
+//! [`crate::testing::faults::Faulty`] to make it fail like a network).
 
 use std::rc::Rc;
 
+use crate::protocol::{PullResponse, PushRequest, PushResponse};
 use crate::sync::client::{Transport, TransportError};
-use crate::sync::memory_server::MemoryServer;
-use crate::sync::protocol::{PullResponse, PushRequest, PushResponse};
+use crate::testing::memory_server::MemoryServer;
 
 #[derive(Clone)]
 pub struct InProcessTransport {

@@ -1,5 +1,6 @@
-//! The outbox of a synced store: local events the server has not confirmed yet, in append
-//! order, stored as one record per appended batch (key: a local sequence number).
+//! Core: the outbox of a synced store: local events the server has not confirmed yet, in
+//! append order, stored as one record per appended batch (key: a local sequence number).
+//! The engine keeps it beside the log; the sync client settles it through the engine.
 //!
 //! Their positions and versions are provisional: position = confirmed head + place in the
 //! outbox; version = the stream's confirmed version + earlier pending events of the stream.
@@ -11,8 +12,8 @@ use crate::codec::EventRef;
 use crate::error::{Error, Result};
 use crate::event::EventId;
 use crate::log::LogState;
+use crate::protocol::PushEvent;
 use crate::storage::PendingRecord;
-use crate::sync::protocol::PushEvent;
 
 /// One stored batch of pending events.
 #[derive(Debug, Clone)]

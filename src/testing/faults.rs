@@ -1,12 +1,12 @@
-//! A transport wrapper that fails on purpose, the ways networks do: offline, a request
+//! Test rig: a transport wrapper that fails on purpose, the ways networks do: offline, a request
 //! lost on the way, an answer lost on the way back. For tests and simulations.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
 
+use crate::protocol::{PullResponse, PushRequest, PushResponse};
 use crate::sync::client::{Transport, TransportError};
-use crate::sync::protocol::{PullResponse, PushRequest, PushResponse};
 
 /// A failure to inject into a coming request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

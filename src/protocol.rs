@@ -1,5 +1,5 @@
-//! The sync protocol's messages (HTTP + JSON under `/v1`), shared by the client state
-//! machine and `annals-server`. See DESIGN.md §5.
+//! Core: the sync protocol's messages (HTTP + JSON under `/v1`), plain data shared by the
+//! engine, the sync client and `annals-server`. See DESIGN.md §5.
 //!
 //! ```text
 //! POST /v1/stores/{store}/push   PushRequest  -> PushResponse

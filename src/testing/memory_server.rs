@@ -1,13 +1,14 @@
-//! A sync server in memory: the same rules as `annals-server`, for the in-process
-//! transport (tests, simulations) and for apps that embed a server-less authority.
+//! Test rig: a sync server in memory, with the same push rules as `annals-server`
+//! ([`crate::push`]), for the in-process transport (tests, simulations).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 
 use crate::clock::{IdSource, Uuidv7};
 use crate::event::{Event, EventId};
-use crate::sync::authority::{plan_push, Authorities, Placed, Refusal};
-use crate::sync::protocol::{PullResponse, PushRequest, PushResponse};
+use crate::protocol::{PullResponse, PushRequest, PushResponse};
+use crate::push::authority::Authorities;
+use crate::push::rules::{plan_push, Placed, Refusal};
 
 #[derive(Debug, Default)]
 struct StoreLog {

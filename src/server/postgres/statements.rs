@@ -1,0 +1,278 @@
+//! PostgreSQL backend: all the SQL that runs per request, the statements each pooled
+//! connection prepares once, the lookups and writes built on them, and the decoding of
+//! their rows.
+
+use std::collections::HashMap;
+
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Row, Statement};
+
+use crate::event::{Event, EventId};
+use crate::protocol::PushEvent;
+use crate::push::rules::{Placed, PushPlan, Refusal};
+use crate::server::sqlite::raw_json;
+use crate::server::store::{stored_id, stored_u64, to_i64, StoreError};
+
+/// Starts a push transaction. Explicitly READ COMMITTED: the lookups pipelined behind the
+/// lock rely on each statement taking a new snapshot.
+pub(super) const BEGIN: &str = "BEGIN ISOLATION LEVEL READ COMMITTED";
+
+/// Moves the version of streams that have a row, each only from the version the push was
+/// planned with (the caller counts the rows). An update rather than an upsert, which
+/// would probe every key twice and lock each row on its own.
+pub(super) const UPDATE_STREAMS: &str = "
+UPDATE streams s SET version = t.version
+FROM UNNEST($2::text[], $3::bigint[], $4::bigint[]) AS t(stream, old, version)
+WHERE s.store_id = $1 AND s.stream = t.stream AND s.version = t.old";
+
+/// The statements every pooled connection prepares once.
+pub(super) struct Statements {
+    pub(super) lock_store: Statement,
+    pub(super) read_store: Statement,
+    pub(super) create_store: Statement,
+    pub(super) existing_ids: Statement,
+    pub(super) refused_ids: Statement,
+    pub(super) insert_rejections: Statement,
+    pub(super) stream_versions: Statement,
+    pub(super) insert_events: Statement,
+    pub(super) insert_streams: Statement,
+    pub(super) update_head: Statement,
+    pub(super) notify: Statement,
+    pub(super) read_events: Statement,
+    pub(super) stream_events: Statement,
+}
+
+impl Statements {
+    pub(super) async fn prepare(client: &Client) -> Result<Self, StoreError> {
+        let (
+            lock_store,
+            read_store,
+            create_store,
+            existing_ids,
+            refused_ids,
+            insert_rejections,
+            stream_versions,
+            insert_events,
+            insert_streams,
+            update_head,
+            notify,
+            read_events,
+            stream_events,
+        ) = tokio::try_join!(
+            client.prepare("SELECT id, head, epoch FROM stores WHERE name = $1 FOR UPDATE"),
+            client.prepare("SELECT id, head, epoch FROM stores WHERE name = $1"),
+            client.prepare(
+                "INSERT INTO stores (name, epoch) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING"
+            ),
+            // Both lookups take the store by name, so that they can be sent with the lock.
+            // One index probe per key (LATERAL ... LIMIT 1 cannot become a join that reads
+            // the whole store): neither `= ANY($2)` nor a plain join with UNNEST is safe
+            // from a generic plan cached while the table was small, which filters or
+            // hashes every row of the store.
+            client.prepare(
+                "SELECT e.id, e.position, e.version
+                 FROM UNNEST($2::bytea[]) AS k(id)
+                 CROSS JOIN LATERAL (
+                     SELECT e.id, e.position, e.version FROM events e
+                     WHERE e.store_id = (SELECT id FROM stores WHERE name = $1) AND e.id = k.id
+                     LIMIT 1
+                 ) e"
+            ),
+            // Refusals remembered for the pushed ids (usually none: one probe per key).
+            client.prepare(
+                "SELECT r.id, r.fingerprint, r.reason, r.actual_version
+                 FROM UNNEST($2::bytea[]) AS k(id)
+                 CROSS JOIN LATERAL (
+                     SELECT r.id, r.fingerprint, r.reason, r.actual_version FROM rejections r
+                     WHERE r.store_id = (SELECT id FROM stores WHERE name = $1) AND r.id = k.id
+                 ) r"
+            ),
+            client.prepare(
+                "INSERT INTO rejections (store_id, id, fingerprint, reason, actual_version)
+                 SELECT $1, t.id, t.fingerprint, t.reason, t.actual_version
+                 FROM UNNEST($2::bytea[], $3::bigint[], $4::text[], $5::bigint[])
+                      AS t(id, fingerprint, reason, actual_version)
+                 ON CONFLICT DO NOTHING"
+            ),
+            client.prepare(
+                "SELECT k.stream, s.version
+                 FROM UNNEST($2::text[]) AS k(stream)
+                 CROSS JOIN LATERAL (
+                     SELECT s.version FROM streams s
+                     WHERE s.store_id = (SELECT id FROM stores WHERE name = $1) AND s.stream = k.stream
+                     LIMIT 1
+                 ) s"
+            ),
+            client.prepare(
+                "INSERT INTO events (store_id, position, id, stream, version, type, data, meta, time, origin)
+                 SELECT $1, t.position, t.id, t.stream, t.version, t.type, t.data, t.meta, t.time, $10
+                 FROM UNNEST($2::bigint[], $3::bytea[], $4::text[], $5::bigint[], $6::text[],
+                             $7::text[], $8::text[], $9::bigint[])
+                      AS t(position, id, stream, version, type, data, meta, time)"
+            ),
+            client.prepare(
+                "INSERT INTO streams (store_id, stream, version)
+                 SELECT $1, t.stream, t.version FROM UNNEST($2::text[], $3::bigint[]) AS t(stream, version)"
+            ),
+            client.prepare("UPDATE stores SET head = $2 WHERE id = $1"),
+            client.prepare("SELECT pg_notify($1, $2)"),
+            client.prepare(
+                "SELECT id, position, stream, version, type, data, meta, time, origin
+                 FROM events WHERE store_id = $1 AND position > $2 AND position <= $3
+                 ORDER BY position LIMIT $4"
+            ),
+            client.prepare(
+                "SELECT id, position, stream, version, type, data, meta, time, origin
+                 FROM events WHERE store_id = $1 AND stream = ANY($2::text[])
+                 ORDER BY position"
+            ),
+        )?;
+        Ok(Statements {
+            lock_store,
+            read_store,
+            create_store,
+            existing_ids,
+            refused_ids,
+            insert_rejections,
+            stream_versions,
+            insert_events,
+            insert_streams,
+            update_head,
+            notify,
+            read_events,
+            stream_events,
+        })
+    }
+}
+
+/// The current versions of `streams` (0 for a stream without events), one index probe
+/// each.
+pub(super) async fn stream_versions(
+    client: &Client,
+    st: &Statements,
+    store: &str,
+    streams: &[&str],
+) -> Result<HashMap<String, u64>, StoreError> {
+    let mut versions: HashMap<String, u64> = streams.iter().map(|s| ((*s).to_owned(), 0)).collect();
+    if streams.is_empty() {
+        return Ok(versions);
+    }
+    for row in client
+        .query(&st.stream_versions, &[&store, &streams])
+        .await?
+    {
+        let version = stored_u64(row.try_get(1)?, "version")?;
+        if let Some(v) = versions.get_mut(row.try_get::<_, &str>(0)?) {
+            *v = version;
+        }
+    }
+    Ok(versions)
+}
+
+/// The stored events among `ids`.
+pub(super) async fn existing_ids(
+    client: &Client,
+    st: &Statements,
+    store: &str,
+    ids: &[&[u8]],
+) -> Result<Vec<Row>, StoreError> {
+    Ok(client.query(&st.existing_ids, &[&store, &ids]).await?)
+}
+
+/// The refusals remembered for `ids`, by id.
+pub(super) async fn refused_ids(
+    client: &Client,
+    st: &Statements,
+    store: &str,
+    ids: &[&[u8]],
+) -> Result<HashMap<EventId, Vec<Refusal>>, StoreError> {
+    let mut refused: HashMap<EventId, Vec<Refusal>> = HashMap::new();
+    for row in client.query(&st.refused_ids, &[&store, &ids]).await? {
+        let actual: Option<i64> = row.try_get(3)?;
+        refused
+            .entry(stored_id(row.try_get::<_, &[u8]>(0)?)?)
+            .or_default()
+            .push(Refusal {
+                // Stored as the same 64 bits, signed.
+                fingerprint: row.try_get::<_, i64>(1)? as u64,
+                reason: row.try_get(2)?,
+                actual_version: actual
+                    .map(|v| stored_u64(v, "actual_version"))
+                    .transpose()?,
+            });
+    }
+    Ok(refused)
+}
+
+/// Stores the refusals of `plan` (inside the push transaction).
+pub(super) async fn remember_refusals(
+    client: &Client,
+    st: &Statements,
+    store_id: i64,
+    events: &[PushEvent],
+    plan: &PushPlan,
+) -> Result<(), StoreError> {
+    let n = plan.refusals.len();
+    let mut ids = Vec::with_capacity(n);
+    let mut fingerprints = Vec::with_capacity(n);
+    let mut reasons = Vec::with_capacity(n);
+    let mut actuals = Vec::with_capacity(n);
+    for (index, refusal) in &plan.refusals {
+        let event = events
+            .get(*index)
+            .ok_or_else(|| StoreError::Task("push plan out of range".into()))?;
+        ids.push(&event.id.0[..]);
+        fingerprints.push(refusal.fingerprint as i64);
+        reasons.push(refusal.reason.as_str());
+        actuals.push(
+            refusal
+                .actual_version
+                .map(|v| to_i64(v, "actual_version"))
+                .transpose()?,
+        );
+    }
+    let params: [&(dyn ToSql + Sync); 5] = [&store_id, &ids, &fingerprints, &reasons, &actuals];
+    client.execute(&st.insert_rejections, &params).await?;
+    Ok(())
+}
+
+/// Stored events by id, from the `existing_ids` lookup.
+pub(super) fn placed_ids(rows: &[Row]) -> Result<HashMap<EventId, Placed>, StoreError> {
+    let mut placed = HashMap::with_capacity(rows.len());
+    for row in rows {
+        placed.insert(
+            stored_id(row.try_get::<_, &[u8]>(0)?)?,
+            Placed {
+                position: stored_u64(row.try_get(1)?, "position")?,
+                version: stored_u64(row.try_get(2)?, "version")?,
+            },
+        );
+    }
+    Ok(placed)
+}
+
+pub(super) fn store_row(row: &Row) -> Result<(i64, u64, String), StoreError> {
+    Ok((
+        row.try_get(0)?,
+        stored_u64(row.try_get(1)?, "head")?,
+        row.try_get(2)?,
+    ))
+}
+
+pub(super) fn event_from_row(row: &Row) -> Result<Event, StoreError> {
+    Ok(Event {
+        id: stored_id(row.try_get::<_, &[u8]>(0)?)?,
+        position: stored_u64(row.try_get(1)?, "position")?,
+        stream: row.try_get(2)?,
+        version: stored_u64(row.try_get(3)?, "version")?,
+        event_type: row.try_get(4)?,
+        data: raw_json(row.try_get(5)?)?,
+        meta: row
+            .try_get::<_, Option<String>>(6)?
+            .map(raw_json)
+            .transpose()?,
+        time: stored_u64(row.try_get(7)?, "time")?,
+        origin: row.try_get(8)?,
+        pending: false,
+    })
+}

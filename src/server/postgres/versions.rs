@@ -1,0 +1,75 @@
+//! PostgreSQL backend: the stream versions this instance remembers per store, so that a
+//! push need not look them up (the push checks them when it writes; see `push`).
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+
+/// At most this many stream versions are remembered, over all stores.
+pub(super) const MAX_KNOWN_STREAMS: usize = 100_000;
+
+/// The stream versions of a store as this instance last saw them, at `head`.
+pub(super) struct Known {
+    pub(super) store_id: i64,
+    pub(super) head: u64,
+    /// Whether the last push found the memory still current. If not (other instances
+    /// push to this store too), the next push looks every stream up in its first round
+    /// trip rather than paying a second one for the streams it skipped.
+    pub(super) trusted: bool,
+    /// Version of each stream (0: no events).
+    pub(super) versions: HashMap<String, u64>,
+}
+
+/// Per store, the [`Known`] versions; a push takes its store's out while it runs (a
+/// concurrent push to the same store looks everything up) and puts the new ones back.
+#[derive(Default)]
+pub(super) struct KnownVersions {
+    inner: Mutex<KnownInner>,
+}
+
+#[derive(Default)]
+struct KnownInner {
+    stores: HashMap<String, Known>,
+    /// Stream versions held, over all stores (at most [`MAX_KNOWN_STREAMS`]).
+    streams: usize,
+}
+
+impl KnownVersions {
+    fn lock(&self) -> MutexGuard<'_, KnownInner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(super) fn take(&self, store: &str) -> Option<Known> {
+        let mut inner = self.lock();
+        let known = inner.stores.remove(store)?;
+        inner.streams -= known.versions.len();
+        Some(known)
+    }
+
+    pub(super) fn put(&self, store: &str, known: Known) {
+        if known.versions.len() > MAX_KNOWN_STREAMS {
+            return;
+        }
+        let mut inner = self.lock();
+        if let Some(held) = inner.stores.get(store) {
+            // A concurrent push put a later state back first.
+            if held.store_id == known.store_id && held.head > known.head {
+                return;
+            }
+        }
+        if let Some(held) = inner.stores.remove(store) {
+            inner.streams -= held.versions.len();
+        }
+        while inner.streams + known.versions.len() > MAX_KNOWN_STREAMS {
+            let Some(other) = inner.stores.keys().next().cloned() else {
+                break;
+            };
+            if let Some(held) = inner.stores.remove(&other) {
+                inner.streams -= held.versions.len();
+            }
+        }
+        inner.streams += known.versions.len();
+        inner.stores.insert(store.to_owned(), known);
+    }
+}
