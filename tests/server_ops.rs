@@ -3,6 +3,7 @@
 //!
 //! `cargo test --features server,http-client --test server_ops`
 
+#![cfg(all(feature = "server", not(target_arch = "wasm32")))]
 mod server_common;
 
 use std::collections::HashMap;
