@@ -8,11 +8,15 @@
 //! - the thin `wasm` binding that JavaScript calls, once per batch.
 
 pub mod append;
+pub mod checkpoints;
 pub mod clock;
 pub mod codec;
 pub mod command;
+pub mod command_plan;
+pub mod contract;
 pub mod engine;
 pub mod error;
+pub mod error_code;
 pub mod event;
 pub mod log;
 pub mod projection;
@@ -27,6 +31,7 @@ pub mod server;
 
 pub use engine::{AppendOutcome, Change, Engine, EngineOptions};
 pub use error::{Error, Result};
+pub use error_code::{ErrorCode, ErrorLayer};
 pub use event::{Event, EventId, ExpectedVersion, Limits, NewEvent};
 pub use log::{AppendResult, ReadQuery};
 pub use storage::memory::MemoryStorage;
