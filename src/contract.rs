@@ -331,17 +331,14 @@ pub struct CommandPlanRequest {
 pub struct DecidedEvent {
     #[serde(rename = "type")]
     pub event_type: String,
-    #[serde(default = "json_null")]
+    /// Absent: `null`.
+    #[serde(default)]
     #[cfg_attr(feature = "ts", ts(optional, type = "unknown"))]
-    pub data: Box<RawValue>,
+    pub data: Option<Box<RawValue>>,
     /// The app's meta (an object); the command's ids are added to it.
     #[serde(default)]
     #[cfg_attr(feature = "ts", ts(optional, type = "Record<string, unknown>"))]
     pub meta: Option<serde_json::Map<String, serde_json::Value>>,
-}
-
-fn json_null() -> Box<RawValue> {
-    serde_json::value::to_raw_value(&()).unwrap_or_else(|_| unreachable!("null is JSON"))
 }
 
 /// An event of the batch `planCommand` returns: what `append` takes, id and meta set.

@@ -67,7 +67,11 @@ fn every_core_error_has_a_client_code() {
     for e in every_core_error() {
         let code = e.error_code();
         assert_eq!(e.code(), code.as_str());
-        assert_ne!(code.layer(), ErrorLayer::Server, "{e:?} has a server-only code");
+        assert_ne!(
+            code.layer(),
+            ErrorLayer::Server,
+            "{e:?} has a server-only code"
+        );
     }
 }
 

@@ -60,15 +60,19 @@ fn plan_command_json(request_json: &str) -> Result<String> {
         request.correlation_id,
         request.causation_id,
     );
-    let decisions = request
-        .events
-        .into_iter()
-        .map(|e| Decision {
+    let mut decisions = Vec::with_capacity(request.events.len());
+    for e in request.events {
+        let data = match e.data {
+            Some(data) => data,
+            None => serde_json::value::to_raw_value(&())
+                .map_err(|e| Error::InvalidEvent(format!("`data`: {e}")))?,
+        };
+        decisions.push(Decision {
             event_type: e.event_type,
-            data: e.data,
+            data,
             meta: e.meta,
-        })
-        .collect();
+        });
+    }
     let batch = plan_batch(
         &request.stream,
         request.aggregate.as_deref(),
