@@ -80,10 +80,9 @@ impl<P: Projection> ProjectionRunner<P> {
         Ok(runner)
     }
 
-    /// How many events apart in-memory checkpoints are taken (trades memory for
-    /// `state_at` speed).
-    /// (The spacing still doubles as the log grows: at most
-    /// [`crate::checkpoints::DEFAULT_MAX_CHECKPOINTS`] are kept.) Drops the checkpoints
+    /// How many events apart in-memory checkpoints are taken at first (trades memory for
+    /// `state_at` speed). The spacing doubles as the log grows, so that at most
+    /// [`crate::checkpoints::DEFAULT_MAX_CHECKPOINTS`] are kept. Drops the checkpoints
     /// taken so far.
     pub fn set_checkpoint_interval(&mut self, events: u64) {
         let plan = self.checkpoints.plan();
