@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use crate::codec::EventRef;
 use crate::command::Decision;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -106,29 +107,56 @@ pub fn plan_batch(
     Ok(batch)
 }
 
-/// What command `command_id` wrote to `stream` before (confirmed and pending events), with
-/// the stream's version after its last event; `None` when the stream holds none of its
-/// events. Needs the complete log (an index read by stream).
-pub fn command_result<S: Storage>(
+/// Where command `command_id` wrote to `stream` before: the positions of its events
+/// (confirmed, then pending), with the stream's version after its last one; `None` when the
+/// stream holds none of its events. Needs the complete log.
+pub fn command_positions<S: Storage>(
     engine: &Engine<S>,
     stream: &str,
     command_id: &str,
-) -> Result<Option<(Vec<Event>, u64)>> {
+) -> Result<Option<(Vec<u64>, u64)>> {
     if command_id.is_empty() {
         return Err(Error::InvalidArgument(
             "a command id must be a non-empty string".into(),
         ));
     }
-    let query = ReadQuery {
-        stream: Some(stream.to_owned()),
-        ..Default::default()
+    if !engine.is_complete() {
+        return Err(Error::InvalidArgument(
+            "the log is still loading: a command's earlier result waits for it".into(),
+        ));
+    }
+    let mut positions = Vec::new();
+    let mut version = 0;
+    let mut visit = |event: EventRef<'_>| {
+        if command_id_of(event.meta).as_deref() == Some(command_id) {
+            positions.push(event.position);
+            version = event.version;
+        }
     };
-    let events: Vec<Event> = engine
-        .read(&query)?
-        .into_iter()
-        .filter(|e| command_id_of(e.meta.as_ref().map(|m| m.get())).as_deref() == Some(command_id))
-        .collect();
-    Ok(events.last().map(|e| e.version).map(|v| (events, v)))
+    engine.fold_stream(stream, 0, &mut visit)?;
+    engine.fold_pending_stream(stream, &mut visit)?;
+    Ok((!positions.is_empty()).then_some((positions, version)))
+}
+
+/// The events command `command_id` wrote to `stream` before, with the stream's version
+/// after its last one ([`command_positions`]).
+pub fn command_result<S: Storage>(
+    engine: &Engine<S>,
+    stream: &str,
+    command_id: &str,
+) -> Result<Option<(Vec<Event>, u64)>> {
+    let Some((positions, version)) = command_positions(engine, stream, command_id)? else {
+        return Ok(None);
+    };
+    let mut events = Vec::with_capacity(positions.len());
+    for position in positions {
+        events.extend(engine.read(&ReadQuery {
+            after: position - 1,
+            to: Some(position),
+            ..Default::default()
+        })?);
+    }
+    Ok(Some((events, version)))
 }
 
 #[cfg(test)]

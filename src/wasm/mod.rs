@@ -581,12 +581,12 @@ impl WasmStore {
         command_id: &str,
     ) -> std::result::Result<Option<String>, JsValue> {
         js_result((|| {
-            let Some((events, version)) =
-                crate::command_plan::command_result(&self.engine, stream, command_id)?
+            let Some((positions, version)) =
+                crate::command_plan::command_positions(&self.engine, stream, command_id)?
             else {
                 return Ok(None);
             };
-            let events = to_json(&events)?;
+            let events = events_at(&self.engine, &positions)?;
             to_json(&CommandResultReply {
                 events: JsonFragment::trusted(&events),
                 version,
@@ -639,33 +639,44 @@ async fn append_json(
     // The engine notified its listeners just before returning: no other change came since.
     let seq = (!outcome.change.is_empty()).then(|| changes.get());
     let previous_head = outcome.change.previous_head();
-    // The stored events of inputs whose id was known, each once, as one JSON array.
-    let mut duplicates = String::from("[");
+    // The stored events of inputs whose id was known, each once.
     let mut seen = HashSet::new();
-    for result in &outcome.results {
-        if let AppendResult::Duplicate(position) = *result {
-            if position <= previous_head && seen.insert(position) {
-                let one = engine.range_json(position.saturating_sub(1), position)?;
-                // `[{...}]`: keep the object only.
-                let inner = one
-                    .strip_prefix('[')
-                    .and_then(|s| s.strip_suffix(']'))
-                    .unwrap_or("");
-                if !inner.is_empty() {
-                    if duplicates.len() > 1 {
-                        duplicates.push(',');
-                    }
-                    duplicates.push_str(inner);
-                }
-            }
-        }
-    }
-    duplicates.push(']');
+    let known: Vec<u64> = outcome
+        .results
+        .iter()
+        .filter_map(|result| match *result {
+            AppendResult::Duplicate(position) if position <= previous_head => Some(position),
+            _ => None,
+        })
+        .filter(|position| seen.insert(*position))
+        .collect();
+    let duplicates = events_at(engine, &known)?;
     to_json(&AppendReply {
         results: outcome.results.iter().map(|r| r.position()).collect(),
         duplicates: JsonFragment::trusted(&duplicates),
         seq,
     })
+}
+
+/// The events at `positions`, in that order, as one JSON array (payloads copied verbatim).
+fn events_at(engine: &Engine<AnyStorage>, positions: &[u64]) -> Result<String> {
+    let mut out = String::from("[");
+    for &position in positions {
+        let one = engine.range_json(position.saturating_sub(1), position)?;
+        // `[{...}]`: keep the object only.
+        let inner = one
+            .strip_prefix('[')
+            .and_then(|s| s.strip_suffix(']'))
+            .unwrap_or("");
+        if !inner.is_empty() {
+            if out.len() > 1 {
+                out.push(',');
+            }
+            out.push_str(inner);
+        }
+    }
+    out.push(']');
+    Ok(out)
 }
 
 fn change_json(engine: &Engine<AnyStorage>, change: Change, seq: u64) -> Result<String> {
