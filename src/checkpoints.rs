@@ -140,7 +140,6 @@ impl CheckpointPlan {
         if self.over_budget() {
             self.thin(&mut dropped);
         }
-        dropped.sort_unstable();
         dropped
     }
 
@@ -178,7 +177,9 @@ impl CheckpointPlan {
         while self.over_budget() {
             let oldest = self.kept.remove(0);
             self.bytes -= oldest.bytes;
-            dropped.push(oldest.position);
+            // `retain` dropped positions in ascending order; keep the list so.
+            let at = dropped.partition_point(|p| *p < oldest.position);
+            dropped.insert(at, oldest.position);
         }
     }
 
