@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the npm package in pkg/: the wasm core (release), its wasm-bindgen glue
-# (--target web, in pkg/wasm/) and the TypeScript wrapper (pkg/dist/).
+# (--target web, in pkg/wasm/), the TypeScript declarations generated from the Rust
+# contract (pkg/src/generated/) and the TypeScript wrapper (pkg/dist/).
 # Idempotent: cargo and tsc skip what is up to date. Honours CARGO_TARGET_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,6 +51,12 @@ if [ ! -f "$OUT/annals_bg.wasm" ] || [ ! -f "$OUT/.stamp" ] || [ "$WASM" -nt "$O
   printf '%s' "$WASM_OPT_FLAGS" > "$OUT/.stamp"
 fi
 log "$(wc -c < "$OUT/annals_bg.wasm") bytes: $OUT/annals_bg.wasm"
+
+# The wasm contract's TS declarations, from the Rust types (src/contract.rs,
+# src/error_code.rs): a native build with the `ts` feature (ts-rs); files whose content is
+# current are left alone, so tsc stays up to date.
+log "annals-contract-ts -> pkg/src/generated"
+cargo run --quiet --features ts --bin annals-contract-ts -- pkg/src/generated
 
 TSC=node_modules/.bin/tsc
 [ -x "$TSC" ] || { log "TypeScript is missing: run npm install at the repository root"; exit 1; }

@@ -4,9 +4,13 @@
 //! replayed from the start on every command), asks `decide` for events, and appends them
 //! expecting the stream version `decide` saw. If another writer moved the stream first, it
 //! folds the new events and decides again, a bounded number of times.
+//!
+//! The execute plan is [`crate::command_plan`]'s, the same as the TS wrapper's: a command
+//! id already in the stream answers with the events it wrote then (nothing is written),
+//! and event ids derive from the command id, so a command runs exactly once.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -14,9 +18,10 @@ use serde_json::value::RawValue;
 use crate::clock::Clock;
 use crate::clock::{IdSource, SystemClock, Uuidv7};
 use crate::codec::EventRef;
+use crate::command_plan::{command_id_of, command_result, plan_batch, CommandIds};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::event::{Event, ExpectedVersion, NewEvent};
+use crate::event::Event;
 use crate::storage::Storage;
 
 /// How many times `execute` decides again after losing a race on the stream.
@@ -100,12 +105,16 @@ impl CommandContext {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExecuteOutcome {
     pub command_id: String,
-    /// The events appended (empty when `decide` returned none).
+    /// The events appended (empty when `decide` returned none); for a command id already
+    /// in the stream, the events it wrote then.
     pub events: Vec<Event>,
     /// The stream's version after the command.
     pub version: u64,
-    /// How many times `decide` ran (more than 1 after a lost race).
+    /// How many times `decide` ran (more than 1 after a lost race; 0 for a command id
+    /// already in the stream).
     pub attempts: u32,
+    /// The command id was already in the stream: nothing was decided or written.
+    pub repeated: bool,
 }
 
 /// An aggregate's state folded from its confirmed events.
@@ -115,6 +124,8 @@ struct Loaded<S> {
     version: u64,
     state: S,
     log_generation: u64,
+    /// The command ids of the folded events (`meta.commandId`).
+    commands: HashSet<String>,
 }
 
 /// One kind of aggregate, with the states of the instances it has loaded.
@@ -123,6 +134,8 @@ pub struct Aggregate<D: Decider> {
     loaded: RefCell<HashMap<String, Loaded<D::State>>>,
     ids: RefCell<Uuidv7>,
     max_attempts: u32,
+    /// Recorded as `meta.aggregate` (what routes a rejected event back to its aggregate).
+    name: Option<String>,
 }
 
 impl<D: Decider> Aggregate<D> {
@@ -132,7 +145,14 @@ impl<D: Decider> Aggregate<D> {
             loaded: RefCell::new(HashMap::new()),
             ids: RefCell::new(Uuidv7::new()),
             max_attempts: DEFAULT_MAX_ATTEMPTS,
+            name: None,
         }
+    }
+
+    /// Names the aggregate kind: its events carry `meta.aggregate` (as the TS wrapper's).
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
     }
 
     pub fn with_max_attempts(mut self, attempts: u32) -> Self {
@@ -147,6 +167,17 @@ impl<D: Decider> Aggregate<D> {
     /// The aggregate's current state and stream version, folding only events it has not
     /// seen yet.
     pub fn load<S: Storage>(&self, engine: &Engine<S>, stream: &str) -> Result<(u64, D::State)> {
+        self.load_checking(engine, stream, None)
+            .map(|(version, state, _)| (version, state))
+    }
+
+    /// [`Aggregate::load`], and whether an event of command `command_id` is in the stream.
+    fn load_checking<S: Storage>(
+        &self,
+        engine: &Engine<S>,
+        stream: &str,
+        command_id: Option<&str>,
+    ) -> Result<(u64, D::State, bool)> {
         let mut loaded = self.loaded.borrow_mut();
         let generation = engine.log_generation();
         if loaded
@@ -161,20 +192,28 @@ impl<D: Decider> Aggregate<D> {
             version: 0,
             state: self.decider.initial(),
             log_generation: generation,
+            commands: HashSet::new(),
         });
         let decider = &self.decider;
         engine.fold_stream(stream, entry.position, |event| {
             decider.evolve(&mut entry.state, &event);
             entry.position = event.position;
             entry.version = event.version;
+            if let Some(id) = command_id_of(event.meta) {
+                entry.commands.insert(id);
+            }
         })?;
+        let mut known = command_id.is_some_and(|id| entry.commands.contains(id));
         // Pending events may still move or be rejected: fold them on a copy, every time.
         let (mut version, mut state) = (entry.version, entry.state.clone());
         engine.fold_pending_stream(stream, |event| {
             decider.evolve(&mut state, &event);
             version = event.version;
+            if !known && command_id.is_some() {
+                known = command_id_of(event.meta).as_deref() == command_id;
+            }
         })?;
-        Ok((version, state))
+        Ok((version, state, known))
     }
 
     /// Decides on `command` against the stream's state and appends the decided events
@@ -192,52 +231,43 @@ impl<D: Decider> Aggregate<D> {
                 .next_id(SystemClock.now_ms())
                 .to_string()
         });
-        let correlation_id = context
-            .correlation_id
-            .clone()
-            .unwrap_or_else(|| command_id.clone());
-        let causation_id = context
-            .causation_id
-            .clone()
-            .unwrap_or_else(|| command_id.clone());
+        let ids = CommandIds::new(
+            command_id,
+            context.correlation_id.clone(),
+            context.causation_id.clone(),
+        );
         let mut attempts = 0;
         loop {
+            let (version, state, known) =
+                self.load_checking(engine, stream, Some(&ids.command_id))?;
+            if known {
+                // Executed before (a retry, or a process manager handling an event again):
+                // answer with what it wrote then.
+                let (events, version) = command_result(engine, stream, &ids.command_id)?
+                    .unwrap_or((Vec::new(), version));
+                return Ok(ExecuteOutcome {
+                    command_id: ids.command_id,
+                    events,
+                    version,
+                    attempts,
+                    repeated: true,
+                });
+            }
             attempts += 1;
-            let (version, state) = self.load(engine, stream)?;
             let decisions = self
                 .decider
                 .decide(command, &state)
                 .map_err(Error::CommandRejected)?;
             if decisions.is_empty() {
                 return Ok(ExecuteOutcome {
-                    command_id,
+                    command_id: ids.command_id,
                     events: Vec::new(),
                     version,
                     attempts,
+                    repeated: false,
                 });
             }
-            let mut batch = Vec::with_capacity(decisions.len());
-            for (i, decision) in decisions.into_iter().enumerate() {
-                let mut meta = decision.meta.unwrap_or_default();
-                meta.insert("commandId".into(), command_id.clone().into());
-                meta.insert("correlationId".into(), correlation_id.clone().into());
-                meta.insert("causationId".into(), causation_id.clone().into());
-                let event = NewEvent {
-                    id: None,
-                    stream: stream.to_owned(),
-                    event_type: decision.event_type,
-                    data: decision.data,
-                    meta: None,
-                    // Only the first event carries the check; the batch is atomic.
-                    expected_version: if i == 0 {
-                        ExpectedVersion::Exact(version)
-                    } else {
-                        ExpectedVersion::Any
-                    },
-                }
-                .with_meta(&meta)?;
-                batch.push(event);
-            }
+            let batch = plan_batch(stream, self.name.as_deref(), &ids, version, decisions)?;
             match engine.append(batch).await {
                 Ok(outcome) => {
                     let mut events = Vec::with_capacity(outcome.results.len());
@@ -251,10 +281,11 @@ impl<D: Decider> Aggregate<D> {
                     }
                     let version = events.last().map_or(version, |e| e.version);
                     return Ok(ExecuteOutcome {
-                        command_id,
+                        command_id: ids.command_id,
                         events,
                         version,
                         attempts,
+                        repeated: false,
                     });
                 }
                 Err(Error::WrongExpectedVersion { stream: s, .. })

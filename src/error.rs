@@ -1,6 +1,7 @@
 //! Every way an annals operation can fail. Each variant maps to one stable `code`
 //! that the bindings expose to JavaScript (`AnnalsError.code`).
 
+use crate::error_code::ErrorCode;
 use crate::version::ExpectedVersion;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -51,16 +52,21 @@ pub enum Error {
 impl Error {
     /// The stable code JavaScript sees as `AnnalsError.code`.
     pub fn code(&self) -> &'static str {
+        self.error_code().as_str()
+    }
+
+    /// The variant's [`ErrorCode`].
+    pub fn error_code(&self) -> ErrorCode {
         match self {
-            Error::WrongExpectedVersion { .. } => "WRONG_EXPECTED_VERSION",
-            Error::InvalidEvent(_) => "INVALID_EVENT",
-            Error::InvalidArgument(_) => "INVALID_ARGUMENT",
-            Error::CommandRejected(_) => "COMMAND_REJECTED",
-            Error::QuotaExceeded(_) => "QUOTA_EXCEEDED",
-            Error::Closed => "CLOSED",
-            Error::FormatTooNew { .. } => "FORMAT_TOO_NEW",
-            Error::Corrupt(_) => "CORRUPT",
-            Error::Storage(_) => "STORAGE",
+            Error::WrongExpectedVersion { .. } => ErrorCode::WrongExpectedVersion,
+            Error::InvalidEvent(_) => ErrorCode::InvalidEvent,
+            Error::InvalidArgument(_) => ErrorCode::InvalidArgument,
+            Error::CommandRejected(_) => ErrorCode::CommandRejected,
+            Error::QuotaExceeded(_) => ErrorCode::QuotaExceeded,
+            Error::Closed => ErrorCode::Closed,
+            Error::FormatTooNew { .. } => ErrorCode::FormatTooNew,
+            Error::Corrupt(_) => ErrorCode::Corrupt,
+            Error::Storage(_) => ErrorCode::Storage,
         }
     }
 }

@@ -18,11 +18,15 @@
 //! `testing`, behind the feature `testing` that only the crate's own tests turn on.
 
 pub mod append;
+pub mod checkpoints;
 pub mod clock;
 pub mod codec;
 pub mod command;
+pub mod command_plan;
+pub mod contract;
 pub mod engine;
 pub mod error;
+pub mod error_code;
 pub mod event;
 pub mod log;
 pub mod outbox;
@@ -44,6 +48,7 @@ pub mod server;
 
 pub use engine::{AppendOutcome, Change, Engine, EngineOptions};
 pub use error::{Error, Result};
+pub use error_code::{ErrorCode, ErrorLayer};
 pub use event::{Event, EventId, ExpectedVersion, Limits, NewEvent};
 pub use log::{AppendResult, ReadQuery};
 pub use storage::memory::MemoryStorage;

@@ -1,10 +1,13 @@
 //! Rust projections: a fold of the log into a read model, with snapshots (tagged with the
 //! projection's version) and in-memory checkpoints for time travel.
-//! TypeScript projections follow the same rules in the npm package.
+//! Which checkpoints are kept, which serves a target and when a snapshot is trusted are
+//! [`crate::checkpoints`]' rules, which the npm package's runtime calls through the wasm
+//! binding too.
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::checkpoints::{snapshot_trusted, CheckpointPlan, Checkpoints, SnapshotFacts};
 use crate::codec::EventRef;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -33,9 +36,8 @@ pub struct ProjectionRunner<P: Projection> {
     projection: P,
     state: P::State,
     position: u64,
-    /// `(position, state)` pairs, ascending, for `state_at`; the first is where the fold began.
-    checkpoints: Vec<(u64, P::State)>,
-    checkpoint_every: u64,
+    /// States for `state_at`, bounded and thinned as the log grows.
+    checkpoints: Checkpoints<P::State>,
     /// The engine's log generation the state was folded from.
     log_generation: u64,
 }
@@ -46,7 +48,14 @@ impl<P: Projection> ProjectionRunner<P> {
         let snapshot = engine.snapshot(projection.name()).await?;
         let (state, position) = match snapshot {
             Some(s)
-                if s.version == projection.version() && s.position <= engine.confirmed_head() =>
+                if snapshot_trusted(
+                    SnapshotFacts {
+                        version: s.version,
+                        position: s.position,
+                    },
+                    projection.version(),
+                    engine.confirmed_head(),
+                ) =>
             {
                 match serde_json::from_str::<P::State>(&s.state) {
                     Ok(state) => (state, s.position),
@@ -56,22 +65,34 @@ impl<P: Projection> ProjectionRunner<P> {
             }
             _ => (projection.initial(), 0),
         };
+        let mut checkpoints = Checkpoints::default();
+        if position > 0 {
+            checkpoints.record(position, state.clone(), state_bytes(&state), 0.0);
+        }
         let mut runner = ProjectionRunner {
-            checkpoints: vec![(position, state.clone())],
+            checkpoints,
             projection,
             state,
             position,
-            checkpoint_every: 1_000,
             log_generation: engine.log_generation(),
         };
         runner.catch_up(engine)?;
         Ok(runner)
     }
 
-    /// How many events apart in-memory checkpoints are taken (trades memory for
-    /// `state_at` speed).
+    /// How many events apart in-memory checkpoints are taken at first (trades memory for
+    /// `state_at` speed). The spacing doubles as the log grows, so that at most
+    /// [`crate::checkpoints::DEFAULT_MAX_CHECKPOINTS`] are kept. Drops the checkpoints
+    /// taken so far.
     pub fn set_checkpoint_interval(&mut self, events: u64) {
-        self.checkpoint_every = events.max(1);
+        let plan = self.checkpoints.plan();
+        let plan = CheckpointPlan::new(events, plan.max_count(), usize::MAX);
+        self.checkpoints = Checkpoints::new(plan);
+    }
+
+    /// The positions of the kept checkpoints, ascending.
+    pub fn checkpoint_positions(&self) -> Vec<u64> {
+        self.checkpoints.plan().positions()
     }
 
     pub fn state(&self) -> &P::State {
@@ -99,20 +120,20 @@ impl<P: Projection> ProjectionRunner<P> {
         if engine.log_generation() != self.log_generation {
             self.state = self.projection.initial();
             self.position = 0;
-            self.checkpoints = vec![(0, self.state.clone())];
+            self.checkpoints.reset();
             self.log_generation = engine.log_generation();
         }
         let head = engine.confirmed_head();
-        let every = self.checkpoint_every;
         let projection = &self.projection;
         let state = &mut self.state;
         let checkpoints = &mut self.checkpoints;
+        checkpoints.plan_mut().prepare_replay(self.position, head);
         let mut last = self.position;
         engine.fold_range(self.position, head, |event| {
             projection.apply(state, &event);
             last = event.position;
-            if last % every == 0 {
-                checkpoints.push((last, state.clone()));
+            if checkpoints.is_due(last) {
+                checkpoints.record(last, state.clone(), state_bytes(state), 0.0);
             }
         })?;
         self.position = last;
@@ -138,10 +159,9 @@ impl<P: Projection> ProjectionRunner<P> {
             })?;
             return Ok(state);
         }
-        let index = self.checkpoints.partition_point(|(p, _)| *p <= position);
-        let (mut state, from) = match index.checked_sub(1) {
-            Some(i) => (self.checkpoints[i].1.clone(), self.checkpoints[i].0),
-            None => (self.projection.initial(), 0), // before a loaded snapshot: from the start
+        let (mut state, from) = match self.checkpoints.base_for(position) {
+            Some((at, state)) => (state.clone(), at),
+            None => (self.projection.initial(), 0), // no checkpoint before it: from the start
         };
         engine.fold_range(from, position, |event| {
             self.projection.apply(&mut state, &event)
@@ -170,6 +190,12 @@ impl<P: Projection> ProjectionRunner<P> {
         };
         engine.put_snapshot_from(&record, self.log_generation).await
     }
+}
+
+/// What a Rust state weighs for the checkpoint budget: its shallow size (Rust states have
+/// no cheap deep size; the count cap bounds them).
+fn state_bytes<T>(state: &T) -> usize {
+    std::mem::size_of_val(state)
 }
 
 impl<'a> EventRef<'a> {

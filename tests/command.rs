@@ -280,3 +280,61 @@ fn events_carry_command_causation_and_correlation_ids() {
         .unwrap();
     assert_eq!(flow.iter().map(|e| e.position).collect::<Vec<_>>(), [1, 2]);
 }
+
+#[test]
+fn a_repeated_command_id_returns_the_earlier_result_and_writes_nothing() {
+    let storage = MemoryStorage::new();
+    let engine = tab(&storage);
+    let todos = Aggregate::new(TodoDecider);
+    let context = CommandContext {
+        command_id: Some("add-once".into()),
+        ..Default::default()
+    };
+    let add = TodoCommand::Add {
+        title: title("milk"),
+    };
+    let first = block_on(todos.execute(&engine, "todo-1", &add, context.clone())).unwrap();
+    assert!(!first.repeated);
+    // Deciding again would be refused ("exists already"): the known id answers first.
+    let again = block_on(todos.execute(&engine, "todo-1", &add, context.clone())).unwrap();
+    assert!(again.repeated);
+    assert_eq!(again.attempts, 0);
+    assert_eq!(again.events, first.events);
+    assert_eq!(again.version, first.version);
+    assert_eq!(engine.head(), 1, "nothing more was written");
+
+    // Another process with its own cache (a restart) sees the id in the log as well.
+    let restarted = Aggregate::new(TodoDecider);
+    let other_tab = tab(&storage);
+    let third = block_on(restarted.execute(&other_tab, "todo-1", &add, context)).unwrap();
+    assert!(third.repeated);
+    assert_eq!(third.events, first.events);
+}
+
+#[test]
+fn event_ids_are_derived_from_the_command_id() {
+    let storage = MemoryStorage::new();
+    let engine = tab(&storage);
+    let todos = Aggregate::new(TodoDecider).with_name("todo");
+    let context = CommandContext {
+        command_id: Some("cmd-1".into()),
+        ..Default::default()
+    };
+    let add = TodoCommand::Add {
+        title: title("milk"),
+    };
+    let outcome = block_on(todos.execute(&engine, "todo-1", &add, context)).unwrap();
+    assert_eq!(
+        outcome.events[0].id,
+        annals::command_plan::command_event_id("cmd-1", 0)
+    );
+    // The vector the TS wrapper computes for ("cmd-1", 0) (tests/fixtures/command_ids.json).
+    assert_eq!(
+        outcome.events[0].id.to_string(),
+        "fac383ae-1a35-8889-9084-51c7116302c0"
+    );
+    let meta: serde_json::Value =
+        serde_json::from_str(outcome.events[0].meta.as_ref().unwrap().get()).unwrap();
+    assert_eq!(meta["aggregate"], "todo");
+    assert_eq!(meta["commandId"], "cmd-1");
+}

@@ -151,3 +151,32 @@ fn state_at_travels_back_without_touching_the_log() {
     assert_eq!(engine.head(), 2_500);
     assert_eq!(runner.state().count, 2_500);
 }
+
+#[test]
+fn checkpoints_stay_bounded_and_spread_as_the_log_grows() {
+    let storage = MemoryStorage::new();
+    let engine = engine(&storage);
+    let mut runner = block_on(ProjectionRunner::open(
+        &engine,
+        TotalsProjection { version: 1 },
+    ))
+    .unwrap();
+    runner.set_checkpoint_interval(10);
+    for _ in 0..50 {
+        append_amounts(&engine, 1..=100);
+        runner.catch_up(&engine).unwrap();
+        let kept = runner.checkpoint_positions();
+        assert!(
+            kept.len() <= annals::checkpoints::DEFAULT_MAX_CHECKPOINTS,
+            "{} checkpoints kept",
+            kept.len()
+        );
+    }
+    let kept = runner.checkpoint_positions();
+    assert!(kept.len() >= annals::checkpoints::DEFAULT_MAX_CHECKPOINTS / 2);
+    // Spread over the whole log, not bunched at its end.
+    assert!(kept[0] <= 5_000 / 8, "first kept at {}", kept[0]);
+    // Time travel still lands exactly, whatever was thinned.
+    let at = block_on(async { runner.state_at(&engine, 2_345) }).unwrap();
+    assert_eq!(at.count, 2_345);
+}

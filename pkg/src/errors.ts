@@ -1,53 +1,11 @@
-/** Every code an {@link AnnalsError} can carry. */
-export type AnnalsErrorCode =
-  /** The stream was not at the expected version; nothing was written. */
-  | "WRONG_EXPECTED_VERSION"
-  /** An event is malformed: missing or empty `type`/`stream`, not JSON-serialisable, too large. */
-  | "INVALID_EVENT"
-  /** An argument other than an event is malformed (options, a position, a projection name). */
-  | "INVALID_ARGUMENT"
-  /** The browser refused the write for lack of space; nothing was written. */
-  | "QUOTA_EXCEEDED"
-  /** The store was closed (by the app, or because another tab upgraded the database). */
-  | "CLOSED"
-  /** The data was written by a newer version of annals. */
-  | "FORMAT_TOO_NEW"
-  /** Stored bytes could not be decoded. */
-  | "CORRUPT"
-  /** The storage backend failed for another reason. */
-  | "STORAGE"
-  /** An aggregate's `decide` refused the command (the message is the app's); nothing was written. */
-  | "COMMAND_REJECTED"
-  /** A process manager's handler (or one of its commands) failed; it is retried. See {@link ReactorError}. */
-  | "REACTOR_FAILED"
-  /** Sync: the server could not be reached (or no tab that syncs this store answered). */
-  | "OFFLINE"
-  /** Sync: the server refused the token (401). */
-  | "UNAUTHORIZED"
-  /** Sync: the token does not grant this store (403). */
-  | "FORBIDDEN"
-  /** Sync: the server refused the request as malformed or too large (another 4xx). */
-  | "REFUSED"
-  /** Sync: the server failed (5xx) or answered outside the protocol. */
-  | "SERVER";
+import { ANNALS_ERROR_CODES, type AnnalsErrorCode } from "./generated/error-codes.js";
 
-const CODES: ReadonlySet<string> = new Set<AnnalsErrorCode>([
-  "WRONG_EXPECTED_VERSION",
-  "INVALID_EVENT",
-  "INVALID_ARGUMENT",
-  "QUOTA_EXCEEDED",
-  "CLOSED",
-  "FORMAT_TOO_NEW",
-  "CORRUPT",
-  "STORAGE",
-  "COMMAND_REJECTED",
-  "REACTOR_FAILED",
-  "OFFLINE",
-  "UNAUTHORIZED",
-  "FORBIDDEN",
-  "REFUSED",
-  "SERVER",
-]);
+// The codes are defined once, in Rust (`ErrorCode` in src/error_code.rs), and generated
+// into ./generated/error-codes.ts; pkg/test/error-codes.test.mjs checks the generated list
+// against the core's at run time.
+export { ANNALS_ERROR_CODES, type AnnalsErrorCode };
+
+const CODES: ReadonlySet<string> = new Set<string>(ANNALS_ERROR_CODES);
 
 /** Extra facts an error may carry (a version conflict carries all three). */
 export interface AnnalsErrorDetails {

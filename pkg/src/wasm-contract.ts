@@ -1,15 +1,37 @@
-// What the wasm core takes and returns, in one place: every module that talks to the core
-// imports these shapes from here, so that declarations generated from the Rust types can
-// replace this one file.
+// The wasm core as the TypeScript runtime sees it: the handle `WasmStore.open` resolves
+// to, the free functions and the `CheckpointPlan` class the core exports, and (re-exported
+// from ./generated/contract.ts) the JSON shapes of its replies and messages. Those shapes
+// are generated from the Rust types in src/contract.rs by scripts/build-pkg.sh: change the
+// Rust type, never the TS one. Every `string` reply below is `JSON.stringify` of the named
+// type.
 
-import type { AnnalsEvent } from "./types.js";
+export type {
+  AppendReply,
+  ChangeMessage,
+  CommandPlanRequest,
+  CommandResultReply,
+  CompactionReply,
+  CoreSyncStatus,
+  DecidedEvent,
+  OutboxEvent,
+  PlannedEvent,
+  RejectionMessage,
+  SnapshotReply,
+  SyncReportReply,
+  WasmOpenOptions,
+  WasmSyncConfig,
+} from "./generated/contract.js";
+export { ANNALS_ERROR_CODES, SERVER_ERROR_CODES } from "./generated/error-codes.js";
+export type { AnnalsErrorCode, ServerErrorCode } from "./generated/error-codes.js";
 
-/** The surface of the wasm `WasmStore` this package uses. */
+/** One open store in the core (`WasmStore` in src/wasm/mod.rs). */
 export interface WasmStoreHandle {
   readonly head: number;
   readonly confirmedHead: number;
   readonly pendingCount: number;
   readonly synced: boolean;
+  readonly clientId: string | undefined;
+  readonly isClosed: boolean;
   readonly isComplete: boolean;
   readonly loadedAfter: number;
   loadFrom(after: number): Promise<unknown>;
@@ -17,77 +39,96 @@ export interface WasmStoreHandle {
   readonly logGeneration: number;
   loadStep(): Promise<unknown>;
   complete(): Promise<unknown>;
+  /** `json` is a `ChangeMessage`. */
   setListener(listener: (json: string | null, error?: unknown) => void): void;
-  /** The batch as JSON, UTF-8 encoded. */
+  /** The batch as JSON, UTF-8 encoded; resolves to an `AppendReply` (JSON). */
   append(batchJson: Uint8Array): Promise<unknown>;
   catchUp(): Promise<unknown>;
+  /** An `AnnalsEvent[]` (JSON). */
   read(queryJson: string): string;
+  /** An `AnnalsEvent[]` (JSON): positions `after + 1 ..= to`. */
   range(after: number, to: number): string;
+  /** Resolves to a `RejectionMessage[]` (JSON). */
   rejected(): Promise<unknown>;
+  /** `configJson` is a `WasmSyncConfig`; `onStatus` hears `CoreSyncStatus`, `onRejected` `RejectionMessage` (JSON). */
   startSync(configJson: string, onStatus: (json: string) => void, onRejected: (json: string) => void): Promise<unknown>;
+  /** Resolves to a `SyncReportReply` (JSON). */
   syncNow(): Promise<unknown>;
+  /** A `CoreSyncStatus` (JSON), or undefined when sync is not started in this tab. */
   syncStatus(): string | undefined;
   setOnline(online: boolean): void;
   wakeSync(): void;
   stopSync(): void;
   putSnapshot(name: string, version: number, position: number, stateJson: string): Promise<unknown>;
+  /** Resolves to a `SnapshotReply` (JSON) or undefined. */
   snapshot(name: string): Promise<unknown>;
   deleteSnapshot(name: string): Promise<unknown>;
+  /** Resolves to a `CompactionReply` (JSON). */
   compact(): Promise<unknown>;
   /** Called once with "deleted", "upgraded" or "lost" if the IndexedDB connection is taken away. */
   setOnClosed(listener: (reason: string) => void): void;
-  /** The outbox as JSON, read from memory (it still reads once the database is gone). */
+  /** The outbox as an `OutboxEvent[]` (JSON), read from memory (it still reads once the database is gone). */
   outbox(): string;
+  /**
+   * What command `commandId` wrote to `stream` before: a `CommandResultReply` (JSON), or
+   * undefined when the stream holds none of its events (then decide). Needs `isComplete`.
+   */
+  commandResult(stream: string, commandId: string): string | undefined;
   close(): Promise<unknown>;
   free(): void;
 }
 
+/** `WasmStore.open`: `optionsJson` is a `WasmOpenOptions`. */
 export type WasmOpen = (name: string, storage: string, optionsJson: string) => Promise<WasmStoreHandle>;
 
-/** An outbox entry as the core reports it: what to append again. */
-export interface OutboxEvent {
-  id: string;
-  stream: string;
-  type: string;
-  data: unknown;
-  meta?: Record<string, unknown>;
-  expectedVersion?: number | "no_stream" | "exists";
+/**
+ * One projection's checkpoint bookkeeping, positions only (src/checkpoints.rs); the
+ * runtime keeps the states (as JSON) by position. Per batch of confirmed events folded
+ * over `(after, to]`: take checkpoints at `due(after, to)`, then `record` them and drop the
+ * states of the positions it returns. `stateAt(target)`: start from `baseFor(target)`
+ * (or the initial state), reading the stored snapshot first when `wantsSnapshot(target,
+ * base)` and `snapshotTrusted(...)`.
+ */
+export interface WasmCheckpointPlan {
+  /** The current spacing in events (it doubles as the log grows). */
+  readonly every: number;
+  /** What the kept checkpoints weigh together (the sum of the recorded `bytes`). */
+  readonly bytes: number;
+  /** Positions in `after + 1 ..= to` at which to take a checkpoint, ascending. */
+  due(after: number, to: number): Float64Array;
+  /** Before a long replay: widens the spacing to what the replay will end with. */
+  prepareReplay(from: number, to: number): void;
+  /**
+   * Records the checkpoints just taken (`bytes[i]`: e.g. the JSON length; `costs[i]`: e.g.
+   * ms of folding, may be empty). Returns the positions whose states to drop, ascending.
+   */
+  record(positions: Float64Array, bytes: Float64Array, costs: Float64Array): Float64Array;
+  /** The kept checkpoint nearest at or before `target`, or undefined. */
+  baseFor(target: number): number | undefined;
+  /** Whether the replay from `base` to `target` is long enough to look at the stored snapshot first. */
+  wantsSnapshot(target: number, base: number): boolean;
+  /** The kept positions, ascending. */
+  positions(): Float64Array;
+  /** The confirmed log was reset: forget every checkpoint, back to the first spacing. */
+  reset(): void;
+  free(): void;
 }
 
-/** What the core's listener reports (see `setListener` in src/wasm/mod.rs). */
-export interface ChangeMessage {
-  seq: number;
-  reset: boolean;
-  rebased: boolean;
-  previousHead: number;
-  head: number;
-  confirmed: number;
-  confirmedEvents: AnnalsEvent[];
-  pendingEvents: AnnalsEvent[];
+/** The free functions and classes of the core module (`pkg/wasm/annals.js`) besides `WasmStore`. */
+export interface WasmRules {
+  /** The core's `AnnalsError` codes: equal to {@link ANNALS_ERROR_CODES} (checked by a test). */
+  errorCodes(): string[];
+  /** Ids of events 0 .. count-1 of a command: UUIDv8 from SHA-256("annals:command:<commandId>:<index>"). */
+  commandEventIds(commandId: string, count: number): string[];
+  /** The batch for a command's decided events: `CommandPlanRequest` JSON in, `PlannedEvent[]` JSON out (what `append` takes). */
+  planCommand(requestJson: string): string;
+  /** Whether a stored snapshot may stand for the projection's state. */
+  snapshotTrusted(version: number, position: number, projectionVersion: number, confirmedHead: number): boolean;
+  /** `new CheckpointPlan(every, maxCount, maxBytes)` (0 for a default). */
+  CheckpointPlan: new (every: number, maxCount: number, maxBytes: number) => WasmCheckpointPlan;
 }
 
-export interface AppendReply {
-  results: number[];
-  duplicates: AnnalsEvent[];
-  seq: number | null;
-}
-
-export interface SnapshotReply {
-  version: number;
-  position: number;
-  state: unknown;
-}
-
-/** The core's sync status (the wrapper adds `leader`). */
-export interface CoreSyncStatus {
-  online: boolean;
-  syncing: boolean;
-  pending: number;
-  lastPulled: number;
-  lastError: string | null;
-  lastErrorCode: string | null;
-}
-
+/** A checkpoint the projection runtime keeps: the state at `position`. */
 export interface Checkpoint {
   position: number;
   /** JSON, so that later mutation of a state cannot change it. */

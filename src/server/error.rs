@@ -4,6 +4,7 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use crate::error_code::ErrorCode;
 use crate::protocol::{ErrorBody, ErrorDetail};
 use crate::server::store::StoreError;
 
@@ -69,19 +70,23 @@ impl ApiError {
     /// The stable machine-readable code (matches the client's `AnnalsError.code` where
     /// one exists).
     pub fn code(&self) -> &'static str {
+        self.error_code().as_str()
+    }
+
+    pub fn error_code(&self) -> ErrorCode {
         match self {
-            ApiError::MissingToken | ApiError::UnknownToken => "UNAUTHORIZED",
-            ApiError::Forbidden { .. } => "FORBIDDEN",
-            ApiError::BadRequest(_) => "INVALID_REQUEST",
-            ApiError::InvalidEvent(_) => "INVALID_EVENT",
-            ApiError::TooLarge(_) => "TOO_LARGE",
-            ApiError::NotFound(_) => "NOT_FOUND",
-            ApiError::UnsupportedVersion(_) => "UNSUPPORTED_VERSION",
-            ApiError::RateLimited { .. } => "RATE_LIMITED",
-            ApiError::Busy { .. } => "BUSY",
-            ApiError::MethodNotAllowed => "METHOD_NOT_ALLOWED",
-            ApiError::Unavailable(_) => "UNAVAILABLE",
-            ApiError::Internal(_) => "INTERNAL",
+            ApiError::MissingToken | ApiError::UnknownToken => ErrorCode::Unauthorized,
+            ApiError::Forbidden { .. } => ErrorCode::Forbidden,
+            ApiError::BadRequest(_) => ErrorCode::InvalidRequest,
+            ApiError::InvalidEvent(_) => ErrorCode::InvalidEvent,
+            ApiError::TooLarge(_) => ErrorCode::TooLarge,
+            ApiError::NotFound(_) => ErrorCode::NotFound,
+            ApiError::UnsupportedVersion(_) => ErrorCode::UnsupportedVersion,
+            ApiError::RateLimited { .. } => ErrorCode::RateLimited,
+            ApiError::Busy { .. } => ErrorCode::Busy,
+            ApiError::MethodNotAllowed => ErrorCode::MethodNotAllowed,
+            ApiError::Unavailable(_) => ErrorCode::Unavailable,
+            ApiError::Internal(_) => ErrorCode::Internal,
         }
     }
 }
@@ -151,6 +156,45 @@ pub fn json_response<T: serde::Serialize>(status: StatusCode, value: &T) -> Resp
                 r#"{"error":{"code":"INTERNAL","message":"internal server error"}}"#,
             )
                 .into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error_code::ErrorLayer;
+
+    #[test]
+    fn every_api_error_answers_with_a_server_code() {
+        let unavailable = || StoreError::Unavailable("down".into());
+        let all = [
+            ApiError::MissingToken,
+            ApiError::UnknownToken,
+            ApiError::Forbidden {
+                store: "s".into(),
+                access: "read",
+            },
+            ApiError::BadRequest(String::new()),
+            ApiError::InvalidEvent(String::new()),
+            ApiError::TooLarge(String::new()),
+            ApiError::NotFound(String::new()),
+            ApiError::UnsupportedVersion(String::new()),
+            ApiError::RateLimited {
+                message: String::new(),
+                retry_after: 1,
+            },
+            ApiError::Busy {
+                message: String::new(),
+                retry_after: 1,
+            },
+            ApiError::MethodNotAllowed,
+            ApiError::Unavailable(unavailable()),
+            ApiError::Internal(unavailable()),
+        ];
+        for e in &all {
+            assert_ne!(e.error_code().layer(), ErrorLayer::Client, "{e:?}");
+            assert_eq!(e.code(), e.error_code().as_str());
         }
     }
 }

@@ -78,12 +78,17 @@ impl TransportError {
     }
 
     pub fn code(&self) -> &'static str {
+        self.error_code().as_str()
+    }
+
+    pub fn error_code(&self) -> crate::ErrorCode {
+        use crate::ErrorCode;
         match self {
-            TransportError::Unauthorized(_) => "UNAUTHORIZED",
-            TransportError::Forbidden(_) => "FORBIDDEN",
-            TransportError::Unreachable(_) => "OFFLINE",
-            TransportError::Server { .. } | TransportError::Protocol(_) => "SERVER",
-            TransportError::Refused { .. } => "REFUSED",
+            TransportError::Unauthorized(_) => ErrorCode::Unauthorized,
+            TransportError::Forbidden(_) => ErrorCode::Forbidden,
+            TransportError::Unreachable(_) => ErrorCode::Offline,
+            TransportError::Server { .. } | TransportError::Protocol(_) => ErrorCode::Server,
+            TransportError::Refused { .. } => ErrorCode::Refused,
         }
     }
 }
@@ -111,10 +116,14 @@ impl SyncError {
     }
 
     pub fn code(&self) -> &'static str {
+        self.error_code().as_str()
+    }
+
+    pub fn error_code(&self) -> crate::ErrorCode {
         match self {
-            SyncError::Transport(t) => t.code(),
-            SyncError::Store(e) => e.code(),
-            SyncError::Stopped => "OFFLINE",
+            SyncError::Transport(t) => t.error_code(),
+            SyncError::Store(e) => e.error_code(),
+            SyncError::Stopped => crate::ErrorCode::Offline,
         }
     }
 }

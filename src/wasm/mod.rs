@@ -5,6 +5,7 @@
 //! Every method that can fail rejects (or throws) a real JS `Error` whose `name` is
 //! `"AnnalsError"` and whose `code` is [`Error::code`].
 
+mod rules;
 mod storage;
 
 use std::cell::{Cell, RefCell};
@@ -12,11 +13,15 @@ use std::collections::HashSet;
 use std::rc::Rc;
 
 use js_sys::{Function, Promise, Reflect};
-use serde::Deserialize;
+use serde::Serialize;
 use serde_json::value::RawValue;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
+use crate::contract::{
+    AppendReply, ChangeMessage, CommandResultReply, CompactionReply, JsonFragment, OpenOptions,
+    OutboxEvent, RejectionMessage, SnapshotReply, SyncConfig, SyncReportReply, SyncStatusMessage,
+};
 use crate::engine::{Change, Engine, EngineOptions, Rejection};
 use crate::error::{Error, Result};
 use crate::event::{ExpectedVersion, Limits, NewEvent, MAX_SAFE_INTEGER};
@@ -25,19 +30,18 @@ use crate::storage::SnapshotRecord;
 use crate::sync::client::{SyncClient, SyncOptions};
 use crate::sync::fetch::{FetchTransport, TimeoutTimer};
 
+pub use rules::WasmCheckpointPlan;
 pub use storage::AnyStorage;
 
 /// Converts an annals error into a JS `Error` with `name = "AnnalsError"` and a `code`;
 /// conflicts also carry `stream`, `expectedVersion` and `actualVersion`.
 pub fn to_js_error(err: &Error) -> JsValue {
-    let js = js_sys::Error::new(&err.to_string());
-    js.set_name("AnnalsError");
+    let js = coded_js_error(err.code(), &err.to_string());
     let target: &JsValue = js.as_ref();
     let set = |key: &str, value: &JsValue| {
         // Setting a property on a fresh Error object cannot fail; ignore it if it did.
         let _ = Reflect::set(target, &JsValue::from_str(key), value);
     };
-    set("code", &JsValue::from_str(err.code()));
     if let Error::WrongExpectedVersion {
         stream,
         expected,
@@ -53,6 +57,20 @@ pub fn to_js_error(err: &Error) -> JsValue {
         set("actualVersion", &JsValue::from_f64(*actual as f64));
     }
     js.into()
+}
+
+/// A JS `Error` named `"AnnalsError"` with this `code`: the one shape every failure takes.
+fn coded_js_error(code: &str, message: &str) -> js_sys::Error {
+    let js = js_sys::Error::new(message);
+    js.set_name("AnnalsError");
+    // Setting a property on a fresh Error object cannot fail; ignore it if it did.
+    let _ = Reflect::set(&js, &JsValue::from_str("code"), &JsValue::from_str(code));
+    js
+}
+
+/// Serialises a contract type (`src/contract.rs`) into the JSON string JS receives.
+fn to_json<T: Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| Error::Storage(format!("reply not serialisable: {e}")))
 }
 
 fn js_result<T>(result: Result<T>) -> std::result::Result<T, JsValue> {
@@ -71,23 +89,13 @@ fn whole_number(name: &str, value: f64) -> Result<u64> {
     }
 }
 
-/// `{ maxEventBytes?, maxNameBytes?, origin?, sharedMemory?, synced?, lazy? }`
-#[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
-struct OpenOptions {
-    max_event_bytes: Option<usize>,
-    max_name_bytes: Option<usize>,
-    origin: Option<String>,
-    /// Memory storage only: stores opened with the same name share one log, the way tabs
-    /// share an IndexedDB database (for tests and for processes that reopen a store).
-    shared_memory: bool,
-    /// Keep appends in an outbox until a sync server confirms them.
-    synced: bool,
-    /// Read no event at open (see `Engine::open_lazy`): `loadFrom`, `loadStep`, `complete`.
-    lazy: bool,
+/// Reading the options of `WasmStore.open` ([`OpenOptions`], in the contract).
+trait OpenOptionsExt: Sized {
+    fn parse(json: &str) -> Result<Self>;
+    fn engine_options(&self) -> Result<EngineOptions>;
 }
 
-impl OpenOptions {
+impl OpenOptionsExt for OpenOptions {
     fn parse(json: &str) -> Result<Self> {
         let json = json.trim();
         if json.is_empty() || json == "null" || json == "undefined" {
@@ -117,7 +125,7 @@ impl OpenOptions {
         Ok(EngineOptions {
             limits,
             origin: self.origin.clone(),
-            synced: self.synced,
+            synced: self.synced.unwrap_or(false),
             ..EngineOptions::default()
         })
     }
@@ -131,18 +139,6 @@ pub struct WasmStore {
     /// Counts the changes the engine reported, so that an append's reply can name the
     /// change that carried its events (`seq`).
     changes: Rc<Cell<u64>>,
-}
-
-/// `{ url, store, token, pushBatch?, pullLimit?, longPollSeconds? }`
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct SyncConfig {
-    url: String,
-    store: String,
-    token: String,
-    push_batch: Option<usize>,
-    pull_limit: Option<usize>,
-    long_poll_seconds: Option<u32>,
 }
 
 #[wasm_bindgen]
@@ -187,9 +183,9 @@ impl WasmStore {
     }
 
     /// Calls `listener(changeJson)` after every change to the log, whatever caused it (an
-    /// append, another tab, a pull), before the call that caused it resolves:
-    /// `{"reset","rebased","previousHead","head","confirmed","confirmedEvents":[...],
-    /// "pendingEvents":[...]}`. Unless `rebased`, the new events are `confirmedEvents` then
+    /// append, another tab, a pull), before the call that caused it resolves: a
+    /// `ChangeMessage` (src/contract.rs) `{"seq","reset","rebased","previousHead","head",
+    /// "confirmed","confirmedEvents":[...],"pendingEvents":[...]}`. Unless `rebased`, the new events are `confirmedEvents` then
     /// `pendingEvents`, at positions `previousHead + 1 ..= head`; when `rebased`,
     /// `pendingEvents` is the whole outbox, to fold again on the confirmed state (which
     /// `reset` starts from scratch). `seq` numbers the changes (1, 2, ...).
@@ -232,10 +228,9 @@ impl WasmStore {
     /// type, data, meta?, time, expectedVersion? }`: what to append again by id into a
     /// database that was deleted under this store.
     pub fn outbox(&self) -> std::result::Result<String, JsValue> {
-        js_result(
-            serde_json::to_string(&self.engine.outgoing(usize::MAX))
-                .map_err(|e| Error::Storage(e.to_string())),
-        )
+        let outgoing = self.engine.outgoing(usize::MAX);
+        let list: Vec<OutboxEvent<'_>> = outgoing.iter().map(OutboxEvent::from).collect();
+        js_result(to_json(&list))
     }
 
     #[wasm_bindgen(getter, js_name = isClosed)]
@@ -245,9 +240,10 @@ impl WasmStore {
 
     /// Appends a JSON array of events atomically, given as UTF-8 bytes (`TextEncoder`
     /// output: native encoding beats the character-by-character copy of a string
-    /// argument). Resolves to `{"results":[position per input],"duplicates":[stored
-    /// events for inputs whose id was already in the log],"seq":<the listener's change
-    /// that carried the new events, or null>}`; the new events reach the listener first.
+    /// argument). Resolves to an `AppendReply` `{"results":[position per input],
+    /// "duplicates":[stored events for inputs whose id was already in the log],"seq":<the
+    /// listener's change that carried the new events, or null>}`; the new events reach
+    /// the listener first.
     pub fn append(&self, batch_json: Vec<u8>) -> Promise {
         let engine = self.engine.clone();
         let changes = self.changes.clone();
@@ -328,14 +324,16 @@ impl WasmStore {
         )
     }
 
-    /// The pending events the server refused, as a JSON array of
-    /// `{"event","reason","actualVersion"}`.
+    /// The pending events the server refused, as a JSON array of `RejectionMessage`
+    /// `{"event","reason","actualVersion"?}`.
     pub fn rejected(&self) -> Promise {
         let engine = self.engine.clone();
         future_to_promise(async move {
             let out = async {
                 let list = engine.rejected().await?;
-                serde_json::to_string(&list).map_err(|e| Error::Storage(e.to_string()))
+                let list: Vec<RejectionMessage<'_>> =
+                    list.iter().map(RejectionMessage::from).collect();
+                to_json(&list)
             }
             .await;
             js_result(out).map(|s| JsValue::from_str(&s))
@@ -356,12 +354,12 @@ impl WasmStore {
     ) -> std::result::Result<Promise, JsValue> {
         let client = js_result(self.sync_client(config_json))?;
         client.on_status(move |status| {
-            if let Ok(json) = serde_json::to_string(status) {
+            if let Ok(json) = to_json(&SyncStatusMessage::from(status)) {
                 let _ = on_status.call1(&JsValue::NULL, &JsValue::from_str(&json));
             }
         });
         client.on_rejected(move |rejection: &Rejection| {
-            if let Ok(json) = serde_json::to_string(rejection) {
+            if let Ok(json) = to_json(&RejectionMessage::from(rejection)) {
                 let _ = on_rejected.call1(&JsValue::NULL, &JsValue::from_str(&json));
             }
         });
@@ -405,7 +403,7 @@ impl WasmStore {
         Ok(client)
     }
 
-    /// Pushes the outbox and pulls everything new, now. Resolves to
+    /// Pushes the outbox and pulls everything new, now. Resolves to a `SyncReportReply`
     /// `{"pushed","pulled","rejected","restarts"}`; fails with the sync error's code
     /// (`OFFLINE`, `UNAUTHORIZED`, ...). Needs [`WasmStore::start_sync`] first.
     #[wasm_bindgen(js_name = syncNow)]
@@ -419,33 +417,25 @@ impl WasmStore {
                 )));
             };
             match client.sync(&engine).await {
-                Ok(report) => Ok(JsValue::from_str(&format!(
-                    "{{\"pushed\":{},\"pulled\":{},\"rejected\":{},\"restarts\":{}}}",
-                    report.pushed,
-                    report.pulled,
-                    report.rejected.len(),
-                    report.restarts
-                ))),
-                Err(e) => {
-                    let js = js_sys::Error::new(&e.to_string());
-                    js.set_name("AnnalsError");
-                    let _ = Reflect::set(
-                        &js,
-                        &JsValue::from_str("code"),
-                        &JsValue::from_str(e.code()),
-                    );
-                    Err(js.into())
-                }
+                Ok(report) => js_result(to_json(&SyncReportReply {
+                    pushed: report.pushed,
+                    pulled: report.pulled,
+                    rejected: report.rejected.len(),
+                    restarts: report.restarts,
+                }))
+                .map(|s| JsValue::from_str(&s)),
+                Err(e) => Err(coded_js_error(e.code(), &e.to_string()).into()),
             }
         })
     }
 
-    /// The current sync status as JSON (`{"online","syncing","pending","lastPulled",
-    /// "lastError","lastErrorCode"}`), or `null` when sync is not started in this tab.
+    /// The current sync status as JSON (`CoreSyncStatus`: `{"online","syncing","pending",
+    /// "lastPulled","lastError","lastErrorCode"}`), or `undefined` when sync is not started
+    /// in this tab.
     #[wasm_bindgen(js_name = syncStatus)]
     pub fn sync_status(&self) -> Option<String> {
         let client = self.sync.borrow().clone()?;
-        serde_json::to_string(&client.status()).ok()
+        to_json(&SyncStatusMessage::from(&client.status())).ok()
     }
 
     /// `navigator.onLine` changed.
@@ -531,8 +521,8 @@ impl WasmStore {
         })
     }
 
-    /// Resolves to `{"version","position","state":<json>}`, or `undefined` when none is
-    /// stored.
+    /// Resolves to a `SnapshotReply` `{"version","position","state":<json>}`, or
+    /// `undefined` when none is stored. Whether to trust it: `snapshotTrusted`.
     pub fn snapshot(&self, name: String) -> Promise {
         let engine = self.engine.clone();
         future_to_promise(async move {
@@ -542,15 +532,12 @@ impl WasmStore {
                 };
                 let state: &RawValue = serde_json::from_str(&record.state)
                     .map_err(|e| Error::Corrupt(format!("snapshot `{name}` is not JSON: {e}")))?;
-                let mut out = String::with_capacity(record.state.len() + 64);
-                out.push_str("{\"version\":");
-                out.push_str(&record.version.to_string());
-                out.push_str(",\"position\":");
-                out.push_str(&record.position.to_string());
-                out.push_str(",\"state\":");
-                out.push_str(state.get());
-                out.push('}');
-                Ok(Some(out))
+                to_json(&SnapshotReply {
+                    version: record.version,
+                    position: record.position,
+                    state,
+                })
+                .map(Some)
             }
             .await;
             js_result(out).map(|s| s.map_or(JsValue::UNDEFINED, |s| JsValue::from_str(&s)))
@@ -565,17 +552,47 @@ impl WasmStore {
         })
     }
 
-    /// Merges small segments. Resolves to `{"segmentsBefore","segmentsAfter","events"}`.
+    /// Merges small segments. Resolves to a `CompactionReply`
+    /// `{"segmentsBefore","segmentsAfter","events"}`.
     pub fn compact(&self) -> Promise {
         let engine = self.engine.clone();
         future_to_promise(async move {
-            js_result(engine.compact().await).map(|r| {
-                JsValue::from_str(&format!(
-                    "{{\"segmentsBefore\":{},\"segmentsAfter\":{},\"events\":{}}}",
-                    r.segments_before, r.segments_after, r.events
-                ))
-            })
+            let out = async {
+                let r = engine.compact().await?;
+                to_json(&CompactionReply {
+                    segments_before: r.segments_before,
+                    segments_after: r.segments_after,
+                    events: r.events,
+                })
+            }
+            .await;
+            js_result(out).map(|s| JsValue::from_str(&s))
         })
+    }
+
+    /// What command `commandId` wrote to `stream` before, from the log's stream index
+    /// (confirmed and pending events): a `CommandResultReply` `{"events":[...],"version"}`,
+    /// or `undefined` when the stream holds no event of that command, so `execute` must
+    /// decide. Needs the complete log (`isComplete`), like every read by stream.
+    #[wasm_bindgen(js_name = commandResult)]
+    pub fn command_result(
+        &self,
+        stream: &str,
+        command_id: &str,
+    ) -> std::result::Result<Option<String>, JsValue> {
+        js_result((|| {
+            let Some((positions, version)) =
+                crate::command_plan::command_positions(&self.engine, stream, command_id)?
+            else {
+                return Ok(None);
+            };
+            let events = events_at(&self.engine, &positions)?;
+            to_json(&CommandResultReply {
+                events: JsonFragment::trusted(&events),
+                version,
+            })
+            .map(Some)
+        })())
     }
 
     /// Closes the store once writes in flight are done; later calls fail with `CLOSED`.
@@ -595,8 +612,8 @@ async fn open_store(name: &str, storage: &str, options_json: &str) -> Result<Was
         ));
     }
     let options = OpenOptions::parse(options_json)?;
-    let backend = AnyStorage::choose(name, storage, options.shared_memory)?;
-    let engine = if options.lazy {
+    let backend = AnyStorage::choose(name, storage, options.shared_memory.unwrap_or(false))?;
+    let engine = if options.lazy.unwrap_or(false) {
         Engine::open_lazy(backend, options.engine_options()?).await?
     } else {
         Engine::open(backend, options.engine_options()?).await?
@@ -622,53 +639,57 @@ async fn append_json(
     // The engine notified its listeners just before returning: no other change came since.
     let seq = (!outcome.change.is_empty()).then(|| changes.get());
     let previous_head = outcome.change.previous_head();
-    let mut out = String::with_capacity(64 + outcome.results.len() * 12);
-    out.push_str("{\"results\":[");
-    for (i, result) in outcome.results.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(&result.position().to_string());
-    }
-    out.push_str("],\"duplicates\":[");
+    // The stored events of inputs whose id was known, each once.
     let mut seen = HashSet::new();
-    let mut wrote_any = false;
-    for result in &outcome.results {
-        if let AppendResult::Duplicate(position) = *result {
-            if position <= previous_head && seen.insert(position) {
-                let one = engine.range_json(position.saturating_sub(1), position)?;
-                // `[{...}]`: keep the object only.
-                let inner = one
-                    .strip_prefix('[')
-                    .and_then(|s| s.strip_suffix(']'))
-                    .unwrap_or("");
-                if !inner.is_empty() {
-                    if std::mem::replace(&mut wrote_any, true) {
-                        out.push(',');
-                    }
-                    out.push_str(inner);
-                }
+    let known: Vec<u64> = outcome
+        .results
+        .iter()
+        .filter_map(|result| match *result {
+            AppendResult::Duplicate(position) if position <= previous_head => Some(position),
+            _ => None,
+        })
+        .filter(|position| seen.insert(*position))
+        .collect();
+    let duplicates = events_at(engine, &known)?;
+    to_json(&AppendReply {
+        results: outcome.results.iter().map(|r| r.position()).collect(),
+        duplicates: JsonFragment::trusted(&duplicates),
+        seq,
+    })
+}
+
+/// The events at `positions`, in that order, as one JSON array (payloads copied verbatim).
+fn events_at(engine: &Engine<AnyStorage>, positions: &[u64]) -> Result<String> {
+    let mut out = String::from("[");
+    for &position in positions {
+        let one = engine.range_json(position.saturating_sub(1), position)?;
+        // `[{...}]`: keep the object only.
+        let inner = one
+            .strip_prefix('[')
+            .and_then(|s| s.strip_suffix(']'))
+            .unwrap_or("");
+        if !inner.is_empty() {
+            if out.len() > 1 {
+                out.push(',');
             }
+            out.push_str(inner);
         }
     }
-    out.push_str("],\"seq\":");
-    match seq {
-        Some(seq) => out.push_str(&seq.to_string()),
-        None => out.push_str("null"),
-    }
-    out.push('}');
+    out.push(']');
     Ok(out)
 }
 
 fn change_json(engine: &Engine<AnyStorage>, change: Change, seq: u64) -> Result<String> {
     let confirmed = engine.range_json(change.previous_confirmed, change.confirmed)?;
     let pending = engine.pending_json(change.pending_from)?;
-    Ok(format!(
-        "{{\"seq\":{seq},\"reset\":{},\"rebased\":{},\"previousHead\":{},\"head\":{},\"confirmed\":{},\"confirmedEvents\":{confirmed},\"pendingEvents\":{pending}}}",
-        change.log_reset,
-        change.rebased,
-        change.previous_head(),
-        change.head(),
-        change.confirmed,
-    ))
+    to_json(&ChangeMessage {
+        seq,
+        reset: change.log_reset,
+        rebased: change.rebased,
+        previous_head: change.previous_head(),
+        head: change.head(),
+        confirmed: change.confirmed,
+        confirmed_events: JsonFragment::trusted(&confirmed),
+        pending_events: JsonFragment::trusted(&pending),
+    })
 }

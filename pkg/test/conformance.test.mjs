@@ -1,0 +1,118 @@
+// The conformance suite shared with the Rust tests (tests/conformance.rs): the same
+// fixture cases, here against the wasm build, so that both runtimes follow one rule.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import { commandEventId } from "../dist/ids.js";
+import { fixture, rules } from "./core.mjs";
+
+test("command event ids: the core gives the TS vectors, and so does ids.ts", async () => {
+  const { cases } = await fixture("command_ids.json");
+  for (const { commandId, index, eventId } of cases) {
+    const ids = rules.commandEventIds(commandId, index + 1);
+    assert.equal(ids.length, index + 1);
+    assert.equal(ids[index], eventId, `core: ${JSON.stringify(commandId)} #${index}`);
+    assert.equal(commandEventId(commandId, index), eventId, `ids.ts: ${JSON.stringify(commandId)} #${index}`);
+  }
+});
+
+test("checkpoint plans follow the shared cases", async () => {
+  const { cases } = await fixture("checkpoints.json");
+  for (const c of cases) {
+    const plan = new rules.CheckpointPlan(c.every, c.maxCount, c.maxBytes);
+    try {
+      c.steps.forEach((step, i) => {
+        const at = `${c.name}, step ${i}: ${JSON.stringify(step)}`;
+        if (step.due) assert.deepEqual([...plan.due(...step.due)], step.expect, at);
+        else if (step.record) {
+          const positions = Float64Array.from(step.record, ([p]) => p);
+          const bytes = Float64Array.from(step.record, ([, b]) => b);
+          assert.deepEqual([...plan.record(positions, bytes, new Float64Array())], step.dropped, at);
+        } else if (step.positions) assert.deepEqual([...plan.positions()], step.positions, at);
+        else if (step.every !== undefined) assert.equal(plan.every, step.every, at);
+        else if (step.bytes !== undefined) assert.equal(plan.bytes, step.bytes, at);
+        else if (step.baseFor !== undefined) assert.equal(plan.baseFor(step.baseFor) ?? null, step.expect, at);
+        else if (step.wantsSnapshot) assert.equal(plan.wantsSnapshot(...step.wantsSnapshot), step.expect, at);
+        else if (step.prepareReplay) plan.prepareReplay(...step.prepareReplay);
+        else if (step.reset) plan.reset();
+        else assert.fail(`unknown step ${at}`);
+      });
+    } finally {
+      plan.free();
+    }
+  }
+});
+
+test("snapshot trust follows the shared cases", async () => {
+  const { snapshotTrust } = await fixture("checkpoints.json");
+  for (const c of snapshotTrust) {
+    assert.equal(rules.snapshotTrusted(c.version, c.position, c.projectionVersion, c.confirmedHead), c.trusted, JSON.stringify(c));
+  }
+});
+
+test("a command's batch: derived ids, the command's ids in meta, the first event expecting the version", () => {
+  const planned = JSON.parse(
+    rules.planCommand(
+      JSON.stringify({
+        stream: "todo-1",
+        aggregate: "todo",
+        commandId: "cmd-1",
+        causationId: "event-9",
+        expectedVersion: 3,
+        events: [
+          { type: "TodoRenamed", data: { title: "milk" }, meta: { user: "ana" } },
+          { type: "TodoCompleted" },
+        ],
+      }),
+    ),
+  );
+  assert.deepEqual(planned, [
+    {
+      id: commandEventId("cmd-1", 0),
+      stream: "todo-1",
+      type: "TodoRenamed",
+      data: { title: "milk" },
+      meta: { user: "ana", aggregate: "todo", commandId: "cmd-1", correlationId: "cmd-1", causationId: "event-9" },
+      expectedVersion: 3,
+    },
+    {
+      id: commandEventId("cmd-1", 1),
+      stream: "todo-1",
+      type: "TodoCompleted",
+      data: null,
+      meta: { aggregate: "todo", commandId: "cmd-1", correlationId: "cmd-1", causationId: "event-9" },
+    },
+  ]);
+});
+
+test("a bad command plan is an INVALID_ARGUMENT AnnalsError", () => {
+  assert.throws(
+    () => rules.planCommand(JSON.stringify({ stream: "", commandId: "c", expectedVersion: 0, events: [] })),
+    (e) => e.name === "AnnalsError" && e.code === "INVALID_ARGUMENT",
+  );
+});
+
+test("commandResult answers a known command id with the events it wrote, and undefined otherwise", async () => {
+  const store = await rules.WasmStore.open(`command-result-${process.pid}`, "memory", "{}");
+  try {
+    const batch = rules.planCommand(
+      JSON.stringify({ stream: "todo-1", commandId: "cmd-7", expectedVersion: 0, events: [{ type: "A" }, { type: "B" }] }),
+    );
+    await store.append(new TextEncoder().encode(batch));
+    await store.append(new TextEncoder().encode(JSON.stringify([{ stream: "todo-1", type: "Other", data: 1 }])));
+    assert.equal(store.commandResult("todo-1", "cmd-8"), undefined);
+    assert.equal(store.commandResult("todo-2", "cmd-7"), undefined);
+    const reply = JSON.parse(store.commandResult("todo-1", "cmd-7"));
+    assert.deepEqual(
+      reply.events.map((e) => [e.type, e.id, e.version]),
+      [
+        ["A", commandEventId("cmd-7", 0), 1],
+        ["B", commandEventId("cmd-7", 1), 2],
+      ],
+    );
+    assert.equal(reply.version, 2);
+  } finally {
+    await store.close();
+    store.free();
+  }
+});

@@ -1,0 +1,437 @@
+//! The wasm binding's contract: every JSON reply and message `src/wasm/mod.rs` hands to
+//! JavaScript (and the option objects it reads), as Rust types serialised with serde.
+//!
+//! The TypeScript declarations in `pkg/src/generated/contract.ts` are generated from these
+//! types (ts-rs, feature `ts`, run by `scripts/build-pkg.sh`), so the two sides cannot
+//! drift. Event arrays and states stay pre-encoded JSON ([`JsonFragment`], `RawValue`): the
+//! engine copies stored payloads verbatim, and nothing here parses them again.
+//!
+//! The types borrow from the engine's own (`Rejection`, `SyncStatus`, `PushEvent`, ...) so
+//! that the wire shape lives here, once, while the internals stay free to change.
+
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::value::RawValue;
+
+use crate::event::{EventId, ExpectedVersion};
+
+#[cfg(feature = "ts")]
+use ts_rs::TS;
+
+/// What starts every generated TypeScript file.
+pub const GENERATED_HEADER: &str =
+    "// Generated from the Rust types in src/contract.rs and src/error_code.rs by\n\
+// `cargo run --features ts --bin annals-contract-ts` (scripts/build-pkg.sh). Do not edit.\n\n";
+
+/// JSON the engine produced (an event array from its codec, a stored state), written out
+/// verbatim: validating it again would cost a scan of every payload on the hottest path
+/// (each change reaches JavaScript this way).
+///
+/// It goes through serde_json's raw-value channel, the mechanism `RawValue` itself uses;
+/// `tests::a_fragment_is_written_verbatim` fails if serde_json ever changes it.
+#[derive(Debug, Clone, Copy)]
+pub struct JsonFragment<'a>(&'a str);
+
+/// serde_json recognises a struct of this name as "raw JSON, write it as is".
+const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
+
+impl<'a> JsonFragment<'a> {
+    /// `json` must be one well-formed JSON value, produced by annals itself (the engine's
+    /// `range_json`, `pending_json`, `read_json`), never by an app or the network.
+    pub fn trusted(json: &'a str) -> Self {
+        debug_assert!(
+            serde_json::from_str::<&RawValue>(json).is_ok(),
+            "not JSON: {json}"
+        );
+        JsonFragment(json)
+    }
+
+    pub fn get(&self) -> &'a str {
+        self.0
+    }
+}
+
+impl Serialize for JsonFragment<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut s = serializer.serialize_struct(RAW_VALUE_TOKEN, 1)?;
+        s.serialize_field(RAW_VALUE_TOKEN, self.0)?;
+        s.end()
+    }
+}
+
+/// The reply of `append`.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "ts", derive(TS))]
+#[serde(rename_all = "camelCase")]
+pub struct AppendReply<'a> {
+    /// The position of each input event, in order (an input whose id was known: the
+    /// stored event's position).
+    #[cfg_attr(feature = "ts", ts(type = "number[]"))]
+    pub results: Vec<u64>,
+    /// The stored events for inputs whose id was already in the log, each once.
+    #[cfg_attr(feature = "ts", ts(type = "AnnalsEvent[]"))]
+    pub duplicates: JsonFragment<'a>,
+    /// The listener's change (`ChangeMessage.seq`) that carried the new events, or null
+    /// when nothing was new.
+    #[cfg_attr(feature = "ts", ts(type = "number | null"))]
+    pub seq: Option<u64>,
+}
+
+/// What the listener of `setListener` hears after every change to the log. Unless
+/// `rebased`, the new events are `confirmedEvents` then `pendingEvents`, at positions
+/// `previousHead + 1 ..= head`; when `rebased`, `pendingEvents` is the whole outbox, to
+/// fold again on the confirmed state (which `reset` starts from scratch).
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "ts", derive(TS))]
+#[serde(rename_all = "camelCase")]
+pub struct ChangeMessage<'a> {
+    /// Numbers the changes: 1, 2, ...
+    #[cfg_attr(feature = "ts", ts(type = "number"))]
+    pub seq: u64,
+    /// The confirmed log restarted (a new server epoch): fold from the initial state.
+    pub reset: bool,
+    /// Every pending event moved: recompute optimistic state from the confirmed state.
+    pub rebased: bool,
+    #[cfg_attr(feature = "ts", ts(type = "number"))]
+    pub previous_head: u64,
+    #[cfg_attr(feature = "ts", ts(type = "number"))]
+    pub head: u64,
+    /// The confirmed head after the change.
+    #[cfg_attr(feature = "ts", ts(type = "number"))]
+    pub confirmed: u64,
+    #[cfg_attr(feature = "ts", ts(type = "AnnalsEvent[]"))]
+    pub confirmed_events: JsonFragment<'a>,
+    #[cfg_attr(feature = "ts", ts(type = "AnnalsEvent[]"))]
+    pub pending_events: JsonFragment<'a>,
+}
+
+/// The reply of `snapshot` (or `undefined` when none is stored).
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "ts", derive(TS))]
+pub struct SnapshotReply<'a> {
+    /// The projection version the state was folded with.
+    pub version: u32,
+    /// The last position folded into the state.
+    #[cfg_attr(feature = "ts", ts(type = "number"))]
+    pub position: u64,
+    #[cfg_attr(feature = "ts", ts(type = "unknown"))]
+    pub state: &'a RawValue,
+}
+
+/// The reply of `syncNow`.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "ts", derive(TS))]
+pub struct SyncReportReply {
+    /// Events the server accepted.
+    pub pushed: usize,
+    /// Confirmed events received.
+    pub pulled: usize,
+    /// Pending events the server refused (each also reported to `onRejected`).
+    pub rejected: usize,
+    /// Times the server's epoch changed and the log was pulled again from the start.
+    pub restarts: usize,
+}
+
+/// The reply of `compact`.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "ts", derive(TS))]
+#[serde(rename_all = "camelCase")]
+pub struct CompactionReply {
+    pub segments_before: usize,
+    pub segments_after: usize,
+    #[cfg_attr(feature = "ts", ts(type = "number"))]
+    pub events: u64,
+}
+
+/// The core's sync status (`syncStatus()`, and every `onStatus` call); the wrapper adds
+/// `leader`.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "ts", derive(TS))]
+#[cfg_attr(feature = "ts", ts(rename = "CoreSyncStatus"))]
+#[serde(rename_all = "camelCase")]
+pub struct SyncStatusMessage<'a> {
+    /// The last request reached the server (and the platform says it is online).
+    pub online: bool,
+    /// A sync step is running.
+    pub syncing: bool,
+    /// Events waiting in the outbox.
+    pub pending: usize,
+    /// The last confirmed position pulled.
+    #[cfg_attr(feature = "ts", ts(type = "number"))]
+    pub last_pulled: u64,
+    pub last_error: Option<&'a str>,
+    #[cfg_attr(feature = "ts", ts(type = "AnnalsErrorCode | null"))]
+    pub last_error_code: Option<&'a str>,
+}
+
+impl<'a> From<&'a crate::sync::client::SyncStatus> for SyncStatusMessage<'a> {
+    fn from(s: &'a crate::sync::client::SyncStatus) -> Self {
+        SyncStatusMessage {
+            online: s.online,
+            syncing: s.syncing,
+            pending: s.pending,
+            last_pulled: s.last_pulled,
+            last_error: s.last_error.as_deref(),
+            last_error_code: s.last_error_code.as_deref(),
+        }
+    }
+}
+
+/// An event waiting for the server (`outbox()`), as it is pushed: what to append again by
+/// id into a database that was deleted under the store.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "ts", derive(TS))]
+#[serde(rename_all = "camelCase")]
+pub struct OutboxEvent<'a> {
+    #[cfg_attr(feature = "ts", ts(type = "string"))]
+    pub id: EventId,
+    pub stream: &'a str,
+    #[serde(rename = "type")]
+    pub event_type: &'a str,
+    #[cfg_attr(feature = "ts", ts(type = "unknown"))]
+    pub data: &'a RawValue,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional, type = "Record<string, unknown>"))]
+    pub meta: Option<&'a RawValue>,
+    /// When it was appended (ms since the epoch, client clock).
+    #[cfg_attr(feature = "ts", ts(type = "number"))]
+    pub time: u64,
+    /// Absent for `"any"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "ts",
+        ts(optional, type = "number | \"no_stream\" | \"exists\"")
+    )]
+    pub expected_version: Option<ExpectedVersion>,
+}
+
+impl<'a> From<&'a crate::protocol::PushEvent> for OutboxEvent<'a> {
+    fn from(e: &'a crate::protocol::PushEvent) -> Self {
+        OutboxEvent {
+            id: e.id,
+            stream: &e.stream,
+            event_type: &e.event_type,
+            data: &e.data,
+            meta: e.meta.as_deref(),
+            time: e.time,
+            expected_version: (e.expected_version != ExpectedVersion::Any)
+                .then_some(e.expected_version),
+        }
+    }
+}
+
+/// A pending event the server refused (`rejected()`, and every `onRejected` call).
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "ts", derive(TS))]
+#[cfg_attr(feature = "ts", ts(rename = "RejectionMessage"))]
+#[serde(rename_all = "camelCase")]
+pub struct RejectionMessage<'a> {
+    pub event: OutboxEvent<'a>,
+    /// The server's reason.
+    pub reason: &'a str,
+    /// The stream's version on the server, for a version conflict.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional, type = "number"))]
+    pub actual_version: Option<u64>,
+}
+
+impl<'a> From<&'a crate::engine::Rejection> for RejectionMessage<'a> {
+    fn from(r: &'a crate::engine::Rejection) -> Self {
+        RejectionMessage {
+            event: OutboxEvent::from(&r.event),
+            reason: &r.reason,
+            actual_version: r.actual_version,
+        }
+    }
+}
+
+/// The options of `WasmStore.open` (JSON; every field optional).
+#[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "ts", derive(TS))]
+#[cfg_attr(feature = "ts", ts(rename = "WasmOpenOptions", optional_fields))]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct OpenOptions {
+    /// Largest event (stream + type + data + meta bytes).
+    pub max_event_bytes: Option<usize>,
+    /// Largest stream or type name, in bytes.
+    pub max_name_bytes: Option<usize>,
+    /// Recorded as the events' `origin`.
+    pub origin: Option<String>,
+    /// Memory storage only: stores opened with the same name share one log, the way tabs
+    /// share an IndexedDB database (for tests and for processes that reopen a store).
+    pub shared_memory: Option<bool>,
+    /// Keep appends in an outbox until a sync server confirms them.
+    pub synced: Option<bool>,
+    /// Read no event at open: `loadFrom`, `loadStep`, `complete`.
+    pub lazy: Option<bool>,
+}
+
+/// The configuration of `startSync` (JSON).
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "ts", derive(TS))]
+#[cfg_attr(feature = "ts", ts(rename = "WasmSyncConfig", optional_fields))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SyncConfig {
+    /// The server's base URL.
+    pub url: String,
+    /// The store's name on the server.
+    pub store: String,
+    /// The bearer token.
+    pub token: String,
+    /// Most events per push.
+    pub push_batch: Option<usize>,
+    /// Most events per pull.
+    pub pull_limit: Option<usize>,
+    /// How long a pull waits for news (0: no long poll).
+    pub long_poll_seconds: Option<u32>,
+}
+
+/// The reply of `commandResult`: what a command id executed before left in its stream.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "ts", derive(TS))]
+pub struct CommandResultReply<'a> {
+    /// The command's events, in stream order.
+    #[cfg_attr(feature = "ts", ts(type = "AnnalsEvent[]"))]
+    pub events: JsonFragment<'a>,
+    /// The stream's version after the command's last event.
+    #[cfg_attr(feature = "ts", ts(type = "number"))]
+    pub version: u64,
+}
+
+/// The input of `planCommand`: what `decide` returned for a command, to turn into the
+/// batch to append.
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "ts", derive(TS))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CommandPlanRequest {
+    /// The aggregate's stream.
+    pub stream: String,
+    /// The aggregate kind, recorded as `meta.aggregate` (what routes a refused event back
+    /// to its `onRejected`).
+    #[cfg_attr(feature = "ts", ts(optional))]
+    pub aggregate: Option<String>,
+    pub command_id: String,
+    /// Defaults to the command id.
+    #[cfg_attr(feature = "ts", ts(optional))]
+    pub correlation_id: Option<String>,
+    /// Defaults to the command id.
+    #[cfg_attr(feature = "ts", ts(optional))]
+    pub causation_id: Option<String>,
+    /// The stream version `decide` saw: the first event expects it.
+    #[cfg_attr(feature = "ts", ts(type = "number"))]
+    pub expected_version: u64,
+    /// The decided events, in order.
+    pub events: Vec<DecidedEvent>,
+}
+
+/// One event `decide` returned.
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "ts", derive(TS))]
+#[serde(deny_unknown_fields)]
+pub struct DecidedEvent {
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// Absent: `null`.
+    #[serde(default)]
+    #[cfg_attr(feature = "ts", ts(optional, type = "unknown"))]
+    pub data: Option<Box<RawValue>>,
+    /// The app's meta (an object); the command's ids are added to it.
+    #[serde(default)]
+    #[cfg_attr(feature = "ts", ts(optional, type = "Record<string, unknown>"))]
+    pub meta: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// An event of the batch `planCommand` returns: what `append` takes, id and meta set.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "ts", derive(TS))]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedEvent<'a> {
+    #[cfg_attr(feature = "ts", ts(type = "string"))]
+    pub id: EventId,
+    pub stream: &'a str,
+    #[serde(rename = "type")]
+    pub event_type: &'a str,
+    #[cfg_attr(feature = "ts", ts(type = "unknown"))]
+    pub data: &'a RawValue,
+    #[cfg_attr(feature = "ts", ts(type = "Record<string, unknown>"))]
+    pub meta: &'a RawValue,
+    /// On the first event only: the batch is atomic.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional, type = "number"))]
+    pub expected_version: Option<u64>,
+}
+
+/// The TypeScript module `pkg/src/generated/contract.ts`: one declaration per type above.
+#[cfg(feature = "ts")]
+pub fn typescript_module() -> String {
+    fn decl<T: TS + 'static>(out: &mut String) {
+        if let Some(docs) = T::docs() {
+            out.push_str(&docs);
+        }
+        out.push_str("export ");
+        out.push_str(&T::decl());
+        out.push_str("\n\n");
+    }
+    let mut out = String::from(GENERATED_HEADER);
+    out.push_str("import type { AnnalsEvent } from \"../types.js\";\n");
+    out.push_str("import type { AnnalsErrorCode } from \"./error-codes.js\";\n\n");
+    decl::<AppendReply<'static>>(&mut out);
+    decl::<ChangeMessage<'static>>(&mut out);
+    decl::<SnapshotReply<'static>>(&mut out);
+    decl::<SyncReportReply>(&mut out);
+    decl::<CompactionReply>(&mut out);
+    decl::<SyncStatusMessage<'static>>(&mut out);
+    decl::<OutboxEvent<'static>>(&mut out);
+    decl::<RejectionMessage<'static>>(&mut out);
+    decl::<OpenOptions>(&mut out);
+    decl::<SyncConfig>(&mut out);
+    decl::<CommandResultReply<'static>>(&mut out);
+    decl::<CommandPlanRequest>(&mut out);
+    decl::<DecidedEvent>(&mut out);
+    decl::<PlannedEvent<'static>>(&mut out);
+    out.truncate(out.trim_end().len());
+    out.push('\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fragment_is_written_verbatim() {
+        let reply = AppendReply {
+            results: vec![1, 2],
+            duplicates: JsonFragment::trusted(r#"[{"id":"x","data":{"a" : 1}}]"#),
+            seq: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&reply).unwrap(),
+            r#"{"results":[1,2],"duplicates":[{"id":"x","data":{"a" : 1}}],"seq":null}"#
+        );
+    }
+
+    #[test]
+    fn a_change_message_names_its_fields_in_camel_case() {
+        let message = ChangeMessage {
+            seq: 3,
+            reset: false,
+            rebased: true,
+            previous_head: 4,
+            head: 6,
+            confirmed: 4,
+            confirmed_events: JsonFragment::trusted("[]"),
+            pending_events: JsonFragment::trusted("[{}]"),
+        };
+        assert_eq!(
+            serde_json::to_string(&message).unwrap(),
+            r#"{"seq":3,"reset":false,"rebased":true,"previousHead":4,"head":6,"confirmed":4,"confirmedEvents":[],"pendingEvents":[{}]}"#
+        );
+    }
+
+    #[test]
+    fn open_options_refuse_unknown_fields() {
+        assert!(serde_json::from_str::<OpenOptions>(r#"{"synced":true,"lazy":true}"#).is_ok());
+        assert!(serde_json::from_str::<OpenOptions>(r#"{"sync":true}"#).is_err());
+    }
+}
