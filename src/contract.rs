@@ -17,11 +17,6 @@ use crate::event::{EventId, ExpectedVersion};
 #[cfg(feature = "ts")]
 use ts_rs::TS;
 
-/// What starts every generated TypeScript file.
-pub const GENERATED_HEADER: &str =
-    "// Generated from the Rust types in src/contract.rs and src/error_code.rs by\n\
-// `cargo run --features ts --bin annals-contract-ts` (scripts/build-pkg.sh). Do not edit.\n\n";
-
 /// JSON the engine produced (an event array from its codec, a stored state), written out
 /// verbatim: validating it again would cost a scan of every payload on the hottest path
 /// (each change reaches JavaScript this way).
@@ -372,7 +367,7 @@ pub fn typescript_module() -> String {
         out.push_str(&T::decl());
         out.push_str("\n\n");
     }
-    let mut out = String::from(GENERATED_HEADER);
+    let mut out = String::new();
     out.push_str("import type { AnnalsEvent } from \"../types.js\";\n");
     out.push_str("import type { AnnalsErrorCode } from \"./error-codes.js\";\n\n");
     decl::<AppendReply<'static>>(&mut out);

@@ -172,7 +172,6 @@ pub fn typescript_module() -> String {
     let client: Vec<ErrorCode> = ErrorCode::client_codes().collect();
     let server: Vec<ErrorCode> = ErrorCode::server_codes().collect();
     let mut out = String::new();
-    out.push_str(crate::contract::GENERATED_HEADER);
     out.push_str(
         "/** Every code an `AnnalsError` can carry (`ErrorCode` in src/error_code.rs). */\n",
     );

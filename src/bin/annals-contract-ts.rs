@@ -8,6 +8,11 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+/// What starts every generated TypeScript file.
+const GENERATED_HEADER: &str =
+    "// Generated from the Rust types in src/contract.rs and src/error_code.rs by\n\
+// `cargo run --features ts --bin annals-contract-ts` (scripts/build-pkg.sh). Do not edit.\n\n";
+
 fn write_if_changed(path: &Path, content: &str) -> std::io::Result<bool> {
     if std::fs::read_to_string(path).is_ok_and(|old| old == content) {
         return Ok(false);
@@ -30,7 +35,8 @@ fn main() -> ExitCode {
         eprintln!("annals-contract-ts: cannot create {}: {e}", dir.display());
         return ExitCode::FAILURE;
     }
-    for (name, content) in files {
+    for (name, body) in files {
+        let content = format!("{GENERATED_HEADER}{body}");
         let path = dir.join(name);
         match write_if_changed(&path, &content) {
             Ok(true) => eprintln!("annals-contract-ts: wrote {}", path.display()),
