@@ -12,12 +12,10 @@
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 
-use serde::Serialize;
-use serde_json::value::RawValue;
-
 use crate::clock::Clock;
 use crate::clock::{IdSource, SystemClock, Uuidv7};
 use crate::codec::EventRef;
+pub use crate::command_plan::Decision;
 use crate::command_plan::{command_id_of, command_result, plan_batch, CommandIds};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -26,27 +24,6 @@ use crate::storage::Storage;
 
 /// How many times `execute` decides again after losing a race on the stream.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
-
-/// An event that `decide` wants appended to the aggregate's stream.
-#[derive(Debug, Clone)]
-pub struct Decision {
-    pub event_type: String,
-    pub data: Box<RawValue>,
-    /// App meta (an object); the command ids are added to it.
-    pub meta: Option<serde_json::Map<String, serde_json::Value>>,
-}
-
-impl Decision {
-    pub fn new(event_type: impl Into<String>, data: &impl Serialize) -> Result<Self> {
-        let data = serde_json::value::to_raw_value(data)
-            .map_err(|e| Error::InvalidEvent(format!("`data` is not JSON-serialisable: {e}")))?;
-        Ok(Decision {
-            event_type: event_type.into(),
-            data,
-            meta: None,
-        })
-    }
-}
 
 /// An aggregate: how its state evolves from its events, and how it decides on commands.
 pub trait Decider {

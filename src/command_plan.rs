@@ -5,17 +5,38 @@
 //! devices running the same process manager) writes its events once: the log and the sync
 //! server treat a known event id as a duplicate.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::codec::EventRef;
-use crate::command::Decision;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::event::{Event, EventId, ExpectedVersion, NewEvent};
 use crate::log::ReadQuery;
 use crate::storage::Storage;
+
+/// An event that `decide` wants appended to the aggregate's stream.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub event_type: String,
+    pub data: Box<RawValue>,
+    /// App meta (an object); the command ids are added to it.
+    pub meta: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl Decision {
+    pub fn new(event_type: impl Into<String>, data: &impl Serialize) -> Result<Self> {
+        let data = serde_json::value::to_raw_value(data)
+            .map_err(|e| Error::InvalidEvent(format!("`data` is not JSON-serialisable: {e}")))?;
+        Ok(Decision {
+            event_type: event_type.into(),
+            data,
+            meta: None,
+        })
+    }
+}
 
 /// The id of the `index`-th event of command `command_id`: a UUIDv8 made of the first 122
 /// bits of SHA-256(`annals:command:<command_id>:<index>`), the version and variant bits

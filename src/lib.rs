@@ -1,14 +1,15 @@
 //! annals: an event-sourcing engine for offline-first apps.
 //!
-//! Four layers; each module imports only from modules before it in this list:
+//! Four layers; each module imports only from modules before it in this list (checked by
+//! `tests/layers.rs`):
 //! - **core**, pure Rust that knows nothing of browsers and builds and tests natively:
 //!   [`version`] (expected versions; imports nothing), [`error_code`] (every error code of
 //!   every layer, once), [`error`], [`event`] (envelope, ids), [`codec`] (segments),
 //!   [`clock`] (`Clock`, `IdSource`), the [`storage`] trait, [`log`] (the in-memory log),
 //!   [`protocol`] (sync messages), [`outbox`] (pending events), [`append`] (the append
 //!   rules), [`engine`], [`checkpoints`] (which checkpoints to take, keep and start from;
-//!   when a snapshot is trusted), [`projection`], [`command`] (deciders), [`command_plan`]
-//!   (a known command id answers with its earlier result; event ids derived from it),
+//!   when a snapshot is trusted), [`projection`], [`command_plan`] (a known command id
+//!   answers with its earlier result; event ids derived from it), [`command`] (deciders),
 //!   [`push`] (the server's push rules and authorities);
 //! - **adapters** behind traits: [`storage`] backends (memory; IndexedDB on wasm32) and
 //!   [`sync`], the sync client with its transports (`fetch` on wasm32, HTTP natively);
