@@ -118,6 +118,8 @@ export function useHead(store: ChangeSource & { readonly head: number }): number
 interface Answer<T> {
   /** The request key the value answers (undefined before the first answer). */
   key: string | undefined;
+  /** The key of the latest request that settled, answered or failed. */
+  settled: string | undefined;
   value: T | undefined;
   error: unknown;
   /** A request is in flight. */
@@ -135,7 +137,13 @@ function useLatestRead<T>(
   read: () => Promise<T>,
   affects: (change: Change, shown: T | undefined) => boolean,
 ): Answer<T> & { loading: boolean } {
-  const [answer, setAnswer] = useState<Answer<T>>({ key: undefined, value: undefined, error: undefined, busy: true });
+  const [answer, setAnswer] = useState<Answer<T>>({
+    key: undefined,
+    settled: undefined,
+    value: undefined,
+    error: undefined,
+    busy: true,
+  });
   // The functions of the render that set `key`: they read what the key describes.
   const latest = useRef({ read, affects });
   latest.current = { read, affects };
@@ -156,11 +164,11 @@ function useLatestRead<T>(
         (value) => {
           if (!active || id !== requests) return; // a newer request is out: this answer is stale
           shown = value;
-          setAnswer({ key, value, error: undefined, busy: false });
+          setAnswer({ key, settled: key, value, error: undefined, busy: false });
         },
         (error: unknown) => {
           if (!active || id !== requests) return;
-          setAnswer((a) => ({ ...a, error, busy: false }));
+          setAnswer((a) => ({ ...a, settled: key, error, busy: false }));
         },
       );
     };
@@ -174,7 +182,7 @@ function useLatestRead<T>(
     };
   }, [store, key]);
   // On the render where the key changed the effect has not asked yet: already loading.
-  return { ...answer, loading: answer.busy || answer.key !== key };
+  return { ...answer, loading: answer.busy || answer.settled !== key };
 }
 
 /** What `useStateAt` returns: the last answer, and whether a newer one is on its way. */
