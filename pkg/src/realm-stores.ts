@@ -115,13 +115,15 @@ function sameDefinitions(a: Definitions, b: Definitions): boolean {
 
 /** Closes the entry's store (once), releasing every handle of it. */
 function end(entry: Entry): Promise<void> {
-  entry.ending ??= (async () => {
-    for (const handle of [...entry.handles]) void handle.release();
+  if (entry.ending !== undefined) return entry.ending;
+  entry.ending = (async () => {
     const store = await entry.opening.catch(() => undefined);
     await store?.close();
   })().finally(() => {
     if (entries.get(entry.key) === entry) entries.delete(entry.key);
   });
+  // After `ending` is set: each release sees the store closing and starts nothing more.
+  for (const handle of [...entry.handles]) void handle.release();
   return entry.ending;
 }
 
@@ -220,12 +222,12 @@ class StoreHandle implements AnyStore {
     if (this.#closing !== undefined) return this.#closing;
     this.#released = true;
     for (const off of [...this.#offs]) off();
+    // Counted down now, not after an await: an open right after this close (hot reload's
+    // dispose, then the module again) must find the store closing and wait for it.
+    this.#entry.handles.delete(this);
+    const ending = this.#entry.handles.size === 0 || this.#entry.ending !== undefined ? end(this.#entry) : undefined;
     const reactors = [...this.#reactors].map((r) => r.stop());
-    this.#closing = Promise.allSettled(reactors).then(() => {
-      this.#entry.handles.delete(this);
-      if (this.#entry.handles.size === 0 || this.#entry.ending !== undefined) return end(this.#entry);
-      return undefined;
-    });
+    this.#closing = Promise.allSettled(reactors).then(() => ending);
     return this.#closing;
   }
 
