@@ -197,11 +197,6 @@ export interface StateAtResult<T> {
   error: unknown;
 }
 
-/** What `useStateAt` needs of a store. */
-export interface StateAtSource<S> extends ChangeSource {
-  stateAt<K extends keyof S & string>(name: K, position: number): Promise<S[K]>;
-}
-
 /**
  * The projection `name` as it was right after `position` (`store.stateAt`), for a time-travel
  * slider. The answer comes asynchronously; while it loads the last one stays on screen, and
@@ -211,7 +206,7 @@ export interface StateAtSource<S> extends ChangeSource {
  * below it, a rebase, a reset).
  */
 export function useStateAt<S, K extends keyof S & string>(
-  store: StateAtSource<S>,
+  store: Store<any, S, any>, // eslint-disable-line @typescript-eslint/no-explicit-any
   name: K,
   position: number,
 ): StateAtResult<S[K]> {
