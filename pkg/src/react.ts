@@ -144,9 +144,8 @@ function useLatestRead<T>(
     error: undefined,
     busy: true,
   });
-  // The functions of the render that set `key`: they read what the key describes.
-  const latest = useRef({ read, affects });
-  latest.current = { read, affects };
+  // `read` and `affects` depend on nothing but the store and what `key` describes, so the
+  // ones of the render that set the key stay right until it changes.
   useEffect(() => {
     let active = true;
     let requests = 0;
@@ -156,7 +155,7 @@ function useLatestRead<T>(
       setAnswer((a) => (a.busy ? a : { ...a, busy: true }));
       let pending: Promise<T>;
       try {
-        pending = latest.current.read();
+        pending = read();
       } catch (error) {
         pending = Promise.reject(error);
       }
@@ -174,12 +173,13 @@ function useLatestRead<T>(
     };
     request();
     const off = store.on("change", (change) => {
-      if (latest.current.affects(change, shown)) request();
+      if (affects(change, shown)) request();
     });
     return () => {
       active = false;
       off();
     };
+    // eslint-disable-next-line react-hooks/exhaustive-deps -- `key` stands for what read and affects use
   }, [store, key]);
   // On the render where the key changed the effect has not asked yet: already loading.
   return { ...answer, loading: answer.busy || answer.settled !== key };

@@ -51,6 +51,7 @@ test("StrictMode: a StoreProvider calling openStore opens one IndexedDB store, a
   const view = render(h(StrictMode, null, h(StoreProvider, { open }, h(Count))));
   // The opens resolve inside act, so React applies the provider's update there.
   await act(async () => {
+    await new Promise((resolve) => setTimeout(resolve, 0)); // the provider calls `open` in a microtask
     await Promise.all(opening);
     await new Promise((resolve) => setTimeout(resolve, 0));
   });
