@@ -2,6 +2,7 @@
 // wasm module.
 
 import { WasmStore } from "../wasm/annals.js";
+import { definitionsOf, openInRealm } from "./realm-stores.js";
 import { AnnalsStore } from "./store.js";
 import type {
   AggregateMap,
@@ -22,6 +23,14 @@ import type {
  * or let them be inferred from typed projections and aggregates
  * (`const todos: Projection<Todos, Event> = ...`, `const todo: Aggregate<Todo, TodoCommand, Event> = ...`).
  * Inline reducers without types get their state type from `initial`.
+ *
+ * Opening an IndexedDB store again in the same tab (React StrictMode, hot reload) opens no
+ * second copy: with the same projections, aggregates and options it shares the open one,
+ * and each returned store's `close()` releases its share (the last one closes it); with
+ * other definitions (an edited reducer after hot reload) the earlier store is closed first,
+ * as if `close()` were called on it. A store still closing is waited for. Memory stores are
+ * unaffected: a plain one starts empty each time, and each open of a `sharedMemory` one
+ * stands for a tab of its own.
  */
 export interface OpenStore {
   <E extends EventShape = EventShape, S = Record<string, unknown>, A extends AggregateMap = {}>(
@@ -46,7 +55,23 @@ export function openStoreWith(load: () => Promise<unknown>): OpenStore {
     return ready;
   };
   return (async (options: OpenOptions<EventShape, Record<string, unknown>, AggregateMap>): Promise<Store> => {
-    await loadOnce();
-    return AnnalsStore.open(WasmStore.open, options);
+    const open = async (): Promise<Store> => {
+      await loadOnce();
+      return AnnalsStore.open(WasmStore.open, options) as Promise<Store>;
+    };
+    const key = realmKey(options);
+    if (key === undefined) return open();
+    return openInRealm(key, definitionsOf(options as unknown as Record<string, unknown>), open);
   }) as OpenStore;
+}
+
+/**
+ * Which store `options` open in this realm ("indexeddb:<name>"), or undefined when an open
+ * stays on its own: a memory store (a plain one starts empty, a `sharedMemory` one is a tab
+ * of its own) or options that are not valid (the open reports why).
+ */
+function realmKey(options: OpenOptions<EventShape, Record<string, unknown>, AggregateMap>): string | undefined {
+  if (typeof options !== "object" || options === null || typeof options.name !== "string") return undefined;
+  const storage = options.storage ?? (typeof indexedDB !== "undefined" ? "indexeddb" : "memory");
+  return storage === "indexeddb" ? `indexeddb:${options.name}` : undefined;
 }
