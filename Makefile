@@ -12,7 +12,7 @@ SERVER_BIN := $(or $(CARGO_TARGET_DIR),target)/debug/annals-server
 # The optimised build of the benchmarks (see [profile.perf] in Cargo.toml).
 BENCH_SERVER_BIN := $(or $(CARGO_TARGET_DIR),target)/perf/annals-server
 
-.PHONY: setup build pkg pack www server demo test lint typecheck test-rust test-wasm test-node test-pack test-e2e bench soak clean
+.PHONY: setup build pkg pack www server demo test lint typecheck test-rust test-wasm test-node test-pack test-smoke test-e2e docs bench soak clean
 
 setup:
 	@scripts/setup.sh
@@ -40,7 +40,7 @@ demo: build
 
 ## test: every layer: lints, Rust (core, server on SQLite and PostgreSQL), the browser
 ## (IndexedDB in headless Chromium), the npm package from Node, and Playwright.
-test: setup lint test-rust test-wasm build typecheck test-node test-pack test-e2e
+test: setup lint test-rust test-wasm build typecheck test-node test-pack test-smoke test-e2e
 	@echo "make test: every layer passed"
 
 lint:
@@ -66,6 +66,12 @@ test-node: pkg server
 # The tarball's files, and `npm publish --dry-run` (never a real publish).
 test-pack: pack
 	node --test scripts/pack.test.mjs
+
+# The smoke matrix: the tarball installed into fresh apps under target/smoke/ (Vite 7 and 8
+# dev and build, a worker, webpack 5, esbuild, Node, Vitest; see README "Works with"), and
+# the tutorial's app syncing through the server. Installs come from the npm cache once warm.
+test-smoke: pack server
+	ANNALS_SERVER_BIN=$(abspath $(SERVER_BIN)) node --test smoke/*.test.mjs
 
 test-e2e: www server
 	ANNALS_SERVER_BIN=$(abspath $(SERVER_BIN)) npm run --workspace www test:e2e
