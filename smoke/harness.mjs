@@ -56,12 +56,16 @@ let tarballFiles;
 export function tarballContents() {
   if (tarballFiles) return tarballFiles;
   if (!existsSync(tarball)) throw new Error(`${tarball} is missing: run make pack first`);
-  const unpacked = join(smokeDir, ".tarball");
-  rmSync(unpacked, { recursive: true, force: true });
+  // One folder per process: node --test may run the smoke files side by side.
+  const unpacked = join(smokeDir, `.tarball-${process.pid}`);
   mkdirSync(unpacked, { recursive: true });
-  execFileSync("tar", ["-xzf", tarball, "-C", unpacked]);
-  const pkg = join(unpacked, "package");
-  tarballFiles = new Map(listFiles(pkg).map((f) => [f, sha256(readFileSync(join(pkg, f)))]));
+  try {
+    execFileSync("tar", ["-xzf", tarball, "-C", unpacked]);
+    const pkg = join(unpacked, "package");
+    tarballFiles = new Map(listFiles(pkg).map((f) => [f, sha256(readFileSync(join(pkg, f)))]));
+  } finally {
+    rmSync(unpacked, { recursive: true, force: true });
+  }
   return tarballFiles;
 }
 
