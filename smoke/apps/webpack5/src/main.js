@@ -1,0 +1,3 @@
+import { startPage } from "./counter.js";
+
+startPage("smoke-webpack5");
