@@ -2,6 +2,7 @@
 // wasm module.
 
 import { WasmStore } from "../wasm/annals.js";
+import * as rules from "../wasm/annals.js";
 import { AnnalsStore } from "./store.js";
 import type {
   AggregateMap,
@@ -47,6 +48,6 @@ export function openStoreWith(load: () => Promise<unknown>): OpenStore {
   };
   return (async (options: OpenOptions<EventShape, Record<string, unknown>, AggregateMap>): Promise<Store> => {
     await loadOnce();
-    return AnnalsStore.open(WasmStore.open, options);
+    return AnnalsStore.open(WasmStore.open, options, rules);
   }) as OpenStore;
 }
