@@ -47,6 +47,7 @@ import type {
 } from "./types.js";
 import type {
   ChangeMessage,
+  CommandResultReply,
   OutboxEvent,
   SnapshotReply,
   WasmOpen,
@@ -141,7 +142,23 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
         isComplete: () => wasm.isComplete,
         whenComplete: () => this.#completion.whenComplete(),
         read: (query) => this.#read(query),
-        append: (events) => this.#writes.append(events),
+        planCommand: (requestJson) => {
+          try {
+            return rules.planCommand(requestJson);
+          } catch (error) {
+            rethrow(error);
+          }
+        },
+        commandResult: (stream, commandId) => {
+          let reply: string | undefined;
+          try {
+            reply = wasm.commandResult(stream, commandId);
+          } catch (error) {
+            rethrow(error);
+          }
+          return reply === undefined ? undefined : (JSON.parse(reply) as CommandResultReply);
+        },
+        appendJson: (batchJson) => this.#writes.appendJson(batchJson),
         catchUp: () => this.catchUp(),
         track,
         reportError,
