@@ -5,7 +5,7 @@
 // src/command_plan.rs): this asks it for the batch and for the earlier result. Refused
 // events run the aggregate's compensation.
 
-import { AnnalsError, isAnnalsError } from "./errors.js";
+import { AnnalsError, fromWasmError, isAnnalsError } from "./errors.js";
 import { randomUuid } from "./ids.js";
 import { type AnyAggregate, checkExecuteArguments, invalidArgument, serializeBatch } from "./options.js";
 import { copyState } from "./projection-runtime.js";
@@ -37,8 +37,8 @@ export interface CommandsHost {
   read(query: LogQuery): AnnalsEvent[];
   /** The core's execute plan: `CommandPlanRequest` JSON in, the batch to append (`PlannedEvent[]` JSON) out. */
   planCommand(requestJson: string): string;
-  /** What command `commandId` wrote to `stream` before, or undefined (the core's stream index). */
-  commandResult(stream: string, commandId: string): CommandResultReply | undefined;
+  /** What command `commandId` wrote to `stream` before (`CommandResultReply` JSON), or undefined: the core's stream index. */
+  commandResult(stream: string, commandId: string): string | undefined;
   /** Appends a batch already serialised (a planned one). */
   appendJson(batchJson: string): Promise<AnnalsEvent[]>;
   catchUp(): Promise<unknown>;
@@ -156,7 +156,7 @@ export class Commands {
       const loaded = this.#load(aggregate, def, id);
       if (loaded.known(commandId)) {
         // The core's stream index answers (it is the authority: if it knows none, decide).
-        const earlier = host.commandResult(id, commandId);
+        const earlier = this.#earlierResult(id, commandId);
         if (earlier) return { commandId, events: earlier.events, version: earlier.version };
       }
       let decided: readonly unknown[];
@@ -195,7 +195,12 @@ export class Commands {
         expectedVersion: loaded.version,
       };
       const request = `${JSON.stringify(fields).slice(0, -1)},"events":${serializeBatch(decidedEvents)}}`;
-      const batch = host.planCommand(request);
+      let batch: string;
+      try {
+        batch = host.planCommand(request);
+      } catch (error) {
+        throw fromWasmError(error);
+      }
       try {
         const events = await host.appendJson(batch);
         return { commandId, events, version: events[events.length - 1]!.version };
@@ -208,6 +213,16 @@ export class Commands {
         throw error;
       }
     }
+  }
+
+  #earlierResult(stream: string, commandId: string): CommandResultReply | undefined {
+    let reply: string | undefined;
+    try {
+      reply = this.#host.commandResult(stream, commandId);
+    } catch (error) {
+      throw fromWasmError(error);
+    }
+    return reply === undefined ? undefined : (JSON.parse(reply) as CommandResultReply);
   }
 
   /** Executes a `{ aggregate, id, command }` request (a process manager's, a compensation). */

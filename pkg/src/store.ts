@@ -45,15 +45,7 @@ import type {
   SyncReport,
   SyncStatus,
 } from "./types.js";
-import type {
-  ChangeMessage,
-  CommandResultReply,
-  OutboxEvent,
-  SnapshotReply,
-  WasmOpen,
-  WasmRules,
-  WasmStoreHandle,
-} from "./wasm-contract.js";
+import type { ChangeMessage, OutboxEvent, SnapshotReply, WasmOpen, WasmRules, WasmStoreHandle } from "./wasm-contract.js";
 import { Writes } from "./writes.js";
 
 // Kept exported from here: callers imported them from this module before the split.
@@ -142,22 +134,8 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
         isComplete: () => wasm.isComplete,
         whenComplete: () => this.#completion.whenComplete(),
         read: (query) => this.#read(query),
-        planCommand: (requestJson) => {
-          try {
-            return rules.planCommand(requestJson);
-          } catch (error) {
-            rethrow(error);
-          }
-        },
-        commandResult: (stream, commandId) => {
-          let reply: string | undefined;
-          try {
-            reply = wasm.commandResult(stream, commandId);
-          } catch (error) {
-            rethrow(error);
-          }
-          return reply === undefined ? undefined : (JSON.parse(reply) as CommandResultReply);
-        },
+        planCommand: (requestJson) => rules.planCommand(requestJson),
+        commandResult: (stream, commandId) => wasm.commandResult(stream, commandId),
         appendJson: (batchJson) => this.#writes.appendJson(batchJson),
         catchUp: () => this.catchUp(),
         track,
@@ -195,10 +173,7 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
     );
   }
 
-  /**
-   * Opens the store: the core (`wasmOpen`, and `rules`: the same module's checkpoint plans
-   * and execute plan), then each projection from its snapshot plus the tail of the log.
-   */
+  /** Opens the store: the core (`wasmOpen`; `rules`, the same module's), then each projection from its snapshot plus the tail of the log. */
   static async open<E extends EventShape, S, A>(
     wasmOpen: WasmOpen,
     options: OpenOptions<E, S, AggregateMap>,

@@ -42,7 +42,7 @@ function fakeLog() {
     commandResult(stream, commandId) {
       log.lookups += 1;
       const events = log.read({ stream }).filter((e) => e.meta?.commandId === commandId);
-      return events.length === 0 ? undefined : { events, version: events[events.length - 1].version };
+      return events.length === 0 ? undefined : JSON.stringify({ events, version: events[events.length - 1].version });
     },
   };
   return log;
