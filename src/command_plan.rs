@@ -40,7 +40,8 @@ impl Decision {
 
 /// The id of the `index`-th event of command `command_id`: a UUIDv8 made of the first 122
 /// bits of SHA-256(`annals:command:<command_id>:<index>`), the version and variant bits
-/// set. The same everywhere (`pkg/src/ids.ts` computes the same bytes).
+/// set. The same everywhere: the TS runtime gets its ids from here (`planCommand`), and
+/// `tests/fixtures/command_ids.json` pins the bytes.
 pub fn command_event_id(command_id: &str, index: usize) -> EventId {
     let digest = Sha256::new()
         .chain_update(b"annals:command:")

@@ -1,13 +1,16 @@
 // The write model: `execute` folds an aggregate's stream, lets `decide` choose the events,
 // and appends them at the version decide saw, retrying when another writer moved the stream.
 // A command id is executed once: its events' ids derive from it, and a command id already
-// in the stream returns the earlier result. Refused events run the aggregate's compensation.
+// in the stream returns the earlier result. Both rules are the core's (the execute plan,
+// src/command_plan.rs): this asks it for the batch and for the earlier result. Refused
+// events run the aggregate's compensation.
 
-import { AnnalsError, isAnnalsError } from "./errors.js";
-import { commandEventId, randomUuid } from "./ids.js";
-import { type AnyAggregate, checkExecuteArguments, invalidArgument } from "./options.js";
+import { AnnalsError, fromWasmError, isAnnalsError } from "./errors.js";
+import { randomUuid } from "./ids.js";
+import { type AnyAggregate, checkExecuteArguments, invalidArgument, serializeBatch } from "./options.js";
 import { copyState } from "./projection-runtime.js";
 import type { AnnalsEvent, CommandRequest, ExecuteOptions, ExecuteResult, Rejection } from "./types.js";
+import type { CommandPlanRequest, CommandResultReply } from "./wasm-contract.js";
 
 /** `execute` decides at most this many times when other writers keep moving the stream. */
 export const MAX_ATTEMPTS = 5;
@@ -32,7 +35,12 @@ export interface CommandsHost {
   isComplete(): boolean;
   whenComplete(): Promise<void>;
   read(query: LogQuery): AnnalsEvent[];
-  append(events: readonly unknown[]): Promise<AnnalsEvent[]>;
+  /** The core's execute plan: `CommandPlanRequest` JSON in, the batch to append (`PlannedEvent[]` JSON) out. */
+  planCommand(requestJson: string): string;
+  /** What command `commandId` wrote to `stream` before (`CommandResultReply` JSON), or undefined: the core's stream index. */
+  commandResult(stream: string, commandId: string): string | undefined;
+  /** Appends a batch already serialised (a planned one). */
+  appendJson(batchJson: string): Promise<AnnalsEvent[]>;
   catchUp(): Promise<unknown>;
   /** Lets close wait for work started here. */
   track<T>(promise: Promise<T>): Promise<T>;
@@ -46,7 +54,10 @@ interface AggregateCache {
   position: number;
   /** The stream's version among confirmed events. */
   version: number;
-  /** Command ids found on the stream's confirmed events. */
+  /**
+   * Command ids found on the stream's confirmed events: an execute whose id is not among
+   * them (nor the pending ones) decides without asking the core for an earlier result.
+   */
   commands: Set<string>;
   generation: number;
 }
@@ -139,13 +150,15 @@ export class Commands {
     const def = this.#aggregate(aggregate);
     checkExecuteArguments(id, command, options);
     const commandId = options.commandId ?? randomUuid();
-    const correlationId = options.correlationId ?? commandId;
-    const causationId = options.causationId ?? commandId;
     if (!host.isComplete()) await host.whenComplete(); // decide reads the aggregate's stream
     for (let attempt = 1; ; attempt++) {
       host.checkOpen();
       const loaded = this.#load(aggregate, def, id);
-      if (loaded.known(commandId)) return this.#previousResult(id, commandId, loaded.version);
+      if (loaded.known(commandId)) {
+        // The core's stream index answers (it is the authority: if it knows none, decide).
+        const earlier = this.#earlierResult(id, commandId);
+        if (earlier) return { commandId, events: earlier.events, version: earlier.version };
+      }
       let decided: readonly unknown[];
       try {
         decided = def.decide(command as { type: string }, loaded.state);
@@ -156,26 +169,40 @@ export class Commands {
         throw invalidArgument(`aggregate "${aggregate}": decide must return an array of events`);
       }
       if (decided.length === 0) return { commandId, events: [], version: loaded.version };
-      const batch = decided.map((d, i) => {
+      const decidedEvents = decided.map((d, i) => {
         if (typeof d !== "object" || d === null) {
           throw new AnnalsError("INVALID_EVENT", `aggregate "${aggregate}": decide returned a non-object at ${i}`);
         }
         const { type, data, meta } = d as { type?: unknown; data?: unknown; meta?: unknown };
+        if (typeof type !== "string") {
+          throw new AnnalsError("INVALID_EVENT", `aggregate "${aggregate}": event ${i} needs a string \`type\``);
+        }
         if (meta !== undefined && (typeof meta !== "object" || meta === null || Array.isArray(meta))) {
           throw new AnnalsError("INVALID_EVENT", `aggregate "${aggregate}": event ${i}'s meta must be an object`);
         }
-        const event: Record<string, unknown> = {
-          id: commandEventId(commandId, i),
-          stream: id,
-          type,
-          data,
-          meta: { ...(meta as object | undefined), aggregate, commandId, correlationId, causationId },
-        };
-        if (i === 0) event.expectedVersion = loaded.version;
-        return event;
+        return { type, data, meta };
       });
+      // The core plans the batch: ids derived from the command id, the command's ids in meta
+      // (unset flow ids default to the command id), the first event expecting the version
+      // decide saw. The decided events go through the append path's JSON checks
+      // (INVALID_EVENT for what JSON cannot carry), spliced in as they are serialised.
+      const fields: Omit<CommandPlanRequest, "events"> = {
+        stream: id,
+        aggregate,
+        commandId,
+        correlationId: options.correlationId,
+        causationId: options.causationId,
+        expectedVersion: loaded.version,
+      };
+      const request = `${JSON.stringify(fields).slice(0, -1)},"events":${serializeBatch(decidedEvents)}}`;
+      let batch: string;
       try {
-        const events = await host.append(batch);
+        batch = host.planCommand(request);
+      } catch (error) {
+        throw fromWasmError(error);
+      }
+      try {
+        const events = await host.appendJson(batch);
         return { commandId, events, version: events[events.length - 1]!.version };
       } catch (error) {
         if (isAnnalsError(error, "WRONG_EXPECTED_VERSION") && error.stream === id && attempt < MAX_ATTEMPTS) {
@@ -188,18 +215,22 @@ export class Commands {
     }
   }
 
+  #earlierResult(stream: string, commandId: string): CommandResultReply | undefined {
+    let reply: string | undefined;
+    try {
+      reply = this.#host.commandResult(stream, commandId);
+    } catch (error) {
+      throw fromWasmError(error);
+    }
+    return reply === undefined ? undefined : (JSON.parse(reply) as CommandResultReply);
+  }
+
   /** Executes a `{ aggregate, id, command }` request (a process manager's, a compensation). */
   executeRequest(request: CommandRequest, options: ExecuteOptions): Promise<ExecuteResult> {
     if (typeof request !== "object" || request === null || typeof request.aggregate !== "string") {
       return Promise.reject(invalidArgument("a command request must be { aggregate, id, command }"));
     }
     return this.execute(request.aggregate, request.id, request.command, options);
-  }
-
-  /** What a command id executed before left in its stream. */
-  #previousResult(stream: string, commandId: string, version: number): ExecuteResult {
-    const events = this.#host.read({ stream }).filter((e) => e.meta?.["commandId"] === commandId);
-    return { commandId, events, version: events.length > 0 ? events[events.length - 1]!.version : version };
   }
 
   /** Runs the compensating commands of the aggregate whose command produced a refused event. */

@@ -2,6 +2,7 @@
 // wasm module.
 
 import { WasmStore } from "../wasm/annals.js";
+import * as rules from "../wasm/annals.js";
 import { definitionsOf, openInRealm } from "./realm-stores.js";
 import { AnnalsStore } from "./store.js";
 import type {
@@ -57,7 +58,7 @@ export function openStoreWith(load: () => Promise<unknown>): OpenStore {
   return (async (options: OpenOptions<EventShape, Record<string, unknown>, AggregateMap>): Promise<Store> => {
     const open = async (): Promise<Store> => {
       await loadOnce();
-      return AnnalsStore.open(WasmStore.open, options) as Promise<Store>;
+      return AnnalsStore.open(WasmStore.open, options, rules) as Promise<Store>;
     };
     const key = realmKey(options);
     if (key === undefined) return open();

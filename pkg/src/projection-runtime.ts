@@ -1,12 +1,12 @@
-// One projection's folded states and its checkpoints. The checkpoint list is bounded: past
-// MAX_CHECKPOINTS every other one goes and the spacing doubles, so a long log keeps a
-// fixed-size list whose entries are spread over all of it.
+// One projection's folded states and its checkpoints. Where checkpoints go, which stay as
+// the log grows and which one serves a target are the core's rule (src/checkpoints.rs,
+// through a `WasmCheckpointPlan` asked once per batch); this keeps only the states, as JSON
+// by position: the positions the plan keeps.
 
-import type { Checkpoint } from "./wasm-contract.js";
 import type { AnyProjection } from "./options.js";
+import type { Checkpoint, WasmCheckpointPlan } from "./wasm-contract.js";
 
-/** Checkpoints kept per projection; past it, every other one goes and the interval doubles. */
-export const MAX_CHECKPOINTS = 64;
+const NONE = new Float64Array(0);
 
 /** A fresh deep copy of JSON-like data (structuredClone, else JSON). */
 export function copyState(state: unknown): unknown {
@@ -15,6 +15,20 @@ export function copyState(state: unknown): unknown {
     return structuredClone(state);
   } catch {
     return JSON.parse(JSON.stringify(state)) as unknown;
+  }
+}
+
+/** Checkpoints taken while folding one batch, for one `record`. */
+export class TakenCheckpoints {
+  readonly positions: number[] = [];
+  readonly states: string[] = [];
+  /** ms of folding since the previous checkpoint of the batch (or its start). */
+  readonly costs: number[] = [];
+
+  add(position: number, json: string, cost: number): void {
+    this.positions.push(position);
+    this.states.push(json);
+    this.costs.push(cost);
   }
 }
 
@@ -31,17 +45,18 @@ export class ProjectionRuntime {
   /** Position of the last snapshot stored (or loaded). */
   snapshotPosition = 0;
   readonly subscribers = new Set<(state: unknown) => void>();
-  /** Ascending by position; confirmed states only. */
-  checkpoints: Checkpoint[] = [];
-  checkpointEvery: number;
+  /** Confirmed states as JSON, by position: exactly the positions the plan keeps. */
+  readonly #checkpoints = new Map<number, string>();
+  /** Undefined once released (the store closed): then no checkpoint is taken or kept. */
+  #plan: WasmCheckpointPlan | undefined;
 
   constructor(
     readonly name: string,
     readonly def: AnyProjection,
     readonly version: number,
-    checkpointEvery: number,
+    plan: WasmCheckpointPlan,
   ) {
-    this.checkpointEvery = checkpointEvery;
+    this.#plan = plan;
     this.confirmed = this.initial();
     this.state = this.confirmed;
   }
@@ -51,43 +66,74 @@ export class ProjectionRuntime {
     return copyState(this.def.initial);
   }
 
-  /** The confirmed log restarted: so does the projection. */
+  /** The kept checkpoints' states, by position. */
+  get checkpoints(): ReadonlyMap<number, string> {
+    return this.#checkpoints;
+  }
+
+  /** Events between checkpoints now (the plan doubles it as the log grows). */
+  get checkpointEvery(): number {
+    return this.#plan?.every ?? Infinity;
+  }
+
+  /** The confirmed log restarted: so does the projection, and its checkpoint spacing. */
   reset(): void {
     this.confirmed = this.initial();
     this.state = this.confirmed;
     this.position = 0;
     this.snapshotPosition = 0;
-    this.checkpoints = [];
+    this.#checkpoints.clear();
+    this.#plan?.reset();
   }
 
-  /** Records a checkpoint (keeping the list sorted and bounded). */
+  /** The positions in `after + 1 ..= to` at which to take a checkpoint while folding them. */
+  checkpointsDue(after: number, to: number): Float64Array {
+    return this.#plan && to > after ? this.#plan.due(after, to) : NONE;
+  }
+
+  /** Before replaying `from + 1 ..= to`: widens the spacing to what the replay ends with. */
+  prepareReplay(from: number, to: number): void {
+    if (to > from) this.#plan?.prepareReplay(from, to);
+  }
+
+  /** Keeps the checkpoints taken in one batch, and drops the states the plan lets go. */
+  keep(taken: TakenCheckpoints): void {
+    const plan = this.#plan;
+    const count = taken.positions.length;
+    if (!plan || count === 0) return;
+    const bytes = new Float64Array(count);
+    for (let i = 0; i < count; i++) {
+      this.#checkpoints.set(taken.positions[i]!, taken.states[i]!);
+      bytes[i] = taken.states[i]!.length;
+    }
+    const dropped = plan.record(Float64Array.from(taken.positions), bytes, Float64Array.from(taken.costs));
+    for (const position of dropped) this.#checkpoints.delete(position);
+  }
+
+  /** Keeps one checkpoint (a snapshot's state). */
   addCheckpoint(position: number, json: string): void {
-    const list = this.checkpoints;
-    let i = list.length;
-    while (i > 0 && list[i - 1]!.position > position) i--;
-    if (i > 0 && list[i - 1]!.position === position) {
-      list[i - 1] = { position, json };
-      return;
-    }
-    list.splice(i, 0, { position, json });
-    if (list.length > MAX_CHECKPOINTS) {
-      this.checkpointEvery *= 2;
-      const every = this.checkpointEvery;
-      this.checkpoints = list.filter((c) => c.position % every === 0);
-      if (this.checkpoints.length > MAX_CHECKPOINTS) this.checkpoints.splice(0, this.checkpoints.length - MAX_CHECKPOINTS);
-    }
+    const taken = new TakenCheckpoints();
+    taken.add(position, json, 0);
+    this.keep(taken);
   }
 
-  /** The checkpoint nearest at or before `position`. */
+  /** The kept checkpoint nearest at or before `position`. */
   checkpointAtOrBefore(position: number): Checkpoint | undefined {
-    const list = this.checkpoints;
-    let lo = 0;
-    let hi = list.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (list[mid]!.position <= position) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo > 0 ? list[lo - 1] : undefined;
+    const at = this.#plan?.baseFor(position);
+    const json = at === undefined ? undefined : this.#checkpoints.get(at);
+    return json === undefined ? undefined : { position: at!, json };
+  }
+
+  /** Whether replaying from `base` to `target` is far enough to look at the stored snapshot first. */
+  wantsSnapshot(target: number, base: number): boolean {
+    return this.#plan?.wantsSnapshot(target, base) ?? false;
+  }
+
+  /** The store closed: the plan's memory in the core goes, and with it the checkpoints. */
+  release(): void {
+    const plan = this.#plan;
+    this.#plan = undefined;
+    this.#checkpoints.clear();
+    plan?.free();
   }
 }

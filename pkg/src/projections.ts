@@ -1,13 +1,15 @@
 // The projections of one store: opening them from snapshots plus the log's tail, folding
 // each change into confirmed and optimistic states, time travel (`stateAt`) from the nearest
 // checkpoint or snapshot, and writing snapshots at a bounded pace. It sees the core only to
-// read ranges and snapshots; heads, the log's generation and errors come from its host.
+// read ranges and snapshots, and asks the core's rules where checkpoints go and which
+// snapshot is trusted (once per batch, never per event); heads, the log's generation and
+// errors come from its host.
 
 import { fromWasmError } from "./errors.js";
 import { invalidArgument, type ProjectionSpec, wholeNumber } from "./options.js";
-import { copyState, MAX_CHECKPOINTS, ProjectionRuntime } from "./projection-runtime.js";
+import { copyState, ProjectionRuntime, TakenCheckpoints } from "./projection-runtime.js";
 import type { AnnalsEvent } from "./types.js";
-import type { ChangeMessage, Checkpoint, SnapshotReply, WasmStoreHandle } from "./wasm-contract.js";
+import type { ChangeMessage, Checkpoint, SnapshotReply, WasmRules, WasmStoreHandle } from "./wasm-contract.js";
 
 /** Periodic snapshots are at least this far apart in time... */
 const SNAPSHOT_SPACING_MS = 100;
@@ -32,9 +34,13 @@ export type ProjectionCore = Pick<
   | "deleteSnapshot"
 >;
 
+/** The core's rules projections follow: checkpoint plans and snapshot trust. */
+export type ProjectionRules = Pick<WasmRules, "CheckpointPlan" | "snapshotTrusted">;
+
 /** What projections need from their store. */
 export interface ProjectionsHost {
   readonly core: ProjectionCore;
+  readonly rules: ProjectionRules;
   /** Write snapshots (false for a private memory store: nobody could read them). */
   readonly snapshots: boolean;
   readonly snapshotEvery: number;
@@ -67,11 +73,14 @@ export class Projections {
   constructor(host: ProjectionsHost, specs: readonly ProjectionSpec[], checkpointEvery: number, signal: AbortSignal) {
     this.#host = host;
     for (const spec of specs) {
-      this.#runtimes.set(spec.name, new ProjectionRuntime(spec.name, spec.def, spec.version, checkpointEvery));
+      // The core's defaults bound how many checkpoints stay and what they weigh (0, 0).
+      const plan = new host.rules.CheckpointPlan(checkpointEvery, 0, 0);
+      this.#runtimes.set(spec.name, new ProjectionRuntime(spec.name, spec.def, spec.version, plan));
     }
     signal.addEventListener("abort", () => {
       clearTimeout(this.#snapshotTimer);
       this.#snapshotTimer = undefined;
+      for (const rt of this.#runtimes.values()) rt.release();
     });
   }
 
@@ -104,15 +113,11 @@ export class Projections {
   /** Loads every projection; returns the heads they were folded to. */
   async load(): Promise<{ head: number; confirmed: number }> {
     const runtimes = [...this.#runtimes.values()];
-    const checkpointEvery = runtimes.map((rt) => rt.checkpointEvery);
     // Another writer may reset the log while it loads (then it is loaded again, from the start).
     for (;;) {
       const heads = await this.#loadOnce(runtimes);
       if (heads) return heads;
-      runtimes.forEach((rt, i) => {
-        rt.reset();
-        rt.checkpointEvery = checkpointEvery[i]!;
-      });
+      for (const rt of runtimes) rt.reset();
     }
   }
 
@@ -126,8 +131,7 @@ export class Projections {
       if (reply === undefined) continue;
       const snapshot = JSON.parse(reply) as SnapshotReply;
       confirmed = core.confirmedHead;
-      // A snapshot of another version, or ahead of the log (a reset store), is not trusted.
-      if (snapshot.version !== rt.version || snapshot.position > confirmed) continue;
+      if (!this.#trusted(rt, snapshot, confirmed)) continue;
       rt.confirmed = snapshot.state;
       rt.position = snapshot.position;
       rt.snapshotPosition = snapshot.position;
@@ -143,10 +147,8 @@ export class Projections {
     if (core.logGeneration !== generation) return undefined;
     confirmed = core.confirmedHead;
     const head = core.head;
-    // Checkpoints at the spacing the replay will end with (the list halves past MAX_CHECKPOINTS).
-    for (const rt of runtimes) {
-      while ((confirmed - rt.position) / rt.checkpointEvery > MAX_CHECKPOINTS) rt.checkpointEvery *= 2;
-    }
+    // Checkpoints at the spacing the replay will end with, not many taken only to be dropped.
+    for (const rt of runtimes) rt.prepareReplay(rt.position, confirmed);
     for (let after = from; after < confirmed; ) {
       const readable = Math.min(core.readableTo(after), confirmed);
       let next: Promise<unknown> | undefined;
@@ -219,14 +221,45 @@ export class Projections {
 
   /** Folds confirmed events after the projection's position into its confirmed state, taking checkpoints. */
   #foldConfirmed(rt: ProjectionRuntime, events: readonly AnnalsEvent[]): void {
-    let state = rt.confirmed;
-    for (const event of events) {
-      if (event.position <= rt.position) continue;
+    let from = 0;
+    while (from < events.length && events[from]!.position <= rt.position) from++;
+    if (from === events.length) return;
+    const to = events[events.length - 1]!.position;
+    const taken = new TakenCheckpoints();
+    rt.confirmed = this.#foldTaking(rt, rt.confirmed, events, from, rt.checkpointsDue(rt.position, to), taken);
+    rt.position = to;
+    rt.keep(taken);
+  }
+
+  /**
+   * Folds `events[from..]` into `state`, taking a checkpoint (its JSON, and the ms of
+   * folding that led to it) right after each of the `due` positions.
+   */
+  #foldTaking(
+    rt: ProjectionRuntime,
+    state: unknown,
+    events: readonly AnnalsEvent[],
+    from: number,
+    due: Float64Array,
+    taken: TakenCheckpoints,
+  ): unknown {
+    let next = 0;
+    let nextDue = due.length > 0 ? due[0]! : Infinity;
+    let since = nextDue === Infinity ? 0 : performance.now();
+    for (let i = from; i < events.length; i++) {
+      const event = events[i]!;
       state = this.#applyEvent(rt, state, event);
-      rt.position = event.position;
-      if (event.position % rt.checkpointEvery === 0) this.#checkpoint(rt, event.position, state);
+      if (event.position < nextDue) continue;
+      if (event.position === nextDue) {
+        const cost = performance.now() - since;
+        const json = this.#json(rt, state);
+        if (json !== undefined) taken.add(event.position, json, cost);
+        since = performance.now();
+      }
+      while (next < due.length && due[next]! <= event.position) next++;
+      nextDue = next < due.length ? due[next]! : Infinity;
     }
-    rt.confirmed = state;
+    return state;
   }
 
   /** Folds pending events into an optimistic state (never the confirmed one). */
@@ -235,14 +268,19 @@ export class Projections {
     return state;
   }
 
-  #checkpoint(rt: ProjectionRuntime, position: number, state: unknown): void {
-    let json: string | undefined;
+  /** The state as JSON, or undefined (reported) if it cannot be. */
+  #json(rt: ProjectionRuntime, state: unknown): string | undefined {
     try {
-      json = JSON.stringify(state);
+      return JSON.stringify(state);
     } catch (error) {
       this.#host.reportError(new Error(`projection "${rt.name}": its state is not JSON-serialisable`, { cause: error }));
+      return undefined;
     }
-    if (json !== undefined) rt.addCheckpoint(position, json);
+  }
+
+  /** Whether a stored snapshot may stand for the projection's state (the core's rule). */
+  #trusted(rt: ProjectionRuntime, snapshot: SnapshotReply, confirmedHead: number): boolean {
+    return this.#host.rules.snapshotTrusted(snapshot.version, snapshot.position, rt.version, confirmedHead);
   }
 
   // ---- time travel ---------------------------------------------------------------------
@@ -268,15 +306,14 @@ export class Projections {
     }
     base ??= rt.checkpointAtOrBefore(target);
     const basePosition = base?.position ?? 0;
-    if (target - basePosition > rt.checkpointEvery) {
+    if (rt.wantsSnapshot(target, basePosition)) {
       const reply = (await host.core.snapshot(rt.name).catch(rethrow)) as string | undefined;
       if (reply !== undefined) {
         const snapshot = JSON.parse(reply) as SnapshotReply;
         if (
-          snapshot.version === rt.version &&
           snapshot.position <= target &&
           snapshot.position > basePosition &&
-          snapshot.position <= host.confirmedHead()
+          this.#trusted(rt, snapshot, host.confirmedHead())
         ) {
           base = { position: snapshot.position, json: JSON.stringify(snapshot.state) };
         }
@@ -286,22 +323,15 @@ export class Projections {
     host.checkOpen();
     const generation = host.generation();
     let state: unknown = base ? JSON.parse(base.json) : rt.initial();
-    // Replay, leaving checkpoints behind (of confirmed states only) so that scrubbing back
-    // and forth stays cheap.
+    // Replay, leaving checkpoints behind (of confirmed states short of the target only) so
+    // that scrubbing back and forth stays cheap.
     for (let after = base?.position ?? 0; after < target; after += REPLAY_CHUNK) {
       const to = Math.min(after + REPLAY_CHUNK, target);
       const events = JSON.parse(this.#rangeJson(after, to)) as AnnalsEvent[];
-      for (const event of events) {
-        state = this.#applyEvent(rt, state, event);
-        if (
-          event.position % rt.checkpointEvery === 0 &&
-          event.position < target &&
-          event.position <= host.confirmedHead() &&
-          generation === host.generation()
-        ) {
-          this.#checkpoint(rt, event.position, state);
-        }
-      }
+      const checkpointsTo = generation === host.generation() ? Math.min(to, target - 1, host.confirmedHead()) : after;
+      const taken = new TakenCheckpoints();
+      state = this.#foldTaking(rt, state, events, 0, rt.checkpointsDue(after, checkpointsTo), taken);
+      rt.keep(taken);
     }
     return state;
   }
@@ -362,19 +392,8 @@ export class Projections {
   async #writeSnapshot(rt: ProjectionRuntime): Promise<void> {
     const position = rt.position;
     if (position <= rt.snapshotPosition) return;
-    let json: string | undefined;
     // A checkpoint taken at this position already holds the state as JSON.
-    const last = rt.checkpoints[rt.checkpoints.length - 1];
-    if (last?.position === position) {
-      json = last.json;
-    } else {
-      try {
-        json = JSON.stringify(rt.confirmed);
-      } catch (error) {
-        this.#host.reportError(new Error(`projection "${rt.name}": its state is not JSON-serialisable`, { cause: error }));
-        return;
-      }
-    }
+    const json = rt.checkpoints.get(position) ?? this.#json(rt, rt.confirmed);
     if (json === undefined) return;
     const generation = this.#host.generation();
     try {

@@ -45,12 +45,12 @@ import type {
   SyncReport,
   SyncStatus,
 } from "./types.js";
-import type { ChangeMessage, OutboxEvent, SnapshotReply, WasmOpen, WasmStoreHandle } from "./wasm-contract.js";
+import type { ChangeMessage, OutboxEvent, SnapshotReply, WasmOpen, WasmRules, WasmStoreHandle } from "./wasm-contract.js";
 import { Writes } from "./writes.js";
 
 // Kept exported from here: callers imported them from this module before the split.
 export { serializeBatch } from "./options.js";
-export type { WasmOpen, WasmStoreHandle } from "./wasm-contract.js";
+export type { WasmOpen, WasmRules, WasmStoreHandle } from "./wasm-contract.js";
 
 function closedError(): AnnalsError {
   return new AnnalsError("CLOSED", "the store is closed");
@@ -87,7 +87,7 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
   #lost = false;
   #closing: Promise<void> | undefined;
 
-  private constructor(wasm: WasmStoreHandle, plan: OpenPlan) {
+  private constructor(wasm: WasmStoreHandle, rules: WasmRules, plan: OpenPlan) {
     this.#wasm = wasm;
     this.#settings = plan.settings;
     const signal = this.#abort.signal;
@@ -100,6 +100,7 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
     this.#projections = new Projections(
       {
         core: wasm,
+        rules,
         // A private memory store is gone once closed: nobody could read its snapshots.
         snapshots: storage === "indexeddb" || shared,
         snapshotEvery: plan.settings.snapshotEvery,
@@ -133,7 +134,9 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
         isComplete: () => wasm.isComplete,
         whenComplete: () => this.#completion.whenComplete(),
         read: (query) => this.#read(query),
-        append: (events) => this.#writes.append(events),
+        planCommand: (requestJson) => rules.planCommand(requestJson),
+        commandResult: (stream, commandId) => wasm.commandResult(stream, commandId),
+        appendJson: (batchJson) => this.#writes.appendJson(batchJson),
         catchUp: () => this.catchUp(),
         track,
         reportError,
@@ -170,15 +173,16 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
     );
   }
 
-  /** Opens the store: the core, then each projection from its snapshot plus the tail of the log. */
+  /** Opens the store: the core (`wasmOpen`; `rules`, the same module's), then each projection from its snapshot plus the tail of the log. */
   static async open<E extends EventShape, S, A>(
     wasmOpen: WasmOpen,
     options: OpenOptions<E, S, AggregateMap>,
+    rules: WasmRules,
   ): Promise<AnnalsStore<E, S, A>> {
     const plan = parseOpenOptions(options as OpenOptions<EventShape, unknown, AggregateMap>, typeof indexedDB !== "undefined");
     const { name, storage, shared, sync } = plan.settings;
     const wasm = await wasmOpen(name, storage, JSON.stringify(plan.core)).catch(rethrow);
-    const store = new AnnalsStore<E, S, A>(wasm, plan);
+    const store = new AnnalsStore<E, S, A>(wasm, rules, plan);
     try {
       wasm.setListener((json, error) => store.#onChange(json, error));
       wasm.setOnClosed((reason) => store.#connectionLost(reason));

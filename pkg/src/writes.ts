@@ -87,6 +87,12 @@ export class Writes<E extends EventShape> {
     }
   }
 
+  /** Appends a non-empty batch already serialised (a command's, as the core planned it). */
+  appendJson(batchJson: string): Promise<AnnalsEvent<E>[]> {
+    if (this.#host.isClosed()) return Promise.reject(closedError());
+    return this.#host.track(this.#send(batchJson));
+  }
+
   async #send(json: string): Promise<AnnalsEvent<E>[]> {
     let raw: string;
     this.#appendsInFlight += 1;

@@ -1,12 +1,15 @@
-// commands.ts over a fake log: execute decides on the stream's state and appends at the
-// version it saw, a command id runs once, a moved stream is decided again (a bounded number
-// of times), and a refused event runs the aggregate's compensation.
+// commands.ts over a fake log, with the core's real execute plan: execute decides on the
+// stream's state and appends at the version it saw, a command id runs once, a moved stream
+// is decided again (a bounded number of times), and a refused event runs the aggregate's
+// compensation.
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import { Commands, MAX_ATTEMPTS } from "../dist/commands.js";
 import { AnnalsError } from "../dist/errors.js";
-import { commandEventId } from "../dist/ids.js";
+import { rules } from "./core.mjs";
+
+const commandEventId = (commandId, index) => rules.commandEventIds(commandId, index + 1)[index];
 
 /** A confirmed-only log with expected-version checks, as the core does them. */
 function fakeLog() {
@@ -15,6 +18,8 @@ function fakeLog() {
     appends: 0,
     /** Called before each append: lets a test move the stream under execute. */
     beforeAppend: () => undefined,
+    /** Calls of `commandResult` (the core's answer for a known command id). */
+    lookups: 0,
     read({ stream, after = 0, to = Infinity }) {
       return log.events.filter((e) => (stream === undefined || e.stream === stream) && e.position > after && e.position <= to);
     },
@@ -33,6 +38,11 @@ function fakeLog() {
         throw new AnnalsError("WRONG_EXPECTED_VERSION", "moved", { stream: first.stream, expectedVersion: first.expectedVersion, actualVersion: actual });
       }
       return batch.map((e) => ({ ...log.write(e.stream, e.type, e.data, e.meta), id: e.id }));
+    },
+    commandResult(stream, commandId) {
+      log.lookups += 1;
+      const events = log.read({ stream }).filter((e) => e.meta?.commandId === commandId);
+      return events.length === 0 ? undefined : JSON.stringify({ events, version: events[events.length - 1].version });
     },
   };
   return log;
@@ -53,7 +63,9 @@ function setup(aggregates, log = fakeLog()) {
     isComplete: () => true,
     whenComplete: async () => undefined,
     read: (query) => log.read(query),
-    append: (batch) => log.append(batch),
+    planCommand: (requestJson) => rules.planCommand(requestJson),
+    commandResult: (stream, commandId) => log.commandResult(stream, commandId),
+    appendJson: (batchJson) => log.append(JSON.parse(batchJson)),
     catchUp: async () => undefined,
     track: (promise) => (tracked.push(promise), promise),
     reportError: (error) => errors.push(error),
@@ -89,6 +101,36 @@ test("a command id already in the stream returns the earlier result and appends 
   assert.equal(log.appends, 1);
   assert.deepEqual(again.events.map((e) => e.position), first.events.map((e) => e.position));
   assert.equal(again.version, 1);
+  assert.equal(log.lookups, 1, "only the known command id asked the core for its earlier result");
+});
+
+test("the batch is the core's plan: every event's id derived from the command id, the app's meta kept, the first event expecting the version", async () => {
+  const pair = { ...counter, decide: () => [{ type: "A", data: 1, meta: { user: "ana" } }, { type: "B" }] };
+  const { commands, log } = setup({ pair });
+  const seen = [];
+  const append = log.append;
+  log.append = (batch) => (seen.push(batch), append(batch));
+  log.write("p-1", "Before");
+  await commands.execute("pair", "p-1", { type: "Go" }, { commandId: "cmd-2", correlationId: "flow" });
+  assert.deepEqual(seen, [
+    [
+      {
+        id: commandEventId("cmd-2", 0),
+        stream: "p-1",
+        type: "A",
+        data: 1,
+        meta: { user: "ana", aggregate: "pair", commandId: "cmd-2", correlationId: "flow", causationId: "cmd-2" },
+        expectedVersion: 1,
+      },
+      {
+        id: commandEventId("cmd-2", 1),
+        stream: "p-1",
+        type: "B",
+        data: null,
+        meta: { aggregate: "pair", commandId: "cmd-2", correlationId: "flow", causationId: "cmd-2" },
+      },
+    ],
+  ]);
 });
 
 test("a throw in decide rejects the command with COMMAND_REJECTED and the app's message", async () => {
@@ -129,6 +171,16 @@ test("decide must return an array of objects", async () => {
   const { commands } = setup({ bad: { ...counter, decide: () => "events" }, worse: { ...counter, decide: () => [1] } });
   await assert.rejects(commands.execute("bad", "b", { type: "X" }), /decide must return an array of events/);
   await assert.rejects(commands.execute("worse", "w", { type: "X" }), (error) => error.code === "INVALID_EVENT");
+});
+
+test("decided events must have a string type and JSON data", async () => {
+  const { commands, log } = setup({
+    untyped: { ...counter, decide: () => [{ data: 1 }] },
+    big: { ...counter, decide: () => [{ type: "A", data: 1n }] },
+  });
+  await assert.rejects(commands.execute("untyped", "u", { type: "X" }), (error) => error.code === "INVALID_EVENT" && /string `type`/.test(error.message));
+  await assert.rejects(commands.execute("big", "b", { type: "X" }), (error) => error.code === "INVALID_EVENT" && /BigInt/.test(error.message));
+  assert.equal(log.appends, 0);
 });
 
 test("a refused event runs onRejected's commands, caused by the refused event", async () => {

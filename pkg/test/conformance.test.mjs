@@ -3,16 +3,43 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { commandEventId } from "../dist/ids.js";
+import { openStore } from "annals";
+
 import { fixture, rules } from "./core.mjs";
 
-test("command event ids: the core gives the TS vectors, and so does ids.ts", async () => {
+const commandEventId = (commandId, index) => rules.commandEventIds(commandId, index + 1)[index];
+
+test("command event ids: the core gives the shared vectors, and so does the batch it plans", async () => {
   const { cases } = await fixture("command_ids.json");
   for (const { commandId, index, eventId } of cases) {
     const ids = rules.commandEventIds(commandId, index + 1);
     assert.equal(ids.length, index + 1);
     assert.equal(ids[index], eventId, `core: ${JSON.stringify(commandId)} #${index}`);
-    assert.equal(commandEventId(commandId, index), eventId, `ids.ts: ${JSON.stringify(commandId)} #${index}`);
+    if (commandId === "") continue; // a plan needs a command id (the next test)
+    const events = Array.from({ length: index + 1 }, () => ({ type: "E" }));
+    const planned = JSON.parse(rules.planCommand(JSON.stringify({ stream: "s", commandId, expectedVersion: 0, events })));
+    assert.equal(planned[index].id, eventId, `planCommand: ${JSON.stringify(commandId)} #${index}`);
+  }
+});
+
+test("execute, the TS runtime's path, gives its events the shared vectors' ids", async () => {
+  const { cases } = await fixture("command_ids.json");
+  const small = cases.filter((c) => c.commandId !== "" && c.index < 16);
+  assert.ok(small.length > 0);
+  const store = await openStore({
+    name: `conformance-${process.pid}`,
+    storage: "memory",
+    aggregates: {
+      many: { initial: null, evolve: (s) => s, decide: (command) => Array.from({ length: command.count }, () => ({ type: "E" })) },
+    },
+  });
+  try {
+    for (const [i, { commandId, index, eventId }] of small.entries()) {
+      const result = await store.execute("many", `stream-${i}`, { type: "Emit", count: index + 1 }, { commandId });
+      assert.equal(result.events[index].id, eventId, `execute: ${JSON.stringify(commandId)} #${index}`);
+    }
+  } finally {
+    await store.close();
   }
 });
 

@@ -1,11 +1,16 @@
-// projections.ts over a fake core (a log in an array) and a fake clock: opening from a
-// trusted snapshot plus the tail, confirmed and optimistic folds, bounded checkpoints, time
+// projections.ts over a fake core (a log in an array) and a fake clock, with the core's
+// real rules (checkpoint plans, snapshot trust): opening from a trusted snapshot plus the
+// tail, confirmed and optimistic folds, bounded checkpoints asked for once per batch, time
 // travel, and snapshots written at a bounded pace that stop when the signal aborts.
 import assert from "node:assert/strict";
 import { afterEach, mock, test } from "node:test";
 
-import { MAX_CHECKPOINTS, ProjectionRuntime } from "../dist/projection-runtime.js";
+import { ProjectionRuntime } from "../dist/projection-runtime.js";
 import { Projections } from "../dist/projections.js";
+import { rules } from "./core.mjs";
+
+/** Checkpoints a plan keeps in these tests (the core's default is the same). */
+const MAX_CHECKPOINTS = 64;
 
 const event = (position, pending = false) => ({ id: `e${position}`, position, stream: "s", version: position, type: "Added", data: { n: position }, time: 0, pending });
 
@@ -41,11 +46,46 @@ function fakeCore(confirmed, pending = 0) {
 
 const sum = { initial: 0, apply: (total, e) => total + e.data.n };
 
+/**
+ * The core's rules, with the plans' calls counted (`calls.due`, `calls.record`, ...) and
+ * the plans made listed (`plans`), each with whether it was freed.
+ */
+function countedRules() {
+  const calls = {};
+  const plans = [];
+  const count = (name) => (calls[name] = (calls[name] ?? 0) + 1);
+  class CountedPlan {
+    freed = false;
+    constructor(every, maxCount, maxBytes) {
+      this.real = new rules.CheckpointPlan(every, maxCount, maxBytes);
+      plans.push(this);
+    }
+    get every() {
+      count("every");
+      return this.real.every;
+    }
+    free() {
+      this.freed = true;
+      this.real.free();
+    }
+  }
+  for (const name of ["due", "prepareReplay", "record", "baseFor", "wantsSnapshot", "positions", "reset"]) {
+    CountedPlan.prototype[name] = function (...args) {
+      count(name);
+      return this.real[name](...args);
+    };
+  }
+  const snapshotTrusted = (...args) => (count("snapshotTrusted"), rules.snapshotTrusted(...args));
+  return { rules: { CheckpointPlan: CountedPlan, snapshotTrusted }, calls, plans };
+}
+
 function projections(core, { defs = { sum }, snapshots = true, snapshotEvery = 1000, checkpointEvery = 1000, version = 1, isClosed } = {}) {
   const errors = [];
   const abort = new AbortController();
+  const counted = countedRules();
   const host = {
     core,
+    rules: counted.rules,
     snapshots,
     snapshotEvery,
     head: () => core.head,
@@ -60,7 +100,7 @@ function projections(core, { defs = { sum }, snapshots = true, snapshotEvery = 1
     safely: (f) => f(),
   };
   const specs = Object.entries(defs).map(([name, def]) => ({ name, def, version }));
-  return { p: new Projections(host, specs, checkpointEvery, abort.signal), errors, abort };
+  return { p: new Projections(host, specs, checkpointEvery, abort.signal), errors, abort, calls: counted.calls, plans: counted.plans };
 }
 
 const total = (n) => (n * (n + 1)) / 2;
@@ -124,13 +164,108 @@ test("an unknown projection is refused with the names of the known ones", () => 
 });
 
 test("checkpoints stay bounded: past the limit every other one goes and the spacing doubles", () => {
-  const rt = new ProjectionRuntime("sum", sum, 1, 10);
+  const plan = new rules.CheckpointPlan(10, MAX_CHECKPOINTS, 0);
+  const rt = new ProjectionRuntime("sum", sum, 1, plan);
   for (let position = 10; position <= 10 * (MAX_CHECKPOINTS + 1); position += 10) rt.addCheckpoint(position, String(position));
-  assert.ok(rt.checkpoints.length <= MAX_CHECKPOINTS, `${rt.checkpoints.length} checkpoints`);
+  assert.ok(rt.checkpoints.size <= MAX_CHECKPOINTS, `${rt.checkpoints.size} checkpoints`);
   assert.equal(rt.checkpointEvery, 20);
-  assert.ok(rt.checkpoints.every((c) => c.position % 20 === 0));
+  assert.ok([...rt.checkpoints.keys()].every((position) => position % 20 === 0));
+  assert.deepEqual([...rt.checkpoints.keys()].sort((a, b) => a - b), [...plan.positions()], "the states kept are the plan's");
   assert.equal(rt.checkpointAtOrBefore(35).position, 20);
+  assert.equal(rt.checkpointAtOrBefore(35).json, "20");
   assert.equal(rt.checkpointAtOrBefore(5), undefined);
+  rt.release();
+});
+
+test("a folded batch asks the plan once where its checkpoints go and once what to keep, never per event", async () => {
+  const core = fakeCore(0);
+  const { p, calls } = projections(core, { checkpointEvery: 10 });
+  await p.load();
+  for (let position = 1; position <= 1_000; position++) core.log.push(event(position));
+  core.confirmedHead = 1_000;
+  const before = { ...calls };
+  p.fold({ confirmedEvents: core.log.slice(0), pendingEvents: [] }, true);
+  assert.equal(calls.due - (before.due ?? 0), 1, "one due for the batch");
+  assert.equal(calls.record - (before.record ?? 0), 1, "one record for the batch");
+  const rt = p.runtime("sum");
+  assert.equal(rt.confirmed, total(1_000));
+  assert.ok(rt.checkpoints.size <= MAX_CHECKPOINTS, `${rt.checkpoints.size} checkpoints`);
+  assert.equal(rt.checkpoints.get(1_000), String(total(1_000)), "the state right after the position, as JSON");
+});
+
+test("a batch without a checkpoint due records nothing", async () => {
+  const core = fakeCore(5);
+  const { p, calls } = projections(core, { checkpointEvery: 10 });
+  await p.load();
+  core.log.push(event(6), event(7));
+  core.confirmedHead = 7;
+  p.fold({ confirmedEvents: core.log.slice(5), pendingEvents: [] }, true);
+  assert.equal(calls.record ?? 0, 0);
+  assert.equal(p.runtime("sum").checkpoints.size, 0);
+});
+
+test("opening a long log widens the spacing first rather than taking checkpoints only to drop them", async () => {
+  const core = fakeCore(10_000);
+  const { p } = projections(core, { checkpointEvery: 10 });
+  await p.load();
+  const rt = p.runtime("sum");
+  // 10,000 events at one checkpoint per 10 would be 1,000: the spacing doubles until at
+  // most 64 span the log (160), before the replay starts.
+  assert.equal(rt.checkpointEvery, 160);
+  assert.equal(rt.checkpoints.size, Math.floor(10_000 / 160));
+  assert.ok([...rt.checkpoints.keys()].every((position) => position % 160 === 0));
+  p.reset();
+  assert.equal(rt.checkpointEvery, 10, "a reset goes back to the first spacing");
+  assert.equal(rt.checkpoints.size, 0);
+});
+
+test("stateAt reads the stored snapshot only when the replay would be longer than one spacing", async () => {
+  const counted = (core) => {
+    const snapshot = core.snapshot;
+    core.reads = 0;
+    core.snapshot = (name) => (core.reads++, snapshot(name));
+    return core;
+  };
+  const near = counted(fakeCore(100));
+  const { p } = projections(near, { checkpointEvery: 1000 });
+  await p.load();
+  near.reads = 0;
+  assert.equal(await p.stateAt("sum", 30), total(30));
+  assert.equal(near.reads, 0, "30 events from the start, spacing 1000: no snapshot read");
+  const far = counted(fakeCore(100));
+  far.snapshots.set("sum", JSON.stringify({ version: 1, position: 50, state: 1_000 }));
+  const opened = projections(far, { checkpointEvery: 10 });
+  await opened.p.load();
+  far.reads = 0;
+  assert.equal(await opened.p.stateAt("sum", 45), total(45), "the snapshot is past the target: replayed from the start");
+  assert.equal(far.reads, 1, "45 events with no checkpoint before them, spacing 10: the snapshot was looked at");
+});
+
+test("a trusted snapshot nearer than any checkpoint is where stateAt starts; another version's is not", async () => {
+  const core = fakeCore(100);
+  core.snapshots.set("sum", JSON.stringify({ version: 1, position: 50, state: 1_000 }));
+  const { p } = projections(core, { checkpointEvery: 10 });
+  await p.load();
+  // No checkpoint before 50 (the projection opened there); a snapshot at 30 is stored.
+  core.snapshots.set("sum", JSON.stringify({ version: 1, position: 30, state: 7 }));
+  assert.equal(await p.stateAt("sum", 35), 7 + 31 + 32 + 33 + 34 + 35);
+  core.snapshots.set("sum", JSON.stringify({ version: 2, position: 30, state: 7 }));
+  assert.equal(await p.stateAt("sum", 35), total(35));
+});
+
+test("when the store's signal aborts, every plan is freed and checkpoints stop", async () => {
+  const core = fakeCore(20);
+  const { p, abort, plans } = projections(core, { checkpointEvery: 10, defs: { sum, again: sum } });
+  await p.load();
+  assert.equal(plans.length, 2);
+  abort.abort();
+  assert.ok(plans.every((plan) => plan.freed));
+  // A change still folding in as the store closes: folded, no checkpoint (the plan is gone).
+  for (let position = 21; position <= 30; position++) core.log.push(event(position));
+  core.confirmedHead = 30;
+  p.fold({ confirmedEvents: core.log.slice(20), pendingEvents: [] }, true);
+  assert.equal(p.runtime("sum").confirmed, total(30));
+  assert.equal(p.runtime("sum").checkpoints.size, 0);
 });
 
 test("stateAt replays from the nearest checkpoint at or before the target, and refuses a position past the head", async () => {
@@ -138,7 +273,7 @@ test("stateAt replays from the nearest checkpoint at or before the target, and r
   const { p } = projections(core, { checkpointEvery: 10 });
   await p.load();
   assert.deepEqual(
-    p.runtime("sum").checkpoints.map((c) => c.position),
+    [...p.runtime("sum").checkpoints.keys()].sort((a, b) => a - b),
     [10, 20, 30, 40, 50],
   );
   const ranges = [];
