@@ -283,7 +283,7 @@ pub struct SyncConfig {
     /// The bearer token.
     pub token: String,
     /// Extra request headers, sent with every request.
-    #[cfg_attr(feature = "ts", ts(type = "Record<string, string>"))]
+    #[cfg_attr(feature = "ts", ts(optional, type = "Record<string, string>"))]
     pub headers: Option<std::collections::BTreeMap<String, String>>,
     /// Most events per push.
     pub push_batch: Option<usize>,
@@ -300,7 +300,7 @@ pub struct SyncConfig {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SyncAuth {
     pub token: String,
-    #[cfg_attr(feature = "ts", ts(type = "Record<string, string>"))]
+    #[cfg_attr(feature = "ts", ts(optional, type = "Record<string, string>"))]
     pub headers: Option<std::collections::BTreeMap<String, String>>,
 }
 

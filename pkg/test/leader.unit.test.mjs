@@ -257,6 +257,7 @@ test("a store without sync never leads; its status says offline with its pending
     lastPulled: 6,
     lastError: null,
     lastErrorCode: null,
+    error: null,
     leader: false,
   });
   one.leader.statusChanged();
