@@ -322,3 +322,20 @@ fn answers_that_are_not_from_an_annals_server_say_what_sync_url_should_be() {
     let err = TransportError::check_answer(base, 413, Some("application/json"), refused);
     assert_eq!(err.unwrap_err().code(), "REFUSED");
 }
+
+#[test]
+fn going_offline_says_so_in_the_status_until_a_sync_succeeds() {
+    let server = Rc::new(MemoryServer::new());
+    let engine = synced_engine();
+    let client = SyncClient::new(Gate::new(&server, "t", "t"), SyncOptions::default());
+    client.set_online(false);
+    let status = client.status();
+    assert!(!status.online);
+    assert_eq!(status.last_error_code.as_deref(), Some("OFFLINE"));
+    assert!(status.last_error.unwrap().contains("this device is offline"));
+    client.set_online(true);
+    block_on(client.sync(&engine)).unwrap();
+    let status = client.status();
+    assert!(status.online);
+    assert_eq!(status.last_error, None);
+}

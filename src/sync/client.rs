@@ -677,7 +677,11 @@ impl<T: Transport> SyncClient<T> {
         self.platform_online.set(online);
         self.update_status(|s| {
             if !online {
+                // No request is sent while offline: say why nothing syncs.
+                let offline = SyncError::Transport(TransportError::platform_offline());
                 s.online = false;
+                s.last_error = Some(offline.to_string());
+                s.last_error_code = Some(offline.code().to_owned());
             }
         });
         if online {
