@@ -332,7 +332,10 @@ fn going_offline_says_so_in_the_status_until_a_sync_succeeds() {
     let status = client.status();
     assert!(!status.online);
     assert_eq!(status.last_error_code.as_deref(), Some("OFFLINE"));
-    assert!(status.last_error.unwrap().contains("this device is offline"));
+    assert!(status
+        .last_error
+        .unwrap()
+        .contains("this device is offline"));
     client.set_online(true);
     block_on(client.sync(&engine)).unwrap();
     let status = client.status();
