@@ -342,3 +342,56 @@ fn going_offline_says_so_in_the_status_until_a_sync_succeeds() {
     assert!(status.online);
     assert_eq!(status.last_error, None);
 }
+
+/// The native transport tells the same cases apart over real sockets.
+#[cfg(all(feature = "http-client", not(target_arch = "wasm32")))]
+mod native_http {
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    use annals::sync::client::Transport;
+    use annals::sync::http::HttpTransport;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn nothing_listening_and_an_html_answer_are_told_apart() {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let down = format!("http://127.0.0.1:{port}");
+        let err = HttpTransport::new(&down, "s", "t")
+            .pull(0, 10, 0)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "OFFLINE");
+        assert!(
+            err.to_string()
+                .contains(&format!("nothing answers at {down} (connection refused)")),
+            "{err}"
+        );
+
+        // A dev server: every path is its HTML page.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let html = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            if let Some(Ok(mut stream)) = listener.incoming().next() {
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request);
+                let page = "<!doctype html><html><body>app</body></html>";
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\n\
+                     connection: close\r\n\r\n{page}",
+                    page.len()
+                );
+            }
+        });
+        let err = HttpTransport::new(&html, "s", "t")
+            .pull(0, 10, 0)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "NOT_SYNC_SERVER");
+        assert!(err.to_string().contains("(it answered HTML)"), "{err}");
+    }
+}
