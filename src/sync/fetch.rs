@@ -35,30 +35,47 @@ impl FetchTransport {
     }
 
     /// Why a fetch failed without an answer. `fetch` says only "Failed to fetch" for an
-    /// offline device, a server that is down and a CORS refusal alike; the platform's
-    /// online flag and a `no-cors` request (which CORS does not block, and whose opaque
-    /// answer proves something listens) tell them apart.
+    /// offline device, a server that is down and a CORS refusal alike. The platform's online
+    /// flag, then two simple requests to `/health` tell them apart: a `no-cors` one (CORS
+    /// does not block it; an opaque answer proves something listens) and a CORS one (fails
+    /// if the server does not allow this origin).
     async fn explain_failure(&self, error: &JsValue) -> TransportError {
         if !platform_online() {
             return TransportError::platform_offline();
         }
+        if !self.health_answers(RequestMode::NoCors).await {
+            return TransportError::server_down(&self.base_url, &describe(error));
+        }
+        if !self.health_answers(RequestMode::Cors).await {
+            return TransportError::CorsRefused {
+                url: self.base_url.clone(),
+                origin: page_origin(),
+            };
+        }
+        // The server answers this origin: the request failed on the way (a dropped
+        // connection), or its preflight was refused for a header of `sync.headers`.
+        let detail = if self.credentials.borrow().headers.is_empty() {
+            describe(error)
+        } else {
+            format!(
+                "{}; if it keeps failing, the server may not allow the headers of \
+                 sync.headers in CORS preflights",
+                describe(error)
+            )
+        };
+        TransportError::Unreachable(detail)
+    }
+
+    async fn health_answers(&self, mode: RequestMode) -> bool {
         let init = RequestInit::new();
         init.set_method("GET");
-        init.set_mode(RequestMode::NoCors);
+        init.set_mode(mode);
         let probe = Request::new_with_str_and_init(&format!("{}/health", self.base_url), &init)
             .ok()
             .and_then(|request| global_fetch(&request).ok());
-        let answered = match probe {
+        match probe {
             Some(promise) => JsFuture::from(promise).await.is_ok(),
             None => false,
-        };
-        if answered {
-            TransportError::CorsRefused {
-                url: self.base_url.clone(),
-                origin: page_origin(),
-            }
-        } else {
-            TransportError::server_down(&self.base_url, &describe(error))
         }
     }
 
