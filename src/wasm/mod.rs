@@ -342,7 +342,8 @@ impl WasmStore {
     }
 
     /// Starts keeping this store in sync with a server (JSON config `{url, store, token,
-    /// pushBatch?, pullLimit?, longPollSeconds?}`). `on_status(statusJson)` hears every
+    /// headers?, pushBatch?, pullLimit?, longPollSeconds?}`; a refused token waits for
+    /// [`WasmStore::set_sync_auth`]). `on_status(statusJson)` hears every
     /// status change, `on_rejected(rejectionJson)` every refused event. Resolves when
     /// [`WasmStore::stop_sync`] ends the loop. The wrapper holds a Web Lock meanwhile, so
     /// one tab per store syncs.
