@@ -157,6 +157,9 @@ pub struct SyncStatusMessage<'a> {
     pub last_error: Option<&'a str>,
     #[cfg_attr(feature = "ts", ts(type = "AnnalsErrorCode | null"))]
     pub last_error_code: Option<&'a str>,
+    /// Requests refused for the token (401/403) since the last success; each one is a
+    /// change, so the token provider hears every refusal.
+    pub auth_failures: u32,
 }
 
 impl<'a> From<&'a crate::sync::client::SyncStatus> for SyncStatusMessage<'a> {
@@ -168,6 +171,7 @@ impl<'a> From<&'a crate::sync::client::SyncStatus> for SyncStatusMessage<'a> {
             last_pulled: s.last_pulled,
             last_error: s.last_error.as_deref(),
             last_error_code: s.last_error_code.as_deref(),
+            auth_failures: s.auth_failures,
         }
     }
 }
@@ -273,12 +277,35 @@ pub struct SyncConfig {
     pub store: String,
     /// The bearer token.
     pub token: String,
+    /// Extra request headers, sent with every request.
+    #[cfg_attr(feature = "ts", ts(optional, type = "Record<string, string>"))]
+    pub headers: Option<std::collections::BTreeMap<String, String>>,
     /// Most events per push.
     pub push_batch: Option<usize>,
     /// Most events per pull.
     pub pull_limit: Option<usize>,
     /// How long a pull waits for news (0: no long poll).
     pub long_poll_seconds: Option<u32>,
+}
+
+/// The input of `setSyncAuth`: the credentials to send from now on (a refreshed token).
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "ts", derive(TS))]
+#[cfg_attr(feature = "ts", ts(rename = "WasmSyncAuth", optional_fields))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SyncAuth {
+    pub token: String,
+    #[cfg_attr(feature = "ts", ts(optional, type = "Record<string, string>"))]
+    pub headers: Option<std::collections::BTreeMap<String, String>>,
+}
+
+impl SyncAuth {
+    pub fn credentials(self) -> crate::sync::client::Credentials {
+        crate::sync::client::Credentials {
+            token: self.token,
+            headers: self.headers.unwrap_or_default().into_iter().collect(),
+        }
+    }
 }
 
 /// The reply of `commandResult`: what a command id executed before left in its stream.
@@ -376,6 +403,7 @@ pub fn typescript_module() -> String {
     decl::<SyncReportReply>(&mut out);
     decl::<CompactionReply>(&mut out);
     decl::<SyncStatusMessage<'static>>(&mut out);
+    decl::<SyncAuth>(&mut out);
     decl::<OutboxEvent<'static>>(&mut out);
     decl::<RejectionMessage<'static>>(&mut out);
     decl::<OpenOptions>(&mut out);

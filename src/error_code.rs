@@ -88,6 +88,12 @@ error_codes! {
     Refused = "REFUSED", Client;
     /// Sync: the server failed (5xx) or answered outside the protocol.
     Server = "SERVER", Client;
+    /// Sync: the server answered, but the browser hid the answer: it does not allow this page's origin (start annals-server with `--cors-origin`).
+    CorsRefused = "CORS_REFUSED", Client;
+    /// Sync: `sync.url` answered like something other than an annals server (an HTML page, a 404 without sync routes).
+    NotSyncServer = "NOT_SYNC_SERVER", Client;
+    /// Sync: the server speaks another version of the sync protocol; upgrade the server and the package together.
+    UpgradeRequired = "UPGRADE_REQUIRED", Client;
     /// Server: a malformed request outside the events (bad JSON, store name, query parameter).
     InvalidRequest = "INVALID_REQUEST", Server;
     /// Server: a body, batch or event over its limit (HTTP 413).

@@ -4,12 +4,21 @@
 // queues again on `resume`. Also the store's sync status, from this tab or the syncing one.
 
 import { fromWasmError } from "./errors.js";
+import { checkSyncHeaders, checkSyncToken } from "./options.js";
 import { type LockManagerLike, webLocks } from "./reactor.js";
-import type { SyncOptions, SyncStatus } from "./types.js";
-import type { CoreSyncStatus, WasmStoreHandle } from "./wasm-contract.js";
+import type { SyncOptions, SyncStatus, SyncStatusError, SyncTokenRequest } from "./types.js";
+import type { CoreSyncStatus, WasmStoreHandle, WasmSyncAuth } from "./wasm-contract.js";
 
 /** How long `stopped()` waits for the sync loop to end (a request in flight). */
 export const SYNC_STOP_MS = 2_000;
+
+/** The wait before asking the token function again, after the n-th refusal in a row (n ≥ 2; the first is asked at once). */
+export function tokenRetryDelay(refusals: number): number {
+  return Math.min(TOKEN_RETRY_MAX_MS, 1_000 * 2 ** Math.max(0, refusals - 2));
+}
+const TOKEN_RETRY_MAX_MS = 60_000;
+
+const AUTH_CODES: ReadonlySet<string> = new Set(["UNAUTHORIZED", "FORBIDDEN"]);
 
 /** Where `online` and `offline` arrive (the window). */
 export interface OnlineEvents {
@@ -17,7 +26,10 @@ export interface OnlineEvents {
   removeEventListener(type: string, listener: () => void): void;
 }
 
-export type LeaderCore = Pick<WasmStoreHandle, "startSync" | "stopSync" | "setOnline" | "syncStatus" | "wakeSync">;
+export type LeaderCore = Pick<
+  WasmStoreHandle,
+  "startSync" | "stopSync" | "setOnline" | "syncStatus" | "wakeSync" | "setSyncAuth"
+>;
 
 /** What the leader needs from its store. */
 export interface LeaderHost {
@@ -76,6 +88,12 @@ export class Leader {
   /** Counts this tab's turns at the lock: a turn that ended leaves a newer one alone. */
   #turn = 0;
   #paused = false;
+  /** Token refreshes in a row that did not end in a success (for their backoff). */
+  #refusals = 0;
+  /** The core's refusal count last acted on: each new refusal asks for a token once. */
+  #seenAuthFailures = 0;
+  #refreshTimer: ReturnType<typeof setTimeout> | undefined;
+  #refreshing = false;
 
   /** `config` undefined: a store without sync (it never leads; its status says so). */
   constructor(host: LeaderHost, config: SyncOptions | undefined, signal: AbortSignal, platform = browserPlatform) {
@@ -184,9 +202,20 @@ export class Leader {
     const confirmedHead = this.#host.confirmedHead();
     const pending = this.#host.head() - confirmedHead;
     if (!this.#config) {
-      return { online: false, syncing: false, pending, lastPulled: confirmedHead, lastError: null, lastErrorCode: null, leader: false };
+      return {
+        online: false,
+        syncing: false,
+        pending,
+        lastPulled: confirmedHead,
+        lastError: null,
+        lastErrorCode: null,
+        error: null,
+        leader: false,
+      };
     }
     const base = this.#leader ? this.#leaderStatus : this.#remoteStatus;
+    const error: SyncStatusError | null =
+      base?.lastErrorCode != null ? { code: base.lastErrorCode, message: base.lastError ?? base.lastErrorCode } : null;
     return {
       online: (base?.online ?? false) && this.#platform.online(),
       syncing: base?.syncing ?? false,
@@ -194,6 +223,7 @@ export class Leader {
       lastPulled: base?.lastPulled ?? confirmedHead,
       lastError: base?.lastError ?? null,
       lastErrorCode: base?.lastErrorCode ?? null,
+      error,
       leader: this.#leader,
     };
   }
@@ -204,12 +234,21 @@ export class Leader {
     const turn = ++this.#turn;
     const run = async (): Promise<void> => {
       if (host.isClosed() || turn !== this.#turn) return;
+      // A token function that fails at start leaves the token empty: the server refuses it,
+      // and the refusal asks the function again (with backoff).
+      const auth = await this.#credentials(config, { reason: "start" }).catch((error: unknown) => {
+        host.reportError(error);
+        return { token: "" } satisfies WasmSyncAuth;
+      });
+      if (host.isClosed() || turn !== this.#turn) return;
+      this.#refusals = 0;
+      this.#seenAuthFailures = 0;
       let loop: Promise<unknown>;
       try {
         loop = host.core.startSync(
-          JSON.stringify(config),
+          JSON.stringify({ ...config, ...auth }),
           (json) => {
-            if (turn === this.#turn) this.#onLeaderStatus(json);
+            if (turn === this.#turn) this.#onLeaderStatus(json, turn);
           },
           (json) => host.onRejected(json),
         );
@@ -256,13 +295,68 @@ export class Leader {
       });
   }
 
+  /** The token and headers to send now: the options' values, or what their functions give. */
+  async #credentials(config: SyncOptions, request: SyncTokenRequest): Promise<WasmSyncAuth> {
+    const [token, headers] = await Promise.all([
+      typeof config.token === "function" ? config.token(request) : config.token,
+      typeof config.headers === "function" ? config.headers(request) : config.headers,
+    ]);
+    const auth: WasmSyncAuth = { token: checkSyncToken(token) };
+    if (headers !== undefined) auth.headers = checkSyncHeaders(headers);
+    return auth;
+  }
+
+  /** The core counted another refused token: ask the functions for new credentials, once per refusal, with backoff. */
+  #onAuthStatus(status: CoreSyncStatus, turn: number): void {
+    const failures = status.authFailures;
+    if (failures === 0) {
+      this.#refusals = 0;
+      this.#seenAuthFailures = 0;
+      return;
+    }
+    if (failures <= this.#seenAuthFailures || !AUTH_CODES.has(status.lastErrorCode ?? "")) return;
+    this.#seenAuthFailures = failures;
+    const config = this.#config;
+    if (!config || (typeof config.token !== "function" && typeof config.headers !== "function")) return;
+    if (this.#refreshing || this.#refreshTimer !== undefined) return;
+    const error: SyncStatusError = { code: status.lastErrorCode ?? "UNAUTHORIZED", message: status.lastError ?? "" };
+    this.#scheduleRefresh(config, error, turn);
+  }
+
+  #scheduleRefresh(config: SyncOptions, error: SyncStatusError, turn: number): void {
+    this.#refusals += 1;
+    const refresh = async (): Promise<void> => {
+      this.#refreshTimer = undefined;
+      if (turn !== this.#turn || !this.#leader || this.#host.isClosed()) return;
+      this.#refreshing = true;
+      try {
+        const auth = await this.#credentials(config, { reason: "refused", error });
+        if (turn !== this.#turn || !this.#leader || this.#host.isClosed()) return;
+        this.#host.core.setSyncAuth(JSON.stringify(auth));
+      } catch (failure) {
+        // No request goes out without new credentials, so no refusal will come: try again later.
+        if (turn !== this.#turn || this.#host.isClosed()) return;
+        this.#host.reportError(failure);
+        this.#refreshing = false;
+        this.#scheduleRefresh(config, error, turn);
+        return;
+      } finally {
+        this.#refreshing = false;
+      }
+    };
+    const delay = this.#refusals <= 1 ? 0 : tokenRetryDelay(this.#refusals);
+    this.#refreshTimer = setTimeout(() => void refresh(), delay);
+  }
+
   #endLeadership(): void {
+    clearTimeout(this.#refreshTimer);
+    this.#refreshTimer = undefined;
     this.#leader = false;
     this.#leaderStatus = undefined;
     if (!this.#host.isClosed()) this.statusChanged();
   }
 
-  #onLeaderStatus(json: string): void {
+  #onLeaderStatus(json: string, turn: number): void {
     if (this.#host.isClosed()) return;
     try {
       this.#leaderStatus = JSON.parse(json) as CoreSyncStatus;
@@ -270,6 +364,7 @@ export class Leader {
       this.#host.reportError(error);
       return;
     }
+    this.#onAuthStatus(this.#leaderStatus, turn);
     this.#host.broadcastStatus(this.#leaderStatus);
     this.statusChanged();
   }

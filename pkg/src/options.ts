@@ -137,7 +137,7 @@ export function parseSyncOptions(sync: unknown): SyncOptions {
     throw invalidArgument("`sync` must be an object such as { url, store, token }");
   }
   const s = sync as Record<string, unknown>;
-  const known = new Set(["url", "store", "token", "pushBatch", "pullLimit", "longPollSeconds"]);
+  const known = new Set(["url", "store", "token", "headers", "pushBatch", "pullLimit", "longPollSeconds"]);
   for (const key of Object.keys(s)) {
     if (!known.has(key)) throw invalidArgument(`unknown sync option \`${key}\``);
   }
@@ -146,13 +146,17 @@ export function parseSyncOptions(sync: unknown): SyncOptions {
       throw invalidArgument(`\`sync.${key}\` must be a non-empty string`);
     }
   }
-  if (typeof s.token !== "string") throw invalidArgument("`sync.token` must be a string");
+  if (typeof s.token !== "string" && typeof s.token !== "function") {
+    throw invalidArgument("`sync.token` must be a string or a function returning one (or a promise of one)");
+  }
+  if (s.headers !== undefined && typeof s.headers !== "function") checkSyncHeaders(s.headers);
   try {
     new URL(s.url as string);
   } catch {
     throw invalidArgument(`\`sync.url\` is not a URL: ${String(s.url)}`);
   }
-  const out: SyncOptions = { url: s.url as string, store: s.store as string, token: s.token };
+  const out: SyncOptions = { url: s.url as string, store: s.store as string, token: s.token as SyncOptions["token"] };
+  if (s.headers !== undefined) out.headers = s.headers as SyncOptions["headers"];
   for (const key of ["pushBatch", "pullLimit", "longPollSeconds"] as const) {
     if (s[key] === undefined) continue;
     const n = wholeNumber(`sync.${key}`, s[key], key === "longPollSeconds" ? 0xffff_ffff : Number.MAX_SAFE_INTEGER);
@@ -160,6 +164,35 @@ export function parseSyncOptions(sync: unknown): SyncOptions {
     out[key] = n;
   }
   return out;
+}
+
+/** What `sync.token` (a string, or what its function gave) must be. */
+export function checkSyncToken(token: unknown): string {
+  if (typeof token !== "string") {
+    throw invalidArgument(`the \`sync.token\` function must return a string (or a promise of one), not ${describeValue(token)}`);
+  }
+  return token;
+}
+
+/** What `sync.headers` (an object, or what its function gave) must be: header names to string values. */
+export function checkSyncHeaders(headers: unknown): Record<string, string> {
+  if (typeof headers !== "object" || headers === null || Array.isArray(headers)) {
+    throw invalidArgument(`\`sync.headers\` must be an object of header names to strings, not ${describeValue(headers)}`);
+  }
+  for (const [name, value] of Object.entries(headers)) {
+    if (!/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(name)) throw invalidArgument(`\`sync.headers\`: ${JSON.stringify(name)} is not a header name`);
+    if (name.toLowerCase() === "authorization") {
+      throw invalidArgument("`sync.headers` cannot set Authorization: give the token as `sync.token`");
+    }
+    if (typeof value !== "string" || /[\r\n\0]/.test(value)) {
+      throw invalidArgument(`\`sync.headers.${name}\` must be a string on one line`);
+    }
+  }
+  return headers as Record<string, string>;
+}
+
+function describeValue(value: unknown): string {
+  return value === null ? "null" : Array.isArray(value) ? "an array" : `a ${typeof value}`;
 }
 
 function describeKey(key: string): string {

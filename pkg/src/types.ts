@@ -158,14 +158,48 @@ export interface SyncOptions {
   url: string;
   /** The store's name on the server. */
   store: string;
-  /** Sent as `Authorization: Bearer <token>`. */
-  token: string;
+  /**
+   * Sent as `Authorization: Bearer <token>`. A function (sync or async) is called when sync
+   * starts and again after each refused request (401/403), with backoff while the tokens it
+   * gives keep being refused; sync resumes by itself with the first token that works.
+   */
+  token: string | SyncTokenProvider;
+  /** Extra headers sent with every request; a function is called like `token`'s. */
+  headers?: Record<string, string> | SyncHeadersProvider;
   /** Events per push request. Default 500. */
   pushBatch?: number;
   /** Events per pull request. Default 10000 (the server's largest page by default). */
   pullLimit?: number;
   /** Seconds a live pull waits on the server for new events. Default 25. */
   longPollSeconds?: number;
+}
+
+/** What a token function hears: why it is called. */
+export interface SyncTokenRequest {
+  /** `"start"` when sync starts in this tab, `"refused"` after the server refused the last token. */
+  reason: "start" | "refused";
+  /** The refusal's code and message (`UNAUTHORIZED` or `FORBIDDEN`) when `reason` is `"refused"`. */
+  error?: SyncStatusError;
+}
+
+/** Gives the token to sync with (`sync.token` as a function). */
+export type SyncTokenProvider = (request: SyncTokenRequest) => string | Promise<string>;
+
+/** Gives the extra headers to sync with (`sync.headers` as a function). */
+export type SyncHeadersProvider = (
+  request: SyncTokenRequest,
+) => Record<string, string> | Promise<Record<string, string>>;
+
+/** Why sync fails now, with a message that names the likely cause and the fix. */
+export interface SyncStatusError {
+  /**
+   * `UNAUTHORIZED`/`FORBIDDEN`: the token was refused (the server answered; `online` stays
+   * true). `OFFLINE`: no answer (the device is offline, or nothing listens at `sync.url`).
+   * `CORS_REFUSED`, `NOT_SYNC_SERVER`, `UPGRADE_REQUIRED`: a setup mistake the message
+   * explains. Also `REFUSED`, `SERVER`, and store errors.
+   */
+  code: string;
+  message: string;
 }
 
 /** What the app sees of sync (`store.syncStatus`, `on("sync")`). */
@@ -181,6 +215,8 @@ export interface SyncStatus {
   lastError: string | null;
   /** `OFFLINE`, `UNAUTHORIZED`, `FORBIDDEN`, `REFUSED`, `SERVER`, ... */
   lastErrorCode: string | null;
+  /** `lastErrorCode` and `lastError` together, or null while sync works. */
+  error: SyncStatusError | null;
   /** This tab is the one that syncs the store. */
   leader: boolean;
 }

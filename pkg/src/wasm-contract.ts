@@ -19,6 +19,7 @@ export type {
   SnapshotReply,
   SyncReportReply,
   WasmOpenOptions,
+  WasmSyncAuth,
   WasmSyncConfig,
 } from "./generated/contract.js";
 export { ANNALS_ERROR_CODES, SERVER_ERROR_CODES } from "./generated/error-codes.js";
@@ -56,6 +57,8 @@ export interface WasmStoreHandle {
   syncNow(): Promise<unknown>;
   /** A `CoreSyncStatus` (JSON), or undefined when sync is not started in this tab. */
   syncStatus(): string | undefined;
+  /** `authJson` is a `WasmSyncAuth`: the credentials of the next requests (a refreshed token). */
+  setSyncAuth(authJson: string): void;
   setOnline(online: boolean): void;
   wakeSync(): void;
   stopSync(): void;

@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { Leader } from "../dist/leader.js";
+import { Leader, tokenRetryDelay } from "../dist/leader.js";
 
 /** Exclusive locks by name, granted in request order; `signal` takes a waiting request out of the queue. */
 function fakeLocks() {
@@ -257,6 +257,7 @@ test("a store without sync never leads; its status says offline with its pending
     lastPulled: 6,
     lastError: null,
     lastErrorCode: null,
+    error: null,
     leader: false,
   });
   one.leader.statusChanged();
@@ -320,4 +321,8 @@ test("abort stops everything: the sync loop, the lock, the queue, the online lis
   await eventually(() => !locks.held(LOCK), "the lock is free");
   assert.equal(two.core.starts, 0, "the aborted tab never syncs");
   assert.deepEqual([...one.errors, ...two.errors], []);
+});
+
+test("a token function is asked again after 1 s, 2 s, 4 s ... up to 60 s while its tokens are refused", () => {
+  assert.deepEqual([2, 3, 4, 5, 8, 20].map(tokenRetryDelay), [1_000, 2_000, 4_000, 8_000, 60_000, 60_000]);
 });

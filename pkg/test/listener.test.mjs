@@ -167,6 +167,7 @@ describe("a synced store before the server confirms", () => {
       lastPulled: 1,
       lastError: null,
       lastErrorCode: null,
+      error: null,
       leader: false,
     });
     await rejectsWith(store.sync(), "INVALID_ARGUMENT");

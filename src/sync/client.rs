@@ -42,9 +42,51 @@ pub enum TransportError {
     /// The answer is not what the protocol says.
     #[error("the sync server's answer is malformed: {0}")]
     Protocol(String),
+    /// The server answered, but the browser kept the answer from the page: it does not
+    /// allow this page's origin (CORS).
+    #[error(
+        "the server at {url} refused this origin ({origin}): start annals-server with \
+         --cors-origin {origin}"
+    )]
+    CorsRefused { url: String, origin: String },
+    /// Something answered that is not an annals sync server (a dev server's HTML page, a
+    /// proxy's error page).
+    #[error(
+        "{url} is not an annals sync server (it answered {answered}); sync.url should be the \
+         annals-server address, e.g. http://127.0.0.1:8080"
+    )]
+    NotSyncServer { url: String, answered: String },
+    /// The server speaks another version of the sync protocol.
+    #[error(
+        "the sync server at {url} does not speak protocol v{client} ({message}): upgrade \
+         annals-server and the annals package to the same release"
+    )]
+    UpgradeRequired {
+        url: String,
+        client: u32,
+        message: String,
+    },
 }
 
 impl TransportError {
+    /// The platform says there is no network (`navigator.onLine` is false).
+    pub fn platform_offline() -> Self {
+        TransportError::Unreachable(
+            "this device is offline (navigator.onLine is false); sync resumes by itself when \
+             the network is back"
+                .into(),
+        )
+    }
+
+    /// Nothing answers at `url` although the network is up: the server is down, or `url`
+    /// names the wrong host or port. `detail` is what the platform said.
+    pub fn server_down(url: &str, detail: &str) -> Self {
+        TransportError::Unreachable(format!(
+            "nothing answers at {url} ({detail}) although the network is up: start \
+             annals-server (--listen sets its address) or fix sync.url; sync retries by itself"
+        ))
+    }
+
     /// The body of an answer with HTTP `status`, or the error it stands for (the server's
     /// JSON error body gives the code and message).
     pub fn check_status<B: AsRef<[u8]>>(status: u16, body: B) -> Result<B, TransportError> {
@@ -68,13 +110,89 @@ impl TransportError {
         })
     }
 
+    /// The answer to a request to `url` (the server's base URL): its HTTP `status`,
+    /// `content_type` header and `body`, or the error it stands for. Like
+    /// [`TransportError::check_status`], and also tells an answer from something that is not
+    /// an annals server (HTML, or a 404 without the server's JSON error body) and a server of
+    /// another protocol version apart from a malformed answer.
+    pub fn check_answer<B: AsRef<[u8]>>(
+        url: &str,
+        status: u16,
+        content_type: Option<&str>,
+        body: B,
+    ) -> Result<B, TransportError> {
+        let bytes = body.as_ref();
+        let media = content_type
+            .and_then(|c| c.split(';').next())
+            .map(|c| c.trim().to_ascii_lowercase());
+        let is_json = media.as_deref().is_some_and(|m| m.ends_with("json"));
+        let looks_html = media.as_deref() == Some("text/html")
+            || bytes
+                .iter()
+                .find(|b| !b.is_ascii_whitespace())
+                .is_some_and(|b| *b == b'<');
+        // 401/403 are meaningful whatever the body (a proxy in front may answer them too).
+        if !is_json && !matches!(status, 401 | 403 | 429 | 500..=599) {
+            let answered = if looks_html {
+                "HTML".to_owned()
+            } else {
+                match &media {
+                    Some(m) => format!("{status} {m}"),
+                    None => format!("{status} without a content type"),
+                }
+            };
+            return Err(TransportError::NotSyncServer {
+                url: url.to_owned(),
+                answered,
+            });
+        }
+        match TransportError::check_status(status, body) {
+            Err(TransportError::Refused { code, message, .. })
+                if status == 404 && code == crate::ErrorCode::UnsupportedVersion.as_str() =>
+            {
+                Err(TransportError::UpgradeRequired {
+                    url: url.to_owned(),
+                    client: crate::protocol::PROTOCOL_VERSION,
+                    message,
+                })
+            }
+            Err(TransportError::Refused { code, .. })
+                if status == 404 && code == crate::ErrorCode::NotFound.as_str() =>
+            {
+                Err(TransportError::NotSyncServer {
+                    url: url.to_owned(),
+                    answered: "404 with no sync routes under it".to_owned(),
+                })
+            }
+            other => other,
+        }
+    }
+
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
             TransportError::Unreachable(_)
                 | TransportError::Server { .. }
                 | TransportError::Protocol(_)
+                // Retried with backoff: the fix (a flag, a redeploy) is made elsewhere, and
+                // sync should resume by itself once it is.
+                | TransportError::CorsRefused { .. }
+                | TransportError::NotSyncServer { .. }
+                | TransportError::UpgradeRequired { .. }
         )
+    }
+
+    /// A token or its grant failed: retried once the credentials change.
+    pub fn is_auth(&self) -> bool {
+        matches!(
+            self,
+            TransportError::Unauthorized(_) | TransportError::Forbidden(_)
+        )
+    }
+
+    /// The request reached a server (whatever it answered).
+    pub fn server_answered(&self) -> bool {
+        !matches!(self, TransportError::Unreachable(_))
     }
 
     pub fn code(&self) -> &'static str {
@@ -89,6 +207,9 @@ impl TransportError {
             TransportError::Unreachable(_) => ErrorCode::Offline,
             TransportError::Server { .. } | TransportError::Protocol(_) => ErrorCode::Server,
             TransportError::Refused { .. } => ErrorCode::Refused,
+            TransportError::CorsRefused { .. } => ErrorCode::CorsRefused,
+            TransportError::NotSyncServer { .. } => ErrorCode::NotSyncServer,
+            TransportError::UpgradeRequired { .. } => ErrorCode::UpgradeRequired,
         }
     }
 }
@@ -124,6 +245,22 @@ impl SyncError {
             SyncError::Transport(t) => t.error_code(),
             SyncError::Store(e) => e.error_code(),
             SyncError::Stopped => crate::ErrorCode::Offline,
+        }
+    }
+}
+
+/// Who the requests are sent as: the bearer token and extra headers (`sync.headers`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Credentials {
+    pub token: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Credentials {
+    pub fn bearer(token: &str) -> Self {
+        Credentials {
+            token: token.to_owned(),
+            headers: Vec::new(),
         }
     }
 }
@@ -222,6 +359,9 @@ pub struct SyncStatus {
     pub last_pulled: u64,
     pub last_error: Option<String>,
     pub last_error_code: Option<String>,
+    /// Requests refused for the token (401/403) since the last success: counted, so that
+    /// each refusal is a status change whoever supplies tokens hears.
+    pub auth_failures: u32,
 }
 
 /// What one full sync did.
@@ -259,6 +399,9 @@ pub struct SyncClient<T: Transport> {
     rejection_listeners: RefCell<Vec<RejectionListener>>,
     wake: RefCell<Option<mpsc::UnboundedSender<()>>>,
     stopped: Cell<bool>,
+    /// Bumped by [`SyncClient::credentials_changed`]: a loop stopped by a refused token
+    /// retries only with other credentials.
+    credentials: Cell<u64>,
 }
 
 impl<T: Transport> SyncClient<T> {
@@ -272,6 +415,7 @@ impl<T: Transport> SyncClient<T> {
             rejection_listeners: RefCell::new(Vec::new()),
             wake: RefCell::new(None),
             stopped: Cell::new(false),
+            credentials: Cell::new(0),
         }
     }
 
@@ -333,12 +477,22 @@ impl<T: Transport> SyncClient<T> {
                 s.online = self.platform_online.get();
                 s.last_error = None;
                 s.last_error_code = None;
+                s.auth_failures = 0;
             }),
             Err(e) => {
-                let offline = matches!(e, SyncError::Transport(TransportError::Unreachable(_)));
+                let transport = match e {
+                    SyncError::Transport(t) => Some(t),
+                    _ => None,
+                };
                 self.update_status(|s| {
-                    if offline {
-                        s.online = false;
+                    // `online` is about the network: a server that answered "no" is online.
+                    match transport {
+                        Some(t) if t.server_answered() => s.online = self.platform_online.get(),
+                        Some(_) => s.online = false,
+                        None => {}
+                    }
+                    if transport.is_some_and(TransportError::is_auth) {
+                        s.auth_failures = s.auth_failures.saturating_add(1);
                     }
                     s.last_error = Some(e.to_string());
                     s.last_error_code = Some(e.code().to_owned());
@@ -523,7 +677,11 @@ impl<T: Transport> SyncClient<T> {
         self.platform_online.set(online);
         self.update_status(|s| {
             if !online {
+                // No request is sent while offline: say why nothing syncs.
+                let offline = SyncError::Transport(TransportError::platform_offline());
                 s.online = false;
+                s.last_error = Some(offline.to_string());
+                s.last_error_code = Some(offline.code().to_owned());
             }
         });
         if online {
@@ -536,6 +694,13 @@ impl<T: Transport> SyncClient<T> {
         if let Some(tx) = self.wake.borrow().as_ref() {
             let _ = tx.unbounded_send(());
         }
+    }
+
+    /// The transport's credentials (token, headers) were replaced: a loop waiting after a
+    /// refused token tries again now.
+    pub fn credentials_changed(&self) {
+        self.credentials.set(self.credentials.get().wrapping_add(1));
+        self.wake();
     }
 
     /// Ends a live loop, and any sync in progress, before their next request; for good: a
@@ -565,6 +730,17 @@ impl<T: Transport> SyncClient<T> {
             match self.sync(engine).await {
                 Ok(_) => backoff.reset(),
                 Err(SyncError::Stopped) => break,
+                Err(SyncError::Transport(t)) if t.is_auth() => {
+                    // The same token would be refused again: wait for other credentials
+                    // (local appends wake the loop too, and wait on).
+                    let refused = self.credentials.get();
+                    while self.credentials.get() == refused && !self.stopped.get() {
+                        if woken.next().await.is_none() {
+                            break;
+                        }
+                    }
+                    continue;
+                }
                 Err(e) if e.is_retryable() => {
                     let delay = backoff.next_delay(random());
                     let sleep = std::pin::pin!(timer.sleep(delay));
@@ -587,8 +763,13 @@ impl<T: Transport> SyncClient<T> {
                 Either::Left((Ok(_), _)) => backoff.reset(),
                 Either::Left((Err(SyncError::Stopped), _)) => break,
                 Either::Left((Err(e), _)) => {
+                    let auth = matches!(&e, SyncError::Transport(t) if t.is_auth());
                     let result: Result<(), SyncError> = Err(e);
                     self.record(&result);
+                    if auth {
+                        // The full sync at the top of the loop waits for new credentials.
+                        continue;
+                    }
                     let delay = backoff.next_delay(random());
                     let sleep = std::pin::pin!(timer.sleep(delay));
                     let _ = select(sleep, woken.next()).await;

@@ -6,30 +6,77 @@ use std::cell::RefCell;
 use js_sys::{Function, Promise, Reflect};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{AbortController, Headers, Request, RequestInit, Response};
+use web_sys::{AbortController, Headers, Request, RequestInit, RequestMode, Response};
 
 use crate::protocol::{PullResponse, PushRequest, PushResponse};
-use crate::sync::client::{Timer, Transport, TransportError};
+use crate::sync::client::{Credentials, Timer, Transport, TransportError};
 
 /// Where and as whom to sync.
 #[derive(Debug, Clone)]
 pub struct FetchTransport {
     base_url: String,
     store: String,
-    token: RefCell<String>,
+    credentials: RefCell<Credentials>,
 }
 
 impl FetchTransport {
-    pub fn new(base_url: &str, store: &str, token: &str) -> Self {
+    pub fn new(base_url: &str, store: &str, credentials: Credentials) -> Self {
         FetchTransport {
             base_url: base_url.trim_end_matches('/').to_owned(),
             store: store.to_owned(),
-            token: RefCell::new(token.to_owned()),
+            credentials: RefCell::new(credentials),
         }
     }
 
-    pub fn set_token(&self, token: &str) {
-        *self.token.borrow_mut() = token.to_owned();
+    /// Sends the next requests with other credentials (tell the client:
+    /// [`crate::sync::client::SyncClient::credentials_changed`]).
+    pub fn set_credentials(&self, credentials: Credentials) {
+        *self.credentials.borrow_mut() = credentials;
+    }
+
+    /// Why a fetch failed without an answer. `fetch` says only "Failed to fetch" for an
+    /// offline device, a server that is down and a CORS refusal alike. The platform's online
+    /// flag, then two simple requests to `/health` tell them apart: a `no-cors` one (CORS
+    /// does not block it; an opaque answer proves something listens) and a CORS one (fails
+    /// if the server does not allow this origin).
+    async fn explain_failure(&self, error: &JsValue) -> TransportError {
+        if !platform_online() {
+            return TransportError::platform_offline();
+        }
+        if !self.health_answers(RequestMode::NoCors).await {
+            return TransportError::server_down(&self.base_url, &describe(error));
+        }
+        if !self.health_answers(RequestMode::Cors).await {
+            return TransportError::CorsRefused {
+                url: self.base_url.clone(),
+                origin: page_origin(),
+            };
+        }
+        // The server answers this origin: the request failed on the way (a dropped
+        // connection), or its preflight was refused for a header of `sync.headers`.
+        let detail = if self.credentials.borrow().headers.is_empty() {
+            describe(error)
+        } else {
+            format!(
+                "{}; if it keeps failing, the server may not allow the headers of \
+                 sync.headers in CORS preflights",
+                describe(error)
+            )
+        };
+        TransportError::Unreachable(detail)
+    }
+
+    async fn health_answers(&self, mode: RequestMode) -> bool {
+        let init = RequestInit::new();
+        init.set_method("GET");
+        init.set_mode(mode);
+        let probe = Request::new_with_str_and_init(&format!("{}/health", self.base_url), &init)
+            .ok()
+            .and_then(|request| global_fetch(&request).ok());
+        match probe {
+            Some(promise) => JsFuture::from(promise).await.is_ok(),
+            None => false,
+        }
     }
 
     fn url(&self, tail: &str) -> String {
@@ -50,9 +97,21 @@ impl FetchTransport {
         let init = RequestInit::new();
         init.set_method(method);
         let headers = Headers::new().map_err(unreachable)?;
-        headers
-            .set("Authorization", &format!("Bearer {}", self.token.borrow()))
-            .map_err(unreachable)?;
+        {
+            let credentials = self.credentials.borrow();
+            for (name, value) in &credentials.headers {
+                headers
+                    .set(name, value)
+                    .map_err(|e| TransportError::Refused {
+                        status: 0,
+                        code: "INVALID_ARGUMENT".into(),
+                        message: format!("sync.headers[{name:?}]: {}", describe(&e)),
+                    })?;
+            }
+            headers
+                .set("Authorization", &format!("Bearer {}", credentials.token))
+                .map_err(unreachable)?;
+        }
         if let Some(body) = &body {
             headers
                 .set("Content-Type", "application/json")
@@ -65,9 +124,11 @@ impl FetchTransport {
         init.set_signal(Some(&abort.signal()));
         let _abort_on_drop = AbortOnDrop(abort);
         let request = Request::new_with_str_and_init(url, &init).map_err(unreachable)?;
-        let response: Response = JsFuture::from(global_fetch(&request)?)
-            .await
-            .map_err(unreachable)?
+        let answer = match JsFuture::from(global_fetch(&request)?).await {
+            Ok(answer) => answer,
+            Err(e) => return Err(self.explain_failure(&e).await),
+        };
+        let response: Response = answer
             .dyn_into()
             .map_err(|_| TransportError::Protocol("fetch did not return a Response".into()))?;
         // The body as bytes: one copy into wasm memory (a string argument would be
@@ -76,8 +137,13 @@ impl FetchTransport {
             .await
             .map_err(unreachable)?;
         let body = js_sys::Uint8Array::new(&body).to_vec();
-        let status = response.status();
-        TransportError::check_status(status, body)
+        let content_type = response.headers().get("content-type").ok().flatten();
+        TransportError::check_answer(
+            &self.base_url,
+            response.status(),
+            content_type.as_deref(),
+            body,
+        )
     }
 }
 
@@ -100,6 +166,25 @@ fn global_fetch(request: &Request) -> Result<Promise, TransportError> {
         .map_err(|e| TransportError::Unreachable(describe(&e)))?
         .dyn_into()
         .map_err(|_| TransportError::Protocol("fetch did not return a promise".into()))
+}
+
+/// `navigator.onLine` where there is one (windows and workers); true elsewhere.
+fn platform_online() -> bool {
+    Reflect::get(&js_sys::global(), &JsValue::from_str("navigator"))
+        .ok()
+        .filter(|n| n.is_object())
+        .and_then(|n| Reflect::get(&n, &JsValue::from_str("onLine")).ok())
+        .and_then(|v| v.as_bool())
+        .unwrap_or(true)
+}
+
+/// The page's origin as a server's `--cors-origin` names it (windows and workers have
+/// `origin`).
+fn page_origin() -> String {
+    Reflect::get(&js_sys::global(), &JsValue::from_str("origin"))
+        .ok()
+        .and_then(|o| o.as_string())
+        .unwrap_or_else(|| "this page's origin".into())
 }
 
 fn describe(value: &JsValue) -> String {

@@ -1,17 +1,18 @@
 //! The native transport (feature `http-client`): HTTP to an annals server with reqwest, and
 //! a tokio timer, so that Rust apps and tests sync like browsers do.
 
+use std::cell::RefCell;
 use std::time::Duration;
 
 use crate::protocol::{PullResponse, PushRequest, PushResponse};
-use crate::sync::client::{Timer, Transport, TransportError};
+use crate::sync::client::{Credentials, Timer, Transport, TransportError};
 
 #[derive(Debug, Clone)]
 pub struct HttpTransport {
     client: reqwest::Client,
     base_url: String,
     store: String,
-    token: String,
+    credentials: RefCell<Credentials>,
 }
 
 impl HttpTransport {
@@ -20,8 +21,14 @@ impl HttpTransport {
             client: reqwest::Client::new(),
             base_url: base_url.trim_end_matches('/').to_owned(),
             store: store.to_owned(),
-            token: token.to_owned(),
+            credentials: RefCell::new(Credentials::bearer(token)),
         }
+    }
+
+    /// Sends the next requests with other credentials (tell the client:
+    /// [`crate::sync::client::SyncClient::credentials_changed`]).
+    pub fn set_credentials(&self, credentials: Credentials) {
+        *self.credentials.borrow_mut() = credentials;
     }
 
     fn url(&self, tail: &str) -> String {
@@ -33,18 +40,32 @@ impl HttpTransport {
         request: reqwest::RequestBuilder,
         timeout: Duration,
     ) -> Result<String, TransportError> {
-        let response = request
-            .bearer_auth(&self.token)
-            .timeout(timeout)
-            .send()
-            .await
-            .map_err(|e| TransportError::Unreachable(e.to_string()))?;
+        let mut request = request.timeout(timeout);
+        {
+            let credentials = self.credentials.borrow();
+            for (name, value) in &credentials.headers {
+                request = request.header(name.as_str(), value.as_str());
+            }
+            request = request.bearer_auth(&credentials.token);
+        }
+        let response = request.send().await.map_err(|e| {
+            if e.is_connect() {
+                TransportError::server_down(&self.base_url, "connection refused")
+            } else {
+                TransportError::Unreachable(e.to_string())
+            }
+        })?;
         let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let text = response
             .text()
             .await
             .map_err(|e| TransportError::Unreachable(e.to_string()))?;
-        TransportError::check_status(status, text)
+        TransportError::check_answer(&self.base_url, status, content_type.as_deref(), text)
     }
 }
 

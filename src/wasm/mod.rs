@@ -20,7 +20,8 @@ use wasm_bindgen_futures::future_to_promise;
 
 use crate::contract::{
     AppendReply, ChangeMessage, CommandResultReply, CompactionReply, JsonFragment, OpenOptions,
-    OutboxEvent, RejectionMessage, SnapshotReply, SyncConfig, SyncReportReply, SyncStatusMessage,
+    OutboxEvent, RejectionMessage, SnapshotReply, SyncAuth, SyncConfig, SyncReportReply,
+    SyncStatusMessage,
 };
 use crate::engine::{Change, Engine, EngineOptions, Rejection};
 use crate::error::{Error, Result};
@@ -341,7 +342,8 @@ impl WasmStore {
     }
 
     /// Starts keeping this store in sync with a server (JSON config `{url, store, token,
-    /// pushBatch?, pullLimit?, longPollSeconds?}`). `on_status(statusJson)` hears every
+    /// headers?, pushBatch?, pullLimit?, longPollSeconds?}`; a refused token waits for
+    /// [`WasmStore::set_sync_auth`]). `on_status(statusJson)` hears every
     /// status change, `on_rejected(rejectionJson)` every refused event. Resolves when
     /// [`WasmStore::stop_sync`] ends the loop. The wrapper holds a Web Lock meanwhile, so
     /// one tab per store syncs.
@@ -393,8 +395,13 @@ impl WasmStore {
                 .long_poll_seconds
                 .unwrap_or(defaults.long_poll_seconds),
         };
+        let credentials = SyncAuth {
+            token: config.token,
+            headers: config.headers,
+        }
+        .credentials();
         let client = Rc::new(SyncClient::new(
-            FetchTransport::new(&config.url, &config.store, &config.token),
+            FetchTransport::new(&config.url, &config.store, credentials),
             options,
         ));
         if let Some(old) = self.sync.borrow_mut().replace(client.clone()) {
@@ -436,6 +443,21 @@ impl WasmStore {
     pub fn sync_status(&self) -> Option<String> {
         let client = self.sync.borrow().clone()?;
         to_json(&SyncStatusMessage::from(&client.status())).ok()
+    }
+
+    /// Sends the next requests with other credentials (JSON `WasmSyncAuth` `{token,
+    /// headers?}`: a refreshed token) and retries at once if a refused token stopped sync.
+    #[wasm_bindgen(js_name = setSyncAuth)]
+    pub fn set_sync_auth(&self, auth_json: &str) -> std::result::Result<(), JsValue> {
+        let auth: SyncAuth = js_result(
+            serde_json::from_str(auth_json)
+                .map_err(|e| Error::InvalidArgument(format!("sync credentials: {e}"))),
+        )?;
+        if let Some(client) = self.sync.borrow().as_ref() {
+            client.transport().set_credentials(auth.credentials());
+            client.credentials_changed();
+        }
+        Ok(())
     }
 
     /// `navigator.onLine` changed.
