@@ -78,6 +78,8 @@ error_codes! {
     CommandRejected = "COMMAND_REJECTED", Client;
     /// A process manager's handler (or one of its commands) failed; it is retried (TS wrapper only).
     ReactorFailed = "REACTOR_FAILED", Client;
+    /// A projection's reducer threw on an event (or its state is not JSON): the event was skipped and the state kept; reported once per projection and event (TS wrapper only).
+    ProjectionFailed = "PROJECTION_FAILED", Client;
     /// Sync: the server could not be reached (or no tab that syncs this store answered).
     Offline = "OFFLINE", Client;
     /// The token is missing or unknown (HTTP 401).

@@ -74,7 +74,7 @@ async fn cors_allows_configured_origins_only() {
         .header("access-control-request-method", "POST")
         .header(
             "access-control-request-headers",
-            "authorization, content-type",
+            "authorization, content-type, x-app-tenant",
         )
         .send()
     };
@@ -94,6 +94,11 @@ async fn cors_allows_configured_origins_only() {
         .to_ascii_lowercase();
     assert!(
         allowed_headers.contains("authorization"),
+        "{allowed_headers}"
+    );
+    // An app's own header (`sync.headers`) is allowed too: the token decides access.
+    assert!(
+        allowed_headers.contains("x-app-tenant"),
         "{allowed_headers}"
     );
 

@@ -5,7 +5,7 @@
 // snapshot is trusted (once per batch, never per event); heads, the log's generation and
 // errors come from its host.
 
-import { fromWasmError } from "./errors.js";
+import { AnnalsError, fromWasmError } from "./errors.js";
 import { invalidArgument, type ProjectionSpec, wholeNumber } from "./options.js";
 import { copyState, ProjectionRuntime, TakenCheckpoints } from "./projection-runtime.js";
 import type { AnnalsEvent } from "./types.js";
@@ -15,6 +15,8 @@ import type { ChangeMessage, Checkpoint, SnapshotReply, WasmRules, WasmStoreHand
 const SNAPSHOT_SPACING_MS = 100;
 /** ...unless this many times `snapshotEvery` events wait. */
 const SNAPSHOT_BURST = 10;
+/** Reducer failures remembered so that each is reported once (a bound, not a goal). */
+const MAX_REMEMBERED_FAILURES = 10_000;
 /** Events read from the core at a time when replaying. */
 export const REPLAY_CHUNK = 2_000;
 
@@ -66,6 +68,12 @@ export interface ProjectionsHost {
 export class Projections {
   readonly #host: ProjectionsHost;
   readonly #runtimes = new Map<string, ProjectionRuntime>();
+  /**
+   * Failures already reported, by projection and event id (or "json"): an optimistic
+   * refold, a rebase or `stateAt` applies the same event again, and the app should hear of
+   * a reducer bug once, not on every change.
+   */
+  readonly #reported = new Set<string>();
   #snapshotting: Promise<void> | undefined;
   #lastSnapshotAt = -Infinity;
   #snapshotTimer: ReturnType<typeof setTimeout> | undefined;
@@ -210,13 +218,21 @@ export class Projections {
     try {
       return rt.def.apply(state, event);
     } catch (error) {
-      this.#host.reportError(
-        new Error(`projection "${rt.name}" threw on event ${event.position} (${event.type}); the event was skipped`, {
-          cause: error,
-        }),
+      this.#reportOnce(
+        `${rt.name}\u0000${event.id}`,
+        `projection "${rt.name}" threw on event ${event.position} (${event.type}); the event was skipped`,
+        error,
       );
       return state;
     }
+  }
+
+  /** Reports a projection's failure as `PROJECTION_FAILED`, once per `key`. */
+  #reportOnce(key: string, message: string, cause: unknown): void {
+    if (this.#reported.has(key)) return;
+    if (this.#reported.size >= MAX_REMEMBERED_FAILURES) this.#reported.clear();
+    this.#reported.add(key);
+    this.#host.reportError(new AnnalsError("PROJECTION_FAILED", message, { cause }));
   }
 
   /** Folds confirmed events after the projection's position into its confirmed state, taking checkpoints. */
@@ -273,7 +289,7 @@ export class Projections {
     try {
       return JSON.stringify(state);
     } catch (error) {
-      this.#host.reportError(new Error(`projection "${rt.name}": its state is not JSON-serialisable`, { cause: error }));
+      this.#reportOnce(`${rt.name}\u0000json`, `projection "${rt.name}": its state is not JSON-serialisable`, error);
       return undefined;
     }
   }

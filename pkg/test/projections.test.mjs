@@ -91,8 +91,12 @@ describe("projections", () => {
     assert.match(errors[0].message, /projection "fragile" threw on event 2 \(Boom\)/);
     assert.equal(errors[0].cause.message, "reducer bug");
     assert.equal(errors[1].message, "listener bug");
+    assert.equal(errors[0].code, "PROJECTION_FAILED");
     await store.append({ stream: "a", type: "T" });
     assert.equal(store.get("fragile"), 3);
+    // Travelling back folds the throwing event again: the bug was told once already.
+    assert.equal(await store.stateAt("fragile", 3), 2);
+    assert.equal(errors.filter((e) => e.code === "PROJECTION_FAILED").length, 1);
     await store.close();
   });
 

@@ -156,6 +156,20 @@ test("a reducer that throws skips the event and reports which one", async () => 
   assert.equal(p.runtime("picky").state, 2);
   assert.equal(errors.length, 1);
   assert.match(errors[0].message, /projection "picky" threw on event 2 \(Added\); the event was skipped/);
+  assert.equal(errors[0].code, "PROJECTION_FAILED");
+});
+
+test("a reducer failure is reported once, however often the event is folded again", async () => {
+  const core = fakeCore(3);
+  const picky = { initial: 0, apply: (n, e) => {
+    if (e.position === 2) throw new Error("no");
+    return n + 1;
+  } };
+  const { p, errors } = projections(core, { defs: { picky } });
+  await p.load();
+  assert.equal(await p.stateAt("picky", 3), 2);
+  assert.equal(await p.stateAt("picky", 2), 1);
+  assert.equal(errors.length, 1);
 });
 
 test("an unknown projection is refused with the names of the known ones", () => {

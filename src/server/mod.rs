@@ -35,12 +35,12 @@ use std::time::Duration;
 
 use crate::push::authority::Authorities;
 
-use axum::http::{header, HeaderValue, Method, Request, Response};
+use axum::http::{HeaderValue, Method, Request, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 use tower_http::services::{ServeDir, ServeFile};
 use tower_http::trace::TraceLayer;
 
@@ -236,7 +236,8 @@ fn cors(origins: &[String]) -> Result<CorsLayer, StartError> {
     Ok(CorsLayer::new()
         .allow_origin(allow)
         .allow_methods([Method::GET, Method::POST])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        // Apps add their own headers (`sync.headers`); the token still decides access.
+        .allow_headers(AllowHeaders::mirror_request())
         .max_age(Duration::from_secs(600)))
 }
 
