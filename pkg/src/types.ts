@@ -379,6 +379,78 @@ export interface ClosedInfo {
   unsynced: number;
 }
 
+// ---- time-travel debugging ----------------------------------------------------------
+
+/** Options of {@link Store.stateAt}. */
+export interface StateAtOptions {
+  /** Ids of events to leave out of the fold (what-if). Unknown ids are ignored. */
+  skip?: readonly string[];
+}
+
+/** Options of {@link Store.exportBundle}. */
+export interface ExportBundleOptions {
+  /** Fingerprints in the header every this many positions (and at the head). Default: about 64 spread over the log. */
+  fingerprintEvery?: number;
+}
+
+/** The first line of a bug bundle (NDJSON). */
+export interface BundleHeader {
+  format: "annals-bundle";
+  /** The bundle format's version (1). */
+  formatVersion: number;
+  /** The annals package version that wrote it. */
+  annals: string;
+  store: string;
+  /** ms since the epoch. */
+  exportedAt: number;
+  /** Events in the bundle (= the head when exported). */
+  events: number;
+  /** The last confirmed position when exported. */
+  confirmedHead: number;
+  projections: { name: string; version: number }[];
+  fingerprintEvery: number;
+  /** By projection: `[position, fingerprint]` pairs, ascending, the head last. */
+  fingerprints: Record<string, [number, string][]>;
+}
+
+/** How an opened bundle differs from the app that opened it. */
+export interface BundleDifference {
+  projection: string;
+  /**
+   * `"missing"`: in the bundle, not in the app. `"extra"`: in the app, not in the bundle.
+   * `"version"`: versions differ. `"fingerprint"`: the app's reducer folds the bundle's
+   * events into another state (`position`: the first such position among the header's).
+   */
+  kind: "missing" | "extra" | "version" | "fingerprint";
+  message: string;
+  position?: number;
+}
+
+/** What {@link openBundle} gives: a fresh memory store holding the bundle's events. */
+export interface OpenedBundle<E extends EventShape = EventShape, S = Record<string, unknown>> {
+  store: Store<E, S>;
+  header: BundleHeader;
+  /** Empty when the app's projections reproduce every fingerprint of the header. */
+  differences: BundleDifference[];
+}
+
+/** One JSON path's change between two states (see `diff`). */
+export interface DiffEntry {
+  /** Keys and indexes from the root, e.g. `["cards", "c1", "title"]`. */
+  path: (string | number)[];
+  /** Absent for `added`. */
+  before?: unknown;
+  /** Absent for `removed`. */
+  after?: unknown;
+}
+
+/** What `diff(a, b)` finds: every leaf-most path added, removed or changed from `a` to `b`. */
+export interface StateDiff {
+  added: DiffEntry[];
+  removed: DiffEntry[];
+  changed: DiffEntry[];
+}
+
 export interface Store<E extends EventShape = EventShape, S = Record<string, unknown>, A = {}> {
   readonly name: string;
   /** The last position folded into the projections (the head of this store's view of the log). */
@@ -396,8 +468,35 @@ export interface Store<E extends EventShape = EventShape, S = Record<string, unk
   get<K extends keyof S & string>(name: K): S[K];
   /** Calls `listener` with the new state after every batch of events. Returns the unsubscribe function. */
   subscribe<K extends keyof S & string>(name: K, listener: (state: S[K]) => void): () => void;
-  /** The projection's state right after `position` (time travel). The log is not changed. */
-  stateAt<K extends keyof S & string>(name: K, position: number): Promise<S[K]>;
+  /**
+   * The projection's state right after `position` (time travel). With `skip`, the events
+   * with those ids are left out of the fold (what-if). The log, sync and other tabs are
+   * never changed by it.
+   */
+  stateAt<K extends keyof S & string>(name: K, position: number, options?: StateAtOptions): Promise<S[K]>;
+  /**
+   * Shows the past: `get`, `subscribe` (and so the app's UI and React hooks) give each
+   * projection's state right after `position` until {@link Store.unfreeze}. Meanwhile
+   * `append`, `appendMany` and `execute` fail with `FROZEN`; events that arrive by sync or
+   * from other tabs are still stored and show on unfreeze. Freezing again moves the view.
+   */
+  freeze(position: number): Promise<void>;
+  /** Back to the present: subscribers hear the current states. */
+  unfreeze(): void;
+  /** The position the store is frozen at, or undefined while it shows the present. */
+  readonly frozenAt: number | undefined;
+  /**
+   * A short hash (16 hex digits) of the projection's state right after `position` (default:
+   * the head), over its canonical JSON (object keys sorted): equal states give equal
+   * fingerprints on any replica, and any change of the state changes it.
+   */
+  fingerprint<K extends keyof S & string>(name: K, position?: number): Promise<string>;
+  /**
+   * A bug bundle: NDJSON text whose first line is a {@link BundleHeader} (with the
+   * projections' fingerprints every `fingerprintEvery` positions) and whose other lines are
+   * the events as stored. `openBundle` reproduces the same states from it.
+   */
+  exportBundle(options?: ExportBundleOptions): Promise<string>;
   /** Reads events from the log. */
   events<T extends E["type"] = E["type"]>(
     query?: EventQuery<T>,
@@ -417,6 +516,8 @@ export interface Store<E extends EventShape = EventShape, S = Record<string, unk
     listener: (event: RejectedEvent<E>, reason: string, actualVersion: number | undefined) => void,
   ): () => void;
   on(event: "closed", listener: (info: ClosedInfo) => void): () => void;
+  /** `"frozen"`: the store was frozen at a position (or unfrozen: `undefined`). */
+  on(event: "frozen", listener: (position: number | undefined) => void): () => void;
   /** Pushes and pulls now (asking the tab that syncs, if another one does). */
   sync(): Promise<SyncReport>;
   /** The pending events the server refused (the latest 1000), oldest first. */
