@@ -28,14 +28,16 @@
 //   position). Jumping to the last action is "back to the present": `store.unfreeze()`.
 //   While frozen the app's appends fail with `FROZEN` (events from sync and other tabs
 //   still arrive and are listed). Freezing from elsewhere (the annals panel) moves the
-//   extension's cursor too.
+//   extension's cursor too (to `@@INIT` when the position is before the window).
 // - DISPATCH TOGGLE_ACTION `{ id }` (and SET_ACTIONS_ACTIVE `{ start, end, active }`):
 //   what-if. The event's id joins (or leaves) a set of skipped ids; every state from that
 //   action on is folded again with `store.stateAt(name, position, { skip })` and the
 //   lifted state is re-sent with `skippedActionIds`, as the extension expects of an app
 //   that is not a Redux store. Later events are sent folded without the skipped ones too.
 //   The log keeps the events; the app is not changed by a what-if (freezing shows the
-//   log's real states), only the extension shows it.
+//   log's real states), only the extension shows it. A switched-off event that leaves the
+//   window (past `maxAge`) stays off, baked into the baseline as Redux commits it, until
+//   COMMIT, ROLLBACK or RESET.
 // - DISPATCH SWEEP: the skipped actions leave the list (the extension sweeps its copy the
 //   same way); they stay skipped (their states do not change), as Redux's SWEEP forgets
 //   them. RESET brings them back.
