@@ -23,7 +23,7 @@ import {
 } from "./helpers.mjs";
 
 /** @typedef {import("playwright-core").Page} Page */
-/** @typedef {import("../src/commands").TodoCommand} TodoCommand */
+/** @typedef {import("../src/todos/commands").TodoCommand} TodoCommand */
 /** @typedef {import("annals").ExecuteOptions} ExecuteOptions */
 /** @typedef {Awaited<ReturnType<typeof readLog>>["events"][number]} LoggedEvent */
 

@@ -210,11 +210,11 @@ function recordErrors(page, errors) {
 }
 
 /**
- * The demo on `store`, served from `base`: local only unless `sync`.
+ * The todo app (www/todos.html) on `store`, served from `base`: local only unless `sync`.
  * @param {string} base @param {string} store @param {{ sync?: boolean }} [options]
  */
 export const appUrl = (base, store, { sync = false } = {}) =>
-  `${new URL(`?store=${encodeURIComponent(store)}${sync ? "" : "&sync=off"}`, base)}`;
+  `${new URL(`todos.html?store=${encodeURIComponent(store)}${sync ? "" : "&sync=off"}`, base)}`;
 
 /** Opens the app at `url` and waits until its store is open. @param {Page} page @param {string} url */
 export async function openApp(page, url) {
