@@ -109,7 +109,7 @@ export class Timeline {
       this.#empty,
     );
     this.#viewport.addEventListener("scroll", () => {
-      const max = this.#viewport.scrollHeight - this.#viewport.clientHeight;
+      const max = this.#spacerHeight() - this.#viewportHeight();
       this.#stickToEnd = this.#viewport.scrollTop >= max - ROW_HEIGHT;
       this.#schedule();
     });
