@@ -6,7 +6,7 @@ import "./style.css";
 import { AnnalsError, openStore, type RejectedEvent, type SyncStatus } from "annals";
 import { aggregates, stampDone, type Aggregates, type BoardCommand, type BoardStore, type CardCommand } from "./commands";
 import { BOARD_STREAM, cardStream, cardsIn, isDoneTitle, newId, projections, type ActivityEntry, type AppEvent, type BoardState, type Card, type List, type States } from "./model";
-import { toggleDevtools } from "./devtools";
+import { closeDevtools, toggleDevtools } from "./devtools";
 import { toast } from "./toasts";
 
 function byTestId<T extends HTMLElement>(id: string): T {
@@ -438,6 +438,7 @@ async function start(): Promise<void> {
     aggregates,
     sync: syncOptions,
   });
+  if (current && current !== store) closeDevtools(devtoolsButton); // it shows the store that closed
   current = store;
   pendingStreams = new Set();
   (window as unknown as { annalsStore?: BoardStore }).annalsStore = store;
