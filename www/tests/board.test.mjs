@@ -85,6 +85,9 @@ describe("a local board (?sync=off)", () => {
       assert.deepEqual(await boardTitles(page), expected);
       assert.deepEqual((await boardShown(page)).map((list) => list.count), ["2", "1", "0", "0"], "each list counts its cards");
       assert.equal(await page.getByTestId("use-template").isVisible(), false, "the template is offered on an empty board only");
+      assert.equal(await cardOf(page, "Record the demo").getByTestId("card-move-left").isDisabled(), true, "the first list has no list on its left");
+      assert.equal(await cardOf(page, "Record the demo").getByTestId("card-move-right").isDisabled(), false);
+      assert.equal(await cardOf(page, "Record the demo").getByTestId("card-move-right").getAttribute("title"), "Move to Doing");
 
       const log = await boardLog(page);
       assert.deepEqual(

@@ -220,6 +220,7 @@ function renderCard(state: BoardState, card: Card, index: number): HTMLElement {
   const action = (testid: string, label: string, text: string, run: () => void, disabled = false) => {
     const button = el("button", { type: "button", class: "icon-button", "data-testid": testid, title: label, "aria-label": `${label}: ${card.title}` }, text);
     button.disabled = disabled;
+    if (disabled) button.dataset.disabledByBoard = "true"; // stays disabled after a freeze
     button.addEventListener("click", run);
     return button;
   };
