@@ -85,18 +85,22 @@ export class Divergence {
       const projections = access.projections().map((p) => p.name);
       const local = (name: string): FingerprintOracle => (positions) => access.fingerprints(name, positions);
 
-      // Other tabs: the first answer says who is there and how far each one got.
+      // Other tabs: one question says who is there and how far each one got. An answer
+      // only comes back when the wait is over, so the rounds wait briefly, and longer once
+      // if a tab was too slow (its fingerprints may take a fold).
+      const heads = projections.length > 0 ? await access.tabFingerprints(projections[0]!, [0], 1000) : [];
+      signal.throwIfAborted();
+      notes.push(heads.length === 0 ? "no other tab answered" : `${heads.length} other tab${heads.length === 1 ? "" : "s"}`);
       for (const name of projections) {
-        const heads = await access.tabFingerprints(name, [0], 1500);
-        signal.throwIfAborted();
-        if (name === projections[0]) notes.push(heads.length === 0 ? "no other tab answered" : `${heads.length} other tab${heads.length === 1 ? "" : "s"}`);
         for (const tab of heads) {
           const to = Math.min(store.head, tab.head);
           const other: FingerprintOracle = async (positions) => {
-            const answers = await access.tabFingerprints(name, positions, 3000);
-            const answer = answers.find((a) => a.tab === tab.tab);
-            if (!answer) throw new Error(`tab ${shortId(tab.tab)} stopped answering`);
-            return answer.fingerprints;
+            for (const wait of [400, 3000]) {
+              const answers = await access.tabFingerprints(name, positions, wait);
+              const answer = answers.find((a) => a.tab === tab.tab);
+              if (answer) return answer.fingerprints;
+            }
+            throw new Error(`tab ${shortId(tab.tab)} stopped answering`);
           };
           const result = await findFirstDivergence(local(name), other, { to, signal });
           findings.push(this.#withEvent({ peer: `tab ${shortId(tab.tab)}`, projection: name, to, result }));

@@ -51,3 +51,21 @@ export function show(element: Element, visible: boolean): void {
   if (visible) element.removeAttribute("hidden");
   else element.setAttribute("hidden", "");
 }
+
+const ICONS = {
+  first: "M2 2h2v12H2zM14 2v12L5 8z",
+  prev: "M12 2v12L3 8z",
+  next: "M4 2v12l9-6z",
+  last: "M12 2h2v12h-2zM2 2v12l9-6z",
+} as const;
+
+/** A small inline SVG icon (no icon font: glyphs like ⏮ are missing from many systems). */
+export function icon(doc: Document, name: keyof typeof ICONS): SVGSVGElement {
+  const svg = doc.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("viewBox", "0 0 16 16");
+  svg.setAttribute("aria-hidden", "true");
+  const path = doc.createElementNS("http://www.w3.org/2000/svg", "path");
+  path.setAttribute("d", ICONS[name]);
+  svg.appendChild(path);
+  return svg;
+}

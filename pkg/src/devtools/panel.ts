@@ -26,16 +26,22 @@ interface SourceViews {
 }
 
 const HEIGHT_KEY = "annals-devtools-height";
+const DOCKED_HEIGHT = "var(--devtools-height, 44vh)";
 
 export function mountPanel(store: AnyStore, element: Element | undefined, diff: DiffFunction): MountedDevtools {
   const doc = (element?.ownerDocument ?? globalThis.document) as Document | undefined;
   if (!doc) throw new Error("mountDevtools needs a DOM (a document to render in)");
   const access = debugAccess(store);
 
-  const host = doc.createElement("div");
+  // A tag of its own: the page's rules for div, section, ... do not match it; and inline
+  // styles (above any page rule but !important ones) set what the shadow root's :host cannot.
+  const host = doc.createElement("annals-devtools");
   host.setAttribute("data-annals-devtools", "");
   host.setAttribute("data-testid", "devtools-host");
   host.className = element ? "embedded" : "docked";
+  host.style.cssText = element
+    ? "display:block;position:relative;height:100%;margin:0;padding:0;border:0;"
+    : `display:block;position:fixed;left:0;right:0;bottom:0;top:auto;width:auto;height:${DOCKED_HEIGHT};margin:0;padding:0;border:0;z-index:2147483000;`;
   const shadow = host.attachShadow({ mode: "open" });
   const style = doc.createElement("style");
   style.textContent = STYLES;
@@ -121,8 +127,9 @@ export function mountPanel(store: AnyStore, element: Element | undefined, diff: 
     "data-testid": "devtools-minimize",
     title: "Minimise / restore",
     onclick: () => {
-      host.classList.toggle("minimized");
-      minimize.textContent = host.classList.contains("minimized") ? "▴" : "▾";
+      const minimized = host.classList.toggle("minimized");
+      host.style.height = minimized ? "34px" : DOCKED_HEIGHT;
+      minimize.textContent = minimized ? "▴" : "▾";
     },
   }, "▾");
   const close = h(doc, "button", { type: "button", class: "ghost", "data-testid": "devtools-close", title: "Close the devtools", onclick: () => mounted.unmount() }, "✕");
@@ -170,7 +177,8 @@ export function mountPanel(store: AnyStore, element: Element | undefined, diff: 
   function renderStats(): void {
     const s = current.store;
     const status = s.syncStatus;
-    const synced = current.kind === "app" && (status.online || status.pending > 0 || status.lastPulled > 0 || status.error !== null);
+    // Nothing says whether a store syncs; an unsynced one is never online, leader nor in error.
+    const synced = current.kind === "app" && (status.online || status.leader || status.syncing || status.pending > 0 || status.error !== null);
     replaceChildren(
       stats,
       "head ",

@@ -28,18 +28,8 @@ export const STYLES = /* css */ `
   font: 12px/1.4 var(--sans);
   color: var(--text);
 }
-:host(.docked) {
-  position: fixed;
-  left: 0;
-  right: 0;
-  bottom: 0;
-  height: var(--devtools-height, 44vh);
-  min-height: 34px;
-  z-index: 2147483000;
-  box-shadow: 0 -8px 24px rgba(0, 0, 0, 0.35);
-}
-:host(.docked.minimized) { height: 34px; }
-:host(.embedded) { height: 100%; min-height: 320px; }
+:host(.docked) { min-height: 34px; box-shadow: 0 -8px 24px rgba(0, 0, 0, 0.35); }
+:host(.embedded) { min-height: 320px; }
 * { box-sizing: border-box; }
 [hidden] { display: none !important; }
 button, input, select { font: inherit; color: inherit; }
@@ -64,7 +54,8 @@ button:hover:not(:disabled) { background: var(--bg-3); border-color: #454851; }
 button:disabled { opacity: 0.5; cursor: default; }
 button.primary { background: var(--accent-bg); border-color: #35508a; color: #dbe6ff; }
 button.primary:hover:not(:disabled) { background: #2d4170; }
-button.icon { width: 24px; padding: 0; font-size: 10px; }
+button.icon { width: 24px; padding: 0; display: inline-flex; align-items: center; justify-content: center; }
+button.icon svg { width: 12px; height: 12px; fill: currentColor; }
 button.link { background: none; border: none; color: var(--accent); padding: 0 4px; height: auto; text-decoration: underline; }
 button.ghost { background: none; border-color: transparent; color: var(--muted); }
 button.ghost:hover:not(:disabled) { color: var(--text); }
@@ -101,7 +92,7 @@ button.ghost:hover:not(:disabled) { color: var(--text); }
 
 .row {
   display: grid;
-  grid-template-columns: 26px 64px minmax(70px, 1.1fr) minmax(90px, 1.4fr) 36px 88px 78px minmax(60px, 0.8fr);
+  grid-template-columns: 26px 64px minmax(70px, 1.1fr) minmax(90px, 1.4fr) 36px 96px 80px minmax(60px, 0.8fr);
   align-items: center;
   height: ${ROW_HEIGHT}px;
   padding-right: 8px;
@@ -111,6 +102,7 @@ button.ghost:hover:not(:disabled) { color: var(--text); }
   cursor: default;
 }
 .row > span { overflow: hidden; text-overflow: ellipsis; padding-right: 8px; }
+.row.header > span { color: var(--muted); }
 .row.header { flex: none; height: 22px; font-family: var(--sans); font-size: 11px; color: var(--muted); background: var(--bg-1); border-bottom: 1px solid var(--line); text-transform: uppercase; letter-spacing: 0.04em; }
 .row.header .c-toggle { text-align: center; padding: 0; }
 .viewport { position: relative; flex: 1; min-height: 0; overflow-y: auto; overflow-x: hidden; outline: none; contain: strict; }

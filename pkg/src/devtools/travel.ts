@@ -4,7 +4,7 @@
 // off (what-if); and, on the app's own store, freezes the app at the selected position.
 
 import type { AnnalsEvent, StateDiff } from "../types.js";
-import { h, replaceChildren, show } from "./dom.js";
+import { h, icon, replaceChildren, show } from "./dom.js";
 import { diffView } from "./diff-view.js";
 import { formatCount, formatDateTime } from "./format.js";
 import { jsonTree } from "./json-tree.js";
@@ -59,8 +59,8 @@ export class Travel {
       source.follow.set(target === this.#head);
       source.position.set(target);
     };
-    const button = (testid: string, label: string, title: string, onclick: () => void) =>
-      h(doc, "button", { type: "button", class: "icon", "data-testid": testid, title, "aria-label": title, onclick }, label);
+    const button = (testid: string, glyph: Parameters<typeof icon>[1], title: string, onclick: () => void) =>
+      h(doc, "button", { type: "button", class: "icon", "data-testid": testid, title, "aria-label": title, onclick }, icon(doc, glyph));
 
     this.#slider = h(doc, "input", {
       type: "range",
@@ -104,11 +104,11 @@ export class Travel {
       doc,
       "div",
       { class: "travel-controls" },
-      button("devtools-first", "⏮", "First: the initial state (0)", move(() => 0)),
-      button("devtools-prev", "◀", "Step back one event", move((p) => p - 1)),
+      button("devtools-first", "first", "First: the initial state (0)", move(() => 0)),
+      button("devtools-prev", "prev", "Step back one event", move((p) => p - 1)),
       this.#slider,
-      button("devtools-next", "▶", "Step forward one event", move((p) => p + 1)),
-      button("devtools-last", "⏭", "Last: the head", move(() => this.#head)),
+      button("devtools-next", "next", "Step forward one event", move((p) => p + 1)),
+      button("devtools-last", "last", "Last: the head", move(() => this.#head)),
       this.#input,
       this.#headLabel,
       this.#follow,
@@ -301,7 +301,13 @@ export class Travel {
         if (this.#dirty || this.#destroyed) return;
         const changes = this.#diff(before, after);
         this.#meta.textContent = `${name}: #${formatCount(a)} → #${formatCount(b)}${ifNote} · ${took(started)}`;
-        replaceChildren(this.#content, diffView(doc, changes, pair ? "" : position === 0 ? "the initial state" : ""));
+        const event = !pair && b > 0 ? source.access.range(b - 1, b)[0] : undefined;
+        const caption = pair
+          ? `${name} from #${formatCount(a)} to #${formatCount(b)}:`
+          : event
+            ? `${event.type} on ${event.stream} (v${event.version})${source.whatIf.isOff(event.id) ? ", switched off," : ""} made:`
+            : "the initial state:";
+        replaceChildren(this.#content, diffView(doc, changes, caption));
       } else {
         const event = position === 0 ? undefined : source.access.range(position - 1, position)[0];
         this.#meta.textContent = position === 0 ? "position 0 is the initial state: no event" : `event #${formatCount(position)}`;
