@@ -7,17 +7,34 @@
 //! runtime holds the states and calls it through the wasm binding once per batch.
 //! [`Checkpoints<T>`] pairs a plan with the states, for Rust's `ProjectionRunner`.
 //!
-//! The rule: a checkpoint is due at every multiple of `every`. When more than `max_count`
-//! are kept, or they weigh more than `max_bytes`, the spacing doubles and only multiples
-//! of the new spacing stay (the oldest go if that is not enough), so the kept ones stay
-//! evenly spread over the whole log while memory stays bounded. Each checkpoint is
-//! recorded with its size and its cost (the time its fold took), so that a later policy
-//! can place them by measured cost within the byte budget without a new API.
+//! The rule: a checkpoint is due at every multiple of `every`, and every kept one is at a
+//! multiple of it. Where and how densely depends on what a fold costs, as measured: a
+//! travel should fold at most about [`GAP_MS`] of events from its base, and taking a
+//! checkpoint (serialising the state) should cost at most a tenth of the folding between
+//! two. So an expensive reducer gets dense checkpoints and a cheap one sparse ones; the
+//! spacing halves while the measured gaps are too slow (kept ones stay multiples of the
+//! new spacing) and doubles while checkpoints cost too much. When more than `max_count`
+//! are kept, or they weigh more than `max_bytes`, the spacing doubles and only multiples of
+//! the new spacing stay (the oldest go if that is not enough), so the kept ones stay
+//! evenly spread over the whole log while memory stays bounded. Marks without a measured
+//! cost (0) leave the spacing to the count and byte bounds alone.
 
 /// Checkpoints kept per projection by default.
 pub const DEFAULT_MAX_CHECKPOINTS: usize = 64;
-/// Events between checkpoints by default (before any thinning).
-pub const DEFAULT_CHECKPOINT_EVERY: u64 = 1_000;
+/// Events between checkpoints by default, before it adapts (a power of two, so that it
+/// can halve down to one).
+pub const DEFAULT_CHECKPOINT_EVERY: u64 = 1_024;
+/// Checkpoints kept per projection by default when their cost is measured: the byte
+/// budget is then the bound that matters.
+pub const DEFAULT_MAX_MEASURED_CHECKPOINTS: usize = 16_384;
+/// What folding from a checkpoint to any position should cost at most, in ms.
+pub const GAP_MS: f64 = 4.0;
+/// Taking checkpoints may cost at most this share of the folding between them.
+pub const TAKE_SHARE: f64 = 0.1;
+/// ms to read one event on the way to a target, whatever the reducer (parsing its JSON).
+pub const READ_MS_PER_EVENT: f64 = 0.002;
+/// Weight of a new measurement in the running averages.
+const SMOOTHING: f64 = 0.25;
 /// Bytes all of one projection's checkpoints may take by default.
 pub const DEFAULT_MAX_CHECKPOINT_BYTES: usize = 64 << 20;
 
@@ -27,9 +44,11 @@ pub struct CheckpointMark {
     pub position: u64,
     /// What the state weighs (for example its JSON length).
     pub bytes: usize,
-    /// What reaching it cost (for example ms of folding since the previous one); kept for
-    /// adaptive placement, unused by today's count-based policy.
+    /// What folding one event cost on the way to it (ms per event, averaged since the
+    /// previous checkpoint); 0 when not measured.
     pub cost: f64,
+    /// What taking it cost (ms, for example serialising the state); 0 when not measured.
+    pub take_ms: f64,
 }
 
 /// Where checkpoints go and which stay: positions only.
@@ -42,6 +61,9 @@ pub struct CheckpointPlan {
     /// Ascending by position.
     kept: Vec<CheckpointMark>,
     bytes: usize,
+    /// Running averages of the measured costs: ms to fold one event, ms to take one checkpoint.
+    fold_ms: Option<f64>,
+    take_ms: Option<f64>,
 }
 
 impl Default for CheckpointPlan {
@@ -65,6 +87,8 @@ impl CheckpointPlan {
             max_bytes: max_bytes.max(1),
             kept: Vec::new(),
             bytes: 0,
+            fold_ms: None,
+            take_ms: None,
         }
     }
 
@@ -137,10 +161,116 @@ impl CheckpointPlan {
             }
         }
         let mut dropped = Vec::new();
+        self.measure(marks);
+        self.coarsen(&mut dropped);
         if self.over_budget() {
             self.thin(&mut dropped);
         }
+        self.densify();
+        dropped.sort_unstable();
         dropped
+    }
+
+    /// Doubles the spacing while taking checkpoints at it would cost too much for what the
+    /// folding between them costs, dropping the kept ones that are no longer multiples.
+    fn coarsen(&mut self, dropped: &mut Vec<u64>) {
+        let Some(wanted) = self.wanted_every() else {
+            return;
+        };
+        let before = self.every;
+        while wanted >= self.every.saturating_mul(2) && self.every < u64::MAX / 2 {
+            self.every *= 2;
+        }
+        if self.every != before {
+            self.drop_off_spacing(dropped);
+        }
+    }
+
+    /// Drops the kept marks that are not multiples of the spacing.
+    fn drop_off_spacing(&mut self, dropped: &mut Vec<u64>) {
+        let every = self.every;
+        let bytes = &mut self.bytes;
+        self.kept.retain(|m| {
+            let keep = m.position % every == 0;
+            if !keep {
+                *bytes -= m.bytes;
+                dropped.push(m.position);
+            }
+            keep
+        });
+    }
+
+    /// The running averages of fold and take costs, with what `marks` measured.
+    fn measure(&mut self, marks: &[CheckpointMark]) {
+        let mix = |old: Option<f64>, new: f64| match old {
+            Some(old) => Some(old + (new - old) * SMOOTHING),
+            None => Some(new),
+        };
+        for mark in marks {
+            if mark.cost > 0.0 && mark.cost.is_finite() {
+                self.fold_ms = mix(self.fold_ms, mark.cost);
+            }
+            if mark.take_ms > 0.0 && mark.take_ms.is_finite() {
+                self.take_ms = mix(self.take_ms, mark.take_ms);
+            }
+        }
+    }
+
+    /// The spacing the measured costs ask for, if any were measured: at most [`GAP_MS`] of
+    /// folding between checkpoints, and taking them at most [`TAKE_SHARE`] of that.
+    pub fn wanted_every(&self) -> Option<u64> {
+        let fold = self.fold_ms?;
+        let per_event = fold + READ_MS_PER_EVENT;
+        let fastest = (GAP_MS / per_event).floor().max(1.0);
+        let cheapest = match self.take_ms {
+            Some(take) => (take / (TAKE_SHARE * per_event)).ceil().max(1.0),
+            None => 1.0,
+        };
+        Some(fastest.max(cheapest).min(u64::MAX as f64) as u64)
+    }
+
+    /// Narrows the spacing while the measured gaps are too slow, if what would then be kept
+    /// over the log so far still fits the count and the byte budget.
+    fn densify(&mut self) {
+        let Some(wanted) = self.wanted_every() else {
+            return;
+        };
+        let span = self.kept.last().map_or(0, |m| m.position);
+        let average = if self.kept.is_empty() {
+            0
+        } else {
+            self.bytes / self.kept.len()
+        };
+        if self.every <= wanted {
+            return;
+        }
+        // The new spacing divides the old one, so that every kept checkpoint stays a
+        // multiple of it: the largest divisor within what is wanted that still fits.
+        let fits = |every: u64| {
+            let count = span / every + 1;
+            count <= self.max_count as u64
+                && (count as usize).saturating_mul(average) <= self.max_bytes
+        };
+        let mut divisors = Vec::new();
+        let mut d = 1;
+        while d * d <= self.every {
+            if self.every % d == 0 {
+                divisors.push(d);
+                divisors.push(self.every / d);
+            }
+            d += 1;
+        }
+        divisors.sort_unstable();
+        // Fewer checkpoints fit more easily: from the largest divisor within `wanted` up.
+        let start = divisors.partition_point(|d| *d <= wanted).saturating_sub(1);
+        if let Some(every) = divisors[start..].iter().copied().find(|d| fits(*d)) {
+            self.every = every;
+        }
+    }
+
+    /// Ms of folding measured per event (0 until measured).
+    pub fn fold_ms(&self) -> f64 {
+        self.fold_ms.unwrap_or(0.0)
     }
 
     fn over_budget(&self) -> bool {
@@ -153,15 +283,7 @@ impl CheckpointPlan {
         loop {
             self.every = self.every.saturating_mul(2);
             let every = self.every;
-            let bytes = &mut self.bytes;
-            self.kept.retain(|m| {
-                let keep = m.position % every == 0;
-                if !keep {
-                    *bytes -= m.bytes;
-                    dropped.push(m.position);
-                }
-                keep
-            });
+            self.drop_off_spacing(dropped);
             // The same marks would survive every further doubling: stop there.
             if !self.over_budget() || self.kept.len() <= 1 || every == u64::MAX {
                 break;
@@ -196,11 +318,16 @@ impl CheckpointPlan {
     }
 
     /// Forgets every checkpoint and goes back to the first spacing (the confirmed log was
-    /// reset).
+    /// reset). The measured costs stay: they describe the reducer, not the log.
     pub fn reset(&mut self) {
         self.kept.clear();
         self.bytes = 0;
         self.every = self.initial_every;
+    }
+
+    /// The byte budget of the kept checkpoints.
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
     }
 }
 
@@ -275,6 +402,7 @@ impl<T> Checkpoints<T> {
             position,
             bytes,
             cost,
+            take_ms: 0.0,
         }]);
         let i = self.states.partition_point(|(p, _)| *p < position);
         match self.states.get_mut(i) {
@@ -309,6 +437,7 @@ mod tests {
             position,
             bytes: 10,
             cost: 0.0,
+            take_ms: 0.0,
         }
     }
 
@@ -375,6 +504,62 @@ mod tests {
             !snapshot_trusted(facts, 2, 99),
             "ahead of the log: a reset store"
         );
+    }
+
+    fn measured(position: u64, bytes: usize, cost: f64, take_ms: f64) -> CheckpointMark {
+        CheckpointMark {
+            position,
+            bytes,
+            cost,
+            take_ms,
+        }
+    }
+
+    #[test]
+    fn an_expensive_reducer_gets_dense_checkpoints() {
+        // 0.1 ms per event: a gap of GAP_MS holds about 39 events; taking one costs 0.2 ms,
+        // so no denser than 21. The spacing halves from 1024 to 32.
+        let mut plan = CheckpointPlan::new(1_024, 16_384, 64 << 20);
+        plan.record(&[measured(1_024, 20_000, 0.1, 0.2)]);
+        assert_eq!(plan.wanted_every(), Some(39));
+        assert_eq!(plan.every(), 32);
+        assert_eq!(
+            plan.positions(),
+            vec![1_024],
+            "the kept one is a multiple of the new spacing"
+        );
+        assert_eq!(plan.due(1_024, 1_100), vec![1_056, 1_088]);
+    }
+
+    #[test]
+    fn a_cheap_reducer_with_a_costly_state_gets_sparse_ones() {
+        // Folding is almost free but serialising the state is not: checkpoints as dense as
+        // the gap target would cost more than the folding; the spacing doubles instead.
+        let mut plan = CheckpointPlan::new(64, 16_384, 64 << 20);
+        let marks: Vec<_> = (1..=4)
+            .map(|i| measured(i * 64, 100, 0.0005, 0.5))
+            .collect();
+        let dropped = plan.record(&marks);
+        assert!(plan.every() >= 1_024, "spacing {}", plan.every());
+        assert_eq!(dropped.len() + plan.positions().len(), 4);
+    }
+
+    #[test]
+    fn densifying_stops_at_the_byte_budget() {
+        // Dense checkpoints are wanted, but 100 kB each over 100k events would take far more
+        // than the 1 MB budget: the spacing does not halve.
+        let mut plan = CheckpointPlan::new(1_024, 16_384, 1 << 20);
+        plan.record(&[measured(99_328, 100_000, 1.0, 0.1)]);
+        assert_eq!(plan.every(), 1_024);
+        assert_eq!(plan.wanted_every(), Some(3));
+    }
+
+    #[test]
+    fn unmeasured_marks_keep_the_count_policy() {
+        let mut plan = CheckpointPlan::new(1_024, 64, 64 << 20);
+        plan.record(&[mark(1_024), mark(2_048)]);
+        assert_eq!(plan.every(), 1_024);
+        assert_eq!(plan.wanted_every(), None);
     }
 
     #[test]

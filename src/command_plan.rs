@@ -122,6 +122,8 @@ pub fn plan_batch(
             } else {
                 ExpectedVersion::Any
             },
+            time: None,
+            origin: None,
         }
         .with_meta(&meta)?;
         batch.push(event);

@@ -952,6 +952,32 @@ impl<S: Storage> Engine<S> {
             });
     }
 
+    /// Where each of `ids` stands in the replica's log (confirmed events, then pending ones
+    /// at their provisional positions); `None` for an id the replica does not hold. Needs
+    /// the complete log.
+    pub fn positions_of(&self, ids: &[EventId]) -> Result<Vec<Option<u64>>> {
+        self.check_open()?;
+        if !self.is_complete() {
+            return Err(Error::InvalidArgument(
+                "positions of ids need the whole log loaded".into(),
+            ));
+        }
+        let log = self.log.borrow();
+        let mut found: Vec<Option<u64>> = ids.iter().map(|id| log.position_of(id)).collect();
+        if found.iter().any(Option::is_none) {
+            self.pending
+                .borrow()
+                .for_each_provisional(&log, self.client_id.as_deref(), |e| {
+                    for (i, id) in ids.iter().enumerate() {
+                        if found[i].is_none() && *id == e.id {
+                            found[i] = Some(e.position);
+                        }
+                    }
+                });
+        }
+        Ok(found)
+    }
+
     /// Calls `f` with the confirmed events `after + 1 ..= to`, borrowed, in order.
     pub fn fold_range(&self, after: u64, to: u64, f: impl FnMut(EventRef<'_>)) -> Result<()> {
         self.check_open()?;

@@ -135,6 +135,11 @@ pub struct NewEvent {
     /// Raw JSON object, if any.
     pub meta: Option<Box<RawValue>>,
     pub expected_version: ExpectedVersion,
+    /// The time to record instead of the append's clock: an event copied from another log
+    /// (a bug bundle, an import) keeps the time it had there.
+    pub time: Option<u64>,
+    /// Likewise the origin to record instead of the appending store's.
+    pub origin: Option<String>,
 }
 
 impl NewEvent {
@@ -163,6 +168,8 @@ impl NewEvent {
             data,
             meta: None,
             expected_version: ExpectedVersion::Any,
+            time: None,
+            origin: None,
         })
     }
 
@@ -209,6 +216,9 @@ impl NewEvent {
             meta: Option<Box<RawValue>>,
             #[serde(borrow)]
             expected_version: Option<&'a RawValue>,
+            #[serde(borrow)]
+            time: Option<&'a RawValue>,
+            origin: Option<String>,
         }
         let wire: Wire =
             serde_json::from_str(json).map_err(|e| Error::InvalidEvent(e.to_string()))?;
@@ -246,6 +256,18 @@ impl NewEvent {
             None => RawValue::from_string("null".into())
                 .map_err(|e| Error::InvalidEvent(e.to_string()))?,
         };
+        let time = match wire.time {
+            None => None,
+            Some(raw) => match serde_json::from_str::<u64>(raw.get()) {
+                Ok(ms) if ms <= MAX_SAFE_INTEGER => Some(ms),
+                _ => {
+                    return Err(Error::InvalidEvent(format!(
+                        "`time` must be a whole number of milliseconds since the epoch, got {}",
+                        raw.get()
+                    )))
+                }
+            },
+        };
         Ok(NewEvent {
             id,
             stream: text_field("stream", wire.stream)?,
@@ -253,6 +275,8 @@ impl NewEvent {
             data,
             meta,
             expected_version,
+            time,
+            origin: wire.origin,
         })
     }
 
@@ -394,6 +418,24 @@ mod tests {
         assert_eq!(batch[1].data.get(), "null");
         assert_eq!(batch[1].expected_version, ExpectedVersion::Exact(1));
         assert!(batch[1].id.is_some());
+    }
+
+    #[test]
+    fn a_copied_event_keeps_its_time_and_origin() {
+        let batch = NewEvent::parse_batch(
+            r#"[{"stream":"s","type":"T","time":1700000000123,"origin":"tab-a"},{"stream":"s","type":"T"}]"#,
+        )
+        .unwrap();
+        assert_eq!(batch[0].time, Some(1_700_000_000_123));
+        assert_eq!(batch[0].origin.as_deref(), Some("tab-a"));
+        assert_eq!((batch[1].time, batch[1].origin.as_deref()), (None, None));
+        for bad in [r#"-1"#, r#"1.5"#, r#""soon""#, "9007199254740992"] {
+            let err =
+                NewEvent::parse_batch(&format!(r#"[{{"stream":"s","type":"T","time":{bad}}}]"#))
+                    .unwrap_err();
+            assert_eq!(err.code(), "INVALID_EVENT", "{bad}");
+            assert!(err.to_string().contains("`time`"), "{err}");
+        }
     }
 
     #[test]

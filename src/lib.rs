@@ -8,7 +8,8 @@
 //!   [`clock`] (`Clock`, `IdSource`), the [`storage`] trait, [`log`] (the in-memory log),
 //!   [`protocol`] (sync messages), [`outbox`] (pending events), [`append`] (the append
 //!   rules), [`engine`], [`checkpoints`] (which checkpoints to take, keep and start from;
-//!   when a snapshot is trusted), [`projection`], [`command_plan`] (a known command id
+//!   when a snapshot is trusted), [`fingerprint`] (canonical state hashes for
+//!   comparing replicas), [`projection`], [`command_plan`] (a known command id
 //!   answers with its earlier result; event ids derived from it), [`command`] (deciders),
 //!   [`push`] (the server's push rules and authorities);
 //! - **adapters** behind traits: [`storage`] backends (memory; IndexedDB on wasm32) and
@@ -33,6 +34,7 @@ pub mod engine;
 pub mod error;
 pub mod error_code;
 pub mod event;
+pub mod fingerprint;
 pub mod log;
 pub mod outbox;
 pub mod projection;

@@ -59,10 +59,13 @@ fn checkpoint_plans_follow_the_shared_cases() {
                     .iter()
                     .map(|m| {
                         let m = u64s(m);
+                        let measured = |i: usize| m.get(i).map_or(0.0, |v| *v as f64 / 1_000.0);
                         CheckpointMark {
                             position: m[0],
                             bytes: m[1] as usize,
-                            cost: 0.0,
+                            // In the fixture: µs, as whole numbers.
+                            cost: measured(2),
+                            take_ms: measured(3),
                         }
                     })
                     .collect();

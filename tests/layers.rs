@@ -23,6 +23,7 @@ const ORDER: &[&str] = &[
     "append",
     "engine",
     "checkpoints",
+    "fingerprint",
     "projection",
     "command_plan",
     "command",

@@ -3,12 +3,15 @@
 
 import { WasmStore } from "../wasm/annals.js";
 import * as rules from "../wasm/annals.js";
+import { debugAccess } from "./debug.js";
+import { randomUuid } from "./ids.js";
 import { definitionsOf, openInRealm } from "./realm-stores.js";
 import { AnnalsStore } from "./store.js";
 import type {
   AggregateMap,
   EventShape,
   EventsOf,
+  OpenedBundle,
   OpenOptions,
   ProjectionMap,
   StatesOf,
@@ -75,4 +78,35 @@ function realmKey(options: OpenOptions<EventShape, Record<string, unknown>, Aggr
   if (typeof options !== "object" || options === null || typeof options.name !== "string") return undefined;
   const storage = options.storage ?? (typeof indexedDB !== "undefined" ? "indexeddb" : "memory");
   return storage === "indexeddb" ? `indexeddb:${options.name}` : undefined;
+}
+
+/** What `openBundle` takes besides the bundle: the app's projections (and aggregates). */
+export interface OpenBundleOptions<P extends ProjectionMap = ProjectionMap, A extends AggregateMap = {}> {
+  projections?: P;
+  aggregates?: A;
+}
+
+/**
+ * Opens a bug bundle (`store.exportBundle()`'s NDJSON, as text, a Blob or a File) into a
+ * fresh memory store folded by this app's projections: the same events at the same
+ * positions, with their ids, times and origins. `differences` says which projections are
+ * missing, extra or at another version, and where a reducer folds the bundle's events into
+ * another state than the bundle recorded. Close the store when done.
+ */
+export type OpenBundle = <P extends ProjectionMap = ProjectionMap, A extends AggregateMap = {}>(
+  bundle: string | Blob,
+  options?: OpenBundleOptions<P, A>,
+) => Promise<OpenedBundle<EventsOf<P, A>, StatesOf<P>>>;
+
+/** `openBundle` over an entry's `openStore`. */
+export function openBundleWith(openStore: OpenStore): OpenBundle {
+  return (async (bundle: string | Blob, options: OpenBundleOptions = {}) => {
+    // A store with the app's definitions whose only job is to open the bundle's replica.
+    const host = await openStore({ name: `bundle-host:${randomUuid()}`, storage: "memory", ...options });
+    try {
+      return await debugAccess(host).openBundle(bundle);
+    } finally {
+      await host.close();
+    }
+  }) as OpenBundle;
 }

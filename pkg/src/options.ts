@@ -82,8 +82,9 @@ export function parseOpenOptions(options: OpenOptions<EventShape, unknown, Aggre
   }
   const shared = options.sharedMemory === true;
   const snapshotEvery = wholeNumber("snapshotEvery", options.snapshotEvery ?? DEFAULT_INTERVAL);
-  const checkpointEvery = wholeNumber("checkpointEvery", options.checkpointEvery ?? DEFAULT_INTERVAL);
-  if (snapshotEvery === 0 || checkpointEvery === 0) {
+  // 0 leaves the first spacing to the core (1,024 events: it then adapts to the reducer's cost).
+  const checkpointEvery = wholeNumber("checkpointEvery", options.checkpointEvery ?? 0);
+  if (snapshotEvery === 0 || options.checkpointEvery === 0) {
     throw invalidArgument("`snapshotEvery` and `checkpointEvery` must be positive");
   }
   const projections: ProjectionSpec[] = [];

@@ -22,15 +22,28 @@ export function copyState(state: unknown): unknown {
 export class TakenCheckpoints {
   readonly positions: number[] = [];
   readonly states: string[] = [];
-  /** ms of folding since the previous checkpoint of the batch (or its start). */
+  /** ms of folding per event since the previous checkpoint of the batch (or its start); 0 if not measured. */
   readonly costs: number[] = [];
+  /** ms that serialising each state took; 0 if not measured. */
+  readonly takeMs: number[] = [];
 
-  add(position: number, json: string, cost: number): void {
+  clear(): void {
+    this.positions.length = 0;
+    this.states.length = 0;
+    this.costs.length = 0;
+    this.takeMs.length = 0;
+  }
+
+  add(position: number, json: string, cost = 0, takeMs = 0): void {
     this.positions.push(position);
     this.states.push(json);
     this.costs.push(cost);
+    this.takeMs.push(takeMs);
   }
 }
+
+/** States recently reached by time travel, kept so that stepping around them stays cheap. */
+const VISITED_STATES = 16;
 
 export class ProjectionRuntime {
   /** The state folded from confirmed events up to `position`. */
@@ -47,6 +60,12 @@ export class ProjectionRuntime {
   readonly subscribers = new Set<(state: unknown) => void>();
   /** Confirmed states as JSON, by position: exactly the positions the plan keeps. */
   readonly #checkpoints = new Map<number, string>();
+  /** States that time travel reached lately, by position (most recent last), as JSON. */
+  readonly #visited = new Map<number, string>();
+  /** What the app sees while the store is frozen (`freeze`), else undefined. */
+  frozen: { state: unknown } | undefined;
+  /** The plan has heard what folding costs (it then places checkpoints by it). */
+  #measured = false;
   /** Undefined once released (the store closed): then no checkpoint is taken or kept. */
   #plan: WasmCheckpointPlan | undefined;
 
@@ -55,6 +74,8 @@ export class ProjectionRuntime {
     readonly def: AnyProjection,
     readonly version: number,
     plan: WasmCheckpointPlan,
+    /** Whether the plan hears what folding costs (and so places checkpoints by it). */
+    readonly adaptive = false,
   ) {
     this.#plan = plan;
     this.confirmed = this.initial();
@@ -64,6 +85,11 @@ export class ProjectionRuntime {
   /** A fresh copy of `initial`, so that a mutating reducer cannot change it. */
   initial(): unknown {
     return copyState(this.def.initial);
+  }
+
+  /** Whether the plan knows what this reducer costs yet. */
+  get measured(): boolean {
+    return this.#measured;
   }
 
   /** The kept checkpoints' states, by position. */
@@ -76,6 +102,11 @@ export class ProjectionRuntime {
     return this.#plan?.every ?? Infinity;
   }
 
+  /** The state the app sees: the frozen one while frozen, else the optimistic one. */
+  get shown(): unknown {
+    return this.frozen ? this.frozen.state : this.state;
+  }
+
   /** The confirmed log restarted: so does the projection, and its checkpoint spacing. */
   reset(): void {
     this.confirmed = this.initial();
@@ -83,7 +114,26 @@ export class ProjectionRuntime {
     this.position = 0;
     this.snapshotPosition = 0;
     this.#checkpoints.clear();
+    this.#visited.clear();
     this.#plan?.reset();
+  }
+
+  /** Remembers a confirmed state time travel reached (a few, the latest). */
+  visit(position: number, json: string): void {
+    if (!this.#plan) return;
+    this.#visited.delete(position);
+    this.#visited.set(position, json);
+    if (this.#visited.size > VISITED_STATES) {
+      const oldest = this.#visited.keys().next().value;
+      if (oldest !== undefined) this.#visited.delete(oldest);
+    }
+  }
+
+  /** What the checkpoints (and the visited states) hold now. */
+  stats(): { count: number; bytes: number; budgetBytes: number } {
+    let bytes = this.#plan?.bytes ?? 0;
+    for (const json of this.#visited.values()) bytes += json.length;
+    return { count: this.#checkpoints.size + this.#visited.size, bytes, budgetBytes: this.#plan?.maxBytes ?? 0 };
   }
 
   /** The positions in `after + 1 ..= to` at which to take a checkpoint while folding them. */
@@ -105,23 +155,33 @@ export class ProjectionRuntime {
     for (let i = 0; i < count; i++) {
       this.#checkpoints.set(taken.positions[i]!, taken.states[i]!);
       bytes[i] = taken.states[i]!.length;
+      if (taken.costs[i]! > 0) this.#measured = true;
     }
-    const dropped = plan.record(Float64Array.from(taken.positions), bytes, Float64Array.from(taken.costs));
+    const dropped = plan.record(
+      Float64Array.from(taken.positions),
+      bytes,
+      Float64Array.from(taken.costs),
+      Float64Array.from(taken.takeMs),
+    );
     for (const position of dropped) this.#checkpoints.delete(position);
   }
 
   /** Keeps one checkpoint (a snapshot's state). */
   addCheckpoint(position: number, json: string): void {
     const taken = new TakenCheckpoints();
-    taken.add(position, json, 0);
+    taken.add(position, json);
     this.keep(taken);
   }
 
-  /** The kept checkpoint nearest at or before `position`. */
+  /** The kept checkpoint or visited state nearest at or before `position`. */
   checkpointAtOrBefore(position: number): Checkpoint | undefined {
     const at = this.#plan?.baseFor(position);
     const json = at === undefined ? undefined : this.#checkpoints.get(at);
-    return json === undefined ? undefined : { position: at!, json };
+    let best: Checkpoint | undefined = json === undefined ? undefined : { position: at!, json };
+    for (const [visited, state] of this.#visited) {
+      if (visited <= position && visited > (best?.position ?? 0)) best = { position: visited, json: state };
+    }
+    return best;
   }
 
   /** Whether replaying from `base` to `target` is far enough to look at the stored snapshot first. */
@@ -134,6 +194,7 @@ export class ProjectionRuntime {
     const plan = this.#plan;
     this.#plan = undefined;
     this.#checkpoints.clear();
+    this.#visited.clear();
     plan?.free();
   }
 }

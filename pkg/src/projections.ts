@@ -17,6 +17,8 @@ const SNAPSHOT_SPACING_MS = 100;
 const SNAPSHOT_BURST = 10;
 /** Reducer failures remembered so that each is reported once (a bound, not a goal). */
 const MAX_REMEMBERED_FAILURES = 10_000;
+/** Checkpoints kept per projection when the app sets `checkpointEvery` (the spacing then doubles past it). */
+const FIXED_MAX_CHECKPOINTS = 64;
 /** Events read from the core at a time when replaying. */
 export const REPLAY_CHUNK = 2_000;
 
@@ -34,10 +36,11 @@ export type ProjectionCore = Pick<
   | "snapshot"
   | "putSnapshot"
   | "deleteSnapshot"
+  | "positionsOf"
 >;
 
 /** The core's rules projections follow: checkpoint plans and snapshot trust. */
-export type ProjectionRules = Pick<WasmRules, "CheckpointPlan" | "snapshotTrusted">;
+export type ProjectionRules = Pick<WasmRules, "CheckpointPlan" | "snapshotTrusted" | "fingerprint">;
 
 /** What projections need from their store. */
 export interface ProjectionsHost {
@@ -80,10 +83,13 @@ export class Projections {
 
   constructor(host: ProjectionsHost, specs: readonly ProjectionSpec[], checkpointEvery: number, signal: AbortSignal) {
     this.#host = host;
+    // `checkpointEvery` 0: the plan starts at the core's spacing and adapts it to the
+    // measured costs (bounded by the core's byte budget). An app's own spacing is kept as
+    // given (thinned by count and bytes only): the costs are not reported then.
+    const adaptive = checkpointEvery === 0;
     for (const spec of specs) {
-      // The core's defaults bound how many checkpoints stay and what they weigh (0, 0).
-      const plan = new host.rules.CheckpointPlan(checkpointEvery, 0, 0);
-      this.#runtimes.set(spec.name, new ProjectionRuntime(spec.name, spec.def, spec.version, plan));
+      const plan = new host.rules.CheckpointPlan(checkpointEvery, adaptive ? 0 : FIXED_MAX_CHECKPOINTS, 0);
+      this.#runtimes.set(spec.name, new ProjectionRuntime(spec.name, spec.def, spec.version, plan, adaptive));
     }
     signal.addEventListener("abort", () => {
       clearTimeout(this.#snapshotTimer);
@@ -94,6 +100,11 @@ export class Projections {
 
   names(): string[] {
     return [...this.#runtimes.keys()];
+  }
+
+  /** Each projection's name and version. */
+  specs(): { name: string; version: number }[] {
+    return [...this.#runtimes.values()].map((rt) => ({ name: rt.name, version: rt.version }));
   }
 
   /** The runtime named `name`, or INVALID_ARGUMENT naming the known ones. */
@@ -207,11 +218,16 @@ export class Projections {
     }
   }
 
-  /** Tells every subscriber its projection's state. */
+  /** Tells every subscriber its projection's state (not while frozen: what they see stays). */
   notify(): void {
     for (const rt of this.#runtimes.values()) {
-      for (const listener of [...rt.subscribers]) this.#host.safely(() => listener(rt.state));
+      if (!rt.frozen) this.#notifyOne(rt);
     }
+  }
+
+  #notifyOne(rt: ProjectionRuntime): void {
+    const shown = rt.shown;
+    for (const listener of [...rt.subscribers]) this.#host.safely(() => listener(shown));
   }
 
   #applyEvent(rt: ProjectionRuntime, state: unknown, event: AnnalsEvent): unknown {
@@ -242,35 +258,58 @@ export class Projections {
     if (from === events.length) return;
     const to = events[events.length - 1]!.position;
     const taken = new TakenCheckpoints();
-    rt.confirmed = this.#foldTaking(rt, rt.confirmed, events, from, rt.checkpointsDue(rt.position, to), taken);
+    rt.confirmed = this.#foldTaking(rt, rt.confirmed, events, from, rt.position, to, taken);
     rt.position = to;
     rt.keep(taken);
   }
 
   /**
-   * Folds `events[from..]` into `state`, taking a checkpoint (its JSON, and the ms of
-   * folding that led to it) right after each of the `due` positions.
+   * Folds `events[from..]` (the events after `after`) into `state`, taking a checkpoint
+   * (its JSON, what folding cost per event and what taking it cost) right after each
+   * position the plan names in `after + 1 ..= dueTo`. Until the reducer's cost is known,
+   * the plan is asked again after the first checkpoint, so that one long batch already
+   * gets the spacing its cost calls for.
    */
   #foldTaking(
     rt: ProjectionRuntime,
     state: unknown,
     events: readonly AnnalsEvent[],
     from: number,
-    due: Float64Array,
+    after: number,
+    dueTo: number,
     taken: TakenCheckpoints,
   ): unknown {
+    let due = rt.checkpointsDue(after, dueTo);
+    const measuring = rt.adaptive;
+    let replanned = !measuring || rt.measured;
     let next = 0;
     let nextDue = due.length > 0 ? due[0]! : Infinity;
     let since = nextDue === Infinity ? 0 : performance.now();
+    let folded = 0;
     for (let i = from; i < events.length; i++) {
       const event = events[i]!;
       state = this.#applyEvent(rt, state, event);
+      folded++;
       if (event.position < nextDue) continue;
       if (event.position === nextDue) {
-        const cost = performance.now() - since;
+        // What folding cost per event and what taking the checkpoint cost: the core's plan
+        // sets the spacing from them (dense for costly reducers, sparse for cheap ones).
+        const took = performance.now();
         const json = this.#json(rt, state);
-        if (json !== undefined) taken.add(event.position, json, cost);
-        since = performance.now();
+        const done = performance.now();
+        const cost = measuring ? (took - since) / folded : 0;
+        if (json !== undefined) taken.add(event.position, json, cost, measuring ? done - took : 0);
+        since = done;
+        folded = 0;
+        if (!replanned && json !== undefined && cost > 0) {
+          replanned = true;
+          rt.keep(taken);
+          taken.clear();
+          due = rt.checkpointsDue(event.position, dueTo);
+          next = 0;
+          nextDue = due.length > 0 ? due[0]! : Infinity;
+          continue;
+        }
       }
       while (next < due.length && due[next]! <= event.position) next++;
       nextDue = next < due.length ? due[next]! : Infinity;
@@ -301,33 +340,127 @@ export class Projections {
 
   // ---- time travel ---------------------------------------------------------------------
 
-  async stateAt(name: string, position: number): Promise<unknown> {
-    const host = this.#host;
-    host.checkOpen();
+  /** The state of `name` right after `position`, without the events of `skip` (ids). */
+  async stateAt(name: string, position: number, skip?: readonly string[]): Promise<unknown> {
+    this.#host.checkOpen();
     const rt = this.runtime(name);
-    const target = wholeNumber("position", position);
-    const head = host.head();
-    if (target > head) {
-      throw invalidArgument(`position ${target} is past the head ${head}`);
+    const target = this.#target(position);
+    return this.#stateAt(rt, target, await this.#skipped(skip));
+  }
+
+  /** JSON states of `name` right after each of `positions` (any order), one fold pass per gap. */
+  async statesAt(name: string, positions: readonly number[], skip?: readonly string[]): Promise<string[]> {
+    this.#host.checkOpen();
+    const rt = this.runtime(name);
+    if (!Array.isArray(positions)) throw invalidArgument("`positions` must be an array of positions");
+    const targets = positions.map((p) => this.#target(p));
+    const skipped = await this.#skipped(skip);
+    const byPosition = new Map<number, string>();
+    for (const target of [...new Set(targets)].sort((a, b) => a - b)) {
+      const json = this.#json(rt, await this.#stateAt(rt, target, skipped));
+      byPosition.set(target, json ?? "null");
     }
-    if (target === head) {
+    return targets.map((t) => byPosition.get(t)!);
+  }
+
+  /** Fingerprints of `name` right after each of `positions` (the core's canonical hash). */
+  async fingerprints(name: string, positions: readonly number[], skip?: readonly string[]): Promise<string[]> {
+    const states = await this.statesAt(name, positions, skip);
+    const rules = this.#host.rules;
+    return states.map((json) => {
+      try {
+        return rules.fingerprint(json);
+      } catch (error) {
+        rethrow(error);
+      }
+    });
+  }
+
+  /**
+   * Shows every projection as it was right after `position` (`get` and subscribers) until
+   * `unfreeze`; folding goes on underneath.
+   */
+  async freeze(position: number): Promise<void> {
+    this.#host.checkOpen();
+    const target = this.#target(position);
+    const runtimes = [...this.#runtimes.values()];
+    const states: unknown[] = [];
+    for (const rt of runtimes) states.push(await this.#stateAt(rt, target, undefined));
+    this.#host.checkOpen();
+    runtimes.forEach((rt, i) => {
+      rt.frozen = { state: states[i] };
+      this.#notifyOne(rt);
+    });
+  }
+
+  /** Back to the present: subscribers hear the current states. */
+  unfreeze(): void {
+    for (const rt of this.#runtimes.values()) {
+      if (!rt.frozen) continue;
+      rt.frozen = undefined;
+      this.#notifyOne(rt);
+    }
+  }
+
+  checkpointStats(name: string): { count: number; bytes: number; budgetBytes: number } {
+    return this.runtime(name).stats();
+  }
+
+  #target(position: number): number {
+    const target = wholeNumber("position", position);
+    const head = this.#host.head();
+    if (target > head) throw invalidArgument(`position ${target} is past the head ${head}`);
+    return target;
+  }
+
+  /** The positions of the events to leave out, ascending (ids the log does not hold are ignored). */
+  async #skipped(skip: readonly string[] | undefined): Promise<number[] | undefined> {
+    if (skip === undefined) return undefined;
+    if (!Array.isArray(skip) || skip.some((id) => typeof id !== "string")) {
+      throw invalidArgument("`skip` must be an array of event ids");
+    }
+    if (skip.length === 0) return undefined;
+    const host = this.#host;
+    await host.whenComplete();
+    host.checkOpen();
+    let found: ArrayLike<number>;
+    try {
+      found = host.core.positionsOf([...skip]);
+    } catch (error) {
+      rethrow(error);
+    }
+    const positions = Array.from(found).filter((p) => p > 0);
+    return positions.length === 0 ? undefined : positions.sort((a, b) => a - b);
+  }
+
+  /**
+   * The state right after `target` without the events at `skipped` positions: from the
+   * nearest base before both (the confirmed state, a checkpoint, a visited state, the
+   * stored snapshot), replaying the rest and leaving checkpoints behind so that scrubbing
+   * back and forth stays cheap (never of what-if states).
+   */
+  async #stateAt(rt: ProjectionRuntime, target: number, skipping: number[] | undefined): Promise<unknown> {
+    const host = this.#host;
+    const relevant = skipping?.filter((p) => p <= target);
+    const skipped = relevant && relevant.length > 0 ? relevant : undefined;
+    const limit = skipped ? Math.min(target, skipped[0]! - 1) : target;
+    if (limit === host.head()) {
       const json = JSON.stringify(rt.state);
       return json === undefined ? undefined : JSON.parse(json);
     }
-    // The nearest base at or before the target: the confirmed state, a checkpoint, a snapshot.
     let base: Checkpoint | undefined;
-    if (target >= rt.position) {
+    if (limit >= rt.position) {
       const json = JSON.stringify(rt.confirmed);
       if (json !== undefined) base = { position: rt.position, json };
     }
-    base ??= rt.checkpointAtOrBefore(target);
+    base ??= rt.checkpointAtOrBefore(limit);
     const basePosition = base?.position ?? 0;
-    if (rt.wantsSnapshot(target, basePosition)) {
+    if (rt.wantsSnapshot(limit, basePosition)) {
       const reply = (await host.core.snapshot(rt.name).catch(rethrow)) as string | undefined;
       if (reply !== undefined) {
         const snapshot = JSON.parse(reply) as SnapshotReply;
         if (
-          snapshot.position <= target &&
+          snapshot.position <= limit &&
           snapshot.position > basePosition &&
           this.#trusted(rt, snapshot, host.confirmedHead())
         ) {
@@ -339,15 +472,24 @@ export class Projections {
     host.checkOpen();
     const generation = host.generation();
     let state: unknown = base ? JSON.parse(base.json) : rt.initial();
-    // Replay, leaving checkpoints behind (of confirmed states short of the target only) so
-    // that scrubbing back and forth stays cheap.
+    const skips = skipped ? new Set(skipped) : undefined;
     for (let after = base?.position ?? 0; after < target; after += REPLAY_CHUNK) {
       const to = Math.min(after + REPLAY_CHUNK, target);
-      const events = JSON.parse(this.#rangeJson(after, to)) as AnnalsEvent[];
+      let events = JSON.parse(this.#rangeJson(after, to)) as AnnalsEvent[];
+      if (skips) {
+        events = events.filter((e) => !skips.has(e.position));
+        state = this.#foldOptimistic(rt, state, events);
+        continue;
+      }
       const checkpointsTo = generation === host.generation() ? Math.min(to, target - 1, host.confirmedHead()) : after;
       const taken = new TakenCheckpoints();
-      state = this.#foldTaking(rt, state, events, 0, rt.checkpointsDue(after, checkpointsTo), taken);
+      state = this.#foldTaking(rt, state, events, 0, after, checkpointsTo, taken);
       rt.keep(taken);
+    }
+    if (!skips && target <= host.confirmedHead() && generation === host.generation()) {
+      // Stepping around a position just visited starts from it.
+      const json = this.#json(rt, state);
+      if (json !== undefined) rt.visit(target, json);
     }
     return state;
   }

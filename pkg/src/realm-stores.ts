@@ -12,6 +12,7 @@
 // Memory stores stay apart (`entry.ts` gives them no key): a plain one starts empty each
 // time, and each open of a `sharedMemory` one stands for another tab.
 
+import { DEBUG, debugAccess, type DebugAccess } from "./debug.js";
 import { AnnalsError } from "./errors.js";
 import type {
   AnnalsEvent,
@@ -21,11 +22,13 @@ import type {
   EventQuery,
   EventShape,
   ExecuteOptions,
+  ExportBundleOptions,
   ExecuteResult,
   NewEvent,
   Reactor,
   ReactorOptions,
   Rejection,
+  StateAtOptions,
   Store,
   SyncReport,
   SyncStatus,
@@ -260,8 +263,28 @@ class StoreHandle implements AnyStore {
     this.#check();
     return this.#keep(this.#store.subscribe(name, listener));
   }
-  stateAt(name: string, position: number): Promise<unknown> {
-    return this.#async((s) => s.stateAt(name, position));
+  stateAt(name: string, position: number, options?: StateAtOptions): Promise<unknown> {
+    return this.#async((s) => s.stateAt(name, position, options));
+  }
+  freeze(position: number): Promise<void> {
+    return this.#async((s) => s.freeze(position));
+  }
+  unfreeze(): void {
+    this.#check();
+    this.#store.unfreeze();
+  }
+  get frozenAt(): number | undefined {
+    return this.#store.frozenAt;
+  }
+  fingerprint(name: string, position?: number): Promise<string> {
+    return this.#async((s) => s.fingerprint(name, position));
+  }
+  exportBundle(options?: ExportBundleOptions): Promise<string> {
+    return this.#async((s) => s.exportBundle(options));
+  }
+  get [DEBUG](): DebugAccess {
+    this.#check();
+    return debugAccess(this.#store);
   }
   events<T extends string = string>(query?: EventQuery<T>): Promise<AnnalsEvent<Extract<EventShape, { type: T }>>[]> {
     return this.#async((s) => s.events(query));
@@ -271,7 +294,8 @@ class StoreHandle implements AnyStore {
   on(event: "sync", listener: (status: SyncStatus) => void): () => void;
   on(event: "rejected", listener: (event: never, reason: string, actualVersion: number | undefined) => void): () => void;
   on(event: "closed", listener: (info: ClosedInfo) => void): () => void;
-  on(event: "change" | "error" | "sync" | "rejected" | "closed", listener: Listener): () => void {
+  on(event: "frozen", listener: (position: number | undefined) => void): () => void;
+  on(event: "change" | "error" | "sync" | "rejected" | "closed" | "frozen", listener: Listener): () => void {
     this.#check();
     return this.#keep((this.#store.on as (event: string, listener: Listener) => () => void)(event, listener));
   }

@@ -5,6 +5,8 @@
 // share (the heads, the log's generation, open or closed) and one AbortController: `close()`
 // aborts it, and each module tears itself down on its signal.
 
+import { bundleText, defaultFingerprintEvery, fillFromBundle, readBundle, writeBundle } from "./bundle.js";
+import { DEBUG, type DebugAccess, type TabFingerprints } from "./debug.js";
 import { AnnalsError, fromWasmError } from "./errors.js";
 import { Commands } from "./commands.js";
 import { LogCompletion } from "./completion.js";
@@ -19,10 +21,12 @@ import {
   REACTOR_PREFIX,
   serializeQuery,
   type Settings,
+  wholeNumber,
 } from "./options.js";
 import { adoptOrphans, keepOrphans } from "./orphans.js";
 import { Projections } from "./projections.js";
 import { ReactorRuntime, type ReactorHost } from "./reactor.js";
+import { pullServerLog } from "./server-log.js";
 import { openBroadcastChannel, Tabs } from "./tabs.js";
 import type {
   AggregateMap,
@@ -35,12 +39,15 @@ import type {
   EventShape,
   ExecuteOptions,
   ExecuteResult,
+  ExportBundleOptions,
   NewEvent,
+  OpenedBundle,
   OpenOptions,
   Reactor,
   ReactorOptions,
   RejectedEvent,
   Rejection,
+  StateAtOptions,
   Store,
   SyncReport,
   SyncStatus,
@@ -60,9 +67,22 @@ function rethrow(error: unknown): never {
   throw fromWasmError(error);
 }
 
+/** Events as stored, as the core's `append` takes them back (ids, times and origins kept). */
+function storedBatch(events: readonly AnnalsEvent[]): string {
+  return JSON.stringify(
+    events.map((e) => ({ id: e.id, stream: e.stream, type: e.type, data: e.data, meta: e.meta, time: e.time, origin: e.origin })),
+  );
+}
+
 export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S, A> {
   readonly #wasm: WasmStoreHandle;
+  readonly #rules: WasmRules;
   readonly #settings: Settings;
+  /** The options this store was opened with, and how: for the memory replicas debugging opens. */
+  readonly #options: OpenOptions<EventShape, unknown, AggregateMap>;
+  readonly #wasmOpen: WasmOpen;
+  /** Time travel: the position `get` and subscribers show, or undefined for the present. */
+  #frozenAt: number | undefined;
   /** Aborted by close: every module stops on it. */
   readonly #abort = new AbortController();
   readonly #events = new StoreEvents();
@@ -87,8 +107,17 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
   #lost = false;
   #closing: Promise<void> | undefined;
 
-  private constructor(wasm: WasmStoreHandle, rules: WasmRules, plan: OpenPlan) {
+  private constructor(
+    wasm: WasmStoreHandle,
+    rules: WasmRules,
+    plan: OpenPlan,
+    wasmOpen: WasmOpen,
+    options: OpenOptions<EventShape, unknown, AggregateMap>,
+  ) {
     this.#wasm = wasm;
+    this.#rules = rules;
+    this.#wasmOpen = wasmOpen;
+    this.#options = options;
     this.#settings = plan.settings;
     const signal = this.#abort.signal;
     const reportError = (error: unknown) => this.#events.error(error);
@@ -153,6 +182,7 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
         leaderStatus: () => this.#leader.leaderStatus,
         onRemoteRejection: (rejection) => this.#reportRejection(rejection, false),
         syncHere: () => (this.#leader.isLeader ? this.#syncHere() : undefined),
+        fingerprints: (name, positions) => this.#peerFingerprints(name, positions),
         reportError,
       },
       signal,
@@ -182,7 +212,13 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
     const plan = parseOpenOptions(options as OpenOptions<EventShape, unknown, AggregateMap>, typeof indexedDB !== "undefined");
     const { name, storage, shared, sync } = plan.settings;
     const wasm = await wasmOpen(name, storage, JSON.stringify(plan.core)).catch(rethrow);
-    const store = new AnnalsStore<E, S, A>(wasm, rules, plan);
+    const store = new AnnalsStore<E, S, A>(
+      wasm,
+      rules,
+      plan,
+      wasmOpen,
+      options as OpenOptions<EventShape, unknown, AggregateMap>,
+    );
     try {
       wasm.setListener((json, error) => store.#onChange(json, error));
       wasm.setOnClosed((reason) => store.#connectionLost(reason));
@@ -400,11 +436,25 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
     return promise;
   }
 
+  /** FROZEN while the store shows the past: writing then would act on a state the app does not show. */
+  #frozenError(): AnnalsError | undefined {
+    const at = this.#frozenAt;
+    if (at === undefined) return undefined;
+    return new AnnalsError(
+      "FROZEN",
+      `the store is frozen at position ${at} (time travel): it shows the past and takes no writes; call unfreeze() to return to the present`,
+    );
+  }
+
   append(event: NewEvent<E>): Promise<AnnalsEvent<E>> {
+    const frozen = this.#frozenError();
+    if (frozen) return Promise.reject(frozen);
     return this.#writes.append([event]).then((events) => events[0]!);
   }
 
   appendMany(events: readonly NewEvent<E>[]): Promise<AnnalsEvent<E>[]> {
+    const frozen = this.#frozenError();
+    if (frozen) return Promise.reject(frozen);
     if (!Array.isArray(events)) {
       return Promise.reject(new AnnalsError("INVALID_EVENT", "appendMany takes an array of events"));
     }
@@ -418,15 +468,152 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
   // ---- reading -------------------------------------------------------------------------
 
   get<K extends keyof S & string>(name: K): S[K] {
-    return this.#projections.runtime(name).state as S[K];
+    return this.#projections.runtime(name).shown as S[K];
   }
 
   subscribe<K extends keyof S & string>(name: K, listener: (state: S[K]) => void): () => void {
     return this.#projections.subscribe(name, listener as (state: unknown) => void);
   }
 
-  stateAt<K extends keyof S & string>(name: K, position: number): Promise<S[K]> {
-    return this.#projections.stateAt(name, position) as Promise<S[K]>;
+  stateAt<K extends keyof S & string>(name: K, position: number, options?: StateAtOptions): Promise<S[K]> {
+    try {
+      if (options !== undefined && (typeof options !== "object" || options === null)) {
+        throw invalidArgument("stateAt's options must be an object such as { skip: [eventId] }");
+      }
+      return this.#projections.stateAt(name, position, options?.skip) as Promise<S[K]>;
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  // ---- time-travel debugging -----------------------------------------------------------
+
+  get frozenAt(): number | undefined {
+    return this.#frozenAt;
+  }
+
+  async freeze(position: number): Promise<void> {
+    this.#checkOpen();
+    await this.#projections.freeze(position);
+    this.#frozenAt = position;
+    // Process managers write: they wait for the present.
+    for (const reactor of this.#reactors.values()) reactor.pause();
+    this.#events.emit("frozen", position);
+  }
+
+  unfreeze(): void {
+    if (this.#frozenAt === undefined) return;
+    this.#frozenAt = undefined;
+    this.#projections.unfreeze();
+    if (!this.#closed) for (const reactor of this.#reactors.values()) reactor.resume();
+    this.#events.emit("frozen", undefined);
+  }
+
+  async fingerprint<K extends keyof S & string>(name: K, position?: number): Promise<string> {
+    const [fingerprint] = await this.#projections.fingerprints(name, [position ?? this.#head]);
+    return fingerprint!;
+  }
+
+  async exportBundle(options: ExportBundleOptions = {}): Promise<string> {
+    this.#checkOpen();
+    if (typeof options !== "object" || options === null) throw invalidArgument("exportBundle's options must be an object");
+    await this.#completion.whenComplete();
+    const head = this.#head;
+    const every =
+      options.fingerprintEvery === undefined
+        ? defaultFingerprintEvery(head)
+        : Math.max(1, wholeNumber("fingerprintEvery", options.fingerprintEvery));
+    return writeBundle(
+      {
+        name: this.#settings.name,
+        annalsVersion: this.#rules.annalsVersion(),
+        head,
+        confirmedHead: this.#confirmedHead,
+        projections: this.#projections.specs(),
+        range: (after, to) => this.#range(after, Math.min(to, head)),
+        fingerprints: (name, positions) => this.#projections.fingerprints(name, positions),
+      },
+      every,
+    );
+  }
+
+  /** This tab's fingerprints for another tab's divergence search (null past this tab's head). */
+  async #peerFingerprints(name: string, positions: number[]): Promise<(string | null)[]> {
+    const head = this.#head;
+    const known = positions.filter((p) => Number.isSafeInteger(p) && p >= 0 && p <= head);
+    const fingerprints = await this.#projections.fingerprints(name, known);
+    const byPosition = new Map(known.map((p, i) => [p, fingerprints[i]!]));
+    return positions.map((p) => byPosition.get(p) ?? null);
+  }
+
+  /** A fresh memory store with this store's projections (and aggregates), for debugging. */
+  async #openReplica(name: string): Promise<AnnalsStore<EventShape, unknown, AggregateMap>> {
+    const { projections, aggregates, origin, maxEventBytes } = this.#options;
+    const options: OpenOptions<EventShape, unknown, AggregateMap> = { name, storage: "memory" };
+    if (projections !== undefined) options.projections = projections;
+    if (aggregates !== undefined) options.aggregates = aggregates;
+    if (origin !== undefined) options.origin = origin;
+    if (maxEventBytes !== undefined) options.maxEventBytes = maxEventBytes;
+    return AnnalsStore.open(this.#wasmOpen, options, this.#rules);
+  }
+
+  /** Appends events as stored elsewhere: their ids, times and origins are kept. */
+  #appendStored(events: readonly AnnalsEvent[]): Promise<unknown> {
+    return events.length === 0 ? Promise.resolve() : this.#writes.appendJson(storedBatch(events));
+  }
+
+  async #openBundle(bundle: string | Blob): Promise<OpenedBundle> {
+    const { header, events } = readBundle(await bundleText(bundle));
+    const replica = await this.#openReplica(`bundle:${header.store}`);
+    try {
+      return await fillFromBundle(
+        {
+          store: replica as unknown as Store,
+          projections: replica.#projections.specs(),
+          appendStored: (batch) => replica.#appendStored(batch),
+          fingerprints: (name, positions) => replica.#projections.fingerprints(name, positions),
+        },
+        header,
+        events,
+      );
+    } catch (error) {
+      await replica.close();
+      throw error;
+    }
+  }
+
+  async #serverReplica(): Promise<Store> {
+    const sync = this.#settings.sync;
+    if (!sync) throw invalidArgument("this store was opened without `sync` options: there is no server log to compare with");
+    const replica = await this.#openReplica(`server:${sync.store}`);
+    try {
+      await pullServerLog(sync, (events) => replica.#appendStored(events).then(() => undefined));
+    } catch (error) {
+      await replica.close();
+      throw error;
+    }
+    return replica as unknown as Store;
+  }
+
+  /** What `annals/devtools` sees of this store (see debug.ts). */
+  get [DEBUG](): DebugAccess {
+    return {
+      projections: () => this.#projections.specs(),
+      range: (after, to) => {
+        this.#checkOpen();
+        return this.#range(wholeNumber("after", after), Math.min(wholeNumber("to", to), this.#head));
+      },
+      whenComplete: () => this.#completion.whenComplete(),
+      fingerprints: (name, positions, skip) => this.#projections.fingerprints(name, positions, skip),
+      tabFingerprints: (name, positions, timeoutMs = 2_000): Promise<TabFingerprints[]> => {
+        this.#checkOpen();
+        this.#projections.runtime(name);
+        return this.#tabs.askFingerprints(name, [...positions], timeoutMs);
+      },
+      serverReplica: () => this.#serverReplica(),
+      openBundle: (bundle) => this.#openBundle(bundle),
+      checkpointStats: (name) => this.#projections.checkpointStats(name),
+    };
   }
 
   #read(query: unknown): AnnalsEvent[] {
@@ -457,7 +644,8 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
     listener: (event: RejectedEvent<E>, reason: string, actualVersion: number | undefined) => void,
   ): () => void;
   on(event: "closed", listener: (info: ClosedInfo) => void): () => void;
-  on(event: "change" | "error" | "sync" | "rejected" | "closed", listener: AnyListener): () => void {
+  on(event: "frozen", listener: (position: number | undefined) => void): () => void;
+  on(event: "change" | "error" | "sync" | "rejected" | "closed" | "frozen", listener: AnyListener): () => void {
     return this.#events.on(event, listener);
   }
 
@@ -521,6 +709,8 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
     command: CommandOf<A[K]>,
     options: ExecuteOptions = {},
   ): Promise<ExecuteResult<E>> {
+    const frozen = this.#frozenError();
+    if (frozen) return Promise.reject(frozen);
     return this.#commands.execute(aggregate, id, command, options) as Promise<ExecuteResult<E>>;
   }
 

@@ -5,6 +5,7 @@
 
 import { AnnalsError, fromWasmError, isAnnalsError } from "./errors.js";
 import { randomUuid } from "./ids.js";
+import type { TabFingerprints } from "./debug.js";
 import type { Rejection, SyncReport } from "./types.js";
 import type { CoreSyncStatus } from "./wasm-contract.js";
 
@@ -23,7 +24,11 @@ export type TabMessageBody =
   | { kind: "status?" }
   | { kind: "rejected"; rejection: Rejection }
   | { kind: "sync?"; id: string }
-  | { kind: "synced"; id: string; report?: SyncReport; error?: { code: string; message: string } };
+  | { kind: "synced"; id: string; report?: SyncReport; error?: { code: string; message: string } }
+  // Time-travel debugging: every other tab answers with its fingerprints of a projection
+  // (tabs of an older annals ignore both kinds, as they ignore any kind they do not know).
+  | { kind: "fingerprints?"; id: string; name: string; positions: number[] }
+  | { kind: "fingerprints"; id: string; tab: string; head: number; fingerprints: (string | null)[] };
 
 /** A message on the channel `annals:<name>`. */
 export type TabMessage = TabMessageBody & { v: typeof TAB_PROTOCOL_VERSION };
@@ -50,6 +55,8 @@ export interface TabsHost {
   onRemoteRejection(rejection: Rejection): void;
   /** Syncs now if this tab syncs (else undefined): answers another tab's `sync()`. */
   syncHere(): Promise<SyncReport> | undefined;
+  /** This tab's fingerprints of projection `name` (null past its head); rejects for an unknown projection. */
+  fingerprints(name: string, positions: number[]): Promise<(string | null)[]>;
   reportError(error: unknown): void;
 }
 
@@ -77,6 +84,10 @@ export class Tabs {
   /** Frozen: the other tabs' messages, held until the page resumes. */
   #held: TabMessage[] | undefined;
   readonly #requests = new Map<string, SyncRequest>();
+  /** Fingerprint questions this tab asked, collecting the answers until their time is up. */
+  readonly #fingerprintQuestions = new Map<string, TabFingerprints[]>();
+  /** How this tab names itself in its answers. */
+  readonly #tabId = randomUuid();
   /** Unknown versions reported already (once each: a newer tab sends many messages). */
   readonly #reportedVersions = new Set<unknown>();
 
@@ -144,6 +155,25 @@ export class Tabs {
   }
 
   /**
+   * Asks every other tab for its fingerprints of `name` at `positions`; resolves with the
+   * answers heard within `timeoutMs` (none when there is no channel).
+   */
+  askFingerprints(name: string, positions: number[], timeoutMs: number): Promise<TabFingerprints[]> {
+    if (!this.#channel) return Promise.resolve([]);
+    const id = randomUuid();
+    const answers: TabFingerprints[] = [];
+    this.#fingerprintQuestions.set(id, answers);
+    this.#post({ kind: "fingerprints?", id, name, positions });
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.#fingerprintQuestions.delete(id);
+        resolve(answers);
+      }, timeoutMs);
+      (timer as { unref?: () => void }).unref?.();
+    });
+  }
+
+  /**
    * The page froze. It still gets messages (Chromium delivers a BroadcastChannel's messages
    * to a frozen page) but must not act on them: a catch-up would open an IndexedDB
    * transaction whose answers the frozen page cannot take in, stalling every other tab's
@@ -195,6 +225,8 @@ export class Tabs {
     switch (message.kind) {
       case "sync?":
       case "status?":
+      case "fingerprints?":
+      case "fingerprints":
         return;
       case "synced":
         if (!this.#requests.has(message.id)) return;
@@ -255,6 +287,14 @@ export class Tabs {
       case "sync?":
         void this.#answer(message.id);
         return;
+      case "fingerprints?":
+        void this.#answerFingerprints(message.id, message.name, message.positions);
+        return;
+      case "fingerprints":
+        this.#fingerprintQuestions
+          .get(message.id)
+          ?.push({ tab: message.tab, head: message.head, fingerprints: message.fingerprints });
+        return;
       case "synced": {
         const request = this.#requests.get(message.id);
         if (!request) return;
@@ -270,6 +310,16 @@ export class Tabs {
       }
       default:
         return;
+    }
+  }
+
+  async #answerFingerprints(id: string, name: unknown, positions: unknown): Promise<void> {
+    if (typeof name !== "string" || !Array.isArray(positions)) return;
+    try {
+      const fingerprints = await this.#host.fingerprints(name, positions as number[]);
+      this.#post({ kind: "fingerprints", id, tab: this.#tabId, head: this.#host.head(), fingerprints });
+    } catch {
+      // A tab without that projection (another app on the same store) has nothing to compare.
     }
   }
 

@@ -104,7 +104,13 @@ export interface StoreOptions {
    * many events wait; one is always written on close.
    */
   snapshotEvery?: number;
-  /** Keep an in-memory checkpoint for time travel every this many events. Default 1000. */
+  /**
+   * Events between in-memory checkpoints for time travel. By default the spacing starts at
+   * 1024 and adapts to what each reducer costs, as measured: dense enough that a travel
+   * folds at most a few ms of events, sparse enough that taking checkpoints costs at most a
+   * tenth of folding, within 64 MiB of checkpoints per projection. Given, the spacing is
+   * kept (it doubles only to keep at most 64 checkpoints).
+   */
   checkpointEvery?: number;
   /**
    * Keep the store in sync with an annals server. Appends stay `pending` (in an outbox)

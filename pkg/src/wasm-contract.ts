@@ -77,6 +77,8 @@ export interface WasmStoreHandle {
    * undefined when the stream holds none of its events (then decide). Needs `isComplete`.
    */
   commandResult(stream: string, commandId: string): string | undefined;
+  /** Where each id stands in the log (pending ones at their provisional positions); 0 where unknown. Needs `isComplete`. */
+  positionsOf(ids: string[]): Float64Array | number[];
   close(): Promise<unknown>;
   free(): void;
 }
@@ -93,19 +95,22 @@ export type WasmOpen = (name: string, storage: string, optionsJson: string) => P
  * base)` and `snapshotTrusted(...)`.
  */
 export interface WasmCheckpointPlan {
-  /** The current spacing in events (it doubles as the log grows). */
+  /** The current spacing in events (it adapts to the measured costs, and doubles as the log grows). */
   readonly every: number;
   /** What the kept checkpoints weigh together (the sum of the recorded `bytes`). */
   readonly bytes: number;
+  /** The most they may weigh together. */
+  readonly maxBytes: number;
   /** Positions in `after + 1 ..= to` at which to take a checkpoint, ascending. */
   due(after: number, to: number): Float64Array;
   /** Before a long replay: widens the spacing to what the replay will end with. */
   prepareReplay(from: number, to: number): void;
   /**
-   * Records the checkpoints just taken (`bytes[i]`: e.g. the JSON length; `costs[i]`: e.g.
-   * ms of folding, may be empty). Returns the positions whose states to drop, ascending.
+   * Records the checkpoints just taken (`bytes[i]`: the JSON length; `costs[i]`: ms of
+   * folding per event on the way to it; `takeMs[i]`: ms taking it cost; the last two may be
+   * empty). Returns the positions whose states to drop, ascending.
    */
-  record(positions: Float64Array, bytes: Float64Array, costs: Float64Array): Float64Array;
+  record(positions: Float64Array, bytes: Float64Array, costs: Float64Array, takeMs: Float64Array): Float64Array;
   /** The kept checkpoint nearest at or before `target`, or undefined. */
   baseFor(target: number): number | undefined;
   /** Whether the replay from `base` to `target` is long enough to look at the stored snapshot first. */
@@ -125,6 +130,10 @@ export interface WasmRules {
   commandEventIds(commandId: string, count: number): string[];
   /** The batch for a command's decided events: `CommandPlanRequest` JSON in, `PlannedEvent[]` JSON out (what `append` takes). */
   planCommand(requestJson: string): string;
+  /** The crate's version, equal to the npm package's (a test checks it). */
+  annalsVersion(): string;
+  /** The 16-hex-digit fingerprint of a state given as JSON (canonical: keys sorted). */
+  fingerprint(stateJson: string): string;
   /** Whether a stored snapshot may stand for the projection's state. */
   snapshotTrusted(version: number, position: number, projectionVersion: number, confirmedHead: number): boolean;
   /** `new CheckpointPlan(every, maxCount, maxBytes)` (0 for a default). */

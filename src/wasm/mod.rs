@@ -499,6 +499,26 @@ impl WasmStore {
         })())
     }
 
+    /// The positions of these event ids in the replica's log (pending ones at their
+    /// provisional positions), 0 for an id it does not hold or that is not an id. One
+    /// crossing for a what-if's whole set of skipped events.
+    #[wasm_bindgen(js_name = positionsOf)]
+    pub fn positions_of(&self, ids: Vec<String>) -> std::result::Result<Vec<f64>, JsValue> {
+        let parsed: Vec<Option<crate::event::EventId>> = ids
+            .iter()
+            .map(|id| crate::event::EventId::parse(id).ok())
+            .collect();
+        let known: Vec<crate::event::EventId> = parsed.iter().flatten().copied().collect();
+        let mut positions = js_result(self.engine.positions_of(&known))?.into_iter();
+        Ok(parsed
+            .iter()
+            .map(|id| match id {
+                Some(_) => positions.next().flatten().map_or(0.0, |p| p as f64),
+                None => 0.0,
+            })
+            .collect())
+    }
+
     /// Stores a projection's state (JSON) at `position`, tagged with its version.
     #[wasm_bindgen(js_name = putSnapshot)]
     pub fn put_snapshot(

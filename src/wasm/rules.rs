@@ -24,6 +24,19 @@ pub fn error_codes() -> Vec<String> {
         .collect()
 }
 
+/// The crate's version, which is the npm package's (bug bundles record it).
+#[wasm_bindgen(js_name = annalsVersion)]
+pub fn annals_version() -> String {
+    env!("CARGO_PKG_VERSION").to_owned()
+}
+
+/// The fingerprint of a state given as JSON (`crate::fingerprint`): 16 hex digits, equal
+/// for equal states on every replica.
+#[wasm_bindgen]
+pub fn fingerprint(state_json: &str) -> std::result::Result<String, JsValue> {
+    js_result(crate::fingerprint::fingerprint(state_json))
+}
+
 /// The ids of the first `count` events of command `commandId` (`commandEventId` of
 /// index 0, 1, ...): UUIDv8 from SHA-256(`annals:command:<commandId>:<index>`).
 #[wasm_bindgen(js_name = commandEventIds)]
@@ -141,9 +154,9 @@ pub struct WasmCheckpointPlan {
 
 #[wasm_bindgen(js_class = CheckpointPlan)]
 impl WasmCheckpointPlan {
-    /// `new CheckpointPlan(every, maxCount, maxBytes)`: a checkpoint every `every` events,
-    /// at most `maxCount` kept, weighing at most `maxBytes` together (0 for the defaults:
-    /// 1,000 events, 64 checkpoints, 64 MiB).
+    /// `new CheckpointPlan(every, maxCount, maxBytes)`: a checkpoint every `every` events
+    /// to start with (it adapts to the measured costs), at most `maxCount` kept, weighing at
+    /// most `maxBytes` together (0 for the defaults: 1,024 events, 16,384 checkpoints, 64 MiB).
     #[wasm_bindgen(constructor)]
     pub fn new(
         every: f64,
@@ -158,7 +171,7 @@ impl WasmCheckpointPlan {
             plan: CheckpointPlan::new(
                 if every == 0 { defaults.every() } else { every },
                 if max_count == 0 {
-                    defaults.max_count()
+                    crate::checkpoints::DEFAULT_MAX_MEASURED_CHECKPOINTS
                 } else {
                     max_count
                 },
@@ -196,31 +209,35 @@ impl WasmCheckpointPlan {
     }
 
     /// Records the checkpoints just taken: `positions[i]` weighs `bytes[i]` (e.g. its JSON
-    /// length) and cost `costs[i]` (e.g. ms of folding; may be empty). Returns the
+    /// length); `costs[i]` is the ms per event of the folding that led to it and
+    /// `takeMs[i]` the ms taking it cost (either may be empty: not measured). Returns the
     /// positions whose states to drop now (possibly some just recorded), ascending.
     pub fn record(
         &mut self,
         positions_in: &[f64],
         bytes: &[f64],
         costs: &[f64],
+        take_ms: &[f64],
     ) -> std::result::Result<Float64Array, JsValue> {
-        if bytes.len() != positions_in.len()
-            || !(costs.is_empty() || costs.len() == positions_in.len())
-        {
+        let fits = |list: &[f64]| list.is_empty() || list.len() == positions_in.len();
+        if bytes.len() != positions_in.len() || !fits(costs) || !fits(take_ms) {
             return Err(super::to_js_error(&Error::InvalidArgument(
-                "`positions`, `bytes` and `costs` must be as long".into(),
+                "`positions`, `bytes`, `costs` and `takeMs` must be as long".into(),
             )));
         }
+        let measured = |list: &[f64], i: usize| {
+            list.get(i)
+                .copied()
+                .filter(|c| c.is_finite())
+                .unwrap_or(0.0)
+        };
         let mut marks = Vec::with_capacity(positions_in.len());
         for (i, position) in positions_in.iter().enumerate() {
             marks.push(CheckpointMark {
                 position: js_result(whole_number("position", *position))?,
                 bytes: js_result(whole_number("bytes", bytes[i]))? as usize,
-                cost: costs
-                    .get(i)
-                    .copied()
-                    .filter(|c| c.is_finite())
-                    .unwrap_or(0.0),
+                cost: measured(costs, i),
+                take_ms: measured(take_ms, i),
             });
         }
         Ok(positions(&self.plan.record(&marks)))
@@ -251,6 +268,12 @@ impl WasmCheckpointPlan {
     #[wasm_bindgen(getter)]
     pub fn bytes(&self) -> f64 {
         self.plan.bytes() as f64
+    }
+
+    /// The byte budget of the kept checkpoints.
+    #[wasm_bindgen(getter, js_name = maxBytes)]
+    pub fn max_bytes(&self) -> f64 {
+        self.plan.max_bytes() as f64
     }
 
     /// The confirmed log was reset: forget every checkpoint, back to the first spacing.

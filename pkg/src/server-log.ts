@@ -1,0 +1,49 @@
+// Reads a sync server's confirmed log page by page, with the store's own credentials: what
+// the divergence search folds into a fresh replica to compare with this one. A one-off
+// read for debugging, so it goes over `fetch` here rather than through the sync client.
+
+import { AnnalsError } from "./errors.js";
+import { checkSyncHeaders, checkSyncToken } from "./options.js";
+import type { AnnalsEvent, SyncOptions } from "./types.js";
+
+/** Events per page asked of the server. */
+const PAGE = 5_000;
+
+interface PullPage {
+  events: AnnalsEvent[];
+  head: number;
+  more: boolean;
+}
+
+async function credentials(sync: SyncOptions): Promise<Record<string, string>> {
+  const request = { reason: "start" as const };
+  const token = checkSyncToken(typeof sync.token === "function" ? await sync.token(request) : sync.token);
+  const extra = sync.headers === undefined ? {} : typeof sync.headers === "function" ? await sync.headers(request) : sync.headers;
+  return { ...checkSyncHeaders(extra), authorization: `Bearer ${token}` };
+}
+
+/** Calls `onPage` with each page of the server's confirmed log, in order, until its head. */
+export async function pullServerLog(sync: SyncOptions, onPage: (events: AnnalsEvent[]) => Promise<void>): Promise<number> {
+  const headers = await credentials(sync);
+  const base = `${sync.url.replace(/\/+$/, "")}/v1/stores/${encodeURIComponent(sync.store)}/pull`;
+  let after = 0;
+  for (;;) {
+    let response: Response;
+    try {
+      response = await fetch(`${base}?after=${after}&limit=${PAGE}&wait=0`, { headers });
+    } catch (error) {
+      throw new AnnalsError("OFFLINE", `the sync server at ${sync.url} did not answer: ${String(error)}`, { cause: error });
+    }
+    if (response.status === 401 || response.status === 403) {
+      throw new AnnalsError(response.status === 401 ? "UNAUTHORIZED" : "FORBIDDEN", `the sync server refused to read store "${sync.store}"`);
+    }
+    if (!response.ok) throw new AnnalsError("SERVER", `the sync server answered ${response.status} to a pull`);
+    const page = (await response.json()) as PullPage;
+    if (!Array.isArray(page.events)) throw new AnnalsError("SERVER", "the sync server's pull answer has no events");
+    if (page.events.length > 0) {
+      await onPage(page.events);
+      after = page.events[page.events.length - 1]!.position;
+    }
+    if (!page.more || page.events.length === 0) return after;
+  }
+}
