@@ -46,6 +46,10 @@ test("the tarball holds the licenses, the compiled modules with their types, and
     "dist/node.js",
     "dist/react.js",
     "dist/react.d.ts",
+    "dist/devtools.js",
+    "dist/devtools.d.ts",
+    "dist/devtools/panel.js",
+    "dist/devtools/panel.d.ts",
     "wasm/annals.js",
     "wasm/annals.d.ts",
     "wasm/annals_bg.wasm",
@@ -69,7 +73,7 @@ test("the licenses are the repository's, with its copyright line", () => {
 });
 
 test("no development files: tests, sources, source maps, build stamps, tsbuildinfo", () => {
-  const allowed = /^(package\.json|README\.md|LICENSE-MIT|LICENSE-APACHE|dist\/(generated\/)?[^/]+\.(js|d\.ts)|wasm\/annals(_bg)?\.(js|d\.ts|wasm|wasm\.d\.ts))$/;
+  const allowed = /^(package\.json|README\.md|LICENSE-MIT|LICENSE-APACHE|dist\/((generated|devtools)\/)?[^/]+\.(js|d\.ts)|wasm\/annals(_bg)?\.(js|d\.ts|wasm|wasm\.d\.ts))$/;
   const unexpected = files().filter((f) => !allowed.test(f));
   assert.deepEqual(unexpected, [], `unexpected files in the tarball: ${unexpected.join(", ")}`);
   const dev = files().filter((f) =>
