@@ -1,6 +1,18 @@
 // What the board tests (board.test.mjs, devtools.test.mjs) do on the board page
 // (www/index.html) and read from it.
 import assert from "node:assert/strict";
+import { mkdirSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+/** Where the tests leave screenshots to look at (not committed: target/ is ignored). */
+export const SCREENSHOTS = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..", "target", "screenshots");
+
+/** Saves a screenshot of the page as target/screenshots/`name`.png. @param {import("playwright-core").Page} page @param {string} name */
+export async function screenshot(page, name) {
+  mkdirSync(SCREENSHOTS, { recursive: true });
+  await page.screenshot({ path: join(SCREENSHOTS, `${name}.png`) });
+}
 
 /** @typedef {import("playwright-core").Page} Page */
 

@@ -19,6 +19,7 @@ import {
   moveCard,
   notices,
   openBoard,
+  screenshot,
   useTemplate,
   waitBoardReady,
 } from "./board-helpers.mjs";
@@ -156,6 +157,7 @@ describe("a local board (?sync=off)", () => {
       await eventually(() => boardLog(page), (l) => l.events.at(-1)?.type === "CardReopened", { ...waitFor, what: "CardReopened" });
       assert.equal(await page.getByTestId("done-count").textContent(), "1");
       assert.equal(await page.getByTestId("activity-entry").first().getAttribute("data-type"), "CardReopened");
+      await screenshot(page, "board-stamped");
     });
   });
 
@@ -257,6 +259,7 @@ describe("a synced board (annals-server)", () => {
       assert.equal(await cardOf(page, "Offline card").getAttribute("data-completed"), "false", "the process manager waits for the server to confirm the move");
       const pending = await page.locator('[data-testid="activity-entry"][data-pending="true"]').count();
       assert.equal(pending, 3, "the event log marks the pending events");
+      await screenshot(page, "board-offline");
 
       await device.setOffline(false);
       await eventually(() => boardSync(page), (s) => s.state === "online" && s.pending === "0", { ...waitFor, what: "the outbox to drain" });
@@ -327,6 +330,7 @@ describe("a synced board (annals-server)", () => {
         "your move of “Contested” to Doing: another device changed it first. The board shows what the server kept.",
       ]);
       assert.deepEqual((await notices(a)).filter((n) => n.kind === "rejected"), [], "A's changes were all accepted");
+      await screenshot(b, "board-converged-rejections");
 
       const [logA, logB] = [await boardLog(a), await boardLog(b)];
       const strip = (/** @type {typeof logA} */ log) => log.events.map((e) => ({ id: e.id, position: e.position, type: e.type, pending: e.pending }));

@@ -6,11 +6,10 @@
 // event where it parts. Screenshots of the panel go to target/screenshots/ (not committed).
 // Needs www/dist and annals-server (ANNALS_SERVER_BIN, default target/debug/annals-server).
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
+import { join } from "node:path";
 import { after, before, test } from "node:test";
-import { fileURLToPath } from "node:url";
 import {
   addCard,
   boardLog,
@@ -21,13 +20,12 @@ import {
   moveCard,
   notices,
   openBoard,
+  screenshot,
   useTemplate,
 } from "./board-helpers.mjs";
 import { DIST, TEST_TIMEOUT, eventually, freshStore, launchBrowser, newTab, serveDist, startAnnalsServer } from "./helpers.mjs";
 
 /** @typedef {import("playwright-core").Page} Page */
-
-const SCREENSHOTS = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..", "target", "screenshots");
 
 /** @type {import("playwright-core").Browser} */
 let browser;
@@ -37,7 +35,6 @@ let local;
 let synced;
 
 before(async () => {
-  mkdirSync(SCREENSHOTS, { recursive: true });
   [local, synced, browser] = await Promise.all([serveDist(), startAnnalsServer(), launchBrowser()]);
 });
 
@@ -49,11 +46,6 @@ after(async () => {
 
 const waitFor = { timeout: 20_000, interval: 100 };
 const VIEWPORT = { width: 1440, height: 960 };
-
-/** Saves a screenshot of the page as target/screenshots/`name`.png. @param {Page} page @param {string} name */
-async function screenshot(page, name) {
-  await page.screenshot({ path: join(SCREENSHOTS, `${name}.png`) });
-}
 
 /** Opens the panel with the board's button. @param {Page} page */
 async function openDevtools(page) {

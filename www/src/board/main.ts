@@ -310,6 +310,9 @@ function describeEntry(state: BoardState, entry: ActivityEntry): string {
   }
 }
 
+/** The last position the event log has shown: newer entries arrive with a highlight. */
+let activitySeenUpTo = 0;
+
 function renderActivity(store: BoardStore): void {
   const { events, done, recent } = store.get("activity");
   const state = store.get("board");
@@ -321,9 +324,12 @@ function renderActivity(store: BoardStore): void {
       knownTitles.set(data["id"], data["title"]);
     }
   }
+  const seen = activitySeenUpTo;
+  activitySeenUpTo = recent.at(-1)?.position ?? 0;
   activityEl.replaceChildren(
     ...[...recent].reverse().map((entry) => {
       const pending = !frozen && entry.position > confirmed;
+      const classes = [pending ? "pending" : "", entry.position > seen ? "fresh" : ""].filter(Boolean).join(" ");
       return el(
         "li",
         {
@@ -331,7 +337,7 @@ function renderActivity(store: BoardStore): void {
           "data-type": entry.type,
           "data-position": String(entry.position),
           "data-pending": String(pending),
-          class: pending ? "pending" : "",
+          class: classes || undefined,
         },
         el("span", { class: "pos" }, `#${entry.position}`),
         el("span", { class: `type t-${entry.type}` }, entry.type),
