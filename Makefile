@@ -35,7 +35,8 @@ www: pkg
 server:
 	cargo build --features server --bin annals-server
 
-## demo: the todo app and its sync server (SQLite in data/) on http://$(DEMO_ADDR)
+## demo: the board demo (the todo list at /todos.html) and its sync server (SQLite in
+## data/) on http://$(DEMO_ADDR); the devtools panel is one click away on the board
 demo: build
 	@echo "annals demo on http://$(DEMO_ADDR)/  (sync token: $(DEMO_TOKEN))"
 	$(SERVER_BIN) --listen $(DEMO_ADDR) --database sqlite://data/annals.db --www www/dist --dev-token $(DEMO_TOKEN)
