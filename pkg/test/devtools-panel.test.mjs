@@ -491,3 +491,37 @@ test("the JSON tree renders children only when expanded, big objects a page at a
   assert.equal(firstChildToggle.getAttribute("aria-expanded"), "true");
   assert.equal(tree.querySelectorAll(".jn").length, 202, "expanding k0 renders its one child");
 });
+
+test("nodes opened in the state tree stay open as new events re-render it", async () => {
+  const store = fakeStore({ size: 2 });
+  store.get = () => ({ carts: { open: { items: store.head } }, total: store.head });
+  const { $, $$ } = mount(store);
+  await settle();
+  const carts = () => $("devtools-json").querySelector(`.jn[data-path='["carts"]']`);
+  assert.equal(carts().querySelector('[data-testid="devtools-json-toggle"]').getAttribute("aria-expanded"), "false");
+  carts().querySelector(".jh").click();
+  carts().querySelector(`.jn[data-path='["carts","open"]'] .jh`).click();
+  store.add(1);
+  await until(() => /total: ?3/.test($("devtools-json").textContent), "the state after the new event");
+  assert.equal(carts().querySelector('[data-testid="devtools-json-toggle"]').getAttribute("aria-expanded"), "true");
+  assert.match(carts().textContent, /items: ?3/, "the nested node is open and shows the new value");
+  assert.ok($$("devtools-json-toggle").length >= 3);
+});
+
+test("arrow keys in the timeline move the selection", async () => {
+  const store = fakeStore({ size: 10 });
+  const { $ } = mount(store);
+  await settle();
+  const viewport = $("devtools-timeline");
+  viewport.dispatchEvent(new window.KeyboardEvent("keydown", { key: "ArrowUp", bubbles: true }));
+  viewport.dispatchEvent(new window.KeyboardEvent("keydown", { key: "ArrowUp", bubbles: true }));
+  await settle();
+  assert.equal($("devtools-position").value, "8");
+  viewport.dispatchEvent(new window.KeyboardEvent("keydown", { key: "ArrowDown", bubbles: true }));
+  await settle();
+  assert.equal($("devtools-position").value, "9");
+  assert.equal($("devtools-follow").getAttribute("aria-pressed"), "false");
+  $("devtools-follow").click();
+  await settle();
+  assert.equal($("devtools-position").value, "10", "following the head again jumps to it");
+});

@@ -10,13 +10,19 @@ export interface JsonTreeOptions {
   open?: number;
   /** Children rendered per page. Default 100. */
   pageSize?: number;
+  /**
+   * The open nodes by path (`JSON.stringify(path)`), kept up to date as the user expands
+   * and collapses: pass the same set to the next tree and it opens the same nodes (the
+   * state view re-renders as events arrive). Replaces `open` when given.
+   */
+  expanded?: Set<string>;
 }
 
 /** The tree of `value` in a `<div class="json">`. */
 export function jsonTree(doc: Document, value: unknown, options: JsonTreeOptions = {}): HTMLElement {
   const pageSize = options.pageSize ?? 100;
   const root = h(doc, "div", { class: "json", "data-testid": "devtools-json" });
-  root.appendChild(node(doc, null, value, [], options.open ?? 1, pageSize));
+  root.appendChild(node(doc, null, value, [], options.open ?? 1, pageSize, options.expanded));
   return root;
 }
 
@@ -43,8 +49,10 @@ function node(
   path: (string | number)[],
   open: number,
   pageSize: number,
+  expanded: Set<string> | undefined,
 ): HTMLElement {
-  const row = h(doc, "div", { class: "jn", "data-path": JSON.stringify(path) });
+  const pathKey = JSON.stringify(path);
+  const row = h(doc, "div", { class: "jn", "data-path": pathKey });
   const label =
     key === null
       ? null
@@ -83,7 +91,7 @@ function node(
     for (let i = shown; i < end; i++) {
       const childKey = entries ? entries[i]! : i;
       const childValue = entries ? (value as Record<string, unknown>)[entries[i]!] : (value as unknown[])[i];
-      fragment.appendChild(node(doc, childKey, childValue, [...path, childKey], open - 1, pageSize));
+      fragment.appendChild(node(doc, childKey, childValue, [...path, childKey], open - 1, pageSize, expanded));
     }
     shown = end;
     if (more.parentNode) more.remove();
@@ -106,8 +114,12 @@ function node(
     else children.setAttribute("hidden", "");
   };
   head.addEventListener("click", () => {
-    if (size > 0) setOpen(toggle.getAttribute("aria-expanded") !== "true");
+    if (size === 0) return;
+    const isOpen = toggle.getAttribute("aria-expanded") !== "true";
+    setOpen(isOpen);
+    if (isOpen) expanded?.add(pathKey);
+    else expanded?.delete(pathKey);
   });
-  if (open > 0 && size > 0) setOpen(true);
+  if (size > 0 && (expanded ? expanded.has(pathKey) : open > 0)) setOpen(true);
   return row;
 }

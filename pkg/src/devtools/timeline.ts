@@ -286,13 +286,16 @@ export class Timeline {
       }
       return out;
     } catch (error) {
+      if ((error as { code?: string }).code === "CLOSED" || this.#source.store.closed) {
+        this.#loadError = "the store is closed";
+        return [];
+      }
       // A lazily opened log still loading: draw when it is complete.
       this.#loadError = "loading the log…";
       this.#source.access.whenComplete().then(
         () => this.#schedule(),
         () => {},
       );
-      void error;
       return [];
     }
   }

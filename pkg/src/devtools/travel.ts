@@ -42,6 +42,8 @@ export class Travel {
   readonly #diffB: HTMLInputElement;
   readonly #cleanup: (() => void)[] = [];
   #tab: Tab = "state";
+  /** The state tree's open nodes, kept while it re-renders (new events, other positions). */
+  readonly #expanded = new Set<string>(["[]"]);
   #head: number;
   #running = false;
   #dirty = false;
@@ -184,7 +186,11 @@ export class Travel {
 
     this.#cleanup.push(
       source.position.subscribe(() => this.refresh()),
-      source.projection.subscribe(() => this.refresh()),
+      source.projection.subscribe(() => {
+        this.#expanded.clear();
+        this.#expanded.add("[]");
+        this.refresh();
+      }),
       source.whatIf.changed.subscribe(() => this.refresh()),
       source.follow.subscribe(() => this.#renderControls()),
       source.store.on("change", (change) => {
@@ -292,7 +298,7 @@ export class Travel {
         const state = await this.#stateAt(position);
         if (this.#dirty || this.#destroyed) return;
         this.#meta.textContent = `${name} after #${formatCount(position)}${ifNote} · ${took(started)}`;
-        replaceChildren(this.#content, jsonTree(doc, state));
+        this.#replaceContent(jsonTree(doc, state, { expanded: this.#expanded }));
       } else if (this.#tab === "diff") {
         const pair = this.#diffMode.value === "pair";
         const a = pair ? clampPosition(Number(this.#diffA.value), this.#head) : Math.max(0, position - 1);
@@ -307,7 +313,7 @@ export class Travel {
           : event
             ? `${event.type} on ${event.stream} (v${event.version})${source.whatIf.isOff(event.id) ? ", switched off," : ""} made:`
             : "the initial state:";
-        replaceChildren(this.#content, diffView(doc, changes, caption));
+        this.#replaceContent(diffView(doc, changes, caption));
       } else {
         const event = position === 0 ? undefined : source.access.range(position - 1, position)[0];
         this.#meta.textContent = position === 0 ? "position 0 is the initial state: no event" : `event #${formatCount(position)}`;
@@ -319,6 +325,13 @@ export class Travel {
       clearTimeout(slow);
       this.#meta.classList.remove("busy");
     }
+  }
+
+  /** New content at the same scroll offset: stepping through positions keeps the place. */
+  #replaceContent(element: HTMLElement): void {
+    const top = this.#content.scrollTop;
+    replaceChildren(this.#content, element);
+    this.#content.scrollTop = top;
   }
 
   #showError(error: unknown): void {
