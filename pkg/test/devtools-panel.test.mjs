@@ -525,3 +525,30 @@ test("arrow keys in the timeline move the selection", async () => {
   await settle();
   assert.equal($("devtools-position").value, "10", "following the head again jumps to it");
 });
+
+test("divergence against the server's replica: first differing event, the server's event there, the states' diff; the replica is closed", async () => {
+  const store = fakeStore({ size: 300 });
+  const replica = fakeStore({ size: 300, differentFrom: 77 });
+  // The server ordered another event at 77, and folds it into another cart.
+  const range = replica[DEBUG].range;
+  replica[DEBUG].range = (after, to) => range(after, to).map((e) => (e.position === 77 ? { ...e, id: "server-77", type: "CouponApplied" } : e));
+  replica.stateAt = async (projection, position) => (projection === "count" ? position : { count: position, last: "CouponApplied", skipped: 0 });
+  store.syncStatus = { ...store.syncStatus, online: true, leader: true };
+  store[DEBUG].serverReplica = async () => replica;
+  const { $, $$ } = mount(store);
+  await settle();
+  assert.match($("devtools-stats").textContent, /online/, "a syncing store shows its connection");
+  $("devtools-tab-divergence").click();
+  $("devtools-divergence-run").click();
+  await until(() => /found/.test($("devtools-divergence-status").textContent), "the comparison");
+  const server = $$("devtools-divergence-result").filter((r) => r.dataset.peer === "server");
+  assert.deepEqual(server.map((r) => [r.dataset.projection, r.dataset.position]), [
+    ["cart", "77"],
+    ["count", "77"],
+  ]);
+  const cart = server[0];
+  assert.match(cart.textContent, /first differs at #77 — ItemAdded on cart-77/);
+  assert.match(cart.textContent, /the server has another event there: CouponApplied/);
+  assert.match(cart.querySelector('[data-testid="devtools-diff"]').textContent, /last.*ItemAdded.*CouponApplied/);
+  assert.equal(replica.closed, true, "the replica is closed after the search");
+});
