@@ -6,7 +6,9 @@
 //
 //   node bench/run.mjs                       # everything (10k, 100k and 1M events)
 //   BENCH_QUICK=1 node bench/run.mjs         # 10k and 100k only, one repetition
-//   BENCH_ONLY=append,replay,snapshot,latency,stateAt,memory,pull   # some of it
+//   BENCH_ONLY=append,replay,snapshot,latency,stateAt,memory,pull,travel   # some of it
+//   BENCH_ONLY=travel                        # time travel: an immutable reducer on 100k
+//                                            # events, and the devtools panel on 1M
 //   BENCH_SIZES=100000 BENCH_REPS=5          # other sizes and repetitions
 //   BENCH_PROFILE=replay TOP=30              # CPU profile of a scenario (CDP), printed
 //
@@ -66,6 +68,7 @@ const results = {
   stateAt: undefined,
   memory: undefined,
   pull: undefined,
+  travel: undefined,
 };
 
 function machine() {
@@ -208,6 +211,9 @@ try {
     results.memory = out;
   }
 
+  // ---- time travel and the devtools panel ---------------------------------------------------
+  if (wanted("travel")) results.travel = await travelBench();
+
   // ---- pull from annals-server ------------------------------------------------------------
   if (wanted("pull")) results.pull = await pullBench(100_000);
 } finally {
@@ -279,6 +285,44 @@ async function pullBench(n) {
     child.kill("SIGTERM");
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+// ---- time travel -------------------------------------------------------------------------------
+
+/**
+ * Issue 11's "fast for any reducer": time travel on 100k events folded by an immutable
+ * reducer over a 1,000-key map (each figure beside replaying from the start in the same
+ * page), then the devtools panel on a 1M-event log. The logs are built here (not timed) and
+ * deleted after.
+ */
+async function travelBench() {
+  const n = 100_000;
+  const name = "bench-travel-100k";
+  const build = await inPage("travelBuild", { name, n, batch: 1000 });
+  log(`travel: built ${label(n)} events (immutable 1,000-key reducer) in ${(build.ms / 1000).toFixed(1)} s`);
+  const keys = await inPage("travel", { name, n, samples: 200, replays: 10 });
+  await inPage("deleteDb", name);
+  const f = (x) => x.toFixed(2);
+  log(`travel stateAt: p50 ${f(keys.stateAt.p50)}, p95 ${f(keys.stateAt.p95)}, max ${f(keys.stateAt.max)} ms; replay p50 ${f(keys.replay.p50)} ms`);
+  log(`travel slowest stateAt: ${keys.slowest.map((x) => `#${x.i} @${x.position} ${x.ms.toFixed(0)} ms`).join(", ")}`);
+  log(`travel step ±1: p50 ${f(keys.step.p50)}, p95 ${f(keys.step.p95)} ms`);
+  for (const w of keys.whatIf) log(`travel what-if +${w.k}: p50 ${f(w.p50)}, p95 ${f(w.p95)} ms (first ${f(w.first)})`);
+  log(`travel what-if at the head: p50 ${f(keys.whatIfHead.p50)} ms; diff p95 ${f(keys.diff.p95)} ms`);
+  log(`travel checkpoints: ${JSON.stringify(keys.checkpoints)}`);
+
+  const big = 1_000_000;
+  const bigName = "bench-travel-1M";
+  // The workload's cheap reducer; batches of 10,000 (building is not a result).
+  await inPage("append", { contender: "annals", name: bigName, n: big, batch: 10_000 });
+  const panel = await inPage("travelPanel", { name: bigName, n: big });
+  await inPage("deleteDb", bigName);
+  if (panel.missing?.length) log(`travel panel: missing ${panel.missing.join("; ")}`);
+  if (panel.firstRowsMs !== undefined) {
+    log(
+      `travel panel ${label(big)}: first rows ${f(panel.firstRowsMs)} ms, longest task ${f(panel.mount.longest)} ms; scroll longest task ${f(panel.scroll?.longest ?? NaN)} ms, longest frame ${f(panel.scroll?.longestFrame ?? NaN)} ms`,
+    );
+  }
+  return { events: n, panelEvents: big, buildMs: build.ms, keys, panel };
 }
 
 // ---- the table --------------------------------------------------------------------------------
@@ -364,5 +408,56 @@ function markdown(r) {
   lines.push(
     `| \`.wasm\` raw / gzip / brotli | ${w.raw.toLocaleString("en-US")} / ${w.gzip.toLocaleString("en-US")} / ${w.brotli.toLocaleString("en-US")} B | | | | | ≤ 200 KB brotli${mark(w.brotli <= 200_000)} |`,
   );
+  if (r.travel) lines.push("", ...travelMarkdown(r.travel, { fmtMs, fmtMiB, ratio, mark }));
   return lines.join("\n") + "\n";
+}
+
+/** The "Time travel" section: its own table, annals beside replaying from the start. */
+function travelMarkdown(t, { fmtMs, fmtMiB, ratio, mark }) {
+  const k = t.keys;
+  const vs = (base, x) => `${ratio(base / x)}`;
+  const lines = [
+    "### Time travel",
+    "",
+    `${label(t.events)} events in IndexedDB, folded by an immutable reducer over a 1,000-key map (each event returns a new object copying every key: the Redux style; a state is ${(k.stateBytes / 1024).toFixed(1)} KiB of JSON). The store is opened cold (from its snapshot at the head: no checkpoint yet); its log is loaded first (${fmtMs(k.loadMs)}). Baseline: folding the same reducer from the start over \`store.events\` in the same page. ×: how many times faster annals is.`,
+    "",
+    "| measure | annals | baseline (replay from the start) | × baseline | target |",
+    "|---|---:|---:|---:|---|",
+    `| \`stateAt\` p50, ${k.stateAt.n} seeded random positions (baseline: the first ${k.replay.n}) | ${fmtMs(k.stateAt.p50)} | ${fmtMs(k.replay.p50)} | ${vs(k.replay.p50, k.stateAt.p50)} | |`,
+    `| \`stateAt\` p95 | ${fmtMs(k.stateAt.p95)} | ${fmtMs(k.replay.p95)} | ${vs(k.replay.p95, k.stateAt.p95)} | ≤ 16 ms${mark(k.stateAt.p95 <= 16)} (aim 5${mark(k.stateAt.p95 <= 5)}) |`,
+    `| \`stateAt\` max (the first query: ${fmtMs(k.stateAt.first)}; the slowest: ${k.slowest.map((x) => `query ${x.i + 1} at ${x.position.toLocaleString("en-US")}: ${fmtMs(x.ms)}`).join(", ")}) | ${fmtMs(k.stateAt.max)} | ${fmtMs(k.replay.max)} | | |`,
+    `| stepping ±1 p50 (3 random jumps, then 50 steps forward and 50 back each: ${k.step.n} steps) | ${fmtMs(k.step.p50)} | ${fmtMs(k.replay.p50)} | ${vs(k.replay.p50, k.step.p50)} | |`,
+    `| stepping ±1 p95 | ${fmtMs(k.step.p95)} | ${fmtMs(k.replay.p95)} | ${vs(k.replay.p95, k.step.p95)} | ≤ 5 ms${mark(k.step.p95 <= 5)} |`,
+  ];
+  const near = k.whatIfBaseline.near;
+  for (const w of k.whatIf) {
+    lines.push(
+      `| what-if, event ${(t.events / 2).toLocaleString("en-US")} off, state at +${w.k}: p50 / p95 (${w.n} queries; first ${fmtMs(w.first)}; baseline: at +100, ${near.n} runs, p50) | ${fmtMs(w.p50)} / ${fmtMs(w.p95)} | ${fmtMs(near.p50)} | ${vs(near.p50, w.p50)} (p50s) | ≤ 50 ms p95${mark(w.p95 <= 50)} |`,
+    );
+  }
+  const head = k.whatIfHead;
+  const headBase = k.whatIfBaseline.head;
+  lines.push(
+    `| what-if at the head with event ${(t.events / 2).toLocaleString("en-US")} off: p50 / max (${head.n} queries; refolds the ${(t.events / 2).toLocaleString("en-US")} events after it) | ${fmtMs(head.p50)} / ${fmtMs(head.max)} | ${fmtMs(headBase.p50)} | ${vs(headBase.p50, head.p50)} | |`,
+    `| \`diff\` of two 1,000-key states 100 events apart: p50 / p95 (${k.diff.n} pairs) | ${fmtMs(k.diff.p50)} / ${fmtMs(k.diff.p95)} | | | ≤ 16 ms${mark(k.diff.p95 <= 16)} |`,
+    `| memory the checkpoints hold after all the above (${k.checkpoints.count} states) | ${fmtMiB(k.checkpoints.bytes)} | | | within the budget of ${fmtMiB(k.checkpoints.budgetBytes)}${mark(k.checkpoints.bytes <= k.checkpoints.budgetBytes)} |`,
+  );
+  const p = t.panel;
+  const big = label(t.panelEvents);
+  if (p.firstRowsMs !== undefined) {
+    const none = (x) => (x.count ? fmtMs(x.longest) : "none ≥ 50 ms");
+    lines.push(
+      `| devtools panel on ${big} events (the workload's cheap reducer): mount until the first timeline rows show | ${fmtMs(p.firstRowsMs)} | | | ≤ 500 ms${mark(p.firstRowsMs <= 500)} |`,
+      `| … longest main-thread task from mounting to 1 s after the first rows (Long Tasks API; tasks over 50 ms: ${p.mount.over50}) | ${none(p.mount)} | | | ≤ 100 ms${mark(p.mount.longest <= 100)} |`,
+    );
+    if (p.scroll) {
+      lines.push(
+        `| … scrolling the timeline top to bottom in ${p.scroll.steps} steps a frame apart (${fmtMs(p.scroll.ms)}): longest task (over 50 ms: ${p.scroll.over50}; longest frame ${fmtMs(p.scroll.longestFrame)}) | ${none(p.scroll)} | | | ≤ 50 ms${mark(p.scroll.longest <= 50)} |`,
+      );
+    }
+    lines.push(`| … DOM rows in the timeline at ${big} events | ${p.domRows} | | | bounded |`);
+  }
+  if (!p.longTasksSupported && p.firstRowsMs !== undefined) lines.push("", "This Chromium does not report long tasks: the task figures are empty.");
+  if (p.missing?.length) lines.push("", `The panel scenario could not run in full: missing ${p.missing.join("; ")}.`);
+  return lines;
 }

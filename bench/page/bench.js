@@ -11,10 +11,19 @@
 // Every contender assigns what annals assigns (an id, the position, the stream version and
 // the time) and folds the same reducer. Timings are wall-clock `performance.now()`.
 
-import { openStore } from "../../pkg/dist/browser.js";
+import { diff, openStore } from "../../pkg/dist/browser.js";
 import init from "../../pkg/wasm/annals.js";
 
-import { apply, batchAt, eventAt, initialState, projection } from "./workload.mjs";
+import {
+  apply,
+  batchAt,
+  eventAt,
+  immutableProjection,
+  initialKeys,
+  initialState,
+  keyOf,
+  projection,
+} from "./workload.mjs";
 
 const now = () => performance.now();
 
@@ -193,6 +202,74 @@ function check(state, expected, what) {
   if (state.count !== expected) throw new Error(`${what}: folded ${state.count} events, expected ${expected}`);
 }
 
+// ---- time travel helpers ---------------------------------------------------------------------
+
+/** Every event of the time-travel log bumps one key: the keys sum to the events folded. */
+function checkKeys(state, expected, what) {
+  let sum = 0;
+  for (const k in state) sum += state[k];
+  if (sum !== expected) throw new Error(`${what}: folded ${sum} events, expected ${expected}`);
+}
+
+/** Events read per `store.events` call by the replay baseline. */
+const BASELINE_CHUNK = 10_000;
+
+/**
+ * The baseline of time travel: what an app does without annals' checkpoints, folding the
+ * immutable reducer over events 1..target from the start (read from the same store, so only
+ * the folding differs), leaving out the event at `skipPosition` (what-if).
+ */
+async function replayFromStart(store, target, skipPosition) {
+  let state = initialKeys();
+  for (let after = 0; after < target; after += BASELINE_CHUNK) {
+    const events = await store.events({ after, to: Math.min(after + BASELINE_CHUNK, target) });
+    for (const e of events) if (e.position !== skipPosition) state = baselineApply(state, e);
+  }
+  return state;
+}
+
+/**
+ * `applyImmutable`'s body, as a function of its own: V8 keeps type feedback per function,
+ * and the spread in the shared one has also seen the states annals restores (objects of
+ * other shapes), which sends it down a generic path about 20× slower per event. The
+ * baseline is an app replaying with its own reducer, so it gets its own feedback.
+ */
+function baselineApply(state, event) {
+  const key = keyOf(event.stream);
+  return { ...state, [key]: state[key] + 1 };
+}
+
+/** Resolves at the next animation frame. */
+const frame = () => new Promise((resolve) => requestAnimationFrame(() => resolve()));
+
+/** Resolves once `ready()` is true, checked each frame; rejects after `timeoutMs`. */
+async function untilFrame(ready, timeoutMs, what) {
+  const t0 = now();
+  while (!ready()) {
+    if (now() - t0 > timeoutMs) throw new Error(`${what}: not after ${timeoutMs} ms`);
+    await frame();
+  }
+}
+
+/** Long tasks (the Long Tasks API reports those of 50 ms and more) starting in [from, to]. */
+function tasksIn(tasks, from, to) {
+  const inside = tasks.filter((t) => t.startTime >= from && t.startTime <= to).map((t) => t.duration);
+  return { count: inside.length, longest: inside.length ? Math.max(...inside) : 0, over50: inside.filter((d) => d > 50).length };
+}
+
+/** A seeded generator of numbers in [0, 1) (xorshift32): the same positions in every run. */
+function seededRandom(seed) {
+  let x = seed >>> 0;
+  return () => {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    return x / 0x1_0000_0000;
+  };
+}
+
 let wasmExports;
 let wasmInitMs = 0;
 
@@ -341,16 +418,7 @@ const bench = {
 
   /** `stateAt` at random positions (seeded) of a log of `n` events. */
   async stateAt({ contender, name, n, version, samples, seed = 42 }) {
-    let x = seed >>> 0;
-    const random = () => {
-      // xorshift32
-      x ^= x << 13;
-      x >>>= 0;
-      x ^= x >>> 17;
-      x ^= x << 5;
-      x >>>= 0;
-      return x / 0x1_0000_0000;
-    };
+    const random = seededRandom(seed);
     const positions = Array.from({ length: samples }, () => 1 + Math.floor(random() * (n - 1)));
     const times = [];
     let first;
@@ -416,6 +484,226 @@ const bench = {
     }
     db.close();
     return { bytes, segments };
+  },
+
+  // ---- time travel -------------------------------------------------------------------------
+
+  /** Builds the time-travel log: `n` events appended by `batch`, folded by the immutable reducer. */
+  async travelBuild({ name, n, batch }) {
+    await deleteDb(name);
+    const t0 = now();
+    const store = await openStore({ name, projections: { keys: immutableProjection(1) } });
+    for (let i = 0; i < n; i += batch) await store.appendMany(batchAt(i, Math.min(batch, n - i)));
+    checkKeys(store.get("keys"), n, "travel build");
+    await store.close();
+    return { ms: now() - t0 };
+  },
+
+  /**
+   * Time travel on the log `travelBuild` wrote, opened cold (from its snapshot at the head,
+   * no checkpoint yet): `stateAt` at random positions, stepping ±1, what-if with the middle
+   * event off, `diff` of two states, and what the checkpoints then hold. Beside each, the
+   * baseline: replaying from the start with the same reducer.
+   */
+  async travel({ name, n, samples = 200, replays = 10, seed = 7 }) {
+    const random = seededRandom(seed);
+    const randomPosition = (margin = 0) => 1 + margin + Math.floor(random() * (n - 1 - 2 * margin));
+    const t0 = now();
+    const store = await openStore({ name, projections: { keys: immutableProjection(1) } });
+    const openMs = now() - t0;
+    // The whole log in the engine first, so that loading it is not billed to the first query.
+    const t1 = now();
+    await store.events({ after: n - 1 });
+    const loadMs = now() - t1;
+    const timed = async (p, options) => {
+      const t = now();
+      const state = await store.stateAt("keys", p, options);
+      return { state, ms: now() - t };
+    };
+
+    // Random positions, and the baseline replaying to the first `replays` of them.
+    const positions = Array.from({ length: samples }, () => randomPosition());
+    const randomTimes = [];
+    for (const p of positions) {
+      const { state, ms } = await timed(p);
+      randomTimes.push(ms);
+      checkKeys(state, p, "travel stateAt");
+    }
+    const replayTimes = [];
+    for (const p of positions.slice(0, replays)) {
+      const t = now();
+      const state = await replayFromStart(store, p);
+      replayTimes.push(now() - t);
+      checkKeys(state, p, "travel replay baseline");
+    }
+
+    // Stepping: after each jump (untimed), 50 steps forward then 50 back.
+    const stepTimes = [];
+    for (let jump = 0; jump < 3; jump++) {
+      const start = randomPosition(50);
+      await store.stateAt("keys", start);
+      for (let i = 1; i <= 50; i++) stepTimes.push((await timed(start + i)).ms);
+      for (let i = 49; i >= 0; i--) {
+        const { state, ms } = await timed(start + i);
+        stepTimes.push(ms);
+        if (i === 0) checkKeys(state, start, "travel step");
+      }
+    }
+
+    // What-if: the middle event switched off, viewed a little after it and at the head.
+    const middle = Math.floor(n / 2);
+    const [middleEvent] = await store.events({ after: middle - 1, to: middle });
+    const skip = { skip: [middleEvent.id] };
+    const whatIf = [];
+    for (const k of [1, 10, 100, 1000]) {
+      const times = [];
+      for (let r = 0; r < 10; r++) {
+        const { state, ms } = await timed(middle + k, skip);
+        times.push(ms);
+        checkKeys(state, middle + k - 1, `travel what-if +${k}`);
+      }
+      whatIf.push({ k, first: times[0], ...summary(times) });
+    }
+    const headTimes = [];
+    for (let r = 0; r < 3; r++) {
+      const { state, ms } = await timed(n, skip);
+      headTimes.push(ms);
+      checkKeys(state, n - 1, "travel what-if at the head");
+    }
+    const whatIfBaseline = { near: [], head: [] };
+    for (let r = 0; r < 3; r++) {
+      let t = now();
+      checkKeys(await replayFromStart(store, middle + 100, middle), middle + 99, "what-if baseline");
+      whatIfBaseline.near.push(now() - t);
+      if (r < 2) {
+        t = now();
+        checkKeys(await replayFromStart(store, n, middle), n - 1, "what-if baseline at the head");
+        whatIfBaseline.head.push(now() - t);
+      }
+    }
+
+    // Diff of the states 100 events apart.
+    const diffTimes = [];
+    let stateBytes = 0;
+    for (let i = 0; i < 20; i++) {
+      const p = randomPosition() % (n - 100) || 1;
+      const a = await store.stateAt("keys", p);
+      const b = await store.stateAt("keys", p + 100);
+      const t = now();
+      const d = diff(a, b);
+      diffTimes.push(now() - t);
+      if (d.changed.length < 1 || d.changed.length > 100 || d.added.length || d.removed.length) {
+        throw new Error(`travel diff: ${d.changed.length} changed, ${d.added.length} added, ${d.removed.length} removed`);
+      }
+      stateBytes = JSON.stringify(b).length;
+    }
+
+    const checkpoints = store[Symbol.for("annals.debug")].checkpointStats("keys");
+    await store.close();
+    return {
+      openMs,
+      loadMs,
+      stateBytes,
+      stateAt: { first: randomTimes[0], ...summary(randomTimes) },
+      // Where the slowest queries were (query number, position): warm-up or not.
+      slowest: randomTimes
+        .map((ms, i) => ({ i, position: positions[i], ms }))
+        .sort((a, b) => b.ms - a.ms)
+        .slice(0, 5),
+      replay: summary(replayTimes),
+      step: summary(stepTimes),
+      whatIf,
+      whatIfHead: summary(headTimes),
+      whatIfBaseline: { near: summary(whatIfBaseline.near), head: summary(whatIfBaseline.head) },
+      diff: summary(diffTimes),
+      checkpoints,
+    };
+  },
+
+  /**
+   * The devtools panel on the log `name` (n events): main-thread long tasks while it mounts
+   * until its first timeline rows show, and while its timeline scrolls from top to bottom in
+   * 50 steps, a frame apart. The panel is imported here only, so that no other scenario loads it.
+   */
+  async travelPanel({ name, n, steps = 50 }) {
+    const missing = [];
+    const devtools = await import("../../pkg/dist/devtools.js").catch((error) => {
+      missing.push(`pkg/dist/devtools.js: ${error.message}`);
+      return {};
+    });
+    if (typeof devtools.mountDevtools !== "function") {
+      missing.push("mountDevtools");
+      return { missing };
+    }
+    const longTasksSupported = PerformanceObserver.supportedEntryTypes.includes("longtask");
+    const tasks = [];
+    const observer = new PerformanceObserver((list) => tasks.push(...list.getEntries()));
+    observer.observe({ type: "longtask", buffered: true });
+
+    const store = await openStore({ name, projections: { counter: projection(1) } });
+    await store.events({ after: n - 1 });
+    check(store.get("counter"), n, "travel panel open");
+    // Let opening the store finish its own work before the panel is timed.
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    // Mounting runs in a frame's task that starts after `mountWindow`: its long task, if
+    // any, is counted (a task is stamped with its start, before the code inside it runs).
+    const mountWindow = now();
+    await frame();
+
+    const host = () => document.querySelector('[data-testid="devtools-host"]');
+    const find = (testId) => host()?.shadowRoot?.querySelector(`[data-testid="${testId}"]`);
+    // A row shows an event once it is filled in (its title names the event's id).
+    const shownRows = () => [...(host()?.shadowRoot?.querySelectorAll('[data-testid="devtools-row"][title^="id "]') ?? [])];
+
+    const mountStart = now();
+    const panel = devtools.mountDevtools(store);
+    const mountCallMs = now() - mountStart;
+    await untilFrame(() => shownRows().length > 0, 30_000, "the panel's first rows");
+    const firstRowsMs = now() - mountStart;
+    const rowsShown = shownRows().length;
+    // Work the panel does right after its first rows (the state at the head, ...) counts too.
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    const mountEnd = now();
+
+    const viewport = find("devtools-timeline");
+    let scroll;
+    if (!viewport) {
+      missing.push('data-testid="devtools-timeline" (the scrolling timeline)');
+    } else {
+      viewport.scrollTop = 0;
+      await untilFrame(() => shownRows().some((r) => r.dataset.position === "1"), 10_000, "the top of the timeline");
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const scrollStart = now();
+      await frame();
+      let longestFrame = 0;
+      let last = now();
+      for (let i = 1; i <= steps; i++) {
+        viewport.scrollTop = ((viewport.scrollHeight - viewport.clientHeight) * i) / steps;
+        await frame();
+        longestFrame = Math.max(longestFrame, now() - last);
+        last = now();
+      }
+      await untilFrame(() => shownRows().some((r) => r.dataset.position === String(n)), 10_000, "the bottom of the timeline");
+      const scrollMs = now() - scrollStart;
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      scroll = { ms: scrollMs, longestFrame, steps, ...tasksIn([...tasks, ...observer.takeRecords()], scrollStart, now()) };
+    }
+    const all = [...tasks, ...observer.takeRecords()];
+    observer.disconnect();
+    const domRows = host()?.shadowRoot?.querySelectorAll('[data-testid="devtools-row"]').length ?? 0;
+    panel.unmount();
+    await store.close();
+    return {
+      longTasksSupported,
+      missing,
+      mountCallMs,
+      firstRowsMs,
+      rowsShown,
+      domRows,
+      mount: tasksIn(all, mountWindow, mountEnd),
+      mountWindowMs: mountEnd - mountStart,
+      scroll,
+    };
   },
 
   /** Pull `n` events from an annals-server into a fresh synced store. */
