@@ -132,8 +132,9 @@ button.ghost:hover:not(:disabled) { color: var(--text); }
 .chip.removed { color: var(--red); background: rgba(240, 113, 113, 0.12); }
 .empty { position: absolute; inset: 40px 0 auto; text-align: center; color: var(--muted); font-family: var(--sans); }
 
-.rejected { flex: none; border-top: 1px solid var(--line); max-height: 40%; overflow: auto; background: rgba(240, 113, 113, 0.04); }
-.rejected summary { padding: 4px 8px; color: var(--red); cursor: pointer; font-weight: 500; }
+.rejected-box { flex: none; border-top: 1px solid var(--line); max-height: 40%; overflow: auto; background: rgba(240, 113, 113, 0.04); }
+.rejected-list { padding-bottom: 4px; }
+.rejected-box summary { padding: 4px 8px; color: var(--red); cursor: pointer; font-weight: 500; }
 .rejected-row { grid-template-columns: 26px 64px minmax(70px, 1fr) minmax(90px, 1.2fr) minmax(120px, 2fr) 78px; }
 .c-reason { color: #f2c6c6; }
 

@@ -7,7 +7,7 @@
 import type { AnnalsEvent, Change, Rejection } from "../types.js";
 import { h, replaceChildren, show } from "./dom.js";
 import { compileFilter, FilterIndex, isEmptyFilter, NO_FILTER, type EventFilter } from "./filter.js";
-import { formatCount, formatDateTime, formatTime, shortId } from "./format.js";
+import { formatCount, formatDateTime, formatTime, preview, shortId } from "./format.js";
 import type { Source } from "./model.js";
 
 /** Pixels per row; the stylesheet uses the same. */
@@ -114,10 +114,18 @@ export class Timeline {
       this.#schedule();
     });
     this.#viewport.addEventListener("keydown", (event) => this.#onKey(event));
+    // The viewport changes size with the panel (resizing, the rejected list opening): draw
+    // the rows that now fit, still at the end if following it.
+    const view = doc.defaultView as (Window & { ResizeObserver?: typeof ResizeObserver }) | null;
+    if (view?.ResizeObserver) {
+      const observer = new view.ResizeObserver(() => this.#schedule());
+      observer.observe(this.#viewport);
+      this.#cleanup.push(() => observer.disconnect());
+    }
 
     this.#rejectedSummary = h(doc, "summary", { "data-testid": "devtools-rejected-toggle" });
     this.#rejectedList = h(doc, "div", { class: "rejected-list", "data-testid": "devtools-rejected" });
-    this.#rejectedBox = h(doc, "details", { class: "rejected", hidden: true }, this.#rejectedSummary, this.#rejectedList);
+    this.#rejectedBox = h(doc, "details", { class: "rejected-box", hidden: true }, this.#rejectedSummary, this.#rejectedList);
 
     this.element = h(doc, "section", { class: "timeline" }, bar, header, this.#viewport, this.#rejectedBox);
 
@@ -448,7 +456,11 @@ export class Timeline {
         h(
           doc,
           "div",
-          { class: "row rejected-row", "data-testid": "devtools-rejected-row", title: `id ${rejection.event.id}` },
+          {
+            class: "row rejected-row",
+            "data-testid": "devtools-rejected-row",
+            title: `${rejection.reason}\nid ${rejection.event.id}\ndata ${preview(rejection.event.data, 500)}`,
+          },
           h(doc, "span", { class: "c-toggle" }),
           h(doc, "span", { class: "c-pos" }, "—"),
           h(doc, "span", { class: "c-stream" }, rejection.event.stream),
