@@ -552,3 +552,23 @@ test("divergence against the server's replica: first differing event, the server
   assert.match(cart.querySelector('[data-testid="devtools-diff"]').textContent, /last.*ItemAdded.*CouponApplied/);
   assert.equal(replica.closed, true, "the replica is closed after the search");
 });
+
+test("reading older events while the log grows: the timeline stays where the user scrolled", async () => {
+  const store = fakeStore({ size: 5000 });
+  const { $, $$ } = mount(store);
+  await settle();
+  const viewport = $("devtools-timeline");
+  viewport.scrollTop = 0;
+  viewport.dispatchEvent(new window.Event("scroll"));
+  await settle();
+  store.add(5);
+  await settle();
+  assert.equal(viewport.scrollTop, 0);
+  assert.equal(Math.min(...$$("devtools-row").map((row) => Number(row.dataset.position))), 1);
+  assert.equal($("devtools-position").value, "5005", "the selection still follows the head");
+  // Asking for the head again scrolls back to the end.
+  $("devtools-follow").click();
+  $("devtools-follow").click();
+  await settle();
+  assert.ok($$("devtools-row").some((row) => row.dataset.position === "5005"));
+});

@@ -242,7 +242,11 @@ export function mountPanel(store: AnyStore, element: Element | undefined, diff: 
       source.whatIf.changed.subscribe(renderWhatIf),
       source.store.on("change", renderStats),
       source.store.on("sync", renderStats),
-      source.position.subscribe((position) => timeline.reveal(position)),
+      // A position picked by the user scrolls into view; the head, while following it, is
+      // kept in view by the timeline itself unless the user scrolled away to read.
+      source.position.subscribe((position) => {
+        if (!source.follow.value) timeline.reveal(position);
+      }),
     ];
     exportButton.disabled = source.kind !== "app";
     setNotice(summaries.get(source) ?? null);

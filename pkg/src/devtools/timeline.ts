@@ -136,6 +136,11 @@ export class Timeline {
         this.#renderRejected();
       }),
       source.position.subscribe(() => this.#schedule()),
+      source.follow.subscribe((follow) => {
+        // Following the head again (live, last): back to the end of the log.
+        if (follow) this.#stickToEnd = true;
+        this.#schedule();
+      }),
       source.whatIf.changed.subscribe(() => this.#schedule()),
     );
     source.store.rejected().then(
