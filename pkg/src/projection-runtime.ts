@@ -44,6 +44,8 @@ export class TakenCheckpoints {
 
 /** States recently reached by time travel, kept so that stepping around them stays cheap. */
 const VISITED_STATES = 16;
+/** What-if states kept for the one set of events off being looked at. */
+const WHAT_IF_STATES = 256;
 
 export class ProjectionRuntime {
   /** The state folded from confirmed events up to `position`. */
@@ -62,6 +64,8 @@ export class ProjectionRuntime {
   readonly #checkpoints = new Map<number, string>();
   /** States that time travel reached lately, by position (most recent last), as JSON. */
   readonly #visited = new Map<number, string>();
+  /** What-if states (folded with the events of `key` off), by position: one set of events off at a time. */
+  #whatIf: { key: string; states: Map<number, string> } | undefined;
   /** What the app sees while the store is frozen (`freeze`), else undefined. */
   frozen: { state: unknown } | undefined;
   /** The plan has heard what folding costs (it then places checkpoints by it). */
@@ -115,6 +119,7 @@ export class ProjectionRuntime {
     this.snapshotPosition = 0;
     this.#checkpoints.clear();
     this.#visited.clear();
+    this.#whatIf = undefined;
     this.#plan?.reset();
   }
 
@@ -129,11 +134,37 @@ export class ProjectionRuntime {
     }
   }
 
+  /** Keeps a what-if state of the events of `key` off (another key replaces the kept ones). */
+  keepWhatIf(key: string, position: number, json: string): void {
+    if (!this.#plan) return;
+    if (this.#whatIf?.key !== key) this.#whatIf = { key, states: new Map() };
+    const states = this.#whatIf.states;
+    states.delete(position);
+    states.set(position, json);
+    if (states.size > WHAT_IF_STATES) {
+      const oldest = states.keys().next().value;
+      if (oldest !== undefined) states.delete(oldest);
+    }
+  }
+
+  /** The kept what-if state of `key` nearest at or before `position`. */
+  whatIfAtOrBefore(key: string, position: number): Checkpoint | undefined {
+    if (this.#whatIf?.key !== key) return undefined;
+    let best: Checkpoint | undefined;
+    for (const [at, json] of this.#whatIf.states) {
+      if (at <= position && at > (best?.position ?? 0)) best = { position: at, json };
+    }
+    return best;
+  }
+
   /** What the checkpoints (and the visited states) hold now. */
   stats(): { count: number; bytes: number; budgetBytes: number } {
     let bytes = this.#plan?.bytes ?? 0;
     for (const json of this.#visited.values()) bytes += json.length;
-    return { count: this.#checkpoints.size + this.#visited.size, bytes, budgetBytes: this.#plan?.maxBytes ?? 0 };
+    const whatIf = this.#whatIf?.states;
+    if (whatIf) for (const json of whatIf.values()) bytes += json.length;
+    const count = this.#checkpoints.size + this.#visited.size + (whatIf?.size ?? 0);
+    return { count, bytes, budgetBytes: this.#plan?.maxBytes ?? 0 };
   }
 
   /** The positions in `after + 1 ..= to` at which to take a checkpoint while folding them. */
@@ -195,6 +226,7 @@ export class ProjectionRuntime {
     this.#plan = undefined;
     this.#checkpoints.clear();
     this.#visited.clear();
+    this.#whatIf = undefined;
     plan?.free();
   }
 }

@@ -436,8 +436,9 @@ export class Projections {
   /**
    * The state right after `target` without the events at `skipped` positions: from the
    * nearest base before both (the confirmed state, a checkpoint, a visited state, the
-   * stored snapshot), replaying the rest and leaving checkpoints behind so that scrubbing
-   * back and forth stays cheap (never of what-if states).
+   * stored snapshot, a what-if state of the same events off), replaying the rest and
+   * leaving checkpoints behind so that scrubbing back and forth stays cheap (what-if states
+   * apart from the log's).
    */
   async #stateAt(rt: ProjectionRuntime, target: number, skipping: number[] | undefined): Promise<unknown> {
     const host = this.#host;
@@ -471,14 +472,19 @@ export class Projections {
     if ((base?.position ?? 0) < host.core.loadedAfter) await host.whenComplete();
     host.checkOpen();
     const generation = host.generation();
+    // A what-if state reached before with the same events off may be nearer still.
+    const whatIfKey = skipped ? skipping!.join(",") : undefined;
+    if (whatIfKey !== undefined) {
+      const nearer = rt.whatIfAtOrBefore(whatIfKey, target);
+      if (nearer && nearer.position > (base?.position ?? 0)) base = nearer;
+    }
     let state: unknown = base ? JSON.parse(base.json) : rt.initial();
     const skips = skipped ? new Set(skipped) : undefined;
     for (let after = base?.position ?? 0; after < target; after += REPLAY_CHUNK) {
       const to = Math.min(after + REPLAY_CHUNK, target);
-      let events = JSON.parse(this.#rangeJson(after, to)) as AnnalsEvent[];
+      const events = JSON.parse(this.#rangeJson(after, to)) as AnnalsEvent[];
       if (skips) {
-        events = events.filter((e) => !skips.has(e.position));
-        state = this.#foldOptimistic(rt, state, events);
+        state = this.#foldWhatIf(rt, state, events, skips, whatIfKey!, generation === host.generation() ? Math.min(target - 1, host.confirmedHead()) : after);
         continue;
       }
       const checkpointsTo = generation === host.generation() ? Math.min(to, target - 1, host.confirmedHead()) : after;
@@ -486,10 +492,40 @@ export class Projections {
       state = this.#foldTaking(rt, state, events, 0, after, checkpointsTo, taken);
       rt.keep(taken);
     }
-    if (!skips && target <= host.confirmedHead() && generation === host.generation()) {
+    if (target <= host.confirmedHead() && generation === host.generation()) {
       // Stepping around a position just visited starts from it.
       const json = this.#json(rt, state);
-      if (json !== undefined) rt.visit(target, json);
+      if (json !== undefined) {
+        if (whatIfKey === undefined) rt.visit(target, json);
+        else rt.keepWhatIf(whatIfKey, target, json);
+      }
+    }
+    return state;
+  }
+
+  /**
+   * Folds `events` without those at `skips`, keeping what-if checkpoints (of this set of
+   * events off) where the plan spaces checkpoints, up to `keepTo`: the panel steps around a
+   * what-if as cheaply as around the log itself.
+   */
+  #foldWhatIf(
+    rt: ProjectionRuntime,
+    state: unknown,
+    events: readonly AnnalsEvent[],
+    skips: ReadonlySet<number>,
+    key: string,
+    keepTo: number,
+  ): unknown {
+    if (events.length === 0) return state;
+    const due = rt.checkpointsDue(events[0]!.position - 1, Math.min(events[events.length - 1]!.position, keepTo));
+    let next = 0;
+    for (const event of events) {
+      if (!skips.has(event.position)) state = this.#applyEvent(rt, state, event);
+      if (next < due.length && due[next] === event.position) {
+        next++;
+        const json = this.#json(rt, state);
+        if (json !== undefined) rt.keepWhatIf(key, event.position, json);
+      }
     }
     return state;
   }
