@@ -51,6 +51,7 @@ mod native {
                 time: 1_700_000_000_000 + i as u64,
                 stream,
                 event_type: "ItemAdded",
+                schema_version: 1,
                 origin: None,
                 meta: None,
                 data,

@@ -41,6 +41,7 @@ fn batches() -> Vec<Vec<PushEvent>> {
                         id: random_id(),
                         stream: format!("stream-{}", n % 1_000),
                         event_type: "ItemAdded".into(),
+                        schema_version: 1,
                         data: RawValue::from_string(payload(n)).expect("json"),
                         meta: None,
                         time: 1_700_000_000_000 + n as u64,

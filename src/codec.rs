@@ -2,12 +2,17 @@
 //!
 //! ```text
 //! header   magic "ANSG" | format u16 LE | flags u16 LE | count u32 LE | first position u64 LE
-//! record   id [16] | version varint | time varint | stream str | type str | origin str
-//!          | meta str | data str            (str = varint byte length + UTF-8 bytes;
-//!                                           origin and meta: length 0 means absent)
+//! record   id [16] | version varint | schema varint | time varint | stream str | type str
+//!          | origin str | meta str | data str  (str = varint byte length + UTF-8 bytes;
+//!                                              origin and meta: length 0 means absent)
 //! ```
+//! `schema` is the event's schema version (what upcasters start from). Format 1, written
+//! before events had one, has no `schema` varint: its events are all at schema version 1.
+//! This build writes format 2 and reads both.
+//!
 //! Positions are implied (`first + index`). Payloads stay raw JSON bytes so that reading
-//! never re-encodes them. Records are self-contained, so merging segments is a byte copy.
+//! never re-encodes them. Records are self-contained, so merging segments of the current
+//! format is a byte copy (format-1 records are re-encoded into format 2 on the way).
 //! Decoding checks every length against the bytes left: arbitrary input is an error,
 //! never a panic or an unbounded allocation.
 
@@ -15,10 +20,14 @@ use crate::error::Error;
 use crate::event::{Event, EventId, MAX_SAFE_INTEGER};
 
 const MAGIC: &[u8; 4] = b"ANSG";
-const SEGMENT_FORMAT: u16 = 1;
+/// The format this build writes.
+const SEGMENT_FORMAT: u16 = 2;
+/// The format before events had a schema version: still read.
+const SEGMENT_FORMAT_1: u16 = 1;
 pub const HEADER_LEN: usize = 20;
 
-/// The fewest bytes one record takes: the id, two one-byte varints and five empty strings.
+/// The fewest bytes one record takes, in either format: the id, two one-byte varints
+/// (three in format 2) and five empty strings.
 pub const MIN_RECORD_LEN: usize = 16 + 2 + 5;
 
 /// The most records `segment_len` bytes can hold, whatever the header claims: what a
@@ -62,6 +71,8 @@ pub struct EventRef<'a> {
     pub id: EventId,
     pub position: u64,
     pub version: u64,
+    /// The event's schema version (1 unless the app said otherwise when appending).
+    pub schema_version: u32,
     pub time: u64,
     pub stream: &'a str,
     pub event_type: &'a str,
@@ -76,6 +87,7 @@ impl<'a> EventRef<'a> {
             id: e.id,
             position: e.position,
             version: e.version,
+            schema_version: e.schema_version,
             time: e.time,
             stream: &e.stream,
             event_type: &e.event_type,
@@ -94,6 +106,7 @@ impl<'a> EventRef<'a> {
             position: self.position,
             stream: self.stream.to_owned(),
             version: self.version,
+            schema_version: self.schema_version,
             event_type: self.event_type.to_owned(),
             data: raw(self.data).unwrap_or_else(|_| null_raw()),
             meta: self.meta.and_then(|m| raw(m).ok()),
@@ -109,6 +122,7 @@ impl<'a> EventRef<'a> {
         RawRecord {
             id: self.id.0,
             version: self.version,
+            schema_version: u64::from(self.schema_version),
             time: self.time,
             stream: self.stream.as_bytes(),
             event_type: self.event_type.as_bytes(),
@@ -125,6 +139,8 @@ impl<'a> EventRef<'a> {
 struct RawRecord<'a> {
     id: [u8; 16],
     version: u64,
+    /// As stored: a varint, checked to fit `u32` (and be at least 1) when decoded.
+    schema_version: u64,
     time: u64,
     stream: &'a [u8],
     event_type: &'a [u8],
@@ -147,6 +163,12 @@ impl RawRecord<'_> {
         write_u64(out, self.version);
         out.extend_from_slice(b",\"type\":");
         write_json_bytes(out, self.event_type);
+        // Omitted at 1, as `meta` and `origin` when absent: the shape of events from
+        // before schema versions is unchanged.
+        if self.schema_version != 1 {
+            out.extend_from_slice(b",\"schemaVersion\":");
+            write_u64(out, self.schema_version);
+        }
         out.extend_from_slice(b",\"data\":");
         out.extend_from_slice(self.data);
         if !self.meta.is_empty() {
@@ -186,6 +208,7 @@ pub fn write_json_records(
         bytes,
         offset,
         record: u32::try_from(position.saturating_sub(first)).unwrap_or(u32::MAX),
+        format: format_of(bytes)?,
     };
     while position <= to && position < end {
         let record = cursor.raw()?;
@@ -300,6 +323,7 @@ impl SegmentBuilder {
         let b = &mut self.bytes;
         b.extend_from_slice(event.id.as_bytes());
         write_varint(b, event.version);
+        write_varint(b, u64::from(event.schema_version));
         write_varint(b, event.time);
         write_str(b, event.stream);
         write_str(b, event.event_type);
@@ -355,10 +379,7 @@ pub fn header(bytes: &[u8]) -> Result<(u64, u32), CodecError> {
     if &bytes[0..4] != MAGIC {
         return Err(CodecError::BadMagic);
     }
-    let format = u16::from_le_bytes([bytes[4], bytes[5]]);
-    if format != SEGMENT_FORMAT {
-        return Err(CodecError::UnknownFormat(format));
-    }
+    format_of(bytes)?;
     let mut count = [0u8; 4];
     count.copy_from_slice(&bytes[8..12]);
     let mut first = [0u8; 8];
@@ -370,10 +391,23 @@ pub fn header(bytes: &[u8]) -> Result<(u64, u32), CodecError> {
     Ok((first, count))
 }
 
+/// The format of a segment (checked to be one this build reads).
+fn format_of(bytes: &[u8]) -> Result<u16, CodecError> {
+    let format = match bytes.get(4..6) {
+        Some(&[a, b]) => u16::from_le_bytes([a, b]),
+        _ => return Err(CodecError::TooShort(bytes.len())),
+    };
+    if format != SEGMENT_FORMAT && format != SEGMENT_FORMAT_1 {
+        return Err(CodecError::UnknownFormat(format));
+    }
+    Ok(format)
+}
+
 /// Iterates over the events of one segment.
 #[derive(Debug, Clone)]
 pub struct SegmentReader<'a> {
     bytes: &'a [u8],
+    format: u16,
     offset: usize,
     first: u64,
     count: u32,
@@ -385,6 +419,7 @@ impl<'a> SegmentReader<'a> {
         let (first, count) = header(bytes)?;
         Ok(SegmentReader {
             bytes,
+            format: format_of(bytes)?,
             offset: HEADER_LEN,
             first,
             count,
@@ -418,6 +453,7 @@ impl<'a> SegmentReader<'a> {
             })?;
         Ok(SegmentReader {
             bytes,
+            format: format_of(bytes)?,
             offset,
             first,
             count,
@@ -425,7 +461,8 @@ impl<'a> SegmentReader<'a> {
         })
     }
 
-    /// Decodes the record at byte `offset`, which holds position `position`.
+    /// Decodes the record at byte `offset` of segment `bytes`, which holds position
+    /// `position`.
     pub fn record_at(
         bytes: &'a [u8],
         offset: usize,
@@ -435,6 +472,7 @@ impl<'a> SegmentReader<'a> {
             bytes,
             offset,
             record: 0,
+            format: format_of(bytes)?,
         };
         cursor.event(position)
     }
@@ -444,6 +482,7 @@ impl<'a> SegmentReader<'a> {
             bytes: self.bytes,
             offset: self.offset,
             record: self.index,
+            format: self.format,
         };
         let event = cursor.event(self.first + u64::from(self.index))?;
         self.offset = cursor.offset;
@@ -476,6 +515,8 @@ struct Cursor<'a> {
     bytes: &'a [u8],
     offset: usize,
     record: u32,
+    /// The segment's format: whether records hold a schema version.
+    format: u16,
 }
 
 impl<'a> Cursor<'a> {
@@ -489,6 +530,10 @@ impl<'a> Cursor<'a> {
             id: EventId(raw.id),
             position,
             version: raw.version,
+            schema_version: u32::try_from(raw.schema_version)
+                .ok()
+                .filter(|v| *v >= 1)
+                .ok_or(CodecError::BadVarint { record })?,
             time: raw.time,
             stream: text(raw.stream)?,
             event_type: text(raw.event_type)?,
@@ -504,6 +549,11 @@ impl<'a> Cursor<'a> {
         Ok(RawRecord {
             id,
             version: self.varint()?,
+            schema_version: if self.format == SEGMENT_FORMAT_1 {
+                1
+            } else {
+                self.varint()?
+            },
             time: self.varint()?,
             stream: self.bytes_field()?,
             event_type: self.bytes_field()?,
@@ -569,10 +619,12 @@ pub fn record_offsets(bytes: &[u8], offsets: &mut Vec<u32>) -> Result<(u64, u32)
     let start = offsets.len();
     // The count comes from stored bytes: reserve no more than the bytes can hold.
     offsets.reserve((count as usize).min(max_records(bytes.len())));
+    let format = format_of(bytes)?;
     let mut cursor = Cursor {
         bytes,
         offset: HEADER_LEN,
         record: 0,
+        format,
     };
     let result = (|| {
         for record in 0..count {
@@ -580,6 +632,9 @@ pub fn record_offsets(bytes: &[u8], offsets: &mut Vec<u32>) -> Result<(u64, u32)
             offsets.push(cursor.offset as u32);
             cursor.take(16)?;
             cursor.varint()?;
+            if format != SEGMENT_FORMAT_1 {
+                cursor.varint()?;
+            }
             cursor.varint()?;
             for _ in 0..5 {
                 cursor.bytes_field()?;
@@ -597,7 +652,9 @@ pub fn record_offsets(bytes: &[u8], offsets: &mut Vec<u32>) -> Result<(u64, u32)
     Ok((first, count))
 }
 
-/// Merges consecutive segments into one; their positions must follow each other.
+/// Merges consecutive segments into one, in the current format; their positions must
+/// follow each other. Records of the current format are copied as they are; format-1
+/// records are re-encoded (at schema version 1), their strings still copied unchecked.
 pub fn merge<B: AsRef<[u8]>>(segments: &[B]) -> Result<Vec<u8>, CodecError> {
     let total: usize = segments.iter().map(|s| s.as_ref().len()).sum();
     let mut out = Vec::with_capacity(total);
@@ -626,13 +683,44 @@ pub fn merge<B: AsRef<[u8]>>(segments: &[B]) -> Result<Vec<u8>, CodecError> {
         count = count
             .checked_add(seg_count)
             .ok_or(CodecError::Truncated { record: u32::MAX })?;
-        out.extend_from_slice(&bytes[HEADER_LEN..]);
+        if format_of(bytes)? == SEGMENT_FORMAT {
+            out.extend_from_slice(&bytes[HEADER_LEN..]);
+        } else {
+            reencode(bytes, seg_count, &mut out)?;
+        }
     }
     if first.is_none() {
         return Ok(Vec::new());
     }
     out[8..12].copy_from_slice(&count.to_le_bytes());
     Ok(out)
+}
+
+/// Appends the `count` records of older-format segment `bytes` to `out` in the current
+/// format, checking the structure as [`record_offsets`] does.
+fn reencode(bytes: &[u8], count: u32, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    let mut cursor = Cursor {
+        bytes,
+        offset: HEADER_LEN,
+        record: 0,
+        format: format_of(bytes)?,
+    };
+    for record in 0..count {
+        cursor.record = record;
+        let raw = cursor.raw()?;
+        out.extend_from_slice(&raw.id);
+        write_varint(out, raw.version);
+        write_varint(out, raw.schema_version);
+        write_varint(out, raw.time);
+        for field in [raw.stream, raw.event_type, raw.origin, raw.meta, raw.data] {
+            write_varint(out, field.len() as u64);
+            out.extend_from_slice(field);
+        }
+    }
+    if cursor.offset != bytes.len() {
+        return Err(CodecError::TrailingBytes(bytes.len() - cursor.offset));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -647,6 +735,8 @@ mod tests {
             time: 1_700_000_000_000 + position,
             stream,
             event_type: "Happened",
+            // Format 2 stores any schema version; vary it (and keep some at 1).
+            schema_version: (position % 3) as u32 + 1,
             origin: if position % 2 == 0 {
                 Some("client-a")
             } else {

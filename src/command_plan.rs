@@ -21,6 +21,8 @@ use crate::storage::Storage;
 #[derive(Debug, Clone)]
 pub struct Decision {
     pub event_type: String,
+    /// The version of the type's schema `data` follows (1 unless the decider says).
+    pub schema_version: u32,
     pub data: Box<RawValue>,
     /// App meta (an object); the command ids are added to it.
     pub meta: Option<serde_json::Map<String, serde_json::Value>>,
@@ -32,9 +34,16 @@ impl Decision {
             .map_err(|e| Error::InvalidEvent(format!("`data` is not JSON-serialisable: {e}")))?;
         Ok(Decision {
             event_type: event_type.into(),
+            schema_version: 1,
             data,
             meta: None,
         })
+    }
+
+    /// The decided event at schema version `version` (at least 1).
+    pub fn with_schema_version(mut self, version: u32) -> Self {
+        self.schema_version = version.max(1);
+        self
     }
 }
 
@@ -115,6 +124,7 @@ pub fn plan_batch(
             id: Some(command_event_id(&ids.command_id, i)),
             stream: stream.to_owned(),
             event_type: decision.event_type,
+            schema_version: decision.schema_version,
             data: decision.data,
             meta: None,
             expected_version: if i == 0 {

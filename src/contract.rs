@@ -12,7 +12,9 @@
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 
-use crate::event::{EventId, ExpectedVersion};
+use crate::event::{
+    is_schema_version_one, schema_version_one, schema_version_serde, EventId, ExpectedVersion,
+};
 
 #[cfg(feature = "ts")]
 use ts_rs::TS;
@@ -187,6 +189,10 @@ pub struct OutboxEvent<'a> {
     pub stream: &'a str,
     #[serde(rename = "type")]
     pub event_type: &'a str,
+    /// The version of the type's schema `data` follows; absent: 1.
+    #[serde(skip_serializing_if = "is_schema_version_one")]
+    #[cfg_attr(feature = "ts", ts(optional, type = "number"))]
+    pub schema_version: u32,
     #[cfg_attr(feature = "ts", ts(type = "unknown"))]
     pub data: &'a RawValue,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -210,6 +216,7 @@ impl<'a> From<&'a crate::protocol::PushEvent> for OutboxEvent<'a> {
             id: e.id,
             stream: &e.stream,
             event_type: &e.event_type,
+            schema_version: e.schema_version,
             data: &e.data,
             meta: e.meta.as_deref(),
             time: e.time,
@@ -353,6 +360,14 @@ pub struct CommandPlanRequest {
 pub struct DecidedEvent {
     #[serde(rename = "type")]
     pub event_type: String,
+    /// The version of the type's schema `data` follows; absent: 1.
+    #[serde(
+        rename = "schemaVersion",
+        default = "schema_version_one",
+        with = "schema_version_serde"
+    )]
+    #[cfg_attr(feature = "ts", ts(optional, type = "number"))]
+    pub schema_version: u32,
     /// Absent: `null`.
     #[serde(default)]
     #[cfg_attr(feature = "ts", ts(optional, type = "unknown"))]
@@ -373,6 +388,10 @@ pub struct PlannedEvent<'a> {
     pub stream: &'a str,
     #[serde(rename = "type")]
     pub event_type: &'a str,
+    /// Absent: 1.
+    #[serde(skip_serializing_if = "is_schema_version_one")]
+    #[cfg_attr(feature = "ts", ts(optional, type = "number"))]
+    pub schema_version: u32,
     #[cfg_attr(feature = "ts", ts(type = "unknown"))]
     pub data: &'a RawValue,
     #[cfg_attr(feature = "ts", ts(type = "Record<string, unknown>"))]

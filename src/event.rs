@@ -130,6 +130,9 @@ pub struct NewEvent {
     pub id: Option<EventId>,
     pub stream: String,
     pub event_type: String,
+    /// The version of the event type's schema that `data` follows (1 unless the app says
+    /// otherwise); upcasters bring older ones to the current version when read.
+    pub schema_version: u32,
     /// Raw JSON, stored as given.
     pub data: Box<RawValue>,
     /// Raw JSON object, if any.
@@ -165,6 +168,7 @@ impl NewEvent {
             id: None,
             stream: stream.into(),
             event_type: event_type.into(),
+            schema_version: 1,
             data,
             meta: None,
             expected_version: ExpectedVersion::Any,
@@ -175,6 +179,12 @@ impl NewEvent {
 
     pub fn with_id(mut self, id: EventId) -> Self {
         self.id = Some(id);
+        self
+    }
+
+    /// The event's schema version (at least 1).
+    pub fn with_schema_version(mut self, version: u32) -> Self {
+        self.schema_version = version.max(1);
         self
     }
 
@@ -191,7 +201,7 @@ impl NewEvent {
     }
 
     /// Parses a JSON array of events as the bindings receive it:
-    /// `[{ id?, stream, type, data?, meta?, expectedVersion? }, ...]`.
+    /// `[{ id?, stream, type, schemaVersion?, data?, meta?, expectedVersion? }, ...]`.
     pub fn parse_batch(json: &str) -> Result<Vec<NewEvent>> {
         let raw: Vec<&RawValue> = serde_json::from_str(json).map_err(|e| {
             Error::InvalidEvent(format!("a batch must be a JSON array of events: {e}"))
@@ -212,6 +222,8 @@ impl NewEvent {
             stream: Option<&'a RawValue>,
             #[serde(rename = "type", borrow)]
             event_type: Option<&'a RawValue>,
+            #[serde(borrow)]
+            schema_version: Option<&'a RawValue>,
             data: Option<Box<RawValue>>,
             meta: Option<Box<RawValue>>,
             #[serde(borrow)]
@@ -268,10 +280,15 @@ impl NewEvent {
                 }
             },
         };
+        let schema_version = match wire.schema_version {
+            None => 1,
+            Some(raw) => parse_schema_version(raw.get())?,
+        };
         Ok(NewEvent {
             id,
             stream: text_field("stream", wire.stream)?,
             event_type: text_field("type", wire.event_type)?,
+            schema_version,
             data,
             meta,
             expected_version,
@@ -315,6 +332,46 @@ impl NewEvent {
     }
 }
 
+/// A `schemaVersion` as JSON gives it: a whole number from 1 to 2^32 - 1.
+fn parse_schema_version(json: &str) -> Result<u32> {
+    serde_json::from_str::<u32>(json)
+        .ok()
+        .filter(|v| *v >= 1)
+        .ok_or_else(|| {
+            Error::InvalidEvent(format!(
+                "`schemaVersion` must be a whole number from 1 to {}, got {json}",
+                u32::MAX
+            ))
+        })
+}
+
+/// Serde's default for a schema version left out: 1.
+pub fn schema_version_one() -> u32 {
+    1
+}
+
+/// Whether a schema version is the default one, which JSON leaves out.
+pub fn is_schema_version_one(v: &u32) -> bool {
+    *v == 1
+}
+
+/// Serde for a `schemaVersion` read from the network: at least 1.
+pub mod schema_version_serde {
+    use serde::{de, Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+        let v = u32::deserialize(d)?;
+        if v == 0 {
+            return Err(de::Error::custom("`schemaVersion` must be at least 1"));
+        }
+        Ok(v)
+    }
+
+    pub fn serialize<S: serde::Serializer>(v: &u32, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u32(*v)
+    }
+}
+
 fn prefix_index(e: Error, index: usize) -> Error {
     match e {
         Error::InvalidEvent(msg) => Error::InvalidEvent(format!("event {index}: {msg}")),
@@ -332,6 +389,13 @@ pub struct Event {
     pub version: u64,
     #[serde(rename = "type")]
     pub event_type: String,
+    /// The version of the type's schema that `data` follows; JSON leaves it out at 1.
+    #[serde(
+        default = "schema_version_one",
+        skip_serializing_if = "is_schema_version_one",
+        with = "schema_version_serde"
+    )]
+    pub schema_version: u32,
     pub data: Box<RawValue>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub meta: Option<Box<RawValue>>,
@@ -347,6 +411,7 @@ impl PartialEq for NewEvent {
         self.id == other.id
             && self.stream == other.stream
             && self.event_type == other.event_type
+            && self.schema_version == other.schema_version
             && self.data.get() == other.data.get()
             && self.meta.as_ref().map(|m| m.get()) == other.meta.as_ref().map(|m| m.get())
             && self.expected_version == other.expected_version
@@ -360,6 +425,7 @@ impl PartialEq for Event {
             && self.stream == other.stream
             && self.version == other.version
             && self.event_type == other.event_type
+            && self.schema_version == other.schema_version
             && self.data.get() == other.data.get()
             && self.meta.as_ref().map(|m| m.get()) == other.meta.as_ref().map(|m| m.get())
             && self.time == other.time

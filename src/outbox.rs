@@ -188,6 +188,7 @@ impl PendingLog {
                 id: e.id,
                 position,
                 version: *version,
+                schema_version: e.schema_version,
                 time: e.time,
                 stream: &e.stream,
                 event_type: &e.event_type,

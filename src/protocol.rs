@@ -9,7 +9,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::event::{Event, EventId, ExpectedVersion};
+use crate::event::{
+    is_schema_version_one, schema_version_one, schema_version_serde, Event, EventId,
+    ExpectedVersion,
+};
 
 /// The protocol version in every path (`/v1/...`).
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -33,6 +36,13 @@ pub struct PushEvent {
     pub stream: String,
     #[serde(rename = "type")]
     pub event_type: String,
+    /// The version of the type's schema that `data` follows; left out at 1.
+    #[serde(
+        default = "schema_version_one",
+        skip_serializing_if = "is_schema_version_one",
+        with = "schema_version_serde"
+    )]
+    pub schema_version: u32,
     pub data: Box<RawValue>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub meta: Option<Box<RawValue>>,
@@ -46,6 +56,7 @@ impl PartialEq for PushEvent {
         self.id == other.id
             && self.stream == other.stream
             && self.event_type == other.event_type
+            && self.schema_version == other.schema_version
             && self.data.get() == other.data.get()
             && self.meta.as_ref().map(|m| m.get()) == other.meta.as_ref().map(|m| m.get())
             && self.time == other.time
@@ -65,8 +76,8 @@ impl PushEvent {
 }
 
 impl PushEvent {
-    /// A digest of everything the client sent for this event (id, stream, type, payloads,
-    /// time, expected version). A retry of the same push, or a late copy of it, carries the
+    /// A digest of everything the client sent for this event (id, stream, type, schema
+    /// version, payloads, time, expected version). A retry of the same push, or a late copy of it, carries the
     /// same fingerprint; an event appended again under the same id gets a new `time` and
     /// so a new fingerprint. Stable across builds and platforms (FNV-1a over
     /// length-prefixed fields, then a finaliser).
@@ -90,6 +101,11 @@ impl PushEvent {
         );
         feed(&mut hash, &self.time.to_le_bytes());
         feed(&mut hash, self.expected_version.to_string().as_bytes());
+        // Only when not 1: the fingerprints of events from before schema versions, which
+        // servers have stored, stay what they were.
+        if self.schema_version != 1 {
+            feed(&mut hash, &self.schema_version.to_le_bytes());
+        }
         hash ^= hash >> 33;
         hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
         hash ^= hash >> 33;

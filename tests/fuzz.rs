@@ -87,6 +87,7 @@ type EventFields = (
     Option<String>,
     Option<String>,
     String,
+    u32,
 );
 
 fn event_ref_strategy() -> impl Strategy<Value = EventFields> {
@@ -103,6 +104,8 @@ fn event_ref_strategy() -> impl Strategy<Value = EventFields> {
             any::<i64>().prop_map(|n| n.to_string()),
             "[ -~]{0,40}".prop_map(|s| serde_json::to_string(&s).unwrap()),
         ],
+        // Schema versions: mostly 1, some later ones, the largest there is.
+        prop_oneof![Just(1u32), 2u32..5, Just(u32::MAX)],
     )
 }
 
@@ -114,7 +117,7 @@ fn segment_strategy() -> impl Strategy<Value = Vec<u8>> {
     )
         .prop_map(|(first, events)| {
             let mut builder = codec::SegmentBuilder::new(first);
-            for (i, (id, version, time, stream, kind, origin, meta, data)) in
+            for (i, (id, version, time, stream, kind, origin, meta, data, schema_version)) in
                 events.iter().enumerate()
             {
                 let mut bytes = [0u8; 16];
@@ -123,6 +126,7 @@ fn segment_strategy() -> impl Strategy<Value = Vec<u8>> {
                     id: EventId(bytes),
                     position: first + i as u64,
                     version: *version,
+                    schema_version: *schema_version,
                     time: *time,
                     stream,
                     event_type: kind,

@@ -181,6 +181,7 @@ fn push_from_elsewhere(server: &MemoryServer, ns: &[u64], stream: &str) {
             id: id(*n),
             stream: stream.into(),
             event_type: "Noted".into(),
+            schema_version: 1,
             data: serde_json::value::to_raw_value(&json!({ "n": n })).expect("JSON"),
             meta: None,
             time: 1,

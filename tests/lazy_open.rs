@@ -194,6 +194,7 @@ fn a_reset_by_another_writer_while_the_log_loads_is_taken_in_from_the_start() {
             stream: "fresh".into(),
             version: p,
             event_type: "Reset".into(),
+            schema_version: 1,
             data: serde_json::value::RawValue::from_string(p.to_string()).unwrap(),
             meta: None,
             time: 1,

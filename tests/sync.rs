@@ -564,6 +564,7 @@ fn an_event_accepted_by_a_replaced_database_is_pushed_again() {
                         id: annals::EventId([i + 1; 16]),
                         stream: "other".into(),
                         event_type: "T".into(),
+                        schema_version: 1,
                         data: serde_json::value::to_raw_value(&i).unwrap(),
                         meta: None,
                         time: 0,

@@ -41,6 +41,8 @@ export type NewEvent<E extends EventShape = EventShape> = E extends EventShape
       type: E["type"];
       /** A UUID; appending an id that is already stored returns the stored event and writes nothing. */
       id?: string;
+      /** The schema version `data` follows, a whole number ≥ 1 (absent: 1); upcasters bring older ones to the current version when read. */
+      schemaVersion?: number;
       meta?: Record<string, unknown>;
       /** Checked against the stream's version at append; default "any". */
       expectedVersion?: ExpectedVersion;

@@ -123,6 +123,7 @@ impl PushCheck for AuthorityCheck<'_> {
             stream: event.stream.clone(),
             version: placed.version,
             event_type: event.event_type.clone(),
+            schema_version: event.schema_version,
             data: event.data.clone(),
             meta: event.meta.clone(),
             time: event.time,

@@ -195,6 +195,7 @@ mod tests {
             id: EventId([n; 16]),
             stream: stream.into(),
             event_type: "T".into(),
+            schema_version: 1,
             data: RawValue::from_string("1".into()).unwrap(),
             meta: None,
             time: 0,

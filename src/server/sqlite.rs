@@ -23,8 +23,9 @@ use crate::event::Event;
 use crate::protocol::{PullResponse, PushEvent, PushResponse};
 use crate::push::authority::Authorities;
 use crate::server::store::{
-    distinct_streams, event_bytes, new_epoch, now_ms, plan_push, stored_id, stored_u64, to_i64,
-    BoxFuture, Changes, Placed, Refusal, ServerStore, StoreError, StoreInfo, PULL_BYTE_BUDGET,
+    distinct_streams, event_bytes, new_epoch, now_ms, plan_push, stored_id, stored_schema_version,
+    stored_u64, to_i64, BoxFuture, Changes, Placed, Refusal, ServerStore, StoreError, StoreInfo,
+    PULL_BYTE_BUDGET,
 };
 
 const SCHEMA: &str = "
@@ -52,6 +53,7 @@ CREATE TABLE IF NOT EXISTS events (
     meta     TEXT,
     time     INTEGER NOT NULL,
     origin   TEXT,
+    schema_version INTEGER NOT NULL DEFAULT 1,
     PRIMARY KEY (store_id, position)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS events_by_id ON events (store_id, id);
@@ -65,8 +67,9 @@ CREATE TABLE IF NOT EXISTS rejections (
 ) WITHOUT ROWID;
 ";
 
-/// The schema version this code writes (`PRAGMA user_version`).
-const FORMAT: i64 = 1;
+/// The schema version this code writes (`PRAGMA user_version`). 2 added
+/// `events.schema_version`; a format-1 file gains it when opened ([`migrate`]).
+const FORMAT: i64 = 2;
 
 /// Idle reader connections kept open.
 const MAX_IDLE_READERS: usize = 8;
@@ -109,7 +112,7 @@ impl SqliteStore {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir)?;
             }
-            let writer = open_connection(&path, false)?;
+            let mut writer = open_connection(&path, false)?;
             let format: i64 = writer.query_row("PRAGMA user_version", [], |r| r.get(0))?;
             if format > FORMAT {
                 return Err(StoreError::Corrupt(format!(
@@ -118,7 +121,7 @@ impl SqliteStore {
                 )));
             }
             writer.execute_batch(SCHEMA)?;
-            writer.pragma_update(None, "user_version", FORMAT)?;
+            migrate(&mut writer)?;
             Ok(Inner {
                 path,
                 writer: Mutex::new(writer),
@@ -143,6 +146,25 @@ impl SqliteStore {
             .await
             .map_err(|e| StoreError::Task(e.to_string()))?
     }
+}
+
+/// Brings a database written by an older server to [`FORMAT`], in one transaction (which
+/// takes the write lock first, so two servers opening the same old file do not both alter
+/// it). Format 1 lacks `events.schema_version`: every event stored then was at schema
+/// version 1, which the column's default says.
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let has_schema_version = tx
+        .prepare("SELECT 1 FROM pragma_table_info('events') WHERE name = 'schema_version'")?
+        .exists([])?;
+    if !has_schema_version {
+        tx.execute_batch(
+            "ALTER TABLE events ADD COLUMN schema_version INTEGER NOT NULL DEFAULT 1",
+        )?;
+    }
+    tx.pragma_update(None, "user_version", FORMAT)?;
+    tx.commit()?;
+    Ok(())
 }
 
 fn open_connection(path: &Path, read_only: bool) -> Result<Connection, StoreError> {
@@ -328,7 +350,7 @@ impl Inner {
         let claimed = authorities.claimed_streams(events);
         if !claimed.is_empty() {
             let mut select = tx.prepare_cached(
-                "SELECT id, position, stream, version, type, data, meta, time, origin
+                "SELECT id, position, stream, version, type, data, meta, time, origin, schema_version
                  FROM events WHERE store_id = ?1 AND stream = ?2 ORDER BY position",
             )?;
             for stream in claimed {
@@ -385,8 +407,8 @@ impl Inner {
 
         if !plan.inserts.is_empty() {
             let mut insert = tx.prepare_cached(
-                "INSERT INTO events (store_id, position, id, stream, version, type, data, meta, time, origin)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                "INSERT INTO events (store_id, position, id, stream, version, type, data, meta, time, origin, schema_version)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?;
             for (index, placed) in &plan.inserts {
                 let event = events
@@ -403,6 +425,7 @@ impl Inner {
                     event.meta.as_ref().map(|m| m.get()),
                     to_i64(event.time, "time")?,
                     client_id,
+                    i64::from(event.schema_version),
                 ]);
                 match inserted {
                     Ok(_) => {}
@@ -465,7 +488,7 @@ impl Inner {
         let mut events = Vec::new();
         if after < head {
             let mut select = tx.prepare_cached(
-                "SELECT id, position, stream, version, type, data, meta, time, origin
+                "SELECT id, position, stream, version, type, data, meta, time, origin, schema_version
                  FROM events WHERE store_id = ?1 AND position > ?2 AND position <= ?3
                  ORDER BY position LIMIT ?4",
             )?;
@@ -509,7 +532,7 @@ fn is_unique_violation(error: &rusqlite::Error) -> bool {
 }
 
 /// An event from a row of `SELECT id, position, stream, version, type, data, meta, time,
-/// origin`.
+/// origin, schema_version`.
 fn event_from_row(row: &rusqlite::Row<'_>) -> Result<Event, StoreError> {
     let data: String = row.get(5)?;
     let meta: Option<String> = row.get(6)?;
@@ -519,6 +542,7 @@ fn event_from_row(row: &rusqlite::Row<'_>) -> Result<Event, StoreError> {
         stream: row.get(2)?,
         version: stored_u64(row.get(3)?, "version")?,
         event_type: row.get(4)?,
+        schema_version: stored_schema_version(row.get(9)?)?,
         data: raw_json(data)?,
         meta: meta.map(raw_json).transpose()?,
         time: stored_u64(row.get(7)?, "time")?,

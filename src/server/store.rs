@@ -212,6 +212,14 @@ pub fn stored_u64(value: i64, what: &str) -> Result<u64, StoreError> {
     u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("negative {what}: {value}")))
 }
 
+/// A stored schema version: 1 to 2^32 - 1 (as pushes are validated).
+pub fn stored_schema_version(value: i64) -> Result<u32, StoreError> {
+    u32::try_from(value)
+        .ok()
+        .filter(|v| *v >= 1)
+        .ok_or_else(|| StoreError::Corrupt(format!("schema version out of range: {value}")))
+}
+
 /// Converts a position, version or time for storage; the request validation keeps them
 /// below 2^53, so this only fails on a bug.
 pub fn to_i64(value: u64, what: &str) -> Result<i64, StoreError> {

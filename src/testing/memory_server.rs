@@ -102,6 +102,7 @@ impl MemoryServer {
                     stream: e.stream.clone(),
                     version: placed.version,
                     event_type: e.event_type.clone(),
+                    schema_version: e.schema_version,
                     data: e.data.clone(),
                     meta: e.meta.clone(),
                     time: e.time,

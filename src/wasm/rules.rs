@@ -82,6 +82,7 @@ fn plan_command_json(request_json: &str) -> Result<String> {
         };
         decisions.push(Decision {
             event_type: e.event_type,
+            schema_version: e.schema_version,
             data,
             meta: e.meta,
         });
@@ -104,6 +105,7 @@ fn plan_command_json(request_json: &str) -> Result<String> {
             id,
             stream: &event.stream,
             event_type: &event.event_type,
+            schema_version: event.schema_version,
             data: &event.data,
             meta,
             expected_version: match event.expected_version {

@@ -499,6 +499,7 @@ async fn write_and_commit(
     let mut data = Vec::with_capacity(n);
     let mut metas = Vec::with_capacity(n);
     let mut times = Vec::with_capacity(n);
+    let mut schema_versions = Vec::with_capacity(n);
     for (index, placed) in &plan.inserts {
         let event = events
             .get(*index)
@@ -511,6 +512,7 @@ async fn write_and_commit(
         data.push(event.data.get());
         metas.push(event.meta.as_ref().map(|m| m.get()));
         times.push(to_i64(event.time, "time")?);
+        schema_versions.push(i64::from(event.schema_version));
     }
     // Streams with a version have a row: updated, each only from the version the plan
     // started from; the others get one (and an existing row fails the insert).
@@ -529,7 +531,7 @@ async fn write_and_commit(
         }
     }
     let new_head = to_i64(plan.head, "head")?;
-    let insert_params: [&(dyn ToSql + Sync); 10] = [
+    let insert_params: [&(dyn ToSql + Sync); 11] = [
         &store_id,
         &positions,
         &inserted_ids,
@@ -540,6 +542,7 @@ async fn write_and_commit(
         &metas,
         &times,
         &client_id,
+        &schema_versions,
     ];
     let new_params: [&(dyn ToSql + Sync); 3] = [&store_id, &new_streams, &new_versions];
     let head_params: [&(dyn ToSql + Sync); 2] = [&store_id, &new_head];

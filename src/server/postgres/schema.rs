@@ -28,6 +28,7 @@ CREATE TABLE IF NOT EXISTS events (
     meta     TEXT,
     time     BIGINT NOT NULL,
     origin   TEXT,
+    schema_version BIGINT NOT NULL DEFAULT 1,
     PRIMARY KEY (store_id, position),
     UNIQUE (store_id, id)
 );
@@ -58,6 +59,12 @@ BEGIN
 END $$;
 ";
 
+/// Events gained a schema version: tables created before it get the column, every event
+/// stored then being at version 1 (the default). BIGINT, as schema versions go up to
+/// 2^32 - 1. Adding a column with a constant default rewrites no rows (PostgreSQL 11+).
+const EVENTS_SCHEMA_VERSION: &str =
+    "ALTER TABLE events ADD COLUMN IF NOT EXISTS schema_version BIGINT NOT NULL DEFAULT 1";
+
 /// Serialises schema creation between instances starting at the same time.
 const MIGRATION_LOCK: i64 = 0x616e_6e61_6c73; // "annals"
 
@@ -77,6 +84,7 @@ pub(super) async fn migrate(settings: &PgSettings) -> Result<(), StoreError> {
     }
     tx.batch_execute(SCHEMA).await?;
     tx.batch_execute(STREAMS_FILLFACTOR).await?;
+    tx.batch_execute(EVENTS_SCHEMA_VERSION).await?;
     tx.commit().await?;
     Ok(())
 }

@@ -11,7 +11,7 @@ use crate::event::{Event, EventId};
 use crate::protocol::PushEvent;
 use crate::push::rules::{Placed, PushPlan, Refusal};
 use crate::server::sqlite::raw_json;
-use crate::server::store::{stored_id, stored_u64, to_i64, StoreError};
+use crate::server::store::{stored_id, stored_schema_version, stored_u64, to_i64, StoreError};
 
 /// Starts a push transaction. Explicitly READ COMMITTED: the lookups pipelined behind the
 /// lock rely on each statement taking a new snapshot.
@@ -104,11 +104,11 @@ impl Statements {
                  ) s"
             ),
             client.prepare(
-                "INSERT INTO events (store_id, position, id, stream, version, type, data, meta, time, origin)
-                 SELECT $1, t.position, t.id, t.stream, t.version, t.type, t.data, t.meta, t.time, $10
+                "INSERT INTO events (store_id, position, id, stream, version, type, data, meta, time, origin, schema_version)
+                 SELECT $1, t.position, t.id, t.stream, t.version, t.type, t.data, t.meta, t.time, $10, t.schema_version
                  FROM UNNEST($2::bigint[], $3::bytea[], $4::text[], $5::bigint[], $6::text[],
-                             $7::text[], $8::text[], $9::bigint[])
-                      AS t(position, id, stream, version, type, data, meta, time)"
+                             $7::text[], $8::text[], $9::bigint[], $11::bigint[])
+                      AS t(position, id, stream, version, type, data, meta, time, schema_version)"
             ),
             client.prepare(
                 "INSERT INTO streams (store_id, stream, version)
@@ -117,12 +117,12 @@ impl Statements {
             client.prepare("UPDATE stores SET head = $2 WHERE id = $1"),
             client.prepare("SELECT pg_notify($1, $2)"),
             client.prepare(
-                "SELECT id, position, stream, version, type, data, meta, time, origin
+                "SELECT id, position, stream, version, type, data, meta, time, origin, schema_version
                  FROM events WHERE store_id = $1 AND position > $2 AND position <= $3
                  ORDER BY position LIMIT $4"
             ),
             client.prepare(
-                "SELECT id, position, stream, version, type, data, meta, time, origin
+                "SELECT id, position, stream, version, type, data, meta, time, origin, schema_version
                  FROM events WHERE store_id = $1 AND stream = ANY($2::text[])
                  ORDER BY position"
             ),
@@ -273,6 +273,7 @@ pub(super) fn event_from_row(row: &Row) -> Result<Event, StoreError> {
             .transpose()?,
         time: stored_u64(row.try_get(7)?, "time")?,
         origin: row.try_get(8)?,
+        schema_version: stored_schema_version(row.try_get(9)?)?,
         pending: false,
     })
 }

@@ -78,6 +78,7 @@ fn ev(n: u8, stream: &str, expected: ExpectedVersion) -> PushEvent {
         id: EventId([n; 16]),
         stream: stream.into(),
         event_type: "T".into(),
+        schema_version: 1,
         data: RawValue::from_string(format!("{n}")).unwrap(),
         meta: None,
         time: u64::from(n),
