@@ -9,7 +9,8 @@
 //!   [`protocol`] (sync messages), [`outbox`] (pending events), [`append`] (the append
 //!   rules), [`engine`], [`checkpoints`] (which checkpoints to take, keep and start from;
 //!   when a snapshot is trusted), [`fingerprint`] (canonical state hashes for
-//!   comparing replicas), [`projection`], [`command_plan`] (a known command id
+//!   comparing replicas), [`upcast`] (upcasters: older schema versions of events read as
+//!   the current one), [`projection`], [`command_plan`] (a known command id
 //!   answers with its earlier result; event ids derived from it), [`command`] (deciders),
 //!   [`push`] (the server's push rules and authorities);
 //! - **adapters** behind traits: [`storage`] backends (memory; IndexedDB on wasm32) and
@@ -42,6 +43,7 @@ pub mod protocol;
 pub mod push;
 pub mod storage;
 pub mod sync;
+pub mod upcast;
 pub mod version;
 
 #[cfg(feature = "testing")]

@@ -120,3 +120,127 @@ fn snapshot_trust_follows_the_shared_cases() {
         );
     }
 }
+
+#[path = "todo_upcasters/mod.rs"]
+mod todo_upcasters;
+
+/// A chain of `{ type, from, renameTo? }` declarations, each upcaster passing data on.
+fn declared(chain: &Value) -> annals::upcast::Upcasters {
+    let mut upcasters = annals::upcast::Upcasters::new();
+    for step in chain.as_array().expect("a chain") {
+        let event_type = step["type"].as_str().expect("a type");
+        let from = step["from"].as_u64().expect("a version") as u32;
+        upcasters = match step["renameTo"].as_str() {
+            Some(to) => upcasters.rename(event_type, from, to, Ok),
+            None => upcasters.add(event_type, from, Ok),
+        };
+    }
+    upcasters
+}
+
+fn current_versions(upcasters: &annals::upcast::Upcasters, expected: &Value, at: &str) {
+    for (event_type, version) in expected.as_object().expect("currentVersions") {
+        assert_eq!(
+            upcasters.current_version(event_type).map(u64::from),
+            version.as_u64(),
+            "{at}: current version of {event_type}"
+        );
+    }
+}
+
+#[test]
+fn upcasters_give_the_shared_output() {
+    let fixture = fixture("upcasters.json");
+    let upcasters = todo_upcasters::registry()
+        .build()
+        .expect("the fixture's chain is valid");
+    current_versions(
+        &upcasters,
+        &fixture["currentVersions"],
+        "the fixture's chain",
+    );
+    let cases = fixture["cases"].as_array().unwrap();
+    assert!(cases.len() >= 10);
+    for case in cases {
+        let name = case["name"].as_str().unwrap();
+        let input = &case["in"];
+        let event = annals::Event {
+            id: annals::EventId([7; 16]),
+            position: 3,
+            stream: "todo-1".into(),
+            version: 2,
+            event_type: input["type"].as_str().unwrap().into(),
+            schema_version: input["schemaVersion"].as_u64().unwrap() as u32,
+            data: serde_json::value::to_raw_value(&input["data"]).unwrap(),
+            meta: Some(serde_json::value::to_raw_value(&serde_json::json!({"by": "me"})).unwrap()),
+            time: 1_700_000_000_000,
+            origin: Some("client-a".into()),
+            pending: false,
+        };
+        let out = upcasters
+            .upcast(&event)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let expected = &case["out"];
+        assert_eq!(out.event_type, expected["type"].as_str().unwrap(), "{name}");
+        assert_eq!(
+            u64::from(out.schema_version),
+            expected["schemaVersion"].as_u64().unwrap(),
+            "{name}"
+        );
+        let data: Value = serde_json::from_str(out.data.get()).unwrap();
+        assert_eq!(data, expected["data"], "{name}");
+        // Only the type, version and data change.
+        assert_eq!(
+            (out.id, out.position, &out.stream, out.version, out.time),
+            (
+                event.id,
+                event.position,
+                &event.stream,
+                event.version,
+                event.time
+            ),
+            "{name}"
+        );
+        assert_eq!(
+            out.meta.as_ref().map(|m| m.get()),
+            event.meta.as_ref().map(|m| m.get())
+        );
+        assert_eq!(out.origin, event.origin, "{name}");
+    }
+}
+
+#[test]
+fn upcaster_chain_checks_follow_the_shared_cases() {
+    let fixture = fixture("upcasters.json");
+    for case in fixture["checks"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let err = declared(&case["chain"])
+            .check()
+            .expect_err(name)
+            .to_string();
+        let kind = case["error"]["kind"].as_str().unwrap();
+        assert!(
+            err.starts_with(&format!("invalid argument: upcasters: {kind}")),
+            "{name}: {err}"
+        );
+        for mention in case["error"]["mentions"].as_array().unwrap() {
+            let mention = mention.as_str().unwrap();
+            assert!(
+                err.contains(mention),
+                "{name}: {err} does not name {mention}"
+            );
+        }
+        assert_eq!(
+            declared(&case["chain"]).build().unwrap_err().code(),
+            "INVALID_ARGUMENT",
+            "{name}"
+        );
+    }
+    for case in fixture["valid"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let upcasters = declared(&case["chain"])
+            .build()
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        current_versions(&upcasters, &case["currentVersions"], name);
+    }
+}

@@ -24,6 +24,7 @@ const ORDER: &[&str] = &[
     "engine",
     "checkpoints",
     "fingerprint",
+    "upcast",
     "projection",
     "command_plan",
     "command",
