@@ -231,8 +231,9 @@ export class Projections {
   }
 
   #applyEvent(rt: ProjectionRuntime, state: unknown, event: AnnalsEvent): unknown {
+    let next: unknown;
     try {
-      return rt.def.apply(state, event);
+      next = rt.def.apply(state, event);
     } catch (error) {
       this.#reportOnce(
         `${rt.name}\u0000${event.id}`,
@@ -241,6 +242,16 @@ export class Projections {
       );
       return state;
     }
+    if (next === undefined) {
+      // Most often a `switch` without `default: return state` meeting a type it does not know.
+      this.#reportOnce(
+        `${rt.name}\u0000${event.id}`,
+        `projection "${rt.name}" returned undefined for event ${event.position} (${event.type}); the previous state was kept (a reducer must return a state: end its switch with \`default: return state\`)`,
+        undefined,
+      );
+      return state;
+    }
+    return next;
   }
 
   /** Reports a projection's failure as `PROJECTION_FAILED`, once per `key`. */
