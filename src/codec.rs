@@ -6,13 +6,15 @@
 //!          | origin str | meta str | data str  (str = varint byte length + UTF-8 bytes;
 //!                                              origin and meta: length 0 means absent)
 //! ```
-//! `schema` is the event's schema version (what upcasters start from). Format 1, written
-//! before events had one, has no `schema` varint: its events are all at schema version 1.
-//! This build writes format 2 and reads both.
+//! `schema` is the event's schema version (what upcasters start from). Format 1 has no
+//! `schema` varint: its events are all at schema version 1. A segment whose events are all
+//! at version 1 is written in format 1, as before schema versions existed, so that such
+//! logs stay byte for byte what they were and readable by older builds; a segment holding
+//! any other version is written in format 2. Both are read.
 //!
 //! Positions are implied (`first + index`). Payloads stay raw JSON bytes so that reading
-//! never re-encodes them. Records are self-contained, so merging segments of the current
-//! format is a byte copy (format-1 records are re-encoded into format 2 on the way).
+//! never re-encodes them. Records are self-contained, so merging segments of one format is
+//! a byte copy (merged with format-2 segments, format-1 records are re-encoded).
 //! Decoding checks every length against the bytes left: arbitrary input is an error,
 //! never a panic or an unbounded allocation.
 
@@ -20,9 +22,9 @@ use crate::error::Error;
 use crate::event::{Event, EventId, MAX_SAFE_INTEGER};
 
 const MAGIC: &[u8; 4] = b"ANSG";
-/// The format this build writes.
+/// The format of segments holding an event at a schema version other than 1.
 const SEGMENT_FORMAT: u16 = 2;
-/// The format before events had a schema version: still read.
+/// The format without schema versions: every event at version 1.
 const SEGMENT_FORMAT_1: u16 = 1;
 pub const HEADER_LEN: usize = 20;
 
@@ -286,6 +288,8 @@ fn write_json_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
 pub struct SegmentBuilder {
     first: u64,
     count: u32,
+    /// Format 1 until an event at another schema version than 1 is pushed.
+    format: u16,
     bytes: Vec<u8>,
 }
 
@@ -297,10 +301,11 @@ impl SegmentBuilder {
     /// A builder whose buffer starts with room for `bytes` bytes.
     pub fn with_capacity(first: u64, bytes: usize) -> Self {
         let mut bytes = Vec::with_capacity(bytes.max(HEADER_LEN));
-        write_header(&mut bytes, first, 0);
+        write_header(&mut bytes, first, 0, SEGMENT_FORMAT_1);
         SegmentBuilder {
             first,
             count: 0,
+            format: SEGMENT_FORMAT_1,
             bytes,
         }
     }
@@ -320,10 +325,15 @@ impl SegmentBuilder {
     /// Appends `event`; its position must be the next one of this segment.
     pub fn push(&mut self, event: &EventRef<'_>) {
         debug_assert_eq!(event.position, self.next_position());
+        if event.schema_version != 1 && self.format == SEGMENT_FORMAT_1 {
+            self.switch_to_format_2();
+        }
         let b = &mut self.bytes;
         b.extend_from_slice(event.id.as_bytes());
         write_varint(b, event.version);
-        write_varint(b, u64::from(event.schema_version));
+        if self.format != SEGMENT_FORMAT_1 {
+            write_varint(b, u64::from(event.schema_version));
+        }
         write_varint(b, event.time);
         write_str(b, event.stream);
         write_str(b, event.event_type);
@@ -333,15 +343,27 @@ impl SegmentBuilder {
         self.count += 1;
     }
 
+    /// Re-encodes the records pushed so far in format 2, which the next event needs.
+    fn switch_to_format_2(&mut self) {
+        self.bytes[8..12].copy_from_slice(&self.count.to_le_bytes());
+        let mut bytes = Vec::with_capacity(self.bytes.capacity() + self.count as usize);
+        write_header(&mut bytes, self.first, self.count, SEGMENT_FORMAT);
+        // These records were encoded just now: they decode.
+        if reencode(&self.bytes, self.count, &mut bytes).is_ok() {
+            self.bytes = bytes;
+            self.format = SEGMENT_FORMAT;
+        }
+    }
+
     pub fn finish(mut self) -> Vec<u8> {
         self.bytes[8..12].copy_from_slice(&self.count.to_le_bytes());
         self.bytes
     }
 }
 
-fn write_header(out: &mut Vec<u8>, first: u64, count: u32) {
+fn write_header(out: &mut Vec<u8>, first: u64, count: u32, format: u16) {
     out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&SEGMENT_FORMAT.to_le_bytes());
+    out.extend_from_slice(&format.to_le_bytes());
     out.extend_from_slice(&0u16.to_le_bytes());
     out.extend_from_slice(&count.to_le_bytes());
     out.extend_from_slice(&first.to_le_bytes());
@@ -652,11 +674,18 @@ pub fn record_offsets(bytes: &[u8], offsets: &mut Vec<u32>) -> Result<(u64, u32)
     Ok((first, count))
 }
 
-/// Merges consecutive segments into one, in the current format; their positions must
-/// follow each other. Records of the current format are copied as they are; format-1
-/// records are re-encoded (at schema version 1), their strings still copied unchecked.
+/// Merges consecutive segments into one; their positions must follow each other. Segments
+/// of one format merge by a byte copy into that format; when any is in format 2, the
+/// result is too, and format-1 records are re-encoded (at schema version 1, their strings
+/// still copied unchecked).
 pub fn merge<B: AsRef<[u8]>>(segments: &[B]) -> Result<Vec<u8>, CodecError> {
     let total: usize = segments.iter().map(|s| s.as_ref().len()).sum();
+    let mut format = SEGMENT_FORMAT_1;
+    for segment in segments {
+        if format_of(segment.as_ref())? == SEGMENT_FORMAT {
+            format = SEGMENT_FORMAT;
+        }
+    }
     let mut out = Vec::with_capacity(total);
     let mut first = None;
     let mut count: u32 = 0;
@@ -667,7 +696,7 @@ pub fn merge<B: AsRef<[u8]>>(segments: &[B]) -> Result<Vec<u8>, CodecError> {
         match first {
             None => {
                 first = Some(seg_first);
-                write_header(&mut out, seg_first, 0);
+                write_header(&mut out, seg_first, 0, format);
             }
             Some(_) if seg_first != next => {
                 return Err(CodecError::NotContiguous {
@@ -683,7 +712,7 @@ pub fn merge<B: AsRef<[u8]>>(segments: &[B]) -> Result<Vec<u8>, CodecError> {
         count = count
             .checked_add(seg_count)
             .ok_or(CodecError::Truncated { record: u32::MAX })?;
-        if format_of(bytes)? == SEGMENT_FORMAT {
+        if format_of(bytes)? == format {
             out.extend_from_slice(&bytes[HEADER_LEN..]);
         } else {
             reencode(bytes, seg_count, &mut out)?;
@@ -696,8 +725,8 @@ pub fn merge<B: AsRef<[u8]>>(segments: &[B]) -> Result<Vec<u8>, CodecError> {
     Ok(out)
 }
 
-/// Appends the `count` records of older-format segment `bytes` to `out` in the current
-/// format, checking the structure as [`record_offsets`] does.
+/// Appends the `count` records of segment `bytes` to `out` in format 2, checking the
+/// structure as [`record_offsets`] does.
 fn reencode(bytes: &[u8], count: u32, out: &mut Vec<u8>) -> Result<(), CodecError> {
     let mut cursor = Cursor {
         bytes,
@@ -781,6 +810,131 @@ mod tests {
         assert_eq!(value["meta"], serde_json::json!({"k": 1}));
         assert_eq!(value["pending"], true);
         assert_eq!(value["id"], EventId([6; 16]).to_string());
+    }
+
+    #[test]
+    fn json_output_names_the_schema_version_only_when_it_is_not_1() {
+        let mut out = Vec::new();
+        sample(3, "s", "1").write_json(&mut out, false); // schema version 1
+        let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert!(value.get("schemaVersion").is_none(), "{value}");
+        out.clear();
+        sample(4, "s", "1").write_json(&mut out, false); // schema version 2
+        let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(value["schemaVersion"], 2);
+    }
+
+    /// A segment as builds before schema versions wrote it (format 1: no schema varint).
+    fn format_1(first: u64, events: &[EventRef<'_>]) -> Vec<u8> {
+        let mut out = Vec::new();
+        write_header(&mut out, first, events.len() as u32, SEGMENT_FORMAT_1);
+        for e in events {
+            out.extend_from_slice(e.id.as_bytes());
+            write_varint(&mut out, e.version);
+            write_varint(&mut out, e.time);
+            for s in [
+                e.stream,
+                e.event_type,
+                e.origin.unwrap_or(""),
+                e.meta.unwrap_or(""),
+                e.data,
+            ] {
+                write_str(&mut out, s);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn format_1_segments_read_at_schema_version_1_and_are_what_version_1_events_encode_to() {
+        let events = [
+            sample(3, "s-1", r#"{"a":1}"#),
+            EventRef {
+                schema_version: 1,
+                ..sample(4, "s-2", "[]")
+            },
+            sample(6, "x", "2"), // schema version 1
+        ];
+        let old = format_1(3, &[events[0], events[1]]);
+        let decoded: Vec<_> = SegmentReader::new(&old)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(decoded, [events[0], events[1]]);
+        // Events all at version 1 are still written in format 1, byte for byte.
+        assert_eq!(encode(3, [events[0], events[1]]), old);
+        let mut offsets = Vec::new();
+        assert_eq!(record_offsets(&old, &mut offsets).unwrap(), (3, 2));
+        assert_eq!(
+            SegmentReader::record_at(&old, offsets[1] as usize, 4).unwrap(),
+            events[1]
+        );
+        let mut json = Vec::new();
+        let mut count = 0;
+        write_json_records(
+            &old,
+            offsets[0] as usize,
+            3,
+            4,
+            false,
+            &mut json,
+            &mut count,
+        )
+        .unwrap();
+        assert_eq!(count, 2);
+        assert!(!String::from_utf8(json).unwrap().contains("schemaVersion"));
+    }
+
+    #[test]
+    fn a_later_schema_version_switches_the_segment_to_format_2() {
+        let events = [
+            sample(3, "s", "1"), // 1
+            sample(4, "s", "2"), // 2
+            sample(5, "s", "3"), // 3
+            sample(6, "s", "4"), // 1
+        ];
+        let bytes = encode(3, events);
+        assert_eq!(format_of(&bytes), Ok(SEGMENT_FORMAT));
+        let decoded: Vec<_> = SegmentReader::new(&bytes)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(decoded, events);
+        assert_eq!(
+            decoded.iter().map(|e| e.schema_version).collect::<Vec<_>>(),
+            [1, 2, 3, 1]
+        );
+    }
+
+    #[test]
+    fn merging_mixed_formats_re_encodes_format_1_records() {
+        let old = format_1(1, &[sample(1, "s", "1"), sample(2, "s", "2")]);
+        let new = encode(3, [sample(3, "s", "3"), sample(4, "s", "4")]);
+        let older = format_1(5, &[sample(6, "s", "5")]);
+        assert_eq!(format_of(&new), Ok(SEGMENT_FORMAT));
+        let merged = merge(&[&old, &new, &older]).unwrap();
+        assert_eq!(format_of(&merged), Ok(SEGMENT_FORMAT));
+        let decoded: Vec<_> = SegmentReader::new(&merged)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let versions: Vec<(u64, u32)> = decoded
+            .iter()
+            .map(|e| (e.position, e.schema_version))
+            .collect();
+        assert_eq!(versions, [(1, 1), (2, 1), (3, 1), (4, 2), (5, 1)]);
+        assert_eq!(decoded[1].data, "2");
+        // Format-1 segments alone stay format 1, a byte copy.
+        let both_old = merge(&[&old, &format_1(3, &[sample(3, "s", "3")])]).unwrap();
+        assert_eq!(format_of(&both_old), Ok(SEGMENT_FORMAT_1));
+        assert_eq!(
+            both_old.len(),
+            old.len() + format_1(3, &[sample(3, "s", "3")]).len() - HEADER_LEN
+        );
+        // A damaged format-1 part is an error, not a panic.
+        for cut in HEADER_LEN..old.len() {
+            assert!(merge(&[&old[..cut], &new[..]]).is_err(), "cut at {cut}");
+        }
     }
 
     #[test]

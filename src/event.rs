@@ -505,6 +505,43 @@ mod tests {
     }
 
     #[test]
+    fn a_schema_version_is_a_whole_number_from_1_and_defaults_to_1() {
+        let batch = NewEvent::parse_batch(
+            r#"[{"stream":"s","type":"T","schemaVersion":3},{"stream":"s","type":"T"},{"stream":"s","type":"T","schemaVersion":4294967295},{"stream":"s","type":"T","schemaVersion":null}]"#,
+        )
+        .unwrap();
+        let versions: Vec<u32> = batch.iter().map(|e| e.schema_version).collect();
+        assert_eq!(versions, [3, 1, u32::MAX, 1]); // null, as for `id` and `meta`: absent
+        for bad in ["0", "-1", "1.5", r#""2""#, "4294967296"] {
+            let err = NewEvent::parse_batch(&format!(
+                r#"[{{"stream":"s","type":"T"}},{{"stream":"s","type":"T","schemaVersion":{bad}}}]"#
+            ))
+            .unwrap_err();
+            assert_eq!(err.code(), "INVALID_EVENT", "{bad}");
+            assert!(
+                err.to_string().contains("event 1: `schemaVersion` must be"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_stored_event_leaves_schema_version_1_out_of_its_json() {
+        let mut event: Event = serde_json::from_str(
+            r#"{"id":"0190a4c1-7d2e-7c3a-9f10-2b3c4d5e6f70","position":1,"stream":"s","version":1,"type":"T","data":1,"time":5}"#,
+        )
+        .unwrap();
+        assert_eq!(event.schema_version, 1);
+        assert!(!serde_json::to_string(&event)
+            .unwrap()
+            .contains("schemaVersion"));
+        event.schema_version = 2;
+        let json = serde_json::to_string(&event).unwrap();
+        assert!(json.contains(r#""schemaVersion":2"#), "{json}");
+        assert_eq!(serde_json::from_str::<Event>(&json).unwrap(), event);
+    }
+
+    #[test]
     fn bad_fields_name_the_event_and_the_field() {
         let cases = [
             (r#"[{"stream":"s"}]"#, "event 0: `type` is required"),

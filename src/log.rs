@@ -624,7 +624,8 @@ impl LogState {
     }
 
     /// Merges in-memory segments the way storage compaction does, to keep per-segment
-    /// overhead low. Positions and offsets are unchanged except for the header shift.
+    /// overhead low. Positions are unchanged; offsets move by the header shift (or are
+    /// found again where records were re-encoded).
     pub fn compact_memory(&mut self, target_bytes: usize) -> Result<()> {
         let old = std::mem::take(&mut self.segments);
         let mut out: Vec<MemSegment> = Vec::with_capacity(old.len());
@@ -641,15 +642,31 @@ impl LogState {
             let first = run[0].first;
             let parts: Vec<&[u8]> = run.iter().map(|s| s.bytes.as_slice()).collect();
             let merged = codec::merge(&parts)?;
-            // Re-base offsets: a record of part i moves by the body bytes of parts before it.
-            let mut shift = 0usize;
-            for part in run.iter() {
-                let (_, count) = codec::header(&part.bytes)?;
-                let base = (part.first - self.base - 1) as usize;
-                for offset in offsets.iter_mut().skip(base).take(count as usize) {
-                    *offset = (*offset as usize + shift) as u32;
+            let bodies: usize = run.iter().map(|s| s.bytes.len() - codec::HEADER_LEN).sum();
+            if merged.len() == codec::HEADER_LEN + bodies {
+                // A byte copy: a record of part i moves by the body bytes of parts before it.
+                let mut shift = 0usize;
+                for part in run.iter() {
+                    let (_, count) = codec::header(&part.bytes)?;
+                    let base = (part.first - self.base - 1) as usize;
+                    for offset in offsets.iter_mut().skip(base).take(count as usize) {
+                        *offset = (*offset as usize + shift) as u32;
+                    }
+                    shift += part.bytes.len() - codec::HEADER_LEN;
                 }
-                shift += part.bytes.len() - codec::HEADER_LEN;
+            } else {
+                // Format-1 records were re-encoded (merged with format-2 ones): find them.
+                let mut fresh = Vec::new();
+                let (_, count) = codec::record_offsets(&merged, &mut fresh)?;
+                let base = (first - self.base - 1) as usize;
+                for (offset, new) in offsets
+                    .iter_mut()
+                    .skip(base)
+                    .take(count as usize)
+                    .zip(fresh)
+                {
+                    *offset = new;
+                }
             }
             out.push(MemSegment {
                 first,

@@ -150,6 +150,7 @@ struct ModelEvent {
     stream: String,
     version: u64,
     kind: String,
+    schema_version: u32,
     data: String,
 }
 
@@ -225,6 +226,7 @@ impl Model {
                 stream: event.stream.clone(),
                 version: actual + 1,
                 kind: event.event_type.clone(),
+                schema_version: event.schema_version,
                 data: event.data.get().to_owned(),
             });
             results.push(AppendResult::Appended(position));
@@ -264,6 +266,7 @@ fn shape(e: &Event) -> ModelEvent {
         stream: e.stream.clone(),
         version: e.version,
         kind: e.event_type.clone(),
+        schema_version: e.schema_version,
         data: e.data.get().to_owned(),
     }
 }
@@ -322,7 +325,14 @@ impl System {
             let kind = if ev.invalid { "" } else { TYPES[ev.kind] };
             let mut event = NewEvent::new(stream, kind, &serde_json::json!({ "n": ev.data }))
                 .expect("JSON")
-                .expecting(expected);
+                .expecting(expected)
+                // "Removed" events come at schema versions 1 to 3, "Added" ones at 1: the
+                // log mixes segments of both formats, which compaction merges.
+                .with_schema_version(if ev.kind == 1 {
+                    1 + u32::from(ev.data.unsigned_abs() % 3)
+                } else {
+                    1
+                });
             if let Some(id) = id {
                 event = event.with_id(id);
             }
