@@ -80,6 +80,8 @@ error_codes! {
     ReactorFailed = "REACTOR_FAILED", Client;
     /// A projection's reducer threw on an event (or its state is not JSON): the event was skipped and the state kept; reported once per projection and event (TS wrapper only).
     ProjectionFailed = "PROJECTION_FAILED", Client;
+    /// An event this build cannot read: its type has no schema (`events`), or its `schemaVersion` is above what its upcasters reach; it is kept and synced unchanged, and handled per `unknownEvents` (not folded; reported once per type and version) (TS wrapper only).
+    UnknownEvent = "UNKNOWN_EVENT", Client;
     /// The store is frozen at a past position (time travel: `freeze`); appends and commands are refused until `unfreeze` (TS wrapper only).
     Frozen = "FROZEN", Client;
     /// Sync: the server could not be reached (or no tab that syncs this store answered).

@@ -1,4 +1,4 @@
-// The store's listener sets ("change", "error", "sync", "rejected", "closed", "frozen") and how they
+// The store's listener sets ("change", "error", "sync", "rejected", "closed", "frozen", "rebuild") and how they
 // are called: a throwing listener is reported as an error and never stops the others.
 
 import { invalidArgument } from "./options.js";
@@ -6,9 +6,9 @@ import { invalidArgument } from "./options.js";
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export type AnyListener = (...args: any[]) => void;
 
-export type StoreEventName = "change" | "error" | "sync" | "rejected" | "closed" | "frozen";
+export type StoreEventName = "change" | "error" | "sync" | "rejected" | "closed" | "frozen" | "rebuild";
 
-const NAMES: readonly StoreEventName[] = ["change", "error", "sync", "rejected", "closed", "frozen"];
+const NAMES: readonly StoreEventName[] = ["change", "error", "sync", "rejected", "closed", "frozen", "rebuild"];
 
 export class StoreEvents {
   readonly #sets = new Map<StoreEventName, Set<AnyListener>>(NAMES.map((name) => [name, new Set()]));
@@ -18,7 +18,7 @@ export class StoreEvents {
     if (typeof listener !== "function") throw invalidArgument("on needs a listener function");
     const set = this.#sets.get(event as StoreEventName);
     if (!set) {
-      throw invalidArgument(`unknown event ${JSON.stringify(event)}: use "change", "error", "sync", "rejected", "closed" or "frozen"`);
+      throw invalidArgument(`unknown event ${JSON.stringify(event)}: use "change", "error", "sync", "rejected", "closed", "frozen" or "rebuild"`);
     }
     set.add(listener);
     return () => {

@@ -42,6 +42,13 @@ export class TakenCheckpoints {
   }
 }
 
+/** A confirmed event a projection left out (unknown to this build): its type, schema version and position. */
+export interface SkippedEvent {
+  type: string;
+  schemaVersion: number;
+  position: number;
+}
+
 /** States recently reached by time travel, kept so that stepping around them stays cheap. */
 const VISITED_STATES = 16;
 /** What-if states kept for the one set of events off being looked at. */
@@ -68,6 +75,23 @@ export class ProjectionRuntime {
   #whatIf: { key: string; states: Map<number, string> } | undefined;
   /** What the app sees while the store is frozen (`freeze`), else undefined. */
   frozen: { state: unknown } | undefined;
+  /**
+   * Rebuilding in the background (its `version` changed, or a cut rebuild resumes): the
+   * store's changes are not folded into it; the rebuild folds the log up to the head, then
+   * the pending events.
+   */
+  rebuilding = false;
+  /**
+   * `unknownEvents: "fail"`: the position of the confirmed event this build cannot read;
+   * nothing at or after it is folded (until a build that knows it opens).
+   */
+  blockedAt: number | undefined;
+  /**
+   * Confirmed events left out of `confirmed` because this build cannot read them, by type
+   * and schema version (the first position of each): a snapshot records them, so that a
+   * build that knows them folds them again.
+   */
+  readonly skipped = new Map<string, SkippedEvent>();
   /** The plan has heard what folding costs (it then places checkpoints by it). */
   #measured = false;
   /** Undefined once released (the store closed): then no checkpoint is taken or kept. */
@@ -117,6 +141,8 @@ export class ProjectionRuntime {
     this.state = this.confirmed;
     this.position = 0;
     this.snapshotPosition = 0;
+    this.blockedAt = undefined;
+    this.skipped.clear();
     this.#checkpoints.clear();
     this.#visited.clear();
     this.#whatIf = undefined;

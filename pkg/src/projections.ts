@@ -7,8 +7,9 @@
 
 import { AnnalsError, fromWasmError } from "./errors.js";
 import { invalidArgument, type ProjectionSpec, wholeNumber } from "./options.js";
-import { copyState, ProjectionRuntime, TakenCheckpoints } from "./projection-runtime.js";
-import type { AnnalsEvent } from "./types.js";
+import { copyState, ProjectionRuntime, type SkippedEvent, TakenCheckpoints } from "./projection-runtime.js";
+import type { AnnalsEvent, RebuildProgress, UnknownEventPolicy } from "./types.js";
+import type { Upcasters } from "./upcast.js";
 import type { ChangeMessage, Checkpoint, SnapshotReply, WasmRules, WasmStoreHandle } from "./wasm-contract.js";
 
 /** Periodic snapshots are at least this far apart in time... */
@@ -21,6 +22,70 @@ const MAX_REMEMBERED_FAILURES = 10_000;
 const FIXED_MAX_CHECKPOINTS = 64;
 /** Events read from the core at a time when replaying. */
 export const REPLAY_CHUNK = 2_000;
+/** Unknown (type, version) pairs remembered as reported (a bound, not a goal). */
+const MAX_REMEMBERED_UNKNOWN = 10_000;
+/** Skipped (type, version) pairs a snapshot records per projection (a bound: past it a newer build refolds from scratch). */
+const MAX_SKIPPED_KINDS = 256;
+
+/** The key of a snapshot's envelope (a state with skipped events, or a partial rebuild). */
+const ENVELOPE = "annals:snapshot";
+
+/** A stored snapshot's state, unwrapped from its envelope when it has one. */
+interface StoredState {
+  state: unknown;
+  /** Written by a rebuild that had not reached the head yet: the open resumes it. */
+  partial: boolean;
+  /** Confirmed events the projection left out (unknown to the build that wrote it). */
+  skipped: SkippedEvent[];
+}
+
+/**
+ * A snapshot's state as stored: the state itself, or (when it left events out or is a
+ * partial rebuild) `{ "annals:snapshot": 1, partial?, skipped?, state }`. Snapshots written
+ * before the envelope existed are plain states and load as they are.
+ */
+function unwrapSnapshot(stored: unknown): StoredState {
+  if (typeof stored === "object" && stored !== null && !Array.isArray(stored)) {
+    const envelope = stored as Record<string, unknown>;
+    if (envelope[ENVELOPE] === 1 && "state" in envelope) {
+      return {
+        state: envelope.state,
+        partial: envelope.partial === true,
+        skipped: Array.isArray(envelope.skipped) ? (envelope.skipped as SkippedEvent[]) : [],
+      };
+    }
+  }
+  return { state: stored, partial: false, skipped: [] };
+}
+
+/** The JSON a snapshot stores for `json` (the state's JSON). */
+function wrapSnapshot(json: string, partial: boolean, skipped: readonly SkippedEvent[]): string {
+  if (!partial && skipped.length === 0) return json;
+  const parts = [`{"${ENVELOPE}":1`];
+  if (partial) parts.push(`,"partial":true`);
+  if (skipped.length > 0) parts.push(`,"skipped":${JSON.stringify(skipped)}`);
+  parts.push(`,"state":${json}}`);
+  return parts.join("");
+}
+
+function unknownKey(type: string, schemaVersion: number): string {
+  return `${type}\u0000${schemaVersion}`;
+}
+
+/** How projections are rebuilt when their `version` changes (see `RebuildOptions`). */
+export interface RebuildSettings {
+  /** In the background when more events than this are to fold. */
+  background: number;
+  /** Events per slice. */
+  slice: number;
+  /** A partial snapshot every this many events. */
+  saveEvery: number;
+}
+
+/** Lets the page run between two slices of a rebuild. */
+function yieldToPage(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, 0));
+}
 
 /** The part of the core projections read and write. */
 export type ProjectionCore = Pick<
@@ -66,6 +131,13 @@ export interface ProjectionsHost {
   reportError(error: unknown): void;
   /** Runs a subscriber; what it throws is reported. */
   safely(f: () => void): void;
+  /** Events as this build reads them. */
+  readonly upcasters: Upcasters;
+  /** What to do with events this build cannot read. */
+  readonly unknownEvents: UnknownEventPolicy;
+  readonly rebuild: RebuildSettings;
+  /** A background rebuild's progress. */
+  rebuildProgress(progress: RebuildProgress): void;
 }
 
 export class Projections {
@@ -77,6 +149,14 @@ export class Projections {
    * a reducer bug once, not on every change.
    */
   readonly #reported = new Set<string>();
+  /** Unknown events already reported, by type and schema version. */
+  readonly #unknownReported = new Set<string>();
+  /** While folding confirmed events of one runtime: where unknown ones left out are recorded. */
+  #skippedSink: Map<string, SkippedEvent> | undefined;
+  /** Set by a fold that stopped before an unknown event (`"fail"`): its position. */
+  #stoppedAt: number | undefined;
+  /** Background rebuilds running. */
+  readonly #rebuilds = new Set<Promise<void>>();
   #snapshotting: Promise<void> | undefined;
   #lastSnapshotAt = -Infinity;
   #snapshotTimer: ReturnType<typeof setTimeout> | undefined;
@@ -145,27 +225,47 @@ export class Projections {
     const core = this.#host.core;
     const generation = core.logGeneration;
     let confirmed = core.confirmedHead;
+    /** Projections to rebuild (a changed version, a cut rebuild, events a newer build knows). */
+    const rebuild = new Set<ProjectionRuntime>();
     for (const rt of runtimes) {
+      rt.rebuilding = false;
       const reply = (await core.snapshot(rt.name)) as string | undefined;
       if (reply === undefined) continue;
       const snapshot = JSON.parse(reply) as SnapshotReply;
       confirmed = core.confirmedHead;
+      if (snapshot.version !== rt.version) {
+        rebuild.add(rt);
+        continue;
+      }
       if (!this.#trusted(rt, snapshot, confirmed)) continue;
-      rt.confirmed = snapshot.state;
+      const stored = unwrapSnapshot(snapshot.state);
+      // Events the build that wrote it could not read, and this one can: fold them again.
+      if (!this.#stillUnknown(stored)) {
+        rebuild.add(rt);
+        continue;
+      }
+      rt.confirmed = stored.state;
       rt.position = snapshot.position;
       rt.snapshotPosition = snapshot.position;
-      if (snapshot.position > 0) rt.addCheckpoint(snapshot.position, JSON.stringify(snapshot.state));
+      for (const e of stored.skipped) rt.skipped.set(unknownKey(e.type, e.schemaVersion), e);
+      if (stored.partial) rebuild.add(rt);
+      if (snapshot.position > 0) rt.addCheckpoint(snapshot.position, JSON.stringify(stored.state));
+    }
+    // Rebuilds of many events go on in the background once the store is open.
+    for (const rt of rebuild) {
+      if (confirmed - rt.position > this.#host.rebuild.background) rt.rebuilding = true;
     }
     // The events the snapshots do not cover come from storage first, part by part: the
     // next part is read while this one is folded. Nothing else changes the core meanwhile
     // (it completes the log before it takes in other writers' changes), but for a reset
     // seen while loading.
     let from = core.confirmedHead;
-    for (const rt of runtimes) from = Math.min(from, rt.position);
+    for (const rt of runtimes) if (!rt.rebuilding) from = Math.min(from, rt.position);
     await core.loadFrom(from);
     if (core.logGeneration !== generation) return undefined;
     confirmed = core.confirmedHead;
     const head = core.head;
+    const folding = runtimes.filter((rt) => !rt.rebuilding);
     // Checkpoints at the spacing the replay will end with, not many taken only to be dropped.
     for (const rt of runtimes) rt.prepareReplay(rt.position, confirmed);
     for (let after = from; after < confirmed; ) {
@@ -177,18 +277,84 @@ export class Projections {
       }
       for (; after < readable; ) {
         const to = Math.min(after + REPLAY_CHUNK, readable);
-        const events = JSON.parse(core.range(after, to)) as AnnalsEvent[];
-        for (const rt of runtimes) this.#foldConfirmed(rt, events);
+        const events = this.#range(after, to);
+        for (const rt of folding) this.#foldConfirmed(rt, events);
         after = to;
       }
       if (next) await next;
       if (core.logGeneration !== generation || core.confirmedHead !== confirmed) return undefined;
     }
-    const pending = head > confirmed ? (JSON.parse(core.range(confirmed, head)) as AnnalsEvent[]) : [];
+    const pending = this.#range(confirmed, head);
     for (const rt of runtimes) {
-      rt.state = pending.length > 0 ? this.#foldOptimistic(rt, copyState(rt.confirmed), pending) : rt.confirmed;
+      rt.state =
+        pending.length > 0 && !rt.rebuilding ? this.#foldOptimistic(rt, copyState(rt.confirmed), pending) : rt.confirmed;
     }
     return { head, confirmed };
+  }
+
+  // ---- rebuilds ------------------------------------------------------------------------
+
+  /** Starts the background rebuilds `load` left (once the store is open). */
+  startRebuilds(): void {
+    for (const rt of this.#runtimes.values()) {
+      if (!rt.rebuilding) continue;
+      const run = this.#rebuild(rt).catch((error: unknown) => {
+        if (!this.#host.isClosed()) this.#host.reportError(error);
+      });
+      this.#rebuilds.add(run);
+      void run.finally(() => this.#rebuilds.delete(run));
+    }
+  }
+
+  /**
+   * Folds the log into a rebuilding projection in slices of `rebuild.slice` events,
+   * yielding to the page between them, reporting progress, and writing a partial snapshot
+   * every `rebuild.saveEvery` events (a reload resumes from it). Appends and the other
+   * projections go on meanwhile; the store's changes are left to this loop (it reads up to
+   * the head the store has folded to). At the head, the pending events are folded on top
+   * and the projection joins the others.
+   */
+  async #rebuild(rt: ProjectionRuntime): Promise<void> {
+    const host = this.#host;
+    const { slice, saveEvery } = host.rebuild;
+    const progress = (done: number, total: number) => host.rebuildProgress({ name: rt.name, done, total });
+    progress(rt.position, host.confirmedHead());
+    while (!host.isClosed()) {
+      // Yield first: `openStore` resolves, and the app subscribes, before any slice.
+      await yieldToPage();
+      if (host.isClosed()) return;
+      if (rt.position < host.core.loadedAfter) {
+        await host.whenComplete();
+        continue;
+      }
+      const total = host.confirmedHead();
+      if (rt.blockedAt !== undefined || rt.position >= total) break;
+      this.#foldConfirmed(rt, this.#range(rt.position, Math.min(rt.position + slice, total)));
+      // At the head: it joins the others now, before anything else can run.
+      if (rt.blockedAt === undefined && rt.position >= host.confirmedHead()) break;
+      rt.state = rt.confirmed;
+      if (!rt.frozen) this.#notifyOne(rt);
+      progress(rt.position, total);
+      if (host.snapshots && rt.position - rt.snapshotPosition >= saveEvery && !host.isClosed()) {
+        await this.#writeSnapshot(rt);
+      }
+    }
+    if (host.isClosed()) return;
+    // At the head (synchronously with the store's heads): the pending events on top.
+    rt.rebuilding = false;
+    const head = host.head();
+    const confirmed = host.confirmedHead();
+    const pending = head > confirmed ? this.#range(confirmed, head) : [];
+    rt.state = pending.length > 0 ? this.#foldOptimistic(rt, copyState(rt.confirmed), pending) : rt.confirmed;
+    if (!rt.frozen) this.#notifyOne(rt);
+    progress(rt.position, confirmed);
+    // The stored snapshot may be a partial one: the next open must not take it for a rebuild.
+    if (host.snapshots) await this.#writeSnapshot(rt, true);
+  }
+
+  /** Whether `name` is rebuilding in the background. */
+  isRebuilding(name: string): boolean {
+    return this.runtime(name).rebuilding;
   }
 
   // ---- folding -------------------------------------------------------------------------
@@ -206,6 +372,8 @@ export class Projections {
    */
   fold(change: ChangeMessage, fresh: boolean): void {
     for (const rt of this.#runtimes.values()) {
+      // A rebuild reads these events itself when it gets to them.
+      if (rt.rebuilding) continue;
       if (change.confirmedEvents.length > 0) this.#foldConfirmed(rt, change.confirmedEvents);
       if (fresh) {
         rt.state =
@@ -254,6 +422,49 @@ export class Projections {
     return next;
   }
 
+  /**
+   * Whether `event` is folded (0), left out (1: this build cannot read it; recorded for the
+   * snapshot when folding confirmed events) or stops the fold (2: `unknownEvents: "fail"`).
+   * Reported as `UNKNOWN_EVENT` once per type and schema version (not for `"skip"`).
+   */
+  #admit(event: AnnalsEvent): 0 | 1 | 2 {
+    const host = this.#host;
+    const why = host.upcasters.unknown(event);
+    if (why === undefined) return 0;
+    const policy = host.unknownEvents;
+    const version = event.schemaVersion ?? 1;
+    const key = unknownKey(event.type, version);
+    if (policy !== "skip" && !this.#unknownReported.has(key)) {
+      if (this.#unknownReported.size >= MAX_REMEMBERED_UNKNOWN) this.#unknownReported.clear();
+      this.#unknownReported.add(key);
+      const what =
+        policy === "fail"
+          ? "the projections stop before it until a build that knows it opens"
+          : "the projections leave it out (a build that knows it folds it)";
+      host.reportError(
+        new AnnalsError(
+          "UNKNOWN_EVENT",
+          `event ${event.position} (${event.type}, schema version ${version}) is unknown to this build: ${why}; it is kept and synced unchanged, and ${what}`,
+        ),
+      );
+    }
+    if (policy === "fail") {
+      this.#stoppedAt = event.position;
+      return 2;
+    }
+    const sink = this.#skippedSink;
+    if (sink && !event.pending && !sink.has(key) && sink.size < MAX_SKIPPED_KINDS) {
+      sink.set(key, { type: event.type, schemaVersion: version, position: event.position });
+    }
+    return 1;
+  }
+
+  /** Whether every event a snapshot's projection left out is still unknown to this build. */
+  #stillUnknown(stored: StoredState): boolean {
+    if (stored.skipped.length >= MAX_SKIPPED_KINDS) return false;
+    return stored.skipped.every((e) => this.#host.upcasters.unknown(e) !== undefined);
+  }
+
   /** Reports a projection's failure as `PROJECTION_FAILED`, once per `key`. */
   #reportOnce(key: string, message: string, cause: unknown): void {
     if (this.#reported.has(key)) return;
@@ -264,13 +475,27 @@ export class Projections {
 
   /** Folds confirmed events after the projection's position into its confirmed state, taking checkpoints. */
   #foldConfirmed(rt: ProjectionRuntime, events: readonly AnnalsEvent[]): void {
+    if (rt.blockedAt !== undefined) return;
     let from = 0;
     while (from < events.length && events[from]!.position <= rt.position) from++;
     if (from === events.length) return;
     const to = events[events.length - 1]!.position;
     const taken = new TakenCheckpoints();
-    rt.confirmed = this.#foldTaking(rt, rt.confirmed, events, from, rt.position, to, taken);
-    rt.position = to;
+    this.#stoppedAt = undefined;
+    this.#skippedSink = rt.skipped;
+    try {
+      rt.confirmed = this.#foldTaking(rt, rt.confirmed, events, from, rt.position, to, taken);
+    } finally {
+      this.#skippedSink = undefined;
+    }
+    const stopped = this.#stoppedAt;
+    this.#stoppedAt = undefined;
+    if (stopped !== undefined) {
+      rt.blockedAt = stopped;
+      rt.position = stopped - 1;
+    } else {
+      rt.position = to;
+    }
     rt.keep(taken);
   }
 
@@ -299,7 +524,9 @@ export class Projections {
     let folded = 0;
     for (let i = from; i < events.length; i++) {
       const event = events[i]!;
-      state = this.#applyEvent(rt, state, event);
+      const admit = this.#admit(event);
+      if (admit === 2) break;
+      if (admit === 0) state = this.#applyEvent(rt, state, event);
       folded++;
       if (event.position < nextDue) continue;
       if (event.position === nextDue) {
@@ -330,7 +557,13 @@ export class Projections {
 
   /** Folds pending events into an optimistic state (never the confirmed one). */
   #foldOptimistic(rt: ProjectionRuntime, state: unknown, events: readonly AnnalsEvent[]): unknown {
-    for (const event of events) state = this.#applyEvent(rt, state, event);
+    if (rt.blockedAt !== undefined) return state;
+    for (const event of events) {
+      const admit = this.#admit(event);
+      if (admit === 2) break;
+      if (admit === 0) state = this.#applyEvent(rt, state, event);
+    }
+    this.#stoppedAt = undefined;
     return state;
   }
 
@@ -456,7 +689,7 @@ export class Projections {
     const relevant = skipping?.filter((p) => p <= target);
     const skipped = relevant && relevant.length > 0 ? relevant : undefined;
     const limit = skipped ? Math.min(target, skipped[0]! - 1) : target;
-    if (limit === host.head()) {
+    if (limit === host.head() && !rt.rebuilding) {
       const json = JSON.stringify(rt.state);
       return json === undefined ? undefined : JSON.parse(json);
     }
@@ -471,12 +704,14 @@ export class Projections {
       const reply = (await host.core.snapshot(rt.name).catch(rethrow)) as string | undefined;
       if (reply !== undefined) {
         const snapshot = JSON.parse(reply) as SnapshotReply;
+        const stored = unwrapSnapshot(snapshot.state);
         if (
           snapshot.position <= limit &&
           snapshot.position > basePosition &&
-          this.#trusted(rt, snapshot, host.confirmedHead())
+          this.#trusted(rt, snapshot, host.confirmedHead()) &&
+          this.#stillUnknown(stored)
         ) {
-          base = { position: snapshot.position, json: JSON.stringify(snapshot.state) };
+          base = { position: snapshot.position, json: JSON.stringify(stored.state) };
         }
       }
     }
@@ -491,18 +726,24 @@ export class Projections {
     }
     let state: unknown = base ? JSON.parse(base.json) : rt.initial();
     const skips = skipped ? new Set(skipped) : undefined;
+    // A rebuilding projection keeps checkpoints only where its rebuild has been.
+    const confirmedTo = rt.rebuilding ? rt.position : host.confirmedHead();
+    this.#stoppedAt = undefined;
     for (let after = base?.position ?? 0; after < target; after += REPLAY_CHUNK) {
       const to = Math.min(after + REPLAY_CHUNK, target);
-      const events = JSON.parse(this.#rangeJson(after, to)) as AnnalsEvent[];
+      const events = this.#range(after, to);
       if (skips) {
-        state = this.#foldWhatIf(rt, state, events, skips, whatIfKey!, generation === host.generation() ? Math.min(target - 1, host.confirmedHead()) : after);
-        continue;
+        state = this.#foldWhatIf(rt, state, events, skips, whatIfKey!, generation === host.generation() ? Math.min(target - 1, confirmedTo) : after);
+      } else {
+        const checkpointsTo = generation === host.generation() ? Math.min(to, target - 1, confirmedTo) : after;
+        const taken = new TakenCheckpoints();
+        state = this.#foldTaking(rt, state, events, 0, after, checkpointsTo, taken);
+        rt.keep(taken);
       }
-      const checkpointsTo = generation === host.generation() ? Math.min(to, target - 1, host.confirmedHead()) : after;
-      const taken = new TakenCheckpoints();
-      state = this.#foldTaking(rt, state, events, 0, after, checkpointsTo, taken);
-      rt.keep(taken);
+      // `unknownEvents: "fail"`: nothing after the unknown event.
+      if (this.#stoppedAt !== undefined) break;
     }
+    this.#stoppedAt = undefined;
     if (target <= host.confirmedHead() && generation === host.generation()) {
       // Stepping around a position just visited starts from it.
       const json = this.#json(rt, state);
@@ -531,7 +772,11 @@ export class Projections {
     const due = rt.checkpointsDue(events[0]!.position - 1, Math.min(events[events.length - 1]!.position, keepTo));
     let next = 0;
     for (const event of events) {
-      if (!skips.has(event.position)) state = this.#applyEvent(rt, state, event);
+      if (!skips.has(event.position)) {
+        const admit = this.#admit(event);
+        if (admit === 2) break;
+        if (admit === 0) state = this.#applyEvent(rt, state, event);
+      }
       if (next < due.length && due[next] === event.position) {
         next++;
         const json = this.#json(rt, state);
@@ -541,12 +786,16 @@ export class Projections {
     return state;
   }
 
-  #rangeJson(after: number, to: number): string {
+  /** Events `after + 1 ..= to` as this build reads them (upcast). */
+  #range(after: number, to: number): AnnalsEvent[] {
+    if (to <= after) return [];
+    let json: string;
     try {
-      return this.#host.core.range(after, to);
+      json = this.#host.core.range(after, to);
     } catch (error) {
       rethrow(error);
     }
+    return this.#host.upcasters.upcastEvents(JSON.parse(json) as AnnalsEvent[]);
   }
 
   // ---- snapshots -----------------------------------------------------------------------
@@ -556,7 +805,7 @@ export class Projections {
     const host = this.#host;
     if (this.#snapshotting || host.isClosed() || !host.snapshots) return;
     const every = host.snapshotEvery;
-    const due = [...this.#runtimes.values()].filter((rt) => rt.position - rt.snapshotPosition >= every);
+    const due = [...this.#runtimes.values()].filter((rt) => !rt.rebuilding && rt.position - rt.snapshotPosition >= every);
     if (due.length === 0) return;
     // Each snapshot costs a serialisation and a transaction: they are spaced in time unless
     // far more than `snapshotEvery` events wait.
@@ -586,6 +835,8 @@ export class Projections {
 
   /** For close: waits for the snapshot being written, then writes the last ones. */
   async finish(): Promise<void> {
+    // Rebuilds stop after their slice in hand (the store is closed); a partial snapshot resumes them.
+    while (this.#rebuilds.size > 0) await Promise.allSettled([...this.#rebuilds]);
     await this.#snapshotting;
     // A database taken away takes no final snapshots (every write would fail with CLOSED).
     if (!this.#host.snapshots || this.#host.isLost()) return;
@@ -594,15 +845,16 @@ export class Projections {
     }
   }
 
-  async #writeSnapshot(rt: ProjectionRuntime): Promise<void> {
+  async #writeSnapshot(rt: ProjectionRuntime, again = false): Promise<void> {
     const position = rt.position;
-    if (position <= rt.snapshotPosition) return;
+    if (position <= rt.snapshotPosition && !(again && position > 0)) return;
     // A checkpoint taken at this position already holds the state as JSON.
     const json = rt.checkpoints.get(position) ?? this.#json(rt, rt.confirmed);
     if (json === undefined) return;
     const generation = this.#host.generation();
+    const stored = wrapSnapshot(json, rt.rebuilding, [...rt.skipped.values()]);
     try {
-      await this.#host.core.putSnapshot(rt.name, rt.version, position, json);
+      await this.#host.core.putSnapshot(rt.name, rt.version, position, stored);
       if (generation !== this.#host.generation()) return; // the log restarted meanwhile
       rt.snapshotPosition = position;
       rt.addCheckpoint(position, json);

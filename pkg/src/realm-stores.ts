@@ -31,6 +31,7 @@ import type {
   StateAtOptions,
   Store,
   SyncReport,
+  RebuildProgress,
   SyncStatus,
 } from "./types.js";
 
@@ -295,7 +296,8 @@ class StoreHandle implements AnyStore {
   on(event: "rejected", listener: (event: never, reason: string, actualVersion: number | undefined) => void): () => void;
   on(event: "closed", listener: (info: ClosedInfo) => void): () => void;
   on(event: "frozen", listener: (position: number | undefined) => void): () => void;
-  on(event: "change" | "error" | "sync" | "rejected" | "closed" | "frozen", listener: Listener): () => void {
+  on(event: "rebuild", listener: (progress: RebuildProgress) => void): () => void;
+  on(event: "change" | "error" | "sync" | "rejected" | "closed" | "frozen" | "rebuild", listener: Listener): () => void {
     this.#check();
     return this.#keep((this.#store.on as (event: string, listener: Listener) => () => void)(event, listener));
   }

@@ -28,6 +28,7 @@ import { Projections } from "./projections.js";
 import { ReactorRuntime, type ReactorHost } from "./reactor.js";
 import { pullServerLog } from "./server-log.js";
 import { openBroadcastChannel, Tabs } from "./tabs.js";
+import { type Evolution, parseEvolution } from "./upcast.js";
 import type {
   AggregateMap,
   AnnalsEvent,
@@ -43,6 +44,7 @@ import type {
   NewEvent,
   OpenedBundle,
   OpenOptions,
+  RebuildProgress,
   Reactor,
   ReactorOptions,
   RejectedEvent,
@@ -67,12 +69,24 @@ function rethrow(error: unknown): never {
   throw fromWasmError(error);
 }
 
-/** Events as stored, as the core's `append` takes them back (ids, times and origins kept). */
+/** Events as stored, as the core's `append` takes them back (ids, times, origins and schema versions kept). */
 function storedBatch(events: readonly AnnalsEvent[]): string {
   return JSON.stringify(
-    events.map((e) => ({ id: e.id, stream: e.stream, type: e.type, data: e.data, meta: e.meta, time: e.time, origin: e.origin })),
+    events.map((e) => ({
+      id: e.id,
+      stream: e.stream,
+      type: e.type,
+      schemaVersion: e.schemaVersion,
+      data: e.data,
+      meta: e.meta,
+      time: e.time,
+      origin: e.origin,
+    })),
   );
 }
+
+/** Event reads through renames: events read per page while filtering by an upcast type. */
+const RENAMED_TYPE_PAGE = 1_000;
 
 export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S, A> {
   readonly #wasm: WasmStoreHandle;
@@ -81,6 +95,8 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
   /** The options this store was opened with, and how: for the memory replicas debugging opens. */
   readonly #options: OpenOptions<EventShape, unknown, AggregateMap>;
   readonly #wasmOpen: WasmOpen;
+  /** Upcasters, the unknown-event policy and rebuild settings (upcast.ts). */
+  readonly #evolution: Evolution;
   /** Time travel: the position `get` and subscribers show, or undefined for the present. */
   #frozenAt: number | undefined;
   /** Aborted by close: every module stops on it. */
@@ -113,8 +129,10 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
     plan: OpenPlan,
     wasmOpen: WasmOpen,
     options: OpenOptions<EventShape, unknown, AggregateMap>,
+    evolution: Evolution,
   ) {
     this.#wasm = wasm;
+    this.#evolution = evolution;
     this.#rules = rules;
     this.#wasmOpen = wasmOpen;
     this.#options = options;
@@ -142,6 +160,10 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
         track,
         reportError,
         safely: (f) => this.#events.safely(f),
+        upcasters: evolution.upcasters,
+        unknownEvents: evolution.unknownEvents,
+        rebuild: evolution.rebuild,
+        rebuildProgress: (progress: RebuildProgress) => this.#events.emit("rebuild", progress),
       },
       plan.projections,
       plan.checkpointEvery,
@@ -149,6 +171,7 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
     );
     this.#writes = new Writes<E>({
       core: wasm,
+      upcasters: evolution.upcasters,
       ...heads,
       isClosed,
       track,
@@ -210,6 +233,8 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
     rules: WasmRules,
   ): Promise<AnnalsStore<E, S, A>> {
     const plan = parseOpenOptions(options as OpenOptions<EventShape, unknown, AggregateMap>, typeof indexedDB !== "undefined");
+    const schemas = (plan as { schemas?: { keys(): Iterable<string> } }).schemas;
+    const evolution = parseEvolution(options, schemas === undefined ? undefined : [...schemas.keys()]);
     const { name, storage, shared, sync } = plan.settings;
     const wasm = await wasmOpen(name, storage, JSON.stringify(plan.core)).catch(rethrow);
     const store = new AnnalsStore<E, S, A>(
@@ -218,6 +243,7 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
       plan,
       wasmOpen,
       options as OpenOptions<EventShape, unknown, AggregateMap>,
+      evolution,
     );
     try {
       wasm.setListener((json, error) => store.#onChange(json, error));
@@ -315,6 +341,8 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
     this.#loading = false;
     this.#projections.schedule();
     this.#completion.start();
+    // Projections whose version changed rebuild in the background (other projections serve).
+    this.#projections.startRebuilds();
   }
 
   // ---- changes -------------------------------------------------------------------------
@@ -336,8 +364,13 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
       });
   }
 
-  /** Events `after + 1 ..= to` as the core has them now. */
+  /** Events `after + 1 ..= to` as the core has them now, as this build reads them (upcast). */
   #range(after: number, to: number): AnnalsEvent[] {
+    return this.#evolution.upcasters.upcastEvents(this.#storedRange(after, to));
+  }
+
+  /** Events `after + 1 ..= to` as stored (bundles carry them so). */
+  #storedRange(after: number, to: number): AnnalsEvent[] {
     return to > after ? (JSON.parse(this.#wasm.range(after, to)) as AnnalsEvent[]) : [];
   }
 
@@ -366,6 +399,11 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
       let message: ChangeMessage;
       if (typeof json === "string") {
         message = JSON.parse(json) as ChangeMessage;
+        const { upcasters } = this.#evolution;
+        if (upcasters.active) {
+          message.confirmedEvents = upcasters.upcastEvents(message.confirmedEvents);
+          message.pendingEvents = upcasters.upcastEvents(message.pendingEvents);
+        }
       } else {
         this.#events.error(fromWasmError(error));
         message = this.#resyncMessage();
@@ -530,7 +568,7 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
         head,
         confirmedHead: this.#confirmedHead,
         projections: this.#projections.specs(),
-        range: (after, to) => this.#range(after, Math.min(to, head)),
+        range: (after, to) => this.#storedRange(after, Math.min(to, head)),
         fingerprints: (name, positions) => this.#projections.fingerprints(name, positions),
       },
       every,
@@ -548,9 +586,14 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
 
   /** A fresh memory store with this store's projections (and aggregates), for debugging. */
   async #openReplica(name: string): Promise<AnnalsStore<EventShape, unknown, AggregateMap>> {
-    const { projections, aggregates, origin, maxEventBytes } = this.#options;
+    const { projections, aggregates, origin, maxEventBytes, upcasters, unknownEvents } = this.#options;
     const options: OpenOptions<EventShape, unknown, AggregateMap> = { name, storage: "memory" };
     if (projections !== undefined) options.projections = projections;
+    // The replica reads events as this store does.
+    if (upcasters !== undefined) options.upcasters = upcasters;
+    if (unknownEvents !== undefined) options.unknownEvents = unknownEvents;
+    const events = (this.#options as { events?: unknown }).events;
+    if (events !== undefined) (options as { events?: unknown }).events = events;
     if (aggregates !== undefined) options.aggregates = aggregates;
     if (origin !== undefined) options.origin = origin;
     if (maxEventBytes !== undefined) options.maxEventBytes = maxEventBytes;
@@ -617,7 +660,13 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
   }
 
   #read(query: unknown): AnnalsEvent[] {
-    const json = serializeQuery(query);
+    const { upcasters } = this.#evolution;
+    const type = (query as { type?: unknown } | null | undefined)?.type;
+    if (typeof type === "string" && upcasters.renames(type)) return this.#readRenamed(query as Record<string, unknown>, type);
+    return upcasters.upcastEvents(this.#readStored(serializeQuery(query)));
+  }
+
+  #readStored(json: string): AnnalsEvent[] {
     let raw: string;
     try {
       raw = this.#wasm.read(json);
@@ -625,6 +674,27 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
       rethrow(error);
     }
     return JSON.parse(raw) as AnnalsEvent[];
+  }
+
+  /**
+   * A read by a type that renames involve (stored under other names, or renamed away):
+   * the log is read page by page without the type, and filtered once upcast.
+   */
+  #readRenamed(query: Record<string, unknown>, type: string): AnnalsEvent[] {
+    const { type: _type, limit, ...rest } = query;
+    serializeQuery(query); // the same checks as any query
+    const max = typeof limit === "number" ? limit : Infinity;
+    const out: AnnalsEvent[] = [];
+    let after = typeof rest.after === "number" ? rest.after : 0;
+    while (out.length < max) {
+      const page = this.#readStored(serializeQuery({ ...rest, after, limit: RENAMED_TYPE_PAGE }));
+      if (page.length === 0) break;
+      for (const event of this.#evolution.upcasters.upcastEvents(page)) {
+        if (event.type === type && out.length < max) out.push(event);
+      }
+      after = page[page.length - 1]!.position;
+    }
+    return out;
   }
 
   async events<T extends E["type"] = E["type"]>(query?: EventQuery<T>): Promise<AnnalsEvent<Extract<E, { type: T }>>[]> {
@@ -645,7 +715,8 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
   ): () => void;
   on(event: "closed", listener: (info: ClosedInfo) => void): () => void;
   on(event: "frozen", listener: (position: number | undefined) => void): () => void;
-  on(event: "change" | "error" | "sync" | "rejected" | "closed" | "frozen", listener: AnyListener): () => void {
+  on(event: "rebuild", listener: (progress: RebuildProgress) => void): () => void;
+  on(event: "change" | "error" | "sync" | "rejected" | "closed" | "frozen" | "rebuild", listener: AnyListener): () => void {
     return this.#events.on(event, listener);
   }
 

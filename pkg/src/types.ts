@@ -550,3 +550,79 @@ export interface Store<E extends EventShape = EventShape, S = Record<string, unk
   /** Writes final snapshots, waits for writes in flight, and closes. Later calls fail with CLOSED. */
   close(): Promise<void>;
 }
+
+// ---- evolving events: upcasters, unknown events, rebuilds ---------------------------
+// (Declaration merging: these add to the interfaces above.)
+
+export interface EventEnvelope {
+  /**
+   * Present when an upcaster changed the event as it was read: the type and schema version
+   * it is stored as (the stored bytes never change; `type`, `data` and `schemaVersion` are
+   * what this build's upcasters made of it).
+   */
+  upcastFrom?: { type: string; schemaVersion: number };
+  /** The schema version of `data` (absent: 1). */
+  schemaVersion?: number;
+}
+
+/** An upcaster from schema version v to v + 1 that keeps the type: returns the new `data`. Pure and synchronous. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type Upcaster = (data: any, event: Readonly<AnnalsEvent>) => unknown;
+
+/** An upcaster from schema version v to v + 1 under a new type name (the chain continues under it at v + 1). */
+export interface RenamingUpcaster {
+  type: string;
+  upcast: Upcaster;
+}
+
+/** Per stored event type, per schema version v: what turns an event at v into v + 1. */
+export type Upcasters = Record<string, Record<number, Upcaster | RenamingUpcaster>>;
+
+/** What a projection does with an event this build cannot read (see {@link StoreOptions.unknownEvents}). */
+export type UnknownEventPolicy = "skip" | "warn" | "fail";
+
+/** Options of projection rebuilds (see {@link StoreOptions.rebuild}). */
+export interface RebuildOptions {
+  /** A rebuild folds in the background when more than this many events are to fold. Default 10000; 0: always. */
+  background?: number;
+  /** Events folded per slice before yielding to the page. Default 2000. */
+  slice?: number;
+  /** A resumable (partial) snapshot every this many events folded. Default 20000. */
+  saveEvery?: number;
+}
+
+/** A rebuild's progress (`on("rebuild")`): `done` of `total` confirmed events folded. */
+export interface RebuildProgress {
+  name: string;
+  done: number;
+  total: number;
+}
+
+export interface StoreOptions {
+  /**
+   * Upcasters by stored type and schema version: `{ TodoAdded: { 1: (data) => ({ ...data,
+   * priority: 0 }), 2: { type: "TodoCreated", upcast: (data) => data } } }`. Applied whenever
+   * events are read (folds, `events()`, `stateAt`, changes, the devtools); checked at open
+   * (a gap, a duplicate, a loop or an ambiguous end is `INVALID_ARGUMENT`).
+   */
+  upcasters?: Upcasters;
+  /**
+   * An event whose type has no schema (when `events` is given) or whose `schemaVersion` is
+   * above what its upcasters reach: `"warn"` (default) leaves it out of the projections and
+   * reports `UNKNOWN_EVENT` on `on("error")` once per type and version; `"skip"` leaves it out
+   * silently; `"fail"` stops each projection just before it (reported once). It is kept and
+   * synced unchanged, and folded by a build that knows it.
+   */
+  unknownEvents?: UnknownEventPolicy;
+  /** How projections whose `version` changed are rebuilt (in the background on large logs). */
+  rebuild?: RebuildOptions;
+}
+
+export interface Store<E extends EventShape = EventShape, S = Record<string, unknown>, A = {}> {
+  /**
+   * `"rebuild"`: a projection rebuilding in the background (its `version` changed, or a
+   * rebuild cut by a reload resumes) has folded `done` of `total` events; the last call has
+   * `done === total`. Meanwhile `get(name)` gives the state folded so far.
+   */
+  on(event: "rebuild", listener: (progress: RebuildProgress) => void): () => void;
+}

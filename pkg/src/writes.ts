@@ -6,6 +6,7 @@
 import { AnnalsError, fromWasmError } from "./errors.js";
 import { serializeBatch } from "./options.js";
 import type { AnnalsEvent, Change, EventShape } from "./types.js";
+import type { Upcasters } from "./upcast.js";
 import type { AppendReply, WasmStoreHandle } from "./wasm-contract.js";
 
 const utf8 = new TextEncoder();
@@ -15,6 +16,8 @@ export type WritesCore = Pick<WasmStoreHandle, "append" | "catchUp" | "range">;
 /** What the write path needs from its store. */
 export interface WritesHost {
   readonly core: WritesCore;
+  /** Stamps new events with their type's schema version; upcasts what the core hands back. */
+  readonly upcasters?: Upcasters;
   head(): number;
   confirmedHead(): number;
   isClosed(): boolean;
@@ -80,6 +83,7 @@ export class Writes<E extends EventShape> {
     try {
       if (this.#host.isClosed()) throw closedError();
       if (events.length === 0) return Promise.resolve([]);
+      if (this.#host.upcasters) events = this.#host.upcasters.stamp(events);
       const json = serializeBatch(events);
       return this.#host.track(this.#send(json));
     } catch (error) {
@@ -108,7 +112,7 @@ export class Writes<E extends EventShape> {
     this.#appendDone(reply.seq);
     this.#host.appended();
     const duplicates = new Map<number, AnnalsEvent>();
-    for (const e of reply.duplicates) duplicates.set(e.position, e);
+    for (const e of this.#upcast(reply.duplicates)) duplicates.set(e.position, e);
     return reply.results.map((position) => {
       const inChange = captured?.events[position - captured.first];
       if (inChange && inChange.position === position) return inChange as AnnalsEvent<E>;
@@ -118,7 +122,11 @@ export class Writes<E extends EventShape> {
   }
 
   #range(after: number, to: number): AnnalsEvent[] {
-    return to > after ? (JSON.parse(this.#host.core.range(after, to)) as AnnalsEvent[]) : [];
+    return to > after ? this.#upcast(JSON.parse(this.#host.core.range(after, to)) as AnnalsEvent[]) : [];
+  }
+
+  #upcast(events: AnnalsEvent[]): AnnalsEvent[] {
+    return this.#host.upcasters ? this.#host.upcasters.upcastEvents(events) : events;
   }
 
   #appendDone(seq: number | null): void {

@@ -31,7 +31,7 @@ test("what on returns removes the listener", () => {
 
 test("an unknown event, or a listener that is not a function, is refused", () => {
   const events = new StoreEvents();
-  assert.throws(() => events.on("changes", () => undefined), /unknown event "changes": use "change", "error", "sync", "rejected", "closed" or "frozen"/);
+  assert.throws(() => events.on("changes", () => undefined), /unknown event "changes": use "change", "error", "sync", "rejected", "closed", "frozen" or "rebuild"/);
   assert.throws(() => events.on("change", "f"), /on needs a listener function/);
 });
 

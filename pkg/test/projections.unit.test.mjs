@@ -7,6 +7,7 @@ import { afterEach, mock, test } from "node:test";
 
 import { ProjectionRuntime } from "../dist/projection-runtime.js";
 import { Projections } from "../dist/projections.js";
+import { Upcasters } from "../dist/upcast.js";
 import { rules } from "./core.mjs";
 
 /** Checkpoints a plan keeps in these tests (the core's default is the same). */
@@ -98,6 +99,10 @@ function projections(core, { defs = { sum }, snapshots = true, snapshotEvery = 1
     track: (promise) => promise,
     reportError: (error) => errors.push(error),
     safely: (f) => f(),
+    upcasters: new Upcasters(undefined),
+    unknownEvents: "warn",
+    rebuild: { background: Infinity, slice: 2000, saveEvery: 20000 },
+    rebuildProgress: () => undefined,
   };
   const specs = Object.entries(defs).map(([name, def]) => ({ name, def, version }));
   return { p: new Projections(host, specs, checkpointEvery, abort.signal), errors, abort, calls: counted.calls, plans: counted.plans };
