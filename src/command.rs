@@ -8,9 +8,13 @@
 //! The execute plan is [`crate::command_plan`]'s, the same as the TS wrapper's: a command
 //! id already in the stream answers with the events it wrote then (nothing is written),
 //! and event ids derive from the command id, so a command runs exactly once.
+//!
+//! Given [`Upcasters`] ([`Aggregate::with_upcasters`]), `evolve` sees every event upcast
+//! to its current schema version.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use crate::clock::Clock;
 use crate::clock::{IdSource, SystemClock, Uuidv7};
@@ -21,6 +25,7 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::storage::Storage;
+use crate::upcast::{with_upcast, Upcasters};
 
 /// How many times `execute` decides again after losing a race on the stream.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
@@ -113,6 +118,8 @@ pub struct Aggregate<D: Decider> {
     max_attempts: u32,
     /// Recorded as `meta.aggregate` (what routes a rejected event back to its aggregate).
     name: Option<String>,
+    /// Applied to every event before `evolve` sees it.
+    upcasters: Option<Arc<Upcasters>>,
 }
 
 impl<D: Decider> Aggregate<D> {
@@ -123,7 +130,17 @@ impl<D: Decider> Aggregate<D> {
             ids: RefCell::new(Uuidv7::new()),
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             name: None,
+            upcasters: None,
         }
+    }
+
+    /// `evolve` sees every event upcast to its current version. The chain is checked
+    /// first ([`Upcasters::check`]).
+    pub fn with_upcasters(mut self, upcasters: Arc<Upcasters>) -> Result<Self> {
+        upcasters.check()?;
+        self.upcasters = Some(upcasters);
+        self.loaded.borrow_mut().clear(); // states folded without them
+        Ok(self)
     }
 
     /// Names the aggregate kind: its events carry `meta.aggregate` (as the TS wrapper's).
@@ -172,8 +189,17 @@ impl<D: Decider> Aggregate<D> {
             commands: HashSet::new(),
         });
         let decider = &self.decider;
+        let upcasters = self.upcasters.as_deref();
+        let mut failed = None;
         engine.fold_stream(stream, entry.position, |event| {
-            decider.evolve(&mut entry.state, &event);
+            if failed.is_some() {
+                return;
+            }
+            if let Err(e) = with_upcast(upcasters, &event, |e| decider.evolve(&mut entry.state, e))
+            {
+                failed = Some(e); // the state stays at the event before
+                return;
+            }
             entry.position = event.position;
             entry.version = event.version;
             if let Some(id) = command_id_of(event.meta) {
@@ -183,13 +209,25 @@ impl<D: Decider> Aggregate<D> {
         let mut known = command_id.is_some_and(|id| entry.commands.contains(id));
         // Pending events may still move or be rejected: fold them on a copy, every time.
         let (mut version, mut state) = (entry.version, entry.state.clone());
+        if let Some(e) = failed {
+            return Err(e);
+        }
         engine.fold_pending_stream(stream, |event| {
-            decider.evolve(&mut state, &event);
+            if failed.is_some() {
+                return;
+            }
+            if let Err(e) = with_upcast(upcasters, &event, |e| decider.evolve(&mut state, e)) {
+                failed = Some(e);
+                return;
+            }
             version = event.version;
             if !known && command_id.is_some() {
                 known = command_id_of(event.meta).as_deref() == command_id;
             }
         })?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
         Ok((version, state, known))
     }
 

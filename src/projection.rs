@@ -3,6 +3,11 @@
 //! Which checkpoints are kept, which serves a target and when a snapshot is trusted are
 //! [`crate::checkpoints`]' rules, which the npm package's runtime calls through the wasm
 //! binding too.
+//!
+//! Given [`Upcasters`], a runner folds every event as its current schema version
+//! ([`ProjectionRunner::open_with_upcasters`]): `apply` only ever sees the latest shapes.
+
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -12,6 +17,7 @@ use crate::codec::EventRef;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::storage::{SnapshotRecord, Storage};
+use crate::upcast::{with_upcast, Upcasters};
 
 /// A read model built by folding events in log order.
 pub trait Projection {
@@ -40,11 +46,33 @@ pub struct ProjectionRunner<P: Projection> {
     checkpoints: Checkpoints<P::State>,
     /// The engine's log generation the state was folded from.
     log_generation: u64,
+    /// Applied to every event before `apply` sees it.
+    upcasters: Option<Arc<Upcasters>>,
 }
 
 impl<P: Projection> ProjectionRunner<P> {
     /// Starts from the stored snapshot when its version matches, then replays the tail.
     pub async fn open<S: Storage>(engine: &Engine<S>, projection: P) -> Result<Self> {
+        Self::open_with(engine, projection, None).await
+    }
+
+    /// [`ProjectionRunner::open`], `apply` seeing every event upcast to its current
+    /// version. The chain is checked first ([`Upcasters::check`]); an upcaster's error
+    /// stops the fold before that event (the state stays at the event before it).
+    pub async fn open_with_upcasters<S: Storage>(
+        engine: &Engine<S>,
+        projection: P,
+        upcasters: Arc<Upcasters>,
+    ) -> Result<Self> {
+        upcasters.check()?;
+        Self::open_with(engine, projection, Some(upcasters)).await
+    }
+
+    async fn open_with<S: Storage>(
+        engine: &Engine<S>,
+        projection: P,
+        upcasters: Option<Arc<Upcasters>>,
+    ) -> Result<Self> {
         let snapshot = engine.snapshot(projection.name()).await?;
         let (state, position) = match snapshot {
             Some(s)
@@ -75,6 +103,7 @@ impl<P: Projection> ProjectionRunner<P> {
             state,
             position,
             log_generation: engine.log_generation(),
+            upcasters,
         };
         runner.catch_up(engine)?;
         Ok(runner)
@@ -129,15 +158,30 @@ impl<P: Projection> ProjectionRunner<P> {
         let checkpoints = &mut self.checkpoints;
         checkpoints.plan_mut().prepare_replay(self.position, head);
         let mut last = self.position;
+        let upcasters = self.upcasters.as_deref();
+        let mut failed = None;
         engine.fold_range(self.position, head, |event| {
-            projection.apply(state, &event);
+            if failed.is_some() {
+                return;
+            }
+            if let Err(e) = with_upcast(upcasters, &event, |e| projection.apply(state, e)) {
+                failed = Some(e);
+                return;
+            }
             last = event.position;
             if checkpoints.is_due(last) {
                 checkpoints.record(last, state.clone(), state_bytes(state), 0.0);
             }
         })?;
         self.position = last;
-        Ok(())
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// Folds `event` (upcast) into `state`.
+    fn fold(&self, state: &mut P::State, event: &EventRef<'_>) -> Result<()> {
+        with_upcast(self.upcasters.as_deref(), event, |e| {
+            self.projection.apply(state, e)
+        })
     }
 
     /// The state as it was right after `position`, from the nearest checkpoint at or before
@@ -152,29 +196,38 @@ impl<P: Projection> ProjectionRunner<P> {
         if position > self.position {
             // Among the pending events: the confirmed state, then the outbox up to there.
             let mut state = self.state.clone();
+            let mut folded = Ok(());
             engine.fold_pending(|event| {
-                if event.position <= position {
-                    self.projection.apply(&mut state, &event)
+                if event.position <= position && folded.is_ok() {
+                    folded = self.fold(&mut state, &event);
                 }
             })?;
-            return Ok(state);
+            return folded.map(|()| state);
         }
         let (mut state, from) = match self.checkpoints.base_for(position) {
             Some((at, state)) => (state.clone(), at),
             None => (self.projection.initial(), 0), // no checkpoint before it: from the start
         };
+        let mut folded = Ok(());
         engine.fold_range(from, position, |event| {
-            self.projection.apply(&mut state, &event)
+            if folded.is_ok() {
+                folded = self.fold(&mut state, &event);
+            }
         })?;
-        Ok(state)
+        folded.map(|()| state)
     }
 
     /// The optimistic state: the confirmed state folded with the pending events (for a
     /// local store, the state itself).
     pub fn optimistic_state<S: Storage>(&self, engine: &Engine<S>) -> Result<P::State> {
         let mut state = self.state.clone();
-        engine.fold_pending(|event| self.projection.apply(&mut state, &event))?;
-        Ok(state)
+        let mut folded = Ok(());
+        engine.fold_pending(|event| {
+            if folded.is_ok() {
+                folded = self.fold(&mut state, &event);
+            }
+        })?;
+        folded.map(|()| state)
     }
 
     /// Stores the current state as this projection's snapshot.

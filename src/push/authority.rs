@@ -10,6 +10,7 @@ use crate::command::Decider;
 use crate::event::Event;
 use crate::protocol::PushEvent;
 use crate::push::rules::{Placed, PushCheck};
+use crate::upcast::{with_upcast, Upcasters};
 
 /// Re-checks pushed events of the streams it claims, on the server, against the stream's
 /// stored events: a refusal answers `rejected` with its message, for that event only, and
@@ -24,10 +25,13 @@ pub trait Authority: Send + Sync {
 }
 
 /// A [`Decider`] as an authority: its state is folded from the stream's history with
-/// `evolve`, and [`Decider::check`] judges each pushed event.
+/// `evolve`, and [`Decider::check`] judges each pushed event. With upcasters
+/// ([`DeciderAuthority::with_upcasters`]) both see events upcast to their current schema
+/// version, whatever version the clients wrote them at; what is stored stays as pushed.
 pub struct DeciderAuthority<D, C> {
     decider: D,
     claims: C,
+    upcasters: Option<Arc<Upcasters>>,
 }
 
 impl<D, C> DeciderAuthority<D, C>
@@ -36,7 +40,19 @@ where
     C: Fn(&str) -> bool + Send + Sync,
 {
     pub fn new(decider: D, claims: C) -> Self {
-        DeciderAuthority { decider, claims }
+        DeciderAuthority {
+            decider,
+            claims,
+            upcasters: None,
+        }
+    }
+
+    /// The decider sees upcast events. The chain is checked now ([`Upcasters::check`]),
+    /// so a server with a broken chain fails at startup, not at the first push.
+    pub fn with_upcasters(mut self, upcasters: Arc<Upcasters>) -> crate::error::Result<Self> {
+        upcasters.check()?;
+        self.upcasters = Some(upcasters);
+        Ok(self)
     }
 }
 
@@ -51,10 +67,16 @@ where
 
     fn check(&self, history: &[Event], event: &EventRef<'_>) -> Result<(), String> {
         let mut state = self.decider.initial();
+        let upcasters = self.upcasters.as_deref();
+        // An event that cannot be upcast cannot be judged: refused, with the reason.
         for past in history {
-            self.decider.evolve(&mut state, &EventRef::from_event(past));
+            with_upcast(upcasters, &EventRef::from_event(past), |e| {
+                self.decider.evolve(&mut state, e)
+            })
+            .map_err(|e| format!("stored event {} of the stream: {e}", past.id))?;
         }
-        self.decider.check(&state, event)
+        with_upcast(upcasters, event, |e| self.decider.check(&state, e))
+            .map_err(|e| e.to_string())?
     }
 }
 
