@@ -5,9 +5,9 @@
 // src/command_plan.rs): this asks it for the batch and for the earlier result. Refused
 // events run the aggregate's compensation.
 
-import { AnnalsError, fromWasmError, isAnnalsError } from "./errors.js";
+import { AnnalsError, type AnnalsErrorDetails, fromWasmError, isAnnalsError } from "./errors.js";
 import { randomUuid } from "./ids.js";
-import { type AnyAggregate, checkExecuteArguments, invalidArgument, serializeBatch } from "./options.js";
+import { type AnyAggregate, checkExecuteArguments, type EventSchemaMap, invalidArgument, serializeBatch, validateBatch } from "./options.js";
 import { copyState } from "./projection-runtime.js";
 import type { AnnalsEvent, CommandRequest, ExecuteOptions, ExecuteResult, Rejection } from "./types.js";
 import type { CommandPlanRequest, CommandResultReply } from "./wasm-contract.js";
@@ -24,6 +24,8 @@ export interface LogQuery {
 
 /** What commands need from their store. */
 export interface CommandsHost {
+  /** The `events` option's validators by type: decided events are validated like appended ones. */
+  readonly schemas?: EventSchemaMap | undefined;
   head(): number;
   confirmedHead(): number;
   /** Changes when the confirmed log restarts. */
@@ -66,6 +68,16 @@ interface LoadedAggregate {
   state: unknown;
   version: number;
   known: (commandId: string) => boolean;
+}
+
+/** An INVALID_EVENT of a decided event, its message naming the aggregate. */
+function inAggregate(aggregate: string, error: unknown): unknown {
+  if (!isAnnalsError(error, "INVALID_EVENT")) return error;
+  const details: AnnalsErrorDetails = { cause: error.cause };
+  if (error.index !== undefined) details.index = error.index;
+  if (error.type !== undefined) details.type = error.type;
+  if (error.issues !== undefined) details.issues = error.issues;
+  return new AnnalsError("INVALID_EVENT", `aggregate "${aggregate}" decided an invalid ${error.message}`, details);
 }
 
 export class Commands {
@@ -194,7 +206,18 @@ export class Commands {
         causationId: options.causationId,
         expectedVersion: loaded.version,
       };
-      const request = `${JSON.stringify(fields).slice(0, -1)},"events":${serializeBatch(decidedEvents)}}`;
+      let events: readonly unknown[] = decidedEvents;
+      let batchJson: string;
+      try {
+        if (host.schemas !== undefined) {
+          const checked = validateBatch(decidedEvents, host.schemas);
+          events = checked instanceof Promise ? await checked : checked;
+        }
+        batchJson = serializeBatch(events);
+      } catch (error) {
+        throw inAggregate(aggregate, error);
+      }
+      const request = `${JSON.stringify(fields).slice(0, -1)},"events":${batchJson}}`;
       let batch: string;
       try {
         batch = host.planCommand(request);

@@ -9,11 +9,15 @@ import { definitionsOf, openInRealm } from "./realm-stores.js";
 import { AnnalsStore } from "./store.js";
 import type {
   AggregateMap,
+  AggregatesFor,
+  EventSchemas,
   EventShape,
+  EventsFrom,
   EventsOf,
   OpenedBundle,
   OpenOptions,
   ProjectionMap,
+  SchemaOpenOptions,
   StatesOf,
   Store,
   StoreOptions,
@@ -37,6 +41,9 @@ import type {
  * stands for a tab of its own.
  */
 export interface OpenStore {
+  <M extends EventSchemas, S = Record<string, unknown>, A extends AggregatesFor<M> = {}>(
+    options: SchemaOpenOptions<M, S, A>,
+  ): Promise<Store<EventsFrom<M>, S, A>>;
   <E extends EventShape = EventShape, S = Record<string, unknown>, A extends AggregateMap = {}>(
     options: OpenOptions<E, S, A>,
   ): Promise<Store<E, S, A>>;

@@ -7,11 +7,26 @@ export { ANNALS_ERROR_CODES, type AnnalsErrorCode };
 
 const CODES: ReadonlySet<string> = new Set<string>(ANNALS_ERROR_CODES);
 
-/** Extra facts an error may carry (a version conflict carries all three). */
+/**
+ * One reason an event was refused (`INVALID_EVENT`): a schema's issue, or a value JSON cannot
+ * carry. `path` leads from the event to the value, e.g. `["data", "items", 2, "due"]`.
+ */
+export interface EventIssue {
+  message: string;
+  path: (string | number)[];
+}
+
+/** Extra facts an error may carry (a version conflict carries the first three). */
 export interface AnnalsErrorDetails {
   stream?: string;
   expectedVersion?: number | "any" | "no_stream" | "exists";
   actualVersion?: number;
+  /** For `INVALID_EVENT`: the refused event's place in its batch (0-based). */
+  index?: number;
+  /** For `INVALID_EVENT`: the refused event's type. */
+  type?: string;
+  /** For `INVALID_EVENT`: why (the validator's issues, or the value JSON cannot carry). */
+  issues?: EventIssue[];
   cause?: unknown;
 }
 
@@ -25,6 +40,12 @@ export class AnnalsError extends Error {
   readonly expectedVersion?: number | "any" | "no_stream" | "exists";
   /** For `WRONG_EXPECTED_VERSION`: the stream's version when the append was checked. */
   readonly actualVersion?: number;
+  /** For `INVALID_EVENT`: the refused event's place in its batch (0-based; for `execute`, in what `decide` returned). */
+  readonly index?: number;
+  /** For `INVALID_EVENT`: the refused event's type. */
+  readonly type?: string;
+  /** For `INVALID_EVENT`: the validator's issues (or the value JSON cannot carry), with paths from the event. */
+  readonly issues?: EventIssue[];
 
   constructor(code: AnnalsErrorCode, message: string, details: AnnalsErrorDetails = {}) {
     super(message, details.cause === undefined ? undefined : { cause: details.cause });
@@ -32,6 +53,9 @@ export class AnnalsError extends Error {
     if (details.stream !== undefined) this.stream = details.stream;
     if (details.expectedVersion !== undefined) this.expectedVersion = details.expectedVersion;
     if (details.actualVersion !== undefined) this.actualVersion = details.actualVersion;
+    if (details.index !== undefined) this.index = details.index;
+    if (details.type !== undefined) this.type = details.type;
+    if (details.issues !== undefined) this.issues = details.issues;
   }
 }
 

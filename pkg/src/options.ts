@@ -2,7 +2,8 @@
 // and reactor options. Each check lives here once, so that every entry point refuses bad
 // input with the same clear INVALID_ARGUMENT / INVALID_EVENT message before the core sees it.
 
-import { AnnalsError } from "./errors.js";
+import { AnnalsError, type AnnalsErrorDetails, type EventIssue, isAnnalsError } from "./errors.js";
+import type { StandardSchemaV1 } from "./standard-schema.js";
 import type { ReactorSpec } from "./reactor.js";
 import type {
   AggregateMap,
@@ -49,6 +50,8 @@ export interface OpenPlan {
   checkpointEvery: number;
   projections: ProjectionSpec[];
   aggregates: Map<string, AnyAggregate>;
+  /** The `events` option: validators of `data` by event type (undefined: none). */
+  schemas: EventSchemaMap | undefined;
   /** The options the wasm core opens with (JSON). */
   core: Record<string, unknown>;
 }
@@ -130,7 +133,8 @@ export function parseOpenOptions(options: OpenOptions<EventShape, unknown, Aggre
   // The core reads no event at open: the projections' snapshots decide which ones come
   // first; the rest is read in the background.
   core.lazy = true;
-  return { settings: { name, storage, shared, snapshotEvery, sync }, checkpointEvery, projections, aggregates, core };
+  const schemas = parseEventSchemas((options as { events?: unknown }).events);
+  return { settings: { name, storage, shared, snapshotEvery, sync }, checkpointEvery, projections, aggregates, schemas, core };
 }
 
 export function parseSyncOptions(sync: unknown): SyncOptions {
@@ -196,37 +200,13 @@ function describeValue(value: unknown): string {
   return value === null ? "null" : Array.isArray(value) ? "an array" : `a ${typeof value}`;
 }
 
-function describeKey(key: string): string {
-  return key === "" ? "the batch" : `the value at key ${JSON.stringify(key)}`;
-}
-
-/** Throws INVALID_EVENT on anything JSON cannot carry faithfully. */
-function eventReplacer(key: string, value: unknown): unknown {
-  switch (typeof value) {
-    case "function":
-      throw new AnnalsError("INVALID_EVENT", `${describeKey(key)} is a function; events must be JSON`);
-    case "symbol":
-      throw new AnnalsError("INVALID_EVENT", `${describeKey(key)} is a symbol; events must be JSON`);
-    case "bigint":
-      throw new AnnalsError(
-        "INVALID_EVENT",
-        `${describeKey(key)} is a BigInt; events must be JSON (store it as a string)`,
-      );
-    case "number":
-      if (!Number.isFinite(value)) {
-        throw new AnnalsError("INVALID_EVENT", `${describeKey(key)} is ${String(value)}; events must be JSON`);
-      }
-      return value;
-    default:
-      return value;
-  }
-}
-
 /**
- * Whether `value` is data that `JSON.stringify` writes faithfully with no replacer: strings,
- * booleans, null, finite numbers, arrays and objects of them (properties that are
- * `undefined` are left out, as always). `false` for anything the replacer must look at: a
- * function, symbol, BigInt, non-finite number, `toJSON`, or nesting past 64 levels (cycles).
+ * Whether `value` is data that `JSON.stringify` writes faithfully: strings, booleans, null,
+ * finite numbers, arrays (without `undefined`) and plain objects of them (properties that
+ * are `undefined` are left out, as always). `false` for anything {@link unfaithful} must
+ * look at: a function, symbol, BigInt, non-finite number, a class instance (`Date`, `Map`,
+ * typed arrays, ...), `undefined` in an array, or nesting past 64 levels (cycles). One
+ * look at each value: the append path's fast path.
  */
 function isPlainJson(value: unknown, depth: number): boolean {
   switch (typeof value) {
@@ -240,11 +220,15 @@ function isPlainJson(value: unknown, depth: number): boolean {
       if (value === null) return true;
       if (depth > 64) return false;
       if (Array.isArray(value)) {
-        for (let i = 0; i < value.length; i++) if (!isPlainJson(value[i], depth + 1)) return false;
+        for (let i = 0; i < value.length; i++) {
+          const item: unknown = value[i];
+          if (item === undefined || !isPlainJson(item, depth + 1)) return false;
+        }
         return true;
       }
+      const proto: unknown = Object.getPrototypeOf(value);
+      if (proto !== Object.prototype && proto !== null) return false;
       const record = value as Record<string, unknown>;
-      if (typeof record.toJSON === "function") return false;
       for (const key in record) {
         if (Object.prototype.hasOwnProperty.call(record, key) && !isPlainJson(record[key], depth + 1)) return false;
       }
@@ -255,24 +239,249 @@ function isPlainJson(value: unknown, depth: number): boolean {
   }
 }
 
-/** One JSON.stringify for the whole batch. */
+/** Why JSON cannot carry `value` faithfully (a primitive), or undefined if it can. */
+function unfaithfulPrimitive(value: unknown): string | undefined {
+  switch (typeof value) {
+    case "function":
+      return "is a function; JSON would drop it";
+    case "symbol":
+      return "is a symbol; JSON would drop it";
+    case "bigint":
+      return "is a BigInt; JSON cannot carry it: store it as a string (value.toString())";
+    case "number":
+      return Number.isFinite(value) ? undefined : `is ${String(value)}; JSON would turn it into null`;
+    default:
+      return undefined;
+  }
+}
+
+const TYPED_ARRAY = Object.getPrototypeOf(Uint8Array) as abstract new () => unknown;
+
+/** Why JSON cannot carry the object `value` faithfully (not a plain object or array), or undefined. */
+function unfaithfulObject(value: object): string | undefined {
+  if (Array.isArray(value)) return undefined;
+  const proto: unknown = Object.getPrototypeOf(value);
+  if (proto === Object.prototype || proto === null) return undefined;
+  if (value instanceof Date) {
+    return "is a Date; JSON would turn it into a string: store date.toISOString() or date.getTime()";
+  }
+  if (value instanceof Map) {
+    return "is a Map; JSON would turn it into {}: store an object (Object.fromEntries(map)) or an array of pairs ([...map])";
+  }
+  if (value instanceof Set) return "is a Set; JSON would turn it into {}: store an array ([...set])";
+  if (value instanceof TYPED_ARRAY) {
+    const name = (value as { constructor?: { name?: string } }).constructor?.name ?? "typed array";
+    return `is a ${name}; JSON would turn it into an object of indexes: store an array (Array.from(value)) or a base64 string`;
+  }
+  if (value instanceof ArrayBuffer || value instanceof DataView) {
+    return `is ${value instanceof DataView ? "a DataView" : "an ArrayBuffer"}; JSON would turn it into {}: store an array of its bytes or a base64 string`;
+  }
+  if (typeof SharedArrayBuffer !== "undefined" && value instanceof SharedArrayBuffer) {
+    return "is a SharedArrayBuffer; JSON would turn it into {}: store an array of its bytes or a base64 string";
+  }
+  const ctor = (proto as { constructor?: { name?: unknown } }).constructor;
+  const name = typeof ctor?.name === "string" && ctor.name !== "" ? ctor.name : "class";
+  return `is a ${name} instance, not a plain object; JSON would not bring it back as one: store a plain object`;
+}
+
+/** Where JSON cannot carry a value faithfully: the first such place in `root`, depth first. */
+function unfaithful(root: unknown): { path: (string | number)[]; message: string } | undefined {
+  const path: (string | number)[] = [];
+  const ancestors = new Set<object>();
+  const walk = (value: unknown, inArray: boolean): string | undefined => {
+    if (value === undefined) return inArray ? "is undefined in an array; JSON would turn it into null: use null" : undefined;
+    if (typeof value !== "object" || value === null) return unfaithfulPrimitive(value);
+    if (ancestors.has(value)) return "is circular (it refers back to an object that contains it); JSON cannot carry cycles";
+    const own = unfaithfulObject(value);
+    if (own !== undefined) return own;
+    ancestors.add(value);
+    if (Array.isArray(value)) {
+      for (let i = 0; i < value.length; i++) {
+        path.push(i);
+        const found = walk(value[i], true);
+        if (found !== undefined) return found;
+        path.pop();
+      }
+    } else {
+      const record = value as Record<string, unknown>;
+      for (const key in record) {
+        if (!Object.prototype.hasOwnProperty.call(record, key)) continue;
+        path.push(key);
+        const found = walk(record[key], false);
+        if (found !== undefined) return found;
+        path.pop();
+      }
+    }
+    ancestors.delete(value);
+    return undefined;
+  };
+  const message = walk(root, false);
+  return message === undefined ? undefined : { path, message };
+}
+
+/** `data.items[2]["a b"]` for a path from an event. */
+export function formatPath(path: readonly (string | number)[]): string {
+  let out = "";
+  for (const key of path) {
+    if (typeof key === "number") out += `[${key}]`;
+    else if (/^[A-Za-z_$][\w$]*$/.test(key)) out += out === "" ? key : `.${key}`;
+    else out += `[${JSON.stringify(key)}]`;
+  }
+  return out === "" ? "the event" : out;
+}
+
+function eventType(event: unknown): string | undefined {
+  const type = (event as { type?: unknown }).type;
+  return typeof type === "string" ? type : undefined;
+}
+
+/**
+ * INVALID_EVENT for event `index` of a batch, with its issues in the message and as
+ * `issues`: a validator's (`data.title: Too small ...`) or a value JSON cannot carry
+ * (`data.due is a Date ...`: `sentence`, the message continues the path).
+ */
+export function invalidEvent(index: number, event: unknown, issues: EventIssue[], cause?: unknown, sentence = false): AnnalsError {
+  const type = eventType(event);
+  const reasons = issues.map((issue) => `${formatPath(issue.path)}${sentence ? " " : ": "}${issue.message}`);
+  const details: AnnalsErrorDetails = { index, issues };
+  if (type !== undefined) details.type = type;
+  if (cause !== undefined) details.cause = cause;
+  return new AnnalsError("INVALID_EVENT", `event ${index}${type === undefined ? "" : ` (${type})`}: ${reasons.join("; ")}`, details);
+}
+
+/** One JSON.stringify for the whole batch; INVALID_EVENT, naming the path, for what JSON cannot carry faithfully. */
 export function serializeBatch(events: readonly unknown[]): string {
   for (let i = 0; i < events.length; i++) {
     const event = events[i];
     if (typeof event !== "object" || event === null || Array.isArray(event)) {
-      throw new AnnalsError("INVALID_EVENT", `event ${i}: an event must be an object with \`stream\` and \`type\``);
+      throw new AnnalsError("INVALID_EVENT", `event ${i}: an event must be an object with \`stream\` and \`type\``, { index: i });
+    }
+  }
+  // Plain JSON data (the common case) is checked in one pass and written by the native
+  // serialiser's fast path. Anything else is looked at closely, event by event, and refused
+  // with the path and the reason if JSON would change it.
+  if (!isPlainJson(events, 0)) {
+    for (let i = 0; i < events.length; i++) {
+      const found = unfaithful(events[i]);
+      if (found) throw invalidEvent(i, events[i], [found], undefined, true);
     }
   }
   try {
-    // Plain JSON data (the common case) needs no replacer: the native serialiser's fast
-    // path is several times quicker. Anything else goes through the checking replacer,
-    // which refuses what JSON cannot carry with the reason.
-    return isPlainJson(events, 0) ? JSON.stringify(events) : JSON.stringify(events, eventReplacer);
+    return JSON.stringify(events);
   } catch (error) {
-    if (error instanceof AnnalsError) throw error;
     const reason = error instanceof Error ? error.message : String(error);
     throw new AnnalsError("INVALID_EVENT", `the events are not JSON-serialisable: ${reason}`, { cause: error });
   }
+}
+
+// ---- event schemas (Standard Schema validators) ----------------------------------------
+
+/** The `events` option, checked: a validator of `data` by event type. */
+export type EventSchemaMap = ReadonlyMap<string, StandardSchemaV1>;
+
+/** Checks the `events` option (`{ [type]: a Standard Schema validator of its data }`). */
+export function parseEventSchemas(events: unknown): EventSchemaMap | undefined {
+  if (events === undefined) return undefined;
+  if (typeof events !== "object" || events === null || Array.isArray(events)) {
+    throw invalidArgument("`events` must be an object of Standard Schema validators by event type, e.g. { TodoAdded: z.object({ title: z.string() }) }");
+  }
+  const schemas = new Map<string, StandardSchemaV1>();
+  for (const [type, schema] of Object.entries(events)) {
+    const props = (schema as { "~standard"?: { version?: unknown; validate?: unknown } } | null)?.["~standard"];
+    if (typeof props !== "object" || props === null || typeof props.validate !== "function") {
+      throw invalidArgument(
+        `\`events.${type}\` is not a Standard Schema validator (it has no \`~standard.validate\`): use zod >= 3.24, valibot >= 1, arktype, or another library that implements https://standardschema.dev`,
+      );
+    }
+    if (props.version !== 1) {
+      throw invalidArgument(`\`events.${type}\` implements Standard Schema version ${String(props.version)}; annals supports version 1`);
+    }
+    schemas.set(type, schema as StandardSchemaV1);
+  }
+  return schemas.size === 0 ? undefined : schemas;
+}
+
+function issuePath(path: StandardSchemaV1.Issue["path"]): (string | number)[] {
+  const out: (string | number)[] = ["data"];
+  for (const segment of path ?? []) {
+    const key = typeof segment === "object" && segment !== null ? segment.key : segment;
+    out.push(typeof key === "number" || typeof key === "string" ? key : String(key));
+  }
+  return out;
+}
+
+function toIssues(issues: StandardSchemaV1.Result<unknown>["issues"]): EventIssue[] {
+  const list = issues ?? [];
+  if (list.length === 0) return [{ message: "refused by its schema (no issue given)", path: ["data"] }];
+  return list.map((issue) => ({ message: String(issue.message), path: issuePath(issue.path) }));
+}
+
+/** The event with its data replaced by the validator's output (a copy only when it differs). */
+function withData(event: object, result: StandardSchemaV1.Result<unknown>, index: number): object {
+  if (result.issues !== undefined) throw invalidEvent(index, event, toIssues(result.issues));
+  const value = (result as StandardSchemaV1.SuccessResult<unknown>).value;
+  return value === (event as { data?: unknown }).data ? event : { ...event, data: value };
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return typeof (value as { then?: unknown } | null)?.then === "function";
+}
+
+function threw(index: number, event: object, error: unknown): AnnalsError {
+  const reason = error instanceof Error ? error.message : String(error);
+  return invalidEvent(index, event, [{ message: `its validator threw: ${reason}`, path: ["data"] }], error);
+}
+
+/**
+ * Validates each event of a batch whose type has a schema, before anything is written:
+ * the batch with each such event's `data` replaced by its validator's output. Synchronous
+ * when every validator is; otherwise a promise that waits for all of them. Events of types
+ * without a schema pass as they are. The first refused event (by batch index) throws
+ * INVALID_EVENT with its issues.
+ */
+export function validateBatch(events: readonly unknown[], schemas: EventSchemaMap): readonly unknown[] | Promise<readonly unknown[]> {
+  let out: unknown[] | undefined;
+  let waiting: { index: number; event: object; result: PromiseLike<unknown> }[] | undefined;
+  let refused: AnnalsError | undefined;
+  for (let i = 0; i < events.length && refused === undefined; i++) {
+    const event = events[i];
+    if (typeof event !== "object" || event === null) continue; // serializeBatch says why
+    const type = (event as { type?: unknown }).type;
+    const schema = typeof type === "string" ? schemas.get(type) : undefined;
+    if (schema === undefined) continue;
+    try {
+      const result = schema["~standard"].validate((event as { data?: unknown }).data);
+      out ??= [...events];
+      if (isThenable(result)) (waiting ??= []).push({ index: i, event, result });
+      else out[i] = withData(event, result, i);
+    } catch (error) {
+      refused = isAnnalsError(error, "INVALID_EVENT") ? error : threw(i, event, error);
+    }
+  }
+  if (waiting === undefined) {
+    if (refused) throw refused;
+    return out ?? events;
+  }
+  // Some validators are async: wait for all of them (an earlier event's refusal comes first).
+  const batch = out!;
+  const pending = waiting;
+  return Promise.all(
+    pending.map(({ result }) =>
+      Promise.resolve(result).then(
+        (value) => ({ ok: true as const, value: value as StandardSchemaV1.Result<unknown> }),
+        (error: unknown) => ({ ok: false as const, error }),
+      ),
+    ),
+  ).then((settled) => {
+    for (let k = 0; k < pending.length; k++) {
+      const { index, event } = pending[k]!;
+      const s = settled[k]!;
+      if (!s.ok) throw threw(index, event, s.error);
+      batch[index] = withData(event, s.value, index);
+    }
+    if (refused) throw refused;
+    return batch;
+  });
 }
 
 export function serializeQuery(query: unknown): string {

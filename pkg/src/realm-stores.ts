@@ -42,6 +42,8 @@ type Listener = (...args: never[]) => void;
 export interface Definitions {
   projections: Record<string, unknown>;
   aggregates: Record<string, unknown>;
+  /** The `events` validators, compared by identity (a schema may be recursive). */
+  events: Record<string, unknown>;
   /** The other options, canonical JSON (functions by identity). */
   settings: string;
 }
@@ -98,10 +100,11 @@ function canonical(value: unknown): string {
 
 /** The definitions of `openStore` options: see {@link Definitions}. */
 export function definitionsOf(options: Record<string, unknown>): Definitions {
-  const { name: _name, projections, aggregates, ...settings } = options;
+  const { name: _name, projections, aggregates, events, ...settings } = options;
   return {
     projections: (projections ?? {}) as Record<string, unknown>,
     aggregates: (aggregates ?? {}) as Record<string, unknown>,
+    events: typeof events === "object" && events !== null ? (events as Record<string, unknown>) : {},
     settings: canonical(settings),
   };
 }
@@ -114,7 +117,13 @@ function sameMap(a: Record<string, unknown>, b: Record<string, unknown>): boolea
 }
 
 function sameDefinitions(a: Definitions, b: Definitions): boolean {
-  return a.settings === b.settings && sameMap(a.projections, b.projections) && sameMap(a.aggregates, b.aggregates);
+  return (
+    a.settings === b.settings &&
+    sameMap(a.projections, b.projections) &&
+    sameMap(a.aggregates, b.aggregates) &&
+    Object.keys(a.events).length === Object.keys(b.events).length &&
+    Object.keys(a.events).every((k) => Object.hasOwn(b.events, k) && a.events[k] === b.events[k])
+  );
 }
 
 /** Closes the entry's store (once), releasing every handle of it. */

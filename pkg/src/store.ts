@@ -171,6 +171,7 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
     );
     this.#writes = new Writes<E>({
       core: wasm,
+      schemas: plan.schemas,
       upcasters: evolution.upcasters,
       ...heads,
       isClosed,
@@ -179,6 +180,7 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
     });
     this.#commands = new Commands(
       {
+        schemas: plan.schemas,
         ...heads,
         generation: () => this.#generation,
         isClosed,

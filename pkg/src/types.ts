@@ -46,7 +46,7 @@ export type NewEvent<E extends EventShape = EventShape> = E extends EventShape
       meta?: Record<string, unknown>;
       /** Checked against the stream's version at append; default "any". */
       expectedVersion?: ExpectedVersion;
-    } & DataField<E["data"]>
+    } & DataField<InputData<E>>
   : never;
 
 /**
@@ -268,7 +268,7 @@ export interface CommandShape {
 
 /** An event `decide` returns: `{ type, data, meta? }`; the stream is the aggregate's. */
 export type DecidedEvent<E extends EventShape = EventShape> = E extends EventShape
-  ? { type: E["type"]; meta?: Record<string, unknown> } & DataField<E["data"]>
+  ? { type: E["type"]; meta?: Record<string, unknown> } & DataField<InputData<E>>
   : never;
 
 /** A command for an aggregate instance: what process managers and compensations return. */
@@ -549,6 +549,63 @@ export interface Store<E extends EventShape = EventShape, S = Record<string, unk
   compact(): Promise<CompactionReport>;
   /** Writes final snapshots, waits for writes in flight, and closes. Later calls fail with CLOSED. */
   close(): Promise<void>;
+}
+
+// ---- event schemas: typed, validated events (Standard Schema) -------------------------
+
+import type { StandardSchemaV1 } from "./standard-schema.js";
+export type { StandardSchemaV1 } from "./standard-schema.js";
+export type { EventIssue } from "./errors.js";
+
+/**
+ * Validators of each event type's `data` (the `events` option): any Standard Schema v1
+ * validator (zod >= 3.24, valibot >= 1, arktype, ...), e.g.
+ * `{ TodoAdded: z.object({ id: z.string(), title: z.string() }) }`.
+ */
+export type EventSchemas = Record<string, StandardSchemaV1>;
+
+/** Where an event type made from a schema keeps the schema's input type (a type only: never at run time). */
+declare const inputOf: unique symbol;
+
+/**
+ * What `append` and `decide` take as an event's `data`: the schema's input type for events
+ * made by {@link EventsFrom} (a default may be left out), else `data`'s type.
+ */
+export type InputData<E extends EventShape> = typeof inputOf extends keyof E
+  ? NonNullable<E[typeof inputOf & keyof E]> extends { data: infer I }
+    ? I
+    : E["data"]
+  : E["data"];
+
+/**
+ * The events of schemas `M`: a union on `type` whose `data` is the validator's output (what
+ * is stored and folded); appends and `decide` take the validator's input (see {@link InputData}).
+ */
+export type EventsFrom<M extends EventSchemas> = {
+  [K in keyof M & string]: {
+    type: K;
+    data: StandardSchemaV1.InferOutput<M[K]>;
+    readonly [inputOf]?: { data: StandardSchemaV1.InferInput<M[K]> };
+  };
+}[keyof M & string];
+
+/** Aggregates whose events are typed from schemas `M`. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type AggregatesFor<M extends EventSchemas> = Record<string, Aggregate<any, any, EventsFrom<M>>>;
+
+/** `openStore`'s options with `events`: projections and aggregates typed from the schemas. */
+export interface SchemaOpenOptions<M extends EventSchemas, S, A extends AggregatesFor<M> = {}> extends StoreOptions {
+  /**
+   * Validators of each event type's `data` (any Standard Schema validator: zod, valibot,
+   * arktype, ...). Every appended or decided event of such a type is validated before
+   * anything is written (async validators too); a refusal is `INVALID_EVENT` with the
+   * validator's issues and nothing of the batch is written. What is stored is the
+   * validator's output. Types without a schema are appended as they are.
+   */
+  events: M;
+  projections?: ProjectionsFor<S, EventsFrom<M>>;
+  /** The write model: aggregates by name, for {@link Store.execute}. */
+  aggregates?: A;
 }
 
 // ---- evolving events: upcasters, unknown events, rebuilds ---------------------------

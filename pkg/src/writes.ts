@@ -4,7 +4,7 @@
 // callers that come while one waits share it.
 
 import { AnnalsError, fromWasmError } from "./errors.js";
-import { serializeBatch } from "./options.js";
+import { type EventSchemaMap, serializeBatch, validateBatch } from "./options.js";
 import type { AnnalsEvent, Change, EventShape } from "./types.js";
 import type { Upcasters } from "./upcast.js";
 import type { AppendReply, WasmStoreHandle } from "./wasm-contract.js";
@@ -16,6 +16,8 @@ export type WritesCore = Pick<WasmStoreHandle, "append" | "catchUp" | "range">;
 /** What the write path needs from its store. */
 export interface WritesHost {
   readonly core: WritesCore;
+  /** The `events` option's validators by type (undefined: none). */
+  readonly schemas?: EventSchemaMap | undefined;
   /** Stamps new events with their type's schema version; upcasts what the core hands back. */
   readonly upcasters?: Upcasters;
   head(): number;
@@ -68,6 +70,11 @@ export class Writes<E extends EventShape> {
   #catchUpQueued: Promise<Change<E>> | undefined;
   /** Changes seen by each catch-up in flight. */
   readonly #collectors = new Set<Change<E>[]>();
+  /**
+   * While a batch waits for async validators: resolves once it has been handed to the core
+   * (or refused), so that later appends reach the core in the order they were made.
+   */
+  #validating: Promise<void> | undefined;
 
   constructor(host: WritesHost) {
     this.#host = host;
@@ -84,11 +91,46 @@ export class Writes<E extends EventShape> {
       if (this.#host.isClosed()) throw closedError();
       if (events.length === 0) return Promise.resolve([]);
       if (this.#host.upcasters) events = this.#host.upcasters.stamp(events);
-      const json = serializeBatch(events);
-      return this.#host.track(this.#send(json));
+      const schemas = this.#host.schemas;
+      // Validation runs before the core's transaction opens (an await inside it would end
+      // the IndexedDB transaction): the whole batch, sync and async validators alike.
+      const checked = schemas === undefined ? events : validateBatch(events, schemas);
+      if (!(checked instanceof Promise) && this.#validating === undefined) {
+        return this.#host.track(this.#send(serializeBatch(checked)));
+      }
+      return this.#host.track(this.#sendInOrder(checked));
     } catch (error) {
       return Promise.reject(error);
     }
+  }
+
+  /** Sends a batch whose validation is async once it and every earlier batch are through. */
+  #sendInOrder(checked: readonly unknown[] | Promise<readonly unknown[]>): Promise<AnnalsEvent<E>[]> {
+    const before = this.#validating;
+    let handed!: () => void;
+    const mine = new Promise<void>((resolve) => (handed = resolve));
+    this.#validating = mine;
+    const done = (): void => {
+      handed();
+      if (this.#validating === mine) this.#validating = undefined;
+    };
+    const ready = before === undefined ? Promise.resolve(checked) : Promise.all([checked, before]).then(([batch]) => batch);
+    return ready.then(
+      (batch) => {
+        try {
+          if (this.#host.isClosed()) throw closedError();
+          return this.#send(serializeBatch(batch));
+        } finally {
+          done();
+        }
+      },
+      (error: unknown) => {
+        // A refused batch must not hold up the next ones, but they wait for the earlier.
+        if (before === undefined) done();
+        else void before.then(done);
+        throw error;
+      },
+    );
   }
 
   /** Appends a non-empty batch already serialised (a command's, as the core planned it). */

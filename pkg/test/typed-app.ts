@@ -8,6 +8,8 @@ import {
   type Aggregate,
   type AnnalsEvent,
   type DecidedEvent,
+  type EventIssue,
+  type EventsFrom,
   type Projection,
   type Rejection,
   type Store,
@@ -15,6 +17,8 @@ import {
   type SyncStatus,
 } from "annals";
 import { useProjection, useSyncStatus } from "annals/react";
+import * as v from "valibot";
+import { z } from "zod";
 
 type TodoEvent =
   | { type: "TodoAdded"; data: { id: string; title: string } }
@@ -333,4 +337,98 @@ export async function noAggregates(): Promise<void> {
   const store = await openStore({ name: "plain2", storage: "memory", projections: { todos } });
   // @ts-expect-error no aggregates registered
   await store.execute("todo", "x", { type: "Add", title: "t" });
+}
+
+// ---- events typed (and validated) by Standard Schema validators ---------------------
+
+const schemas = {
+  TodoAdded: z.object({ id: z.string(), title: z.string(), priority: z.number().default(0) }),
+  TodoDone: v.object({ id: v.string() }),
+};
+type SchemaEvent = EventsFrom<typeof schemas>;
+
+// Aggregates are typed with the schemas' events; `decide` returns the validators' input
+// (here `priority` may be left out).
+const schemaTodo: Aggregate<{ done: boolean }, { type: "Add"; title: string }, SchemaEvent> = {
+  initial: { done: false },
+  evolve: (state, event) => (event.type === "TodoDone" ? { done: true } : state),
+  decide: (command) => [{ type: "TodoAdded", data: { id: "1", title: command.title } }],
+};
+
+export async function withSchemas(): Promise<void> {
+  const store = await openStore({
+    name: "schemas",
+    storage: "memory",
+    events: schemas,
+    projections: {
+      titles: {
+        initial: [] as string[],
+        apply: (state, event) => {
+          switch (event.type) {
+            case "TodoAdded": {
+              // The reducer gets the validator's output: `priority` is there.
+              assertType<Equal<typeof event.data, { id: string; title: string; priority: number }>>();
+              return [...state, event.data.title];
+            }
+            case "TodoDone":
+              assertType<Equal<typeof event.data, { id: string }>>();
+              return state;
+            default:
+              return state;
+          }
+        },
+      },
+    },
+    aggregates: { todo: schemaTodo },
+  });
+  assertType<Equal<ReturnType<typeof store.get<"titles">>, string[]>>();
+  // Appends take the validators' input (`priority` has a default) and give their output.
+  const added = await store.append({ stream: "t", type: "TodoAdded", data: { id: "1", title: "milk" } });
+  assertType<Equal<typeof added, AnnalsEvent<SchemaEvent>>>();
+  if (added.type === "TodoAdded") {
+    const priority: number = added.data.priority;
+    void priority;
+  }
+  await store.appendMany([
+    { stream: "t", type: "TodoAdded", data: { id: "2", title: "eggs", priority: 2 } },
+    { stream: "t", type: "TodoDone", data: { id: "2" } },
+  ]);
+  // @ts-expect-error a wrong payload: id is a string
+  await store.append({ stream: "t", type: "TodoAdded", data: { id: 1, title: "milk" } });
+  // @ts-expect-error a wrong payload: title is missing
+  await store.appendMany([{ stream: "t", type: "TodoAdded", data: { id: "1" } }]);
+  // @ts-expect-error a type with no schema
+  await store.append({ stream: "t", type: "TodoDeleted", data: { id: "1" } });
+  const result = await store.execute("todo", "t", { type: "Add", title: "bread" });
+  assertType<Equal<typeof result.events, AnnalsEvent<SchemaEvent>[]>>();
+  // @ts-expect-error not a command of the aggregate
+  await store.execute("todo", "t", { type: "Remove" });
+  // React hooks take it.
+  const useTitles = () => useProjection(store, "titles");
+  assertType<Equal<ReturnType<typeof useTitles>, string[]>>();
+  // A store opened with schemas is a Store of their output events.
+  const plain: Store<SchemaEvent, { titles: string[] }, { todo: typeof schemaTodo }> = store;
+  void plain;
+
+  try {
+    await store.append({ stream: "t", type: "TodoDone", data: { id: "1" } });
+  } catch (error) {
+    if (error instanceof AnnalsError && error.code === "INVALID_EVENT") {
+      const issues: EventIssue[] | undefined = error.issues;
+      const index: number | undefined = error.index;
+      const type: string | undefined = error.type;
+      void [issues, index, type];
+    }
+  }
+  await store.close();
+}
+
+export async function schemaAggregateChecked(): Promise<void> {
+  const wrong: Aggregate<number, { type: "X" }, EventsFrom<{ T: typeof schemas.TodoDone }>> = {
+    initial: 0,
+    evolve: (n) => n,
+    decide: () => [{ type: "T", data: { id: "1" } }],
+  };
+  // @ts-expect-error the aggregate's events are not the schemas'
+  await openStore({ name: "schemas2", events: schemas, aggregates: { wrong } });
 }
