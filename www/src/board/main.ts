@@ -3,17 +3,13 @@
 // the header shows sync (online, pending), the server's refusals show as notices, and the
 // devtools panel is one click away (loaded on demand: the board's bundle holds none of it).
 import "./style.css";
+import { byTestId, pageStore } from "../page";
 import { AnnalsError, openStore, type RejectedEvent, type SyncStatus } from "annals";
 import { aggregates, stampDone, type Aggregates, type BoardCommand, type BoardStore, type CardCommand } from "./commands";
 import { BOARD_STREAM, cardStream, cardsIn, isDoneTitle, newId, projections, type ActivityEntry, type AppEvent, type BoardState, type Card, type List, type States } from "./model";
 import { closeDevtools, toggleDevtools } from "./devtools";
 import { toast } from "./toasts";
 
-function byTestId<T extends HTMLElement>(id: string): T {
-  const el = document.querySelector<T>(`[data-testid="${id}"]`);
-  if (!el) throw new Error(`missing element [data-testid="${id}"]`);
-  return el;
-}
 
 /** `el("div", { class: "x", "data-testid": "y" }, child...)`. */
 function el<K extends keyof HTMLElementTagNameMap>(
@@ -33,20 +29,11 @@ const activityEl = byTestId<HTMLOListElement>("activity");
 const devtoolsButton = byTestId<HTMLButtonElement>("open-devtools");
 const frozenBanner = byTestId<HTMLElement>("frozen-banner");
 
-const params = new URLSearchParams(location.search);
-const storeName = params.get("store") || "annals-board";
+const { name: storeName, syncEnabled, sync: syncOptions } = pageStore("annals-board");
 byTestId("store-name").textContent = storeName;
 
-/**
- * Sync with the annals-server that serves this page (`make demo`), unless `?sync=off` (a
- * local-only store, for example on a plain static server). `?token=` overrides the demo token.
- */
-const syncEnabled = params.get("sync") !== "off";
-const syncOptions = syncEnabled
-  ? { url: location.origin, store: storeName, token: params.get("token") || "dev" }
-  : undefined;
 /** `?chaos=1`: the board reducer is nondeterministic on purpose (for the divergence view). */
-const chaos = params.get("chaos") === "1";
+const chaos = new URLSearchParams(location.search).get("chaos") === "1";
 byTestId("chaos-badge").hidden = !chaos;
 
 /** The open store: replaced when the database is opened again. */

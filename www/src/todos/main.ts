@@ -1,3 +1,4 @@
+import { byTestId, pageStore } from "../page";
 import { AnnalsError, openStore } from "annals";
 import { aggregates, countCompletions, type Aggregates, type TodoCommand, type TodoStore } from "./commands";
 import { newTodoId, projections, streamOf, type AppEvent, type States, type Todo } from "./todos";
@@ -9,11 +10,6 @@ declare global {
   }
 }
 
-function byTestId<T extends HTMLElement>(id: string): T {
-  const el = document.querySelector<T>(`[data-testid="${id}"]`);
-  if (!el) throw new Error(`missing element [data-testid="${id}"]`);
-  return el;
-}
 
 const app = byTestId<HTMLElement>("app");
 const form = byTestId<HTMLFormElement>("new-todo-form");
@@ -21,19 +17,8 @@ const input = byTestId<HTMLInputElement>("new-todo-input");
 const list = byTestId<HTMLUListElement>("todo-list");
 const errorBox = byTestId<HTMLElement>("error");
 
-const params = new URLSearchParams(location.search);
-const storeName = params.get("store") || "annals-todos";
+const { name: storeName, syncEnabled, sync: syncOptions } = pageStore("annals-todos");
 byTestId("store-name").textContent = storeName;
-
-/**
- * Sync with the annals-server that serves this page (`make demo`), unless `?sync=off`
- * (the page then works as a local-only store, for example on a plain static server).
- * `?token=` overrides the demo token.
- */
-const syncEnabled = params.get("sync") !== "off";
-const syncOptions = syncEnabled
-  ? { url: location.origin, store: storeName, token: params.get("token") || "dev" }
-  : undefined;
 
 /** The todo being renamed and what has been typed so far (kept across re-renders). */
 let editing: { id: string; draft: string } | undefined;
