@@ -9,11 +9,19 @@
 //!
 //! Every flag also comes from an `ANNALS_*` variable or a key of the `--config` file; see
 //! [`annals::server::config`] and `annals-server --help`.
+//!
+//! Moving a store's events in and out (see [`annals::server::transfer`]):
+//!
+//! ```text
+//! annals-server export --database <url> --store <name> [--out FILE]
+//! annals-server import --database <url> --store <name> [--dry-run] <FILE|->
+//! ```
 
 use std::process::ExitCode;
 
 use annals::server::config::{LogFormat, Settings, SettingsError};
-use annals::server::{init_tracing, serve};
+use annals::server::transfer::{self, Command, ExportArgs, ImportArgs, ImportOptions};
+use annals::server::{init_tracing, open_store, serve};
 
 /// Resolves when the process is asked to stop (SIGINT, or SIGTERM on Unix).
 async fn stop_signal() {
@@ -54,6 +62,13 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(command) = &settings.command {
+        init_tracing(settings.log_format == LogFormat::Json);
+        return match command {
+            Command::Export(args) => export(&settings, args).await,
+            Command::Import(args) => import(&settings, args).await,
+        };
+    }
     let config = match settings.server_config() {
         Ok(c) => c,
         Err(message) => {
@@ -106,6 +121,141 @@ async fn main() -> ExitCode {
         },
         _ = stop_signal() => {
             tracing::warn!("second stop signal: exiting without waiting for requests in flight");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Opens the database a subcommand names (its own `--database`, else the server's).
+async fn open_database(
+    settings: &Settings,
+    database: Option<&String>,
+    store: &str,
+    must_exist: bool,
+) -> Result<std::sync::Arc<dyn annals::server::ServerStore>, (ExitCode, String)> {
+    let usage = |message: String| (ExitCode::from(2), message);
+    if !annals::server::limits::is_valid_store_name(store) {
+        return Err(usage(format!(
+            "--store {store:?}: store names are 1 to {} of A-Z a-z 0-9 . _ -",
+            annals::server::limits::MAX_STORE_NAME
+        )));
+    }
+    let url = database.unwrap_or(&settings.database);
+    // Exporting from a mistyped SQLite path must not create an empty database there.
+    if must_exist && url.starts_with("sqlite:") {
+        let path = annals::server::sqlite::path_from_url(url).map_err(|e| usage(e.to_string()))?;
+        if !path.is_file() {
+            return Err(usage(format!("no database at {}", path.display())));
+        }
+    }
+    open_store(url, Default::default())
+        .await
+        .map_err(|e| (ExitCode::FAILURE, e.to_string()))
+}
+
+/// `annals-server export`: NDJSON on standard output or into `--out` (written beside it
+/// first and renamed when complete, so that a failed export leaves no partial file).
+async fn export(settings: &Settings, args: &ExportArgs) -> ExitCode {
+    let backend = match open_database(settings, args.database.as_ref(), &args.store, true).await {
+        Ok(b) => b,
+        Err((code, message)) => {
+            eprintln!("annals-server export: {message}");
+            return code;
+        }
+    };
+    let result = match &args.out {
+        None => {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            transfer::export(backend.as_ref(), &args.store, &mut out).await
+        }
+        Some(path) => {
+            let partial = path.with_extension("partial");
+            let written = async {
+                let file = std::fs::File::create(&partial)?;
+                let mut out = std::io::BufWriter::new(file);
+                let count = transfer::export(backend.as_ref(), &args.store, &mut out).await?;
+                out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+                std::fs::rename(&partial, path)?;
+                Ok::<u64, transfer::TransferError>(count)
+            }
+            .await;
+            if written.is_err() {
+                let _ = std::fs::remove_file(&partial);
+            }
+            written
+        }
+    };
+    match result {
+        Ok(count) => {
+            eprintln!(
+                "annals-server export: {count} events of store {:?}",
+                args.store
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("annals-server export: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `annals-server import`: prints `{ "lines", "imported", "duplicates", "rejected",
+/// "dryRun" }` on standard output.
+async fn import(settings: &Settings, args: &ImportArgs) -> ExitCode {
+    let backend = match open_database(settings, args.database.as_ref(), &args.store, false).await {
+        Ok(b) => b,
+        Err((code, message)) => {
+            eprintln!("annals-server import: {message}");
+            return code;
+        }
+    };
+    let mut input = match transfer::open_input(&args.input) {
+        Ok(input) => input,
+        Err(e) => {
+            eprintln!("annals-server import: cannot read {}: {e}", args.input);
+            return ExitCode::from(2);
+        }
+    };
+    let options = ImportOptions {
+        dry_run: args.dry_run,
+        limits: settings.limits.clone(),
+        ..ImportOptions::default()
+    };
+    match transfer::import(backend.as_ref(), &args.store, &mut input, &options).await {
+        Ok(report) => {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "lines": report.lines,
+                    "imported": report.imported,
+                    "duplicates": report.duplicates,
+                    "rejected": report.rejected,
+                    "dryRun": args.dry_run,
+                })
+            );
+            if args.dry_run {
+                eprintln!(
+                    "annals-server import: {} event lines checked, nothing written (dry run)",
+                    report.lines
+                );
+            } else {
+                eprintln!(
+                    "annals-server import: {} events imported into {:?}, {} already there{}",
+                    report.imported,
+                    args.store,
+                    report.duplicates,
+                    if report.rejected > 0 {
+                        format!(", {} rejected", report.rejected)
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("annals-server import: {e}");
             ExitCode::FAILURE
         }
     }

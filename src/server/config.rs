@@ -14,6 +14,7 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use serde::{Deserialize, Serialize};
 
+use crate::server::transfer::Command;
 use crate::server::{Auth, Limits, MetricsEndpoint, RateLimit, ServerConfig};
 
 /// The command line (and the environment variables clap reads for each flag).
@@ -154,6 +155,16 @@ pub struct Cli {
     #[arg(long, env = "ANNALS_LOG_FORMAT", value_name = "FORMAT", value_enum,
           default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// The sync protocol versions to answer (comma-separated; default: this build's, 1).
+    /// Hidden: a version other than 1 is served by v1's routes, which is only for testing
+    /// clients against a server of another version.
+    #[arg(long, value_name = "N,...", value_delimiter = ',', hide = true)]
+    pub protocol_versions: Vec<u32>,
+
+    /// `export` or `import`; without one, the server runs.
+    #[command(subcommand)]
+    pub command: Option<Command>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
@@ -259,6 +270,10 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// `--check-config`: print and exit.
     pub check_only: bool,
+    /// `--protocol-versions` (empty: the default).
+    pub protocol_versions: Vec<u32>,
+    /// `annals-server export ...` or `import ...`.
+    pub command: Option<Command>,
 }
 
 /// What went wrong while reading the settings.
@@ -404,6 +419,8 @@ impl Settings {
             )),
             log_format: pick(given("log_format"), cli.log_format, file.log_format),
             check_only: cli.check_config,
+            protocol_versions: cli.protocol_versions,
+            command: cli.command,
         })
     }
 
@@ -418,7 +435,7 @@ impl Settings {
                 .with_dev_token(token.clone())
                 .map_err(|e| format!("--dev-token: {e}"))?;
         }
-        Ok(ServerConfig {
+        let mut config = ServerConfig {
             listen: self.listen,
             database: self.database.clone(),
             auth,
@@ -430,7 +447,11 @@ impl Settings {
             // Authorities are Rust code: apps that want them embed the server as a library
             // (`annals::server::serve` with `ServerConfig::authorities`).
             ..ServerConfig::default()
-        })
+        };
+        if !self.protocol_versions.is_empty() {
+            config.protocol_versions = self.protocol_versions.clone();
+        }
+        Ok(config)
     }
 
     /// The effective settings as a config file, with the dev token and any database

@@ -31,9 +31,14 @@ pub enum ApiError {
     /// A path this server has no route for (under `/v1`: not a route of the protocol).
     #[error("{0}")]
     NotFound(String),
-    /// A path under `/vN/` for a protocol version this server does not speak.
-    #[error("{0}")]
-    UnsupportedVersion(String),
+    /// A path under `/vN/` for a protocol version this server does not speak. The body
+    /// also lists the versions it does speak (`error.versions`), so that a client can say
+    /// which side to upgrade.
+    #[error("{message}")]
+    UnsupportedVersion {
+        message: String,
+        supported: Vec<u32>,
+    },
     /// The token made too many requests, or holds too many long polls (429).
     #[error("{message}")]
     RateLimited { message: String, retry_after: u64 },
@@ -58,7 +63,7 @@ impl ApiError {
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::BadRequest(_) | ApiError::InvalidEvent(_) => StatusCode::BAD_REQUEST,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::NotFound(_) | ApiError::UnsupportedVersion(_) => StatusCode::NOT_FOUND,
+            ApiError::NotFound(_) | ApiError::UnsupportedVersion { .. } => StatusCode::NOT_FOUND,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -81,7 +86,7 @@ impl ApiError {
             ApiError::InvalidEvent(_) => ErrorCode::InvalidEvent,
             ApiError::TooLarge(_) => ErrorCode::TooLarge,
             ApiError::NotFound(_) => ErrorCode::NotFound,
-            ApiError::UnsupportedVersion(_) => ErrorCode::UnsupportedVersion,
+            ApiError::UnsupportedVersion { .. } => ErrorCode::UnsupportedVersion,
             ApiError::RateLimited { .. } => ErrorCode::RateLimited,
             ApiError::Busy { .. } => ErrorCode::Busy,
             ApiError::MethodNotAllowed => ErrorCode::MethodNotAllowed,
@@ -115,7 +120,19 @@ impl IntoResponse for ApiError {
                 message: self.to_string(),
             },
         };
-        let mut response = json_response(status, &body);
+        let mut response = match &self {
+            // `{ error: { code, message, versions } }`: the extra field is ignored by
+            // clients that do not know it.
+            ApiError::UnsupportedVersion { supported, .. } => json_response(
+                status,
+                &serde_json::json!({ "error": {
+                    "code": body.error.code,
+                    "message": body.error.message,
+                    "versions": supported,
+                } }),
+            ),
+            _ => json_response(status, &body),
+        };
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -179,7 +196,10 @@ mod tests {
             ApiError::InvalidEvent(String::new()),
             ApiError::TooLarge(String::new()),
             ApiError::NotFound(String::new()),
-            ApiError::UnsupportedVersion(String::new()),
+            ApiError::UnsupportedVersion {
+                message: String::new(),
+                supported: vec![1],
+            },
             ApiError::RateLimited {
                 message: String::new(),
                 retry_after: 1,

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::event::MAX_SAFE_INTEGER;
-use crate::protocol::{PushRequest, DEFAULT_PULL_LIMIT};
+use crate::protocol::{PushEvent, PushRequest, DEFAULT_PULL_LIMIT};
 use crate::server::error::ApiError;
 
 /// Bounds on what one request may carry.
@@ -129,38 +129,73 @@ pub fn parse_push(body: &[u8], limits: &Limits) -> Result<PushRequest, ApiError>
         )));
     }
     for (i, event) in request.events.iter().enumerate() {
-        let size = event.encoded_size();
-        if size > limits.max_event_bytes {
-            return Err(ApiError::TooLarge(format!(
-                "event {i} is {size} bytes (stream + type + data + meta); the limit is {} bytes",
-                limits.max_event_bytes
-            )));
+        match event_problem(event, limits) {
+            None => {}
+            Some(EventProblem::TooLarge { size, limit }) => {
+                return Err(ApiError::TooLarge(format!(
+                    "event {i} is {size} bytes (stream + type + data + meta); the limit is {limit} bytes"
+                )))
+            }
+            Some(EventProblem::Invalid(m)) => {
+                return Err(ApiError::InvalidEvent(format!("event {i}: {m}")))
+            }
         }
-        let invalid = |m: String| ApiError::InvalidEvent(format!("event {i}: {m}"));
-        check_name("stream", &event.stream, limits).map_err(invalid)?;
-        check_name("type", &event.event_type, limits).map_err(invalid)?;
+    }
+    Ok(request)
+}
+
+/// Why one pushed event cannot be stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventProblem {
+    /// stream + type + data + meta is over `max_event_bytes` (413 in a push).
+    TooLarge { size: usize, limit: usize },
+    /// A malformed field (400 in a push).
+    Invalid(String),
+}
+
+/// The checks a push applies to each of its events, shared with `annals-server import`
+/// (see [`crate::server::transfer`]) so that an imported event passes exactly what a
+/// pushed one must.
+pub fn event_problem(event: &PushEvent, limits: &Limits) -> Option<EventProblem> {
+    let size = event.encoded_size();
+    if size > limits.max_event_bytes {
+        return Some(EventProblem::TooLarge {
+            size,
+            limit: limits.max_event_bytes,
+        });
+    }
+    let check = || -> Result<(), String> {
+        check_name("stream", &event.stream, limits)?;
+        check_name("type", &event.event_type, limits)?;
         for (field, raw) in [("data", Some(&event.data)), ("meta", event.meta.as_ref())] {
             if let Some(raw) = raw {
                 check_json(raw.get(), limits.max_json_depth)
-                    .map_err(|problem| invalid(format!("`{field}` holds {problem}")))?;
+                    .map_err(|problem| format!("`{field}` holds {problem}"))?;
             }
         }
         if let Some(meta) = &event.meta {
             if !meta.get().starts_with('{') {
-                return Err(invalid(format!(
+                return Err(format!(
                     "`meta` must be an object, got {}",
                     truncate(meta.get(), 64)
-                )));
+                ));
             }
         }
         if event.time > MAX_SAFE_INTEGER {
-            return Err(invalid(format!(
+            return Err(format!(
                 "`time` must be at most {MAX_SAFE_INTEGER}, got {}",
                 event.time
-            )));
+            ));
         }
-    }
-    Ok(request)
+        Ok(())
+    };
+    check().err().map(EventProblem::Invalid)
+}
+
+/// Checks a name a client gives (`clientId`, or an imported event's `origin`): non-empty,
+/// at most `max_name_bytes`, no NUL.
+pub fn check_client_name(field: &str, value: &str, limits: &Limits) -> Result<(), String> {
+    check_name(field, value, limits)
 }
 
 /// Why the JSON text `json` (already known to be valid JSON) could not be read back by

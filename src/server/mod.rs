@@ -4,8 +4,10 @@
 //! POST /v1/stores/{store}/push                       PushRequest -> PushResponse
 //! GET  /v1/stores/{store}/pull?after=&limit=&wait=   -> PullResponse (long poll with wait)
 //! GET  /health
+//! GET  /versions                                     { "protocol": [1], "server": "x.y.z" }
 //! GET  /metrics                                      Prometheus text (see [`metrics`])
-//! /v<other>/...: a JSON 404 naming the supported version (v1)
+//! /v<other>/...: a JSON 404 UNSUPPORTED_VERSION naming the versions spoken
+//! every answer: `Annals-Protocol: 1` (the versions spoken, see [`ServerConfig::protocol_versions`])
 //! everything else: the static files of --www (index.html for unknown paths)
 //! ```
 //!
@@ -27,6 +29,7 @@ pub mod routes;
 pub mod sqlite;
 pub mod store;
 pub mod throttle;
+pub mod transfer;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -71,6 +74,12 @@ pub struct ServerConfig {
     pub authorities: Authorities,
     /// Where `GET /metrics` is served.
     pub metrics: MetricsEndpoint,
+    /// The sync protocol versions this server answers (`/v{N}/...`; others get a 404
+    /// `UNSUPPORTED_VERSION`, which clients report as `UPGRADE_REQUIRED`). This build
+    /// implements v1 ([`crate::protocol::PROTOCOL_VERSION`]), the default; another number
+    /// is served with v1's routes, which only makes sense for testing clients against a
+    /// server of another version (`--protocol-versions`, a hidden flag).
+    pub protocol_versions: Vec<u32>,
 }
 
 /// Where the server answers `GET /metrics` (Prometheus text format, no token).
@@ -122,6 +131,7 @@ impl Default for ServerConfig {
             rate_limit: Some(RateLimit::default()),
             authorities: Authorities::default(),
             metrics: MetricsEndpoint::default(),
+            protocol_versions: vec![crate::protocol::PROTOCOL_VERSION],
         }
     }
 }
@@ -166,18 +176,25 @@ pub async fn open_store(
 /// metrics and the request log.
 pub fn router(state: AppState, config: &ServerConfig) -> Result<Router, StartError> {
     let metrics = Arc::clone(&state.metrics);
+    let versions = Arc::new(
+        routes::ProtocolVersions::new(&config.protocol_versions).map_err(StartError::Config)?,
+    );
     let api = Router::new()
         .route("/stores/{store}/push", post(routes::push))
         .route("/stores/{store}/pull", get(routes::pull))
         .fallback(routes::not_found_v1)
         .method_not_allowed_fallback(routes::method_not_allowed);
-    let mut app = Router::new().route("/health", get(routes::health));
+    let mut app = Router::new().route("/health", get(routes::health)).route(
+        "/versions",
+        get(routes::versions).with_state(Arc::clone(&versions)),
+    );
     if config.metrics == MetricsEndpoint::Api {
         app = app.route("/metrics", get(routes::metrics));
     }
-    let mut app = app
-        .nest("/v1", api)
-        .method_not_allowed_fallback(routes::method_not_allowed);
+    for version in versions.versions() {
+        app = app.nest(&format!("/v{version}"), api.clone());
+    }
+    let mut app = app.method_not_allowed_fallback(routes::method_not_allowed);
     app = match &config.www {
         Some(dir) => {
             let index = ServeFile::new(dir.join("index.html"));
@@ -187,7 +204,10 @@ pub fn router(state: AppState, config: &ServerConfig) -> Result<Router, StartErr
     };
     let mut app = app
         .with_state(state)
-        .layer(axum::middleware::from_fn(routes::other_versions));
+        .layer(axum::middleware::from_fn_with_state(
+            versions,
+            routes::other_versions,
+        ));
     if !config.cors_origins.is_empty() {
         app = app.layer(cors(&config.cors_origins)?);
     }
@@ -238,6 +258,8 @@ fn cors(origins: &[String]) -> Result<CorsLayer, StartError> {
         .allow_methods([Method::GET, Method::POST])
         // Apps add their own headers (`sync.headers`); the token still decides access.
         .allow_headers(AllowHeaders::mirror_request())
+        // So that a page can read which protocol versions the server speaks.
+        .expose_headers([axum::http::HeaderName::from_static(routes::PROTOCOL_HEADER)])
         .max_age(Duration::from_secs(600)))
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::Response;
 use futures::StreamExt;
 use tokio::sync::watch;
@@ -282,30 +282,109 @@ pub fn requested_version(path: &str) -> Option<&str> {
     (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())).then_some(digits)
 }
 
-/// Answers paths of other protocol versions (`/v2/...`, `/v0`) with a JSON 404 that names
-/// the version this server speaks, before the static files could answer them (and `/v1`
-/// itself with the routes of v1).
+/// The sync protocol versions a server answers (see [`crate::server::ServerConfig::protocol_versions`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtocolVersions {
+    versions: Vec<u32>,
+    /// The `Annals-Protocol` header's value: `1` or `1, 2`.
+    header: HeaderValue,
+}
+
+/// The header every answer carries: the protocol versions the server speaks.
+pub const PROTOCOL_HEADER: &str = "annals-protocol";
+
+impl ProtocolVersions {
+    /// Sorted and without repeats; refuses an empty list and version 0.
+    pub fn new(versions: &[u32]) -> Result<ProtocolVersions, String> {
+        let mut versions = versions.to_vec();
+        versions.sort_unstable();
+        versions.dedup();
+        if versions.is_empty() || versions.contains(&0) {
+            return Err(format!(
+                "the protocol versions must be whole numbers from 1 (this build speaks v{PROTOCOL_VERSION}); got {versions:?}"
+            ));
+        }
+        let text = versions
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let header = HeaderValue::from_str(&text).map_err(|e| e.to_string())?;
+        Ok(ProtocolVersions { versions, header })
+    }
+
+    pub fn versions(&self) -> &[u32] {
+        &self.versions
+    }
+
+    fn speaks(&self, version: &str) -> bool {
+        // `v01` is not `v1`: only the canonical spelling names a version.
+        version
+            .parse::<u32>()
+            .is_ok_and(|v| v.to_string() == version && self.versions.contains(&v))
+    }
+
+    fn list(&self) -> String {
+        self.versions
+            .iter()
+            .map(|v| format!("v{v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// `GET /versions`: `{ "protocol": [1], "server": "<crate version>" }`, without a token, so
+/// that a client (or an operator) can tell what this server speaks before syncing.
+pub async fn versions(State(versions): State<std::sync::Arc<ProtocolVersions>>) -> Response {
+    json_response(
+        StatusCode::OK,
+        &serde_json::json!({
+            "protocol": versions.versions(),
+            "server": env!("CARGO_PKG_VERSION"),
+        }),
+    )
+}
+
+/// Answers paths of protocol versions this server does not speak (`/v2/...`, `/v0`) with a
+/// JSON 404 (`UNSUPPORTED_VERSION`, which clients report as `UPGRADE_REQUIRED`) that names
+/// the versions it speaks, before any handler or the static files could answer them, so
+/// that a client outside them writes nothing; `/v1` itself (no route) lists v1's routes.
+/// Every answer that passes here carries the `Annals-Protocol` header.
 pub async fn other_versions(
+    State(versions): State<std::sync::Arc<ProtocolVersions>>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
     let path = request.uri().path();
-    match requested_version(path) {
-        Some(version) if version != PROTOCOL_VERSION.to_string() => {
-            axum::response::IntoResponse::into_response(ApiError::UnsupportedVersion(format!(
-                "protocol version v{version} is not supported: this server speaks \
-                 v{PROTOCOL_VERSION} only (/v{PROTOCOL_VERSION}/stores/{{store}}/push, \
-                 /v{PROTOCOL_VERSION}/stores/{{store}}/pull); {path} has no route"
-            )))
+    let mut response = match requested_version(path) {
+        Some(version) if !versions.speaks(version) => {
+            axum::response::IntoResponse::into_response(ApiError::UnsupportedVersion {
+                message: format!(
+                    "protocol version v{version} is not supported: this server speaks {} \
+                     (/v{newest}/stores/{{store}}/push, /v{newest}/stores/{{store}}/pull); \
+                     {path} has no route",
+                    versions.list(),
+                    newest = versions
+                        .versions()
+                        .last()
+                        .copied()
+                        .unwrap_or(PROTOCOL_VERSION),
+                ),
+                supported: versions.versions().to_vec(),
+            })
         }
         // `/v1` and `/v1/` themselves are no route either (nor a static file).
-        Some(_) if path.trim_end_matches('/') == format!("/v{PROTOCOL_VERSION}") => {
+        Some(version) if path.trim_end_matches('/') == format!("/v{version}") => {
             let method = request.method().clone();
             let uri = request.uri().clone();
             axum::response::IntoResponse::into_response(not_found_v1(method, uri).await)
         }
         _ => next.run(request).await,
-    }
+    };
+    response
+        .headers_mut()
+        .insert(PROTOCOL_HEADER, versions.header.clone());
+    response
 }
 
 pub async fn method_not_allowed() -> ApiError {

@@ -56,16 +56,46 @@ pub enum TransportError {
          annals-server address, e.g. http://127.0.0.1:8080"
     )]
     NotSyncServer { url: String, answered: String },
-    /// The server speaks another version of the sync protocol.
-    #[error(
-        "the sync server at {url} does not speak protocol v{client} ({message}): upgrade \
-         annals-server and the annals package to the same release"
-    )]
+    /// The server speaks another version of the sync protocol: it refused the request
+    /// before doing anything (a push wrote nothing).
+    #[error("{}", upgrade_message(url, *client, server, message))]
     UpgradeRequired {
         url: String,
         client: u32,
+        /// The versions the server says it speaks (empty when it does not say).
+        server: Vec<u32>,
         message: String,
     },
+}
+
+/// Names both sides' versions and which side to upgrade, when the server said what it
+/// speaks.
+fn upgrade_message(url: &str, client: u32, server: &[u32], message: &str) -> String {
+    let list = |versions: &[u32]| {
+        versions
+            .iter()
+            .map(|v| format!("v{v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if server.is_empty() {
+        return format!(
+            "the sync server at {url} does not speak protocol v{client} ({message}): upgrade \
+             annals-server and the annals package to the same release"
+        );
+    }
+    let advice = if server.iter().all(|v| *v > client) {
+        "the server is newer: upgrade the annals package in this app"
+    } else if server.iter().all(|v| *v < client) {
+        "this app is newer: upgrade annals-server"
+    } else {
+        "upgrade annals-server and the annals package to the same release"
+    };
+    format!(
+        "the sync server at {url} speaks protocol {} and this client speaks v{client}: \
+         {advice}; nothing was sent",
+        list(server)
+    )
 }
 
 impl TransportError {
@@ -146,6 +176,24 @@ impl TransportError {
                 answered,
             });
         }
+        // `error.versions` of a 404 UNSUPPORTED_VERSION: what the server speaks (servers
+        // before it was added only said so in the message).
+        let server = if status == 404 {
+            #[derive(serde::Deserialize)]
+            struct Versions {
+                error: VersionsDetail,
+            }
+            #[derive(serde::Deserialize)]
+            struct VersionsDetail {
+                #[serde(default)]
+                versions: Vec<u32>,
+            }
+            serde_json::from_slice::<Versions>(bytes)
+                .map(|v| v.error.versions)
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         match TransportError::check_status(status, body) {
             Err(TransportError::Refused { code, message, .. })
                 if status == 404 && code == crate::ErrorCode::UnsupportedVersion.as_str() =>
@@ -153,6 +201,7 @@ impl TransportError {
                 Err(TransportError::UpgradeRequired {
                     url: url.to_owned(),
                     client: crate::protocol::PROTOCOL_VERSION,
+                    server,
                     message,
                 })
             }
