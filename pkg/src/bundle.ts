@@ -1,8 +1,11 @@
 // Bug bundles: a store's log with the facts needed to reproduce its states elsewhere, as
-// NDJSON (a header line, then one event per line as stored), and opening one into a fresh
-// memory store that says how the app opening it differs from the app that wrote it.
+// NDJSON (a header line, then one event per line as stored, the lines read and written by
+// ndjson.ts as event exports are), and opening one into a fresh memory store that says how
+// the app opening it differs from the app that wrote it. `store.importEvents` reads a
+// bundle's events too (into the store itself, without the comparison).
 
 import { AnnalsError } from "./errors.js";
+import { EVENT_PAGE, jsonLine, splitLines } from "./ndjson.js";
 import type { AnnalsEvent, BundleDifference, BundleHeader, OpenedBundle, Store } from "./types.js";
 
 export const BUNDLE_FORMAT = "annals-bundle";
@@ -57,11 +60,11 @@ export async function writeBundle(source: BundleSource, fingerprintEvery: number
     fingerprintEvery,
     fingerprints,
   };
-  const lines = [JSON.stringify(header)];
-  for (let after = 0; after < head; after += IMPORT_BATCH) {
-    for (const event of source.range(after, Math.min(after + IMPORT_BATCH, head))) lines.push(JSON.stringify(event));
+  const lines = [jsonLine(header)];
+  for (let after = 0; after < head; after += EVENT_PAGE) {
+    for (const event of source.range(after, Math.min(after + EVENT_PAGE, head))) lines.push(jsonLine(event));
   }
-  return lines.join("\n") + "\n";
+  return lines.join("");
 }
 
 function badBundle(message: string): AnnalsError {
@@ -71,10 +74,10 @@ function badBundle(message: string): AnnalsError {
 /** Parses a bundle's text: its header and events, or INVALID_ARGUMENT naming the line. */
 export function readBundle(text: string): { header: BundleHeader; events: AnnalsEvent[] } {
   if (typeof text !== "string") throw badBundle("expected NDJSON text, a Blob or a File");
-  const lines = text.split("\n");
+  const lines = splitLines(text);
   let header: BundleHeader;
   try {
-    header = JSON.parse(lines[0] ?? "") as BundleHeader;
+    header = JSON.parse(lines[0]?.text ?? "") as BundleHeader;
   } catch {
     throw badBundle("line 1 (the header) is not JSON");
   }
@@ -91,17 +94,16 @@ export function readBundle(text: string): { header: BundleHeader; events: Annals
     throw badBundle("the header lacks its projections or fingerprints");
   }
   const events: AnnalsEvent[] = [];
-  for (let i = 1; i < lines.length; i++) {
-    const line = lines[i]!;
-    if (line.trim() === "") continue;
+  for (const { line, text: lineText } of lines.slice(1)) {
+    if (lineText.trim() === "") continue;
     let event: AnnalsEvent;
     try {
-      event = JSON.parse(line) as AnnalsEvent;
+      event = JSON.parse(lineText) as AnnalsEvent;
     } catch {
-      throw badBundle(`line ${i + 1} is not JSON`);
+      throw badBundle(`line ${line} is not JSON`);
     }
     if (typeof event !== "object" || event === null || event.position !== events.length + 1) {
-      throw badBundle(`line ${i + 1} is not event ${events.length + 1} of the log`);
+      throw badBundle(`line ${line} is not event ${events.length + 1} of the log`);
     }
     events.push(event);
   }

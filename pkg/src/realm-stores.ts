@@ -23,6 +23,9 @@ import type {
   EventShape,
   ExecuteOptions,
   ExportBundleOptions,
+  ExportEventsOptions,
+  ImportEventsOptions,
+  ImportReport,
   ExecuteResult,
   NewEvent,
   Reactor,
@@ -291,6 +294,13 @@ class StoreHandle implements AnyStore {
   }
   exportBundle(options?: ExportBundleOptions): Promise<string> {
     return this.#async((s) => s.exportBundle(options));
+  }
+  exportEvents(options?: ExportEventsOptions): ReadableStream<string> {
+    this.#check();
+    return this.#store.exportEvents(options);
+  }
+  importEvents(source: Parameters<AnyStore["importEvents"]>[0], options?: ImportEventsOptions): Promise<ImportReport> {
+    return this.#async((s) => s.importEvents(source, options));
   }
   get [DEBUG](): DebugAccess {
     this.#check();

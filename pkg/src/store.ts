@@ -7,6 +7,7 @@
 
 import { bundleText, defaultFingerprintEvery, fillFromBundle, readBundle, writeBundle } from "./bundle.js";
 import { DEBUG, type DebugAccess, type TabFingerprints } from "./debug.js";
+import { exportEvents, importEvents, type TransferHost } from "./import-export.js";
 import { AnnalsError, fromWasmError } from "./errors.js";
 import { Commands } from "./commands.js";
 import { LogCompletion } from "./completion.js";
@@ -41,6 +42,9 @@ import type {
   ExecuteOptions,
   ExecuteResult,
   ExportBundleOptions,
+  ExportEventsOptions,
+  ImportEventsOptions,
+  ImportReport,
   NewEvent,
   OpenedBundle,
   OpenOptions,
@@ -575,6 +579,34 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
       },
       every,
     );
+  }
+
+  exportEvents(options?: ExportEventsOptions): ReadableStream<string> {
+    return exportEvents(this.#transferHost(), options);
+  }
+
+  importEvents(source: Parameters<Store["importEvents"]>[0], options?: ImportEventsOptions): Promise<ImportReport> {
+    try {
+      return importEvents(this.#transferHost(), source, options);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /** What import-export.ts sees of this store. */
+  #transferHost(): TransferHost {
+    return {
+      name: this.#settings.name,
+      checkOpen: () => this.#checkOpen(),
+      frozenError: () => this.#frozenError(),
+      whenComplete: () => this.#completion.whenComplete(),
+      head: () => this.#head,
+      rangeJson: (after, to) => (to > after ? this.#wasm.range(after, to) : "[]"),
+      upcast: (events) => this.#evolution.upcasters.upcastEvents(events),
+      positionsOf: (ids) => this.#wasm.positionsOf(ids),
+      appendJson: (batchJson) => this.#writes.appendJson(batchJson),
+      maxEventBytes: this.#options.maxEventBytes,
+    };
   }
 
   /** This tab's fingerprints for another tab's divergence search (null past this tab's head). */

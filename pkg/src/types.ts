@@ -395,6 +395,47 @@ export interface StateAtOptions {
   skip?: readonly string[];
 }
 
+// ---- import and export (NDJSON) ------------------------------------------------------
+
+/** The first line of an events export (`exportEvents`, `annals-server export`). */
+export interface EventsHeader {
+  format: "annals-events";
+  /** The format's version (1). */
+  formatVersion: number;
+  /** The store's name. */
+  store: string;
+  /** Event lines that follow. */
+  count: number;
+  /** ms since the epoch. */
+  exportedAt: number;
+}
+
+/** Options of {@link Store.exportEvents}. */
+export interface ExportEventsOptions {
+  /** Write events as this build reads them (the store's upcasters applied) instead of as stored. Default false. */
+  upcast?: boolean;
+}
+
+/** Options of {@link Store.importEvents}. */
+export interface ImportEventsOptions {
+  /** Check every line and count what would be imported; write nothing. */
+  dryRun?: boolean;
+  /** Events per append (one transaction each). Default 1,000. */
+  batchSize?: number;
+  /** Called after each batch: event lines done so far, and the total when the header (or the array) tells it. */
+  onProgress?: (progress: { done: number; total?: number }) => void;
+}
+
+/** What {@link Store.importEvents} did (or, with `dryRun`, would do). */
+export interface ImportReport {
+  /** Events appended (new ids). */
+  imported: number;
+  /** Events whose id the store already had (or that came earlier in the source): nothing written. */
+  duplicates: number;
+  /** Event lines read (the header and blank lines not counted). */
+  lines: number;
+}
+
 /** Options of {@link Store.exportBundle}. */
 export interface ExportBundleOptions {
   /** Fingerprints in the header every this many positions (and at the head). Default: about 64 spread over the log. */
@@ -505,6 +546,22 @@ export interface Store<E extends EventShape = EventShape, S = Record<string, unk
    * the events as stored. `openBundle` reproduces the same states from it.
    */
   exportBundle(options?: ExportBundleOptions): Promise<string>;
+  /**
+   * The log as NDJSON: a header line ({@link EventsHeader}), then one event per line as
+   * stored (or upcast, with `{ upcast: true }`), positions 1 to the head when the export
+   * starts. A stream of whole lines read a page at a time, so memory stays bounded.
+   */
+  exportEvents(options?: ExportEventsOptions): ReadableStream<string>;
+  /**
+   * Appends the events of an export (NDJSON text, a `Blob`/`File`, a `ReadableStream` of
+   * text or bytes) or of a bug bundle, or an array of events, in batches, keeping their ids,
+   * times, origins and schema versions: known ids are duplicates that write nothing. A bad
+   * line rejects with its line number, nothing of its batch written (earlier batches stay).
+   */
+  importEvents(
+    source: string | Blob | ReadableStream<string | Uint8Array> | AsyncIterable<string | Uint8Array> | readonly unknown[],
+    options?: ImportEventsOptions,
+  ): Promise<ImportReport>;
   /** Reads events from the log. */
   events<T extends E["type"] = E["type"]>(
     query?: EventQuery<T>,

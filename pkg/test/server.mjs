@@ -10,10 +10,15 @@ import { join } from "node:path";
 
 export const serverConfigured = Boolean(process.env.ANNALS_SERVER_URL || process.env.ANNALS_SERVER_BIN);
 export const skipWithoutServer = serverConfigured ? false : "set ANNALS_SERVER_URL or ANNALS_SERVER_BIN to run sync tests";
+/** Tests that start a server with flags of their own need the binary. */
+export const skipWithoutBinary = process.env.ANNALS_SERVER_BIN ? false : "set ANNALS_SERVER_BIN to run tests that start servers with their own flags";
 
-/** Starts (or points at) a server: `{ url, token, restart(), stop() }`. */
-export async function startServer() {
-  if (process.env.ANNALS_SERVER_URL) {
+/**
+ * Starts (or points at) a server: `{ url, token, restart(), stop() }`. `args`: extra flags for
+ * a server started here (with ANNALS_SERVER_URL such a test cannot run: see `needsBinary`).
+ */
+export async function startServer({ args = [] } = {}) {
+  if (process.env.ANNALS_SERVER_URL && args.length === 0) {
     return {
       url: process.env.ANNALS_SERVER_URL.replace(/\/$/, ""),
       token: process.env.ANNALS_SERVER_TOKEN ?? "dev-token",
@@ -34,7 +39,7 @@ export async function startServer() {
     new Promise((resolve, reject) => {
       generation += 1;
       const database = `sqlite://${join(dir, `annals-${generation}.db`)}`;
-      child = spawn(bin, ["--listen", listen, "--database", database, "--dev-token", token], {
+      child = spawn(bin, ["--listen", listen, "--database", database, "--dev-token", token, ...args], {
         stdio: ["ignore", "pipe", "pipe"],
       });
       let out = "";

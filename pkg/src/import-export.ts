@@ -1,0 +1,319 @@
+// Moving a store's events in and out as NDJSON: `store.exportEvents()` streams a header line
+// and then every event as stored (or, with `upcast`, as this build reads it), a page of the
+// core's log at a time; `store.importEvents(source)` appends the events of such a file (or a
+// bug bundle, or an array of events) in batches, keeping their ids, times, origins and
+// schema versions, so that importing the same file again adds nothing. `annals-server export`
+// and `annals-server import` read and write the same format (src/server/transfer.rs).
+
+import { BUNDLE_FORMAT } from "./bundle.js";
+import { AnnalsError, fromWasmError } from "./errors.js";
+import { invalidArgument } from "./options.js";
+import { eventLinePages, jsonLine, readLines, type NdjsonSource, type NumberedLine } from "./ndjson.js";
+import type { AnnalsEvent, EventsHeader, ExportEventsOptions, ImportEventsOptions, ImportReport } from "./types.js";
+
+export const EVENTS_FORMAT = "annals-events";
+export const EVENTS_FORMAT_VERSION = 1;
+/** Events per append while importing (and per progress report). */
+const IMPORT_BATCH = 1_000;
+/** The core's default bounds on an event (`Limits` in src/event.rs). */
+const DEFAULT_MAX_EVENT_BYTES = 1024 * 1024;
+const MAX_NAME_BYTES = 1024;
+const UUID = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
+
+/** What exporting and importing need from the store. */
+export interface TransferHost {
+  name: string;
+  /** CLOSED when the store is closed. */
+  checkOpen(): void;
+  /** FROZEN while the store shows the past (imports write). */
+  frozenError(): AnnalsError | undefined;
+  /** Resolves once every event is loaded (a lazy open). */
+  whenComplete(): Promise<void>;
+  head(): number;
+  /** Events `after + 1 ..= to` as stored: the core's JSON array. */
+  rangeJson(after: number, to: number): string;
+  /** Events as this build reads them (the store's upcasters). */
+  upcast(events: AnnalsEvent[]): AnnalsEvent[];
+  /** Where each id is in the log, 0 where it is not. */
+  positionsOf(ids: string[]): ArrayLike<number>;
+  /** Appends a batch of events as stored (JSON), keeping ids, times and origins. */
+  appendJson(batchJson: string): Promise<unknown>;
+  /** The store's `maxEventBytes` option, if given. */
+  maxEventBytes: number | undefined;
+}
+
+// ---- export ------------------------------------------------------------------------------
+
+function exportOptions(options: unknown): { upcast: boolean } {
+  if (options === undefined) return { upcast: false };
+  if (typeof options !== "object" || options === null) throw invalidArgument("exportEvents' options must be an object such as { upcast: true }");
+  const { upcast } = options as ExportEventsOptions;
+  if (upcast !== undefined && typeof upcast !== "boolean") throw invalidArgument("exportEvents' `upcast` must be true or false");
+  return { upcast: upcast === true };
+}
+
+/**
+ * The store's events as NDJSON: the header line, then positions `1 ..= head` (the head when
+ * the export starts), each chunk whole lines ending in "\n". Pulled a page at a time: memory
+ * stays bounded by a page, whatever the log's size.
+ */
+export function exportEvents(host: TransferHost, options?: ExportEventsOptions): ReadableStream<string> {
+  host.checkOpen();
+  const { upcast } = exportOptions(options);
+  let pages: Iterator<string> | undefined;
+  return new ReadableStream<string>(
+    {
+      async start(controller) {
+        await host.whenComplete();
+        host.checkOpen();
+        const head = host.head();
+        const header: EventsHeader = {
+          format: EVENTS_FORMAT,
+          formatVersion: EVENTS_FORMAT_VERSION,
+          store: host.name,
+          count: head,
+          exportedAt: Date.now(),
+        };
+        controller.enqueue(jsonLine(header));
+        const page = upcast
+          ? (after: number, to: number) => JSON.stringify(host.upcast(JSON.parse(host.rangeJson(after, to)) as AnnalsEvent[]))
+          : (after: number, to: number) => host.rangeJson(after, to);
+        pages = eventLinePages(head, (after, to) => {
+          host.checkOpen();
+          try {
+            return page(after, to);
+          } catch (error) {
+            throw fromWasmError(error);
+          }
+        });
+      },
+      pull(controller) {
+        const next = pages!.next();
+        if (next.done) controller.close();
+        else controller.enqueue(next.value);
+      },
+      cancel() {
+        pages?.return?.();
+      },
+    },
+    // One page queued ahead at most.
+    { highWaterMark: 1 },
+  );
+}
+
+// ---- import ------------------------------------------------------------------------------
+
+interface ImportSettings {
+  dryRun: boolean;
+  batchSize: number;
+  onProgress: ((progress: { done: number; total?: number }) => void) | undefined;
+}
+
+function importSettings(options: unknown): ImportSettings {
+  if (options === undefined) return { dryRun: false, batchSize: IMPORT_BATCH, onProgress: undefined };
+  if (typeof options !== "object" || options === null) throw invalidArgument("importEvents' options must be an object such as { dryRun: true }");
+  const { dryRun, batchSize, onProgress } = options as ImportEventsOptions;
+  if (dryRun !== undefined && typeof dryRun !== "boolean") throw invalidArgument("importEvents' `dryRun` must be true or false");
+  if (onProgress !== undefined && typeof onProgress !== "function") throw invalidArgument("importEvents' `onProgress` must be a function");
+  if (batchSize !== undefined && (!Number.isSafeInteger(batchSize) || batchSize < 1 || batchSize > 100_000)) {
+    throw invalidArgument("importEvents' `batchSize` must be a whole number from 1 to 100000");
+  }
+  return { dryRun: dryRun === true, batchSize: batchSize ?? IMPORT_BATCH, onProgress };
+}
+
+/** An event to append, as the core's `append` takes it back, with where it came from. */
+interface Parsed {
+  /** "line 12" or "event 3" (an array's index). */
+  where: string;
+  id: string;
+  json: string;
+}
+
+function utf8Length(text: string): number {
+  let n = text.length;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c >= 0x80) n += c >= 0x800 && (c < 0xd800 || c > 0xdfff) ? 2 : 1;
+  }
+  return n;
+}
+
+/** Checks an event as stored and returns what `append` takes (or throws naming `where`). */
+function parseEvent(value: unknown, where: string, maxEventBytes: number): Parsed {
+  const bad = (message: string) => new AnnalsError("INVALID_EVENT", `importEvents: ${where}: ${message}`);
+  if (typeof value !== "object" || value === null || Array.isArray(value)) throw bad("not an event (a JSON object)");
+  const e = value as Record<string, unknown>;
+  const { id, stream, type, data, meta, time, origin, schemaVersion } = e;
+  if (typeof id !== "string" || !UUID.test(id)) {
+    throw bad(`\`id\` must be a UUID (imports keep ids, so that importing again adds nothing), got ${JSON.stringify(id)}`);
+  }
+  for (const [name, text] of [
+    ["stream", stream],
+    ["type", type],
+  ] as const) {
+    if (typeof text !== "string" || text.trim() === "") throw bad(`\`${name}\` must be a non-empty string`);
+    if (utf8Length(text) > MAX_NAME_BYTES) throw bad(`\`${name}\` is longer than ${MAX_NAME_BYTES} bytes`);
+  }
+  if (!("data" in e) || data === undefined) throw bad("`data` is missing");
+  if (meta !== undefined && meta !== null && (typeof meta !== "object" || Array.isArray(meta))) throw bad("`meta` must be an object");
+  if (time !== undefined && (!Number.isSafeInteger(time) || (time as number) < 0)) {
+    throw bad(`\`time\` must be a whole number of milliseconds since the epoch, got ${JSON.stringify(time)}`);
+  }
+  if (origin !== undefined && origin !== null && (typeof origin !== "string" || origin === "")) throw bad("`origin` must be a non-empty string");
+  if (
+    schemaVersion !== undefined &&
+    (!Number.isSafeInteger(schemaVersion) || (schemaVersion as number) < 1 || (schemaVersion as number) > 0xffff_ffff)
+  ) {
+    throw bad(`\`schemaVersion\` must be a whole number from 1, got ${JSON.stringify(schemaVersion)}`);
+  }
+  const dataJson = JSON.stringify(data);
+  const metaJson = meta === undefined || meta === null ? undefined : JSON.stringify(meta);
+  const size = utf8Length(stream as string) + utf8Length(type as string) + utf8Length(dataJson) + (metaJson === undefined ? 0 : utf8Length(metaJson));
+  if (size > maxEventBytes) throw bad(`the event is ${size} bytes (stream + type + data + meta); the store's limit is ${maxEventBytes} bytes`);
+  // Built by hand so that `data` and `meta` are serialised once. Left out: what the target
+  // store assigns (position, version, pending) and what only reading adds (upcastFrom).
+  let json = `{"id":${JSON.stringify(id)},"stream":${JSON.stringify(stream)},"type":${JSON.stringify(type)}`;
+  if (schemaVersion !== undefined && schemaVersion !== 1) json += `,"schemaVersion":${schemaVersion as number}`;
+  json += `,"data":${dataJson}`;
+  if (metaJson !== undefined) json += `,"meta":${metaJson}`;
+  if (time !== undefined) json += `,"time":${time as number}`;
+  if (typeof origin === "string") json += `,"origin":${JSON.stringify(origin)}`;
+  return { where, id, json: json + "}" };
+}
+
+/** A header line: `{ format, formatVersion, count | events }`, or undefined for an event. */
+function readHeader(value: unknown): { total: number | undefined } | undefined {
+  if (typeof value !== "object" || value === null || typeof (value as { format?: unknown }).format !== "string") return undefined;
+  const header = value as { format: string; formatVersion?: unknown; count?: unknown; events?: unknown; annals?: unknown };
+  if (header.format !== EVENTS_FORMAT && header.format !== BUNDLE_FORMAT) {
+    throw invalidArgument(`importEvents: line 1 is a header of format ${JSON.stringify(header.format)}; this reads "${EVENTS_FORMAT}" and "${BUNDLE_FORMAT}"`);
+  }
+  const version = header.formatVersion;
+  if (typeof version !== "number" || !Number.isSafeInteger(version) || version < 1) {
+    throw invalidArgument("importEvents: line 1 is a header without a valid formatVersion");
+  }
+  if (version > EVENTS_FORMAT_VERSION) {
+    throw new AnnalsError(
+      "FORMAT_TOO_NEW",
+      `importEvents: the file's formatVersion ${version} is newer than this annals reads (${EVENTS_FORMAT_VERSION}); import it with a newer release`,
+    );
+  }
+  const total = header.format === EVENTS_FORMAT ? header.count : header.events;
+  return { total: typeof total === "number" && Number.isSafeInteger(total) && total >= 0 ? total : undefined };
+}
+
+type Item = { where: string; value: unknown; first: boolean };
+
+/** The items of the source: parsed lines, or an array's events. */
+async function* items(source: unknown): AsyncGenerator<Item> {
+  if (Array.isArray(source)) {
+    for (let i = 0; i < source.length; i++) yield { where: `event ${i}`, value: source[i], first: false };
+    return;
+  }
+  let lines: AsyncGenerator<NumberedLine>;
+  try {
+    lines = readLines(source as NdjsonSource);
+  } catch (error) {
+    throw invalidArgument(`importEvents: ${error instanceof Error ? error.message : String(error)}`);
+  }
+  let first = true;
+  try {
+    for await (const { line, text } of lines) {
+      if (text.trim() === "") continue;
+      let value: unknown;
+      try {
+        value = JSON.parse(text);
+      } catch {
+        throw new AnnalsError("INVALID_EVENT", `importEvents: line ${line}: not JSON`);
+      }
+      yield { where: `line ${line}`, value, first: first && line === 1 };
+      first = false;
+    }
+  } catch (error) {
+    if (error instanceof TypeError) throw invalidArgument(`importEvents: ${error.message}`);
+    throw error;
+  }
+}
+
+/** The core refused a batch (`event 3: ...`): name the line instead of the batch index. */
+function refusal(error: unknown, batch: Parsed[]): unknown {
+  const converted = fromWasmError(error);
+  if (converted instanceof AnnalsError && converted.code === "INVALID_EVENT") {
+    const match = /event (\d+): ([\s\S]*)$/.exec(converted.message);
+    const at = match ? batch[Number(match[1])] : undefined;
+    if (at && match) return new AnnalsError("INVALID_EVENT", `importEvents: ${at.where}: ${match[2]}`, { cause: converted });
+  }
+  return converted;
+}
+
+/**
+ * Appends the events of `source` in batches (each checked whole first: a bad line stops
+ * the import with its number, nothing of its batch written, earlier batches kept). Known
+ * ids are duplicates that write nothing. With `dryRun`, checks everything and counts what
+ * would be imported, writing nothing.
+ */
+export async function importEvents(host: TransferHost, source: unknown, options?: ImportEventsOptions): Promise<ImportReport> {
+  host.checkOpen();
+  const settings = importSettings(options);
+  if (!settings.dryRun) {
+    const frozen = host.frozenError();
+    if (frozen) throw frozen;
+  }
+  if (source === undefined || source === null) throw invalidArgument("importEvents needs NDJSON text, a Blob or File, a ReadableStream or an array of events");
+  await host.whenComplete();
+  const maxEventBytes = host.maxEventBytes ?? DEFAULT_MAX_EVENT_BYTES;
+  const report: ImportReport = { imported: 0, duplicates: 0, lines: 0 };
+  let total: number | undefined = Array.isArray(source) ? source.length : undefined;
+  // A dry run writes nothing, so it remembers the ids it counted as new to count repeats.
+  const newInDryRun = new Set<string>();
+  let batch: Parsed[] = [];
+
+  const flush = async () => {
+    host.checkOpen();
+    const positions = host.positionsOf(batch.map((e) => e.id));
+    // First occurrences of ids the store does not have: the rest write nothing.
+    const fresh: Parsed[] = [];
+    const inBatch = new Set<string>();
+    batch.forEach((event, i) => {
+      const known = positions[i]! > 0 || inBatch.has(event.id) || newInDryRun.has(event.id);
+      inBatch.add(event.id);
+      if (!known) fresh.push(event);
+    });
+    if (settings.dryRun) {
+      for (const event of fresh) newInDryRun.add(event.id);
+    } else if (fresh.length > 0) {
+      try {
+        await host.appendJson(`[${fresh.map((e) => e.json).join(",")}]`);
+      } catch (error) {
+        throw refusal(error, fresh);
+      }
+    }
+    report.imported += fresh.length;
+    report.duplicates += batch.length - fresh.length;
+    report.lines += batch.length;
+    batch = [];
+    settings.onProgress?.(total === undefined ? { done: report.lines } : { done: report.lines, total });
+  };
+
+  for await (const { where, value, first } of items(source)) {
+    if (first) {
+      const header = readHeader(value);
+      if (header) {
+        total = header.total;
+        continue;
+      }
+    }
+    batch.push(parseEvent(value, where, maxEventBytes));
+    if (batch.length >= settings.batchSize) await flush();
+  }
+  if (batch.length > 0) await flush();
+  const read = report.lines;
+  if (total !== undefined && total !== read && !Array.isArray(source)) {
+    throw invalidArgument(
+      `importEvents: the header announces ${total} events but ${read} follow (a cut-off file?); ${
+        settings.dryRun ? "nothing was written (dry run)" : `the ${read} read were imported (${report.imported} new)`
+      }`,
+    );
+  }
+  return report;
+}
