@@ -226,8 +226,9 @@ function isPlainJson(value: unknown, depth: number): boolean {
         }
         return true;
       }
-      const proto: unknown = Object.getPrototypeOf(value);
-      if (proto !== Object.prototype && proto !== null) return false;
+      // A plain object (or one with a null prototype); anything else, and an own
+      // `constructor` key, is for the close look.
+      if ((value as { constructor?: unknown }).constructor !== Object && Object.getPrototypeOf(value) !== null) return false;
       const record = value as Record<string, unknown>;
       for (const key in record) {
         if (Object.prototype.hasOwnProperty.call(record, key) && !isPlainJson(record[key], depth + 1)) return false;
@@ -262,6 +263,8 @@ function unfaithfulObject(value: object): string | undefined {
   if (Array.isArray(value)) return undefined;
   const proto: unknown = Object.getPrototypeOf(value);
   if (proto === Object.prototype || proto === null) return undefined;
+  // A plain object of another realm (an iframe, a vm context).
+  if (Object.getPrototypeOf(proto) === null && (proto as { constructor?: { name?: unknown } }).constructor?.name === "Object") return undefined;
   if (value instanceof Date) {
     return "is a Date; JSON would turn it into a string: store date.toISOString() or date.getTime()";
   }

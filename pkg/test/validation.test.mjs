@@ -2,6 +2,7 @@
 // JSON cannot carry faithfully, and reducers that return undefined.
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
+import vm from "node:vm";
 
 import * as v from "valibot";
 import { z } from "zod";
@@ -302,6 +303,14 @@ describe("values JSON cannot carry faithfully are INVALID_EVENT naming their pat
     );
     assert.match(error.message, /^event 0 \(T\): meta\.at is a Date/);
     assert.deepEqual(error.issues[0].path, ["meta", "at"]);
+    await store.close();
+  });
+
+  test("plain objects of another realm and an own `constructor` key are plain data", async () => {
+    const store = await open();
+    const foreign = vm.runInNewContext("({ a: 1, list: [1, { b: 2 }] })");
+    const e = await store.append({ stream: "s", type: "T", data: { foreign, constructor: "x" } });
+    assert.deepEqual(e.data, { foreign: { a: 1, list: [1, { b: 2 }] }, constructor: "x" });
     await store.close();
   });
 
