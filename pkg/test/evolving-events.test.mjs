@@ -8,7 +8,8 @@ import { describe, test } from "node:test";
 
 import { openStore } from "annals";
 
-import { rejectsWith, uniqueName } from "./helpers.mjs";
+import { eventually, rejectsWith, uniqueName } from "./helpers.mjs";
+import { skipWithoutServer, startServer } from "./server.mjs";
 
 /** The todo upcasters of version 3 of an app: v1 -> v2 adds a priority; v2 -> v3 renames TodoAdded to TodoCreated (title -> text). */
 const upcastersV3 = {
@@ -118,6 +119,24 @@ describe("upcasters", () => {
     await v1.close();
   });
 
+  test("the devtools see upcast events with the stored version; bundles carry the events as stored", async () => {
+    const name = uniqueName("upcast-devtools");
+    const store = await shared(name, { upcasters: upcastersV3, projections: { todos: todosV3 } });
+    const appended = await store.append({ stream: "t1", type: "TodoAdded", data: { title: "milk" } });
+    assert.equal(appended.type, "TodoCreated", "append resolves to the event as read");
+    const again = await store.append({ id: appended.id, stream: "t1", type: "TodoAdded", data: { title: "milk" } });
+    assert.equal(again.type, "TodoCreated", "a duplicate id resolves to the stored event, upcast");
+    const [seen] = store[Symbol.for("annals.debug")].range(0, 1);
+    assert.equal(seen.type, "TodoCreated");
+    assert.deepEqual(seen.data, { text: "milk", priority: 0 });
+    assert.deepEqual(seen.upcastFrom, { type: "TodoAdded", schemaVersion: 1 });
+    const [, line] = (await store.exportBundle()).split("\n");
+    const stored = JSON.parse(line);
+    assert.equal(stored.type, "TodoAdded");
+    assert.deepEqual(stored.data, { title: "milk" });
+    await store.close();
+  });
+
   test("the chain is checked at open: a gap, a duplicate, an ambiguous end, a malformed upcaster", async () => {
     const f = (d) => d;
     let error = await rejectsWith(openStore({ name: uniqueName(), storage: "memory", upcasters: { A: { 1: f, 3: f } } }), "INVALID_ARGUMENT");
@@ -225,6 +244,49 @@ describe("unknown events", () => {
     assert.deepEqual(upgraded.get("notes"), ["a:none", "b:red", "c:none"]);
     await upgraded.close();
     await newer.close();
+  });
+
+  test("with `events` schemas, a type without one is unknown (left out, reported once)", async () => {
+    const anything = { "~standard": { version: 1, vendor: "test", validate: (value) => ({ value }) } };
+    const store = await openStore({ name: uniqueName("unknown-type"), storage: "memory", events: { Note: anything }, projections: { notes } });
+    const errors = errorsOf(store);
+    await store.append({ stream: "n", type: "Note", data: { text: "a" } });
+    await store.append({ stream: "n", type: "Poll", data: { q: "?" } });
+    await store.append({ stream: "n", type: "Poll", data: { q: "!" } });
+    assert.deepEqual(store.get("notes"), ["a:-"]);
+    const unknown = errors.filter((e) => e.code === "UNKNOWN_EVENT");
+    assert.equal(unknown.length, 1);
+    assert.match(unknown[0].message, /Poll has no schema/);
+    assert.equal((await store.events()).length, 3, "kept");
+    await store.close();
+  });
+
+  describe("by sync", { skip: skipWithoutServer }, () => {
+    test("a v2 client receives a v3 event from the server, warns, and once upgraded folds it", async () => {
+      const server = await startServer();
+      const storeName = uniqueName("evolve-sync");
+      const sync = { url: server.url, store: storeName, token: server.token, longPollSeconds: 1 };
+      try {
+        const newer = await openStore({ name: uniqueName("newer"), storage: "memory", upcasters: upcastersV3Notes, sync });
+        await newer.append({ stream: "n", type: "Note", schemaVersion: 1, data: { text: "a" } });
+        await newer.append({ stream: "n", type: "Note", data: { text: "b", tags: [], color: "red" } });
+        await newer.sync();
+        const local = uniqueName("older");
+        const older = await openStore({ name: local, storage: "memory", sharedMemory: true, upcasters: upcastersV2, projections: { notes }, sync });
+        const errors = errorsOf(older);
+        await eventually(() => older.confirmedHead === 2, 5000, "pulled");
+        assert.deepEqual(older.get("notes"), ["a:-"]);
+        assert.equal(errors.filter((e) => e.code === "UNKNOWN_EVENT").length, 1);
+        assert.equal((await older.events())[1].schemaVersion, 3, "kept as the newer client wrote it");
+        await older.close();
+        const upgraded = await openStore({ name: local, storage: "memory", sharedMemory: true, upcasters: upcastersV3Notes, projections: { notes }, sync });
+        assert.deepEqual(upgraded.get("notes"), ["a:none", "b:red"]);
+        await upgraded.close();
+        await newer.close();
+      } finally {
+        await server.stop();
+      }
+    });
   });
 
   test("plain snapshots (without the envelope) still load", async () => {
