@@ -194,7 +194,7 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
         read: (query) => this.#read(query),
         planCommand: (requestJson) => rules.planCommand(requestJson),
         commandResult: (stream, commandId) => wasm.commandResult(stream, commandId),
-        appendJson: (batchJson) => this.#writes.appendJson(batchJson),
+        appendJson: (batchJson) => this.#writes.appendJson(this.#stampJson(batchJson)),
         catchUp: () => this.catchUp(),
         track,
         reportError,
@@ -368,6 +368,15 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
       .catch((error: unknown) => {
         if (!this.#closed) this.#events.error(error);
       });
+  }
+
+  /** A planned batch (a command's) with its events' schema versions stamped (see `Upcasters.stamp`). */
+  #stampJson(batchJson: string): string {
+    const { upcasters } = this.#evolution;
+    if (!upcasters.stamps) return batchJson;
+    const batch = JSON.parse(batchJson) as unknown[];
+    const stamped = upcasters.stamp(batch);
+    return stamped === batch ? batchJson : JSON.stringify(stamped);
   }
 
   /** Events `after + 1 ..= to` as the core has them now, as this build reads them (upcast). */

@@ -96,6 +96,11 @@ export class Upcasters {
     return this.#steps.size > 0;
   }
 
+  /** Whether some type's new events are stamped with a schema version above 1. */
+  get stamps(): boolean {
+    return this.#current.size > 0;
+  }
+
   /** Whether event types are checked against `events` schemas. */
   get checksTypes(): boolean {
     return this.#known !== undefined;

@@ -137,6 +137,28 @@ describe("upcasters", () => {
     await store.close();
   });
 
+  test("events decided by commands are stamped with their type's current version too (not upcast again)", async () => {
+    const store = await openStore({
+      name: uniqueName("upcast-execute"),
+      storage: "memory",
+      upcasters: upcastersV3,
+      aggregates: {
+        todo: {
+          initial: null,
+          evolve: (s, e) => (e.type === "TodoCreated" ? e.data : s),
+          decide: (command) => [{ type: "TodoCreated", data: { text: command.text, priority: 5 } }],
+        },
+      },
+    });
+    const { events } = await store.execute("todo", "t1", { type: "Create", text: "milk" });
+    assert.equal(events[0].schemaVersion, 3);
+    const [stored] = await store.events();
+    assert.equal(stored.schemaVersion, 3);
+    assert.equal(stored.upcastFrom, undefined);
+    assert.deepEqual(stored.data, { text: "milk", priority: 5 });
+    await store.close();
+  });
+
   test("the chain is checked at open: a gap, a duplicate, an ambiguous end, a malformed upcaster", async () => {
     const f = (d) => d;
     let error = await rejectsWith(openStore({ name: uniqueName(), storage: "memory", upcasters: { A: { 1: f, 3: f } } }), "INVALID_ARGUMENT");
