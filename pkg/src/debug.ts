@@ -1,5 +1,5 @@
 // What the time-travel tools (`annals/devtools`, the Redux DevTools bridge) see of a store
-// beyond its public API: the log as stored, read synchronously from the core; fingerprints
+// beyond its public API: the log (upcast as the app reads it), read synchronously from the core; fingerprints
 // in batches; the other tabs' and the server's view for the divergence search; the
 // checkpoints' memory. Reached through a symbol so that the public `Store` type stays what
 // apps use, and so that `annals/devtools` needs nothing but a store to work with.
@@ -33,8 +33,10 @@ export interface DebugAccess {
   /** This store's projections, by name, with their versions. */
   projections(): { name: string; version: number }[];
   /**
-   * Events `after + 1 ..= to` as stored (`to` at most the head), read from the core's
-   * memory without waiting: fails with `NOT_LOADED`-like `INVALID_ARGUMENT` only while a
+   * Events `after + 1 ..= to` (`to` at most the head) as the app reads them: upcast by the
+   * store's upcasters, an upcast event showing its stored type and schema version in
+   * `upcastFrom` (bundles carry the events as stored). Read from the core's memory without
+   * waiting: fails with `NOT_LOADED`-like `INVALID_ARGUMENT` only while a
    * lazily opened log is still loading (`whenComplete` first).
    */
   range(after: number, to: number): AnnalsEvent[];
