@@ -41,6 +41,8 @@ export class Upcasters {
   readonly #known: ReadonlySet<string> | undefined;
   /** Types renamed into another one, or reached by a rename (queries by type read through them). */
   readonly #renamed = new Set<string>();
+  /** Events (as read from the core) whose upcaster threw, with what it threw: left as stored and unknown. */
+  readonly #failed = new WeakMap<object, string>();
 
   /** Compiles and checks `map` (INVALID_ARGUMENT naming the type and versions). */
   constructor(map: UpcasterMap | undefined, knownTypes?: Iterable<string>) {
@@ -96,6 +98,11 @@ export class Upcasters {
     return this.#steps.size > 0;
   }
 
+  /** Whether `event`'s upcaster threw when it was read (it is then left as stored). */
+  threw(event: object): boolean {
+    return this.#failed.has(event);
+  }
+
   /** Whether some type's new events are stamped with a schema version above 1. */
   get stamps(): boolean {
     return this.#current.size > 0;
@@ -122,6 +129,8 @@ export class Upcasters {
    * has no schema, or its version is above what its upcasters reach.
    */
   unknown(event: Typed): string | undefined {
+    const failed = this.#failed.get(event);
+    if (failed !== undefined) return failed;
     const version = event.schemaVersion ?? 1;
     if (version !== 1 || this.#current.size > 0) {
       const current = this.currentVersion(event.type);
@@ -142,7 +151,14 @@ export class Upcasters {
     let type = event.type;
     let data: unknown = event.data;
     while (step !== undefined) {
-      data = step.fn(data, event);
+      try {
+        data = step.fn(data, event);
+      } catch (error) {
+        // App code: the event stays as stored, and counts as one this build cannot read.
+        const reason = error instanceof Error ? error.message : String(error);
+        this.#failed.set(event, `its upcaster ${type} ${version} -> ${version + 1} threw (${reason})`);
+        return event;
+      }
       version += 1;
       type = step.to;
       steps = this.#steps.get(type);

@@ -311,6 +311,26 @@ describe("unknown events", () => {
     });
   });
 
+  test("an event whose upcaster throws is read as stored and handled as unknown", async () => {
+    const store = await openStore({
+      name: uniqueName("upcast-throws"),
+      storage: "memory",
+      upcasters: { Note: { 1: (data) => ({ ...data, tags: data.tags.map((t) => t.trim()) }) } },
+      projections: { notes },
+    });
+    const errors = errorsOf(store);
+    await store.append({ stream: "n", type: "Note", schemaVersion: 1, data: { text: "a", tags: [" x "] } });
+    await store.append({ stream: "n", type: "Note", schemaVersion: 1, data: { text: "b" } }); // no tags: it throws
+    assert.deepEqual(store.get("notes"), ["a:-"]);
+    const unknown = errors.filter((e) => e.code === "UNKNOWN_EVENT");
+    assert.equal(unknown.length, 1);
+    assert.match(unknown[0].message, /upcaster Note 1 -> 2 threw/);
+    const [, b] = await store.events();
+    assert.deepEqual(b.data, { text: "b" });
+    assert.equal(b.upcastFrom, undefined);
+    await store.close();
+  });
+
   test("plain snapshots (without the envelope) still load", async () => {
     const name = uniqueName("snapshot-plain");
     const a = await shared(name, { projections: { notes } });
