@@ -323,13 +323,15 @@ export class Projections {
       // Yield first: `openStore` resolves, and the app subscribes, before any slice.
       await yieldToPage();
       if (host.isClosed()) return;
-      if (rt.position < host.core.loadedAfter) {
+      const total = host.confirmedHead();
+      if (rt.blockedAt !== undefined || rt.position >= total) break;
+      // A lazily opened log may not hold these events yet: the background load brings them.
+      const readable = rt.position < host.core.loadedAfter ? rt.position : Math.min(host.core.readableTo(rt.position), total);
+      if (readable <= rt.position) {
         await host.whenComplete();
         continue;
       }
-      const total = host.confirmedHead();
-      if (rt.blockedAt !== undefined || rt.position >= total) break;
-      this.#foldConfirmed(rt, this.#range(rt.position, Math.min(rt.position + slice, total)));
+      this.#foldConfirmed(rt, this.#range(rt.position, Math.min(rt.position + slice, readable)));
       // At the head: it joins the others now, before anything else can run.
       if (rt.blockedAt === undefined && rt.position >= host.confirmedHead()) break;
       rt.state = rt.confirmed;

@@ -353,8 +353,8 @@ const counter = (version) => ({
 });
 
 async function fill(store, n) {
-  for (let from = 0; from < n; from += 5_000) {
-    const batch = Array.from({ length: Math.min(5_000, n - from) }, (_, k) => ({ stream: `s${(from + k) % 7}`, type: "Counted", data: { i: from + k } }));
+  for (let from = 0; from < n; from += 1_000) {
+    const batch = Array.from({ length: Math.min(1_000, n - from) }, (_, k) => ({ stream: `s${(from + k) % 7}`, type: "Counted", data: { i: from + k } }));
     await store.appendMany(batch);
   }
 }
