@@ -12,9 +12,7 @@
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 
-use crate::event::{
-    is_schema_version_one, schema_version_one, schema_version_serde, EventId, ExpectedVersion,
-};
+use crate::event::{EventId, ExpectedVersion};
 
 #[cfg(feature = "ts")]
 use ts_rs::TS;
@@ -190,9 +188,9 @@ pub struct OutboxEvent<'a> {
     #[serde(rename = "type")]
     pub event_type: &'a str,
     /// The version of the type's schema `data` follows; absent: 1.
-    #[serde(skip_serializing_if = "is_schema_version_one")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "ts", ts(optional, type = "number"))]
-    pub schema_version: u32,
+    pub schema_version: Option<u32>,
     #[cfg_attr(feature = "ts", ts(type = "unknown"))]
     pub data: &'a RawValue,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -216,7 +214,7 @@ impl<'a> From<&'a crate::protocol::PushEvent> for OutboxEvent<'a> {
             id: e.id,
             stream: &e.stream,
             event_type: &e.event_type,
-            schema_version: e.schema_version,
+            schema_version: (e.schema_version != 1).then_some(e.schema_version),
             data: &e.data,
             meta: e.meta.as_deref(),
             time: e.time,
@@ -360,14 +358,10 @@ pub struct CommandPlanRequest {
 pub struct DecidedEvent {
     #[serde(rename = "type")]
     pub event_type: String,
-    /// The version of the type's schema `data` follows; absent: 1.
-    #[serde(
-        rename = "schemaVersion",
-        default = "schema_version_one",
-        with = "schema_version_serde"
-    )]
+    /// The version of the type's schema `data` follows (1 to 2^32 - 1); absent: 1.
+    #[serde(rename = "schemaVersion", default)]
     #[cfg_attr(feature = "ts", ts(optional, type = "number"))]
-    pub schema_version: u32,
+    pub schema_version: Option<u32>,
     /// Absent: `null`.
     #[serde(default)]
     #[cfg_attr(feature = "ts", ts(optional, type = "unknown"))]
@@ -389,9 +383,9 @@ pub struct PlannedEvent<'a> {
     #[serde(rename = "type")]
     pub event_type: &'a str,
     /// Absent: 1.
-    #[serde(skip_serializing_if = "is_schema_version_one")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "ts", ts(optional, type = "number"))]
-    pub schema_version: u32,
+    pub schema_version: Option<u32>,
     #[cfg_attr(feature = "ts", ts(type = "unknown"))]
     pub data: &'a RawValue,
     #[cfg_attr(feature = "ts", ts(type = "Record<string, unknown>"))]

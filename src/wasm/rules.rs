@@ -80,9 +80,20 @@ fn plan_command_json(request_json: &str) -> Result<String> {
             None => serde_json::value::to_raw_value(&())
                 .map_err(|e| Error::InvalidEvent(format!("`data`: {e}")))?,
         };
+        let schema_version = match e.schema_version {
+            None => 1,
+            Some(v) if v >= 1 => v,
+            Some(_) => {
+                return Err(Error::InvalidEvent(format!(
+                    "event `{}`: `schemaVersion` must be a whole number from 1 to {}",
+                    e.event_type,
+                    u32::MAX
+                )))
+            }
+        };
         decisions.push(Decision {
             event_type: e.event_type,
-            schema_version: e.schema_version,
+            schema_version,
             data,
             meta: e.meta,
         });
@@ -105,7 +116,7 @@ fn plan_command_json(request_json: &str) -> Result<String> {
             id,
             stream: &event.stream,
             event_type: &event.event_type,
-            schema_version: event.schema_version,
+            schema_version: (event.schema_version != 1).then_some(event.schema_version),
             data: &event.data,
             meta,
             expected_version: match event.expected_version {
