@@ -431,6 +431,7 @@ export class Projections {
    */
   #admit(event: AnnalsEvent): 0 | 1 | 2 {
     const host = this.#host;
+    if (event.schemaVersion === undefined && host.upcasters.plain) return 0;
     const why = host.upcasters.unknown(event);
     if (why === undefined) return 0;
     const policy = host.unknownEvents;

@@ -43,6 +43,7 @@ export class Upcasters {
   readonly #renamed = new Set<string>();
   /** Events (as read from the core) whose upcaster threw, with what it threw: left as stored and unknown. */
   readonly #failed = new WeakMap<object, string>();
+  #anyFailed = false;
 
   /** Compiles and checks `map` (INVALID_ARGUMENT naming the type and versions). */
   constructor(map: UpcasterMap | undefined, knownTypes?: Iterable<string>) {
@@ -98,6 +99,14 @@ export class Upcasters {
     return this.#steps.size > 0;
   }
 
+  /**
+   * Whether every event at schema version 1 (absent) is known: no upcasters, no `events`
+   * schemas, no upcaster has thrown (the folds' fast path).
+   */
+  get plain(): boolean {
+    return this.#current.size === 0 && this.#known === undefined && !this.#anyFailed;
+  }
+
   /** Whether `event`'s upcaster threw when it was read (it is then left as stored). */
   threw(event: object): boolean {
     return this.#failed.has(event);
@@ -129,8 +138,10 @@ export class Upcasters {
    * has no schema, or its version is above what its upcasters reach.
    */
   unknown(event: Typed): string | undefined {
-    const failed = this.#failed.get(event);
-    if (failed !== undefined) return failed;
+    if (this.#anyFailed) {
+      const failed = this.#failed.get(event);
+      if (failed !== undefined) return failed;
+    }
     const version = event.schemaVersion ?? 1;
     if (version !== 1 || this.#current.size > 0) {
       const current = this.currentVersion(event.type);
@@ -156,6 +167,7 @@ export class Upcasters {
       } catch (error) {
         // App code: the event stays as stored, and counts as one this build cannot read.
         const reason = error instanceof Error ? error.message : String(error);
+        this.#anyFailed = true;
         this.#failed.set(event, `its upcaster ${type} ${version} -> ${version + 1} threw (${reason})`);
         return event;
       }
