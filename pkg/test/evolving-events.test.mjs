@@ -380,6 +380,9 @@ describe("projection rebuilds", () => {
     // Appends work meanwhile, and b follows them at once.
     await store.append({ stream: "late", type: "Counted", data: { i: N } });
     assert.equal(store.get("b").n, N + 1);
+    // Time travel works meanwhile (it folds what the rebuild has not reached).
+    assert.deepEqual(await store.stateAt("a", N + 1), { n: N + 1, sum: sumTo(N + 1) });
+    assert.deepEqual(await store.stateAt("a", 10), { n: 10, sum: sumTo(10) });
     await done;
     assert.deepEqual(store.get("a"), { n: N + 1, sum: sumTo(N + 1) });
     assert.ok(progress.length >= 10, `progress reported per slice (${progress.length})`);
