@@ -280,8 +280,8 @@ describe("exportEvents", () => {
     const store = await openStore({ name: uniqueName("big-export"), storage: "memory" });
     try {
       const total = 1_000_000;
-      for (let i = 0; i < total; i += 20_000) {
-        await store.appendMany(Array.from({ length: 20_000 }, (_, k) => ({ stream: `s-${(i + k) % 1000}`, type: "Counted", data: { i: i + k, pad: "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx" } })));
+      for (let i = 0; i < total; i += 1_000) {
+        await store.appendMany(Array.from({ length: 1_000 }, (_, k) => ({ stream: `s-${(i + k) % 1000}`, type: "Counted", data: { i: i + k, pad: "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx" } })));
       }
       gc();
       const baseline = process.memoryUsage().heapUsed;

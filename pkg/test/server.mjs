@@ -70,6 +70,10 @@ export async function startServer({ args = [] } = {}) {
   return {
     url,
     token,
+    /** The running server's database URL (for `annals-server export` / `import`). */
+    get database() {
+      return `sqlite://${join(dir, `annals-${generation}.db`)}`;
+    },
     canRestart: true,
     /** A new server on the same port with an empty database: a new epoch. */
     async restart() {
