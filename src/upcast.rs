@@ -11,12 +11,11 @@
 //!
 //! ```
 //! use annals::upcast::Upcasters;
-//! use serde_json::json;
 //!
 //! let upcasters = Upcasters::new()
 //!     // v1 -> v2: a field added
 //!     .add("TodoAdded", 1, |mut data| {
-//!         data["priority"] = json!(0);
+//!         data["priority"] = 0.into();
 //!         Ok(data)
 //!     })
 //!     // v2 -> v3: renamed to TodoCreated
