@@ -66,6 +66,8 @@ export class Upcasters {
         let step: Step;
         if (typeof value === "function") {
           step = { fn: value, to: type };
+        } else if (typeof value === "object" && value !== null && (value as RenamingUpcaster).type === type) {
+          throw invalid(`${type} ${from} -> ${from + 1} renames ${type} to itself (ambiguous): give a function to keep the type`);
         } else if (
           typeof value === "object" &&
           value !== null &&
@@ -306,10 +308,15 @@ export function checkChains(declared: readonly DeclaredUpcaster[]): Map<string, 
     const versions = [...at.keys()].sort((a, b) => a - b);
     const own = current.get(type);
     if (own === null) {
-      const v = versions[0]!;
-      throw invalid(
-        `${at.get(v)} is renamed to ${type} at version ${v}, but ${type} is itself renamed away: the chain loops back (ambiguous)`,
-      );
+      // Renamed away itself: a rename may land inside its chain, not past its own rename.
+      const renamedAt = Math.max(...byType.get(type)!.keys());
+      const past = versions.find((v) => v > renamedAt);
+      if (past !== undefined) {
+        throw invalid(
+          `${at.get(past)} is renamed to ${type} at version ${past}, but ${type} is itself renamed away from version ${renamedAt} (ambiguous)`,
+        );
+      }
+      continue;
     }
     if (own === undefined) {
       // No upcasters of its own: every rename must bring it in at the same version.
