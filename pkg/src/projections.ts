@@ -82,6 +82,11 @@ export interface RebuildSettings {
   saveEvery: number;
 }
 
+/** What one slice of a background rebuild aims to cost (ms), so that the page stays responsive. */
+const REBUILD_SLICE_MS = 12;
+/** Subscribers of a rebuilding projection hear its partial state at most this often (ms). */
+const REBUILD_NOTIFY_MS = 100;
+
 /** Lets the page run between two slices of a rebuild. */
 function yieldToPage(): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, 0));
@@ -318,12 +323,20 @@ export class Projections {
     const host = this.#host;
     const { slice, saveEvery } = host.rebuild;
     const progress = (done: number, total: number) => host.rebuildProgress({ name: rt.name, done, total });
-    progress(rt.position, host.confirmedHead());
+    let announced = false;
+    // Slices sized by what folding costs: about REBUILD_SLICE_MS each, at most `slice` events.
+    let size = Math.min(slice, 256);
+    let notifiedAt = -Infinity;
     while (!host.isClosed()) {
       // Yield first: `openStore` resolves, and the app subscribes, before any slice.
       await yieldToPage();
       if (host.isClosed()) return;
       const total = host.confirmedHead();
+      if (!announced) {
+        // Where it starts (0, or a partial snapshot's position): the app has subscribed by now.
+        announced = true;
+        progress(rt.position, total);
+      }
       if (rt.blockedAt !== undefined || rt.position >= total) break;
       // A lazily opened log may not hold these events yet: the background load brings them.
       const readable = rt.position < host.core.loadedAfter ? rt.position : Math.min(host.core.readableTo(rt.position), total);
@@ -331,11 +344,21 @@ export class Projections {
         await host.whenComplete();
         continue;
       }
-      this.#foldConfirmed(rt, this.#range(rt.position, Math.min(rt.position + slice, readable)));
+      const before = rt.position;
+      const started = performance.now();
+      this.#foldConfirmed(rt, this.#range(before, Math.min(before + size, readable)));
+      const ms = performance.now() - started;
+      const folded = rt.position - before;
+      if (folded > 0) size = Math.max(64, Math.min(slice, Math.round((folded * REBUILD_SLICE_MS) / Math.max(ms, 0.1))));
       // At the head: it joins the others now, before anything else can run.
       if (rt.blockedAt === undefined && rt.position >= host.confirmedHead()) break;
       rt.state = rt.confirmed;
-      if (!rt.frozen) this.#notifyOne(rt);
+      // Subscribers (a UI) hear the state folded so far at a bounded pace.
+      const now = performance.now();
+      if (!rt.frozen && now - notifiedAt >= REBUILD_NOTIFY_MS) {
+        notifiedAt = now;
+        this.#notifyOne(rt);
+      }
       progress(rt.position, total);
       if (host.snapshots && rt.position - rt.snapshotPosition >= saveEvery && !host.isClosed()) {
         await this.#writeSnapshot(rt);
