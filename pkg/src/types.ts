@@ -699,7 +699,7 @@ export type UnknownEventPolicy = "skip" | "warn" | "fail";
 export interface RebuildOptions {
   /** A rebuild folds in the background when more than this many events are to fold. Default 10000; 0: always. */
   background?: number;
-  /** Events folded per slice before yielding to the page. Default 2000. */
+  /** The most events folded in one slice before yielding to the page (slices are sized to take about 12 ms). Default 2000. */
   slice?: number;
   /** A resumable (partial) snapshot every this many events folded. Default 20000. */
   saveEvery?: number;
