@@ -160,6 +160,9 @@ export class Projections {
   #skippedSink: Map<string, SkippedEvent> | undefined;
   /** Set by a fold that stopped before an unknown event (`"fail"`): its position. */
   #stoppedAt: number | undefined;
+  /** Until the store is open (`startRebuilds`): reports are held for the app's listeners. */
+  #opening = true;
+  readonly #heldReports: AnnalsError[] = [];
   /** Background rebuilds running. */
   readonly #rebuilds = new Set<Promise<void>>();
   #snapshotting: Promise<void> | undefined;
@@ -301,6 +304,14 @@ export class Projections {
 
   /** Starts the background rebuilds `load` left (once the store is open). */
   startRebuilds(): void {
+    this.#opening = false;
+    if (this.#heldReports.length > 0) {
+      const held = this.#heldReports.splice(0);
+      // After `openStore` resolves and the app adds its listeners.
+      setTimeout(() => {
+        if (!this.#host.isClosed()) for (const error of held) this.#host.reportError(error);
+      }, 0);
+    }
     for (const rt of this.#runtimes.values()) {
       if (!rt.rebuilding) continue;
       const run = this.#rebuild(rt).catch((error: unknown) => {
@@ -467,12 +478,13 @@ export class Projections {
         policy === "fail"
           ? "the projections stop before it until a build that knows it opens"
           : "the projections leave it out (a build that knows it folds it)";
-      host.reportError(
-        new AnnalsError(
-          "UNKNOWN_EVENT",
-          `event ${event.position} (${event.type}, schema version ${version}) is unknown to this build: ${why}; it is kept and synced unchanged, and ${what}`,
-        ),
+      const error = new AnnalsError(
+        "UNKNOWN_EVENT",
+        `event ${event.position} (${event.type}, schema version ${version}) is unknown to this build: ${why}; it is kept and synced unchanged, and ${what}`,
       );
+      // While the store opens, the app has no listener yet: it hears it once open.
+      if (this.#opening) this.#heldReports.push(error);
+      else host.reportError(error);
     }
     if (policy === "fail") {
       this.#stoppedAt = event.position;

@@ -222,6 +222,19 @@ describe("unknown events", () => {
     });
   }
 
+  test("unknown events met while the store opens are reported to listeners added once it is open", async () => {
+    const name = uniqueName("unknown-at-open");
+    const newer = await shared(name, { upcasters: upcastersV3Notes });
+    await newer.append({ stream: "n", type: "Note", data: { text: "a", tags: [], color: "red" } });
+    const older = await shared(name, { upcasters: upcastersV2, projections: { notes } });
+    const errors = errorsOf(older);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    assert.deepEqual(older.get("notes"), []);
+    assert.deepEqual(errors.map((e) => e.code), ["UNKNOWN_EVENT"]);
+    await older.close();
+    await newer.close();
+  });
+
   test('"fail": the projection stops before the unknown event (state before it), reported once', async () => {
     const name = uniqueName("unknown-fail");
     const newer = await shared(name, { upcasters: upcastersV3Notes });
