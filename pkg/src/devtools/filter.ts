@@ -168,6 +168,8 @@ export class FilterIndex {
       }
     } finally {
       this.#running = false;
+      // The last word: views that drew while the last chunk yielded see the scan ended.
+      this.#onProgress();
       this.#resolveIdle?.();
       this.#resolveIdle = undefined;
     }

@@ -18,6 +18,13 @@ export function formatCount(n: number): string {
   return Math.round(n).toString().replace(/\B(?=(\d{3})+(?!\d))/g, ",");
 }
 
+/** `1.4 MB`, `820 KB`, `312 B`. */
+export function formatBytes(bytes: number): string {
+  if (bytes < 1024) return `${Math.round(bytes)} B`;
+  if (bytes < 1024 * 1024) return `${Math.round(bytes / 1024)} KB`;
+  return `${(bytes / 1024 / 1024).toFixed(1)} MB`;
+}
+
 /** One line of JSON, cut at `max` characters (row previews, diff values). */
 export function preview(value: unknown, max = 80): string {
   let text: string;

@@ -151,7 +151,10 @@ input.position { width: 84px; font-family: var(--mono); text-align: right; }
 .tab:hover:not(:disabled) { background: none; color: var(--text); }
 .tab.active { color: var(--text); border-bottom-color: var(--accent); }
 .diff-controls { display: flex; gap: 8px; align-items: center; padding: 6px 8px; border-bottom: 1px solid var(--line); flex: none; color: var(--muted); }
-.meta { flex: none; padding: 4px 10px; font-family: var(--mono); font-size: 11px; color: var(--muted); border-bottom: 1px solid var(--line); min-height: 22px; }
+.meta-row { flex: none; display: flex; align-items: center; gap: 10px; padding: 0 6px 0 10px; min-height: 26px; border-bottom: 1px solid var(--line); font-family: var(--mono); font-size: 11px; color: var(--muted); }
+.meta { flex: 1; min-width: 0; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+.checkpoints { color: var(--faint); white-space: nowrap; }
+button.small { height: 20px; font-size: 11px; padding: 0 6px; font-family: var(--sans); }
 .meta.busy::after { content: " · folding…"; color: var(--amber); }
 .content { flex: 1; min-height: 0; overflow: auto; padding: 6px 4px 16px 8px; }
 .error { color: var(--red); font-family: var(--mono); padding: 8px; white-space: pre-wrap; }

@@ -277,7 +277,7 @@ export class Timeline {
       ? this.#loadError
       : count === 0
         ? this.#filtered
-          ? this.#index!.scanning
+          ? this.#index!.scanned < this.#head
             ? "searching…"
             : "no event matches the filter"
           : "the log is empty: append an event and it shows up here"
@@ -364,6 +364,7 @@ export class Timeline {
     if (!event) {
       for (const cell of [row.stream, row.type, row.version, row.time, row.status, row.origin]) cell.textContent = "";
       row.position.textContent = String(position);
+      row.row.title = "";
       row.toggle.disabled = true;
       return;
     }

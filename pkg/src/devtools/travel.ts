@@ -6,7 +6,7 @@
 import type { AnnalsEvent, StateDiff } from "../types.js";
 import { h, icon, replaceChildren, show } from "./dom.js";
 import { diffView } from "./diff-view.js";
-import { formatCount, formatDateTime } from "./format.js";
+import { formatBytes, formatCount, formatDateTime } from "./format.js";
 import { jsonTree } from "./json-tree.js";
 import { clampPosition, type Source } from "./model.js";
 import { now } from "./schedule.js";
@@ -35,6 +35,11 @@ export class Travel {
   readonly #tabs: Partial<Record<Tab, HTMLButtonElement>>;
   readonly #extra: ExtraTab | undefined;
   readonly #meta: HTMLElement;
+  readonly #metaRow: HTMLElement;
+  readonly #checkpoints: HTMLElement;
+  readonly #copy: HTMLButtonElement;
+  /** What the copy button copies: the state or event on screen. */
+  #shown: unknown = undefined;
   readonly #content: HTMLElement;
   readonly #diffControls: HTMLElement;
   readonly #diffMode: HTMLSelectElement;
@@ -171,7 +176,25 @@ export class Travel {
       h(doc, "span", { class: "pair" }, "from ", this.#diffA, " to ", this.#diffB),
     );
 
-    this.#meta = h(doc, "div", { class: "meta", "data-testid": "devtools-state-meta" });
+    this.#meta = h(doc, "span", { class: "meta", "data-testid": "devtools-state-meta" });
+    this.#checkpoints = h(doc, "span", {
+      class: "checkpoints",
+      "data-testid": "devtools-checkpoints",
+      title: "The states time travel keeps in memory for this projection, and the most they may weigh",
+    });
+    this.#copy = h(
+      doc,
+      "button",
+      {
+        type: "button",
+        class: "ghost small",
+        "data-testid": "devtools-copy",
+        title: "Copy what is shown as JSON",
+        onclick: () => void this.#copyShown(),
+      },
+      "copy JSON",
+    );
+    this.#metaRow = h(doc, "div", { class: "meta-row" }, this.#meta, this.#checkpoints, this.#copy);
     this.#content = h(doc, "div", { class: "content", "data-testid": "devtools-content" });
     this.element = h(
       doc,
@@ -180,7 +203,7 @@ export class Travel {
       controls,
       h(doc, "div", { class: "tabs", role: "tablist" }, this.#tabs.state, this.#tabs.diff, this.#tabs.event, this.#tabs.extra, h(doc, "span", { class: "grow" }), this.#freeze ?? null),
       this.#diffControls,
-      this.#meta,
+      this.#metaRow,
       this.#content,
     );
 
@@ -280,11 +303,13 @@ export class Travel {
     const name = source.projection.value;
     const whatIf = source.whatIf.count;
     if (this.#tab === "extra") {
-      show(this.#meta, false);
+      show(this.#metaRow, false);
       if (this.#extra && this.#content.firstChild !== this.#extra.element) replaceChildren(this.#content, this.#extra.element);
       return;
     }
-    show(this.#meta, true);
+    show(this.#metaRow, true);
+    show(this.#copy, this.#tab !== "diff");
+    this.#renderCheckpoints();
     const started = now();
     const slow = setTimeout(() => this.#meta.classList.add("busy"), 80);
     try {
@@ -298,6 +323,7 @@ export class Travel {
         const state = await this.#stateAt(position);
         if (this.#dirty || this.#destroyed) return;
         this.#meta.textContent = `${name} after #${formatCount(position)}${ifNote} · ${took(started)}`;
+        this.#shown = state;
         this.#replaceContent(jsonTree(doc, state, { expanded: this.#expanded }));
       } else if (this.#tab === "diff") {
         const pair = this.#diffMode.value === "pair";
@@ -318,6 +344,7 @@ export class Travel {
         const event = position === 0 ? undefined : source.access.range(position - 1, position)[0];
         this.#meta.textContent = position === 0 ? "position 0 is the initial state: no event" : `event #${formatCount(position)}`;
         replaceChildren(this.#content, event ? eventView(doc, event, source.whatIf.isOff(event.id)) : null);
+        this.#shown = event;
       }
     } catch (error) {
       this.#showError(error);
@@ -325,6 +352,33 @@ export class Travel {
       clearTimeout(slow);
       this.#meta.classList.remove("busy");
     }
+  }
+
+  #renderCheckpoints(): void {
+    const name = this.#source.projection.value;
+    let text = "";
+    try {
+      if (name) {
+        const stats = this.#source.access.checkpointStats(name);
+        text = `checkpoints ${formatCount(stats.count)} · ${formatBytes(stats.bytes)} of ${formatBytes(stats.budgetBytes)}`;
+      }
+    } catch {
+      // A closed store has none to report.
+    }
+    this.#checkpoints.textContent = text;
+  }
+
+  async #copyShown(): Promise<void> {
+    const text = JSON.stringify(this.#shown, null, 2) ?? "undefined";
+    const clipboard = this.#doc.defaultView?.navigator.clipboard;
+    try {
+      if (!clipboard) throw new Error("no clipboard here");
+      await clipboard.writeText(text);
+      this.#copy.textContent = "copied ✓";
+    } catch {
+      this.#copy.textContent = "copy failed";
+    }
+    setTimeout(() => (this.#copy.textContent = "copy JSON"), 1200);
   }
 
   /** New content at the same scroll offset: stepping through positions keeps the place. */
