@@ -24,7 +24,7 @@
 //   travel: devtools-first, devtools-prev, devtools-slider, devtools-next, devtools-last,
 //     devtools-position (number input), devtools-follow, devtools-freeze,
 //     devtools-tab-state, devtools-tab-diff, devtools-tab-event, devtools-tab-divergence,
-//     devtools-state-meta, devtools-content, devtools-json, devtools-json-toggle,
+//     devtools-state-meta, devtools-checkpoints, devtools-copy, devtools-content, devtools-json, devtools-json-toggle,
 //     devtools-json-more, devtools-diff-mode, devtools-diff-a, devtools-diff-b,
 //     devtools-diff-summary, devtools-diff > devtools-diff-changed / -added / -removed,
 //     devtools-diff-more, devtools-event, devtools-error

@@ -68,7 +68,6 @@ button.ghost:hover:not(:disabled) { color: var(--text); }
 .badge button { height: 18px; border-radius: 9px; font-size: 11px; padding: 0 8px; }
 .badge.whatif { background: rgba(183, 148, 246, 0.16); color: var(--violet); border: 1px solid rgba(183, 148, 246, 0.4); }
 .badge.frozen { background: rgba(86, 200, 224, 0.14); color: var(--cyan); border: 1px solid rgba(86, 200, 224, 0.4); }
-.badge.bundle { background: rgba(229, 180, 90, 0.14); color: var(--amber); border: 1px solid rgba(229, 180, 90, 0.4); padding-right: 8px; }
 
 .notice { flex: none; padding: 6px 10px; border-bottom: 1px solid var(--line); background: var(--bg-1); font-size: 12px; }
 .notice .download { color: var(--accent); margin-left: 6px; }
