@@ -27,7 +27,8 @@
 //     devtools-state-meta, devtools-checkpoints, devtools-copy, devtools-content, devtools-json, devtools-json-toggle,
 //     devtools-json-more, devtools-diff-mode, devtools-diff-a, devtools-diff-b,
 //     devtools-diff-summary, devtools-diff > devtools-diff-changed / -added / -removed,
-//     devtools-diff-more, devtools-event, devtools-error
+//     devtools-diff-more, devtools-event, devtools-event-flow (filters the timeline to
+//     the event's correlationId), devtools-error
 //   divergence: devtools-divergence-run, devtools-divergence-status, devtools-divergence >
 //     devtools-divergence-result (data-peer, data-projection, data-position),
 //     devtools-divergence-jump

@@ -170,3 +170,37 @@ test("divergence on a memory store: no other tab, no server, nothing found", asy
   assert.match($("devtools-divergence").textContent, /no other tab answered/);
   assert.match($("devtools-divergence").textContent, /does not sync/);
 });
+
+test("an event appended by a command links to its whole flow: one click filters the timeline to it", async () => {
+  const store = await openStore({
+    name: uniqueName(),
+    storage: "memory",
+    projections: { count: { initial: 0, apply: (n) => n + 1 } },
+    aggregates: {
+      order: {
+        initial: null,
+        evolve: (state) => state,
+        decide: (command) => [
+          { type: "OrderPlaced", data: { sku: command.sku } },
+          { type: "StockReserved", data: { sku: command.sku } },
+        ],
+      },
+    },
+  });
+  await store.append({ stream: "noise", type: "Unrelated" });
+  await store.execute("order", "order-1", { type: "Place", sku: "lamp" }, { correlationId: "flow-42" });
+  await store.append({ stream: "noise", type: "Unrelated" });
+  const { $, $$, row } = mount(store);
+  await settle();
+  row(2).click();
+  $("devtools-tab-event").click();
+  await until(() => $("devtools-event-flow"), "the flow link");
+  assert.match($("devtools-event").textContent, /flow-42/);
+  $("devtools-event-flow").click();
+  assert.equal($("devtools-filter-text").value, "flow-42");
+  await until(() => $("devtools-timeline-count").textContent === "2 of 4", "the flow's two events");
+  assert.deepEqual(
+    $$("devtools-row").map((r) => r.dataset.position),
+    ["2", "3"],
+  );
+});

@@ -235,6 +235,7 @@ export function mountPanel(store: AnyStore, element: Element | undefined, diff: 
       source,
       diff,
       divergence ? { name: "divergence", label: "Divergence", element: divergence.element } : undefined,
+      (text) => timeline.setFilter({ stream: "", type: "", text }),
     );
     views = { timeline, travel, divergence };
     replaceChildren(body, timeline.element, travel.element);

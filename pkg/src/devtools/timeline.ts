@@ -155,6 +155,17 @@ export class Timeline {
     this.#schedule();
   }
 
+  /** Sets the filter's fields (as if typed) and applies it at once. */
+  setFilter(filter: Partial<EventFilter>): void {
+    this.#filter = { ...this.#filter, ...filter };
+    for (const field of ["stream", "type", "text"] as const) {
+      const input = this.element.querySelector<HTMLInputElement>(`.filter-${field}`);
+      if (input) input.value = this.#filter[field];
+    }
+    clearTimeout(this.#filterTimer);
+    this.#applyFilter();
+  }
+
   /** Scrolls `position` into view (the middle of the viewport, unless it is already visible). */
   reveal(position: number): void {
     const index = this.#indexOf(position);

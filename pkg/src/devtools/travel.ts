@@ -34,6 +34,7 @@ export class Travel {
   readonly #freeze: HTMLButtonElement | undefined;
   readonly #tabs: Partial<Record<Tab, HTMLButtonElement>>;
   readonly #extra: ExtraTab | undefined;
+  readonly #onFilter: ((text: string) => void) | undefined;
   readonly #meta: HTMLElement;
   readonly #metaRow: HTMLElement;
   readonly #checkpoints: HTMLElement;
@@ -54,8 +55,16 @@ export class Travel {
   #dirty = false;
   #destroyed = false;
 
-  constructor(doc: Document, source: Source, diff: DiffFunction, extra?: ExtraTab) {
+  constructor(
+    doc: Document,
+    source: Source,
+    diff: DiffFunction,
+    extra?: ExtraTab,
+    /** Filters the timeline by a text (an event's command flow). */
+    onFilter?: (text: string) => void,
+  ) {
     this.#doc = doc;
+    this.#onFilter = onFilter;
     this.#extra = extra;
     this.#source = source;
     this.#diff = diff;
@@ -343,7 +352,7 @@ export class Travel {
       } else {
         const event = position === 0 ? undefined : source.access.range(position - 1, position)[0];
         this.#meta.textContent = position === 0 ? "position 0 is the initial state: no event" : `event #${formatCount(position)}`;
-        replaceChildren(this.#content, event ? eventView(doc, event, source.whatIf.isOff(event.id)) : null);
+        replaceChildren(this.#content, event ? eventView(doc, event, source.whatIf.isOff(event.id), this.#onFilter) : null);
         this.#shown = event;
       }
     } catch (error) {
@@ -401,9 +410,27 @@ function took(started: number): string {
 }
 
 /** The selected event: its envelope as a table, its data and meta as trees. */
-export function eventView(doc: Document, event: AnnalsEvent, off: boolean): HTMLElement {
-  const field = (name: string, value: string, cls = "") =>
+export function eventView(doc: Document, event: AnnalsEvent, off: boolean, onFilter?: (text: string) => void): HTMLElement {
+  const field = (name: string, value: Node | string, cls = "") =>
     h(doc, "div", { class: "field" }, h(doc, "span", { class: "name" }, name), h(doc, "span", { class: `value ${cls}` }, value));
+  // Commands and process managers tag their events: one click lists the whole flow.
+  const correlation = typeof event.meta?.["correlationId"] === "string" ? (event.meta["correlationId"] as string) : undefined;
+  const flow =
+    correlation && onFilter
+      ? h(
+          doc,
+          "span",
+          {},
+          correlation,
+          " ",
+          h(
+            doc,
+            "button",
+            { type: "button", class: "link", "data-testid": "devtools-event-flow", title: "Filter the timeline to the events of this flow", onclick: () => onFilter(correlation) },
+            "show the flow",
+          ),
+        )
+      : correlation;
   return h(
     doc,
     "div",
@@ -419,6 +446,7 @@ export function eventView(doc: Document, event: AnnalsEvent, off: boolean): HTML
       field("time", formatDateTime(event.time)),
       field("id", event.id, "mono"),
       event.origin ? field("origin", event.origin, "mono") : null,
+      flow ? field("flow", flow, "mono") : null,
     ),
     h(doc, "div", { class: "subhead" }, "data"),
     jsonTree(doc, event.data, { open: 2 }),
