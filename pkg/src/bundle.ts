@@ -116,7 +116,11 @@ export function readBundle(text: string): { header: BundleHeader; events: Annals
 /** The text of a bundle given as text, a Blob or a File. */
 export async function bundleText(bundle: string | Blob): Promise<string> {
   if (typeof bundle === "string") return bundle;
-  if (typeof Blob !== "undefined" && bundle instanceof Blob) return bundle.text();
+  // Any Blob-like (a File of another realm, jsdom's) reads as text.
+  if (typeof bundle === "object" && bundle !== null && typeof (bundle as Blob).text === "function") {
+    const text: unknown = await (bundle as Blob).text();
+    if (typeof text === "string") return text;
+  }
   throw badBundle("expected NDJSON text, a Blob or a File");
 }
 

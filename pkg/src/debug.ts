@@ -30,6 +30,8 @@ export interface CheckpointStats {
 }
 
 export interface DebugAccess {
+  /** Whether this store was opened with `sync` options (it has a server to compare with). */
+  readonly synced: boolean;
   /** This store's projections, by name, with their versions. */
   projections(): { name: string; version: number }[];
   /**
@@ -46,8 +48,10 @@ export interface DebugAccess {
   fingerprints(name: string, positions: readonly number[], skip?: readonly string[]): Promise<string[]>;
   /**
    * Asks the other tabs of this store (same name, same origin) for their fingerprints of
-   * `name` at `positions`; resolves with the answers heard within `timeoutMs` (default 2000).
-   * Empty for a memory store or where there is no BroadcastChannel.
+   * `name` at `positions`; resolves with the answers heard within `timeoutMs` (default
+   * 2000), or as soon as every tab that answered an earlier question has answered (so a
+   * bisection waits the full time once). Empty for a memory store or where there is no
+   * BroadcastChannel.
    */
   tabFingerprints(name: string, positions: readonly number[], timeoutMs?: number): Promise<TabFingerprints[]>;
   /**

@@ -684,6 +684,7 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
   /** What `annals/devtools` sees of this store (see debug.ts). */
   get [DEBUG](): DebugAccess {
     return {
+      synced: this.#settings.sync !== undefined,
       projections: () => this.#projections.specs(),
       range: (after, to) => {
         this.#checkOpen();

@@ -85,7 +85,9 @@ export class Tabs {
   #held: TabMessage[] | undefined;
   readonly #requests = new Map<string, SyncRequest>();
   /** Fingerprint questions this tab asked, collecting the answers until their time is up. */
-  readonly #fingerprintQuestions = new Map<string, TabFingerprints[]>();
+  readonly #fingerprintQuestions = new Map<string, { answers: TabFingerprints[]; done: () => void }>();
+  /** Tabs that answered a fingerprint question: a later question is done once they all answer. */
+  readonly #answeringTabs = new Set<string>();
   /** How this tab names itself in its answers. */
   readonly #tabId = randomUuid();
   /** Unknown versions reported already (once each: a newer tab sends many messages). */
@@ -162,14 +164,16 @@ export class Tabs {
     if (!this.#channel) return Promise.resolve([]);
     const id = randomUuid();
     const answers: TabFingerprints[] = [];
-    this.#fingerprintQuestions.set(id, answers);
-    this.#post({ kind: "fingerprints?", id, name, positions });
     return new Promise((resolve) => {
-      const timer = setTimeout(() => {
+      const done = () => {
+        clearTimeout(timer);
         this.#fingerprintQuestions.delete(id);
         resolve(answers);
-      }, timeoutMs);
+      };
+      const timer = setTimeout(done, timeoutMs);
       (timer as { unref?: () => void }).unref?.();
+      this.#fingerprintQuestions.set(id, { answers, done });
+      this.#post({ kind: "fingerprints?", id, name, positions });
     });
   }
 
@@ -290,11 +294,17 @@ export class Tabs {
       case "fingerprints?":
         void this.#answerFingerprints(message.id, message.name, message.positions);
         return;
-      case "fingerprints":
-        this.#fingerprintQuestions
-          .get(message.id)
-          ?.push({ tab: message.tab, head: message.head, fingerprints: message.fingerprints });
+      case "fingerprints": {
+        const question = this.#fingerprintQuestions.get(message.id);
+        if (!question) return;
+        question.answers.push({ tab: message.tab, head: message.head, fingerprints: message.fingerprints });
+        const known = this.#answeringTabs.size;
+        this.#answeringTabs.add(message.tab);
+        // Every tab heard from before has answered (and none is new): nobody else is coming.
+        const heard = new Set(question.answers.map((a) => a.tab));
+        if (known > 0 && this.#answeringTabs.size === known && heard.size === known) question.done();
         return;
+      }
       case "synced": {
         const request = this.#requests.get(message.id);
         if (!request) return;

@@ -30,6 +30,13 @@ const board = {
 };
 const count = { initial: 0, apply: (n) => n + 1 };
 
+/** Appends `events` in batches of 1,000 (an append's default limit); returns the stored events. */
+async function appendAll(store, events) {
+  const stored = [];
+  for (let i = 0; i < events.length; i += 1_000) stored.push(...(await store.appendMany(events.slice(i, i + 1_000))));
+  return stored;
+}
+
 /** What annals/devtools reads of a store (pkg/src/debug.ts). */
 const debugAccessFor = (store) => store[Symbol.for("annals.debug")];
 
@@ -82,7 +89,7 @@ describe("what-if: stateAt with events skipped", () => {
       storage: "memory",
       projections: { count, sum: { initial: 0, apply: (s, e) => s + e.data.n } },
     });
-    const events = await store.appendMany(Array.from({ length: 5_000 }, (_, i) => ({ stream: "s", type: "N", data: { n: i + 1 } })));
+    const events = await appendAll(store, Array.from({ length: 5_000 }, (_, i) => ({ stream: "s", type: "N", data: { n: i + 1 } })));
     // Visit positions so checkpoints exist beyond the skipped event.
     for (const p of [1_000, 3_000, 4_900]) await store.stateAt("sum", p);
     assert.equal(await store.stateAt("sum", 4_900, { skip: [events[1_999].id] }), (4_900 * 4_901) / 2 - 2_000);
@@ -95,7 +102,7 @@ test("stepping through a what-if starts from the what-if states reached before",
   let calls = 0;
   const sum = { initial: 0, apply: (s, e) => (calls++, s + e.data.n) };
   const store = await openStore({ name: uniqueName("whatif-steps"), storage: "memory", projections: { sum } });
-  const events = await store.appendMany(Array.from({ length: 3_000 }, (_, i) => ({ stream: "s", type: "N", data: { n: i + 1 } })));
+  const events = await appendAll(store, Array.from({ length: 3_000 }, (_, i) => ({ stream: "s", type: "N", data: { n: i + 1 } })));
   const skip = [events[999].id];
   const expected = (p) => (p * (p + 1)) / 2 - 1_000;
   assert.equal(await store.stateAt("sum", 2_500, { skip }), expected(2_500));
@@ -320,7 +327,7 @@ describe("checkpoints adapt to the reducer", () => {
       },
     };
     const store = await openStore({ name: uniqueName("slow"), storage: "memory", projections: { slow, count } });
-    await store.appendMany(Array.from({ length: 3_000 }, () => ({ stream: "s", type: "T" })));
+    await appendAll(store, Array.from({ length: 3_000 }, () => ({ stream: "s", type: "T" })));
     const access = debugAccessFor(store);
     const slowStats = access.checkpointStats("slow");
     const cheapStats = access.checkpointStats("count");

@@ -177,8 +177,7 @@ export function mountPanel(store: AnyStore, element: Element | undefined, diff: 
   function renderStats(): void {
     const s = current.store;
     const status = s.syncStatus;
-    // Nothing says whether a store syncs; an unsynced one is never online, leader nor in error.
-    const synced = current.kind === "app" && (status.online || status.leader || status.syncing || status.pending > 0 || status.error !== null);
+    const synced = current.kind === "app" && debugAccess(s).synced;
     replaceChildren(
       stats,
       "head ",
