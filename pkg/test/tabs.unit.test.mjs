@@ -215,3 +215,33 @@ test("abort sends the pending announcement, closes the channel and fails questio
   tabs.postStatus({});
   assert.equal(channel.posted.length, 3, "nothing is posted after abort");
 });
+
+test("fingerprint questions: answered by every other tab, and done early once the tabs heard before have all answered", async () => {
+  const { tabs, channel } = started({ fingerprints: async (name, positions) => positions.map((p) => `${name}@${p}`) });
+  const answer = (question, tab) =>
+    channel.deliver({ v, kind: "fingerprints", id: question.id, tab, head: 9, fingerprints: question.positions.map(String) });
+
+  // The first question waits its whole time: nobody knows yet how many tabs there are.
+  const first = tabs.askFingerprints("board", [1, 2], 50);
+  const asked = channel.posted.at(-1);
+  assert.deepEqual({ kind: asked.kind, name: asked.name, positions: asked.positions }, { kind: "fingerprints?", name: "board", positions: [1, 2] });
+  answer(asked, "tab-a");
+  answer(asked, "tab-b");
+  channel.deliver({ v, kind: "fingerprints", id: "another question", tab: "tab-c", head: 1, fingerprints: [] });
+  assert.deepEqual((await first).map((a) => a.tab), ["tab-a", "tab-b"]);
+
+  // The next one is done as soon as tab-a and tab-b answered, long before its 60 s.
+  const askedAt = Date.now();
+  const second = tabs.askFingerprints("board", [3], 60_000);
+  const again = channel.posted.at(-1);
+  answer(again, "tab-b");
+  answer(again, "tab-a");
+  assert.deepEqual((await second).map((a) => [a.tab, a.fingerprints]), [["tab-b", ["3"]], ["tab-a", ["3"]]]);
+  assert.ok(Date.now() - askedAt < 5_000);
+
+  // This tab answers others' questions with its own fingerprints.
+  channel.deliver({ v, kind: "fingerprints?", id: "q1", name: "board", positions: [4, 5] });
+  await tick();
+  const reply = channel.posted.at(-1);
+  assert.deepEqual([reply.kind, reply.id, reply.head, reply.fingerprints], ["fingerprints", "q1", 5, ["board@4", "board@5"]]);
+});
