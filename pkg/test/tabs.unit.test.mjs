@@ -221,6 +221,8 @@ test("fingerprint questions: answered by every other tab, and done early once th
   const answer = (question, tab) =>
     channel.deliver({ v, kind: "fingerprints", id: question.id, tab, head: 9, fingerprints: question.positions.map(String) });
 
+  // The question's timer does not keep Node alive (unref): this one does, meanwhile.
+  const keepAlive = setTimeout(() => undefined, 10_000);
   // The first question waits its whole time: nobody knows yet how many tabs there are.
   const first = tabs.askFingerprints("board", [1, 2], 50);
   const asked = channel.posted.at(-1);
@@ -244,4 +246,5 @@ test("fingerprint questions: answered by every other tab, and done early once th
   await tick();
   const reply = channel.posted.at(-1);
   assert.deepEqual([reply.kind, reply.id, reply.head, reply.fingerprints], ["fingerprints", "q1", 5, ["board@4", "board@5"]]);
+  clearTimeout(keepAlive);
 });
