@@ -24,7 +24,7 @@ const FIXED_MAX_CHECKPOINTS = 64;
 export const REPLAY_CHUNK = 2_000;
 /** Unknown (type, version) pairs remembered as reported (a bound, not a goal). */
 const MAX_REMEMBERED_UNKNOWN = 10_000;
-/** Skipped (type, version) pairs a snapshot records per projection (a bound: past it a newer build refolds from scratch). */
+/** Skipped (type, version) pairs a snapshot records per projection (a bound, not a goal). */
 const MAX_SKIPPED_KINDS = 256;
 
 /** The key of a snapshot's envelope (a state with skipped events, or a partial rebuild). */
@@ -501,7 +501,6 @@ export class Projections {
 
   /** Whether every event a snapshot's projection left out is still unknown to this build. */
   #stillUnknown(stored: StoredState): boolean {
-    if (stored.skipped.length >= MAX_SKIPPED_KINDS) return false;
     return stored.skipped.every((e) => this.#host.upcasters.unknown(e) !== undefined);
   }
 
