@@ -465,7 +465,6 @@ export class Projections {
    */
   #admit(event: AnnalsEvent): 0 | 1 | 2 {
     const host = this.#host;
-    if (event.schemaVersion === undefined && host.upcasters.plain) return 0;
     const why = host.upcasters.unknown(event);
     if (why === undefined) return 0;
     const policy = host.unknownEvents;
@@ -561,9 +560,10 @@ export class Projections {
     let nextDue = due.length > 0 ? due[0]! : Infinity;
     let since = nextDue === Infinity ? 0 : performance.now();
     let folded = 0;
+    const plain = this.#host.upcasters.plain;
     for (let i = from; i < events.length; i++) {
       const event = events[i]!;
-      const admit = this.#admit(event);
+      const admit = plain && event.schemaVersion === undefined ? 0 : this.#admit(event);
       if (admit === 2) break;
       if (admit === 0) state = this.#applyEvent(rt, state, event);
       folded++;
@@ -597,8 +597,9 @@ export class Projections {
   /** Folds pending events into an optimistic state (never the confirmed one). */
   #foldOptimistic(rt: ProjectionRuntime, state: unknown, events: readonly AnnalsEvent[]): unknown {
     if (rt.blockedAt !== undefined) return state;
+    const plain = this.#host.upcasters.plain;
     for (const event of events) {
-      const admit = this.#admit(event);
+      const admit = plain && event.schemaVersion === undefined ? 0 : this.#admit(event);
       if (admit === 2) break;
       if (admit === 0) state = this.#applyEvent(rt, state, event);
     }
@@ -810,9 +811,10 @@ export class Projections {
     if (events.length === 0) return state;
     const due = rt.checkpointsDue(events[0]!.position - 1, Math.min(events[events.length - 1]!.position, keepTo));
     let next = 0;
+    const plain = this.#host.upcasters.plain;
     for (const event of events) {
       if (!skips.has(event.position)) {
-        const admit = this.#admit(event);
+        const admit = plain && event.schemaVersion === undefined ? 0 : this.#admit(event);
         if (admit === 2) break;
         if (admit === 0) state = this.#applyEvent(rt, state, event);
       }
