@@ -7,7 +7,7 @@ use std::hash::BuildHasherDefault;
 
 use crate::codec::{EventRef, SegmentBuilder};
 use crate::error::{Error, Result};
-use crate::event::{EventId, Limits, NewEvent, MAX_SAFE_INTEGER};
+use crate::event::{Event, EventId, Limits, NewEvent, MAX_SAFE_INTEGER};
 use crate::log::{AppendResult, IdHasher, LogState};
 use crate::outbox::PendingLog;
 use crate::protocol::PushEvent;
@@ -33,6 +33,21 @@ impl ReplicaView<'_> {
                 .index_of(id)
                 .map(|i| self.log.head() + i as u64)
         })
+    }
+
+    /// The event at `position` as a read returns it (a pending one at its provisional
+    /// position and version, with `origin`, the replica's client id).
+    pub fn event_at(&self, position: u64, origin: Option<&str>) -> Result<Option<Event>> {
+        if position <= self.log.head() {
+            return Ok(self.log.event(position)?.map(|e| e.to_event(false)));
+        }
+        let mut found = None;
+        self.pending.for_each_provisional(self.log, origin, |e| {
+            if e.position == position {
+                found = Some(e.to_event(true));
+            }
+        });
+        Ok(found)
     }
 }
 
@@ -75,34 +90,66 @@ pub struct AppendContext<'a> {
     pub origin: Option<&'a str>,
 }
 
-/// Checks `batch` against the rules and hands every event to write to `sink`. Events
-/// whose id is already in the replica (or earlier in the batch) are duplicates: they come
-/// back with their position and are not written. A broken expectation fails the whole
-/// batch. Changes nothing itself.
+/// What [`plan_append`] decided: one result per event of the batch, and after each the
+/// version its stream will be at once the append is stored (the same for every event of
+/// a stream: the stream's version after the whole call).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AppendPlan {
+    pub results: Vec<AppendResult>,
+    pub stream_versions: Vec<u64>,
+}
+
+/// Checks `batch` against the rules and hands every event to write to `sink`. Changes
+/// nothing itself. The rules, in order:
+///
+/// 1. a batch longer than `limits.max_batch_events` is `TOO_LARGE`;
+/// 2. every event must be valid ([`NewEvent::validate`]); one id twice in the batch is
+///    `INVALID_EVENT` (an id names one event);
+/// 3. an id already in the replica is a retry only if the event is the same: the same
+///    stream, type, schema version, and the same `data` and `meta` JSON text, byte for
+///    byte (the expected version, time and origin are not compared: a retry may come
+///    after the stream moved on). Anything else is `DUPLICATE_ID`, carrying the stored
+///    event;
+/// 4. a batch is wholly a retry or wholly new: known ids mixed with new events are
+///    `DUPLICATE_ID` naming the known ids. A whole retry writes nothing and returns the
+///    stored events' positions as [`AppendResult::Duplicate`];
+/// 5. otherwise every expected version must hold (a broken one fails the whole batch)
+///    and the events are written at the next positions.
 pub fn plan_append(
     batch: &[NewEvent],
     view: &ReplicaView<'_>,
     context: &AppendContext<'_>,
     next_id: &mut dyn FnMut() -> EventId,
     sink: &mut dyn AppendSink,
-) -> Result<Vec<AppendResult>> {
+) -> Result<AppendPlan> {
+    if batch.len() > context.limits.max_batch_events {
+        return Err(Error::TooLarge(format!(
+            "one append takes at most {} events (`maxBatch`); this batch has {}: split it, \
+             or raise the limit",
+            context.limits.max_batch_events,
+            batch.len()
+        )));
+    }
     for event in batch {
         event.validate(context.limits)?;
     }
-    let mut planned_ids: HashMap<EventId, u64, BuildHasherDefault<IdHasher>> = HashMap::default();
-    let mut planned_versions: HashMap<&str, u64> = HashMap::new();
-    let mut next_position = view.head() + 1;
-    let mut results = Vec::with_capacity(batch.len());
-    for event in batch {
+    let mut in_batch: HashMap<EventId, usize, BuildHasherDefault<IdHasher>> = HashMap::default();
+    for (index, event) in batch.iter().enumerate() {
         if let Some(id) = event.id {
-            if let Some(position) = view
-                .position_of(&id)
-                .or_else(|| planned_ids.get(&id).copied())
-            {
-                results.push(AppendResult::Duplicate(position));
-                continue;
+            if let Some(first) = in_batch.insert(id, index) {
+                return Err(Error::InvalidEvent(format!(
+                    "event {index}: id {id} is also the id of event {first} of this batch; \
+                     an id names one event"
+                )));
             }
         }
+    }
+    if let Some(plan) = plan_retry(batch, view, context)? {
+        return Ok(plan);
+    }
+    let mut planned_versions: HashMap<&str, u64> = HashMap::new();
+    let mut results = Vec::with_capacity(batch.len());
+    for (next_position, event) in (view.head() + 1..).zip(batch) {
         let current = *planned_versions
             .entry(event.stream.as_str())
             .or_insert_with(|| view.stream_version(&event.stream));
@@ -117,7 +164,6 @@ pub fn plan_append(
             return Err(Error::InvalidArgument("the log is full".into()));
         }
         let id = event.id.unwrap_or_else(&mut *next_id);
-        planned_ids.insert(id, next_position);
         planned_versions.insert(event.stream.as_str(), current + 1);
         sink.push(
             &EventRef {
@@ -135,7 +181,109 @@ pub fn plan_append(
             event.expected_version,
         );
         results.push(AppendResult::Appended(next_position));
-        next_position += 1;
     }
-    Ok(results)
+    let stream_versions = batch
+        .iter()
+        .map(|e| {
+            planned_versions
+                .get(e.stream.as_str())
+                .copied()
+                .unwrap_or(0)
+        })
+        .collect();
+    Ok(AppendPlan {
+        results,
+        stream_versions,
+    })
+}
+
+/// Rules 3 and 4 of [`plan_append`]: `None` when no id of the batch is known (a new
+/// batch), the retry's plan when every event is a known one repeated exactly.
+fn plan_retry(
+    batch: &[NewEvent],
+    view: &ReplicaView<'_>,
+    context: &AppendContext<'_>,
+) -> Result<Option<AppendPlan>> {
+    let mut known: Vec<(usize, EventId, u64)> = Vec::new();
+    for (index, event) in batch.iter().enumerate() {
+        if let Some(id) = event.id {
+            if let Some(position) = view.position_of(&id) {
+                known.push((index, id, position));
+            }
+        }
+    }
+    let Some(&(_, first_id, first_position)) = known.first() else {
+        return Ok(None);
+    };
+    let stored_at = |position: u64, id: EventId| -> Result<Event> {
+        view.event_at(position, context.origin)?.ok_or_else(|| {
+            Error::Corrupt(format!("event {id} is indexed at {position} but not there"))
+        })
+    };
+    for &(index, id, position) in &known {
+        let stored = stored_at(position, id)?;
+        if let Some(field) = difference(&batch[index], &stored) {
+            return Err(Error::DuplicateId {
+                message: format!(
+                    "event {index}: id {id} is already in the log (position {position}, stream \
+                     {:?}) as another event: its {field} differs. A retry must repeat the event \
+                     exactly; a new event needs a new id",
+                    stored.stream
+                ),
+                event: event_json(&stored)?,
+                ids: vec![id.to_string()],
+            });
+        }
+    }
+    if known.len() < batch.len() {
+        let ids: Vec<String> = known.iter().map(|(_, id, _)| id.to_string()).collect();
+        return Err(Error::DuplicateId {
+            message: format!(
+                "the batch mixes retries of events already in the log ({}) with {} new \
+                 event(s); a batch is wholly a retry or wholly new: retry it as it was, or \
+                 append the new events without the known ones",
+                ids.join(", "),
+                batch.len() - known.len()
+            ),
+            event: event_json(&stored_at(first_position, first_id)?)?,
+            ids,
+        });
+    }
+    let results = known
+        .iter()
+        .map(|&(_, _, position)| AppendResult::Duplicate(position))
+        .collect();
+    let stream_versions = batch
+        .iter()
+        .map(|e| view.stream_version(&e.stream))
+        .collect();
+    Ok(Some(AppendPlan {
+        results,
+        stream_versions,
+    }))
+}
+
+/// Which part of `event` differs from the `stored` event under its id, if any: the
+/// stream, type, schema version, and the `data` and `meta` JSON text byte for byte.
+pub fn difference(event: &NewEvent, stored: &Event) -> Option<&'static str> {
+    if event.stream != stored.stream {
+        Some("stream")
+    } else if event.event_type != stored.event_type {
+        Some("type")
+    } else if event.schema_version != stored.schema_version {
+        Some("schemaVersion")
+    } else if event.data.get() != stored.data.get() {
+        Some("data")
+    } else if event.meta.as_ref().map(|m| m.get()) != stored.meta.as_ref().map(|m| m.get()) {
+        Some("meta")
+    } else {
+        None
+    }
+}
+
+/// A stored event as JSON, the shape reads return.
+fn event_json(event: &Event) -> Result<String> {
+    let mut out = Vec::with_capacity(128);
+    EventRef::from_event(event).write_json(&mut out, event.pending);
+    String::from_utf8(out).map_err(|e| Error::Corrupt(format!("event text is not UTF-8: {e}")))
 }

@@ -63,9 +63,13 @@ pub struct AppendReply<'a> {
     /// stored event's position).
     #[cfg_attr(feature = "ts", ts(type = "number[]"))]
     pub results: Vec<u64>,
-    /// The stored events for inputs whose id was already in the log, each once.
+    /// The stored events of a retry (a batch whose events were all in the log already,
+    /// each the same event), each once.
     #[cfg_attr(feature = "ts", ts(type = "AnnalsEvent[]"))]
     pub duplicates: JsonFragment<'a>,
+    /// Per input event: its stream's version after the call.
+    #[cfg_attr(feature = "ts", ts(type = "number[]"))]
+    pub stream_versions: Vec<u64>,
     /// The listener's change (`ChangeMessage.seq`) that carried the new events, or null
     /// when nothing was new.
     #[cfg_attr(feature = "ts", ts(type = "number | null"))]
@@ -259,6 +263,8 @@ pub struct OpenOptions {
     pub max_event_bytes: Option<usize>,
     /// Largest stream or type name, in bytes.
     pub max_name_bytes: Option<usize>,
+    /// Most events in one append (`TOO_LARGE` above).
+    pub max_batch: Option<usize>,
     /// Recorded as the events' `origin`.
     pub origin: Option<String>,
     /// Memory storage only: stores opened with the same name share one log, the way tabs
@@ -439,11 +445,12 @@ mod tests {
         let reply = AppendReply {
             results: vec![1, 2],
             duplicates: JsonFragment::trusted(r#"[{"id":"x","data":{"a" : 1}}]"#),
+            stream_versions: vec![4, 4],
             seq: None,
         };
         assert_eq!(
             serde_json::to_string(&reply).unwrap(),
-            r#"{"results":[1,2],"duplicates":[{"id":"x","data":{"a" : 1}}],"seq":null}"#
+            r#"{"results":[1,2],"duplicates":[{"id":"x","data":{"a" : 1}}],"streamVersions":[4,4],"seq":null}"#
         );
     }
 

@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::event::{Event, EventId, Limits, NewEvent};
 use crate::log::{AppendResult, LogState, ReadQuery};
 use crate::outbox::{OutboxChange, PendingBatch, PendingLog};
-use crate::protocol::{PullResponse, PushEvent, PushResponse, PushResult};
+use crate::protocol::{content_digest, PullResponse, PushEvent, PushResponse, PushResult};
 use crate::storage::{
     Commit, CompactionReport, Fresh, Known, Scope, Segment, SnapshotRecord, Storage,
 };
@@ -65,8 +65,13 @@ impl Default for EngineOptions {
 /// What an append did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppendOutcome {
-    /// One result per event of the batch, in order (positions in the replica's log).
+    /// One result per event of the batch, in order (positions in the replica's log). A
+    /// batch is wholly new ([`AppendResult::Appended`]) or wholly a retry of events
+    /// already in the log ([`AppendResult::Duplicate`], nothing written).
     pub results: Vec<AppendResult>,
+    /// One per event of the batch: the version of its stream after the call (what the
+    /// next append to it expects), whether the event was new or a retry.
+    pub stream_versions: Vec<u64>,
     /// What changed in this engine's view, including other writers' events read first.
     pub change: Change,
 }
@@ -128,6 +133,9 @@ pub struct PullOutcome {
     /// cursor that another tab has since moved or reset): nothing was applied; pull again
     /// from [`Engine::confirmed_head`].
     pub stale: bool,
+    /// Pending events refused because the page holds another event under their id
+    /// (`DUPLICATE_ID`): stored in the rejected list, for the sync client to announce.
+    pub reused: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -542,16 +550,29 @@ impl<S: Storage> Engine<S> {
         }
     }
 
-    /// Appends `batch` atomically: every event is written, or none is. Events whose id is
-    /// already in the replica come back as [`AppendResult::Duplicate`] and are not written
-    /// again.
+    /// Appends `batch` atomically: every event is written, or none is. A batch whose
+    /// events are all in the replica already, each the same event (a retry), comes back as
+    /// [`AppendResult::Duplicate`]s and writes nothing; a known id with other content, or
+    /// known ids mixed with new events, is [`Error::DuplicateId`] (the rules:
+    /// [`crate::append::plan_append`]). More than [`Limits::max_batch_events`] events is
+    /// [`Error::TooLarge`].
     pub async fn append(&self, batch: Vec<NewEvent>) -> Result<AppendOutcome> {
         self.check_open()?;
+        let max = self.options.borrow().limits.max_batch_events;
+        if batch.len() > max {
+            // Refused before waiting for the log or the writer: nothing to check it against.
+            return Err(Error::TooLarge(format!(
+                "one append takes at most {max} events (`maxBatch`); this batch has {}: \
+                 split it, or raise the limit",
+                batch.len()
+            )));
+        }
         self.complete().await?;
         let write = self.begin_write().await?;
         if batch.is_empty() {
             return Ok(AppendOutcome {
                 results: Vec::new(),
+                stream_versions: Vec::new(),
                 change: write.finish(),
             });
         }
@@ -616,7 +637,11 @@ impl<S: Storage> Engine<S> {
                 },
             )
             .await?;
-        Ok(AppendOutcome { results, change })
+        Ok(AppendOutcome {
+            results: results.results,
+            stream_versions: results.stream_versions,
+            change,
+        })
     }
 
     /// Reads what other writers (tabs) changed since this engine last looked.
@@ -756,6 +781,18 @@ impl<S: Storage> Engine<S> {
     pub async fn apply_pull(&self, response: &PullResponse) -> Result<PullOutcome> {
         self.check_open()?;
         self.complete().await?;
+        // A pending event whose id the server holds as another event can never be
+        // confirmed: it is refused first, as a push would have refused it, rather than
+        // removed below as if the pulled event confirmed it.
+        let reused = self.reused_pending(response);
+        if !reused.is_empty() {
+            self.settle_push(&PushResponse {
+                results: reused.clone(),
+                head: 0,
+                epoch: response.epoch.clone(),
+            })
+            .await?;
+        }
         let write = self.begin_write().await?;
         // The epoch of the confirmed log on disk, not this engine's memory of it: another
         // tab may have pulled (and so set or changed it) since this one last did, and a
@@ -859,21 +896,68 @@ impl<S: Storage> Engine<S> {
             change,
             restart,
             stale,
+            reused: reused.len(),
         })
+    }
+
+    /// The verdicts on pending events that a pulled event's id names but whose content
+    /// differs (stream, type, schema version, data or meta): another client stored another
+    /// event under that id first.
+    fn reused_pending(&self, response: &PullResponse) -> Vec<PushResult> {
+        let pending = self.pending.borrow();
+        response
+            .events
+            .iter()
+            .filter(|pulled| pending.contains(&pulled.id))
+            .filter_map(|pulled| {
+                let mine = pending.events().find(|e| e.id == pulled.id)?;
+                let theirs = content_digest(
+                    &pulled.stream,
+                    &pulled.event_type,
+                    pulled.schema_version,
+                    pulled.data.get(),
+                    pulled.meta.as_ref().map(|m| m.get()),
+                );
+                (mine.content_digest() != theirs).then(|| PushResult::Rejected {
+                    id: pulled.id,
+                    reason: format!(
+                        "DUPLICATE_ID: id {} is already stored on the server as another event \
+                         (position {}, version {} of stream {:?}): a new event needs a new id",
+                        pulled.id, pulled.position, pulled.version, pulled.stream
+                    ),
+                    actual_version: None,
+                })
+            })
+            .collect()
     }
 
     // ---- reads ----------------------------------------------------------------------------
 
     /// Events matching `query`: confirmed ones, then pending ones (`pending: true`, at
-    /// provisional positions).
+    /// provisional positions). Backwards (newest first), the pending ones come first.
     pub fn read(&self, query: &ReadQuery) -> Result<Vec<Event>> {
         self.check_open()?;
+        query.check()?;
         let log = self.log.borrow();
+        let limit = query.limit.unwrap_or(usize::MAX);
+        if query.backwards {
+            let mut events = Vec::new();
+            self.for_each_pending_matching(&log, query, usize::MAX, |e| {
+                events.push(e.to_event(true))
+            });
+            events.reverse();
+            events.truncate(limit);
+            let rest = ReadQuery {
+                limit: Some(limit - events.len()),
+                ..query.clone()
+            };
+            if rest.limit != Some(0) {
+                events.extend(log.read(&rest)?);
+            }
+            return Ok(events);
+        }
         let mut events = log.read(query)?;
-        let remaining = query
-            .limit
-            .unwrap_or(usize::MAX)
-            .saturating_sub(events.len());
+        let remaining = limit.saturating_sub(events.len());
         self.for_each_pending_matching(&log, query, remaining, |e| events.push(e.to_event(true)));
         Ok(events)
     }
@@ -881,10 +965,9 @@ impl<S: Storage> Engine<S> {
     /// [`Engine::read`] as a JSON array, payloads copied verbatim.
     pub fn read_json(&self, query: &ReadQuery) -> Result<String> {
         self.check_open()?;
+        query.check()?;
         let log = self.log.borrow();
-        let range =
-            query.stream.is_none() && query.event_type.is_none() && query.correlation_id.is_none();
-        if range && !log.holds_after(query.after) {
+        if query.is_range() && !log.holds_after(query.after) {
             // While a lazily opened log loads: the part read so far, below the loaded log.
             if let Some(rest) = &*self.rest.borrow() {
                 let to = query.to.unwrap_or(u64::MAX);
@@ -896,14 +979,39 @@ impl<S: Storage> Engine<S> {
         let mut out = Vec::with_capacity(256);
         out.push(b'[');
         let mut count = 0usize;
-        log.write_json(query, &mut out, &mut count)?;
-        let remaining = query.limit.unwrap_or(usize::MAX).saturating_sub(count);
-        self.for_each_pending_matching(&log, query, remaining, |e| {
-            if out.len() > 1 {
-                out.push(b',');
+        let limit = query.limit.unwrap_or(usize::MAX);
+        if query.backwards {
+            // Newest first: the pending events (the newest), then the confirmed ones.
+            let mut pending: Vec<Vec<u8>> = Vec::new();
+            self.for_each_pending_matching(&log, query, usize::MAX, |e| {
+                let mut one = Vec::with_capacity(128);
+                e.write_json(&mut one, true);
+                pending.push(one);
+            });
+            for one in pending.iter().rev().take(limit) {
+                if count > 0 {
+                    out.push(b',');
+                }
+                count += 1;
+                out.extend_from_slice(one);
             }
-            e.write_json(&mut out, true);
-        });
+            if count < limit {
+                let rest = ReadQuery {
+                    limit: Some(limit - count),
+                    ..query.clone()
+                };
+                log.write_json(&rest, &mut out, &mut count)?;
+            }
+        } else {
+            log.write_json(query, &mut out, &mut count)?;
+            let remaining = limit.saturating_sub(count);
+            self.for_each_pending_matching(&log, query, remaining, |e| {
+                if out.len() > 1 {
+                    out.push(b',');
+                }
+                e.write_json(&mut out, true);
+            });
+        }
         out.push(b']');
         String::from_utf8(out).map_err(|e| Error::Corrupt(e.to_string()))
     }
@@ -945,6 +1053,7 @@ impl<S: Storage> Engine<S> {
                     && e.position > query.after
                     && e.position <= to
                     && query.matches(&e)
+                    && query.matches_version(&e)
                 {
                     taken += 1;
                     f(e);
@@ -1014,7 +1123,9 @@ impl<S: Storage> Engine<S> {
         Ok(())
     }
 
-    /// The stream's version in the replica (confirmed and pending events).
+    /// The stream's version in the replica (confirmed and pending events), 0 when it has
+    /// none, from the indexes (nothing is read). Needs the complete log: see
+    /// [`Engine::try_stream_version`].
     pub fn stream_version(&self, stream: &str) -> u64 {
         let log = self.log.borrow();
         let pending = self.pending.borrow();
@@ -1023,6 +1134,18 @@ impl<S: Storage> Engine<S> {
             pending: &pending,
         }
         .stream_version(stream)
+    }
+
+    /// [`Engine::stream_version`], failing while a lazily opened log is still loading
+    /// (its stream index is not built yet) or once the engine is closed.
+    pub fn try_stream_version(&self, stream: &str) -> Result<u64> {
+        self.check_open()?;
+        if !self.is_complete() {
+            return Err(Error::Storage(
+                "the log is still loading: stream versions wait for it".into(),
+            ));
+        }
+        Ok(self.stream_version(stream))
     }
 
     /// The event with this id, if the replica has it.

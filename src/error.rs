@@ -16,6 +16,21 @@ pub enum Error {
         actual: u64,
     },
 
+    /// An id already in the log came back as another event (or in a batch that mixes
+    /// retries with new events, `ids` naming every known id of it); `event` is the stored
+    /// event of the first such id, as JSON (`Error::stored_event` in `event.rs` parses
+    /// it: this module sits below the event types). Nothing was written.
+    #[error("duplicate id: {message}")]
+    DuplicateId {
+        message: String,
+        event: String,
+        ids: Vec<String>,
+    },
+
+    /// A batch with more events than one append takes (`max_batch`); nothing was written.
+    #[error("too large: {0}")]
+    TooLarge(String),
+
     /// The event (or batch) is malformed: bad `type`/`stream`, bad JSON, too large, ...
     #[error("invalid event: {0}")]
     InvalidEvent(String),
@@ -59,6 +74,8 @@ impl Error {
     pub fn error_code(&self) -> ErrorCode {
         match self {
             Error::WrongExpectedVersion { .. } => ErrorCode::WrongExpectedVersion,
+            Error::DuplicateId { .. } => ErrorCode::DuplicateId,
+            Error::TooLarge(_) => ErrorCode::TooLarge,
             Error::InvalidEvent(_) => ErrorCode::InvalidEvent,
             Error::InvalidArgument(_) => ErrorCode::InvalidArgument,
             Error::CommandRejected(_) => ErrorCode::CommandRejected,

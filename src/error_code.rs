@@ -60,6 +60,8 @@ macro_rules! error_codes {
 error_codes! {
     /// The stream was not at the expected version; nothing was written.
     WrongExpectedVersion = "WRONG_EXPECTED_VERSION", Client;
+    /// An event id already in the log came with other content (stream, type, schema version, data or meta), or a batch mixed retries with new events; the error carries the stored event; nothing was written.
+    DuplicateId = "DUPLICATE_ID", Client;
     /// An event is malformed: missing or empty `type`/`stream`, not JSON, too large.
     InvalidEvent = "INVALID_EVENT", Both;
     /// An argument other than an event is malformed (options, a position, a projection name).
@@ -102,8 +104,8 @@ error_codes! {
     UpgradeRequired = "UPGRADE_REQUIRED", Client;
     /// Server: a malformed request outside the events (bad JSON, store name, query parameter).
     InvalidRequest = "INVALID_REQUEST", Server;
-    /// Server: a body, batch or event over its limit (HTTP 413).
-    TooLarge = "TOO_LARGE", Server;
+    /// A batch over its limit: more events in one append than `maxBatch` (client), or a body, batch or event over the server's limit (HTTP 413); nothing was written.
+    TooLarge = "TOO_LARGE", Both;
     /// Server: no such route (HTTP 404).
     NotFound = "NOT_FOUND", Server;
     /// Server: a path under `/vN/` for a protocol version this server does not speak (HTTP 404).

@@ -17,13 +17,21 @@ pub struct Limits {
     pub max_event_bytes: usize,
     /// Length of `stream` and `type`, in bytes.
     pub max_name_bytes: usize,
+    /// Events in one append. A larger batch is refused (`TOO_LARGE`) rather than holding
+    /// the store's writer (every tab) for seconds; the default is what the sync server
+    /// takes in one push ([`DEFAULT_MAX_BATCH`]).
+    pub max_batch_events: usize,
 }
+
+/// The default [`Limits::max_batch_events`]: the sync server's default events per push.
+pub const DEFAULT_MAX_BATCH: usize = 1_000;
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_event_bytes: 1024 * 1024,
             max_name_bytes: 1024,
+            max_batch_events: DEFAULT_MAX_BATCH,
         }
     }
 }
@@ -297,20 +305,11 @@ impl NewEvent {
         })
     }
 
-    /// Checks the names and the size against `limits`.
+    /// Checks the names (see [`name_problem`]) and the size against `limits`.
     pub fn validate(&self, limits: &Limits) -> Result<()> {
         for (name, value) in [("stream", &self.stream), ("type", &self.event_type)] {
-            if value.trim().is_empty() {
-                return Err(Error::InvalidEvent(format!(
-                    "`{name}` must be a non-empty string"
-                )));
-            }
-            if value.len() > limits.max_name_bytes {
-                return Err(Error::InvalidEvent(format!(
-                    "`{name}` is {} bytes long; the limit is {} bytes",
-                    value.len(),
-                    limits.max_name_bytes
-                )));
+            if let Some(problem) = name_problem(name, value, limits.max_name_bytes) {
+                return Err(Error::InvalidEvent(problem));
             }
         }
         let size = self.encoded_size();
@@ -329,6 +328,53 @@ impl NewEvent {
             + self.event_type.len()
             + self.data.get().len()
             + self.meta.as_ref().map_or(0, |m| m.get().len())
+    }
+}
+
+/// Names starting with this are annals' own (streams and types): apps cannot append them.
+pub const RESERVED_PREFIX: char = '$';
+
+/// Why `value` cannot be the `field` (`stream` or `type`) of an event, if it cannot: it is
+/// empty, longer than `max_bytes`, starts or ends with whitespace, holds a control
+/// character (names are shown, compared and typed by people: `"todo-1 "` and `"todo-1"`
+/// must not be two streams), or starts with [`RESERVED_PREFIX`]. Appends and the server's
+/// push check the same rules.
+pub fn name_problem(field: &str, value: &str, max_bytes: usize) -> Option<String> {
+    if value.trim().is_empty() {
+        return Some(format!("`{field}` must be a non-empty string"));
+    }
+    if value.len() > max_bytes {
+        return Some(format!(
+            "`{field}` is {} bytes long; the limit is {max_bytes} bytes",
+            value.len()
+        ));
+    }
+    if value.trim() != value {
+        return Some(format!(
+            "`{field}` must not start or end with whitespace, got {value:?}"
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Some(format!(
+            "`{field}` must not contain control characters, got {value:?}"
+        ));
+    }
+    if value.starts_with(RESERVED_PREFIX) {
+        return Some(format!(
+            "`{field}` {value:?} starts with `{RESERVED_PREFIX}`, which is reserved for annals' own {field}s"
+        ));
+    }
+    None
+}
+
+impl Error {
+    /// The stored event a [`Error::DuplicateId`] carries (the one already in the log under
+    /// the reused id).
+    pub fn stored_event(&self) -> Option<Event> {
+        match self {
+            Error::DuplicateId { event, .. } => serde_json::from_str(event).ok(),
+            _ => None,
+        }
     }
 }
 

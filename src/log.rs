@@ -40,7 +40,7 @@ type IdMap = HashMap<EventId, u64, BuildHasherDefault<IdHasher>>;
 pub enum AppendResult {
     /// Newly written at this position.
     Appended(u64),
-    /// Its id was already in the log (or earlier in the batch), at this position.
+    /// The same event was already in the log, at this position (a retry: nothing written).
     Duplicate(u64),
 }
 
@@ -53,6 +53,11 @@ impl AppendResult {
 }
 
 /// A read request. All bounds are optional; `after` is exclusive, `to` inclusive.
+///
+/// The bounds and filters (`after`, `to`, `stream`, `fromVersion`, `type`,
+/// `correlationId`) choose the events; `backwards` only orders them newest first, and
+/// `limit` counts from the end the order starts at (the newest when backwards). So the
+/// next page backwards is `to: <the oldest position read> - 1`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ReadQuery {
@@ -61,6 +66,11 @@ pub struct ReadQuery {
     pub to: Option<u64>,
     pub limit: Option<usize>,
     pub stream: Option<String>,
+    /// With `stream`: its events from this version on (versions are 1-based; 0 is 1).
+    pub from_version: Option<u64>,
+    /// Newest first.
+    #[serde(default)]
+    pub backwards: bool,
     #[serde(rename = "type")]
     pub event_type: Option<String>,
     /// Events whose `meta.correlationId` is this (a whole command flow).
@@ -68,6 +78,27 @@ pub struct ReadQuery {
 }
 
 impl ReadQuery {
+    /// Whether the query is well-formed: `fromVersion` needs a `stream`.
+    pub fn check(&self) -> Result<()> {
+        if self.from_version.is_some() && self.stream.is_none() {
+            return Err(Error::InvalidArgument(
+                "`fromVersion` counts within a stream: give `stream` too".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether the query reads a range of positions (no filter to look up in an index).
+    pub fn is_range(&self) -> bool {
+        self.stream.is_none() && self.event_type.is_none() && self.correlation_id.is_none()
+    }
+
+    /// Whether `event` meets the version condition (`fromVersion`), besides
+    /// [`ReadQuery::matches`]: for pending events, which no index covers.
+    pub fn matches_version(&self, event: &EventRef<'_>) -> bool {
+        self.from_version.is_none_or(|v| event.version >= v)
+    }
+
     /// Whether `event` meets the stream, type and correlation conditions (not the bounds).
     pub fn matches(&self, event: &EventRef<'_>) -> bool {
         self.stream.as_deref().is_none_or(|s| s == event.stream)
@@ -85,7 +116,10 @@ impl ReadQuery {
         if json.trim().is_empty() {
             return Ok(ReadQuery::default());
         }
-        serde_json::from_str(json).map_err(|e| Error::InvalidArgument(format!("read query: {e}")))
+        let query: ReadQuery = serde_json::from_str(json)
+            .map_err(|e| Error::InvalidArgument(format!("read query: {e}")))?;
+        query.check()?;
+        Ok(query)
     }
 }
 
@@ -476,9 +510,8 @@ impl LogState {
     /// Whether `query` can be answered now: a query by stream, type or correlation needs
     /// the complete log; a range, the events it covers.
     pub fn check_readable(&self, query: &ReadQuery) -> Result<()> {
-        let filtered =
-            query.stream.is_some() || query.event_type.is_some() || query.correlation_id.is_some();
-        if filtered && !self.is_complete() {
+        query.check()?;
+        if !query.is_range() && !self.is_complete() {
             return Err(Error::Storage(
                 "the log is still loading: queries by stream, type or correlation id wait for it"
                     .into(),
@@ -490,9 +523,10 @@ impl LogState {
         Ok(())
     }
 
-    /// Positions matching `query`, in order. Walks the most selective index and checks
-    /// the other conditions on the events themselves. Queries by stream, type or
-    /// correlation need the complete log ([`LogState::check_readable`]).
+    /// Positions matching `query`, in its order (newest first when `backwards`), at most
+    /// `limit`. Walks the most selective index and checks the other conditions on the
+    /// events themselves. Queries by stream, type or correlation need the complete log
+    /// ([`LogState::check_readable`]).
     pub fn positions(&self, query: &ReadQuery) -> Vec<u64> {
         let to = query.to.unwrap_or(self.head).min(self.head);
         let limit = query.limit.unwrap_or(usize::MAX);
@@ -500,14 +534,29 @@ impl LogState {
             key.as_deref()
                 .map(|k| index.get(k).map_or(&[][..], |l| l.as_slice()))
         }
-        let candidates = lookup(&self.index.streams, &query.stream)
+        let by_stream = lookup(&self.index.streams, &query.stream);
+        let candidates = by_stream
             .or_else(|| lookup(&self.index.correlations, &query.correlation_id))
             .or_else(|| lookup(&self.index.types, &query.event_type));
         let Some(list) = candidates else {
-            let end = to.min(query.after.saturating_add(limit as u64));
-            return (query.after + 1..=end).collect();
+            if query.after >= to {
+                return Vec::new();
+            }
+            let span = to - query.after;
+            let count = span.min(limit as u64);
+            return if query.backwards {
+                (to + 1 - count..=to).rev().collect()
+            } else {
+                (query.after + 1..=query.after + count).collect()
+            };
         };
-        let start = list.partition_point(|p| *p <= query.after);
+        let mut start = list.partition_point(|p| *p <= query.after);
+        if let (Some(_), Some(from)) = (by_stream, query.from_version) {
+            // A stream's list holds its events in version order: version v is at v - 1.
+            start = start.max(usize::try_from(from.saturating_sub(1)).unwrap_or(usize::MAX));
+        }
+        let end = list.partition_point(|p| *p <= to);
+        let slice = &list[start.min(end)..end];
         let needs_check = [
             query.stream.is_some(),
             query.correlation_id.is_some(),
@@ -517,13 +566,19 @@ impl LogState {
         .filter(|b| **b)
         .count()
             > 1;
-        list[start..]
-            .iter()
-            .copied()
-            .take_while(|p| *p <= to)
-            .filter(|p| !needs_check || matches!(self.event(*p), Ok(Some(e)) if query.matches(&e)))
-            .take(limit)
-            .collect()
+        let keep =
+            |p: &u64| !needs_check || matches!(self.event(*p), Ok(Some(e)) if query.matches(&e));
+        if query.backwards {
+            slice
+                .iter()
+                .rev()
+                .copied()
+                .filter(keep)
+                .take(limit)
+                .collect()
+        } else {
+            slice.iter().copied().filter(keep).take(limit).collect()
+        }
     }
 
     /// The events matching `query`, owned.
@@ -556,7 +611,7 @@ impl LogState {
         count: &mut usize,
     ) -> Result<()> {
         self.check_readable(query)?;
-        if query.stream.is_none() && query.event_type.is_none() && query.correlation_id.is_none() {
+        if query.is_range() && !query.backwards {
             let to = query.to.unwrap_or(self.head);
             let to = to.min(
                 query

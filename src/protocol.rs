@@ -76,6 +76,20 @@ impl PushEvent {
 }
 
 impl PushEvent {
+    /// A digest of what makes this the same event as another under its id: stream, type,
+    /// schema version, and the `data` and `meta` JSON text byte for byte (not the time or
+    /// expected version: a retry may come later, at another expectation). See
+    /// [`content_digest`].
+    pub fn content_digest(&self) -> u64 {
+        content_digest(
+            &self.stream,
+            &self.event_type,
+            self.schema_version,
+            self.data.get(),
+            self.meta.as_ref().map(|m| m.get()),
+        )
+    }
+
     /// A digest of everything the client sent for this event (id, stream, type, schema
     /// version, payloads, time, expected version). A retry of the same push, or a late copy of it, carries the
     /// same fingerprint; an event appended again under the same id gets a new `time` and
@@ -111,6 +125,40 @@ impl PushEvent {
         hash ^= hash >> 33;
         hash
     }
+}
+
+/// The digest of an event's content ([`PushEvent::content_digest`]), from its stored
+/// fields: the server compares a pushed event with the stored one under its id by it.
+/// FNV-1a over length-prefixed fields, then a finaliser; only compared within one
+/// process, never stored.
+pub fn content_digest(
+    stream: &str,
+    event_type: &str,
+    schema_version: u32,
+    data: &str,
+    meta: Option<&str>,
+) -> u64 {
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    let mut feed = |bytes: &[u8]| {
+        for chunk in [&(bytes.len() as u64).to_le_bytes()[..], bytes] {
+            for b in chunk {
+                hash ^= u64::from(*b);
+                hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        }
+    };
+    feed(stream.as_bytes());
+    feed(event_type.as_bytes());
+    feed(&schema_version.to_le_bytes());
+    feed(data.as_bytes());
+    // An absent meta and an empty one differ: `None` feeds no length prefix at all.
+    if let Some(meta) = meta {
+        feed(meta.as_bytes());
+    }
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    hash ^= hash >> 33;
+    hash
 }
 
 fn is_any(v: &ExpectedVersion) -> bool {

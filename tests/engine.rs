@@ -121,37 +121,202 @@ fn a_conflict_anywhere_in_a_batch_writes_none_of_it() {
 }
 
 #[test]
-fn re_appending_an_id_returns_the_stored_event_and_writes_nothing() {
+fn a_retry_is_the_same_event_and_returns_the_stored_one_with_the_stream_version() {
     let engine = open(&MemoryStorage::new());
     let id = EventId::parse("0190a4c1-7d2e-7c3a-9f10-2b3c4d5e6f70").unwrap();
     let first = ev("s", "T", json!("first"))
         .with_id(id)
         .expecting(ExpectedVersion::NoStream);
-    assert_eq!(
-        block_on(engine.append(vec![first.clone()]))
-            .unwrap()
-            .results,
-        [AppendResult::Appended(1)]
+    let out = block_on(engine.append(vec![first.clone()])).unwrap();
+    assert_eq!(out.results, [AppendResult::Appended(1)]);
+    assert_eq!(out.stream_versions, [1]);
+    block_on(engine.append(vec![ev("s", "T", json!("second"))])).unwrap();
+    // A retry carries the same stale expectation; it is a duplicate, not a conflict, and
+    // it tells the stream's version now (2), not the stored event's (1).
+    let retry = block_on(engine.append(vec![first.clone()])).unwrap();
+    assert_eq!(retry.results, [AppendResult::Duplicate(1)]);
+    assert_eq!(retry.stream_versions, [2]);
+    assert!(retry.change.is_empty(), "a retry writes nothing");
+    assert_eq!(engine.head(), 2);
+    // A retry of a batch of several events.
+    let (a, b) = (
+        ev("u", "T", json!(1)).with_id(EventId([1; 16])),
+        ev("v", "T", json!(2)).with_id(EventId([2; 16])),
     );
-    // A retry carries the same stale expectation; it is a duplicate, not a conflict.
-    let retry = block_on(engine.append(vec![first, ev("s", "T", json!("next"))])).unwrap();
-    assert_eq!(
-        retry.results,
-        [AppendResult::Duplicate(1), AppendResult::Appended(2)]
-    );
-    assert_eq!(
-        engine.event_by_id(&id).unwrap().unwrap().data.get(),
-        r#""first""#
-    );
-    // The same new id twice in one batch is stored once.
-    let twice = NewEvent::new("t", "T", &1)
-        .unwrap()
-        .with_id(EventId([7; 16]));
-    let out = block_on(engine.append(vec![twice.clone(), twice])).unwrap();
+    let out = block_on(engine.append(vec![a.clone(), b.clone()])).unwrap();
     assert_eq!(
         out.results,
-        [AppendResult::Appended(3), AppendResult::Duplicate(3)]
+        [AppendResult::Appended(3), AppendResult::Appended(4)]
     );
+    let again = block_on(engine.append(vec![a.clone(), b.clone()])).unwrap();
+    assert_eq!(
+        again.results,
+        [AppendResult::Duplicate(3), AppendResult::Duplicate(4)]
+    );
+    assert_eq!(again.stream_versions, [1, 1]);
+    assert_eq!(engine.head(), 4);
+}
+
+#[test]
+fn a_reused_id_with_other_content_is_duplicate_id_carrying_the_stored_event() {
+    let engine = open(&MemoryStorage::new());
+    let id = EventId([5; 16]);
+    let stored = ev("s", "T", json!({"a": 1}))
+        .with_id(id)
+        .with_meta(&json!({"by": "me"}))
+        .unwrap();
+    block_on(engine.append(vec![stored.clone()])).unwrap();
+    let changed = [
+        (
+            "stream",
+            ev("t", "T", json!({"a": 1}))
+                .with_meta(&json!({"by": "me"}))
+                .unwrap(),
+        ),
+        (
+            "type",
+            ev("s", "U", json!({"a": 1}))
+                .with_meta(&json!({"by": "me"}))
+                .unwrap(),
+        ),
+        (
+            "data",
+            ev("s", "T", json!({"a": 2}))
+                .with_meta(&json!({"by": "me"}))
+                .unwrap(),
+        ),
+        ("meta", ev("s", "T", json!({"a": 1}))),
+        ("schemaVersion", stored.clone().with_schema_version(2)),
+    ];
+    for (field, event) in changed {
+        let before = engine.head();
+        let err = block_on(engine.append(vec![event.with_id(id)])).unwrap_err();
+        assert_eq!(err.code(), "DUPLICATE_ID", "{field}");
+        assert!(
+            err.to_string().contains(&format!("its {field} differs")),
+            "{err}"
+        );
+        let event = err.stored_event().expect("the stored event");
+        assert_eq!(
+            (event.id, event.position, event.data.get()),
+            (id, 1, r#"{"a":1}"#)
+        );
+        assert_eq!(engine.head(), before, "nothing written");
+    }
+    // JSON text is compared byte for byte: the same value spelled otherwise is another event.
+    let mut respelled = stored.clone();
+    respelled.data = serde_json::value::RawValue::from_string(r#"{ "a": 1 }"#.into()).unwrap();
+    assert_eq!(
+        block_on(engine.append(vec![respelled])).unwrap_err().code(),
+        "DUPLICATE_ID"
+    );
+    // Not compared: the expected version, time and origin.
+    let mut later = stored.clone().expecting(ExpectedVersion::NoStream);
+    later.time = Some(5);
+    later.origin = Some("elsewhere".into());
+    assert_eq!(
+        block_on(engine.append(vec![later])).unwrap().results,
+        [AppendResult::Duplicate(1)]
+    );
+}
+
+#[test]
+fn a_batch_is_wholly_a_retry_or_wholly_new() {
+    let engine = open(&MemoryStorage::new());
+    let known = ev("s", "T", json!(1)).with_id(EventId([1; 16]));
+    block_on(engine.append(vec![known.clone()])).unwrap();
+    // Known ids with new events: refused, naming the known ids; nothing written.
+    let err = block_on(engine.append(vec![
+        ev("s", "T", json!(2)),
+        known.clone(),
+        ev("s", "T", json!(3)).with_id(EventId([2; 16])),
+    ]))
+    .unwrap_err();
+    assert_eq!(err.code(), "DUPLICATE_ID");
+    assert!(
+        err.to_string().contains(&EventId([1; 16]).to_string()),
+        "{err}"
+    );
+    assert!(
+        matches!(&err, Error::DuplicateId { ids, .. } if ids == &[EventId([1; 16]).to_string()])
+    );
+    assert_eq!(err.stored_event().map(|e| e.position), Some(1));
+    assert_eq!(engine.head(), 1);
+    // One id twice in a batch is malformed, whether known or new.
+    for id in [EventId([1; 16]), EventId([9; 16])] {
+        let twice = ev("t", "T", json!(1)).with_id(id);
+        let err = block_on(engine.append(vec![twice.clone(), twice])).unwrap_err();
+        assert_eq!(err.code(), "INVALID_EVENT");
+        assert!(err.to_string().contains("event 1: id"), "{err}");
+    }
+    assert_eq!(engine.head(), 1);
+}
+
+#[test]
+fn a_synced_store_checks_retries_against_its_pending_events_too() {
+    let storage = MemoryStorage::new();
+    let engine = block_on(Engine::open(
+        storage,
+        EngineOptions {
+            synced: true,
+            ..options()
+        },
+    ))
+    .unwrap();
+    let pending = ev("s", "T", json!(1)).with_id(EventId([3; 16]));
+    block_on(engine.append(vec![pending.clone()])).unwrap();
+    let retry = block_on(engine.append(vec![pending.clone()])).unwrap();
+    assert_eq!(retry.results, [AppendResult::Duplicate(1)]);
+    let err = block_on(engine.append(vec![ev("s", "T", json!(2)).with_id(EventId([3; 16]))]))
+        .unwrap_err();
+    let stored = err.stored_event().unwrap();
+    assert!(stored.pending);
+    assert_eq!(engine.pending_count(), 1);
+}
+
+#[test]
+fn a_batch_over_max_batch_is_too_large_and_writes_nothing() {
+    let storage = MemoryStorage::new();
+    let mut options = options();
+    options.limits.max_batch_events = 3;
+    let engine = block_on(Engine::open(storage, options)).unwrap();
+    let batch = |n: usize| (0..n).map(|i| ev("s", "T", json!(i))).collect::<Vec<_>>();
+    assert_eq!(block_on(engine.append(batch(3))).unwrap().results.len(), 3);
+    let err = block_on(engine.append(batch(4))).unwrap_err();
+    assert_eq!(err.code(), "TOO_LARGE");
+    assert!(err.to_string().contains("at most 3 events"), "{err}");
+    assert_eq!(engine.head(), 3);
+    assert_eq!(annals::Limits::default().max_batch_events, 1_000);
+}
+
+#[test]
+fn names_with_edge_whitespace_control_characters_or_a_reserved_prefix_are_refused() {
+    let engine = open(&MemoryStorage::new());
+    for (stream, kind, expected) in [
+        (" s", "T", "`stream` must not start or end with whitespace"),
+        (
+            "s\u{a0}",
+            "T",
+            "`stream` must not start or end with whitespace",
+        ),
+        ("s", "T\n", "`type` must not start or end with whitespace"),
+        (
+            "s\u{7}x",
+            "T",
+            "`stream` must not contain control characters",
+        ),
+        ("s", "A\u{0}B", "`type` must not contain control characters"),
+        ("$all", "T", "reserved for annals' own streams"),
+        ("s", "$Deleted", "reserved for annals' own types"),
+    ] {
+        let err = block_on(engine.append(vec![ev(stream, kind, json!(1))])).unwrap_err();
+        assert_eq!(err.code(), "INVALID_EVENT", "{stream:?} {kind:?}");
+        assert!(err.to_string().contains(expected), "{err}");
+    }
+    // Inner spaces, other scripts and a `$` after the start are fine.
+    for stream in ["todo list 1", "t\u{e9}che-1", "a$b"] {
+        block_on(engine.append(vec![ev(stream, "Added", json!(1))])).unwrap();
+    }
     assert_eq!(engine.head(), 3);
 }
 
@@ -222,6 +387,140 @@ fn reads_by_range_stream_and_type() {
         ReadQuery::parse(r#"{"sream":"x"}"#).unwrap_err().code(),
         "INVALID_ARGUMENT"
     );
+}
+
+#[test]
+fn streams_read_from_a_version_and_backwards_with_limits_from_the_newest() {
+    let engine = open(&MemoryStorage::new());
+    // s0 at positions 1, 3, 5, 7, 9 (versions 1..=5); s1 at 2, 4, 6, 8, 10.
+    for i in 0..10 {
+        block_on(engine.append(vec![ev(&format!("s{}", i % 2), "T", json!(i))])).unwrap();
+    }
+    let q = |json: &str| ReadQuery::parse(json).unwrap();
+    let versions = |query: ReadQuery| -> Vec<u64> {
+        engine
+            .read(&query)
+            .unwrap()
+            .iter()
+            .map(|e| e.version)
+            .collect()
+    };
+    assert_eq!(versions(q(r#"{"stream":"s0","fromVersion":3}"#)), [3, 4, 5]);
+    assert_eq!(
+        versions(q(r#"{"stream":"s0","fromVersion":3,"limit":2}"#)),
+        [3, 4]
+    );
+    assert_eq!(
+        versions(q(r#"{"stream":"s0","fromVersion":0}"#)),
+        [1, 2, 3, 4, 5]
+    );
+    assert_eq!(
+        versions(q(r#"{"stream":"s0","fromVersion":9}"#)),
+        Vec::<u64>::new()
+    );
+    assert_eq!(
+        versions(q(r#"{"stream":"s1","backwards":true}"#)),
+        [5, 4, 3, 2, 1]
+    );
+    assert_eq!(
+        versions(q(r#"{"stream":"s1","backwards":true,"limit":2}"#)),
+        [5, 4]
+    );
+    assert_eq!(
+        versions(q(
+            r#"{"stream":"s1","fromVersion":2,"backwards":true,"limit":2}"#
+        )),
+        [5, 4]
+    );
+    // The next page backwards: `to` below the oldest position read.
+    assert_eq!(
+        positions(
+            &engine,
+            q(r#"{"stream":"s1","backwards":true,"limit":2,"to":7}"#)
+        ),
+        [6, 4]
+    );
+    // The whole log.
+    assert_eq!(
+        positions(&engine, q(r#"{"backwards":true,"limit":3}"#)),
+        [10, 9, 8]
+    );
+    assert_eq!(
+        positions(&engine, q(r#"{"after":7,"backwards":true}"#)),
+        [10, 9, 8]
+    );
+    assert_eq!(
+        positions(&engine, q(r#"{"after":2,"to":5,"backwards":true}"#)),
+        [5, 4, 3]
+    );
+    assert_eq!(
+        positions(&engine, q(r#"{"type":"T","backwards":true,"limit":2}"#)),
+        [10, 9]
+    );
+    let json: serde_json::Value = serde_json::from_str(
+        &engine
+            .read_json(&q(r#"{"backwards":true,"limit":2}"#))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        (json[0]["position"].as_u64(), json[1]["position"].as_u64()),
+        (Some(10), Some(9))
+    );
+    let err = ReadQuery::parse(r#"{"fromVersion":2}"#).unwrap_err();
+    assert_eq!(err.code(), "INVALID_ARGUMENT");
+    assert!(err.to_string().contains("give `stream` too"), "{err}");
+    // The stream's version without reading it.
+    assert_eq!(engine.try_stream_version("s0"), Ok(5));
+    assert_eq!(engine.try_stream_version("none"), Ok(0));
+}
+
+#[test]
+fn backwards_reads_of_a_synced_store_start_with_its_pending_events() {
+    let storage = MemoryStorage::new();
+    let engine = block_on(Engine::open(
+        storage,
+        EngineOptions {
+            synced: true,
+            ..options()
+        },
+    ))
+    .unwrap();
+    for i in 0..4 {
+        block_on(engine.append(vec![ev("s", "T", json!(i))])).unwrap();
+    }
+    let q = |json: &str| ReadQuery::parse(json).unwrap();
+    let read = |query: ReadQuery| -> Vec<(u64, bool)> {
+        let owned: Vec<(u64, bool)> = engine
+            .read(&query)
+            .unwrap()
+            .iter()
+            .map(|e| (e.version, e.pending))
+            .collect();
+        let json: Vec<serde_json::Value> =
+            serde_json::from_str(&engine.read_json(&query).unwrap()).unwrap();
+        let from_json: Vec<(u64, bool)> = json
+            .iter()
+            .map(|e| {
+                (
+                    e["version"].as_u64().unwrap(),
+                    e["pending"].as_bool().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(owned, from_json, "{query:?}");
+        owned
+    };
+    assert_eq!(
+        read(q(r#"{"stream":"s","backwards":true,"limit":3}"#)),
+        [(4, true), (3, true), (2, true)]
+    );
+    assert_eq!(
+        read(q(r#"{"stream":"s","fromVersion":3}"#)),
+        [(3, true), (4, true)]
+    );
+    assert_eq!(read(q(r#"{"backwards":true,"limit":1}"#)), [(4, true)]);
+    assert_eq!(engine.try_stream_version("s"), Ok(4));
 }
 
 #[test]

@@ -13,6 +13,12 @@ fn every_core_error() -> Vec<Error> {
             expected: ExpectedVersion::NoStream,
             actual: 1,
         },
+        Error::DuplicateId {
+            message: String::new(),
+            event: String::new(),
+            ids: Vec::new(),
+        },
+        Error::TooLarge(String::new()),
         Error::InvalidEvent(String::new()),
         Error::CommandRejected(String::new()),
         Error::InvalidArgument(String::new()),
@@ -28,6 +34,8 @@ fn every_core_error() -> Vec<Error> {
     for e in &all {
         match e {
             Error::WrongExpectedVersion { .. }
+            | Error::DuplicateId { .. }
+            | Error::TooLarge(_)
             | Error::InvalidEvent(_)
             | Error::CommandRejected(_)
             | Error::InvalidArgument(_)

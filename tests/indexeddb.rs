@@ -252,22 +252,19 @@ async fn re_appending_an_id_returns_the_original_position_and_writes_nothing() {
     assert_eq!(again.change.head(), 2);
     assert_eq!(engine.storage().segment_count().await.unwrap(), 2);
 
-    // A retried batch: the known event comes back as a duplicate, the new one is written.
+    // A batch is wholly a retry or wholly new: a known event with a new one is refused.
     let mixed = engine
         .append(vec![
             ev("s", "Paid", json!({"cents": 100})).with_id(id),
             ev("s", "Delivered", json!(null)),
         ])
         .await
-        .unwrap();
-    assert_eq!(
-        mixed.results,
-        [AppendResult::Duplicate(1), AppendResult::Appended(3)]
-    );
+        .unwrap_err();
+    assert_eq!(mixed.code(), "DUPLICATE_ID");
     engine.close().await;
 
     let reopened = open(&name).await;
-    assert_eq!(reopened.head(), 3);
+    assert_eq!(reopened.head(), 2);
     let ids: Vec<EventId> = all(&reopened).iter().map(|e| e.id).collect();
     assert_eq!(ids.iter().filter(|i| **i == id).count(), 1);
     // The id index is rebuilt from storage: still a duplicate after a reopen.

@@ -135,18 +135,21 @@ fn appends_after_a_lazy_open_keep_versions_ids_and_expectations_exact() {
     assert!(!engine.is_complete());
     // An id already in the log (position 3), far before what was loaded.
     let full = block_on(Engine::open(storage.another_handle(), options())).unwrap();
-    let existing: EventId = all(&full)[2].id;
-    let again = ev("s2", json!("again")).with_id(existing);
+    let stored = all(&full)[2].clone();
+    let mut again = ev(&stored.stream, json!(null)).with_id(stored.id);
+    again.data = stored.data.clone();
+    let out = block_on(engine.append(vec![again.clone()])).unwrap();
+    assert!(engine.is_complete(), "an append completes the log first");
+    assert_eq!(out.results, [AppendResult::Duplicate(3)]);
+    // The same id on another event is told apart from the stored one.
+    let err = block_on(engine.append(vec![ev(&stored.stream, json!("other")).with_id(stored.id)]))
+        .unwrap_err();
+    assert_eq!(err.code(), "DUPLICATE_ID");
     let out = block_on(engine.append(vec![
-        again,
         ev("s0", json!("new")).expecting(ExpectedVersion::Exact(15)),
     ]))
     .unwrap();
-    assert!(engine.is_complete(), "an append completes the log first");
-    assert_eq!(
-        out.results,
-        [AppendResult::Duplicate(3), AppendResult::Appended(101)]
-    );
+    assert_eq!(out.results, [AppendResult::Appended(101)]);
     let last = engine.read(&ReadQuery {
         after: 100,
         ..ReadQuery::default()

@@ -5,8 +5,10 @@
 //! short one.
 //!
 //! Operations: appends and batches with every kind of expected version, idempotent
-//! retries (re-appending known ids), invalid events, compaction, snapshots (put, get,
-//! delete, refused past the head), catching up, and crash-and-reopen of a tab.
+//! retries (a stored event appended again, exactly), reused ids (a known id on another
+//! event: `DUPLICATE_ID`), batches mixing both or repeating an id, invalid events,
+//! compaction, snapshots (put, get, delete, refused past the head), catching up, and
+//! crash-and-reopen of a tab. Reads check streams from a version and backwards too.
 //! `PROPTEST_CASES` sets the number of sequences (default 256).
 #![cfg(not(target_arch = "wasm32"))]
 
@@ -33,8 +35,11 @@ enum Id {
     Auto,
     /// A new id chosen by the app.
     Fresh,
-    /// An id appended before (the `n`-th known, modulo): an idempotent retry.
+    /// An id appended before (the `n`-th known, modulo), on whatever event this one is:
+    /// a reused id, unless the content happens to be the same.
     Known(usize),
+    /// The `n`-th stored event (modulo) appended again exactly: a retry.
+    Retry(usize),
 }
 
 #[derive(Debug, Clone)]
@@ -93,7 +98,8 @@ fn id_strategy() -> impl Strategy<Value = Id> {
     prop_oneof![
         2 => Just(Id::Auto),
         4 => Just(Id::Fresh),
-        2 => (0usize..64).prop_map(Id::Known),
+        1 => (0usize..64).prop_map(Id::Known),
+        2 => (0usize..64).prop_map(Id::Retry),
     ]
 }
 
@@ -165,12 +171,15 @@ struct Model {
 /// What the model says an append does.
 #[derive(Debug, PartialEq)]
 enum Verdict {
-    Ok(Vec<AppendResult>),
+    /// The results, and each event's stream version after the call.
+    Ok(Vec<AppendResult>, Vec<u64>),
     WrongVersion {
         stream: String,
         expected: ExpectedVersion,
         actual: u64,
     },
+    /// A known id on another event, or known ids mixed with new events: the known ids.
+    DuplicateId(Vec<EventId>),
     Invalid,
 }
 
@@ -179,25 +188,55 @@ impl Model {
         self.versions.get(stream).copied().unwrap_or(0)
     }
 
-    /// The rules, written as plainly as possible: invalid anywhere refuses the batch; an id
-    /// already stored or earlier in the batch is a duplicate; a broken expectation refuses
-    /// the batch; otherwise the next position and the stream's next version.
+    /// The rules, written as plainly as possible: invalid anywhere (or one id twice)
+    /// refuses the batch; a known id must be the very event stored under it, and then
+    /// every event of the batch must be one (a retry: nothing written, the stored
+    /// positions and the streams' versions now), else `DUPLICATE_ID`; a broken expectation
+    /// refuses the batch; otherwise the next position and the stream's next version.
     fn append(&mut self, batch: &[(Option<EventId>, NewEvent)], assigned: &[EventId]) -> Verdict {
         if batch.iter().any(|(_, e)| e.event_type.is_empty()) {
             return Verdict::Invalid;
+        }
+        let ids: Vec<EventId> = batch.iter().filter_map(|(id, _)| *id).collect();
+        if (1..ids.len()).any(|i| ids[..i].contains(&ids[i])) {
+            return Verdict::Invalid;
+        }
+        let known: Vec<EventId> = ids
+            .iter()
+            .copied()
+            .filter(|id| self.ids.contains_key(id))
+            .collect();
+        if !known.is_empty() {
+            let same = |id: &EventId, event: &NewEvent| {
+                let stored = &self.events[self.ids[id] as usize - 1];
+                stored.stream == event.stream
+                    && stored.kind == event.event_type
+                    && stored.schema_version == event.schema_version
+                    && stored.data == event.data.get()
+            };
+            for (id, event) in batch {
+                if let Some(id) = id.filter(|id| self.ids.contains_key(id)) {
+                    if !same(&id, event) {
+                        return Verdict::DuplicateId(vec![id]);
+                    }
+                }
+            }
+            if known.len() < batch.len() {
+                return Verdict::DuplicateId(known);
+            }
+            return Verdict::Ok(
+                known
+                    .iter()
+                    .map(|id| AppendResult::Duplicate(self.ids[id]))
+                    .collect(),
+                batch.iter().map(|(_, e)| self.version(&e.stream)).collect(),
+            );
         }
         let mut staged: Vec<ModelEvent> = Vec::new();
         let mut results = Vec::new();
         let mut versions = self.versions.clone();
         let mut auto = assigned.iter();
         for (id, event) in batch {
-            if let Some(id) = id {
-                let earlier = staged.iter().find(|s| s.id == *id).map(|s| s.position);
-                if let Some(p) = self.ids.get(id).copied().or(earlier) {
-                    results.push(AppendResult::Duplicate(p));
-                    continue;
-                }
-            }
             let actual = versions.get(&event.stream).copied().unwrap_or(0);
             let ok = match event.expected_version {
                 ExpectedVersion::Any => true,
@@ -236,7 +275,10 @@ impl Model {
             self.events.push(e);
         }
         self.versions = versions;
-        Verdict::Ok(results)
+        Verdict::Ok(
+            results,
+            batch.iter().map(|(_, e)| self.version(&e.stream)).collect(),
+        )
     }
 }
 
@@ -298,6 +340,20 @@ impl System {
         let mut planned: HashMap<&str, u64> = HashMap::new();
         let mut batch = Vec::new();
         for ev in events {
+            if let (Id::Retry(n), false) = (&ev.id, self.model.events.is_empty()) {
+                // The stored event again, exactly (its expectation may be stale: a retry
+                // is not checked against it).
+                let stored = self.model.events[n % self.model.events.len()].clone();
+                let mut event = NewEvent::new(stored.stream.as_str(), stored.kind.as_str(), &0)
+                    .expect("JSON")
+                    .with_id(stored.id)
+                    .with_schema_version(stored.schema_version)
+                    .expecting(ExpectedVersion::NoStream);
+                event.data = serde_json::value::RawValue::from_string(stored.data.clone())
+                    .expect("stored JSON");
+                batch.push((Some(stored.id), event));
+                continue;
+            }
             let stream = STREAMS[ev.stream];
             let id = match ev.id {
                 Id::Auto => None,
@@ -305,7 +361,7 @@ impl System {
                 Id::Known(n) if !self.known_ids.is_empty() => {
                     Some(self.known_ids[n % self.known_ids.len()])
                 }
-                Id::Known(_) => Some(self.fresh_id()),
+                Id::Known(_) | Id::Retry(_) => Some(self.fresh_id()),
             };
             // "Current" as the appending tab sees the stream (it may lag: then it fails,
             // as the model says, since the model knows the store).
@@ -366,8 +422,9 @@ impl System {
                 }
                 let expected = self.model.append(&batch, &assigned);
                 match (&expected, outcome) {
-                    (Verdict::Ok(results), Ok(outcome)) => {
+                    (Verdict::Ok(results, versions), Ok(outcome)) => {
                         prop_assert_eq!(results, &outcome.results);
+                        prop_assert_eq!(versions, &outcome.stream_versions);
                         for (id, result) in batch.iter().map(|(id, _)| id).zip(results) {
                             if let (Some(id), AppendResult::Appended(_)) = (id, result) {
                                 self.known_ids.push(*id);
@@ -390,6 +447,19 @@ impl System {
                         prop_assert_eq!((stream, expected, actual), (&s, &e, &a));
                     }
                     (Verdict::Invalid, Err(Error::InvalidEvent(_))) => {}
+                    (Verdict::DuplicateId(ids), Err(err @ Error::DuplicateId { .. })) => {
+                        let Error::DuplicateId { ids: got, .. } = &err else {
+                            unreachable!()
+                        };
+                        let ids: Vec<String> = ids.iter().map(EventId::to_string).collect();
+                        prop_assert_eq!(&ids, got);
+                        let stored = err.stored_event().expect("the stored event");
+                        let position = self.model.ids[&EventId::parse(&ids[0]).expect("id")];
+                        prop_assert_eq!(
+                            shape(&stored),
+                            self.model.events[position as usize - 1].clone()
+                        );
+                    }
                     (expected, got) => {
                         return Err(TestCaseError::fail(format!(
                             "the model says {expected:?}, the engine did {got:?}"
@@ -493,7 +563,34 @@ impl System {
                 .iter()
                 .map(shape)
                 .collect();
-            prop_assert_eq!(got.iter().collect::<Vec<_>>(), expected);
+            prop_assert_eq!(got.iter().collect::<Vec<_>>(), expected.clone());
+            let read = |query: ReadQuery| -> Vec<ModelEvent> {
+                engine
+                    .read(&query)
+                    .expect("read")
+                    .iter()
+                    .map(shape)
+                    .collect()
+            };
+            let newest: Vec<&ModelEvent> = expected.iter().rev().take(2).copied().collect();
+            let got = read(ReadQuery {
+                stream: Some(stream.into()),
+                backwards: true,
+                limit: Some(2),
+                ..ReadQuery::default()
+            });
+            prop_assert_eq!(got.iter().collect::<Vec<_>>(), newest);
+            let from_two: Vec<&ModelEvent> = expected
+                .iter()
+                .filter(|e| e.version >= 2)
+                .copied()
+                .collect();
+            let got = read(ReadQuery {
+                stream: Some(stream.into()),
+                from_version: Some(2),
+                ..ReadQuery::default()
+            });
+            prop_assert_eq!(got.iter().collect::<Vec<_>>(), from_two);
             prop_assert_eq!(
                 engine.stream_version(stream),
                 seen.iter().filter(|e| e.stream == stream).count() as u64
@@ -519,6 +616,18 @@ impl System {
                 .collect();
             prop_assert_eq!(got.iter().collect::<Vec<_>>(), expected);
         }
+        let newest: Vec<&ModelEvent> = seen.iter().rev().take(3).collect();
+        let got: Vec<ModelEvent> = engine
+            .read(&ReadQuery {
+                backwards: true,
+                limit: Some(3),
+                ..ReadQuery::default()
+            })
+            .expect("read")
+            .iter()
+            .map(shape)
+            .collect();
+        prop_assert_eq!(got.iter().collect::<Vec<_>>(), newest);
         if head > 0 {
             let (after, to) = (head as u64 / 2, head as u64);
             let json = engine.range_json(after, to).expect("range");
@@ -586,21 +695,49 @@ fn the_model_applies_the_rules() {
     let mut model = Model::default();
     let id = EventId([7; 16]);
     let ev = |stream: &str, expected| NewEvent::new(stream, "T", &1).unwrap().expecting(expected);
+    assert_eq!(
+        model.append(
+            &[
+                (Some(id), ev("s", ExpectedVersion::NoStream)),
+                (Some(id), ev("s", ExpectedVersion::Any)),
+            ],
+            &[],
+        ),
+        Verdict::Invalid,
+        "one id twice in a batch"
+    );
     let first = model.append(
         &[
             (Some(id), ev("s", ExpectedVersion::NoStream)),
-            (Some(id), ev("s", ExpectedVersion::Any)),
             (Some(EventId([8; 16])), ev("s", ExpectedVersion::Exact(1))),
         ],
         &[],
     );
     assert_eq!(
         first,
-        Verdict::Ok(vec![
-            AppendResult::Appended(1),
-            AppendResult::Duplicate(1),
-            AppendResult::Appended(2)
-        ])
+        Verdict::Ok(
+            vec![AppendResult::Appended(1), AppendResult::Appended(2)],
+            vec![2, 2]
+        )
+    );
+    // A retry (a stale expectation is not checked); a reused id; a mix.
+    assert_eq!(
+        model.append(&[(Some(id), ev("s", ExpectedVersion::NoStream))], &[]),
+        Verdict::Ok(vec![AppendResult::Duplicate(1)], vec![2])
+    );
+    assert_eq!(
+        model.append(&[(Some(id), ev("t", ExpectedVersion::Any))], &[]),
+        Verdict::DuplicateId(vec![id])
+    );
+    assert_eq!(
+        model.append(
+            &[
+                (Some(id), ev("s", ExpectedVersion::Any)),
+                (None, ev("s", ExpectedVersion::Any))
+            ],
+            &[]
+        ),
+        Verdict::DuplicateId(vec![id])
     );
     let refused = model.append(
         &[
@@ -623,7 +760,7 @@ fn the_model_applies_the_rules() {
             &[(None, ev("s", ExpectedVersion::Exists))],
             &[EventId([11; 16])]
         ),
-        Verdict::Ok(vec![AppendResult::Appended(3)])
+        Verdict::Ok(vec![AppendResult::Appended(3)], vec![3])
     );
     assert_eq!(model.version("s"), 3);
 }

@@ -16,6 +16,7 @@ on_every_backend!(
     push_then_pull_round_trips_every_field,
     concurrent_pushes_get_unique_gapless_positions,
     a_retried_push_answers_duplicate_with_the_original_positions,
+    a_reused_id_with_other_content_is_rejected_as_duplicate_id,
     a_version_conflict_rejects_that_event_only,
     a_rejection_answers_every_retry_of_the_same_event,
     a_long_poll_answers_as_soon_as_an_event_lands,
@@ -223,6 +224,86 @@ async fn a_retried_push_answers_duplicate_with_the_original_positions(backend: B
         .all(|r| r["status"] == "duplicate"));
     assert_eq!(again["head"], 5);
     assert_eq!(api.pull_all("store-a").await.len(), 5);
+    server.stop().await;
+}
+
+async fn a_reused_id_with_other_content_is_rejected_as_duplicate_id(backend: Backend) {
+    let server = backend.start().await;
+    let api = server.api("tok-a");
+    let mut stored = event("s", "A", json!({"n": 1}));
+    stored["meta"] = json!({"by": "me"});
+    api.push_ok("store-a", vec![stored.clone()]).await;
+    // The same event at another time and expectation: a retry.
+    let mut retry = stored.clone();
+    retry["time"] = json!(5);
+    retry["expectedVersion"] = json!("no_stream");
+    // The same id on another event: each differing field in turn.
+    let mut others = Vec::new();
+    for (field, value) in [
+        ("stream", json!("t")),
+        ("type", json!("B")),
+        ("data", json!({"n": 2})),
+        ("meta", json!({"by": "you"})),
+        ("schemaVersion", json!(2)),
+    ] {
+        let mut other = stored.clone();
+        other[field] = value;
+        others.push(other);
+    }
+    let mut without_meta = stored.clone();
+    without_meta
+        .as_object_mut()
+        .expect("an object")
+        .remove("meta");
+    others.push(without_meta);
+    let fresh = event("s", "C", json!(0));
+    // Within one push too: a new event, then its id on another event.
+    let mut fresh_again = fresh.clone();
+    fresh_again["data"] = json!("other");
+    let mut batch = vec![retry];
+    batch.extend(others);
+    batch.push(fresh.clone());
+    batch.push(fresh_again);
+    let pushed = api.push_ok("store-a", batch).await;
+    let results = pushed["results"].as_array().expect("results");
+    assert_eq!(
+        results[0],
+        json!({"id": stored["id"], "status": "duplicate", "position": 1, "version": 1})
+    );
+    for r in &results[1..7] {
+        assert_eq!(r["status"], "rejected", "{r}");
+        assert!(
+            r["reason"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("DUPLICATE_ID: ") && m.contains("position 1")),
+            "{r}"
+        );
+        assert!(r.get("actualVersion").is_none(), "{r}");
+    }
+    assert_eq!(results[7]["status"], "ok");
+    assert_eq!(results[8]["status"], "rejected");
+    assert_eq!(pushed["head"], 2);
+    let log = api.pull_all("store-a").await;
+    assert_eq!(log.len(), 2);
+    assert_eq!(log[0]["data"], json!({"n": 1}));
+    assert_eq!(log[1]["data"], json!(0));
+    // Names an append refuses, the push refuses too (the whole push: 400, nothing written).
+    for (stream, event_type) in [
+        (" s", "A"),
+        ("s", "A\n"),
+        ("s\u{7}", "A"),
+        ("$s", "A"),
+        ("s", "$A"),
+    ] {
+        let answer = api
+            .push(
+                "store-a",
+                &server_common::push_body(vec![event(stream, event_type, json!(0))]),
+            )
+            .await;
+        answer.assert_error(400, "INVALID_EVENT");
+    }
+    assert_eq!(api.pull_all("store-a").await.len(), 2);
     server.stop().await;
 }
 

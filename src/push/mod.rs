@@ -5,4 +5,4 @@ pub mod authority;
 pub mod rules;
 
 pub use authority::{Authorities, Authority, DeciderAuthority};
-pub use rules::{plan_push, Placed, PushCheck, PushPlan, Refusal};
+pub use rules::{plan_push, reused_id_reason, Placed, PushCheck, PushPlan, Refusal, Stored};

@@ -21,6 +21,25 @@ pub struct Placed {
     pub version: u64,
 }
 
+/// An event already stored under a pushed id: where it is, and the digest of its content
+/// ([`crate::protocol::content_digest`]) that tells a retry from a reused id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stored {
+    pub placed: Placed,
+    pub content: u64,
+}
+
+/// The reason a push answers for an id that is stored as another event. It starts with
+/// the error code, which clients report as the rejection's reason.
+pub fn reused_id_reason(id: &EventId, stored: &Stored) -> String {
+    format!(
+        "DUPLICATE_ID: id {id} is already stored as another event (position {}, version {} \
+         of its stream): a retry must repeat the event exactly (stream, type, schema version, \
+         data and meta); a new event needs a new id",
+        stored.placed.position, stored.placed.version
+    )
+}
+
 /// A rejection the server remembers: the verdict on the event with this
 /// [`PushEvent::fingerprint`]. Every later push of that same event (a retry after a lost
 /// answer, or a late copy of an old push) gets the same answer, so that a rejection the
@@ -65,7 +84,11 @@ impl PushPlan {
 /// streams), with the earlier events of the same push taken into account:
 ///
 /// 1. an id already stored (or accepted earlier in this push) answers `duplicate` with
-///    the original position and version, and writes nothing;
+///    the original position and version if the event is the same one (the same stream,
+///    type, schema version, data and meta: [`PushEvent::content_digest`]), and is
+///    `rejected` with a `DUPLICATE_ID` reason ([`reused_id_reason`]) if it is another;
+///    either way it writes nothing (and the rejection is not remembered: the stored event
+///    under the id never changes, so the answer cannot either);
 /// 2. the very event rejected before (same [`PushEvent::fingerprint`], in an earlier push
 ///    or earlier in this one) answers the same rejection: a verdict, once given, is final;
 /// 3. an expected version that the stream's current version does not satisfy answers
@@ -79,7 +102,7 @@ impl PushPlan {
 pub fn plan_push(
     head: u64,
     events: &[PushEvent],
-    existing: &HashMap<EventId, Placed>,
+    existing: &HashMap<EventId, Stored>,
     refused: &HashMap<EventId, Vec<Refusal>>,
     versions: &HashMap<String, u64>,
     mut check: Option<&mut dyn PushCheck>,
@@ -88,16 +111,25 @@ pub fn plan_push(
         head,
         ..PushPlan::default()
     };
-    let mut accepted: HashMap<EventId, Placed> = HashMap::new();
+    let mut accepted: HashMap<EventId, Stored> = HashMap::new();
     let mut current: HashMap<&str, u64> = HashMap::new();
     let mut touched: Vec<&str> = Vec::new();
     for (index, event) in events.iter().enumerate() {
-        if let Some(placed) = existing.get(&event.id).or_else(|| accepted.get(&event.id)) {
-            plan.results.push(PushResult::Duplicate {
-                id: event.id,
-                position: placed.position,
-                version: placed.version,
-            });
+        if let Some(stored) = existing.get(&event.id).or_else(|| accepted.get(&event.id)) {
+            plan.results
+                .push(if stored.content == event.content_digest() {
+                    PushResult::Duplicate {
+                        id: event.id,
+                        position: stored.placed.position,
+                        version: stored.placed.version,
+                    }
+                } else {
+                    PushResult::Rejected {
+                        id: event.id,
+                        reason: reused_id_reason(&event.id, stored),
+                        actual_version: None,
+                    }
+                });
             continue;
         }
         // Hashing the whole event is needed only to match a refusal remembered for its id,
@@ -169,7 +201,13 @@ pub fn plan_push(
         if current.insert(&event.stream, placed.version).is_none() {
             touched.push(&event.stream);
         }
-        accepted.insert(event.id, placed);
+        accepted.insert(
+            event.id,
+            Stored {
+                placed,
+                content: event.content_digest(),
+            },
+        );
         plan.inserts.push((index, placed));
         plan.results.push(PushResult::Ok {
             id: event.id,
@@ -207,9 +245,12 @@ mod tests {
     fn push_rules_apply_in_order_within_one_batch() {
         let existing = HashMap::from([(
             EventId([9; 16]),
-            Placed {
-                position: 4,
-                version: 2,
+            Stored {
+                placed: Placed {
+                    position: 4,
+                    version: 2,
+                },
+                content: ev(9, "a", ExpectedVersion::Any).content_digest(),
             },
         )]);
         let versions = HashMap::from([("a".to_string(), 2u64)]);
@@ -257,6 +298,88 @@ mod tests {
             plan.stream_versions,
             [("a".to_string(), 4), ("b".to_string(), 1)]
         );
+    }
+
+    #[test]
+    fn a_stored_id_answers_duplicate_only_for_the_same_event() {
+        let stored = ev(9, "a", ExpectedVersion::Any);
+        let existing = HashMap::from([(
+            stored.id,
+            Stored {
+                placed: Placed {
+                    position: 4,
+                    version: 2,
+                },
+                content: stored.content_digest(),
+            },
+        )]);
+        let versions = HashMap::from([("a".to_string(), 2u64)]);
+        let raw = |s: &str| RawValue::from_string(s.into()).unwrap();
+        let events = [
+            // The same event: another time and expectation make no difference.
+            PushEvent {
+                time: 99,
+                expected_version: ExpectedVersion::Exact(0),
+                ..stored.clone()
+            },
+            // The same id with other content, each field in turn: rejected, nothing written.
+            PushEvent {
+                data: raw("2"),
+                ..stored.clone()
+            },
+            PushEvent {
+                meta: Some(raw("{}")),
+                ..stored.clone()
+            },
+            PushEvent {
+                stream: "b".into(),
+                ..stored.clone()
+            },
+            PushEvent {
+                event_type: "U".into(),
+                ..stored.clone()
+            },
+            PushEvent {
+                schema_version: 2,
+                ..stored.clone()
+            },
+            // Within one push: a new event, then its id again with other content.
+            ev(1, "a", ExpectedVersion::Any),
+            PushEvent {
+                data: raw("\"other\""),
+                ..ev(1, "a", ExpectedVersion::Any)
+            },
+            ev(1, "a", ExpectedVersion::Any),
+        ];
+        let plan = plan_push(10, &events, &existing, &HashMap::new(), &versions, None);
+        let statuses: Vec<String> = plan
+            .results
+            .iter()
+            .map(|r| match r {
+                PushResult::Ok { position, .. } => format!("ok {position}"),
+                PushResult::Duplicate { position, .. } => format!("dup {position}"),
+                PushResult::Rejected {
+                    reason,
+                    actual_version,
+                    ..
+                } => {
+                    assert!(reason.starts_with("DUPLICATE_ID: "), "{reason}");
+                    assert_eq!(*actual_version, None);
+                    "reused".into()
+                }
+            })
+            .collect();
+        assert_eq!(
+            statuses,
+            [
+                "dup 4", "reused", "reused", "reused", "reused", "reused", "ok 11", "reused",
+                "dup 11"
+            ]
+        );
+        assert_eq!(plan.inserts.len(), 1);
+        // The stored event never changes, so a reused id needs no remembered verdict.
+        assert!(plan.refusals.is_empty());
+        assert!(plan.rejects_any());
     }
 
     #[test]

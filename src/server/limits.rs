@@ -40,7 +40,8 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_body_bytes: 4 * 1024 * 1024,
-            max_events_per_push: 1_000,
+            // Also the client's default batch limit: any batch an app may append fits one push.
+            max_events_per_push: crate::event::DEFAULT_MAX_BATCH,
             max_event_bytes: 1024 * 1024,
             max_name_bytes: crate::event::Limits::default().max_name_bytes,
             default_pull_limit: DEFAULT_PULL_LIMIT,
@@ -165,8 +166,12 @@ pub fn event_problem(event: &PushEvent, limits: &Limits) -> Option<EventProblem>
         });
     }
     let check = || -> Result<(), String> {
-        check_name("stream", &event.stream, limits)?;
-        check_name("type", &event.event_type, limits)?;
+        // The names an append accepts (crate::event::name_problem), and no more.
+        for (field, value) in [("stream", &event.stream), ("type", &event.event_type)] {
+            if let Some(problem) = crate::event::name_problem(field, value, limits.max_name_bytes) {
+                return Err(problem);
+            }
+        }
         for (field, raw) in [("data", Some(&event.data)), ("meta", event.meta.as_ref())] {
             if let Some(raw) = raw {
                 check_json(raw.get(), limits.max_json_depth)

@@ -20,12 +20,12 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBeha
 use serde_json::value::RawValue;
 
 use crate::event::Event;
-use crate::protocol::{PullResponse, PushEvent, PushResponse};
+use crate::protocol::{content_digest, PullResponse, PushEvent, PushResponse};
 use crate::push::authority::Authorities;
 use crate::server::store::{
     distinct_streams, event_bytes, new_epoch, now_ms, plan_push, stored_id, stored_schema_version,
     stored_u64, to_i64, BoxFuture, Changes, Placed, Refusal, ServerStore, StoreError, StoreInfo,
-    PULL_BYTE_BUDGET,
+    Stored, PULL_BYTE_BUDGET,
 };
 
 const SCHEMA: &str = "
@@ -263,23 +263,42 @@ impl Inner {
         tx: &Connection,
         store_id: i64,
         events: &[PushEvent],
-    ) -> Result<HashMap<crate::event::EventId, Placed>, StoreError> {
+    ) -> Result<HashMap<crate::event::EventId, Stored>, StoreError> {
         let mut existing = HashMap::new();
         let mut find = tx.prepare_cached(
-            "SELECT position, version FROM events WHERE store_id = ?1 AND id = ?2",
+            "SELECT position, version, stream, type, schema_version, data, meta
+             FROM events WHERE store_id = ?1 AND id = ?2",
         )?;
         for event in events {
             let found = find
                 .query_row(params![store_id, &event.id.0[..]], |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, i64>(4)?,
+                        r.get::<_, String>(5)?,
+                        r.get::<_, Option<String>>(6)?,
+                    ))
                 })
                 .optional()?;
-            if let Some((position, version)) = found {
+            if let Some((position, version, stream, event_type, schema_version, data, meta)) = found
+            {
                 existing.insert(
                     event.id,
-                    Placed {
-                        position: stored_u64(position, "position")?,
-                        version: stored_u64(version, "version")?,
+                    Stored {
+                        placed: Placed {
+                            position: stored_u64(position, "position")?,
+                            version: stored_u64(version, "version")?,
+                        },
+                        content: content_digest(
+                            &stream,
+                            &event_type,
+                            stored_schema_version(schema_version)?,
+                            &data,
+                            meta.as_deref(),
+                        ),
                     },
                 );
             }

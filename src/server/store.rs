@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use crate::event::EventId;
 use crate::protocol::{PullResponse, PushEvent, PushResponse};
-pub use crate::push::rules::{plan_push, Placed, PushPlan, Refusal};
+pub use crate::push::rules::{plan_push, Placed, PushPlan, Refusal, Stored};
 
 /// A boxed future, so that [`ServerStore`] can be used as a trait object.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -6,9 +6,10 @@ use std::collections::HashMap;
 
 use crate::clock::{IdSource, Uuidv7};
 use crate::event::{Event, EventId};
+use crate::protocol::content_digest;
 use crate::protocol::{PullResponse, PushRequest, PushResponse};
 use crate::push::authority::Authorities;
-use crate::push::rules::{plan_push, Placed, Refusal};
+use crate::push::rules::{plan_push, Placed, Refusal, Stored};
 
 #[derive(Debug, Default)]
 struct StoreLog {
@@ -58,9 +59,18 @@ impl MemoryServer {
                     let stored = &log.events[*log.ids.get(&e.id)?];
                     Some((
                         e.id,
-                        Placed {
-                            position: stored.position,
-                            version: stored.version,
+                        Stored {
+                            placed: Placed {
+                                position: stored.position,
+                                version: stored.version,
+                            },
+                            content: content_digest(
+                                &stored.stream,
+                                &stored.event_type,
+                                stored.schema_version,
+                                stored.data.get(),
+                                stored.meta.as_ref().map(|m| m.get()),
+                            ),
                         },
                     ))
                 })

@@ -57,6 +57,17 @@ pub fn to_js_error(err: &Error) -> JsValue {
         set("expectedVersion", &expected);
         set("actualVersion", &JsValue::from_f64(*actual as f64));
     }
+    if let Error::DuplicateId { event, ids, .. } = err {
+        // The stored event as reads return it; JSON the engine wrote, so it parses.
+        if let Ok(stored) = js_sys::JSON::parse(event) {
+            set("event", &stored);
+        }
+        let list = js_sys::Array::new();
+        for id in ids {
+            list.push(&JsValue::from_str(id));
+        }
+        set("ids", &list);
+    }
     js.into()
 }
 
@@ -122,6 +133,12 @@ impl OpenOptionsExt for OpenOptions {
                 ));
             }
             limits.max_name_bytes = bytes;
+        }
+        if let Some(events) = self.max_batch {
+            if events == 0 {
+                return Err(Error::InvalidArgument("`maxBatch` must be positive".into()));
+            }
+            limits.max_batch_events = events;
         }
         Ok(EngineOptions {
             limits,
@@ -484,10 +501,17 @@ impl WasmStore {
         }
     }
 
-    /// The events matching a JSON query `{after?, to?, limit?, stream?, type?}`, as a JSON
-    /// array.
+    /// The events matching a JSON query `{after?, to?, limit?, stream?, fromVersion?,
+    /// backwards?, type?, correlationId?}` (`ReadQuery`), as a JSON array.
     pub fn read(&self, query_json: &str) -> std::result::Result<String, JsValue> {
         js_result(ReadQuery::parse(query_json).and_then(|q| self.engine.read_json(&q)))
+    }
+
+    /// The version of `stream` in this replica (confirmed and pending events; 0 when it
+    /// has none), from the stream index: no event is read. Needs the complete log.
+    #[wasm_bindgen(js_name = streamVersion)]
+    pub fn stream_version(&self, stream: &str) -> std::result::Result<f64, JsValue> {
+        js_result(self.engine.try_stream_version(stream)).map(|v| v as f64)
     }
 
     /// Events `after + 1 ..= to` as a JSON array.
@@ -680,15 +704,14 @@ async fn append_json(
     let outcome = engine.append(batch).await?;
     // The engine notified its listeners just before returning: no other change came since.
     let seq = (!outcome.change.is_empty()).then(|| changes.get());
-    let previous_head = outcome.change.previous_head();
-    // The stored events of inputs whose id was known, each once.
+    // The stored events of a retry (a batch is wholly a retry or wholly new), each once.
     let mut seen = HashSet::new();
     let known: Vec<u64> = outcome
         .results
         .iter()
         .filter_map(|result| match *result {
-            AppendResult::Duplicate(position) if position <= previous_head => Some(position),
-            _ => None,
+            AppendResult::Duplicate(position) => Some(position),
+            AppendResult::Appended(_) => None,
         })
         .filter(|position| seen.insert(*position))
         .collect();
@@ -696,6 +719,7 @@ async fn append_json(
     to_json(&AppendReply {
         results: outcome.results.iter().map(|r| r.position()).collect(),
         duplicates: JsonFragment::trusted(&duplicates),
+        stream_versions: outcome.stream_versions.clone(),
         seq,
     })
 }

@@ -769,6 +769,14 @@ impl Sim {
                         self.log(|| format!("client {c} tab {t} appended {:?}", outcome.results));
                     }
                     Err(Error::WrongExpectedVersion { .. }) => self.figures.local_conflicts += 1,
+                    // A batch is wholly a retry or wholly new: one that mixes a known
+                    // event with new ones is refused, writing nothing. Templates keep an
+                    // id's content, so a known id never comes with other content here.
+                    Err(e @ Error::DuplicateId { .. })
+                        if e.to_string().contains("mixes retries") =>
+                    {
+                        self.count("a batch mixing retries with new events refused");
+                    }
                     Err(e) if is_injected(&e) => {}
                     Err(e) => return Err(format!("client {c}: append failed: {e}")),
                 }
@@ -875,8 +883,10 @@ impl Sim {
             let reuse = !self.template_ids.is_empty() && self.rng.chance(self.cfg.repeat_id);
             let id = if reuse {
                 let id = self.template_ids[self.rng.below(self.template_ids.len())];
-                if self.in_flight[c].contains(&id) && !ids.contains(&id) {
-                    continue; // another tab of this client is appending it right now
+                if self.in_flight[c].contains(&id) || ids.contains(&id) {
+                    // Another tab of this client is appending it right now, or it is in
+                    // this batch already (one id twice in a batch is an invalid event).
+                    continue;
                 }
                 id
             } else {

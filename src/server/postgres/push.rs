@@ -19,7 +19,7 @@ use super::versions::{Known, MAX_KNOWN_STREAMS};
 use super::PgStore;
 use crate::event::{Event, EventId};
 use crate::protocol::{PushEvent, PushResponse};
-use crate::push::rules::{plan_push, Placed, PushPlan, Refusal};
+use crate::push::rules::{plan_push, PushPlan, Refusal, Stored};
 use crate::server::store::{distinct_streams, new_epoch, to_i64, StoreError};
 
 /// What a push attempt may assume. The first assumes both; each retry drops one, so a
@@ -124,7 +124,7 @@ struct Locked {
     /// Every pushed stream's version once [`Memory::settle`] ran (0: no events yet).
     versions: HashMap<String, u64>,
     /// The pushed ids already stored (looked up only when the attempt says so).
-    existing: HashMap<EventId, Placed>,
+    existing: HashMap<EventId, Stored>,
     /// The refusals remembered for the pushed ids.
     refused: HashMap<EventId, Vec<Refusal>>,
 }

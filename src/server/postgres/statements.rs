@@ -8,8 +8,8 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row, Statement};
 
 use crate::event::{Event, EventId};
-use crate::protocol::PushEvent;
-use crate::push::rules::{Placed, PushPlan, Refusal};
+use crate::protocol::{content_digest, PushEvent};
+use crate::push::rules::{Placed, PushPlan, Refusal, Stored};
 use crate::server::sqlite::raw_json;
 use crate::server::store::{stored_id, stored_schema_version, stored_u64, to_i64, StoreError};
 
@@ -70,10 +70,11 @@ impl Statements {
             // from a generic plan cached while the table was small, which filters or
             // hashes every row of the store.
             client.prepare(
-                "SELECT e.id, e.position, e.version
+                "SELECT e.id, e.position, e.version, e.stream, e.type, e.schema_version, e.data, e.meta
                  FROM UNNEST($2::bytea[]) AS k(id)
                  CROSS JOIN LATERAL (
-                     SELECT e.id, e.position, e.version FROM events e
+                     SELECT e.id, e.position, e.version, e.stream, e.type, e.schema_version, e.data, e.meta
+                     FROM events e
                      WHERE e.store_id = (SELECT id FROM stores WHERE name = $1) AND e.id = k.id
                      LIMIT 1
                  ) e"
@@ -236,15 +237,25 @@ pub(super) async fn remember_refusals(
     Ok(())
 }
 
-/// Stored events by id, from the `existing_ids` lookup.
-pub(super) fn placed_ids(rows: &[Row]) -> Result<HashMap<EventId, Placed>, StoreError> {
+/// Stored events by id, from the `existing_ids` lookup: where each is and the digest of
+/// its content (a retry repeats it; a reused id does not).
+pub(super) fn placed_ids(rows: &[Row]) -> Result<HashMap<EventId, Stored>, StoreError> {
     let mut placed = HashMap::with_capacity(rows.len());
     for row in rows {
         placed.insert(
             stored_id(row.try_get::<_, &[u8]>(0)?)?,
-            Placed {
-                position: stored_u64(row.try_get(1)?, "position")?,
-                version: stored_u64(row.try_get(2)?, "version")?,
+            Stored {
+                placed: Placed {
+                    position: stored_u64(row.try_get(1)?, "position")?,
+                    version: stored_u64(row.try_get(2)?, "version")?,
+                },
+                content: content_digest(
+                    row.try_get(3)?,
+                    row.try_get(4)?,
+                    stored_schema_version(row.try_get(5)?)?,
+                    row.try_get(6)?,
+                    row.try_get(7)?,
+                ),
             },
         );
     }
