@@ -235,7 +235,42 @@ async fn a_cut_off_file_and_a_newer_format_are_refused(backend: Backend) {
     server.stop().await;
 }
 
+async fn a_line_reusing_a_stored_id_for_another_event_is_rejected_by_line(backend: Backend) {
+    let server = backend.start().await;
+    fill(&server, "store-a", 20).await;
+    let database = backend.database_url();
+    let scratch = Scratch::new();
+    let file = scratch.path("export.ndjson");
+    export(&database, "store-a", &file);
+    // Line 6 keeps event 5's id but changes its data; line 21 is a new event.
+    let text = std::fs::read_to_string(&file).expect("export");
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    lines[5] = lines[5].replace("{\"n\":4}", "{\"n\":-4}");
+    let mut extra = serde_json::from_str::<Value>(&lines[20]).expect("event");
+    extra["id"] = json!(server_common::new_id());
+    lines[0] = lines[0].replace("\"count\":20", "\"count\":21");
+    lines.push(extra.to_string());
+    let changed = scratch.path("changed.ndjson");
+    std::fs::write(&changed, lines.join("\n") + "\n").expect("write");
+
+    let (code, report, stderr) = import(&database, "store-a", &changed, &[]);
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(report["rejected"], 1);
+    assert_eq!(report["duplicates"], 19);
+    assert_eq!(report["imported"], 1);
+    assert!(
+        stderr.contains("line 6: event") && stderr.contains("rejected"),
+        "{stderr}"
+    );
+    // The stored event is unchanged.
+    let events = server.api("tok-all").pull_all("store-a").await;
+    assert_eq!(events[4]["data"], json!({ "n": 4 }));
+    assert_eq!(events.len(), 21);
+    server.stop().await;
+}
+
 on_every_backend!(
+    a_line_reusing_a_stored_id_for_another_event_is_rejected_by_line,
     export_then_import_reproduces_the_log_and_a_second_import_adds_nothing,
     a_bad_line_is_reported_by_number_and_nothing_of_its_batch_is_written,
     a_cut_off_file_and_a_newer_format_are_refused,

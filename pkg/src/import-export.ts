@@ -127,6 +127,13 @@ interface Parsed {
   where: string;
   id: string;
   json: string;
+  /** What makes it the same event as a stored one with its id (as the core compares). */
+  same: string;
+}
+
+/** The parts that make two events with one id the same event: stream, type, schema version, data, meta. */
+function sameKey(stream: string, type: string, schemaVersion: number, dataJson: string, metaJson: string | undefined): string {
+  return JSON.stringify([stream, type, schemaVersion, dataJson, metaJson ?? null]);
 }
 
 function utf8Length(text: string): number {
@@ -178,7 +185,8 @@ function parseEvent(value: unknown, where: string, maxEventBytes: number): Parse
   if (metaJson !== undefined) json += `,"meta":${metaJson}`;
   if (time !== undefined) json += `,"time":${time as number}`;
   if (typeof origin === "string") json += `,"origin":${JSON.stringify(origin)}`;
-  return { where, id, json: json + "}" };
+  const same = sameKey(stream as string, type as string, (schemaVersion as number | undefined) ?? 1, dataJson, metaJson);
+  return { where, id, json: json + "}", same };
 }
 
 /** A header line: `{ format, formatVersion, count | events }`, or undefined for an event. */
@@ -235,6 +243,38 @@ async function* items(source: unknown): AsyncGenerator<Item> {
   }
 }
 
+function reusedId(event: Parsed, why: string): AnnalsError {
+  return new AnnalsError(
+    "DUPLICATE_ID",
+    `importEvents: ${event.where}: id ${event.id} is already taken by another event (${why}); an id names one event, so a line with a known id must be that same event (stream, type, schemaVersion, data and meta)`,
+  );
+}
+
+/**
+ * Lines whose id the store has must be the events stored under it (as an append of a known
+ * id must be: see the core's idempotency rules); otherwise DUPLICATE_ID names the line. The
+ * stored events are read in runs of consecutive positions, one crossing per run (a second
+ * import of the same file reads each batch in one).
+ */
+function checkStored(host: TransferHost, stored: { event: Parsed; position: number }[]): void {
+  if (stored.length === 0) return;
+  const sorted = [...stored].sort((a, b) => a.position - b.position);
+  let i = 0;
+  while (i < sorted.length) {
+    let j = i + 1;
+    while (j < sorted.length && sorted[j]!.position - sorted[j - 1]!.position <= 1) j += 1;
+    const from = sorted[i]!.position;
+    const events = JSON.parse(host.rangeJson(from - 1, sorted[j - 1]!.position)) as AnnalsEvent[];
+    for (const { event, position } of sorted.slice(i, j)) {
+      const e = events[position - from];
+      if (e === undefined) continue;
+      const key = sameKey(e.stream, e.type, e.schemaVersion ?? 1, JSON.stringify(e.data), e.meta === undefined ? undefined : JSON.stringify(e.meta));
+      if (key !== event.same) throw reusedId(event, `the store holds another event under it at position ${position}`);
+    }
+    i = j;
+  }
+}
+
 /** The core refused a batch (`event 3: ...`): name the line instead of the batch index. */
 function refusal(error: unknown, batch: Parsed[]): unknown {
   const converted = fromWasmError(error);
@@ -273,12 +313,17 @@ export async function importEvents(host: TransferHost, source: unknown, options?
     const positions = host.positionsOf(batch.map((e) => e.id));
     // First occurrences of ids the store does not have: the rest write nothing.
     const fresh: Parsed[] = [];
-    const inBatch = new Set<string>();
+    const stored: { event: Parsed; position: number }[] = [];
+    const inBatch = new Map<string, Parsed>();
     batch.forEach((event, i) => {
-      const known = positions[i]! > 0 || inBatch.has(event.id) || newInDryRun.has(event.id);
-      inBatch.add(event.id);
-      if (!known) fresh.push(event);
+      const position = positions[i]!;
+      const earlier = inBatch.get(event.id);
+      if (position > 0) stored.push({ event, position });
+      else if (earlier !== undefined && earlier.same !== event.same) throw reusedId(event, `${earlier.where} has another event with this id`);
+      if (earlier === undefined) inBatch.set(event.id, event);
+      if (position === 0 && earlier === undefined && !newInDryRun.has(event.id)) fresh.push(event);
     });
+    checkStored(host, stored);
     if (settings.dryRun) {
       for (const event of fresh) newInDryRun.add(event.id);
     } else if (fresh.length > 0) {

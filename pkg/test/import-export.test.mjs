@@ -145,6 +145,29 @@ describe("importEvents", () => {
     }
   });
 
+  test("a line whose id the store holds as another event is DUPLICATE_ID, nothing of its batch written", async () => {
+    const file = ndjson(1_500);
+    const store = await open();
+    try {
+      await store.importEvents(file.split("\n").slice(1, 1_001).join("\n"));
+      assert.equal(store.head, 1_000);
+      // Line 11 reuses a stored id for other data; line 1,201 (batch two) is new.
+      const lines = file.split("\n");
+      lines[10] = lines[10].replace(/"amount":\d+/, '"amount":-1');
+      const error = await rejectsWith(store.importEvents(lines.join("\n")), "DUPLICATE_ID");
+      assert.match(error.message, /line 11: id [0-9a-f-]{36} is already taken by another event/);
+      assert.equal(store.head, 1_000, "the first batch held the bad line: nothing of it written");
+      // One id twice in the source, as two different events.
+      const twice = [lines[1_200], lines[1_200].replace(/"amount":\d+/, '"amount":-2')].join("\n");
+      const repeated = await rejectsWith(store.importEvents(twice), "DUPLICATE_ID");
+      assert.match(repeated.message, /line 2: .*line 1 has another event with this id/);
+      // The very same lines again are plain duplicates.
+      assert.deepEqual(await store.importEvents(file), { imported: 500, duplicates: 1_000, lines: 1_500 });
+    } finally {
+      await store.close();
+    }
+  });
+
   test("a cut-off file, another format and a newer format version are refused", async () => {
     const store = await open();
     try {

@@ -252,7 +252,19 @@ async fn import(settings: &Settings, args: &ImportArgs) -> ExitCode {
                     }
                 );
             }
-            ExitCode::SUCCESS
+            // Refused events (an id the store holds as another event) are named by line;
+            // the rest of the file was imported.
+            for rejected in &report.rejections {
+                eprintln!(
+                    "annals-server import: line {}: event {} rejected: {}",
+                    rejected.line, rejected.id, rejected.reason
+                );
+            }
+            if report.rejected > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
         }
         Err(e) => {
             eprintln!("annals-server import: {e}");

@@ -188,8 +188,19 @@ pub struct ImportReport {
     pub imported: u64,
     /// Events whose id the store already had (or that came earlier in the input).
     pub duplicates: u64,
-    /// Events the push rules refused (an authority's refusal; none from the command line).
+    /// Events the push rules refused: an id the store holds as another event (reason
+    /// `DUPLICATE_ID`), or an authority's refusal (none from the command line).
     pub rejected: u64,
+    /// The refused events' lines, ids and reasons, in order.
+    pub rejections: Vec<RejectedLine>,
+}
+
+/// An imported event the push rules refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RejectedLine {
+    pub line: u64,
+    pub id: EventId,
+    pub reason: String,
 }
 
 /// One event line as read: the fields of an event as stored; `position`, `version` and
@@ -328,7 +339,7 @@ pub async fn import(
     let mut announced: Option<u64> = None;
     let mut line_number = 0u64;
     let mut text = String::new();
-    let mut batch: Vec<(PushEvent, Option<String>)> = Vec::with_capacity(batch_size);
+    let mut batch: Vec<(PushEvent, Option<String>, u64)> = Vec::with_capacity(batch_size);
     loop {
         let more = next_line(input, &mut text, max_line).map_err(|e| {
             if e.kind() == std::io::ErrorKind::InvalidData {
@@ -355,13 +366,13 @@ pub async fn import(
                     Err(message) => return Err(TransferError::BadLine { line: 1, message }),
                 }
             }
-            let parsed =
+            let (event, origin) =
                 parse_line(&text, &options.limits).map_err(|message| TransferError::BadLine {
                     line: line_number,
                     message,
                 })?;
             report.lines += 1;
-            batch.push(parsed);
+            batch.push((event, origin, line_number));
         }
         if batch.len() >= batch_size || (!more && !batch.is_empty()) {
             let events = std::mem::take(&mut batch);
@@ -395,26 +406,33 @@ pub async fn import(
 async fn write_batch(
     backend: &dyn ServerStore,
     store: &str,
-    events: Vec<(PushEvent, Option<String>)>,
+    events: Vec<(PushEvent, Option<String>, u64)>,
     report: &mut ImportReport,
 ) -> Result<(), TransferError> {
     let mut run: Vec<PushEvent> = Vec::new();
+    let mut lines: Vec<u64> = Vec::new();
     let mut events = events.into_iter().peekable();
-    while let Some((event, origin)) = events.next() {
+    while let Some((event, origin, line)) = events.next() {
         run.push(event);
-        let next_differs = events.peek().is_none_or(|(_, next)| *next != origin);
+        lines.push(line);
+        let next_differs = events.peek().is_none_or(|(_, next, _)| *next != origin);
         if next_differs {
             let client = origin.as_deref().unwrap_or(DEFAULT_ORIGIN);
             let answer = backend
                 .push(store, client, std::mem::take(&mut run))
                 .await?;
-            for result in &answer.results {
+            // One result per pushed event, in order.
+            for (result, line) in answer.results.iter().zip(lines.drain(..)) {
                 match result {
                     PushResult::Ok { .. } => report.imported += 1,
                     PushResult::Duplicate { .. } => report.duplicates += 1,
                     PushResult::Rejected { id, reason, .. } => {
-                        tracing::warn!(%id, reason, "an imported event was rejected");
                         report.rejected += 1;
+                        report.rejections.push(RejectedLine {
+                            line,
+                            id: *id,
+                            reason: reason.clone(),
+                        });
                     }
                 }
             }
