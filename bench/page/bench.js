@@ -297,7 +297,8 @@ const bench = {
     let ms = 0;
     let closeMs = 0;
     if (contender === "annals") {
-      const store = await openStore({ name, projections: { counter: projection(1) } });
+      // The travel log's big store is filled in batches of 10,000 (over the default maxBatch).
+      const store = await openStore({ name, projections: { counter: projection(1) }, maxBatch: Math.max(batch, 1000) });
       for (let i = 0; i < n; i += batch) {
         const events = batchAt(start + i, Math.min(batch, n - i));
         const t0 = now();

@@ -1,4 +1,5 @@
 import { ANNALS_ERROR_CODES, type AnnalsErrorCode } from "./generated/error-codes.js";
+import type { AnnalsEvent } from "./types.js";
 
 // The codes are defined once, in Rust (`ErrorCode` in src/error_code.rs), and generated
 // into ./generated/error-codes.ts; pkg/test/error-codes.test.mjs checks the generated list
@@ -27,6 +28,10 @@ export interface AnnalsErrorDetails {
   type?: string;
   /** For `INVALID_EVENT`: why (the validator's issues, or the value JSON cannot carry). */
   issues?: EventIssue[];
+  /** For `DUPLICATE_ID`: the event stored under the reused id (the first one, for a mixed batch). */
+  event?: AnnalsEvent;
+  /** For `DUPLICATE_ID`: the known ids of the refused batch. */
+  ids?: string[];
   cause?: unknown;
 }
 
@@ -46,6 +51,10 @@ export class AnnalsError extends Error {
   readonly type?: string;
   /** For `INVALID_EVENT`: the validator's issues (or the value JSON cannot carry), with paths from the event. */
   readonly issues?: EventIssue[];
+  /** For `DUPLICATE_ID`: the event stored under the reused id (the first one, for a mixed batch). */
+  readonly event?: AnnalsEvent;
+  /** For `DUPLICATE_ID`: the known ids of the refused batch. */
+  readonly ids?: string[];
 
   constructor(code: AnnalsErrorCode, message: string, details: AnnalsErrorDetails = {}) {
     super(message, details.cause === undefined ? undefined : { cause: details.cause });
@@ -56,6 +65,8 @@ export class AnnalsError extends Error {
     if (details.index !== undefined) this.index = details.index;
     if (details.type !== undefined) this.type = details.type;
     if (details.issues !== undefined) this.issues = details.issues;
+    if (details.event !== undefined) this.event = details.event;
+    if (details.ids !== undefined) this.ids = details.ids;
   }
 }
 
@@ -88,11 +99,15 @@ export function fromWasmError(error: unknown): unknown {
       stream?: string;
       expectedVersion?: number | "any" | "no_stream" | "exists";
       actualVersion?: number;
+      event?: AnnalsEvent;
+      ids?: string[];
     };
     const details: AnnalsErrorDetails = {};
     if (typeof e.stream === "string") details.stream = e.stream;
     if (e.expectedVersion !== undefined) details.expectedVersion = e.expectedVersion;
     if (typeof e.actualVersion === "number") details.actualVersion = e.actualVersion;
+    if (typeof e.event === "object" && e.event !== null) details.event = e.event;
+    if (Array.isArray(e.ids)) details.ids = e.ids;
     return new AnnalsError(e.code, e.message, details);
   }
   return error;
@@ -103,13 +118,13 @@ export class ReactorError extends AnnalsError {
   /** The reactor's `name`. */
   readonly reactor: string;
   /** The event being handled (it is handled again after `retryInMs`). */
-  readonly event: unknown;
+  override readonly event: AnnalsEvent;
   /** 1 for the first failure on this event. */
   readonly attempt: number;
   /** When the handler runs again (ms); -1 when it will not (the store closed). */
   readonly retryInMs: number;
 
-  constructor(reactor: string, event: unknown, attempt: number, retryInMs: number, cause: unknown) {
+  constructor(reactor: string, event: AnnalsEvent, attempt: number, retryInMs: number, cause: unknown) {
     const reason = cause instanceof Error ? cause.message : String(cause);
     const where =
       typeof event === "object" && event !== null

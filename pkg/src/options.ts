@@ -124,6 +124,7 @@ export function parseOpenOptions(options: OpenOptions<EventShape, unknown, Aggre
 
   const core: Record<string, unknown> = {};
   if (options.maxEventBytes !== undefined) core.maxEventBytes = wholeNumber("maxEventBytes", options.maxEventBytes);
+  if (options.maxBatch !== undefined) core.maxBatch = wholeNumber("maxBatch", options.maxBatch);
   if (options.origin !== undefined) {
     if (typeof options.origin !== "string") throw invalidArgument("`origin` must be a string");
     core.origin = options.origin;

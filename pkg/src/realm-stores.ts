@@ -16,6 +16,7 @@ import { DEBUG, debugAccess, type DebugAccess } from "./debug.js";
 import { AnnalsError } from "./errors.js";
 import type {
   AnnalsEvent,
+  AppendedEvent,
   Change,
   ClosedInfo,
   CompactionReport,
@@ -263,11 +264,14 @@ class StoreHandle implements AnyStore {
     return this.#store.syncStatus;
   }
 
-  append(event: NewEvent<EventShape>): Promise<AnnalsEvent<EventShape>> {
+  append(event: NewEvent<EventShape>): Promise<AppendedEvent<EventShape>> {
     return this.#async((s) => s.append(event));
   }
-  appendMany(events: readonly NewEvent<EventShape>[]): Promise<AnnalsEvent<EventShape>[]> {
+  appendMany(events: readonly NewEvent<EventShape>[]): Promise<AppendedEvent<EventShape>[]> {
     return this.#async((s) => s.appendMany(events));
+  }
+  streamVersion(stream: string): Promise<number> {
+    return this.#async((s) => s.streamVersion(stream));
   }
   get(name: string): unknown {
     return this.#store.get(name);

@@ -33,6 +33,7 @@ import { type Evolution, parseEvolution } from "./upcast.js";
 import type {
   AggregateMap,
   AnnalsEvent,
+  AppendedEvent,
   CommandOf,
   Change,
   ClosedInfo,
@@ -91,6 +92,8 @@ function storedBatch(events: readonly AnnalsEvent[]): string {
 
 /** Event reads through renames: events read per page while filtering by an upcast type. */
 const RENAMED_TYPE_PAGE = 1_000;
+/** A debugging replica's batch limit (a whole bundle is one append; the core counts in 32 bits). */
+const REPLICA_MAX_BATCH = 2 ** 31 - 1;
 
 export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S, A> {
   readonly #wasm: WasmStoreHandle;
@@ -499,13 +502,13 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
     );
   }
 
-  append(event: NewEvent<E>): Promise<AnnalsEvent<E>> {
+  append(event: NewEvent<E>): Promise<AppendedEvent<E>> {
     const frozen = this.#frozenError();
     if (frozen) return Promise.reject(frozen);
     return this.#writes.append([event]).then((events) => events[0]!);
   }
 
-  appendMany(events: readonly NewEvent<E>[]): Promise<AnnalsEvent<E>[]> {
+  appendMany(events: readonly NewEvent<E>[]): Promise<AppendedEvent<E>[]> {
     const frozen = this.#frozenError();
     if (frozen) return Promise.reject(frozen);
     if (!Array.isArray(events)) {
@@ -640,6 +643,9 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
     if (aggregates !== undefined) options.aggregates = aggregates;
     if (origin !== undefined) options.origin = origin;
     if (maxEventBytes !== undefined) options.maxEventBytes = maxEventBytes;
+    // A replica takes a whole bundle (or server page) in one append: it is this tab's
+    // own memory store, so a long batch holds up no other tab.
+    options.maxBatch = REPLICA_MAX_BATCH;
     return AnnalsStore.open(this.#wasmOpen, options, this.#rules);
   }
 
@@ -729,16 +735,40 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
     serializeQuery(query); // the same checks as any query
     const max = typeof limit === "number" ? limit : Infinity;
     const out: AnnalsEvent[] = [];
+    // Pages in the query's order: backwards, each page ends below the last one read.
+    const backwards = rest.backwards === true;
     let after = typeof rest.after === "number" ? rest.after : 0;
+    let to = typeof rest.to === "number" ? rest.to : undefined;
     while (out.length < max) {
-      const page = this.#readStored(serializeQuery({ ...rest, after, limit: RENAMED_TYPE_PAGE }));
+      const bound = backwards ? (to === undefined ? {} : { to }) : { after };
+      const page = this.#readStored(serializeQuery({ ...rest, ...bound, limit: RENAMED_TYPE_PAGE }));
       if (page.length === 0) break;
       for (const event of this.#evolution.upcasters.upcastEvents(page)) {
         if (event.type === type && out.length < max) out.push(event);
       }
-      after = page[page.length - 1]!.position;
+      const last = page[page.length - 1]!.position;
+      if (backwards) {
+        if (last <= after + 1) break;
+        to = last - 1;
+      } else {
+        after = last;
+      }
     }
     return out;
+  }
+
+  async streamVersion(stream: string): Promise<number> {
+    this.#checkOpen();
+    if (typeof stream !== "string") throw invalidArgument("`stream` must be a string");
+    if (!this.#wasm.isComplete) {
+      await this.#completion.whenComplete();
+      this.#checkOpen();
+    }
+    try {
+      return this.#wasm.streamVersion(stream);
+    } catch (error) {
+      rethrow(error);
+    }
   }
 
   async events<T extends E["type"] = E["type"]>(query?: EventQuery<T>): Promise<AnnalsEvent<Extract<E, { type: T }>>[]> {

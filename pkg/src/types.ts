@@ -84,6 +84,14 @@ export type EventsOf<P, A = {}> = [ProjectionEvents<P[keyof P]> | AggregateEvent
 type ProjectionEvents<X> = X extends Projection<infer _S, infer E> ? E : never;
 type AggregateEvents<X> = X extends Aggregate<infer _S, infer _C, infer E> ? E : never;
 
+/** What `append` and `appendMany` resolve to: the stored event, and what the call left. */
+export type AppendedEvent<E extends EventShape = EventShape> = AnnalsEvent<E> & {
+  /** The version of the event's stream after the call: what the next append to it expects. */
+  streamVersion: number;
+  /** The event was in the log already (a retry of the same event): nothing was written. */
+  duplicate?: true;
+};
+
 /** Everything `openStore` takes but the projections. */
 export interface StoreOptions {
   /** The store's name (its IndexedDB database name). */
@@ -92,6 +100,12 @@ export interface StoreOptions {
   storage?: "indexeddb" | "memory";
   /** Largest event accepted (stream + type + data + meta, in bytes). Default 1 MiB. */
   maxEventBytes?: number;
+  /**
+   * Most events in one `appendMany` (or `importEvents` batch, or command): a larger batch
+   * fails with `TOO_LARGE` rather than holding every tab's writes for seconds. Default 1000,
+   * what the sync server takes in one push.
+   */
+  maxBatch?: number;
   /** Recorded as `origin` on the events this store appends (a client id). */
   origin?: string;
   /**
@@ -131,11 +145,21 @@ export interface OpenOptions<E extends EventShape, S, A extends AggregateMap = {
 }
 
 /** A read of the log; `after` is exclusive, `to` inclusive. */
+/**
+ * A read. The bounds and filters choose the events (`after` exclusive, `to` inclusive);
+ * `backwards` only orders them newest first, and `limit` counts from the end the order
+ * starts at (the newest when backwards): the next page backwards is `to: oldest.position - 1`.
+ * In a synced store the pending events are the newest.
+ */
 export interface EventQuery<T extends string = string> {
   after?: number;
   to?: number;
   limit?: number;
   stream?: string;
+  /** With `stream`: its events from this version on (versions are 1-based). */
+  fromVersion?: number;
+  /** Newest first. */
+  backwards?: boolean;
   type?: T;
   /** Events whose `meta.correlationId` is this: a whole command flow. */
   correlationId?: string;
@@ -509,10 +533,25 @@ export interface Store<E extends EventShape = EventShape, S = Record<string, unk
   readonly closed: boolean;
   /** Sync state; without sync: not online, nothing pending. */
   readonly syncStatus: SyncStatus;
-  /** Appends one event. Resolves to the stored event (the existing one for a known id). */
-  append(event: NewEvent<E>): Promise<AnnalsEvent<E>>;
-  /** Appends events in one transaction: all are written or none is. */
-  appendMany(events: readonly NewEvent<E>[]): Promise<AnnalsEvent<E>[]>;
+  /**
+   * Appends one event. Resolves to the stored event with its stream's version after the
+   * call (`streamVersion`). Appending an event with an id already in the log is a retry if
+   * it is the same event (stream, type, schema version, data and meta, compared as JSON text):
+   * it resolves to the stored event with `duplicate: true` and writes nothing; anything else
+   * under a known id fails with `DUPLICATE_ID` (`error.event` is the stored event).
+   */
+  append(event: NewEvent<E>): Promise<AppendedEvent<E>>;
+  /**
+   * Appends events in one transaction: all are written or none is. A batch is wholly a
+   * retry or wholly new (known ids mixed with new events: `DUPLICATE_ID`); one id twice is
+   * `INVALID_EVENT`; more than `maxBatch` events is `TOO_LARGE`.
+   */
+  appendMany(events: readonly NewEvent<E>[]): Promise<AppendedEvent<E>[]>;
+  /**
+   * The stream's version (its number of events, pending ones included; 0 when it has none),
+   * from the store's index: nothing is read. Waits for a lazily opened log to load.
+   */
+  streamVersion(stream: string): Promise<number>;
   /** The projection's current state (optimistic: confirmed events plus pending ones). Synchronous. */
   get<K extends keyof S & string>(name: K): S[K];
   /** Calls `listener` with the new state after every batch of events. Returns the unsubscribe function. */

@@ -49,6 +49,8 @@ export interface WasmStoreHandle {
   read(queryJson: string): string;
   /** An `AnnalsEvent[]` (JSON): positions `after + 1 ..= to`. */
   range(after: number, to: number): string;
+  /** The stream's version in this replica (0 when none), from the index; needs the complete log. */
+  streamVersion(stream: string): number;
   /** Resolves to a `RejectionMessage[]` (JSON). */
   rejected(): Promise<unknown>;
   /** `configJson` is a `WasmSyncConfig`; `onStatus` hears `CoreSyncStatus`, `onRejected` `RejectionMessage` (JSON). */

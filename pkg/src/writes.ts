@@ -5,7 +5,7 @@
 
 import { AnnalsError, fromWasmError } from "./errors.js";
 import { type EventSchemaMap, serializeBatch, validateBatch } from "./options.js";
-import type { AnnalsEvent, Change, EventShape } from "./types.js";
+import type { AnnalsEvent, AppendedEvent, Change, EventShape } from "./types.js";
 import type { Upcasters } from "./upcast.js";
 import type { AppendReply, WasmStoreHandle } from "./wasm-contract.js";
 
@@ -86,7 +86,7 @@ export class Writes<E extends EventShape> {
     for (const collector of this.#collectors) collector.push(change);
   }
 
-  append(events: readonly unknown[]): Promise<AnnalsEvent<E>[]> {
+  append(events: readonly unknown[]): Promise<AppendedEvent<E>[]> {
     try {
       if (this.#host.isClosed()) throw closedError();
       if (events.length === 0) return Promise.resolve([]);
@@ -96,7 +96,7 @@ export class Writes<E extends EventShape> {
       // the IndexedDB transaction): the whole batch, sync and async validators alike.
       const checked = schemas === undefined ? events : validateBatch(events, schemas);
       if (!(checked instanceof Promise) && this.#validating === undefined) {
-        return this.#host.track(this.#send(serializeBatch(checked)));
+        return this.#host.track(this.#send(serializeBatch(checked), true));
       }
       return this.#host.track(this.#sendInOrder(checked));
     } catch (error) {
@@ -105,7 +105,7 @@ export class Writes<E extends EventShape> {
   }
 
   /** Sends a batch whose validation is async once it and every earlier batch are through. */
-  #sendInOrder(checked: readonly unknown[] | Promise<readonly unknown[]>): Promise<AnnalsEvent<E>[]> {
+  #sendInOrder(checked: readonly unknown[] | Promise<readonly unknown[]>): Promise<AppendedEvent<E>[]> {
     const before = this.#validating;
     let handed!: () => void;
     const mine = new Promise<void>((resolve) => (handed = resolve));
@@ -119,7 +119,7 @@ export class Writes<E extends EventShape> {
       (batch) => {
         try {
           if (this.#host.isClosed()) throw closedError();
-          return this.#send(serializeBatch(batch));
+          return this.#send(serializeBatch(batch), true);
         } finally {
           done();
         }
@@ -133,13 +133,19 @@ export class Writes<E extends EventShape> {
     );
   }
 
-  /** Appends a non-empty batch already serialised (a command's, as the core planned it). */
+  /**
+   * Appends a non-empty batch already serialised (a command's, as the core planned it, or an
+   * import's): resolves to the events as stored, without the app-facing reply fields.
+   */
   appendJson(batchJson: string): Promise<AnnalsEvent<E>[]> {
     if (this.#host.isClosed()) return Promise.reject(closedError());
-    return this.#host.track(this.#send(batchJson));
+    return this.#host.track(this.#send(batchJson, false));
   }
 
-  async #send(json: string): Promise<AnnalsEvent<E>[]> {
+  /** With `reply`, the events carry `streamVersion` (and `duplicate` for a retry): `append`'s answer. */
+  async #send(json: string, reply: true): Promise<AppendedEvent<E>[]>;
+  async #send(json: string, reply: false): Promise<AnnalsEvent<E>[]>;
+  async #send(json: string, withReply: boolean): Promise<AppendedEvent<E>[] | AnnalsEvent<E>[]> {
     let raw: string;
     this.#appendsInFlight += 1;
     try {
@@ -155,11 +161,21 @@ export class Writes<E extends EventShape> {
     this.#host.appended();
     const duplicates = new Map<number, AnnalsEvent>();
     for (const e of this.#upcast(reply.duplicates)) duplicates.set(e.position, e);
-    return reply.results.map((position) => {
+    const events = reply.results.map((position) => {
       const inChange = captured?.events[position - captured.first];
-      if (inChange && inChange.position === position) return inChange as AnnalsEvent<E>;
-      const found = duplicates.get(position) ?? this.#range(position - 1, position)[0];
-      return found as AnnalsEvent<E>;
+      if (inChange && inChange.position === position) return inChange;
+      return (duplicates.get(position) ?? this.#range(position - 1, position)[0])!;
+    });
+    if (!withReply) return events as AnnalsEvent<E>[];
+    return events.map((event, i) => {
+      const streamVersion = reply.streamVersions[i]!;
+      // A retry's stored event was read for this reply (an object of its own); a new
+      // event is the change's object, shared with projections and listeners, so the
+      // reply's field goes on a copy.
+      if (duplicates.get(event.position) === event) {
+        return Object.assign(event, { streamVersion, duplicate: true as const }) as AppendedEvent<E>;
+      }
+      return { ...event, streamVersion } as AppendedEvent<E>;
     });
   }
 

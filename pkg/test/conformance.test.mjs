@@ -26,20 +26,21 @@ test("execute, the TS runtime's path, gives its events the shared vectors' ids",
   const { cases } = await fixture("command_ids.json");
   const small = cases.filter((c) => c.commandId !== "" && c.index < 16);
   assert.ok(small.length > 0);
-  const store = await openStore({
-    name: `conformance-${process.pid}`,
-    storage: "memory",
-    aggregates: {
-      many: { initial: null, evolve: (s) => s, decide: (command) => Array.from({ length: command.count }, () => ({ type: "E" })) },
-    },
-  });
-  try {
-    for (const [i, { commandId, index, eventId }] of small.entries()) {
+  for (const [i, { commandId, index, eventId }] of small.entries()) {
+    // A store per case: cases share command ids (so event ids), and an id names one event.
+    const store = await openStore({
+      name: `conformance-${process.pid}-${i}`,
+      storage: "memory",
+      aggregates: {
+        many: { initial: null, evolve: (s) => s, decide: (command) => Array.from({ length: command.count }, () => ({ type: "E" })) },
+      },
+    });
+    try {
       const result = await store.execute("many", `stream-${i}`, { type: "Emit", count: index + 1 }, { commandId });
       assert.equal(result.events[index].id, eventId, `execute: ${JSON.stringify(commandId)} #${index}`);
+    } finally {
+      await store.close();
     }
-  } finally {
-    await store.close();
   }
 });
 

@@ -7,6 +7,7 @@ import {
   causedBy,
   type Aggregate,
   type AnnalsEvent,
+  type AppendedEvent,
   type DecidedEvent,
   type EventIssue,
   type EventsFrom,
@@ -73,9 +74,13 @@ export async function inferred(): Promise<void> {
   void wrong;
 
   const added = await store.append({ stream: "todo-1", type: "TodoAdded", data: { id: "1", title: "milk" } });
-  assertType<Equal<typeof added, AnnalsEvent<TodoEvent>>>();
+  assertType<Equal<typeof added, AppendedEvent<TodoEvent>>>();
   const position: number = added.position;
+  const streamVersion: number = added.streamVersion;
+  const asRead: AnnalsEvent<TodoEvent> = added;
   void position;
+  void streamVersion;
+  void asRead;
   await store.append({ stream: "todo-1", type: "TodoCompleted", data: { id: "1" }, expectedVersion: 1 });
   await store.appendMany([
     { stream: "todo-2", type: "TodoAdded", data: { id: "2", title: "eggs" }, expectedVersion: "no_stream" },

@@ -21,7 +21,7 @@ function setup() {
       const change = { previousHead: head, head: head + events.length, events, confirmedHead: head + events.length, rebased: false, reset: false };
       head += events.length;
       writes.observe(7, events, change);
-      return JSON.stringify({ results: events.map((e) => e.position), duplicates: [], seq: 7 });
+      return JSON.stringify({ results: events.map((e) => e.position), duplicates: [], streamVersions: events.map((e) => e.version), seq: 7 });
     },
     async catchUp() {
       core.catchUps += 1;

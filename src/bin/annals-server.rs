@@ -236,8 +236,9 @@ async fn import(settings: &Settings, args: &ImportArgs) -> ExitCode {
             );
             if args.dry_run {
                 eprintln!(
-                    "annals-server import: {} event lines checked, nothing written (dry run)",
-                    report.lines
+                    "annals-server import: {} event lines checked; {} would be imported, {} are \
+                     already there; nothing written (dry run)",
+                    report.lines, report.imported, report.duplicates
                 );
             } else {
                 eprintln!(

@@ -493,6 +493,36 @@ impl Inner {
         }
     }
 
+    /// Which of `ids` the store holds, read on a reader connection.
+    fn stored_ids_of(
+        &self,
+        store: &str,
+        ids: &[crate::event::EventId],
+    ) -> Result<std::collections::HashSet<crate::event::EventId>, StoreError> {
+        let mut conn = self.reader()?;
+        let result = (|| {
+            let tx = conn.transaction()?;
+            let mut found = std::collections::HashSet::new();
+            let Some((store_id, _, _)) = Self::find_store(&tx, store)? else {
+                return Ok(found);
+            };
+            let mut find =
+                tx.prepare_cached("SELECT 1 FROM events WHERE store_id = ?1 AND id = ?2")?;
+            for id in ids {
+                if find
+                    .query_row(params![store_id, &id.0[..]], |_| Ok(()))
+                    .optional()?
+                    .is_some()
+                {
+                    found.insert(*id);
+                }
+            }
+            Ok(found)
+        })();
+        self.give_back(conn);
+        result
+    }
+
     fn pull_on(
         conn: &mut Connection,
         store: &str,
@@ -617,6 +647,15 @@ impl ServerStore for SqliteStore {
             let (_, head, epoch) = Inner::ensure_store(&lock(&inner.writer), &name)?;
             Ok(StoreInfo { head, epoch })
         }))
+    }
+
+    fn stored_ids<'a>(
+        &'a self,
+        store: &'a str,
+        ids: &'a [crate::event::EventId],
+    ) -> BoxFuture<'a, Result<std::collections::HashSet<crate::event::EventId>, StoreError>> {
+        let (name, ids) = (store.to_owned(), ids.to_vec());
+        Box::pin(self.blocking(move |inner| inner.stored_ids_of(&name, &ids)))
     }
 
     fn health(&self) -> BoxFuture<'_, Result<(), StoreError>> {

@@ -120,6 +120,15 @@ pub trait ServerStore: Send + Sync + 'static {
     /// Head and epoch (creates the store on first use).
     fn info<'a>(&'a self, store: &'a str) -> BoxFuture<'a, Result<StoreInfo, StoreError>>;
 
+    /// Which of `ids` the store holds (none when the store does not exist; it is not
+    /// created). For `annals-server import --dry-run`, which counts duplicates without
+    /// writing.
+    fn stored_ids<'a>(
+        &'a self,
+        store: &'a str,
+        ids: &'a [EventId],
+    ) -> BoxFuture<'a, Result<std::collections::HashSet<EventId>, StoreError>>;
+
     /// Cheap check that the database answers.
     fn health(&self) -> BoxFuture<'_, Result<(), StoreError>>;
 

@@ -64,7 +64,7 @@ pub struct ImportArgs {
     /// The store to import into (created if it does not exist).
     #[arg(long, value_name = "NAME")]
     pub store: String,
-    /// Check every line as an import would, and write nothing.
+    /// Check every line and count what would be imported, writing nothing.
     #[arg(long)]
     pub dry_run: bool,
     /// The NDJSON file to read ("-" reads standard input).
@@ -160,8 +160,8 @@ fn write_json_line<T: Serialize>(out: &mut dyn Write, value: &T) -> Result<(), T
 /// How to import.
 #[derive(Debug, Clone)]
 pub struct ImportOptions {
-    /// Check every line as an import would, and write nothing (the report counts the
-    /// lines; which of them the store already has is not looked up).
+    /// Check every line as an import would and count what it would add (ids the store
+    /// holds and repeats are duplicates), writing nothing.
     pub dry_run: bool,
     /// Events per push transaction.
     pub batch: usize,
@@ -340,6 +340,8 @@ pub async fn import(
     let mut line_number = 0u64;
     let mut text = String::new();
     let mut batch: Vec<(PushEvent, Option<String>, u64)> = Vec::with_capacity(batch_size);
+    // A dry run writes nothing, so it remembers the ids it counted as new to count repeats.
+    let mut seen = std::collections::HashSet::new();
     loop {
         let more = next_line(input, &mut text, max_line).map_err(|e| {
             if e.kind() == std::io::ErrorKind::InvalidData {
@@ -376,7 +378,9 @@ pub async fn import(
         }
         if batch.len() >= batch_size || (!more && !batch.is_empty()) {
             let events = std::mem::take(&mut batch);
-            if !options.dry_run {
+            if options.dry_run {
+                count_dry_run(backend, store, events, &mut seen, &mut report).await?;
+            } else {
                 write_batch(backend, store, events, &mut report).await?;
             }
         }
@@ -436,6 +440,27 @@ async fn write_batch(
                     }
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+/// Counts what a batch would add, writing nothing: an id the store holds, or one earlier
+/// in the input, is a duplicate.
+async fn count_dry_run(
+    backend: &dyn ServerStore,
+    store: &str,
+    events: Vec<(PushEvent, Option<String>, u64)>,
+    seen: &mut std::collections::HashSet<EventId>,
+    report: &mut ImportReport,
+) -> Result<(), TransferError> {
+    let ids: Vec<EventId> = events.iter().map(|(e, _, _)| e.id).collect();
+    let stored = backend.stored_ids(store, &ids).await?;
+    for id in ids {
+        if stored.contains(&id) || !seen.insert(id) {
+            report.duplicates += 1;
+        } else {
+            report.imported += 1;
         }
     }
     Ok(())

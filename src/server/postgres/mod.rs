@@ -224,6 +224,22 @@ impl ServerStore for PgStore {
         })
     }
 
+    fn stored_ids<'a>(
+        &'a self,
+        store: &'a str,
+        ids: &'a [crate::event::EventId],
+    ) -> BoxFuture<'a, Result<std::collections::HashSet<crate::event::EventId>, StoreError>> {
+        Box::pin(async move {
+            let mut lease = self.pool.get().await?;
+            let conn = lease.conn()?;
+            let keys: Vec<&[u8]> = ids.iter().map(|id| &id.0[..]).collect();
+            let rows = statements::existing_ids(&conn.client, &conn.st, store, &keys).await?;
+            rows.iter()
+                .map(|row| crate::server::store::stored_id(row.try_get::<_, &[u8]>(0)?))
+                .collect()
+        })
+    }
+
     fn health(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
             let mut lease = self.pool.get().await?;
