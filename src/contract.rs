@@ -274,6 +274,13 @@ pub struct OpenOptions {
     pub synced: Option<bool>,
     /// Read no event at open: `loadFrom`, `loadStep`, `complete`.
     pub lazy: Option<bool>,
+    /// The server URL and store name a synced store syncs with: recorded the first time,
+    /// checked on every later open (`STORE_MISMATCH` when they differ).
+    pub sync_server: Option<String>,
+    pub sync_store: Option<String>,
+    /// When the stored server store differs: drop the local copy of its log instead of
+    /// failing (the outbox stays).
+    pub reset_on_mismatch: Option<bool>,
 }
 
 /// The configuration of `startSync` (JSON).

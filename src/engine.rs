@@ -35,6 +35,74 @@ const META_MODE: &str = "mode";
 const META_CLIENT_ID: &str = "clientId";
 const META_EPOCH: &str = "epoch";
 const META_REJECTED: &str = "rejected";
+/// How many rejections were ever stored, and how many of them the sync client announced:
+/// those in between were stored just before a crash, and are announced after a reopen.
+const META_REJECTED_COUNT: &str = "rejectedCount";
+const META_REJECTED_ANNOUNCED: &str = "rejectedAnnounced";
+/// The server store this replica holds a copy of ([`SyncTarget`], JSON).
+const META_SYNC_TARGET: &str = "syncTarget";
+
+/// The server store a synced replica holds a copy of: the server's URL and the store's
+/// name there. Recorded in `meta` when first bound ([`Engine::bind_sync_target`]), so
+/// that opening the same local store against another one is refused rather than silently
+/// replacing its log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncTarget {
+    /// The server's URL, compared without trailing slashes and with its scheme and host
+    /// lower-cased.
+    pub server: String,
+    pub store: String,
+}
+
+impl SyncTarget {
+    pub fn new(server: &str, store: &str) -> Self {
+        SyncTarget {
+            server: normalize_server_url(server),
+            store: store.to_owned(),
+        }
+    }
+}
+
+/// `HTTP://Example.com:8080/api/` and `http://example.com:8080/api` are one server.
+fn normalize_server_url(url: &str) -> String {
+    let url = url.trim().trim_end_matches('/');
+    match url.find("://") {
+        Some(at) => {
+            let authority_end = url[at + 3..].find('/').map_or(url.len(), |i| at + 3 + i);
+            format!(
+                "{}{}",
+                url[..authority_end].to_ascii_lowercase(),
+                &url[authority_end..]
+            )
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// What [`Engine::bind_sync_target`] does when the store holds a copy of another server
+/// store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OnMismatch {
+    /// Fail with [`Error::StoreMismatch`], changing nothing.
+    #[default]
+    Fail,
+    /// Drop the local copy of the other store's log (its snapshots, cursor and epoch with
+    /// it) and start as a copy of the new one. Events never pushed stay in the outbox and
+    /// are pushed to the new store, checked there by their expected versions.
+    Reset,
+}
+
+/// What binding a replica to its server store did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bound {
+    /// The store was already bound to this target.
+    Same,
+    /// The target was recorded now (a new store, one from before targets were recorded, or
+    /// one that never received anything from the server store it was bound to).
+    Recorded,
+    /// The store held a copy of another server store, which was dropped ([`OnMismatch::Reset`]).
+    Reset,
+}
 
 /// How an engine is set up. `Default` gives the system clock, UUIDv7 ids, the default
 /// limits and a local (unsynced) store.
@@ -180,6 +248,9 @@ pub struct Engine<S: Storage> {
     synced: bool,
     client_id: Option<String>,
     epoch: RefCell<Option<String>>,
+    /// The server store this engine syncs with, once bound: sync checks it is still the
+    /// stored one (another tab may have reset the store for another target).
+    sync_target: RefCell<Option<SyncTarget>>,
     listeners: RefCell<Vec<(u64, Listener)>>,
     next_listener: Cell<u64>,
     closed: Cell<bool>,
@@ -222,7 +293,7 @@ impl<S: Storage> Engine<S> {
         } else {
             None
         };
-        let epoch = storage.meta(META_EPOCH).await?;
+        let epoch = known_epoch(storage.meta(META_EPOCH).await?);
         let engine = Engine {
             storage,
             // An empty log has nothing to load: it is complete at once.
@@ -240,6 +311,7 @@ impl<S: Storage> Engine<S> {
             synced,
             client_id,
             epoch: RefCell::new(epoch),
+            sync_target: RefCell::new(None),
             listeners: RefCell::new(Vec::new()),
             next_listener: Cell::new(0),
             closed: Cell::new(false),
@@ -253,6 +325,132 @@ impl<S: Storage> Engine<S> {
             engine.become_synced().await?;
         }
         Ok(engine)
+    }
+
+    /// Binds this replica to the server store it syncs with. The first time (a new store,
+    /// or one from before targets were recorded), or while nothing was ever received from
+    /// the recorded one (no epoch, no confirmed event), the target is recorded. A store that holds
+    /// a copy of another server store (another name or server) fails with
+    /// [`Error::StoreMismatch`] and nothing changes, unless `on_mismatch` is
+    /// [`OnMismatch::Reset`]: then its copy of the other store's log is dropped, with its
+    /// snapshots, cursor and epoch, in one transaction; the outbox stays.
+    pub async fn bind_sync_target(
+        &self,
+        target: SyncTarget,
+        on_mismatch: OnMismatch,
+    ) -> Result<Bound> {
+        self.check_open()?;
+        let bound = match self.stored_sync_target().await? {
+            None => {
+                self.storage
+                    .put_meta(META_SYNC_TARGET, &target_json(&target)?)
+                    .await?;
+                Bound::Recorded
+            }
+            Some(stored) if stored == target => Bound::Same,
+            // Nothing was ever received from the other store: there is no copy of it to
+            // drop or hide, and the outbox goes to the new one as it would have gone there.
+            Some(_) if self.epoch().is_none() && self.confirmed_head() == 0 => {
+                self.storage
+                    .put_meta(META_SYNC_TARGET, &target_json(&target)?)
+                    .await?;
+                Bound::Recorded
+            }
+            Some(stored) => match on_mismatch {
+                OnMismatch::Fail => {
+                    return Err(Error::StoreMismatch(
+                        self.mismatch_message(&stored, &target),
+                    ))
+                }
+                OnMismatch::Reset => {
+                    self.reset_for(&target).await?;
+                    Bound::Reset
+                }
+            },
+        };
+        *self.sync_target.borrow_mut() = Some(target);
+        Ok(bound)
+    }
+
+    /// Fails with [`Error::StoreMismatch`] if the store is bound to another server store
+    /// than this engine is (another tab reset it for another one): this engine must then
+    /// neither push its outbox nor pull into its log.
+    pub async fn check_sync_target(&self) -> Result<()> {
+        let Some(mine) = self.sync_target.borrow().clone() else {
+            return Ok(());
+        };
+        match self.stored_sync_target().await? {
+            Some(stored) if stored != mine => {
+                Err(Error::StoreMismatch(self.mismatch_message(&stored, &mine)))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The server store recorded in `meta`, if any.
+    pub async fn stored_sync_target(&self) -> Result<Option<SyncTarget>> {
+        match self.storage.meta(META_SYNC_TARGET).await? {
+            None => Ok(None),
+            Some(json) => serde_json::from_str(&json)
+                .map(Some)
+                .map_err(|e| Error::Corrupt(format!("sync target: {e}"))),
+        }
+    }
+
+    fn mismatch_message(&self, stored: &SyncTarget, wanted: &SyncTarget) -> String {
+        let pending = self.pending_count();
+        let unpushed = if pending == 0 {
+            String::new()
+        } else {
+            format!(
+                " ({pending} event(s) never pushed stay in the outbox and go to {:?})",
+                wanted.store
+            )
+        };
+        format!(
+            "this local store holds a copy of store {:?} on {} ({} confirmed event(s), kept on that server), \
+             but was opened to sync with store {:?} on {}; nothing was changed. Open it with the \
+             same `sync.store` and `sync.url` as before, give it another `name`, or open it with \
+             `sync: {{ ..., onMismatch: \"reset\" }}` (Rust: `OnMismatch::Reset`) to drop the local \
+             copy and start over from {:?}{unpushed}",
+            stored.store,
+            stored.server,
+            self.confirmed_head(),
+            wanted.store,
+            wanted.server,
+            wanted.store,
+        )
+    }
+
+    /// Drops the confirmed log, snapshots, cursor and epoch and records `target`, in one
+    /// transaction; the outbox stays.
+    async fn reset_for(&self, target: &SyncTarget) -> Result<()> {
+        self.complete().await?;
+        let write = self.begin_write().await?;
+        let meta = vec![
+            // An empty epoch is none: the next pull records the new store's.
+            (META_EPOCH.to_owned(), String::new()),
+            (META_SYNC_TARGET.to_owned(), target_json(target)?),
+        ];
+        write
+            .commit(
+                Scope::LogAndSnapshots,
+                |_| {
+                    let commit = Commit {
+                        reset_log: true,
+                        put_meta: meta.clone(),
+                        ..Commit::default()
+                    };
+                    Ok((commit, ()))
+                },
+                |()| {
+                    self.log.borrow_mut().clear();
+                    *self.epoch.borrow_mut() = None;
+                    Ok(())
+                },
+            )
+            .await?;
+        Ok(())
     }
 
     /// Starts reading the events after `after` that are not loaded yet (see
@@ -698,6 +896,7 @@ impl<S: Storage> Engine<S> {
         self.complete().await?;
         let write = self.begin_write().await?;
         let kept = self.rejected().await?;
+        let count = self.meta_number(META_REJECTED_COUNT).await?;
         let (rejections, _) = write
             .commit(
                 Scope::Log,
@@ -722,7 +921,14 @@ impl<S: Storage> Engine<S> {
                     list.drain(..excess);
                     let list =
                         serde_json::to_string(&list).map_err(|e| Error::Storage(e.to_string()))?;
-                    let commit = outbox_commit(&change, vec![(META_REJECTED.into(), list)])?;
+                    let count = count + rejections.len() as u64;
+                    let commit = outbox_commit(
+                        &change,
+                        vec![
+                            (META_REJECTED.into(), list),
+                            (META_REJECTED_COUNT.into(), count.to_string()),
+                        ],
+                    )?;
                     Ok((commit, (change, rejections)))
                 },
                 |(change, rejections)| {
@@ -774,6 +980,44 @@ impl<S: Storage> Engine<S> {
         }
     }
 
+    /// The rejections stored but not announced yet (by [`Engine::mark_rejections_announced`]),
+    /// oldest first (at most the [`REJECTED_KEPT`] kept), and the mark that announcing
+    /// them reaches. A store from before the mark was kept has nothing unannounced.
+    pub async fn unannounced_rejections(&self) -> Result<(Vec<Rejection>, u64)> {
+        self.check_open()?;
+        let count = self.meta_number(META_REJECTED_COUNT).await?;
+        let announced = self.meta_number(META_REJECTED_ANNOUNCED).await?;
+        let unannounced = usize::try_from(count.saturating_sub(announced)).unwrap_or(usize::MAX);
+        if unannounced == 0 {
+            return Ok((Vec::new(), count));
+        }
+        let mut list = self.rejected().await?;
+        let from = list.len().saturating_sub(unannounced);
+        Ok((list.split_off(from), count))
+    }
+
+    /// Records that the rejections up to `mark` (from [`Engine::unannounced_rejections`])
+    /// were announced. The mark only moves forward.
+    pub async fn mark_rejections_announced(&self, mark: u64) -> Result<()> {
+        self.check_open()?;
+        if self.meta_number(META_REJECTED_ANNOUNCED).await? < mark {
+            self.storage
+                .put_meta(META_REJECTED_ANNOUNCED, &mark.to_string())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// A counter kept in `meta` (0 when absent).
+    async fn meta_number(&self, key: &str) -> Result<u64> {
+        match self.storage.meta(key).await? {
+            None => Ok(0),
+            Some(text) => text
+                .parse()
+                .map_err(|e| Error::Corrupt(format!("meta `{key}`: {e}"))),
+        }
+    }
+
     /// Applies a pull: the confirmed events, the new cursor and the removal of the pending
     /// events they confirm are written in one transaction, so a crash never leaves a
     /// cursor ahead of its events. A changed server epoch drops the confirmed log instead
@@ -801,7 +1045,8 @@ impl<S: Storage> Engine<S> {
         // transaction: a reset in between makes this pull fail (to be retried).
         let fresh = self.storage.changes(self.known.get()).await?;
         self.absorb(&fresh)?;
-        let known_epoch = self.storage.meta(META_EPOCH).await?;
+        self.check_sync_target().await?;
+        let known_epoch = known_epoch(self.storage.meta(META_EPOCH).await?);
         let generation = self.known.get().log_generation;
         *self.epoch.borrow_mut() = known_epoch.clone();
         let restart = known_epoch.as_deref().is_some_and(|e| e != response.epoch);
@@ -1326,6 +1571,15 @@ impl<S: Storage> Writing<'_, S> {
         self.engine.notify(change);
         change
     }
+}
+
+/// A stored epoch; empty means none (a reset for another server store clears it so).
+fn known_epoch(stored: Option<String>) -> Option<String> {
+    stored.filter(|epoch| !epoch.is_empty())
+}
+
+fn target_json(target: &SyncTarget) -> Result<String> {
+    serde_json::to_string(target).map_err(|e| Error::Storage(e.to_string()))
 }
 
 fn outbox_commit(change: &OutboxChange, put_meta: Vec<(String, String)>) -> Result<Commit> {

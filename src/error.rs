@@ -59,6 +59,11 @@ pub enum Error {
     #[error("corrupt data: {0}")]
     Corrupt(String),
 
+    /// The local store holds a copy of another server store than the one asked for (the
+    /// message names both and how to reset); nothing was changed.
+    #[error("{0}")]
+    StoreMismatch(String),
+
     /// The storage backend failed for another reason.
     #[error("storage error: {0}")]
     Storage(String),
@@ -83,6 +88,7 @@ impl Error {
             Error::Closed => ErrorCode::Closed,
             Error::FormatTooNew { .. } => ErrorCode::FormatTooNew,
             Error::Corrupt(_) => ErrorCode::Corrupt,
+            Error::StoreMismatch(_) => ErrorCode::StoreMismatch,
             Error::Storage(_) => ErrorCode::Storage,
         }
     }

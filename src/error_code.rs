@@ -74,6 +74,8 @@ error_codes! {
     FormatTooNew = "FORMAT_TOO_NEW", Client;
     /// Stored bytes could not be decoded (corruption, or a foreign database).
     Corrupt = "CORRUPT", Client;
+    /// The local database holds a copy of another server store (another `sync.store` or server URL) than the one asked for; nothing was changed (open with `sync.onMismatch: "reset"` to drop the local copy).
+    StoreMismatch = "STORE_MISMATCH", Client;
     /// The storage backend failed for another reason.
     Storage = "STORAGE", Client;
     /// An aggregate's `decide` refused the command (the message is the app's); nothing was written.

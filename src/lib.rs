@@ -55,7 +55,7 @@ pub mod wasm;
 #[cfg(all(feature = "server", not(target_arch = "wasm32")))]
 pub mod server;
 
-pub use engine::{AppendOutcome, Change, Engine, EngineOptions};
+pub use engine::{AppendOutcome, Bound, Change, Engine, EngineOptions, OnMismatch, SyncTarget};
 pub use error::{Error, Result};
 pub use error_code::{ErrorCode, ErrorLayer};
 pub use event::{Event, EventId, ExpectedVersion, Limits, NewEvent};

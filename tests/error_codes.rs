@@ -29,6 +29,7 @@ fn every_core_error() -> Vec<Error> {
             supported: 1,
         },
         Error::Corrupt(String::new()),
+        Error::StoreMismatch(String::new()),
         Error::Storage(String::new()),
     ];
     for e in &all {
@@ -43,6 +44,7 @@ fn every_core_error() -> Vec<Error> {
             | Error::Closed
             | Error::FormatTooNew { .. }
             | Error::Corrupt(_)
+            | Error::StoreMismatch(_)
             | Error::Storage(_) => {}
         }
     }

@@ -244,9 +244,11 @@ export class Leader {
       this.#refusals = 0;
       this.#seenAuthFailures = 0;
       let loop: Promise<unknown>;
+      // `onMismatch` was for the open (the core checked the database's server store then).
+      const { onMismatch: _onMismatch, ...wire } = config;
       try {
         loop = host.core.startSync(
-          JSON.stringify({ ...config, ...auth }),
+          JSON.stringify({ ...wire, ...auth }),
           (json) => {
             if (turn === this.#turn) this.#onLeaderStatus(json, turn);
           },

@@ -130,7 +130,14 @@ export function parseOpenOptions(options: OpenOptions<EventShape, unknown, Aggre
     core.origin = options.origin;
   }
   if (shared) core.sharedMemory = true;
-  if (sync) core.synced = true;
+  if (sync) {
+    core.synced = true;
+    // The core records which server store the database copies, and refuses another one
+    // (STORE_MISMATCH) unless the app asked to reset.
+    core.syncServer = sync.url;
+    core.syncStore = sync.store;
+    if (sync.onMismatch === "reset") core.resetOnMismatch = true;
+  }
   // The core reads no event at open: the projections' snapshots decide which ones come
   // first; the rest is read in the background.
   core.lazy = true;
@@ -143,7 +150,7 @@ export function parseSyncOptions(sync: unknown): SyncOptions {
     throw invalidArgument("`sync` must be an object such as { url, store, token }");
   }
   const s = sync as Record<string, unknown>;
-  const known = new Set(["url", "store", "token", "headers", "pushBatch", "pullLimit", "longPollSeconds"]);
+  const known = new Set(["url", "store", "token", "headers", "pushBatch", "pullLimit", "longPollSeconds", "onMismatch"]);
   for (const key of Object.keys(s)) {
     if (!known.has(key)) throw invalidArgument(`unknown sync option \`${key}\``);
   }
@@ -156,6 +163,9 @@ export function parseSyncOptions(sync: unknown): SyncOptions {
     throw invalidArgument("`sync.token` must be a string or a function returning one (or a promise of one)");
   }
   if (s.headers !== undefined && typeof s.headers !== "function") checkSyncHeaders(s.headers);
+  if (s.onMismatch !== undefined && s.onMismatch !== "fail" && s.onMismatch !== "reset") {
+    throw invalidArgument(`\`sync.onMismatch\` must be "fail" or "reset", got ${String(s.onMismatch)}`);
+  }
   try {
     new URL(s.url as string);
   } catch {
@@ -163,6 +173,8 @@ export function parseSyncOptions(sync: unknown): SyncOptions {
   }
   const out: SyncOptions = { url: s.url as string, store: s.store as string, token: s.token as SyncOptions["token"] };
   if (s.headers !== undefined) out.headers = s.headers as SyncOptions["headers"];
+  // Not sent to the sync loop: the core checks it at open (see parseOpenOptions).
+  if (s.onMismatch === "reset") out.onMismatch = "reset";
   for (const key of ["pushBatch", "pullLimit", "longPollSeconds"] as const) {
     if (s[key] === undefined) continue;
     const n = wholeNumber(`sync.${key}`, s[key], key === "longPollSeconds" ? 0xffff_ffff : Number.MAX_SAFE_INTEGER);

@@ -120,6 +120,11 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
   readonly #inflight = new Set<Promise<unknown>>();
   /** Ids of rejected events already reported in this tab. */
   readonly #reportedRejections = new Set<string>();
+  /**
+   * Rejections heard before `openStore` returned (the core announces those stored but not
+   * yet announced, e.g. before a crash, as sync starts): held until the app could listen.
+   */
+  #heldRejections: [Rejection, boolean][] | undefined = [];
   #head = 0;
   #confirmedHead = 0;
   /** Counts restarts of the confirmed log (server epoch changes). */
@@ -300,6 +305,8 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
         reportError: (error) => store.#events.error(error),
       });
     }
+    // The app adds its listeners as `openStore` resolves: rejections come after that.
+    setTimeout(() => store.#releaseRejections(), 0);
     return store;
   }
 
@@ -832,8 +839,19 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
     this.#reportRejection(rejection, true);
   }
 
+  #releaseRejections(): void {
+    const held = this.#heldRejections ?? [];
+    this.#heldRejections = undefined;
+    if (this.#closed) return;
+    for (const [rejection, here] of held) this.#reportRejection(rejection, here);
+  }
+
   /** Reports a rejection once per tab; the tab that synced it broadcasts it and compensates. */
   #reportRejection(rejection: Rejection, here: boolean): void {
+    if (this.#heldRejections) {
+      this.#heldRejections.push([rejection, here]);
+      return;
+    }
     const id = rejection?.event?.id;
     if (typeof id !== "string" || this.#reportedRejections.has(id)) return;
     this.#reportedRejections.add(id);

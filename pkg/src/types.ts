@@ -204,6 +204,14 @@ export interface SyncOptions {
   pullLimit?: number;
   /** Seconds a live pull waits on the server for new events. Default 25. */
   longPollSeconds?: number;
+  /**
+   * When the local database holds a copy of another server store (it was synced with
+   * another `store` or `url`): `"fail"` (default) refuses to open with `STORE_MISMATCH`,
+   * changing nothing; `"reset"` drops the local copy of the other store's events (they stay
+   * on its server), its snapshots and cursor, keeps the events never pushed, and starts
+   * over as a copy of this store.
+   */
+  onMismatch?: "fail" | "reset";
 }
 
 /** What a token function hears: why it is called. */

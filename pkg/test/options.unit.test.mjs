@@ -53,7 +53,17 @@ describe("open options", () => {
       [["count", 3]],
     );
     assert.deepEqual([...plan.aggregates.keys()], ["todo"]);
-    assert.deepEqual(plan.core, { origin: "tab-1", synced: true, lazy: true });
+    // The core records the server store the database copies (STORE_MISMATCH on another).
+    assert.deepEqual(plan.core, {
+      origin: "tab-1",
+      synced: true,
+      syncServer: "http://localhost:8080",
+      syncStore: "todos",
+      lazy: true,
+    });
+    const reset = parseOpenOptions({ name: "t", sync: { url: "http://localhost:8080", store: "todos", token: "t", onMismatch: "reset" } }, false);
+    assert.equal(reset.core.resetOnMismatch, true);
+    assert.equal(reset.settings.sync.onMismatch, "reset");
   });
 
   test("storage defaults to indexeddb where there is IndexedDB, else memory", () => {

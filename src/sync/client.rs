@@ -451,6 +451,9 @@ pub struct SyncClient<T: Transport> {
     /// Bumped by [`SyncClient::credentials_changed`]: a loop stopped by a refused token
     /// retries only with other credentials.
     credentials: Cell<u64>,
+    /// This client announced the rejections an earlier one stored but did not announce
+    /// (it crashed, or its tab closed, in between).
+    announced_stored: Cell<bool>,
 }
 
 impl<T: Transport> SyncClient<T> {
@@ -465,6 +468,7 @@ impl<T: Transport> SyncClient<T> {
             wake: RefCell::new(None),
             stopped: Cell::new(false),
             credentials: Cell::new(0),
+            announced_stored: Cell::new(false),
         }
     }
 
@@ -559,6 +563,9 @@ impl<T: Transport> SyncClient<T> {
         if events.is_empty() {
             return Ok(Pushed::default());
         }
+        // Another tab may have reset the store for another server store since this one
+        // bound it: its outbox is no longer this client's to push.
+        engine.check_sync_target().await?;
         let client_id = engine.client_id().unwrap_or_default().to_owned();
         let response = self
             .transport
@@ -574,11 +581,8 @@ impl<T: Transport> SyncClient<T> {
             })
             .collect();
         let rejected = engine.settle_push(&response).await?;
-        let listeners: Vec<RejectionListener> = self.rejection_listeners.borrow().clone();
-        for rejection in &rejected {
-            for listener in &listeners {
-                listener(rejection);
-            }
+        if !rejected.is_empty() {
+            self.announce_rejections(engine).await?;
         }
         Ok(Pushed {
             count: accepted.len(),
@@ -586,6 +590,26 @@ impl<T: Transport> SyncClient<T> {
             rejected,
             epoch: response.epoch,
         })
+    }
+
+    /// Tells the rejection listeners of the rejections stored but not announced yet, then
+    /// moves the store's mark past them: each is announced once, even when a crash (or
+    /// `stop`) came between storing and announcing it (the next client announces it then).
+    async fn announce_rejections<S: Storage>(&self, engine: &Engine<S>) -> Result<(), SyncError> {
+        if self.stopped.get() {
+            // The tab is closing or freezing (its listeners may be gone): the client that
+            // syncs next announces them.
+            return Ok(());
+        }
+        let (rejections, mark) = engine.unannounced_rejections().await?;
+        let listeners: Vec<RejectionListener> = self.rejection_listeners.borrow().clone();
+        for rejection in &rejections {
+            for listener in &listeners {
+                listener(rejection);
+            }
+        }
+        engine.mark_rejections_announced(mark).await?;
+        Ok(())
     }
 
     /// One pull request and its application. Returns `(events applied, more waiting)`.
@@ -687,6 +711,10 @@ impl<T: Transport> SyncClient<T> {
 
     async fn sync_inner<S: Storage>(&self, engine: &Engine<S>) -> Result<SyncReport, SyncError> {
         let mut report = SyncReport::default();
+        if !self.announced_stored.get() {
+            self.announce_rejections(engine).await?;
+            self.announced_stored.set(true);
+        }
         // Pull first: a changed epoch or events ordered before ours are best known early.
         self.pull_all(engine, &mut report).await?;
         while engine.pending_count() > 0 {

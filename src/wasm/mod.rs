@@ -23,7 +23,7 @@ use crate::contract::{
     OutboxEvent, RejectionMessage, SnapshotReply, SyncAuth, SyncConfig, SyncReportReply,
     SyncStatusMessage,
 };
-use crate::engine::{Change, Engine, EngineOptions, Rejection};
+use crate::engine::{Change, Engine, EngineOptions, OnMismatch, Rejection, SyncTarget};
 use crate::error::{Error, Result};
 use crate::event::{ExpectedVersion, Limits, NewEvent, MAX_SAFE_INTEGER};
 use crate::log::{AppendResult, ReadQuery};
@@ -684,6 +684,21 @@ async fn open_store(name: &str, storage: &str, options_json: &str) -> Result<Was
     } else {
         Engine::open(backend, options.engine_options()?).await?
     };
+    if let (Some(server), Some(store)) = (&options.sync_server, &options.sync_store) {
+        let on_mismatch = if options.reset_on_mismatch.unwrap_or(false) {
+            OnMismatch::Reset
+        } else {
+            OnMismatch::Fail
+        };
+        if let Err(e) = engine
+            .bind_sync_target(SyncTarget::new(server, store), on_mismatch)
+            .await
+        {
+            // Let go of the database: the app may delete it next.
+            engine.close().await;
+            return Err(e);
+        }
+    }
     let changes = Rc::new(Cell::new(0u64));
     let counter = changes.clone();
     // Registered first, so the count is current when the app's listener hears a change.
