@@ -48,11 +48,14 @@ fn engine(storage: &MemoryStorage) -> Engine<MemoryStorage> {
 }
 
 fn append_amounts(engine: &Engine<MemoryStorage>, amounts: impl IntoIterator<Item = i64>) {
-    let batch = amounts
+    let events: Vec<NewEvent> = amounts
         .into_iter()
         .map(|a| NewEvent::new(format!("s{}", a.rem_euclid(3)), "Added", &a).unwrap())
         .collect();
-    block_on(engine.append(batch)).unwrap();
+    // One append takes at most `max_batch_events` (1,000 by default).
+    for batch in events.chunks(1_000) {
+        block_on(engine.append(batch.to_vec())).unwrap();
+    }
 }
 
 #[test]

@@ -260,6 +260,76 @@ fn conflicting_expectations_are_rejected_reported_and_kept_readable() {
 }
 
 #[test]
+fn an_id_the_server_holds_as_another_event_is_rejected_and_reported_once() {
+    let server = Rc::new(MemoryServer::new());
+    let (a, b, c) = (
+        Replica::new(&server),
+        Replica::new(&server),
+        Replica::new(&server),
+    );
+    let id = annals::EventId([4; 16]);
+    let append = |r: &Replica, data: serde_json::Value| {
+        let event = NewEvent::new("s", "Noted", &data).unwrap().with_id(id);
+        block_on(r.engine.append(vec![event])).unwrap();
+    };
+    append(&a, json!("first"));
+    append(&b, json!("other")); // offline: the same id on another event
+    append(&c, json!("first")); // the very same event: a duplicate, confirmed
+    a.sync();
+    let reported = Rc::new(RefCell::new(Vec::new()));
+    let sink = reported.clone();
+    b.sync
+        .on_rejected(move |r| sink.borrow_mut().push(r.clone()));
+    // B pulls first: the page's event under its pending id is another event, so the pending
+    // one is refused and reported, not taken as confirmed.
+    b.sync();
+    assert_eq!(reported.borrow().len(), 1);
+    let rejection = reported.borrow()[0].clone();
+    assert!(
+        rejection.reason.starts_with("DUPLICATE_ID: "),
+        "{}",
+        rejection.reason
+    );
+    assert_eq!(rejection.event.data.get(), r#""other""#);
+    assert_eq!(b.engine.pending_count(), 0);
+    assert_eq!(block_on(b.engine.rejected()).unwrap(), vec![rejection]);
+    assert_eq!(data_of(&b.log()), ["\"first\""]);
+    // Pushed rather than pulled, the server's answer says the same.
+    let rejected = block_on(c.engine.append(vec![NewEvent::new("t", "Noted", &1)
+        .unwrap()
+        .with_id(annals::EventId([5; 16]))]));
+    rejected.unwrap();
+    c.sync();
+    assert_eq!(c.engine.pending_count(), 0);
+    assert_eq!(data_of(&c.log()), ["\"first\"", "1"]);
+    assert!(block_on(c.engine.rejected()).unwrap().is_empty());
+    // A push of the reused id answers `rejected` with a DUPLICATE_ID reason.
+    let pushed = server.push(
+        "todos",
+        &annals::protocol::PushRequest {
+            client_id: "x".into(),
+            events: vec![annals::protocol::PushEvent {
+                id,
+                stream: "s".into(),
+                event_type: "Noted".into(),
+                schema_version: 1,
+                data: serde_json::value::RawValue::from_string("\"third\"".into()).unwrap(),
+                meta: None,
+                time: 0,
+                expected_version: ExpectedVersion::Any,
+            }],
+        },
+    );
+    assert!(matches!(
+        &pushed.results[0],
+        PushResult::Rejected { reason, .. } if reason.starts_with("DUPLICATE_ID: ")
+    ));
+    reported.borrow_mut().clear();
+    b.sync();
+    assert!(reported.borrow().is_empty(), "announced once");
+}
+
+#[test]
 fn a_changed_server_epoch_restarts_the_pull_and_keeps_pending_events() {
     let server = Rc::new(MemoryServer::new());
     let replica = Replica::new(&server);

@@ -632,6 +632,9 @@ impl<T: Transport> SyncClient<T> {
             .await?;
         let before = engine.confirmed_head();
         let outcome = engine.apply_pull(&response).await?;
+        if outcome.reused > 0 {
+            self.announce_rejections(engine).await?;
+        }
         let applied = (engine.confirmed_head().saturating_sub(before)) as usize;
         self.refresh_counts(engine);
         Ok((applied, response.more || outcome.restart, outcome.restart))
@@ -672,6 +675,10 @@ impl<T: Transport> SyncClient<T> {
                 }
                 None => (engine.apply_pull(&response).await?, None),
             };
+            if outcome.reused > 0 {
+                // Pending events the page refused (another event under their id).
+                self.announce_rejections(engine).await?;
+            }
             let applied = (engine.confirmed_head().saturating_sub(before)) as usize;
             self.refresh_counts(engine);
             report.pulled += applied;
