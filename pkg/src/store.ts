@@ -324,7 +324,18 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
     } catch (error) {
       this.#events.error(fromWasmError(error));
     }
-    if (why !== "upgraded") keepOrphans(this.#settings.name, unsynced);
+    if (why !== "upgraded") {
+      const { kept, persisted } = keepOrphans(this.#settings.name, unsynced);
+      if (persisted < kept) {
+        this.#events.error(
+          new AnnalsError(
+            "QUOTA_EXCEEDED",
+            `${kept - persisted} of the ${kept} unsynced events of the deleted database "${this.#settings.name}" did not fit in localStorage: ` +
+              "they are kept in this tab's memory only, and are lost if it closes before a store of that name opens again",
+          ),
+        );
+      }
+    }
     this.#lost = true;
     this.#closed = true;
     this.close().catch((error: unknown) => this.#events.error(error));

@@ -251,6 +251,62 @@ describe("a synced store", () => {
       }
     });
   }
+
+  test("the unsynced events of a deleted database survive a reload before the store reopens", { timeout: 120_000 }, async () => {
+    /** @type {string[]} */
+    const errors = [];
+    const context = await browser.newContext();
+    try {
+      const store = freshStore("reload");
+      const page = await newTab(context, errors);
+      await openApp(page, appUrl(server.url, store, { sync: true }));
+      const wait = { timeout: 20_000, interval: 100 };
+      await addViaUi(page, "synced before");
+      await eventually(() => syncState(page), (s) => s.pending === "0" && s.online === "true", { ...wait, what: "the todo to be pushed" });
+      await context.setOffline(true);
+      await addViaUi(page, "not pushed yet");
+      await eventually(() => syncState(page), (s) => s.pending === "1", { ...wait, what: "one event pending" });
+      const unsynced = (await readLog(page)).events.filter((e) => e.pending).map((e) => e.id);
+
+      // The app reopens the database as soon as it is deleted, and would append the event
+      // again from this page's memory: here that reopen never completes, and the page is
+      // reloaded instead, so only what survives a reload can bring the event back.
+      await page.evaluate(() => {
+        /** @type {any} */ (indexedDB).open = () => ({});
+      });
+      const deleted = await page.evaluate(
+        (name) =>
+          new Promise((resolve) => {
+            const request = indexedDB.deleteDatabase(name);
+            request.onsuccess = () => resolve("deleted");
+            request.onerror = () => resolve(`failed: ${request.error?.name}`);
+            request.onblocked = () => resolve("blocked");
+          }),
+        store,
+      );
+      assert.equal(deleted, "deleted");
+      const key = `annals-orphans:${store}`;
+      const kept = await eventually(
+        () => page.evaluate((k) => localStorage.getItem(k), key),
+        (v) => v !== null,
+        { ...wait, what: "the outbox kept in localStorage" },
+      );
+      assert.deepEqual(JSON.parse(kept ?? "{}").events.map((/** @type {{ id: string }} */ e) => e.id), unsynced);
+
+      await context.setOffline(false);
+      await page.reload();
+      await waitReady(page);
+      await eventually(() => titles(page), (t) => JSON.stringify(t) === JSON.stringify(["not pushed yet", "synced before"]), { ...wait, what: "both todos after the reload" });
+      await eventually(() => syncState(page), (s) => s.pending === "0", { ...wait, what: "the outbox to drain" });
+      const ids = await serverIds(store);
+      assert.equal(new Set(ids).size, ids.length, "no event twice on the server");
+      for (const id of unsynced) assert.ok(ids.includes(id), "the event that was never pushed reached the server, by its id");
+      assert.equal(await page.evaluate((k) => localStorage.getItem(k), key), null, "forgotten once appended");
+      assert.deepEqual(errors, [], "no errors in the page");
+    } finally {
+      await context.close();
+    }
+  });
 });
 
 describe("a newer build", () => {
