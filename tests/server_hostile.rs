@@ -301,8 +301,9 @@ async fn spoofed_client_ids_cannot_touch_another_clients_events(backend: Backend
     assert!(stored.iter().all(|e| e["origin"] == alice_id.as_str()));
 
     // Mallory, with a token for the same store, pushes under Alice's client id: Alice's
-    // own ids with other contents (answered `duplicate` with Alice's positions, nothing
-    // rewritten), and one event of her own (stored; its `origin` is only what she claims).
+    // own ids with other contents (rejected as DUPLICATE_ID naming only Alice's positions,
+    // nothing rewritten), and one event of her own (stored; its `origin` is only what she
+    // claims).
     let mallory = server.api("tok-a");
     let forged: Vec<Value> = stored
         .iter()
@@ -325,9 +326,16 @@ async fn spoofed_client_ids_cannot_touch_another_clients_events(backend: Backend
     let body = answer.assert_ok();
     let results = body["results"].as_array().expect("results");
     for (r, original) in results.iter().zip(&stored) {
-        assert_eq!(r["status"], "duplicate", "{r}");
-        assert_eq!(r["position"], original["position"]);
-        assert_eq!(r["version"], original["version"]);
+        assert_eq!(r["status"], "rejected", "{r}");
+        let reason = r["reason"].as_str().expect("a reason");
+        assert!(reason.starts_with("DUPLICATE_ID: "), "{r}");
+        assert!(
+            reason.contains(&format!(
+                "(position {}, version {} of its stream)",
+                original["position"], original["version"]
+            )),
+            "{r}"
+        );
     }
     assert_eq!(results[3]["status"], "ok");
     // The answer tells Mallory nothing of Alice's events but where they are.
