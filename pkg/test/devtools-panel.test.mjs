@@ -113,6 +113,7 @@ function fakeStore({ size = 0, name = "shop", differentFrom = null, tabs = [] } 
     calls,
   };
   store[DEBUG] = {
+    synced: false,
     projections: () => [
       { name: "cart", version: 2 },
       { name: "count", version: 1 },
@@ -535,6 +536,7 @@ test("divergence against the server's replica: first differing event, the server
   replica[DEBUG].range = (after, to) => range(after, to).map((e) => (e.position === 77 ? { ...e, id: "server-77", type: "CouponApplied" } : e));
   replica.stateAt = async (projection, position) => (projection === "count" ? position : { count: position, last: "CouponApplied", skipped: 0 });
   store.syncStatus = { ...store.syncStatus, online: true, leader: true };
+  store[DEBUG].synced = true;
   store[DEBUG].serverReplica = async () => replica;
   const { $, $$ } = mount(store);
   await settle();
