@@ -996,6 +996,18 @@ impl<S: Storage> Engine<S> {
         Ok((list.split_off(from), count))
     }
 
+    /// Takes the rejections stored but not announced yet: moves the mark past them first,
+    /// then hands them over to be announced. Serialised with this engine's writes, so two
+    /// announcers (a sync client and the one that replaces it) never both take the same
+    /// ones; a crash after the mark and before the announcement (a synchronous call right
+    /// after it) is the only way to miss one, and it stays in [`Engine::rejected`].
+    pub async fn take_unannounced_rejections(&self) -> Result<Vec<Rejection>> {
+        let _writer = self.writer.lock().await;
+        let (rejections, mark) = self.unannounced_rejections().await?;
+        self.mark_rejections_announced(mark).await?;
+        Ok(rejections)
+    }
+
     /// Records that the rejections up to `mark` (from [`Engine::unannounced_rejections`])
     /// were announced. The mark only moves forward.
     pub async fn mark_rejections_announced(&self, mark: u64) -> Result<()> {

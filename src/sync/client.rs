@@ -592,23 +592,24 @@ impl<T: Transport> SyncClient<T> {
         })
     }
 
-    /// Tells the rejection listeners of the rejections stored but not announced yet, then
-    /// moves the store's mark past them: each is announced once, even when a crash (or
-    /// `stop`) came between storing and announcing it (the next client announces it then).
+    /// Tells the rejection listeners of the rejections stored but not announced yet: each
+    /// is announced once, even when a crash (or `stop`) came between storing and
+    /// announcing it (the next client announces it then). The store's mark moves past them
+    /// before the listeners hear them, so a client that takes over meanwhile cannot
+    /// announce them again.
     async fn announce_rejections<S: Storage>(&self, engine: &Engine<S>) -> Result<(), SyncError> {
         if self.stopped.get() {
             // The tab is closing or freezing (its listeners may be gone): the client that
             // syncs next announces them.
             return Ok(());
         }
-        let (rejections, mark) = engine.unannounced_rejections().await?;
+        let rejections = engine.take_unannounced_rejections().await?;
         let listeners: Vec<RejectionListener> = self.rejection_listeners.borrow().clone();
         for rejection in &rejections {
             for listener in &listeners {
                 listener(rejection);
             }
         }
-        engine.mark_rejections_announced(mark).await?;
         Ok(())
     }
 
