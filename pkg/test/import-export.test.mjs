@@ -269,6 +269,30 @@ describe("exportEvents", () => {
     }
   });
 
+  test("adding upcasters changes no stored byte: the export before and after is the same, line for line", async () => {
+    const name = uniqueName("upcasters-added");
+    const before = await openStore({ name, storage: "memory", sharedMemory: true });
+    await before.appendMany([
+      { stream: "todo-1", type: "TodoAdded", data: { title: "milk" } },
+      { stream: "todo-1", type: "TodoDone", data: {}, meta: { by: "me" } },
+    ]);
+    const events = (t) => t.trim().split("\n").slice(1).join("\n");
+    const exportedBefore = events(await text(before.exportEvents()));
+    await before.close();
+    const after = await openStore({
+      name,
+      storage: "memory",
+      sharedMemory: true,
+      upcasters: { TodoAdded: { 1: (data) => ({ ...data, priority: 0 }) } },
+    });
+    try {
+      assert.equal((await after.events({ limit: 1 }))[0].data.priority, 0, "reads are upcast");
+      assert.equal(events(await text(after.exportEvents())), exportedBefore);
+    } finally {
+      await after.close();
+    }
+  });
+
   test("{ upcast: true } writes events as this build reads them; the default writes them as stored", async () => {
     const v1 = [
       JSON.stringify({ id: randomUUID(), stream: "todo-1", type: "TodoAdded", data: { title: "milk" }, time: 1 }),
