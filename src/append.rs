@@ -7,8 +7,11 @@ use std::hash::BuildHasherDefault;
 
 use crate::codec::{EventRef, SegmentBuilder};
 use crate::error::{Error, Result};
-use crate::event::{Event, EventId, Limits, NewEvent, MAX_SAFE_INTEGER};
-use crate::log::{AppendResult, IdHasher, LogState};
+use crate::event::{
+    Event, EventId, ExpectedVersion, Limits, NewEvent, StreamEnd, MAX_SAFE_INTEGER,
+    STREAM_CLOSED_TYPE,
+};
+use crate::log::{AppendResult, IdHasher, Lifecycle, LogState};
 use crate::outbox::PendingLog;
 use crate::protocol::PushEvent;
 
@@ -25,6 +28,20 @@ impl ReplicaView<'_> {
 
     pub fn stream_version(&self, stream: &str) -> u64 {
         self.log.stream_version(stream) + self.pending.stream_count(stream)
+    }
+
+    /// The stream's version and lifecycle in the replica: its confirmed events, then its
+    /// pending ones (few: the outbox is scanned only when it holds events of the stream).
+    pub fn stream_state(&self, stream: &str) -> (u64, Lifecycle) {
+        let mut version = self.log.stream_version(stream);
+        let mut lifecycle = self.log.lifecycle(stream);
+        if self.pending.stream_count(stream) > 0 {
+            for event in self.pending.events().filter(|e| e.stream == stream) {
+                version += 1;
+                lifecycle.record(&event.event_type, version);
+            }
+        }
+        (version, lifecycle)
     }
 
     pub fn position_of(&self, id: &EventId) -> Option<u64> {
@@ -48,6 +65,38 @@ impl ReplicaView<'_> {
             }
         });
         Ok(found)
+    }
+}
+
+/// The stream lifecycle rule, one place for every writer (appends on any replica, the
+/// server's push rules): an event may go to a stream at `version`, whose last event did
+/// `end`, with this expectation, if
+///
+/// - the stream is not closed (a `$StreamClosed` is final: `STREAM_DELETED`), and
+/// - the expected version holds; `no_stream` also holds right after a `$StreamDeleted`
+///   (the deleted stream starts again, its versions counting on so that expectations
+///   taken before the delete stay meaningful).
+pub fn check_stream(
+    stream: &str,
+    version: u64,
+    end: Option<StreamEnd>,
+    expected: ExpectedVersion,
+) -> Result<()> {
+    if end == Some(StreamEnd::Closed) {
+        return Err(Error::StreamDeleted(format!(
+            "stream `{stream}` was closed at version {version} ({STREAM_CLOSED_TYPE}): it takes \
+             no more events"
+        )));
+    }
+    let restart = expected == ExpectedVersion::NoStream && end == Some(StreamEnd::Deleted);
+    if expected.accepts(version) || restart {
+        Ok(())
+    } else {
+        Err(Error::WrongExpectedVersion {
+            stream: stream.to_owned(),
+            expected,
+            actual: version,
+        })
     }
 }
 
@@ -113,8 +162,10 @@ pub struct AppendPlan {
 /// 4. a batch is wholly a retry or wholly new: known ids mixed with new events are
 ///    `DUPLICATE_ID` naming the known ids. A whole retry writes nothing and returns the
 ///    stored events' positions as [`AppendResult::Duplicate`];
-/// 5. otherwise every expected version must hold (a broken one fails the whole batch)
-///    and the events are written at the next positions.
+/// 5. otherwise every event must pass [`check_stream`] (a closed stream is
+///    `STREAM_DELETED`; every expected version must hold, `no_stream` also right after a
+///    delete; one failure fails the whole batch) and the events are written at the next
+///    positions.
 pub fn plan_append(
     batch: &[NewEvent],
     view: &ReplicaView<'_>,
@@ -147,29 +198,30 @@ pub fn plan_append(
     if let Some(plan) = plan_retry(batch, view, context)? {
         return Ok(plan);
     }
-    let mut planned_versions: HashMap<&str, u64> = HashMap::new();
+    let mut planned: HashMap<&str, (u64, Lifecycle)> = HashMap::new();
     let mut results = Vec::with_capacity(batch.len());
     for (next_position, event) in (view.head() + 1..).zip(batch) {
-        let current = *planned_versions
+        let (current, lifecycle) = planned
             .entry(event.stream.as_str())
-            .or_insert_with(|| view.stream_version(&event.stream));
-        if !event.expected_version.accepts(current) {
-            return Err(Error::WrongExpectedVersion {
-                stream: event.stream.clone(),
-                expected: event.expected_version,
-                actual: current,
-            });
-        }
+            .or_insert_with(|| view.stream_state(&event.stream));
+        check_stream(
+            &event.stream,
+            *current,
+            lifecycle.end(*current),
+            event.expected_version,
+        )?;
         if next_position > MAX_SAFE_INTEGER {
             return Err(Error::InvalidArgument("the log is full".into()));
         }
         let id = event.id.unwrap_or_else(&mut *next_id);
-        planned_versions.insert(event.stream.as_str(), current + 1);
+        *current += 1;
+        lifecycle.record(&event.event_type, *current);
+        let current = *current;
         sink.push(
             &EventRef {
                 id,
                 position: next_position,
-                version: current + 1,
+                version: current,
                 schema_version: event.schema_version,
                 time: event.time.unwrap_or(context.now_ms),
                 stream: &event.stream,
@@ -185,10 +237,9 @@ pub fn plan_append(
     let stream_versions = batch
         .iter()
         .map(|e| {
-            planned_versions
+            planned
                 .get(e.stream.as_str())
-                .copied()
-                .unwrap_or(0)
+                .map_or(0, |(version, _)| *version)
         })
         .collect();
     Ok(AppendPlan {

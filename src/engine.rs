@@ -17,7 +17,7 @@ use crate::append::{plan_append, AppendContext, OutboxBuilder, ReplicaView};
 use crate::clock::{Clock, IdSource, SystemClock, Uuidv7};
 use crate::codec::{EventRef, SegmentBuilder};
 use crate::error::{Error, Result};
-use crate::event::{Event, EventId, Limits, NewEvent};
+use crate::event::{Event, EventId, ExpectedVersion, Limits, NewEvent};
 use crate::log::{AppendResult, LogState, ReadQuery};
 use crate::outbox::{OutboxChange, PendingBatch, PendingLog};
 use crate::protocol::{content_digest, PullResponse, PushEvent, PushResponse, PushResult};
@@ -754,6 +754,43 @@ impl<S: Storage> Engine<S> {
     /// known ids mixed with new events, is [`Error::DuplicateId`] (the rules:
     /// [`crate::append::plan_append`]). More than [`Limits::max_batch_events`] events is
     /// [`Error::TooLarge`].
+    /// Soft-deletes `stream`: appends a `$StreamDeleted` event to it (so it syncs, and
+    /// projections see it, like any event). Reads of the stream then return only what is
+    /// appended after it; its version keeps counting (the delete is one version), and an
+    /// append expecting `no_stream` starts it again. `expected` is checked like any
+    /// append's.
+    pub async fn delete_stream(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+    ) -> Result<AppendOutcome> {
+        self.append(vec![NewEvent::new(
+            stream,
+            crate::event::STREAM_DELETED_TYPE,
+            &serde_json::json!({}),
+        )?
+        .expecting(expected)])
+            .await
+    }
+
+    /// Closes `stream` for good: appends a `$StreamClosed` event to it, after which every
+    /// append to the stream fails with `STREAM_DELETED`, here, on every replica it syncs
+    /// to, and on the server. Its events stay readable. `expected` is checked like any
+    /// append's.
+    pub async fn close_stream(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+    ) -> Result<AppendOutcome> {
+        self.append(vec![NewEvent::new(
+            stream,
+            crate::event::STREAM_CLOSED_TYPE,
+            &serde_json::json!({}),
+        )?
+        .expecting(expected)])
+            .await
+    }
+
     pub async fn append(&self, batch: Vec<NewEvent>) -> Result<AppendOutcome> {
         self.check_open()?;
         let max = self.options.borrow().limits.max_batch_events;
@@ -1196,6 +1233,8 @@ impl<S: Storage> Engine<S> {
         self.check_open()?;
         query.check()?;
         let log = self.log.borrow();
+        let visible = self.past_deletes(&log, query);
+        let query = visible.as_ref().unwrap_or(query);
         let limit = query.limit.unwrap_or(usize::MAX);
         if query.backwards {
             let mut events = Vec::new();
@@ -1224,6 +1263,8 @@ impl<S: Storage> Engine<S> {
         self.check_open()?;
         query.check()?;
         let log = self.log.borrow();
+        let visible = self.past_deletes(&log, query);
+        let query = visible.as_ref().unwrap_or(query);
         if query.is_range() && !log.holds_after(query.after) {
             // While a lazily opened log loads: the part read so far, below the loaded log.
             if let Some(rest) = &*self.rest.borrow() {
@@ -1288,6 +1329,29 @@ impl<S: Storage> Engine<S> {
         let log = self.log.borrow();
         let after = log.head() + from as u64;
         self.range_json(after, u64::MAX)
+    }
+
+    /// A read of a stream deleted by a pending `$StreamDeleted` starts after it: the
+    /// query with `fromVersion` moved past it (`None`: the query as it is; the confirmed
+    /// log already skips what confirmed deletes hide).
+    fn past_deletes(&self, log: &LogState, query: &ReadQuery) -> Option<ReadQuery> {
+        let stream = query.stream.as_deref()?;
+        let pending = self.pending.borrow();
+        if pending.stream_count(stream) == 0 || !log.is_complete() {
+            return None;
+        }
+        let (_, lifecycle) = ReplicaView {
+            log,
+            pending: &pending,
+        }
+        .stream_state(stream);
+        let from = lifecycle.deleted_at + 1;
+        (lifecycle.deleted_at > log.lifecycle(stream).deleted_at
+            && query.from_version.is_none_or(|v| v < from))
+        .then(|| ReadQuery {
+            from_version: Some(from),
+            ..query.clone()
+        })
     }
 
     fn for_each_pending_matching(

@@ -27,6 +27,10 @@ pub enum Error {
         ids: Vec<String>,
     },
 
+    /// The stream is closed (its last event is `$StreamClosed`); nothing was written.
+    #[error("stream deleted: {0}")]
+    StreamDeleted(String),
+
     /// A batch with more events than one append takes (`max_batch`); nothing was written.
     #[error("too large: {0}")]
     TooLarge(String),
@@ -80,6 +84,7 @@ impl Error {
         match self {
             Error::WrongExpectedVersion { .. } => ErrorCode::WrongExpectedVersion,
             Error::DuplicateId { .. } => ErrorCode::DuplicateId,
+            Error::StreamDeleted(_) => ErrorCode::StreamDeleted,
             Error::TooLarge(_) => ErrorCode::TooLarge,
             Error::InvalidEvent(_) => ErrorCode::InvalidEvent,
             Error::InvalidArgument(_) => ErrorCode::InvalidArgument,

@@ -62,6 +62,8 @@ error_codes! {
     WrongExpectedVersion = "WRONG_EXPECTED_VERSION", Client;
     /// An event id already in the log came with other content (stream, type, schema version, data or meta), or a batch mixed retries with new events; the error carries the stored event; nothing was written.
     DuplicateId = "DUPLICATE_ID", Client;
+    /// The stream was closed (`closeStream`: a `$StreamClosed` event): it takes no more events, on any replica or the server (a push to it is rejected with this reason); nothing was written.
+    StreamDeleted = "STREAM_DELETED", Both;
     /// An event is malformed: missing or empty `type`/`stream`, not JSON, too large.
     InvalidEvent = "INVALID_EVENT", Both;
     /// An argument other than an event is malformed (options, a position, a projection name).

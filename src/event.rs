@@ -331,8 +331,36 @@ impl NewEvent {
     }
 }
 
-/// Names starting with this are annals' own (streams and types): apps cannot append them.
+/// Names starting with this are annals' own (streams and types): apps cannot append them,
+/// except the lifecycle types below, which are how a stream is deleted or closed.
 pub const RESERVED_PREFIX: char = '$';
+
+/// The type of the event that soft-deletes its stream ([`crate::engine::Engine::delete_stream`]):
+/// reads of the stream skip everything up to it, and `no_stream` may start the stream again.
+pub const STREAM_DELETED_TYPE: &str = "$StreamDeleted";
+/// The type of the event that closes its stream for good
+/// ([`crate::engine::Engine::close_stream`]): every later append to it is `STREAM_DELETED`.
+pub const STREAM_CLOSED_TYPE: &str = "$StreamClosed";
+
+/// What a lifecycle event does to its stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// Soft delete: the stream reads as empty and may start again with `no_stream`.
+    Deleted,
+    /// Tombstone: the stream takes no more events.
+    Closed,
+}
+
+impl StreamEnd {
+    /// The lifecycle an event of `event_type` records, if it is a lifecycle event.
+    pub fn of_type(event_type: &str) -> Option<Self> {
+        match event_type {
+            STREAM_DELETED_TYPE => Some(StreamEnd::Deleted),
+            STREAM_CLOSED_TYPE => Some(StreamEnd::Closed),
+            _ => None,
+        }
+    }
+}
 
 /// Why `value` cannot be the `field` (`stream` or `type`) of an event, if it cannot: it is
 /// empty, longer than `max_bytes`, starts or ends with whitespace, holds a control
@@ -359,7 +387,11 @@ pub fn name_problem(field: &str, value: &str, max_bytes: usize) -> Option<String
             "`{field}` must not contain control characters, got {value:?}"
         ));
     }
-    if value.starts_with(RESERVED_PREFIX) {
+    // The lifecycle types are annals' own too, but are appended like any event (by
+    // `deleteStream` and `closeStream`, or pushed by a replica that did), so they pass.
+    if value.starts_with(RESERVED_PREFIX)
+        && !(field == "type" && StreamEnd::of_type(value).is_some())
+    {
         return Some(format!(
             "`{field}` {value:?} starts with `{RESERVED_PREFIX}`, which is reserved for annals' own {field}s"
         ));

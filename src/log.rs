@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use crate::codec::{self, EventRef, SegmentBuilder, SegmentReader};
 use crate::error::{Error, Result};
-use crate::event::{Event, EventId};
+use crate::event::{Event, EventId, StreamEnd};
 use crate::storage::Segment;
 
 /// Hashes event ids cheaply: UUIDs already carry random bits, so folding is enough.
@@ -153,6 +153,40 @@ impl Hasher for NameHasher {
 
 type NameIndex = HashMap<Box<str>, Vec<u64>, BuildHasherDefault<NameHasher>>;
 
+/// Where a stream stands in its lifecycle: kept only for streams that ever had a
+/// lifecycle event (`$StreamDeleted`, `$StreamClosed`), so it costs nothing for the rest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Lifecycle {
+    /// The version of the stream's last `$StreamDeleted` (0: never deleted). Reads of the
+    /// stream skip versions up to it.
+    pub deleted_at: u64,
+    /// The version of its `$StreamClosed` (0: open). Closing is final: it is the last event.
+    pub closed_at: u64,
+}
+
+impl Lifecycle {
+    /// Takes in the stream's event at `version` of type `event_type`.
+    pub fn record(&mut self, event_type: &str, version: u64) {
+        match StreamEnd::of_type(event_type) {
+            Some(StreamEnd::Deleted) => self.deleted_at = version,
+            Some(StreamEnd::Closed) => self.closed_at = version,
+            None => {}
+        }
+    }
+
+    /// What the stream's last event (at `version`) did, if it was a lifecycle event: what
+    /// the append rules look at.
+    pub fn end(&self, version: u64) -> Option<StreamEnd> {
+        if self.closed_at != 0 {
+            Some(StreamEnd::Closed)
+        } else if self.deleted_at != 0 && self.deleted_at == version {
+            Some(StreamEnd::Deleted)
+        } else {
+            None
+        }
+    }
+}
+
 /// The indexes over the log: positions by event id, stream, type and correlation id.
 #[derive(Debug, Default)]
 struct Index {
@@ -160,11 +194,18 @@ struct Index {
     streams: NameIndex,
     types: NameIndex,
     correlations: NameIndex,
+    lifecycles: HashMap<Box<str>, Lifecycle, BuildHasherDefault<NameHasher>>,
 }
 
 impl Index {
     fn add(&mut self, event: &EventRef<'_>) {
         self.ids.insert(event.id, event.position);
+        if StreamEnd::of_type(event.event_type).is_some() {
+            self.lifecycles
+                .entry(event.stream.into())
+                .or_default()
+                .record(event.event_type, event.version);
+        }
         push_index(&mut self.streams, event.stream, event.position);
         push_index(&mut self.types, event.event_type, event.position);
         if let Some(correlation) = correlation_of(event.meta) {
@@ -242,6 +283,15 @@ impl LogState {
     pub fn stream_version(&self, stream: &str) -> u64 {
         debug_assert!(self.is_complete(), "stream versions need the complete log");
         self.index.streams.get(stream).map_or(0, |p| p.len() as u64)
+    }
+
+    /// Where `stream` stands in its lifecycle (deleted, closed). Needs the complete log.
+    pub fn lifecycle(&self, stream: &str) -> Lifecycle {
+        self.index
+            .lifecycles
+            .get(stream)
+            .copied()
+            .unwrap_or_default()
     }
 
     /// Needs the complete log.
@@ -554,6 +604,11 @@ impl LogState {
         if let (Some(_), Some(from)) = (by_stream, query.from_version) {
             // A stream's list holds its events in version order: version v is at v - 1.
             start = start.max(usize::try_from(from.saturating_sub(1)).unwrap_or(usize::MAX));
+        }
+        if let (Some(_), Some(stream)) = (by_stream, query.stream.as_deref()) {
+            // A deleted stream reads from after its last `$StreamDeleted` (that included).
+            let deleted_at = self.lifecycle(stream).deleted_at;
+            start = start.max(usize::try_from(deleted_at).unwrap_or(usize::MAX));
         }
         let end = list.partition_point(|p| *p <= to);
         let slice = &list[start.min(end)..end];

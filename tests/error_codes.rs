@@ -18,6 +18,7 @@ fn every_core_error() -> Vec<Error> {
             event: String::new(),
             ids: Vec::new(),
         },
+        Error::StreamDeleted(String::new()),
         Error::TooLarge(String::new()),
         Error::InvalidEvent(String::new()),
         Error::CommandRejected(String::new()),
@@ -36,6 +37,7 @@ fn every_core_error() -> Vec<Error> {
         match e {
             Error::WrongExpectedVersion { .. }
             | Error::DuplicateId { .. }
+            | Error::StreamDeleted(_)
             | Error::TooLarge(_)
             | Error::InvalidEvent(_)
             | Error::CommandRejected(_)

@@ -18,6 +18,7 @@ on_every_backend!(
     a_retried_push_answers_duplicate_with_the_original_positions,
     a_reused_id_with_other_content_is_rejected_as_duplicate_id,
     a_version_conflict_rejects_that_event_only,
+    deleted_streams_restart_with_no_stream_and_closed_ones_take_nothing,
     a_rejection_answers_every_retry_of_the_same_event,
     a_long_poll_answers_as_soon_as_an_event_lands,
     a_long_poll_times_out_empty,
@@ -304,6 +305,74 @@ async fn a_reused_id_with_other_content_is_rejected_as_duplicate_id(backend: Bac
         answer.assert_error(400, "INVALID_EVENT");
     }
     assert_eq!(api.pull_all("store-a").await.len(), 2);
+    server.stop().await;
+}
+
+async fn deleted_streams_restart_with_no_stream_and_closed_ones_take_nothing(backend: Backend) {
+    let server = backend.start().await;
+    let api = server.api("tok-a");
+    let statuses = |answer: &Value| -> Vec<String> {
+        answer["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .map(|r| match r["reason"].as_str() {
+                Some(reason) => reason.split(':').next().unwrap_or_default().to_owned(),
+                None => r["status"].as_str().unwrap_or_default().to_owned(),
+            })
+            .collect()
+    };
+    // Within one push: a stream created, deleted, restarted with no_stream, then closed.
+    let first = api
+        .push_ok(
+            "store-a",
+            vec![
+                event_expecting("cart", "Opened", json!("no_stream")),
+                event_expecting("cart", "$StreamDeleted", json!(1)),
+                event_expecting("cart", "Opened", json!("no_stream")),
+                event_expecting("cart", "Added", json!("no_stream")), // no longer just deleted
+                event_expecting("order", "Placed", json!("no_stream")),
+                event_expecting("order", "$StreamClosed", json!(1)),
+                event_expecting("order", "Amended", json!("any")),
+            ],
+        )
+        .await;
+    assert_eq!(
+        statuses(&first),
+        [
+            "ok",
+            "ok",
+            "ok",
+            "wrong expected version on stream `cart`",
+            "ok",
+            "ok",
+            "STREAM_DELETED"
+        ]
+    );
+    assert_eq!(first["results"][6]["actualVersion"], 2);
+    // In later pushes the stored state rules: the deleted-then-restarted stream counts on,
+    // a new delete lets no_stream start it again, the closed one takes nothing.
+    let later = api
+        .push_ok(
+            "store-a",
+            vec![
+                event_expecting("order", "Amended", json!(2)),
+                event_expecting("order", "$StreamDeleted", json!("any")),
+                event_expecting("cart", "$StreamDeleted", json!(3)),
+            ],
+        )
+        .await;
+    assert_eq!(statuses(&later), ["STREAM_DELETED", "STREAM_DELETED", "ok"]);
+    let again = api
+        .push_ok(
+            "store-a",
+            vec![event_expecting("cart", "Opened", json!("no_stream"))],
+        )
+        .await;
+    assert_eq!(statuses(&again), ["ok"]);
+    assert_eq!(again["results"][0]["version"], 5);
+    let log = api.pull_all("store-a").await;
+    assert_eq!(log.len(), 7, "nothing refused was written");
     server.stop().await;
 }
 

@@ -4,7 +4,10 @@
 
 use std::collections::HashMap;
 
-use crate::event::EventId;
+use crate::append::check_stream;
+use crate::error::Error;
+use crate::error_code::ErrorCode;
+use crate::event::{EventId, StreamEnd};
 use crate::protocol::{PushEvent, PushResult};
 
 /// Judges pushed events one by one, after the version rules passed (rule 4 of
@@ -61,6 +64,10 @@ pub struct PushPlan {
     pub inserts: Vec<(usize, Placed)>,
     /// Each touched stream's new version (one entry per stream).
     pub stream_versions: Vec<(String, u64)>,
+    /// The streams whose lifecycle end changed (see `ends` of [`plan_push`]): what their
+    /// last event now does, `None` when it is an ordinary event again, for the backend
+    /// to store.
+    pub stream_ends: Vec<(String, Option<StreamEnd>)>,
     /// New rejections to remember, by index into the pushed events, in order.
     pub refusals: Vec<(usize, Refusal)>,
     /// The store's head after the push.
@@ -91,8 +98,10 @@ impl PushPlan {
 ///    under the id never changes, so the answer cannot either);
 /// 2. the very event rejected before (same [`PushEvent::fingerprint`], in an earlier push
 ///    or earlier in this one) answers the same rejection: a verdict, once given, is final;
-/// 3. an expected version that the stream's current version does not satisfy answers
-///    `rejected` with the actual version, for that event only;
+/// 3. an event the stream lifecycle rule refuses ([`check_stream`]: an expected version
+///    the stream's current version does not satisfy, or a closed stream) answers
+///    `rejected` with the actual version, for that event only (a closed stream's reason
+///    starts with `STREAM_DELETED`);
 /// 4. an authority claiming the stream (`check`) may refuse it: `rejected` with its reason;
 /// 5. otherwise the event is `ok` at head + 1 with its stream's version + 1.
 ///
@@ -105,6 +114,7 @@ pub fn plan_push(
     existing: &HashMap<EventId, Stored>,
     refused: &HashMap<EventId, Vec<Refusal>>,
     versions: &HashMap<String, u64>,
+    ends: &HashMap<String, StreamEnd>,
     mut check: Option<&mut dyn PushCheck>,
 ) -> PushPlan {
     let mut plan = PushPlan {
@@ -113,6 +123,7 @@ pub fn plan_push(
     };
     let mut accepted: HashMap<EventId, Stored> = HashMap::new();
     let mut current: HashMap<&str, u64> = HashMap::new();
+    let mut current_ends: HashMap<&str, Option<StreamEnd>> = HashMap::new();
     let mut touched: Vec<&str> = Vec::new();
     for (index, event) in events.iter().enumerate() {
         if let Some(stored) = existing.get(&event.id).or_else(|| accepted.get(&event.id)) {
@@ -169,13 +180,25 @@ pub fn plan_push(
             version: actual + 1,
         };
         let mut fingerprint = || *fingerprint.get_or_insert_with(|| event.fingerprint());
-        let verdict = if !event.expected_version.accepts(actual) {
-            Err(Refusal {
-                fingerprint: fingerprint(),
-                reason: format!(
+        let end = match current_ends.get(event.stream.as_str()) {
+            Some(end) => *end,
+            None => ends.get(&event.stream).copied(),
+        };
+        let verdict = if let Err(refused) =
+            check_stream(&event.stream, actual, end, event.expected_version)
+        {
+            let reason = match refused {
+                Error::StreamDeleted(message) => {
+                    format!("{}: {message}", ErrorCode::StreamDeleted.as_str())
+                }
+                _ => format!(
                     "wrong expected version on stream `{}`: expected {}, actual {}",
                     event.stream, event.expected_version, actual
                 ),
+            };
+            Err(Refusal {
+                fingerprint: fingerprint(),
+                reason,
                 actual_version: Some(actual),
             })
         } else {
@@ -201,6 +224,7 @@ pub fn plan_push(
         if current.insert(&event.stream, placed.version).is_none() {
             touched.push(&event.stream);
         }
+        current_ends.insert(&event.stream, StreamEnd::of_type(&event.event_type));
         accepted.insert(
             event.id,
             Stored {
@@ -215,6 +239,13 @@ pub fn plan_push(
             version: placed.version,
         });
     }
+    plan.stream_ends = touched
+        .iter()
+        .filter_map(|s| {
+            let now = current_ends.get(s).copied().flatten();
+            (now != ends.get(*s).copied()).then(|| (s.to_string(), now))
+        })
+        .collect();
     plan.stream_versions = touched
         .into_iter()
         .filter_map(|s| current.get(s).map(|v| (s.to_owned(), *v)))
@@ -262,7 +293,15 @@ mod tests {
             ev(1, "a", ExpectedVersion::Any), // duplicate of event 1 of this push
             ev(4, "a", ExpectedVersion::Exact(3)),
         ];
-        let plan = plan_push(10, &events, &existing, &HashMap::new(), &versions, None);
+        let plan = plan_push(
+            10,
+            &events,
+            &existing,
+            &HashMap::new(),
+            &versions,
+            &HashMap::new(),
+            None,
+        );
         let statuses: Vec<String> = plan
             .results
             .iter()
@@ -351,7 +390,15 @@ mod tests {
             },
             ev(1, "a", ExpectedVersion::Any),
         ];
-        let plan = plan_push(10, &events, &existing, &HashMap::new(), &versions, None);
+        let plan = plan_push(
+            10,
+            &events,
+            &existing,
+            &HashMap::new(),
+            &versions,
+            &HashMap::new(),
+            None,
+        );
         let statuses: Vec<String> = plan
             .results
             .iter()
@@ -392,6 +439,7 @@ mod tests {
             &HashMap::new(),
             &HashMap::new(),
             &HashMap::new(),
+            &HashMap::new(),
             None,
         );
         assert!(matches!(
@@ -412,6 +460,7 @@ mod tests {
             &HashMap::new(),
             &remembered,
             &versions,
+            &HashMap::new(),
             None,
         );
         assert_eq!(retry.results, first.results);
@@ -421,7 +470,15 @@ mod tests {
             time: 7,
             ..late.clone()
         };
-        let fresh = plan_push(5, &[anew], &HashMap::new(), &remembered, &versions, None);
+        let fresh = plan_push(
+            5,
+            &[anew],
+            &HashMap::new(),
+            &remembered,
+            &versions,
+            &HashMap::new(),
+            None,
+        );
         assert!(matches!(
             fresh.results[0],
             PushResult::Ok {
@@ -434,6 +491,7 @@ mod tests {
         let twice = plan_push(
             0,
             &[late.clone(), late],
+            &HashMap::new(),
             &HashMap::new(),
             &HashMap::new(),
             &HashMap::new(),

@@ -24,8 +24,8 @@ use crate::protocol::{content_digest, PullResponse, PushEvent, PushResponse};
 use crate::push::authority::Authorities;
 use crate::server::store::{
     distinct_streams, event_bytes, new_epoch, now_ms, plan_push, stored_id, stored_schema_version,
-    stored_u64, to_i64, BoxFuture, Changes, Placed, Refusal, ServerStore, StoreError, StoreInfo,
-    Stored, PULL_BYTE_BUDGET,
+    stored_u64, stream_end_from, stream_end_name, to_i64, BoxFuture, Changes, Placed, Refusal,
+    ServerStore, StoreError, StoreInfo, Stored, PULL_BYTE_BUDGET,
 };
 
 const SCHEMA: &str = "
@@ -57,6 +57,15 @@ CREATE TABLE IF NOT EXISTS events (
     PRIMARY KEY (store_id, position)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS events_by_id ON events (store_id, id);
+-- Streams whose last event is a lifecycle event ($StreamDeleted: 'deleted',
+-- $StreamClosed: 'closed'): what the push rules need to refuse a closed stream and let
+-- `no_stream` restart a deleted one. Rows only for such streams.
+CREATE TABLE IF NOT EXISTS stream_ends (
+    store_id INTEGER NOT NULL,
+    stream   TEXT NOT NULL,
+    kind     TEXT NOT NULL,
+    PRIMARY KEY (store_id, stream)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rejections (
     store_id       INTEGER NOT NULL,
     id             BLOB NOT NULL,
@@ -365,6 +374,24 @@ impl Inner {
             }
         }
 
+        let mut ends = HashMap::new();
+        let any_ended = tx
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM stream_ends WHERE store_id = ?1)")?
+            .query_row([store_id], |r| r.get::<_, bool>(0))?;
+        if any_ended {
+            let mut find = tx.prepare_cached(
+                "SELECT kind FROM stream_ends WHERE store_id = ?1 AND stream = ?2",
+            )?;
+            for stream in distinct_streams(events) {
+                let found = find
+                    .query_row(params![store_id, stream], |r| r.get::<_, String>(0))
+                    .optional()?;
+                if let Some(end) = found.as_deref().map(stream_end_from).transpose()?.flatten() {
+                    ends.insert(stream.to_owned(), end);
+                }
+            }
+        }
+
         let mut histories = HashMap::new();
         let claimed = authorities.claimed_streams(events);
         if !claimed.is_empty() {
@@ -387,6 +414,7 @@ impl Inner {
             &existing,
             &refused,
             &versions,
+            &ends,
             Some(&mut authorities.checker(histories.clone())),
         );
         if plan.rejects_any() && !look_up_ids {
@@ -399,6 +427,7 @@ impl Inner {
                 &existing,
                 &refused,
                 &versions,
+                &ends,
                 Some(&mut authorities.checker(histories)),
             );
         }
@@ -462,6 +491,21 @@ impl Inner {
             )?;
             for (stream, version) in &plan.stream_versions {
                 upsert.execute(params![store_id, stream, to_i64(*version, "version")?])?;
+            }
+            for (stream, end) in &plan.stream_ends {
+                match end {
+                    Some(end) => tx
+                        .prepare_cached(
+                            "INSERT INTO stream_ends (store_id, stream, kind) VALUES (?1, ?2, ?3)
+                             ON CONFLICT (store_id, stream) DO UPDATE SET kind = excluded.kind",
+                        )?
+                        .execute(params![store_id, stream, stream_end_name(Some(*end))])?,
+                    None => tx
+                        .prepare_cached(
+                            "DELETE FROM stream_ends WHERE store_id = ?1 AND stream = ?2",
+                        )?
+                        .execute(params![store_id, stream])?,
+                };
             }
             tx.prepare_cached("UPDATE stores SET head = ?1 WHERE id = ?2")?
                 .execute(params![to_i64(plan.head, "head")?, store_id])?;

@@ -10,7 +10,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use tokio::sync::watch;
 
-use crate::event::EventId;
+use crate::event::{EventId, StreamEnd};
 use crate::protocol::{PullResponse, PushEvent, PushResponse};
 pub use crate::push::rules::{plan_push, Placed, PushPlan, Refusal, Stored};
 
@@ -240,6 +240,28 @@ pub fn stored_id(bytes: &[u8]) -> Result<EventId, StoreError> {
     <[u8; 16]>::try_from(bytes)
         .map(EventId)
         .map_err(|_| StoreError::Corrupt(format!("an event id of {} bytes", bytes.len())))
+}
+
+/// How `stream_ends.kind` names what a stream's last event did (SQLite and PostgreSQL
+/// alike): `open` for an ordinary event again (a deleted stream started anew).
+pub fn stream_end_name(end: Option<StreamEnd>) -> &'static str {
+    match end {
+        Some(StreamEnd::Deleted) => "deleted",
+        Some(StreamEnd::Closed) => "closed",
+        None => "open",
+    }
+}
+
+/// What a `stream_ends.kind` names.
+pub fn stream_end_from(kind: &str) -> Result<Option<StreamEnd>, StoreError> {
+    match kind {
+        "deleted" => Ok(Some(StreamEnd::Deleted)),
+        "closed" => Ok(Some(StreamEnd::Closed)),
+        "open" => Ok(None),
+        other => Err(StoreError::Corrupt(format!(
+            "stream_ends holds an unknown kind {other:?}"
+        ))),
+    }
 }
 
 #[cfg(test)]

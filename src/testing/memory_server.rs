@@ -17,6 +17,8 @@ struct StoreLog {
     events: Vec<Event>,
     ids: HashMap<EventId, usize>,
     versions: HashMap<String, u64>,
+    /// Streams whose last event is a lifecycle event (deleted, closed).
+    ends: HashMap<String, crate::event::StreamEnd>,
     refused: HashMap<EventId, Vec<Refusal>>,
 }
 
@@ -101,6 +103,7 @@ impl MemoryServer {
                 &existing,
                 &refused,
                 &log.versions,
+                &log.ends,
                 Some(&mut check),
             );
             for (index, placed) in plan.inserts {
@@ -121,6 +124,12 @@ impl MemoryServer {
                 });
             }
             log.versions.extend(plan.stream_versions);
+            for (stream, end) in plan.stream_ends {
+                match end {
+                    Some(end) => log.ends.insert(stream, end),
+                    None => log.ends.remove(&stream),
+                };
+            }
             for (index, refusal) in plan.refusals {
                 let id = request.events[index].id;
                 log.refused.entry(id).or_default().push(refusal);

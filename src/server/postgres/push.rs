@@ -13,14 +13,14 @@ use super::notify::CHANNEL;
 use super::pool::PgConn;
 use super::statements::{
     event_from_row, existing_ids, placed_ids, refused_ids, remember_refusals, store_row,
-    stream_versions, Statements, BEGIN, UPDATE_STREAMS,
+    stream_ends, stream_versions, Statements, BEGIN, UPDATE_STREAMS, UPSERT_STREAM_ENDS,
 };
 use super::versions::{Known, MAX_KNOWN_STREAMS};
 use super::PgStore;
-use crate::event::{Event, EventId};
+use crate::event::{Event, EventId, StreamEnd};
 use crate::protocol::{PushEvent, PushResponse};
 use crate::push::rules::{plan_push, PushPlan, Refusal, Stored};
-use crate::server::store::{distinct_streams, new_epoch, to_i64, StoreError};
+use crate::server::store::{distinct_streams, new_epoch, stream_end_name, to_i64, StoreError};
 
 /// What a push attempt may assume. The first assumes both; each retry drops one, so a
 /// push takes at most three attempts.
@@ -127,6 +127,8 @@ struct Locked {
     existing: HashMap<EventId, Stored>,
     /// The refusals remembered for the pushed ids.
     refused: HashMap<EventId, Vec<Refusal>>,
+    /// The pushed streams whose last event is a lifecycle event (all of them looked up).
+    ends: HashMap<String, StreamEnd>,
 }
 
 /// What this push makes of the stream versions the instance remembered.
@@ -289,9 +291,10 @@ impl PgStore {
         // last push found its memory of this store out of date.
         let (skipped, looked_up): (Vec<&str>, Vec<&str>) = match &known {
             Some(k) if k.trusted => streams.iter().partition(|s| k.versions.contains_key(**s)),
-            _ => (Vec::new(), streams),
+            _ => (Vec::new(), streams.clone()),
         };
-        let mut locked = lock_and_look_up(client, st, store, &looked_up, &ids, attempt).await?;
+        let mut locked =
+            lock_and_look_up(client, st, store, &looked_up, &streams, &ids, attempt).await?;
         let mut memory = Memory::settle(known, &mut locked, &skipped, client, st, store).await?;
         let plan = self
             .plan(
@@ -386,6 +389,7 @@ impl PgStore {
             &locked.existing,
             &locked.refused,
             &locked.versions,
+            &locked.ends,
             Some(&mut self.authorities.checker(histories.clone())),
         );
         if plan.rejects_any() && (!attempt.look_up_ids || memory.remembered) {
@@ -408,6 +412,7 @@ impl PgStore {
                 &locked.existing,
                 &locked.refused,
                 &locked.versions,
+                &locked.ends,
                 Some(&mut self.authorities.checker(histories)),
             );
         }
@@ -427,6 +432,7 @@ async fn lock_and_look_up(
     st: &Statements,
     store: &str,
     looked_up: &[&str],
+    streams: &[&str],
     ids: &[&[u8]],
     attempt: Attempt,
 ) -> Result<Locked, Failed> {
@@ -442,6 +448,7 @@ async fn lock_and_look_up(
                 }
             },
             refused_ids(client, st, store, ids),
+            stream_ends(client, store, streams),
         )
     };
     let (begun, locked, looked) = tokio::join!(
@@ -450,7 +457,7 @@ async fn lock_and_look_up(
         lookups(),
     );
     begun?;
-    let (row, (versions, id_rows, refused)) = match locked? {
+    let (row, (versions, id_rows, refused, ends)) = match locked? {
         Some(row) => (row, looked?),
         None => {
             // A new store. Another instance may create it (and push to it) meanwhile,
@@ -472,6 +479,7 @@ async fn lock_and_look_up(
         versions,
         existing: placed_ids(&id_rows)?,
         refused,
+        ends,
     })
 }
 
@@ -546,12 +554,17 @@ async fn write_and_commit(
     ];
     let new_params: [&(dyn ToSql + Sync); 3] = [&store_id, &new_streams, &new_versions];
     let head_params: [&(dyn ToSql + Sync); 2] = [&store_id, &new_head];
+    let (end_streams, end_kinds): (Vec<&str>, Vec<&str>) = plan
+        .stream_ends
+        .iter()
+        .map(|(stream, end)| (stream.as_str(), stream_end_name(*end)))
+        .unzip();
     let notify_params: [&(dyn ToSql + Sync); 2] = [&CHANNEL, &store];
     // When every version was read under the lock, COMMIT goes with the writes: after a
     // failed statement the server refuses the rest and turns COMMIT into a rollback, so
     // success means every statement succeeded and the transaction is committed (and
     // flushed). Remembered versions are checked first (below).
-    let (inserted, updated, created, moved, notified, committed) = tokio::join!(
+    let (inserted, updated, created, moved, notified, ended, committed) = tokio::join!(
         client.execute(&st.insert_events, &insert_params),
         async {
             if known_streams.is_empty() {
@@ -580,6 +593,21 @@ async fn write_and_commit(
         },
         client.execute(&st.update_head, &head_params),
         client.execute(&st.notify, &notify_params),
+        async {
+            if end_streams.is_empty() {
+                return Ok(0);
+            }
+            client
+                .execute_typed(
+                    UPSERT_STREAM_ENDS,
+                    &[
+                        (&store_id, Type::INT8),
+                        (&end_streams, Type::TEXT_ARRAY),
+                        (&end_kinds, Type::TEXT_ARRAY),
+                    ],
+                )
+                .await
+        },
         async {
             if remembered {
                 Ok(())
@@ -610,6 +638,7 @@ async fn write_and_commit(
     })?;
     moved.map_err(|e| fail(e, None))?;
     notified.map_err(|e| fail(e, None))?;
+    ended.map_err(|e| fail(e, None))?;
     committed.map_err(|e| fail(e, None))?;
     if remembered {
         if updated != known_streams.len() as u64 {

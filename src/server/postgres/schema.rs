@@ -32,6 +32,15 @@ CREATE TABLE IF NOT EXISTS events (
     PRIMARY KEY (store_id, position),
     UNIQUE (store_id, id)
 );
+-- Streams that ever had a lifecycle event, and what their last event did ('deleted',
+-- 'closed', or 'open' again): the push rules refuse a closed stream and let `no_stream`
+-- restart a deleted one.
+CREATE TABLE IF NOT EXISTS stream_ends (
+    store_id BIGINT NOT NULL,
+    stream   TEXT NOT NULL,
+    kind     TEXT NOT NULL,
+    PRIMARY KEY (store_id, stream)
+);
 CREATE TABLE IF NOT EXISTS rejections (
     store_id       BIGINT NOT NULL,
     id             BYTEA NOT NULL,

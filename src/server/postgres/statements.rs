@@ -4,14 +4,16 @@
 
 use std::collections::HashMap;
 
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Row, Statement};
 
-use crate::event::{Event, EventId};
+use crate::event::{Event, EventId, StreamEnd};
 use crate::protocol::{content_digest, PushEvent};
 use crate::push::rules::{Placed, PushPlan, Refusal, Stored};
 use crate::server::sqlite::raw_json;
-use crate::server::store::{stored_id, stored_schema_version, stored_u64, to_i64, StoreError};
+use crate::server::store::{
+    stored_id, stored_schema_version, stored_u64, stream_end_from, to_i64, StoreError,
+};
 
 /// Starts a push transaction. Explicitly READ COMMITTED: the lookups pipelined behind the
 /// lock rely on each statement taking a new snapshot.
@@ -169,6 +171,39 @@ pub(super) async fn stream_versions(
     }
     Ok(versions)
 }
+
+/// The pushed streams whose last event is a lifecycle event (deleted, closed).
+pub(super) async fn stream_ends(
+    client: &Client,
+    store: &str,
+    streams: &[&str],
+) -> Result<HashMap<String, StreamEnd>, StoreError> {
+    let mut ends = HashMap::new();
+    if streams.is_empty() {
+        return Ok(ends);
+    }
+    // An unnamed statement, planned for the keys at hand: most stores have no rows.
+    let rows = client
+        .query_typed(
+            "SELECT e.stream, e.kind FROM stream_ends e
+             WHERE e.store_id = (SELECT id FROM stores WHERE name = $1)
+               AND e.stream = ANY($2)",
+            &[(&store, Type::TEXT), (&streams, Type::TEXT_ARRAY)],
+        )
+        .await?;
+    for row in rows {
+        if let Some(end) = stream_end_from(row.try_get(1)?)? {
+            ends.insert(row.try_get::<_, String>(0)?, end);
+        }
+    }
+    Ok(ends)
+}
+
+/// Stores what the push's streams' last events now do (see [`PushPlan::stream_ends`]).
+pub(super) const UPSERT_STREAM_ENDS: &str = "
+    INSERT INTO stream_ends (store_id, stream, kind)
+    SELECT $1, t.stream, t.kind FROM UNNEST($2::text[], $3::text[]) AS t(stream, kind)
+    ON CONFLICT (store_id, stream) DO UPDATE SET kind = excluded.kind";
 
 /// The stored events among `ids`.
 pub(super) async fn existing_ids(
