@@ -34,6 +34,8 @@ import type {
   Rejection,
   StateAtOptions,
   Store,
+  StreamLifecycleEvent,
+  StreamLifecycleOptions,
   SyncReport,
   RebuildProgress,
   SyncStatus,
@@ -272,6 +274,12 @@ class StoreHandle implements AnyStore {
   }
   streamVersion(stream: string): Promise<number> {
     return this.#async((s) => s.streamVersion(stream));
+  }
+  deleteStream(stream: string, options?: StreamLifecycleOptions): Promise<AppendedEvent<StreamLifecycleEvent>> {
+    return this.#async((s) => s.deleteStream(stream, options));
+  }
+  closeStream(stream: string, options?: StreamLifecycleOptions): Promise<AppendedEvent<StreamLifecycleEvent>> {
+    return this.#async((s) => s.closeStream(stream, options));
   }
   get(name: string): unknown {
     return this.#store.get(name);

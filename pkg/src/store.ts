@@ -56,6 +56,8 @@ import type {
   Rejection,
   StateAtOptions,
   Store,
+  StreamLifecycleEvent,
+  StreamLifecycleOptions,
   SyncReport,
   SyncStatus,
 } from "./types.js";
@@ -524,6 +526,26 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
     const frozen = this.#frozenError();
     if (frozen) return Promise.reject(frozen);
     return this.#writes.append([event]).then((events) => events[0]!);
+  }
+
+  deleteStream(stream: string, options?: StreamLifecycleOptions): Promise<AppendedEvent<StreamLifecycleEvent>> {
+    return this.#appendLifecycle("$StreamDeleted", stream, options);
+  }
+
+  closeStream(stream: string, options?: StreamLifecycleOptions): Promise<AppendedEvent<StreamLifecycleEvent>> {
+    return this.#appendLifecycle("$StreamClosed", stream, options);
+  }
+
+  /** A lifecycle event is an ordinary append: the core's append rules decide what it does. */
+  #appendLifecycle(
+    type: StreamLifecycleEvent["type"],
+    stream: string,
+    options: StreamLifecycleOptions | undefined,
+  ): Promise<AppendedEvent<StreamLifecycleEvent>> {
+    if (typeof stream !== "string") return Promise.reject(invalidArgument("`stream` must be a string"));
+    const expectedVersion = options?.expectedVersion;
+    const event = { stream, type, data: {}, ...(expectedVersion === undefined ? {} : { expectedVersion }) };
+    return this.append(event as unknown as NewEvent<E>) as unknown as Promise<AppendedEvent<StreamLifecycleEvent>>;
   }
 
   appendMany(events: readonly NewEvent<E>[]): Promise<AppendedEvent<E>[]> {

@@ -84,6 +84,19 @@ export type EventsOf<P, A = {}> = [ProjectionEvents<P[keyof P]> | AggregateEvent
 type ProjectionEvents<X> = X extends Projection<infer _S, infer E> ? E : never;
 type AggregateEvents<X> = X extends Aggregate<infer _S, infer _C, infer E> ? E : never;
 
+/**
+ * The events annals appends to a stream for its lifecycle: `$StreamDeleted`
+ * (`deleteStream`) and `$StreamClosed` (`closeStream`). Projections see them in the log
+ * like any event.
+ */
+export type StreamLifecycleEvent = { type: "$StreamDeleted"; data: Record<string, never> } | { type: "$StreamClosed"; data: Record<string, never> };
+
+/** What `deleteStream` and `closeStream` take. */
+export interface StreamLifecycleOptions {
+  /** Checked against the stream's version like an append's; default "any". */
+  expectedVersion?: ExpectedVersion;
+}
+
 /** What `append` and `appendMany` resolve to: the stored event, and what the call left. */
 export type AppendedEvent<E extends EventShape = EventShape> = AnnalsEvent<E> & {
   /** The version of the event's stream after the call: what the next append to it expects. */
@@ -560,6 +573,19 @@ export interface Store<E extends EventShape = EventShape, S = Record<string, unk
    * from the store's index: nothing is read. Waits for a lazily opened log to load.
    */
   streamVersion(stream: string): Promise<number>;
+  /**
+   * Soft-deletes the stream: appends a `$StreamDeleted` event to it (synced, and seen by
+   * projections, like any event). `events({ stream })` then returns only what is appended
+   * after it; `streamVersion` keeps counting, and an append expecting `"no_stream"` starts
+   * the stream again. Resolves to the stored `$StreamDeleted` event.
+   */
+  deleteStream(stream: string, options?: StreamLifecycleOptions): Promise<AppendedEvent<StreamLifecycleEvent>>;
+  /**
+   * Closes the stream for good: appends a `$StreamClosed` event, after which every append
+   * to it fails with `STREAM_DELETED`, on every replica and at the server (a push to it is
+   * rejected, reported on `on("rejected")`). Its events stay readable.
+   */
+  closeStream(stream: string, options?: StreamLifecycleOptions): Promise<AppendedEvent<StreamLifecycleEvent>>;
   /** The projection's current state (optimistic: confirmed events plus pending ones). Synchronous. */
   get<K extends keyof S & string>(name: K): S[K];
   /** Calls `listener` with the new state after every batch of events. Returns the unsubscribe function. */

@@ -13,6 +13,9 @@ import { invalidArgument, wholeNumber } from "./options.js";
 import type { RebuildSettings } from "./projections.js";
 import type { AnnalsEvent, RenamingUpcaster, UnknownEventPolicy, Upcaster as UpcastFn, Upcasters as UpcasterMap } from "./types.js";
 
+/** annals' own event types (stream lifecycle): known to every build, schema or not. */
+const LIFECYCLE_TYPES: ReadonlySet<string> = new Set(["$StreamDeleted", "$StreamClosed"]);
+
 export type { UnknownEventPolicy, UpcasterMap };
 
 interface Step {
@@ -150,7 +153,10 @@ export class Upcasters {
       if (current === null) return `${event.type} is renamed away, and no upcaster takes version ${version}`;
       if (version > current) return `${event.type} version ${version} is newer than this build knows (${current})`;
     }
-    if (this.#known !== undefined && !this.#known.has(event.type)) return `${event.type} has no schema in \`events\``;
+    // The lifecycle events are annals' own: every build knows them (projections see deletes).
+    if (this.#known !== undefined && !this.#known.has(event.type) && !LIFECYCLE_TYPES.has(event.type)) {
+      return `${event.type} has no schema in \`events\``;
+    }
     return undefined;
   }
 
