@@ -33,7 +33,11 @@ impl PendingBatch {
     }
 
     pub fn decode(record: &PendingRecord) -> Result<Self> {
-        let events = serde_json::from_slice(&record.bytes)
+        // Through `&str`, not `from_slice`: the wasm then holds one instantiation of
+        // serde_json's parser (the `StrRead` one every other decoder uses), not two.
+        let events = std::str::from_utf8(&record.bytes)
+            .map_err(|e| e.to_string())
+            .and_then(|text| serde_json::from_str(text).map_err(|e| e.to_string()))
             .map_err(|e| Error::Corrupt(format!("pending record {}: {e}", record.seq)))?;
         Ok(PendingBatch {
             seq: record.seq,

@@ -124,7 +124,12 @@ impl TransportError {
             return Ok(body);
         }
         let body = body.as_ref();
-        let (code, message) = match serde_json::from_slice::<ErrorBody>(body) {
+        // `from_str`, not `from_slice`, here and in every decoder the wasm holds: one
+        // instantiation of serde_json's parser instead of two (the package's size).
+        let parsed = std::str::from_utf8(body)
+            .map_err(|_| ())
+            .and_then(|text| serde_json::from_str::<ErrorBody>(text).map_err(|_| ()));
+        let (code, message) = match parsed {
             Ok(parsed) => (parsed.error.code, parsed.error.message),
             Err(_) => (String::new(), String::from_utf8_lossy(body).into_owned()),
         };
@@ -188,7 +193,9 @@ impl TransportError {
                 #[serde(default)]
                 versions: Vec<u32>,
             }
-            serde_json::from_slice::<Versions>(bytes)
+            std::str::from_utf8(bytes)
+                .ok()
+                .and_then(|text| serde_json::from_str::<Versions>(text).ok())
                 .map(|v| v.error.versions)
                 .unwrap_or_default()
         } else {

@@ -200,7 +200,9 @@ fn encode_component(text: &str) -> String {
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, TransportError> {
-    serde_json::from_slice(body).map_err(|e| TransportError::Protocol(e.to_string()))
+    // Through `&str` (see `TransportError::check_status`): one serde_json parser in the wasm.
+    let text = std::str::from_utf8(body).map_err(|e| TransportError::Protocol(e.to_string()))?;
+    serde_json::from_str(text).map_err(|e| TransportError::Protocol(e.to_string()))
 }
 
 impl Transport for FetchTransport {
