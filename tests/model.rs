@@ -61,6 +61,8 @@ struct Ev {
     expect: Expect,
     /// An empty type: the event is invalid and so is its batch.
     invalid: bool,
+    /// 1: a `$StreamDeleted` event instead (a delete), 2: a `$StreamClosed` one (a close).
+    lifecycle: u8,
 }
 
 #[derive(Debug, Clone)]
@@ -121,14 +123,17 @@ fn event_strategy() -> impl Strategy<Value = Ev> {
         any::<i16>(),
         expect_strategy(),
         prop::bool::weighted(0.03),
+        // Deletes now and then, closes rarely (a closed stream takes nothing more).
+        prop_oneof![60 => Just(0u8), 3 => Just(1u8), 1 => Just(2u8)],
     )
-        .prop_map(|(id, stream, kind, data, expect, invalid)| Ev {
+        .prop_map(|(id, stream, kind, data, expect, invalid, lifecycle)| Ev {
             id,
             stream,
             kind,
             data,
             expect,
             invalid,
+            lifecycle,
         })
 }
 
@@ -164,6 +169,8 @@ struct ModelEvent {
 struct Model {
     events: Vec<ModelEvent>,
     versions: HashMap<String, u64>,
+    /// Per stream: the version of its last `$StreamDeleted`, and whether it is closed.
+    lifecycles: HashMap<String, (u64, bool)>,
     ids: HashMap<EventId, u64>,
     snapshots: HashMap<String, SnapshotRecord>,
 }
@@ -180,6 +187,8 @@ enum Verdict {
     },
     /// A known id on another event, or known ids mixed with new events: the known ids.
     DuplicateId(Vec<EventId>),
+    /// An event for a closed stream: the stream.
+    StreamDeleted(String),
     Invalid,
 }
 
@@ -235,12 +244,20 @@ impl Model {
         let mut staged: Vec<ModelEvent> = Vec::new();
         let mut results = Vec::new();
         let mut versions = self.versions.clone();
+        let mut lifecycles = self.lifecycles.clone();
         let mut auto = assigned.iter();
         for (id, event) in batch {
             let actual = versions.get(&event.stream).copied().unwrap_or(0);
+            let (deleted_at, closed) = lifecycles.get(&event.stream).copied().unwrap_or_default();
+            // A closed stream takes nothing; right after a delete, no_stream holds too.
+            if closed {
+                return Verdict::StreamDeleted(event.stream.clone());
+            }
             let ok = match event.expected_version {
                 ExpectedVersion::Any => true,
-                ExpectedVersion::NoStream => actual == 0,
+                ExpectedVersion::NoStream => {
+                    actual == 0 || (deleted_at > 0 && deleted_at == actual)
+                }
                 ExpectedVersion::Exists => actual > 0,
                 ExpectedVersion::Exact(v) => actual == v,
             };
@@ -259,6 +276,12 @@ impl Model {
                 None => auto.next().copied().unwrap_or(EventId([0; 16])),
             };
             versions.insert(event.stream.clone(), actual + 1);
+            let lifecycle = lifecycles.entry(event.stream.clone()).or_default();
+            match event.event_type.as_str() {
+                "$StreamDeleted" => lifecycle.0 = actual + 1,
+                "$StreamClosed" => lifecycle.1 = true,
+                _ => {}
+            }
             staged.push(ModelEvent {
                 id,
                 position,
@@ -275,6 +298,7 @@ impl Model {
             self.events.push(e);
         }
         self.versions = versions;
+        self.lifecycles = lifecycles;
         Verdict::Ok(
             results,
             batch.iter().map(|(_, e)| self.version(&e.stream)).collect(),
@@ -378,13 +402,18 @@ impl System {
                 Expect::Exact(v) => ExpectedVersion::Exact(v),
             };
             planned.insert(stream, current + 1);
-            let kind = if ev.invalid { "" } else { TYPES[ev.kind] };
+            let kind = match (ev.invalid, ev.lifecycle) {
+                (true, _) => "",
+                (false, 1) => "$StreamDeleted",
+                (false, 2) => "$StreamClosed",
+                (false, _) => TYPES[ev.kind],
+            };
             let mut event = NewEvent::new(stream, kind, &serde_json::json!({ "n": ev.data }))
                 .expect("JSON")
                 .expecting(expected)
                 // "Removed" events come at schema versions 1 to 3, "Added" ones at 1: the
                 // log mixes segments of both formats, which compaction merges.
-                .with_schema_version(if ev.kind == 1 {
+                .with_schema_version(if ev.kind == 1 && ev.lifecycle == 0 {
                     1 + u32::from(ev.data.unsigned_abs() % 3)
                 } else {
                     1
@@ -447,6 +476,9 @@ impl System {
                         prop_assert_eq!((stream, expected, actual), (&s, &e, &a));
                     }
                     (Verdict::Invalid, Err(Error::InvalidEvent(_))) => {}
+                    (Verdict::StreamDeleted(stream), Err(Error::StreamDeleted(message))) => {
+                        prop_assert!(message.contains(&format!("`{stream}`")), "{}", message);
+                    }
                     (Verdict::DuplicateId(ids), Err(err @ Error::DuplicateId { .. })) => {
                         let Error::DuplicateId { ids: got, .. } = &err else {
                             unreachable!()
@@ -553,7 +585,17 @@ impl System {
         // Stream reads, type reads, ranges with limits, ids, versions: on the prefix.
         let seen = &model.events[..head];
         for stream in STREAMS {
-            let expected: Vec<&ModelEvent> = seen.iter().filter(|e| e.stream == stream).collect();
+            // A stream reads from after its last delete (as far as this tab has read).
+            let deleted_at = seen
+                .iter()
+                .filter(|e| e.stream == stream && e.kind == "$StreamDeleted")
+                .map(|e| e.version)
+                .max()
+                .unwrap_or(0);
+            let expected: Vec<&ModelEvent> = seen
+                .iter()
+                .filter(|e| e.stream == stream && e.version > deleted_at)
+                .collect();
             let got: Vec<ModelEvent> = engine
                 .read(&ReadQuery {
                     stream: Some(stream.into()),
@@ -763,4 +805,41 @@ fn the_model_applies_the_rules() {
         Verdict::Ok(vec![AppendResult::Appended(3)], vec![3])
     );
     assert_eq!(model.version("s"), 3);
+    // Lifecycle: right after a delete no_stream holds (versions count on); after a close
+    // nothing does.
+    let life = |kind: &str, expected| NewEvent::new("s", kind, &1).unwrap().expecting(expected);
+    let mut id_n = 20u8;
+    let mut next = || {
+        id_n += 1;
+        Some(EventId([id_n; 16]))
+    };
+    let deleted = model.append(
+        &[(next(), life("$StreamDeleted", ExpectedVersion::Exact(3)))],
+        &[],
+    );
+    assert_eq!(
+        deleted,
+        Verdict::Ok(vec![AppendResult::Appended(4)], vec![4])
+    );
+    let restarted = model.append(&[(next(), ev("s", ExpectedVersion::NoStream))], &[]);
+    assert_eq!(
+        restarted,
+        Verdict::Ok(vec![AppendResult::Appended(5)], vec![5])
+    );
+    assert!(matches!(
+        model.append(&[(next(), ev("s", ExpectedVersion::NoStream))], &[]),
+        Verdict::WrongVersion { actual: 5, .. }
+    ));
+    let closed = model.append(
+        &[(next(), life("$StreamClosed", ExpectedVersion::Any))],
+        &[],
+    );
+    assert_eq!(
+        closed,
+        Verdict::Ok(vec![AppendResult::Appended(6)], vec![6])
+    );
+    assert_eq!(
+        model.append(&[(next(), ev("s", ExpectedVersion::Any))], &[]),
+        Verdict::StreamDeleted("s".into())
+    );
 }
