@@ -23,7 +23,7 @@ pub use crate::command_plan::Decision;
 use crate::command_plan::{command_id_of, command_result, plan_batch, CommandIds};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::event::Event;
+use crate::event::{Event, STREAM_DELETED_TYPE};
 use crate::storage::Storage;
 use crate::upcast::{with_upcast, Upcasters};
 
@@ -195,7 +195,11 @@ impl<D: Decider> Aggregate<D> {
             if failed.is_some() {
                 return;
             }
-            if let Err(e) = with_upcast(upcasters, &event, |e| decider.evolve(&mut entry.state, e))
+            if event.event_type == STREAM_DELETED_TYPE {
+                // A deleted stream starts again from nothing, as its reads do.
+                entry.state = decider.initial();
+            } else if let Err(e) =
+                with_upcast(upcasters, &event, |e| decider.evolve(&mut entry.state, e))
             {
                 failed = Some(e); // the state stays at the event before
                 return;
@@ -216,7 +220,10 @@ impl<D: Decider> Aggregate<D> {
             if failed.is_some() {
                 return;
             }
-            if let Err(e) = with_upcast(upcasters, &event, |e| decider.evolve(&mut state, e)) {
+            if event.event_type == STREAM_DELETED_TYPE {
+                state = decider.initial();
+            } else if let Err(e) = with_upcast(upcasters, &event, |e| decider.evolve(&mut state, e))
+            {
                 failed = Some(e);
                 return;
             }
