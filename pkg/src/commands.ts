@@ -18,6 +18,7 @@ export const MAX_ATTEMPTS = 5;
 /** A read of the log, as `events()` takes it. */
 export interface LogQuery {
   stream?: string;
+  type?: string;
   after?: number;
   to?: number;
 }
@@ -121,6 +122,11 @@ export class Commands {
     const confirmed = host.confirmedHead();
     try {
       if (confirmed > cache.position) {
+        const deleted = lastDelete(host, stream, cache.position, confirmed);
+        if (deleted !== undefined) {
+          cache.state = copyState(def.initial);
+          cache.version = deleted.version;
+        }
         const events = host.read({ stream, after: cache.position, to: confirmed });
         for (const event of events) {
           cache.state = def.evolve(cache.state, event);
@@ -139,10 +145,11 @@ export class Commands {
       return { state: cache.state, version: cache.version, known: (id) => commands.has(id) };
     }
     const pending = host.read({ stream, after: confirmed });
-    if (pending.length === 0) {
+    const deleted = lastDelete(host, stream, confirmed);
+    if (pending.length === 0 && deleted === undefined) {
       return { state: cache.state, version: cache.version, known: (id) => commands.has(id) };
     }
-    let state = copyState(cache.state);
+    let state = copyState(deleted === undefined ? cache.state : def.initial);
     const pendingCommands = new Set<string>();
     for (const event of pending) {
       state = def.evolve(state, event);
@@ -151,7 +158,7 @@ export class Commands {
     }
     return {
       state,
-      version: pending[pending.length - 1]!.version,
+      version: pending.length > 0 ? pending[pending.length - 1]!.version : deleted!.version,
       known: (id) => commands.has(id) || pendingCommands.has(id),
     };
   }
@@ -296,4 +303,18 @@ export class Commands {
       })(),
     );
   }
+}
+
+/**
+ * The last `$StreamDeleted` of `stream` after `after` (up to `to`). Stream reads hide it
+ * (they start after it), so an aggregate asks for it by type: a deleted stream's aggregate
+ * starts again from its initial state, at the delete's version. Deletes are rare, so the
+ * type's index holds few.
+ */
+function lastDelete(host: CommandsHost, stream: string, after: number, to?: number): AnnalsEvent | undefined {
+  let last: AnnalsEvent | undefined;
+  for (const event of host.read({ type: "$StreamDeleted", after, ...(to === undefined ? {} : { to }) })) {
+    if (event.stream === stream) last = event;
+  }
+  return last;
 }

@@ -20,8 +20,10 @@ function fakeLog() {
     beforeAppend: () => undefined,
     /** Calls of `commandResult` (the core's answer for a known command id). */
     lookups: 0,
-    read({ stream, after = 0, to = Infinity }) {
-      return log.events.filter((e) => (stream === undefined || e.stream === stream) && e.position > after && e.position <= to);
+    read({ stream, type, after = 0, to = Infinity }) {
+      return log.events.filter(
+        (e) => (stream === undefined || e.stream === stream) && (type === undefined || e.type === type) && e.position > after && e.position <= to,
+      );
     },
     write(stream, type, data = {}, meta = {}) {
       const version = log.events.filter((e) => e.stream === stream).length + 1;

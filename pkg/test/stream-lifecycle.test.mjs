@@ -68,6 +68,34 @@ describe("deleteStream", () => {
   });
 });
 
+describe("aggregates of deleted streams", () => {
+  const todo = {
+    initial: { title: null },
+    evolve: (state, event) => (event.type === "Added" ? { title: event.data.title } : state),
+    decide: (command, state) => {
+      if (state.title !== null) throw new Error("the todo exists already");
+      return [{ type: "Added", data: { title: command.title } }];
+    },
+  };
+
+  test("start again from their initial state, at the stream's next version", async () => {
+    const store = await openTestStore({ aggregates: { todo } });
+    try {
+      await store.execute("todo", "todo-1", { type: "Add", title: "milk" });
+      await rejectsWith(store.execute("todo", "todo-1", { type: "Add", title: "again" }), "COMMAND_REJECTED");
+      await store.deleteStream("todo-1", { expectedVersion: 1 });
+      const result = await store.execute("todo", "todo-1", { type: "Add", title: "eggs" });
+      assert.equal(result.events[0].version, 3);
+      assert.deepEqual(
+        (await store.events({ stream: "todo-1" })).map((e) => e.data.title),
+        ["eggs"],
+      );
+    } finally {
+      await store.close();
+    }
+  });
+});
+
 describe("closeStream", () => {
   test("every later append to the stream fails with STREAM_DELETED; its events stay readable", async () => {
     const store = await openTestStore();
@@ -125,15 +153,26 @@ describe("stream lifecycle through annals-server", { skip: skipWithoutServer }, 
     await eventually(() => b.confirmedHead === 1, 10_000, "b has the stream");
     setOnline(false);
     await b.append({ stream: "cart", type: "Added", data: { sku: 1 } });
-    await a.closeStream("cart", { expectedVersion: 1 });
+    // Another replica's close reaches the server first (pushed straight to it, so that b,
+    // offline, cannot push before it).
+    const pushed = await fetch(`${server.url}/v1/stores/${name}/push`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${server.token}`, "content-type": "application/json" },
+      body: JSON.stringify({
+        clientId: "another-replica",
+        events: [{ id: crypto.randomUUID(), stream: "cart", type: "$StreamClosed", data: {}, time: Date.now(), expectedVersion: 1 }],
+      }),
+    });
+    assert.equal((await pushed.json()).results[0].status, "ok");
     const reported = new Promise((resolve) => b.on("rejected", (...args) => resolve(args)));
     setOnline(true);
-    await a.sync();
     const [event, reason] = await reported;
     assert.equal(event.type, "Added");
     assert.match(reason, /^STREAM_DELETED: /);
     await eventually(() => b.syncStatus.pending === 0 && b.confirmedHead === 2, 10_000, "b has the close");
     await rejectsWith(b.append({ stream: "cart", type: "Added", data: {} }), "STREAM_DELETED");
+    await eventually(() => a.confirmedHead === 2, 10_000, "a has the close");
+    await rejectsWith(a.append({ stream: "cart", type: "Added", data: {} }), "STREAM_DELETED");
   });
 
   test("a delete syncs; the other replica starts the stream again with no_stream", async () => {
