@@ -5,8 +5,8 @@
 // share (the heads, the log's generation, open or closed) and one AbortController: `close()`
 // aborts it, and each module tears itself down on its signal.
 
-import { bundleText, defaultFingerprintEvery, fillFromBundle, readBundle, writeBundle } from "./bundle.js";
-import { DEBUG, type DebugAccess, type TabFingerprints } from "./debug.js";
+import { DEBUG, type DebugAccess } from "./debug.js";
+import { Debugging, type Replica } from "./debugging.js";
 import { exportEvents, importEvents, type TransferHost } from "./import-export.js";
 import { AnnalsError, fromWasmError } from "./errors.js";
 import { Commands } from "./commands.js";
@@ -22,12 +22,10 @@ import {
   REACTOR_PREFIX,
   serializeQuery,
   type Settings,
-  wholeNumber,
 } from "./options.js";
 import { adoptOrphans, keepOrphans } from "./orphans.js";
 import { Projections } from "./projections.js";
 import { ReactorRuntime, type ReactorHost } from "./reactor.js";
-import { pullServerLog } from "./server-log.js";
 import { openBroadcastChannel, Tabs } from "./tabs.js";
 import { type Evolution, parseEvolution } from "./upcast.js";
 import type {
@@ -47,7 +45,6 @@ import type {
   ImportEventsOptions,
   ImportReport,
   NewEvent,
-  OpenedBundle,
   OpenOptions,
   RebuildProgress,
   Reactor,
@@ -117,6 +114,7 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
   readonly #tabs: Tabs;
   readonly #leader: Leader;
   readonly #completion: LogCompletion;
+  readonly #debugging: Debugging;
   readonly #reactors = new Map<string, ReactorRuntime>();
   /** Work that close waits for (appends, catch-ups, compensations, snapshot deletes). */
   readonly #inflight = new Set<Promise<unknown>>();
@@ -221,11 +219,28 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
         leaderStatus: () => this.#leader.leaderStatus,
         onRemoteRejection: (rejection) => this.#reportRejection(rejection, false),
         syncHere: () => (this.#leader.isLeader ? this.#syncHere() : undefined),
-        fingerprints: (name, positions) => this.#peerFingerprints(name, positions),
+        fingerprints: (name, positions) => this.#debugging.peerFingerprints(name, positions),
         reportError,
       },
       signal,
     );
+    this.#debugging = new Debugging({
+      name: plan.settings.name,
+      sync: plan.settings.sync,
+      annalsVersion: () => rules.annalsVersion(),
+      head: () => this.#head,
+      confirmedHead: () => this.#confirmedHead,
+      checkOpen: () => this.#checkOpen(),
+      whenComplete: () => this.#completion.whenComplete(),
+      projections: () => this.#projections.specs(),
+      checkProjection: (name) => void this.#projections.runtime(name),
+      fingerprints: (name, positions, skip) => this.#projections.fingerprints(name, positions, skip),
+      checkpointStats: (name) => this.#projections.checkpointStats(name),
+      range: (after, to) => this.#range(after, to),
+      storedRange: (after, to) => this.#storedRange(after, to),
+      askTabs: (name, positions, timeoutMs) => this.#tabs.askFingerprints(name, positions, timeoutMs),
+      openReplica: (name) => this.#openReplica(name),
+    });
     this.#leader = new Leader(
       {
         storeName: plan.settings.name,
@@ -610,27 +625,8 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
     return fingerprint!;
   }
 
-  async exportBundle(options: ExportBundleOptions = {}): Promise<string> {
-    this.#checkOpen();
-    if (typeof options !== "object" || options === null) throw invalidArgument("exportBundle's options must be an object");
-    await this.#completion.whenComplete();
-    const head = this.#head;
-    const every =
-      options.fingerprintEvery === undefined
-        ? defaultFingerprintEvery(head)
-        : Math.max(1, wholeNumber("fingerprintEvery", options.fingerprintEvery));
-    return writeBundle(
-      {
-        name: this.#settings.name,
-        annalsVersion: this.#rules.annalsVersion(),
-        head,
-        confirmedHead: this.#confirmedHead,
-        projections: this.#projections.specs(),
-        range: (after, to) => this.#storedRange(after, Math.min(to, head)),
-        fingerprints: (name, positions) => this.#projections.fingerprints(name, positions),
-      },
-      every,
-    );
+  exportBundle(options?: ExportBundleOptions): Promise<string> {
+    return this.#debugging.exportBundle(options);
   }
 
   exportEvents(options?: ExportEventsOptions): ReadableStream<string> {
@@ -661,17 +657,8 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
     };
   }
 
-  /** This tab's fingerprints for another tab's divergence search (null past this tab's head). */
-  async #peerFingerprints(name: string, positions: number[]): Promise<(string | null)[]> {
-    const head = this.#head;
-    const known = positions.filter((p) => Number.isSafeInteger(p) && p >= 0 && p <= head);
-    const fingerprints = await this.#projections.fingerprints(name, known);
-    const byPosition = new Map(known.map((p, i) => [p, fingerprints[i]!]));
-    return positions.map((p) => byPosition.get(p) ?? null);
-  }
-
   /** A fresh memory store with this store's projections (and aggregates), for debugging. */
-  async #openReplica(name: string): Promise<AnnalsStore<EventShape, unknown, AggregateMap>> {
+  async #openReplica(name: string): Promise<Replica> {
     const { projections, aggregates, origin, maxEventBytes, upcasters, unknownEvents } = this.#options;
     const options: OpenOptions<EventShape, unknown, AggregateMap> = { name, storage: "memory" };
     if (projections !== undefined) options.projections = projections;
@@ -686,7 +673,13 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
     // A replica takes a whole bundle (or server page) in one append: it is this tab's
     // own memory store, so a long batch holds up no other tab.
     options.maxBatch = REPLICA_MAX_BATCH;
-    return AnnalsStore.open(this.#wasmOpen, options, this.#rules);
+    const replica = await AnnalsStore.open(this.#wasmOpen, options, this.#rules);
+    return {
+      store: replica as unknown as Store,
+      projections: () => replica.#projections.specs(),
+      appendStored: (events) => replica.#appendStored(events),
+      fingerprints: (projection, positions) => replica.#projections.fingerprints(projection, positions),
+    };
   }
 
   /** Appends events as stored elsewhere: their ids, times and origins are kept. */
@@ -694,59 +687,9 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
     return events.length === 0 ? Promise.resolve() : this.#writes.appendJson(storedBatch(events));
   }
 
-  async #openBundle(bundle: string | Blob): Promise<OpenedBundle> {
-    const { header, events } = readBundle(await bundleText(bundle));
-    const replica = await this.#openReplica(`bundle:${header.store}`);
-    try {
-      return await fillFromBundle(
-        {
-          store: replica as unknown as Store,
-          projections: replica.#projections.specs(),
-          appendStored: (batch) => replica.#appendStored(batch),
-          fingerprints: (name, positions) => replica.#projections.fingerprints(name, positions),
-        },
-        header,
-        events,
-      );
-    } catch (error) {
-      await replica.close();
-      throw error;
-    }
-  }
-
-  async #serverReplica(): Promise<Store> {
-    const sync = this.#settings.sync;
-    if (!sync) throw invalidArgument("this store was opened without `sync` options: there is no server log to compare with");
-    const replica = await this.#openReplica(`server:${sync.store}`);
-    try {
-      await pullServerLog(sync, (events) => replica.#appendStored(events).then(() => undefined));
-    } catch (error) {
-      await replica.close();
-      throw error;
-    }
-    return replica as unknown as Store;
-  }
-
   /** What `annals/devtools` sees of this store (see debug.ts). */
   get [DEBUG](): DebugAccess {
-    return {
-      synced: this.#settings.sync !== undefined,
-      projections: () => this.#projections.specs(),
-      range: (after, to) => {
-        this.#checkOpen();
-        return this.#range(wholeNumber("after", after), Math.min(wholeNumber("to", to), this.#head));
-      },
-      whenComplete: () => this.#completion.whenComplete(),
-      fingerprints: (name, positions, skip) => this.#projections.fingerprints(name, positions, skip),
-      tabFingerprints: (name, positions, timeoutMs = 2_000): Promise<TabFingerprints[]> => {
-        this.#checkOpen();
-        this.#projections.runtime(name);
-        return this.#tabs.askFingerprints(name, [...positions], timeoutMs);
-      },
-      serverReplica: () => this.#serverReplica(),
-      openBundle: (bundle) => this.#openBundle(bundle),
-      checkpointStats: (name) => this.#projections.checkpointStats(name),
-    };
+    return this.#debugging.access();
   }
 
   #read(query: unknown): AnnalsEvent[] {
