@@ -748,12 +748,6 @@ impl<S: Storage> Engine<S> {
         }
     }
 
-    /// Appends `batch` atomically: every event is written, or none is. A batch whose
-    /// events are all in the replica already, each the same event (a retry), comes back as
-    /// [`AppendResult::Duplicate`]s and writes nothing; a known id with other content, or
-    /// known ids mixed with new events, is [`Error::DuplicateId`] (the rules:
-    /// [`crate::append::plan_append`]). More than [`Limits::max_batch_events`] events is
-    /// [`Error::TooLarge`].
     /// Soft-deletes `stream`: appends a `$StreamDeleted` event to it (so it syncs, and
     /// projections see it, like any event). Reads of the stream then return only what is
     /// appended after it; its version keeps counting (the delete is one version), and an
@@ -764,12 +758,7 @@ impl<S: Storage> Engine<S> {
         stream: &str,
         expected: ExpectedVersion,
     ) -> Result<AppendOutcome> {
-        self.append(vec![NewEvent::new(
-            stream,
-            crate::event::STREAM_DELETED_TYPE,
-            &serde_json::json!({}),
-        )?
-        .expecting(expected)])
+        self.append_lifecycle(stream, crate::event::STREAM_DELETED_TYPE, expected)
             .await
     }
 
@@ -782,15 +771,27 @@ impl<S: Storage> Engine<S> {
         stream: &str,
         expected: ExpectedVersion,
     ) -> Result<AppendOutcome> {
-        self.append(vec![NewEvent::new(
-            stream,
-            crate::event::STREAM_CLOSED_TYPE,
-            &serde_json::json!({}),
-        )?
-        .expecting(expected)])
+        self.append_lifecycle(stream, crate::event::STREAM_CLOSED_TYPE, expected)
             .await
     }
 
+    /// Appends one of annals' own lifecycle events (no data) to `stream`.
+    async fn append_lifecycle(
+        &self,
+        stream: &str,
+        event_type: &str,
+        expected: ExpectedVersion,
+    ) -> Result<AppendOutcome> {
+        let event = NewEvent::new(stream, event_type, &serde_json::json!({}))?.expecting(expected);
+        self.append(vec![event]).await
+    }
+
+    /// Appends `batch` atomically: every event is written, or none is. A batch whose
+    /// events are all in the replica already, each the same event (a retry), comes back as
+    /// [`AppendResult::Duplicate`]s and writes nothing; a known id with other content, or
+    /// known ids mixed with new events, is [`Error::DuplicateId`] (the rules:
+    /// [`crate::append::plan_append`]). More than [`Limits::max_batch_events`] events is
+    /// [`Error::TooLarge`].
     pub async fn append(&self, batch: Vec<NewEvent>) -> Result<AppendOutcome> {
         self.check_open()?;
         let max = self.options.borrow().limits.max_batch_events;
