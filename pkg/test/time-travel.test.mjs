@@ -116,6 +116,71 @@ test("stepping through a what-if starts from the what-if states reached before",
   await store.close();
 });
 
+describe("stepping", () => {
+  /** A store of 3,000 events folded by a sum that counts its calls, checkpoints every 1,000. */
+  async function summing() {
+    const calls = { n: 0 };
+    const sum = { initial: 0, apply: (s, e) => (calls.n++, s + e.data.n) };
+    const store = await openStore({ name: uniqueName("steps"), storage: "memory", projections: { sum }, checkpointEvery: 1_000 });
+    await appendAll(store, Array.from({ length: 3_000 }, (_, i) => ({ stream: "s", type: "N", data: { n: i + 1 } })));
+    return { store, calls };
+  }
+  const total = (p) => (p * (p + 1)) / 2;
+
+  test("a step forward folds one event from the state just visited", async () => {
+    const { store, calls } = await summing();
+    assert.equal(await store.stateAt("sum", 2_500), total(2_500));
+    for (let p = 2_501; p <= 2_600; p++) {
+      calls.n = 0;
+      assert.equal(await store.stateAt("sum", p), total(p));
+      assert.equal(calls.n, 1, `step to ${p}`);
+    }
+    await store.close();
+  });
+
+  test("stepping back past the states visited refolds once and keeps the states before the target", async () => {
+    const { store, calls } = await summing();
+    assert.equal(await store.stateAt("sum", 2_500), total(2_500));
+    for (let p = 2_501; p <= 2_600; p++) await store.stateAt("sum", p);
+    // Back down: the states just visited are kept (64 of them), then one refold from the
+    // checkpoint at 2,000 leaves the 32 states before its target, and so on.
+    const folded = [];
+    for (let p = 2_599; p >= 2_400; p--) {
+      calls.n = 0;
+      assert.equal(await store.stateAt("sum", p), total(p));
+      folded.push(calls.n);
+    }
+    const refolds = folded.filter((n) => n > 0);
+    assert.ok(refolds.length <= 7, `${refolds.length} of 200 steps back refolded (${refolds.join(", ")})`);
+    assert.ok(refolds.every((n) => n <= 600), `each refold starts at the checkpoint at 2,000: ${refolds.join(", ")}`);
+    await store.close();
+  });
+
+  test("a reducer that mutates its state cannot change the states kept for travel", async () => {
+    // The anti-pattern time travel must survive: the state is changed in place.
+    const mutating = {
+      initial: { total: 0, seen: [] },
+      apply: (s, e) => {
+        s.total += e.data.n;
+        s.seen.push(e.position);
+        return s;
+      },
+    };
+    const store = await openStore({ name: uniqueName("mutating"), storage: "memory", projections: { mutating }, checkpointEvery: 100 });
+    await appendAll(store, Array.from({ length: 1_000 }, (_, i) => ({ stream: "s", type: "N", data: { n: i + 1 } })));
+    for (const p of [150, 151, 149, 450, 120, 151, 999, 1]) {
+      const state = await store.stateAt("mutating", p);
+      assert.equal(state.total, total(p), `total at ${p}`);
+      assert.equal(state.seen.length, p, `events seen at ${p}`);
+      // What the app does to a state it was given changes nothing kept either.
+      state.total = -1;
+      state.seen.length = 0;
+    }
+    assert.equal(store.get("mutating").total, total(1_000));
+    await store.close();
+  });
+});
+
 describe("freeze", () => {
   test("the app sees the past; appends and commands fail with FROZEN naming the position", async () => {
     const store = await openStore({
