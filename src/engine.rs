@@ -21,8 +21,9 @@ use crate::event::{Event, EventId, ExpectedVersion, Limits, NewEvent};
 use crate::log::{AppendResult, LogState, ReadQuery};
 use crate::outbox::{OutboxChange, PendingBatch, PendingLog};
 use crate::protocol::{content_digest, PullResponse, PushEvent, PushResponse, PushResult};
+use crate::retention::{Retained, Retention};
 use crate::storage::{
-    Commit, CompactionReport, Fresh, Known, Scope, Segment, SnapshotRecord, Storage,
+    Commit, CompactionReport, Fresh, Known, Scope, Segment, SnapshotRecord, Storage, META_RETAINED,
 };
 
 /// Segments are merged up to about this size by compaction.
@@ -294,13 +295,25 @@ impl<S: Storage> Engine<S> {
             None
         };
         let epoch = known_epoch(storage.meta(META_EPOCH).await?);
+        // A log cut by retention starts at the cut, its streams at their places there.
+        let retained = match fresh.now.dropped {
+            0 => None,
+            _ => match storage.meta(META_RETAINED).await? {
+                Some(json) => Some(Retained::parse(&json)?),
+                None => {
+                    return Err(Error::Corrupt(
+                        "retention dropped events but left no record of the streams".into(),
+                    ))
+                }
+            },
+        };
         let engine = Engine {
             storage,
             // An empty log has nothing to load: it is complete at once.
-            log: RefCell::new(if fresh.now.head == 0 {
-                LogState::default()
-            } else {
-                LogState::unloaded(fresh.now.head)
+            log: RefCell::new(match &retained {
+                Some(retained) => LogState::unloaded_after_cut(fresh.now.head, retained),
+                None if fresh.now.head == 0 => LogState::default(),
+                None => LogState::unloaded(fresh.now.head),
             }),
             pending: RefCell::new(PendingLog::default()),
             known: Cell::new(Known::default()),
@@ -461,6 +474,8 @@ impl<S: Storage> Engine<S> {
         self.check_open()?;
         let _loader = self.loader.lock().await;
         let base = self.log.borrow().base();
+        // Nothing before a retention cut is stored.
+        let after = after.max(self.log.borrow().dropped());
         if after >= base {
             return Ok(());
         }
@@ -476,7 +491,10 @@ impl<S: Storage> Engine<S> {
             return Ok(());
         }
         let first = segments.first().map_or(after + 1, |s| s.first);
-        let mut part = LogState::unloaded(first.saturating_sub(1).min(after));
+        let mut part = self
+            .log
+            .borrow()
+            .empty_start_at(first.saturating_sub(1).min(after));
         if segments.is_empty() {
             return Err(missing_events(part.head(), base));
         }
@@ -546,14 +564,15 @@ impl<S: Storage> Engine<S> {
     async fn step(&self) -> Result<Step> {
         self.check_open()?;
         let base = self.log.borrow().base();
-        if base == 0 {
+        if base == self.log.borrow().dropped() {
             return Ok(if self.log.borrow_mut().index_more(INDEX_STEP_EVENTS)? {
                 Step::Done
             } else {
                 Step::More
             });
         }
-        let from = self.rest.borrow().as_ref().map_or(0, |r| r.head());
+        let start = self.log.borrow().dropped();
+        let from = self.rest.borrow().as_ref().map_or(start, |r| r.head());
         let (segments, now) = self
             .storage
             .segments_after(from, LOAD_STEP_SEGMENTS)
@@ -565,7 +584,7 @@ impl<S: Storage> Engine<S> {
             .rest
             .borrow_mut()
             .take()
-            .unwrap_or_else(|| LogState::unloaded(0));
+            .unwrap_or_else(|| self.log.borrow().empty_start_at(start));
         if segments.is_empty() {
             return Err(missing_events(rest.head(), base));
         }
@@ -590,11 +609,21 @@ impl<S: Storage> Engine<S> {
     /// is of no use. It is dropped (an empty log is complete), and the next catch-up takes
     /// the new log in from the start, as a reset seen any other way.
     fn reset_seen(&self, now: Known) -> bool {
-        if now.log_generation == self.known.get().log_generation {
+        let known = self.known.get();
+        if now.log_generation == known.log_generation && now.dropped == known.dropped {
             return false;
         }
         self.rest.borrow_mut().take();
         self.log.borrow_mut().clear();
+        if now.log_generation == known.log_generation {
+            // A retention cut in another tab: the log is read again from the cut, as if
+            // nothing had been seen (a reset is read again from the start the same way).
+            self.known.set(Known {
+                head: 0,
+                dropped: 0,
+                ..known
+            });
+        }
         true
     }
 
@@ -716,6 +745,17 @@ impl<S: Storage> Engine<S> {
         let mut log = self.log.borrow_mut();
         if fresh.log_reset {
             log.clear();
+        }
+        if fresh.now.dropped > log.dropped() {
+            // Another tab's retention cut: this view drops the same events.
+            let retained = fresh.retained.as_deref().ok_or_else(|| {
+                Error::Corrupt("retention dropped events but left no record of the streams".into())
+            })?;
+            let complete = log.is_complete();
+            log.drop_through(&Retained::parse(retained)?)?;
+            if !complete {
+                self.rest.borrow_mut().take();
+            }
         }
         log.ingest(&fresh.segments)?;
         let mut pending = self.pending.borrow_mut();
@@ -1588,6 +1628,130 @@ impl<S: Storage> Engine<S> {
         self.closed.set(true);
         self.listeners.borrow_mut().clear();
         self.storage.close();
+    }
+}
+
+// ---- retention: bounded local storage ([`crate::retention`]) -----------------------------
+
+/// Where a replica's log stands under retention.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetainedRange {
+    /// The first confirmed position held locally (1 when nothing was dropped; the
+    /// confirmed head + 1 when every confirmed event was).
+    pub from: u64,
+    /// The confirmed head: the last position held (pending events follow it).
+    pub to: u64,
+    /// Confirmed events held locally.
+    pub events: u64,
+    /// Confirmed events dropped by retention (positions 1 to `dropped`).
+    pub dropped: u64,
+}
+
+impl<S: Storage> Engine<S> {
+    /// Positions up to this one were dropped by retention (0: none).
+    pub fn dropped(&self) -> u64 {
+        self.log.borrow().dropped()
+    }
+
+    /// The confirmed positions this replica holds.
+    pub fn retained_range(&self) -> RetainedRange {
+        let log = self.log.borrow();
+        RetainedRange {
+            from: log.dropped() + 1,
+            to: log.head(),
+            events: log.head() - log.dropped(),
+            dropped: log.dropped(),
+        }
+    }
+
+    /// Applies `policy`: drops the confirmed events that every projection of `projections`
+    /// (name and version) has a snapshot covering, keeping the newest `policy.events`
+    /// confirmed ones ([`Retention::cut`]). A projection without a stored snapshot at its
+    /// version keeps everything. Returns the last position dropped by this call, if any.
+    /// Only a synced store may drop events: a local store's log is its only copy.
+    pub async fn retain(
+        &self,
+        policy: Retention,
+        projections: &[(&str, u32)],
+    ) -> Result<Option<u64>> {
+        self.check_open()?;
+        policy.check()?;
+        self.check_may_drop()?;
+        self.complete().await?;
+        let generation = self.log_generation();
+        let mut covered = Some(self.confirmed_head());
+        for (name, version) in projections {
+            let snapshot = self.storage.snapshot(name).await?;
+            covered = match snapshot {
+                Some(s) if s.version == *version => covered.map(|c| c.min(s.position)),
+                _ => None,
+            };
+        }
+        let Some(through) = policy.cut(self.confirmed_head(), self.dropped(), covered) else {
+            return Ok(None);
+        };
+        self.drop_confirmed(through, Some(generation)).await?;
+        Ok(Some(through))
+    }
+
+    /// Drops the confirmed events up to `through` (retention's cut, without the policy's
+    /// checks: the caller knows that nothing it needs is among them), in one storage
+    /// transaction, with the record of the streams' places at the cut. Other handles
+    /// (tabs) learn of it with their next transaction or catch-up. Pending events are
+    /// never touched.
+    pub async fn drop_through(&self, through: u64) -> Result<()> {
+        self.check_open()?;
+        self.check_may_drop()?;
+        self.complete().await?;
+        self.drop_confirmed(through, None).await
+    }
+
+    fn check_may_drop(&self) -> Result<()> {
+        if !self.synced {
+            return Err(Error::InvalidArgument(
+                "retention drops confirmed events that the sync server keeps; a store without \
+                 sync has no other copy of its log, so it keeps every event"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The cut itself; `generation`: the log generation the caller's checks were made
+    /// against (a reset since then refuses the cut).
+    async fn drop_confirmed(&self, through: u64, generation: Option<u64>) -> Result<()> {
+        let write = self.begin_write().await?;
+        write
+            .commit(
+                Scope::Log,
+                |fresh| {
+                    if generation.is_some_and(|g| g != fresh.now.log_generation) {
+                        return Err(Error::Storage(
+                            "the confirmed log was reset meanwhile; nothing was dropped".into(),
+                        ));
+                    }
+                    let log = self.log.borrow();
+                    if through <= log.dropped() || through > log.head() {
+                        return Err(Error::InvalidArgument(format!(
+                            "retention may drop up to a position from {} to the confirmed head \
+                             {}, not {through}",
+                            log.dropped() + 1,
+                            log.head()
+                        )));
+                    }
+                    let retained = log.retained_at(through)?;
+                    let commit = Commit {
+                        drop_through: Some(through),
+                        put_meta: vec![(META_RETAINED.to_owned(), retained.to_json()?)],
+                        ..Commit::default()
+                    };
+                    Ok((commit, retained))
+                },
+                |retained| self.log.borrow_mut().drop_through(&retained),
+            )
+            .await?;
+        Ok(())
     }
 }
 

@@ -71,6 +71,11 @@ pub enum Error {
     /// The storage backend failed for another reason.
     #[error("storage error: {0}")]
     Storage(String),
+
+    /// A read reaches below the events this replica retains (retention dropped positions
+    /// up to `dropped`); the message names the retained range. Ask the server instead.
+    #[error("not retained: {message}")]
+    NotRetained { message: String, dropped: u64 },
 }
 
 impl Error {
@@ -95,6 +100,7 @@ impl Error {
             Error::Corrupt(_) => ErrorCode::Corrupt,
             Error::StoreMismatch(_) => ErrorCode::StoreMismatch,
             Error::Storage(_) => ErrorCode::Storage,
+            Error::NotRetained { .. } => ErrorCode::NotRetained,
         }
     }
 }

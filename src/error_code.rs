@@ -80,6 +80,8 @@ error_codes! {
     StoreMismatch = "STORE_MISMATCH", Client;
     /// The storage backend failed for another reason.
     Storage = "STORAGE", Client;
+    /// A read or `stateAt` reaches below the events a store with retention (`retain`) still holds locally, and the server could not be asked (offline, or no sync); the message names the retained range.
+    NotRetained = "NOT_RETAINED", Client;
     /// An aggregate's `decide` refused the command (the message is the app's); nothing was written.
     CommandRejected = "COMMAND_REJECTED", Client;
     /// A process manager's handler (or one of its commands) failed; it is retried (TS wrapper only).

@@ -5,7 +5,8 @@
 //! - **core**, pure Rust that knows nothing of browsers and builds and tests natively:
 //!   [`version`] (expected versions; imports nothing), [`error_code`] (every error code of
 //!   every layer, once), [`error`], [`event`] (envelope, ids), [`codec`] (segments),
-//!   [`clock`] (`Clock`, `IdSource`), the [`storage`] trait, [`log`] (the in-memory log),
+//!   [`clock`] (`Clock`, `IdSource`), the [`storage`] trait, [`retention`] (bounded local
+//!   storage: what a cut may drop and what it leaves), [`log`] (the in-memory log),
 //!   [`protocol`] (sync messages), [`outbox`] (pending events), [`append`] (the append
 //!   rules), [`engine`], [`checkpoints`] (which checkpoints to take, keep and start from;
 //!   when a snapshot is trusted), [`fingerprint`] (canonical state hashes for
@@ -41,6 +42,7 @@ pub mod outbox;
 pub mod projection;
 pub mod protocol;
 pub mod push;
+pub mod retention;
 pub mod storage;
 pub mod sync;
 pub mod upcast;

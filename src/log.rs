@@ -10,6 +10,7 @@ use serde::Deserialize;
 use crate::codec::{self, EventRef, SegmentBuilder, SegmentReader};
 use crate::error::{Error, Result};
 use crate::event::{Event, EventId, StreamEnd};
+use crate::retention::{not_retained, Retained, StreamBase};
 use crate::storage::Segment;
 
 /// Hashes event ids cheaply: UUIDs already carry random bits, so folding is enough.
@@ -195,6 +196,34 @@ struct Index {
     types: NameIndex,
     correlations: NameIndex,
     lifecycles: HashMap<Box<str>, Lifecycle, BuildHasherDefault<NameHasher>>,
+    /// Per stream with events dropped by retention: its version at the cut. Its list in
+    /// `streams` holds only the positions after the cut.
+    bases: HashMap<Box<str>, u64, BuildHasherDefault<NameHasher>>,
+}
+
+impl Index {
+    /// An index of nothing but the streams' places at a retention cut.
+    fn at_cut(retained: &Retained) -> Self {
+        let mut index = Index::default();
+        for (stream, base) in &retained.streams {
+            index.bases.insert(stream.as_str().into(), base.version);
+            if base.deleted_at != 0 || base.closed_at != 0 {
+                index.lifecycles.insert(
+                    stream.as_str().into(),
+                    Lifecycle {
+                        deleted_at: base.deleted_at,
+                        closed_at: base.closed_at,
+                    },
+                );
+            }
+        }
+        index
+    }
+
+    /// The stream's version at the retention cut (0 when none of its events was dropped).
+    fn base(&self, stream: &str) -> u64 {
+        self.bases.get(stream).copied().unwrap_or(0)
+    }
 }
 
 impl Index {
@@ -223,7 +252,9 @@ impl Index {
 /// queries by stream, type or correlation) waits for [`LogState::is_complete`].
 #[derive(Debug, Default)]
 pub struct LogState {
-    /// Positions `..= base` are not held (yet).
+    /// Positions `..= dropped` were dropped by retention: never held again.
+    dropped: u64,
+    /// Positions `..= base` are not held (yet); at least `dropped`.
     base: u64,
     head: u64,
     segments: Vec<MemSegment>,
@@ -259,6 +290,174 @@ impl LogState {
         }
     }
 
+    /// [`LogState::unloaded`] for a log whose events up to `retained.through` were
+    /// dropped by retention: its streams start at their places at the cut.
+    pub fn unloaded_after_cut(head: u64, retained: &Retained) -> Self {
+        LogState {
+            dropped: retained.through,
+            base: head.max(retained.through),
+            head: head.max(retained.through),
+            index: Index::at_cut(retained),
+            indexed: retained.through,
+            lazy_index: true,
+            ..LogState::default()
+        }
+    }
+
+    /// An empty log at `at` (at least the retention cut), to be filled by a lazy load
+    /// and joined in front of this one: it starts from this log's cut and the streams'
+    /// places there.
+    pub fn empty_start_at(&self, at: u64) -> Self {
+        let at = at.max(self.dropped);
+        LogState {
+            dropped: self.dropped,
+            base: at,
+            head: at,
+            index: Index {
+                bases: self.index.bases.clone(),
+                lifecycles: if self.dropped == 0 {
+                    HashMap::default()
+                } else {
+                    self.index.lifecycles.clone()
+                },
+                ..Index::default()
+            },
+            indexed: self.dropped,
+            lazy_index: true,
+            ..LogState::default()
+        }
+    }
+
+    /// Positions up to this one were dropped by retention (0: none).
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// The record a retention cut through `through` leaves: every stream with events up to
+    /// it, at its place there. Needs the complete log, held up to `through`.
+    pub fn retained_at(&self, through: u64) -> Result<Retained> {
+        if !self.is_complete() || through > self.head || through < self.dropped {
+            return Err(Error::Storage(format!(
+                "a cut through {through} needs the complete log up to it (held: {} to {})",
+                self.dropped + 1,
+                self.head
+            )));
+        }
+        let mut retained = Retained {
+            through,
+            ..Retained::default()
+        };
+        for (stream, list) in &self.index.streams {
+            let held = list.partition_point(|p| *p <= through) as u64;
+            let version = self.index.base(stream) + held;
+            if version == 0 {
+                continue;
+            }
+            // The lifecycle at the cut. A delete or close after it is held after the cut,
+            // and its index entry (rebuilt from the held events) supersedes this one; only
+            // the last delete counts, so an earlier delete than a later one is not needed.
+            let lifecycle = self.lifecycle(stream);
+            let at_cut = |v: u64| if v <= version { v } else { 0 };
+            retained.streams.insert(
+                stream.to_string(),
+                StreamBase {
+                    version,
+                    deleted_at: at_cut(lifecycle.deleted_at),
+                    closed_at: at_cut(lifecycle.closed_at),
+                },
+            );
+        }
+        Ok(retained)
+    }
+
+    /// Drops the held events up to `retained.through` (a retention cut, here or in another
+    /// tab): segments wholly before it go, the one it cuts through keeps its tail, and the
+    /// indexes forget the dropped positions (their ids too); the streams' versions and
+    /// lifecycles count on from `retained`. A log that ends before the cut (it never held
+    /// the events up to it) starts over empty at the cut; the caller reads on from there.
+    pub fn drop_through(&mut self, retained: &Retained) -> Result<()> {
+        let through = retained.through;
+        if through <= self.dropped {
+            return Ok(());
+        }
+        if through >= self.head || !self.is_complete() {
+            // Nothing held after the cut (complete at once), or a log still loading, which
+            // reads what lies after the cut again.
+            let head = self.head.max(through);
+            *self = LogState::unloaded_after_cut(head, retained);
+            self.lazy_index = head > through;
+            return Ok(());
+        }
+        let keep_from = self.segments.partition_point(|s| s.first <= through) - 1;
+        let mut kept: Vec<Segment> = Vec::with_capacity(self.segments.len() - keep_from);
+        for (i, segment) in self.segments.drain(..).enumerate().skip(keep_from) {
+            if i == keep_from {
+                if let Some(tail) = crate::storage::segment_tail(&segment.bytes, through)? {
+                    kept.push(tail);
+                }
+            } else {
+                kept.push(Segment {
+                    first: segment.first,
+                    bytes: segment.bytes,
+                });
+            }
+        }
+        let index = std::mem::take(&mut self.index);
+        let mut fresh = LogState {
+            dropped: through,
+            base: through,
+            head: through,
+            index: Index::at_cut(retained),
+            indexed: through,
+            lazy_index: false,
+            ..LogState::default()
+        };
+        // The ids, streams, types and correlations after the cut, as indexed already.
+        let Index {
+            ids,
+            streams,
+            types,
+            correlations,
+            lifecycles,
+            ..
+        } = index;
+        let after = |list: Vec<u64>| -> Option<Vec<u64>> {
+            let from = list.partition_point(|p| *p <= through);
+            (from < list.len()).then(|| list[from..].to_vec())
+        };
+        fresh.index.ids = ids.into_iter().filter(|(_, p)| *p > through).collect();
+        for (name, list) in streams {
+            if let Some(list) = after(list) {
+                fresh.index.streams.insert(name, list);
+            }
+        }
+        for (name, list) in types {
+            if let Some(list) = after(list) {
+                fresh.index.types.insert(name, list);
+            }
+        }
+        for (name, list) in correlations {
+            if let Some(list) = after(list) {
+                fresh.index.correlations.insert(name, list);
+            }
+        }
+        // Lifecycles recorded after the cut are the newest; those up to it are in `retained`.
+        for (name, lifecycle) in lifecycles {
+            let entry = fresh.index.lifecycles.entry(name).or_default();
+            entry.deleted_at = entry.deleted_at.max(lifecycle.deleted_at);
+            entry.closed_at = entry.closed_at.max(lifecycle.closed_at);
+        }
+        // Segments are added without indexing (the index above already covers them).
+        let held_index = std::mem::take(&mut fresh.index);
+        fresh.lazy_index = true;
+        fresh.ingest_owned(kept)?;
+        fresh.index = held_index;
+        fresh.indexed = fresh.head;
+        fresh.lazy_index = false;
+        *self = fresh;
+        Ok(())
+    }
+
     pub fn head(&self) -> u64 {
         self.head
     }
@@ -271,7 +470,7 @@ impl LogState {
     /// Every event is held and indexed.
     pub fn is_complete(&self) -> bool {
         // Once the indexes are built they follow every segment added (`indexed == head`).
-        self.base == 0 && !self.lazy_index
+        self.base == self.dropped && !self.lazy_index
     }
 
     /// Bytes of encoded events held in memory.
@@ -282,7 +481,13 @@ impl LogState {
     /// The version of `stream` (0 if it has no events). Needs the complete log.
     pub fn stream_version(&self, stream: &str) -> u64 {
         debug_assert!(self.is_complete(), "stream versions need the complete log");
-        self.index.streams.get(stream).map_or(0, |p| p.len() as u64)
+        self.index.base(stream) + self.index.streams.get(stream).map_or(0, |p| p.len() as u64)
+    }
+
+    /// The version of `stream` at the retention cut: its versions up to this one were
+    /// dropped (0 when none). Needs the complete log.
+    pub fn stream_base(&self, stream: &str) -> u64 {
+        self.index.base(stream)
     }
 
     /// Where `stream` stands in its lifecycle (deleted, closed). Needs the complete log.
@@ -429,7 +634,7 @@ impl LogState {
     /// Indexes up to `max_events` more events; true once the log is complete.
     /// Needs every event held ([`LogState::base`] 0).
     pub fn index_more(&mut self, max_events: u64) -> Result<bool> {
-        if self.base > 0 {
+        if self.base > self.dropped {
             return Err(Error::Storage(
                 "the log is indexed once every event is loaded".into(),
             ));
@@ -483,6 +688,9 @@ impl LogState {
     }
 
     fn not_held(&self, position: u64) -> Error {
+        if position <= self.dropped {
+            return not_retained(&format!("position {position}"), self.dropped, self.head);
+        }
         Error::Storage(format!(
             "position {position} is not loaded yet (the log is held from {} on)",
             self.base + 1
@@ -545,6 +753,16 @@ impl LogState {
         if !self.is_complete() {
             return Err(Error::Storage("the log is still loading".into()));
         }
+        // Events of the stream dropped by retention that a fold from `after` would need
+        // (those before its last delete it would skip anyway).
+        let base = self.index.base(stream);
+        if after < self.dropped && base > self.lifecycle(stream).deleted_at {
+            return Err(not_retained(
+                &format!("a fold of stream `{stream}` (versions 1 to {base} dropped)"),
+                self.dropped,
+                self.head,
+            ));
+        }
         let Some(list) = self.index.streams.get(stream) else {
             return Ok(());
         };
@@ -567,10 +785,52 @@ impl LogState {
                     .into(),
             ));
         }
-        if !self.holds_after(query.after) && query.to.is_none_or(|to| to > query.after) {
+        self.check_retained(query)?;
+        // A complete log answers queries by stream, type or correlation from its indexes,
+        // which hold no dropped position.
+        if query.is_range()
+            && !self.holds_after(query.after)
+            && query.to.is_none_or(|to| to > query.after)
+        {
             return Err(self.not_held(query.after + 1));
         }
         Ok(())
+    }
+
+    /// Whether `query` can be answered without the events retention dropped: it starts
+    /// after the cut, or reads a stream none of whose dropped events it would return (it
+    /// starts at a later version, or after a later delete), or reads newest first and the
+    /// retained events fill its `limit`. Otherwise `NOT_RETAINED`, naming the range held.
+    fn check_retained(&self, query: &ReadQuery) -> Result<()> {
+        if self.dropped == 0
+            || query.after >= self.dropped
+            || query.to.is_some_and(|to| to <= query.after)
+        {
+            return Ok(());
+        }
+        if let Some(stream) = query.stream.as_deref() {
+            let visible_from = query
+                .from_version
+                .unwrap_or(1)
+                .max(self.lifecycle(stream).deleted_at + 1);
+            if self.index.base(stream) < visible_from {
+                return Ok(());
+            }
+        }
+        if let (true, Some(limit)) = (query.backwards, query.limit) {
+            if self.positions(query).len() >= limit {
+                return Ok(());
+            }
+        }
+        let what = match query.stream.as_deref() {
+            Some(stream) => format!(
+                "a read of stream `{stream}` from version {} (versions 1 to {} dropped)",
+                query.from_version.unwrap_or(1).max(1),
+                self.index.base(stream)
+            ),
+            None => format!("a read after position {}", query.after),
+        };
+        Err(not_retained(&what, self.dropped, self.head))
     }
 
     /// Positions matching `query`, in its order (newest first when `backwards`), at most
@@ -602,12 +862,18 @@ impl LogState {
         };
         let mut start = list.partition_point(|p| *p <= query.after);
         if let (Some(_), Some(from)) = (by_stream, query.from_version) {
-            // A stream's list holds its events in version order: version v is at v - 1.
-            start = start.max(usize::try_from(from.saturating_sub(1)).unwrap_or(usize::MAX));
+            // A stream's list holds its events in version order: version v is at
+            // v - 1 - base (the versions up to base were dropped by retention).
+            let base = query.stream.as_deref().map_or(0, |s| self.index.base(s));
+            let at = from.saturating_sub(1).saturating_sub(base);
+            start = start.max(usize::try_from(at).unwrap_or(usize::MAX));
         }
         if let (Some(_), Some(stream)) = (by_stream, query.stream.as_deref()) {
             // A deleted stream reads from after its last `$StreamDeleted` (that included).
-            let deleted_at = self.lifecycle(stream).deleted_at;
+            let deleted_at = self
+                .lifecycle(stream)
+                .deleted_at
+                .saturating_sub(self.index.base(stream));
             start = start.max(usize::try_from(deleted_at).unwrap_or(usize::MAX));
         }
         let end = list.partition_point(|p| *p <= to);

@@ -32,6 +32,10 @@ fn every_core_error() -> Vec<Error> {
         Error::Corrupt(String::new()),
         Error::StoreMismatch(String::new()),
         Error::Storage(String::new()),
+        Error::NotRetained {
+            message: String::new(),
+            dropped: 1,
+        },
     ];
     for e in &all {
         match e {
@@ -47,7 +51,8 @@ fn every_core_error() -> Vec<Error> {
             | Error::FormatTooNew { .. }
             | Error::Corrupt(_)
             | Error::StoreMismatch(_)
-            | Error::Storage(_) => {}
+            | Error::Storage(_)
+            | Error::NotRetained { .. } => {}
         }
     }
     all

@@ -17,6 +17,7 @@ const ORDER: &[&str] = &[
     "codec",
     "clock",
     "storage",
+    "retention",
     "log",
     "protocol",
     "outbox",

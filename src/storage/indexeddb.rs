@@ -28,8 +28,9 @@ use web_sys::{
 };
 
 use super::{
-    check_meta_key, compaction_runs, counters_after, Commit, CompactionReport, Fresh, Known,
-    PendingRecord, Prepare, Scope, Segment, SnapshotRecord, Storage, FORMAT_VERSION,
+    check_meta_key, compaction_runs, counters_after, segment_tail, Commit, CompactionReport, Fresh,
+    Known, PendingRecord, Prepare, Scope, Segment, SnapshotRecord, Storage, FORMAT_VERSION,
+    META_RETAINED,
 };
 use crate::codec;
 use crate::error::{Error, Result};
@@ -73,6 +74,9 @@ pub enum FailStep {
     AfterMetaPut,
     /// `transact`: after everything, counters included, was written, before commit.
     AfterHeadPut,
+    /// `transact` with retention: after the dropped segments were deleted, before the
+    /// kept tail of the segment the cut goes through is written.
+    AfterDrop,
     /// `compact`: after the merged segments were `put`, before the old ones are deleted.
     CompactAfterPut,
     /// `compact`: after the merged-away segments were deleted.
@@ -437,6 +441,12 @@ impl IndexedDbStorage {
             );
         }
         self.fail_here(FailStep::AfterMetaPut, last.take()).await?;
+        if let Some(through) = commit.drop_through {
+            drop_through(&segments, through, |request| {
+                self.fail_here(FailStep::AfterDrop, Some(request))
+            })
+            .await?;
+        }
         let last = write_counters(&meta, counters)?;
         self.fail_here(FailStep::AfterHeadPut, Some(last)).await
     }
@@ -596,6 +606,7 @@ async fn read_counters(meta: &IdbObjectStore) -> Result<Known> {
         pending_seq,
         pending_generation,
         log_generation,
+        dropped: 0,
     })
 }
 
@@ -606,7 +617,7 @@ fn counters_from_js(together: &JsValue) -> Result<Option<Known>> {
     }
     let array = together
         .dyn_ref::<Array>()
-        .filter(|a| a.length() == 4)
+        .filter(|a| a.length() == 4 || a.length() == 5)
         .ok_or_else(|| Error::Corrupt(format!("stored counters: {together:?}")))?;
     let mut values = [0u64; 4];
     for (i, (value, name)) in values.iter_mut().zip(COUNTER_KEYS).enumerate() {
@@ -618,6 +629,9 @@ fn counters_from_js(together: &JsValue) -> Result<Option<Known>> {
         pending_seq,
         pending_generation,
         log_generation,
+        // A fifth counter only once retention dropped events (a store never cut keeps
+        // the four that older builds read).
+        dropped: position_from_js(&array.get(4), "dropped")?,
     }))
 }
 
@@ -629,6 +643,9 @@ fn write_counters(meta: &IdbObjectStore, counters: &Known) -> Result<IdbRequest>
         &key(counters.pending_generation),
         &key(counters.log_generation),
     );
+    if counters.dropped > 0 {
+        together.push(&key(counters.dropped));
+    }
     meta.put_with_key(&together, &JsValue::from_str(COUNTERS_KEY))
         .map_err(js_error)
 }
@@ -639,9 +656,19 @@ fn write_counters(meta: &IdbObjectStore, counters: &Known) -> Result<IdbRequest>
 async fn read_fresh(tx: &IdbTransaction, known: Known) -> Result<Fresh> {
     let segments = object_store(tx, SEGMENTS)?;
     let pending = object_store(tx, PENDING)?;
-    let now = read_counters(&object_store(tx, META)?).await?;
+    let meta = object_store(tx, META)?;
+    let now = read_counters(&meta).await?;
     let log_reset = now.log_generation != known.log_generation;
-    let after = if log_reset { 0 } else { known.head };
+    // The stored log starts after what retention dropped.
+    let after = if log_reset { 0 } else { known.head }.max(now.dropped);
+    let retained = if now.dropped != 0 && (log_reset || now.dropped != known.dropped) {
+        Some(Request::new(
+            meta.get(&JsValue::from_str(META_RETAINED))
+                .map_err(js_error)?,
+        ))
+    } else {
+        None
+    };
     let segment_values = if now.head > after {
         Some(Request::new(
             segments
@@ -677,12 +704,17 @@ async fn read_fresh(tx: &IdbTransaction, known: Known) -> Result<Fresh> {
         Some((keys, values)) => pending_from_js(&keys.await?, &values.await?)?,
         None => Vec::new(),
     };
+    let retained = match retained {
+        Some(request) => request.await?.as_string(),
+        None => None,
+    };
     Ok(Fresh {
         log_reset,
         segments: found,
         pending_replaced,
         pending: records,
         now,
+        retained,
     })
 }
 
@@ -935,6 +967,38 @@ async fn complete_segments(
     }
     found.insert(0, holder);
     Ok(found)
+}
+
+/// Retention's cut, inside a log transaction: deletes every segment up to position
+/// `through` with one request over the key range, after reading the last of them (one
+/// backwards cursor step); when that one holds later positions too, their tail is put
+/// back as a segment starting at `through + 1`. `after_delete` is the failure step of tests.
+async fn drop_through<F: Future<Output = Result<()>>>(
+    store: &IdbObjectStore,
+    through: u64,
+    after_delete: impl FnOnce(IdbRequest) -> F,
+) -> Result<()> {
+    let range = IdbKeyRange::upper_bound(&key(through)).map_err(js_error)?;
+    let request = store
+        .open_cursor_with_range_and_direction(&range, IdbCursorDirection::Prev)
+        .map_err(js_error)?;
+    let cursor = Request::new(request).await?;
+    let tail = match cursor.dyn_into::<IdbCursorWithValue>() {
+        Ok(cursor) => segment_tail(
+            &segment_from_js(&cursor.value().map_err(js_error)?)?.bytes,
+            through,
+        )?,
+        Err(_) => None,
+    };
+    let delete = store.delete(&range).map_err(js_error)?;
+    after_delete(delete).await?;
+    if let Some(tail) = tail {
+        let bytes = Uint8Array::from(tail.bytes.as_slice());
+        store
+            .put_with_key(&bytes, &key(tail.first))
+            .map_err(js_error)?;
+    }
+    Ok(())
 }
 
 /// Pairs `getAllKeys` and `getAll` results over the same range (same order).

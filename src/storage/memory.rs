@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 use super::{
-    check_meta_key, compaction_runs, counters_after, CompactionReport, Fresh, Known, PendingRecord,
-    Prepare, Scope, Segment, SnapshotRecord, Storage, FORMAT_VERSION,
+    check_meta_key, compaction_runs, counters_after, segment_tail, CompactionReport, Fresh, Known,
+    PendingRecord, Prepare, Scope, Segment, SnapshotRecord, Storage, FORMAT_VERSION, META_RETAINED,
 };
 use crate::codec;
 use crate::error::{Error, Result};
@@ -64,8 +64,9 @@ impl MemoryStorage {
 impl State {
     fn changes(&self, known: Known) -> Fresh {
         let log_reset = known.log_generation != self.counters.log_generation;
-        let after = if log_reset { 0 } else { known.head };
-        let segments = if self.counters.head > after || log_reset {
+        // The stored log starts after what retention dropped.
+        let after = if log_reset { 0 } else { known.head }.max(self.counters.dropped);
+        let segments = if self.counters.head > after || (log_reset && after == 0) {
             segments_after(&self.segments, after)
         } else {
             Vec::new()
@@ -84,12 +85,15 @@ impl State {
                 bytes: bytes.clone(),
             })
             .collect();
+        let cut =
+            self.counters.dropped != 0 && (log_reset || self.counters.dropped != known.dropped);
         Fresh {
             log_reset,
             segments,
             pending_replaced,
             pending,
             now: self.counters,
+            retained: cut.then(|| self.meta.get(META_RETAINED).cloned()).flatten(),
         }
     }
 }
@@ -149,6 +153,10 @@ impl Storage for MemoryStorage {
         let commit = prepare(&state.changes(known))?;
         // Check everything before changing anything: a commit is whole or absent.
         let counters = counters_after(&commit, scope, state.counters)?;
+        let cut = match commit.drop_through {
+            Some(through) => Some((through, cut_segment(&state.segments, through)?)),
+            None => None,
+        };
         if commit.reset_log {
             state.segments.clear();
             state.snapshots.clear();
@@ -167,6 +175,12 @@ impl Storage for MemoryStorage {
         }
         for (key, value) in commit.put_meta {
             state.meta.insert(key, value);
+        }
+        if let Some((through, tail)) = cut {
+            state.segments = state.segments.split_off(&(through + 1));
+            if let Some(tail) = tail {
+                state.segments.insert(tail.first, tail.bytes);
+            }
         }
         state.counters = counters;
         Ok(counters)
@@ -227,6 +241,16 @@ impl Storage for MemoryStorage {
 
     fn close(&self) {
         self.closed.set(true);
+    }
+}
+
+/// What retention keeps of the segment that holds position `through` when it holds later
+/// positions too (the one segment a cut goes through; `None` when the cut falls between
+/// segments).
+fn cut_segment(segments: &BTreeMap<u64, Vec<u8>>, through: u64) -> Result<Option<Segment>> {
+    match segments.range(..=through).next_back() {
+        Some((_, bytes)) => segment_tail(bytes, through),
+        None => Ok(None),
     }
 }
 

@@ -64,6 +64,9 @@ pub struct Known {
     pub pending_generation: u64,
     /// Bumped when the confirmed log is reset (the server's epoch changed).
     pub log_generation: u64,
+    /// Confirmed events up to this position were dropped by retention (0: none): the
+    /// stored log starts after it. Only grows, but for a reset, which sets it to 0.
+    pub dropped: u64,
 }
 
 /// What changed since a [`Known`], read inside the transaction.
@@ -79,6 +82,9 @@ pub struct Fresh {
     pub pending: Vec<PendingRecord>,
     /// The store's counters now.
     pub now: Known,
+    /// When retention dropped events since the known counters (`now.dropped` above
+    /// `known.dropped`): the record the cut left in `meta` ([`META_RETAINED`]).
+    pub retained: Option<String>,
 }
 
 /// What one transaction writes. Applied in this order: reset, segment, snapshot, pending,
@@ -96,11 +102,16 @@ pub struct Commit {
     pub put_pending: Vec<PendingRecord>,
     pub delete_pending: Vec<u64>,
     pub put_meta: Vec<(String, String)>,
+    /// Retention: drop the confirmed events up to this position (above the stored
+    /// [`Known::dropped`], at most the head), after everything else. A segment holding
+    /// positions on both sides of the cut is rewritten to hold only the later ones.
+    pub drop_through: Option<u64>,
 }
 
 impl Commit {
     pub fn is_empty(&self) -> bool {
         !self.reset_log
+            && self.drop_through.is_none()
             && self.segment.is_none()
             && self.put_snapshot.is_none()
             && self.put_pending.is_empty()
@@ -177,6 +188,11 @@ pub trait Storage {
     fn close(&self);
 }
 
+/// The `meta` key of the record a retention cut leaves ([`crate::retention::Retained`],
+/// JSON), written by the engine in the cut's transaction and read back with
+/// [`Fresh::retained`] by the handles that learn of the cut.
+pub const META_RETAINED: &str = "retained";
+
 /// Keys of `meta` that the backends keep for themselves (the format and the counters of
 /// [`Known`]); a [`Commit`] may not write them.
 pub const RESERVED_META_KEYS: [&str; 6] = [
@@ -215,6 +231,7 @@ pub fn counters_after(commit: &Commit, scope: Scope, now: Known) -> Result<Known
     if commit.reset_log {
         counters.head = 0;
         counters.log_generation += 1;
+        counters.dropped = 0;
     }
     if let Some(segment) = &commit.segment {
         let (first, count) = codec::header(&segment.bytes)?;
@@ -236,7 +253,44 @@ pub fn counters_after(commit: &Commit, scope: Scope, now: Known) -> Result<Known
     if !commit.delete_pending.is_empty() {
         counters.pending_generation += 1;
     }
+    if let Some(through) = commit.drop_through {
+        if commit.reset_log || through <= counters.dropped || through > counters.head {
+            return Err(Error::Storage(format!(
+                "retention may drop positions {} to {} only (asked to drop up to {through}{})",
+                counters.dropped + 1,
+                counters.head,
+                if commit.reset_log {
+                    " with a reset"
+                } else {
+                    ""
+                }
+            )));
+        }
+        counters.dropped = through;
+    }
     Ok(counters)
+}
+
+/// The events after position `after` of an encoded segment, as a segment of their own
+/// starting at `after + 1` (or the segment as it is, when it starts later): what retention
+/// keeps of a segment it cuts through. `None` when it holds nothing after `after`.
+pub fn segment_tail(bytes: &[u8], after: u64) -> Result<Option<Segment>> {
+    let (first, count) = codec::header(bytes)?;
+    if first + u64::from(count) <= after + 1 {
+        return Ok(None);
+    }
+    let start = after.max(first - 1);
+    let mut builder = codec::SegmentBuilder::new(start + 1);
+    for event in codec::SegmentReader::new(bytes)? {
+        let event = event?;
+        if event.position > after {
+            builder.push(&event);
+        }
+    }
+    Ok(Some(Segment {
+        first: start + 1,
+        bytes: builder.finish(),
+    }))
 }
 
 /// How compaction groups segments of the given sizes (bytes, in log order): runs of

@@ -68,6 +68,10 @@ pub fn to_js_error(err: &Error) -> JsValue {
         }
         set("ids", &list);
     }
+    if let Error::NotRetained { dropped, .. } = err {
+        // The first position the replica still holds.
+        set("retainedFrom", &JsValue::from_f64((*dropped + 1) as f64));
+    }
     js.into()
 }
 
