@@ -6,10 +6,12 @@
 //
 //   node bench/run.mjs                       # everything (10k, 100k and 1M events)
 //   BENCH_QUICK=1 node bench/run.mjs         # 10k and 100k only, one repetition
-//   BENCH_ONLY=append,replay,snapshot,latency,stateAt,memory,pull,travel   # some of it
+//   BENCH_ONLY=append,replay,snapshot,latency,stateAt,memory,pull,travel,scaling   # some of it
 //   BENCH_ONLY=travel                        # time travel: an immutable reducer on 100k
 //                                            # events, and the devtools panel on 1M
+//   BENCH_ONLY=scaling                       # annals alone at 10k, 100k, 1M and 5M events
 //   BENCH_SIZES=100000 BENCH_REPS=5          # other sizes and repetitions
+//   BENCH_SCALING_SIZES=10000,100000         # other sizes for the scaling table
 //   BENCH_PROFILE=replay TOP=30              # CPU profile of a scenario (CDP), printed
 //
 // Needs the package built (`bash scripts/build-pkg.sh`) and, for the pull, the server built
@@ -39,6 +41,11 @@ const SIZES = process.env.BENCH_SIZES
     ? [10_000, 100_000]
     : [10_000, 100_000, 1_000_000];
 const CONTENDERS = ["annals", "perRecord", "chunked"];
+const SCALING_SIZES = process.env.BENCH_SCALING_SIZES
+  ? process.env.BENCH_SCALING_SIZES.split(",").map(Number)
+  : QUICK
+    ? [10_000, 100_000]
+    : [10_000, 100_000, 1_000_000, 5_000_000];
 const WASM = join(ROOT, "pkg", "wasm", "annals_bg.wasm");
 
 const wanted = (part) => !ONLY || ONLY.has(part);
@@ -65,10 +72,12 @@ const results = {
   replay: [],
   snapshotOpen: [],
   latency: undefined,
+  firstAppend: undefined,
   stateAt: undefined,
   memory: undefined,
   pull: undefined,
   travel: undefined,
+  scaling: undefined,
 };
 
 function machine() {
@@ -166,6 +175,14 @@ try {
     );
   }
 
+  // ---- the first appends on a freshly loaded page -------------------------------------------
+  if (wanted("latency")) {
+    const runs = [];
+    for (let r = 0; r < (QUICK ? 3 : 7); r++) runs.push(await inPage("firstAppend", { name: "bench-first-append" }));
+    results.firstAppend = runs;
+    log(`first append on a fresh page, ms: annals ${runs.map((x) => x.annals[0].toFixed(1)).join(" ")}; bare put ${runs.map((x) => x.bare[0].toFixed(1)).join(" ")}`);
+  }
+
   // ---- stateAt on the 100k log --------------------------------------------------------------
   if (wanted("stateAt")) {
     const n = 100_000;
@@ -213,6 +230,9 @@ try {
 
   // ---- time travel and the devtools panel ---------------------------------------------------
   if (wanted("travel")) results.travel = await travelBench();
+
+  // ---- how annals' costs grow with the log ---------------------------------------------------
+  if (wanted("scaling")) results.scaling = await scalingBench();
 
   // ---- pull from annals-server ------------------------------------------------------------
   if (wanted("pull")) results.pull = await pullBench(100_000);
@@ -285,6 +305,78 @@ async function pullBench(n) {
     child.kill("SIGTERM");
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+// ---- scaling -----------------------------------------------------------------------------------
+
+/**
+ * Issue 15's scaling table: annals alone at each of SCALING_SIZES (batches of 1,000), so that
+ * how each cost grows with the log shows: bulk append, cold open with a full replay, open
+ * with a snapshot at the head, `stateAt` at random positions, and the engine's memory once
+ * the whole log is loaded, beside the log's encoded size. A size that fails (out of memory,
+ * say) is recorded with its error and the sizes after it are not tried.
+ */
+async function scalingBench() {
+  const rows = [];
+  for (const n of SCALING_SIZES) {
+    const name = `bench-scaling-${label(n)}`;
+    const row = { events: n };
+    rows.push(row);
+    try {
+      row.append = await inPage("append", { contender: "annals", name, n, batch: 1000 });
+      log(`scaling ${label(n)}: append ${Math.round(row.append.eventsPerSecond)} events/s`);
+      // Version 2 has no snapshot: a full replay; its close writes one at the head.
+      row.replay = await inPage("replay", { contender: "annals", name, n, version: 2 });
+      log(`scaling ${label(n)}: replay ${row.replay.ms.toFixed(0)} ms`);
+      const opens = [];
+      for (let r = 0; r < 3; r++) opens.push((await inPage("snapshotOpen", { contender: "annals", name, n, version: 2 })).ms);
+      row.snapshotOpenMs = median(opens);
+      row.stateAt = await inPage("stateAt", { contender: "annals", name, n, version: 2, samples: 100 });
+      log(`scaling ${label(n)}: snapshot open ${row.snapshotOpenMs.toFixed(1)} ms, stateAt p50 ${row.stateAt.p50.toFixed(2)} ms`);
+      const page = await newPage();
+      try {
+        const before = await page.evaluate(() => globalThis.bench.wasmMemory());
+        await page.evaluate((o) => globalThis.bench.hold(o), { contender: "annals", name, n, version: 2 });
+        row.wasm = { before, after: await page.evaluate(() => globalThis.bench.wasmMemory()) };
+      } finally {
+        await page.close();
+      }
+      row.encoded = await inPage("annalsEncodedBytes", name);
+      log(`scaling ${label(n)}: wasm memory ${(row.wasm.after / 2 ** 20).toFixed(1)} MiB, encoded ${(row.encoded.bytes / 2 ** 20).toFixed(1)} MiB`);
+    } catch (error) {
+      row.error = String(error?.message ?? error).split("\n")[0];
+      log(`scaling ${label(n)}: failed: ${row.error}`);
+      break;
+    } finally {
+      await inPage("deleteDb", name).catch(() => {});
+    }
+  }
+  return rows;
+}
+
+function scalingMarkdown(rows, { fmtMs, fmtMiB }) {
+  const lines = ["", "### Scaling", ""];
+  lines.push("annals alone, the same events and reducer as above, batches of 1,000. Per event: the cost divided by the events, so that a cost growing faster than the log shows as a growing figure.");
+  lines.push("");
+  lines.push("| events | bulk append | cold open + full replay | open with a snapshot | `stateAt` p50 / p95 | wasm memory after opening (per event) | encoded log | memory ÷ encoded |");
+  lines.push("|---:|---:|---:|---:|---:|---:|---:|---:|");
+  for (const row of rows) {
+    if (row.error && !row.append) {
+      lines.push(`| ${label(row.events)} | failed: ${row.error} | | | | | | |`);
+      continue;
+    }
+    const cell = (f) => {
+      try {
+        return f();
+      } catch {
+        return row.error ? `failed: ${row.error}` : "";
+      }
+    };
+    lines.push(
+      `| ${label(row.events)} | ${cell(() => `${Math.round(row.append.eventsPerSecond).toLocaleString("en-US")}/s`)} | ${cell(() => `${fmtMs(row.replay.ms)} (${((row.replay.ms * 1000) / row.events).toFixed(2)} µs/event)`)} | ${cell(() => fmtMs(row.snapshotOpenMs))} | ${cell(() => `${fmtMs(row.stateAt.p50)} / ${fmtMs(row.stateAt.p95)}`)} | ${cell(() => `${fmtMiB(row.wasm.after)} (${Math.round(row.wasm.after / row.events)} B)`)} | ${cell(() => fmtMiB(row.encoded.bytes))} | ${cell(() => `${(row.wasm.after / row.encoded.bytes).toFixed(2)}×`)} |`,
+    );
+  }
+  return lines;
 }
 
 // ---- time travel -------------------------------------------------------------------------------
@@ -370,9 +462,18 @@ function markdown(r) {
   if (r.latency) {
     const { annals: a, perRecord: p, chunked: c } = r.latency;
     lines.push(
-      `| single append p50 (${a.n} appends; baselines: a bare one-put transaction) | ${fmtMs(a.p50)} | ${fmtMs(p.p50)} | ${fmtMs(c.p50)} | ${ratio(p.p50 / a.p50)} | ${ratio(c.p50 / a.p50)} | ≤ 1.5× the bare put${mark(a.p50 <= 1.5 * p.p50)} (${ratio(a.p50 / p.p50)}) |`,
+      `| single append p50 (${a.n} appends; baselines: a bare one-put transaction) | ${fmtMs(a.p50)} | ${fmtMs(p.p50)} | ${fmtMs(c.p50)} | ${ratio(p.p50 / a.p50)} | ${ratio(c.p50 / a.p50)} | ≤ 1.2× the bare put${mark(a.p50 <= 1.2 * p.p50)} (${ratio(a.p50 / p.p50)}) |`,
     );
     lines.push(`| single append p95 | ${fmtMs(a.p95)} | ${fmtMs(p.p95)} | ${fmtMs(c.p95)} | ${ratio(p.p95 / a.p95)} | ${ratio(c.p95 / a.p95)} | |`);
+    if (r.firstAppend?.length) {
+      const firsts = r.firstAppend.map((x) => x.annals[0]);
+      const bare = median(r.firstAppend.map((x) => x.bare[0]));
+      const a1 = median(firsts);
+      const later = median(r.firstAppend.map((x) => median(x.annals.slice(1))));
+      lines.push(
+        `| first append on a freshly loaded page, median of ${firsts.length} pages (the store opened fresh just before; the page's appends 2-5: ${fmtMs(later)}) | ${fmtMs(a1)} | ${fmtMs(bare)} (a fresh database's first put) | | | | ≤ 10 ms${mark(a1 <= 10)} |`,
+      );
+    }
     const k = r.latency.checked;
     if (k) {
       lines.push(
@@ -409,6 +510,7 @@ function markdown(r) {
     `| \`.wasm\` raw / gzip / brotli | ${w.raw.toLocaleString("en-US")} / ${w.gzip.toLocaleString("en-US")} / ${w.brotli.toLocaleString("en-US")} B | | | | | ≤ 200 KB brotli${mark(w.brotli <= 200_000)} |`,
   );
   if (r.travel) lines.push("", ...travelMarkdown(r.travel, { fmtMs, fmtMiB, ratio, mark }));
+  if (r.scaling) lines.push(...scalingMarkdown(r.scaling, { fmtMs, fmtMiB }));
   return lines.join("\n") + "\n";
 }
 

@@ -335,8 +335,9 @@ const bench = {
     const t0 = now();
     let state;
     if (contender === "annals") {
-      // A projection version no snapshot has: the whole log is replayed.
-      const store = await openStore({ name, projections: { counter: projection(version) } });
+      // A projection version no snapshot has: the whole log is replayed, before the open
+      // resolves (a rebuild of more than `background` events would go on after it).
+      const store = await openStore({ name, projections: { counter: projection(version) }, rebuild: { background: n } });
       state = store.get("counter");
       const ms = now() - t0;
       check(state, n, "annals replay");
@@ -375,6 +376,37 @@ const bench = {
    * (the per-record baseline's write of one event) and the chunked baseline's one-record
    * write, interleaved so that drift hits all three alike.
    */
+  /**
+   * The first appends on a freshly loaded page: open a fresh store (its time apart), then
+   * time each of the first `n` single appends; beside them, a bare one-put transaction's
+   * first puts on a fresh database in the same page.
+   */
+  async firstAppend({ name, n = 5 }) {
+    await deleteDb(name);
+    await deleteDb(`${name}-bare`);
+    let t = now();
+    const store = await openStore({ name, projections: { counter: projection(1) } });
+    const openMs = now() - t;
+    const annals = [];
+    for (let i = 0; i < n; i++) {
+      t = now();
+      await store.append(eventAt(i));
+      annals.push(now() - t);
+    }
+    await store.close();
+    const bare = await Baseline.open("perRecord", `${name}-bare`);
+    const bareTimes = [];
+    for (let i = 0; i < n; i++) {
+      t = now();
+      await bare.append([eventAt(i)]);
+      bareTimes.push(now() - t);
+    }
+    bare.close();
+    await deleteDb(name);
+    await deleteDb(`${name}-bare`);
+    return { openMs, annals, bare: bareTimes };
+  },
+
   async latency({ name, samples, warmup = 20 }) {
     const names = [`${name}-annals`, `${name}-perRecord`, `${name}-chunked`, `${name}-checked`];
     for (const n of names) await deleteDb(n);
