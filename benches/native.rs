@@ -55,6 +55,7 @@ mod native {
                 origin: None,
                 meta: None,
                 data,
+                erased: false,
             })
     }
 

@@ -46,6 +46,7 @@ fn batches() -> Vec<Vec<PushEvent>> {
                         meta: None,
                         time: 1_700_000_000_000 + n as u64,
                         expected_version: Default::default(),
+                        erased: false,
                     }
                 })
                 .collect()

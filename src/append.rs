@@ -9,7 +9,7 @@ use crate::codec::{EventRef, SegmentBuilder};
 use crate::error::{Error, Result};
 use crate::event::{
     Event, EventId, ExpectedVersion, Limits, NewEvent, StreamEnd, MAX_SAFE_INTEGER,
-    STREAM_CLOSED_TYPE,
+    STREAM_CLOSED_TYPE, STREAM_ERASED_TYPE,
 };
 use crate::log::{AppendResult, IdHasher, Lifecycle, LogState};
 use crate::outbox::PendingLog;
@@ -72,17 +72,19 @@ impl ReplicaView<'_> {
 /// server's push rules): an event may go to a stream at `version`, whose last event did
 /// `end`, with this expectation, if
 ///
-/// - the stream is not closed (a `$StreamClosed` is final: `STREAM_DELETED`), and
+/// - the stream is not closed (a `$StreamClosed` is final: `STREAM_DELETED`; only its
+///   erasure, a `$StreamErased`, may still follow), and
 /// - the expected version holds; `no_stream` also holds right after a `$StreamDeleted`
 ///   (the deleted stream starts again, its versions counting on so that expectations
 ///   taken before the delete stay meaningful).
 pub fn check_stream(
     stream: &str,
+    event_type: &str,
     version: u64,
     end: Option<StreamEnd>,
     expected: ExpectedVersion,
 ) -> Result<()> {
-    if end == Some(StreamEnd::Closed) {
+    if end == Some(StreamEnd::Closed) && event_type != STREAM_ERASED_TYPE {
         return Err(Error::StreamDeleted(format!(
             "stream `{stream}` was closed at version {version} ({STREAM_CLOSED_TYPE}): it takes \
              no more events"
@@ -128,6 +130,7 @@ impl AppendSink for OutboxBuilder {
             meta: event.meta.and_then(raw),
             time: event.time,
             expected_version: expected,
+            erased: event.erased,
         });
     }
 }
@@ -206,6 +209,7 @@ pub fn plan_append(
             .or_insert_with(|| view.stream_state(&event.stream));
         check_stream(
             &event.stream,
+            &event.event_type,
             *current,
             lifecycle.end(*current),
             event.expected_version,
@@ -229,6 +233,7 @@ pub fn plan_append(
                 origin: event.origin.as_deref().or(context.origin),
                 meta: event.meta.as_ref().map(|m| m.get()),
                 data: event.data.get(),
+                erased: false,
             },
             event.expected_version,
         );
@@ -315,7 +320,10 @@ fn plan_retry(
 }
 
 /// Which part of `event` differs from the `stored` event under its id, if any: the
-/// stream, type, schema version, and the `data` and `meta` JSON text byte for byte.
+/// stream, type, schema version, and the `data` and `meta` JSON text byte for byte. A
+/// stored event that was erased has no data or meta left to compare: the same stream,
+/// type and schema version make the retry (an old copy of the event, appended again by a
+/// replica that missed the erasure, never brings its data back).
 pub fn difference(event: &NewEvent, stored: &Event) -> Option<&'static str> {
     if event.stream != stored.stream {
         Some("stream")
@@ -323,6 +331,8 @@ pub fn difference(event: &NewEvent, stored: &Event) -> Option<&'static str> {
         Some("type")
     } else if event.schema_version != stored.schema_version {
         Some("schemaVersion")
+    } else if stored.erased {
+        None
     } else if event.data.get() != stored.data.get() {
         Some("data")
     } else if event.meta.as_ref().map(|m| m.get()) != stored.meta.as_ref().map(|m| m.get()) {

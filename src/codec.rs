@@ -2,15 +2,19 @@
 //!
 //! ```text
 //! header   magic "ANSG" | format u16 LE | flags u16 LE | count u32 LE | first position u64 LE
-//! record   id [16] | version varint | schema varint | time varint | stream str | type str
-//!          | origin str | meta str | data str  (str = varint byte length + UTF-8 bytes;
-//!                                              origin and meta: length 0 means absent)
+//! record   id [16] | version varint | schema varint | marks varint | time varint
+//!          | stream str | type str | origin str | meta str | data str
+//!          (str = varint byte length + UTF-8 bytes; origin and meta: length 0 means absent)
 //! ```
 //! `schema` is the event's schema version (what upcasters start from). Format 1 has no
 //! `schema` varint: its events are all at schema version 1. A segment whose events are all
 //! at version 1 is written in format 1, as before schema versions existed, so that such
 //! logs stay byte for byte what they were and readable by older builds; a segment holding
-//! any other version is written in format 2. Both are read.
+//! any other version is written in format 2. Format 3 adds `marks` (bit 0: the event was
+//! erased, its data `null` and meta absent; see [`crate::erasure`]); only a segment holding
+//! an erased event is written in format 3, so that a build from before erasure refuses it
+//! ([`CodecError::UnknownFormat`]) rather than read an erased event as one whose data is
+//! `null`. Formats 1 and 2 have no `marks`: nothing in them is erased. All three are read.
 //!
 //! Positions are implied (`first + index`). Payloads stay raw JSON bytes so that reading
 //! never re-encodes them. Records are self-contained, so merging segments of one format is
@@ -26,10 +30,14 @@ const MAGIC: &[u8; 4] = b"ANSG";
 const SEGMENT_FORMAT: u16 = 2;
 /// The format without schema versions: every event at version 1.
 const SEGMENT_FORMAT_1: u16 = 1;
+/// The format of segments holding an erased event: format 2 with `marks` per record.
+const SEGMENT_FORMAT_3: u16 = 3;
+/// `marks` bit: the event was erased.
+const MARK_ERASED: u64 = 1;
 pub const HEADER_LEN: usize = 20;
 
-/// The fewest bytes one record takes, in either format: the id, two one-byte varints
-/// (three in format 2) and five empty strings.
+/// The fewest bytes one record takes, in any format: the id, two one-byte varints
+/// (three in format 2, four in format 3) and five empty strings.
 pub const MIN_RECORD_LEN: usize = 16 + 2 + 5;
 
 /// The most records `segment_len` bytes can hold, whatever the header claims: what a
@@ -81,6 +89,8 @@ pub struct EventRef<'a> {
     pub origin: Option<&'a str>,
     pub meta: Option<&'a str>,
     pub data: &'a str,
+    /// Erased ([`crate::erasure`]): `data` is `null` and `meta` absent.
+    pub erased: bool,
 }
 
 impl<'a> EventRef<'a> {
@@ -96,6 +106,7 @@ impl<'a> EventRef<'a> {
             origin: e.origin.as_deref(),
             meta: e.meta.as_ref().map(|m| m.get()),
             data: e.data.get(),
+            erased: e.erased,
         }
     }
 
@@ -115,6 +126,7 @@ impl<'a> EventRef<'a> {
             time: self.time,
             origin: self.origin.map(str::to_owned),
             pending,
+            erased: self.erased,
         }
     }
 
@@ -131,6 +143,7 @@ impl<'a> EventRef<'a> {
             origin: self.origin.map_or(&[][..], str::as_bytes),
             meta: self.meta.map_or(&[][..], str::as_bytes),
             data: self.data.as_bytes(),
+            marks: if self.erased { MARK_ERASED } else { 0 },
         }
         .write_json(self.position, out, pending);
     }
@@ -151,6 +164,8 @@ struct RawRecord<'a> {
     /// Empty: absent.
     meta: &'a [u8],
     data: &'a [u8],
+    /// Format 3's `marks` (0 in the older formats).
+    marks: u64,
 }
 
 impl RawRecord<'_> {
@@ -182,6 +197,10 @@ impl RawRecord<'_> {
         if !self.origin.is_empty() {
             out.extend_from_slice(b",\"origin\":");
             write_json_bytes(out, self.origin);
+        }
+        // Named only when erased: the shape of other events is unchanged.
+        if self.marks & MARK_ERASED != 0 {
+            out.extend_from_slice(b",\"erased\":true");
         }
         out.extend_from_slice(if pending {
             b",\"pending\":true}"
@@ -325,14 +344,19 @@ impl SegmentBuilder {
     /// Appends `event`; its position must be the next one of this segment.
     pub fn push(&mut self, event: &EventRef<'_>) {
         debug_assert_eq!(event.position, self.next_position());
-        if event.schema_version != 1 && self.format == SEGMENT_FORMAT_1 {
-            self.switch_to_format_2();
+        if event.erased && self.format != SEGMENT_FORMAT_3 {
+            self.switch_to(SEGMENT_FORMAT_3);
+        } else if event.schema_version != 1 && self.format == SEGMENT_FORMAT_1 {
+            self.switch_to(SEGMENT_FORMAT);
         }
         let b = &mut self.bytes;
         b.extend_from_slice(event.id.as_bytes());
         write_varint(b, event.version);
         if self.format != SEGMENT_FORMAT_1 {
             write_varint(b, u64::from(event.schema_version));
+        }
+        if self.format == SEGMENT_FORMAT_3 {
+            write_varint(b, if event.erased { MARK_ERASED } else { 0 });
         }
         write_varint(b, event.time);
         write_str(b, event.stream);
@@ -343,15 +367,16 @@ impl SegmentBuilder {
         self.count += 1;
     }
 
-    /// Re-encodes the records pushed so far in format 2, which the next event needs.
-    fn switch_to_format_2(&mut self) {
+    /// Re-encodes the records pushed so far in `format` (2 or 3), which the next event
+    /// needs.
+    fn switch_to(&mut self, format: u16) {
         self.bytes[8..12].copy_from_slice(&self.count.to_le_bytes());
-        let mut bytes = Vec::with_capacity(self.bytes.capacity() + self.count as usize);
-        write_header(&mut bytes, self.first, self.count, SEGMENT_FORMAT);
+        let mut bytes = Vec::with_capacity(self.bytes.capacity() + 2 * self.count as usize);
+        write_header(&mut bytes, self.first, self.count, format);
         // These records were encoded just now: they decode.
-        if reencode(&self.bytes, self.count, &mut bytes).is_ok() {
+        if reencode(&self.bytes, self.count, &mut bytes, format).is_ok() {
             self.bytes = bytes;
-            self.format = SEGMENT_FORMAT;
+            self.format = format;
         }
     }
 
@@ -419,7 +444,7 @@ fn format_of(bytes: &[u8]) -> Result<u16, CodecError> {
         Some(&[a, b]) => u16::from_le_bytes([a, b]),
         _ => return Err(CodecError::TooShort(bytes.len())),
     };
-    if format != SEGMENT_FORMAT && format != SEGMENT_FORMAT_1 {
+    if !matches!(format, SEGMENT_FORMAT_1 | SEGMENT_FORMAT | SEGMENT_FORMAT_3) {
         return Err(CodecError::UnknownFormat(format));
     }
     Ok(format)
@@ -562,20 +587,29 @@ impl<'a> Cursor<'a> {
             origin: Some(text(raw.origin)?).filter(|s| !s.is_empty()),
             meta: Some(text(raw.meta)?).filter(|s| !s.is_empty()),
             data: text(raw.data)?,
+            erased: raw.marks & MARK_ERASED != 0,
         })
     }
 
     fn raw(&mut self) -> Result<RawRecord<'a>, CodecError> {
         let mut id = [0u8; 16];
         id.copy_from_slice(self.take(16)?);
+        let version = self.varint()?;
+        let schema_version = if self.format == SEGMENT_FORMAT_1 {
+            1
+        } else {
+            self.varint()?
+        };
+        let marks = if self.format == SEGMENT_FORMAT_3 {
+            self.varint()?
+        } else {
+            0
+        };
         Ok(RawRecord {
             id,
-            version: self.varint()?,
-            schema_version: if self.format == SEGMENT_FORMAT_1 {
-                1
-            } else {
-                self.varint()?
-            },
+            version,
+            schema_version,
+            marks,
             time: self.varint()?,
             stream: self.bytes_field()?,
             event_type: self.bytes_field()?,
@@ -657,6 +691,9 @@ pub fn record_offsets(bytes: &[u8], offsets: &mut Vec<u32>) -> Result<(u64, u32)
             if format != SEGMENT_FORMAT_1 {
                 cursor.varint()?;
             }
+            if format == SEGMENT_FORMAT_3 {
+                cursor.varint()?;
+            }
             cursor.varint()?;
             for _ in 0..5 {
                 cursor.bytes_field()?;
@@ -675,16 +712,15 @@ pub fn record_offsets(bytes: &[u8], offsets: &mut Vec<u32>) -> Result<(u64, u32)
 }
 
 /// Merges consecutive segments into one; their positions must follow each other. Segments
-/// of one format merge by a byte copy into that format; when any is in format 2, the
-/// result is too, and format-1 records are re-encoded (at schema version 1, their strings
-/// still copied unchecked).
+/// of one format merge by a byte copy into that format; otherwise the result takes the
+/// highest format among them (3 over 2 over 1), and records of the others are re-encoded
+/// (format 1 at schema version 1, older formats unmarked; their strings still copied
+/// unchecked).
 pub fn merge<B: AsRef<[u8]>>(segments: &[B]) -> Result<Vec<u8>, CodecError> {
     let total: usize = segments.iter().map(|s| s.as_ref().len()).sum();
     let mut format = SEGMENT_FORMAT_1;
     for segment in segments {
-        if format_of(segment.as_ref())? == SEGMENT_FORMAT {
-            format = SEGMENT_FORMAT;
-        }
+        format = format.max(format_of(segment.as_ref())?);
     }
     let mut out = Vec::with_capacity(total);
     let mut first = None;
@@ -715,7 +751,7 @@ pub fn merge<B: AsRef<[u8]>>(segments: &[B]) -> Result<Vec<u8>, CodecError> {
         if format_of(bytes)? == format {
             out.extend_from_slice(&bytes[HEADER_LEN..]);
         } else {
-            reencode(bytes, seg_count, &mut out)?;
+            reencode(bytes, seg_count, &mut out, format)?;
         }
     }
     if first.is_none() {
@@ -725,9 +761,9 @@ pub fn merge<B: AsRef<[u8]>>(segments: &[B]) -> Result<Vec<u8>, CodecError> {
     Ok(out)
 }
 
-/// Appends the `count` records of segment `bytes` to `out` in format 2, checking the
-/// structure as [`record_offsets`] does.
-fn reencode(bytes: &[u8], count: u32, out: &mut Vec<u8>) -> Result<(), CodecError> {
+/// Appends the `count` records of segment `bytes` to `out` in `format` (2 or 3), checking
+/// the structure as [`record_offsets`] does.
+fn reencode(bytes: &[u8], count: u32, out: &mut Vec<u8>, format: u16) -> Result<(), CodecError> {
     let mut cursor = Cursor {
         bytes,
         offset: HEADER_LEN,
@@ -740,6 +776,9 @@ fn reencode(bytes: &[u8], count: u32, out: &mut Vec<u8>) -> Result<(), CodecErro
         out.extend_from_slice(&raw.id);
         write_varint(out, raw.version);
         write_varint(out, raw.schema_version);
+        if format == SEGMENT_FORMAT_3 {
+            write_varint(out, raw.marks);
+        }
         write_varint(out, raw.time);
         for field in [raw.stream, raw.event_type, raw.origin, raw.meta, raw.data] {
             write_varint(out, field.len() as u64);
@@ -777,6 +816,7 @@ mod tests {
                 None
             },
             data,
+            erased: false,
         }
     }
 

@@ -19,8 +19,10 @@ use crate::codec::{EventRef, SegmentBuilder};
 use crate::error::{Error, Result};
 use crate::event::{Event, EventId, ExpectedVersion, Limits, NewEvent};
 use crate::log::{AppendResult, LogState, ReadQuery};
-use crate::outbox::{OutboxChange, PendingBatch, PendingLog};
-use crate::protocol::{content_digest, PullResponse, PushEvent, PushResponse, PushResult};
+use crate::outbox::{erase_within, OutboxChange, PendingBatch, PendingLog};
+use crate::protocol::{
+    content_digest, shape_digest, PullResponse, PushEvent, PushResponse, PushResult,
+};
 use crate::retention::{Retained, Retention};
 use crate::storage::{
     Commit, CompactionReport, Fresh, Known, Scope, Segment, SnapshotRecord, Storage, META_RETAINED,
@@ -157,11 +159,15 @@ pub struct Change {
     pub rebased: bool,
     pub pending_from: usize,
     pub pending: usize,
+    /// The lowest confirmed position whose event was erased by this change (0: none):
+    /// state folded from there on held the erased data and must be folded again.
+    pub erased_from: u64,
 }
 
 impl Change {
     pub fn is_empty(&self) -> bool {
         !self.log_reset
+            && self.erased_from == 0
             && !self.rebased
             && self.previous_confirmed == self.confirmed
             && self.pending_from == self.pending
@@ -730,6 +736,7 @@ impl<S: Storage> Engine<S> {
         let rebased = log_reset
             || after.pending_generation != before.pending_generation
             || (after.confirmed != before.confirmed && before.pending > 0);
+        let erased_from = self.log.borrow_mut().take_erased_from();
         Change {
             log_reset,
             previous_confirmed: if log_reset { 0 } else { before.confirmed },
@@ -737,6 +744,7 @@ impl<S: Storage> Engine<S> {
             rebased,
             pending_from: if rebased { 0 } else { before.pending },
             pending: after.pending,
+            erased_from: if log_reset { 0 } else { erased_from },
         }
     }
 
@@ -763,6 +771,13 @@ impl<S: Storage> Engine<S> {
             pending.replace(&fresh.pending)?;
         } else {
             pending.extend(&fresh.pending)?;
+        }
+        if !fresh.pending.is_empty() && log.is_complete() {
+            // Another tab's erasure waiting in the outbox erased the confirmed events of
+            // its stream in storage; the copies held here follow.
+            for (stream, before) in pending.erasures(&log) {
+                log.erase_stream(&stream, before)?;
+            }
         }
         self.known.set(fresh.now);
         Ok(())
@@ -815,6 +830,23 @@ impl<S: Storage> Engine<S> {
             .await
     }
 
+    /// Erases `stream`: appends a `$StreamErased` event to it, and every earlier event of
+    /// the stream loses its `data` (then `null`) and `meta`, keeping its position, id,
+    /// type and version and reading as `erased` ([`crate::erasure`]): here at once (the
+    /// stored segments and pending events are rewritten in the append's transaction),
+    /// on the server when it accepts the push, and on every replica as it pulls the
+    /// erasure. A closed stream can be erased; the stream takes events after the erasure
+    /// as before. `expected` is checked like any append's (a synced replica whose erasure
+    /// the server rejects keeps its own copies erased).
+    pub async fn erase_stream(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+    ) -> Result<AppendOutcome> {
+        self.append_lifecycle(stream, crate::event::STREAM_ERASED_TYPE, expected)
+            .await
+    }
+
     /// Appends one of annals' own lifecycle events (no data) to `stream`.
     async fn append_lifecycle(
         &self,
@@ -854,11 +886,21 @@ impl<S: Storage> Engine<S> {
         }
         enum Staged {
             Segment(Segment),
-            Pending(PendingBatch),
+            /// The batch for the outbox, with the erasures it makes (outbox records
+            /// rewritten; streams erased below a version in the confirmed log).
+            Pending(PendingBatch, OutboxChange, Vec<(String, u64)>),
         }
+        // An erasure drops the snapshots that folded what it erases: in the same transaction.
+        let erasing = batch
+            .iter()
+            .any(|e| e.event_type == crate::event::STREAM_ERASED_TYPE);
         let (results, change) = write
             .commit(
-                Scope::Log,
+                if erasing {
+                    Scope::LogAndSnapshots
+                } else {
+                    Scope::Log
+                },
                 |fresh| {
                     let log = self.log.borrow();
                     let pending = self.pending.borrow();
@@ -881,6 +923,25 @@ impl<S: Storage> Engine<S> {
                         let mut outbox = OutboxBuilder::default();
                         let results =
                             plan_append(&batch, &view, &context, &mut next_id, &mut outbox)?;
+                        // An erasure in the batch erases the stream's earlier events: in
+                        // the batch, in the outbox, and confirmed (all before it).
+                        erase_within(&mut outbox.0);
+                        let erased: Vec<(String, u64)> = outbox
+                            .0
+                            .iter()
+                            .filter(|e| e.event_type == crate::event::STREAM_ERASED_TYPE)
+                            .map(|e| (e.stream.clone(), log.stream_version(&e.stream) + 1))
+                            .collect();
+                        let streams: Vec<&str> = erased.iter().map(|(s, _)| s.as_str()).collect();
+                        let outbox_erasure = pending.plan_erasure(&streams);
+                        for batch in &outbox_erasure.rewrite {
+                            commit.put_pending.push(batch.encode()?);
+                        }
+                        for (stream, before) in &erased {
+                            commit.erase.extend(log.erasable(stream, *before));
+                        }
+                        commit.erase.sort_unstable();
+                        commit.drop_snapshots_from = commit.erase.first().copied();
                         let staged = (!outbox.0.is_empty()).then(|| PendingBatch {
                             seq: fresh.now.pending_seq + 1,
                             events: outbox.0,
@@ -888,16 +949,25 @@ impl<S: Storage> Engine<S> {
                         if let Some(batch) = &staged {
                             commit.put_pending.push(batch.encode()?);
                         }
-                        (staged.map(Staged::Pending), results)
+                        (
+                            staged.map(|batch| Staged::Pending(batch, outbox_erasure, erased)),
+                            results,
+                        )
                     } else {
                         let size: usize = batch.iter().map(NewEvent::encoded_size_hint).sum();
                         let mut builder = SegmentBuilder::with_capacity(log.head() + 1, size);
                         let results =
                             plan_append(&batch, &view, &context, &mut next_id, &mut builder)?;
-                        let staged = (!builder.is_empty()).then(|| Segment {
-                            first: log.head() + 1,
-                            bytes: builder.finish(),
-                        });
+                        let staged = if builder.is_empty() {
+                            None
+                        } else {
+                            Some(erasing_segment(
+                                &log,
+                                log.head() + 1,
+                                builder.finish(),
+                                &mut commit,
+                            )?)
+                        };
                         commit.segment = staged.clone();
                         (staged.map(Staged::Segment), results)
                     };
@@ -906,7 +976,15 @@ impl<S: Storage> Engine<S> {
                 |(staged, results)| {
                     match staged {
                         Some(Staged::Segment(segment)) => self.log.borrow_mut().commit(segment)?,
-                        Some(Staged::Pending(batch)) => self.pending.borrow_mut().push(batch),
+                        Some(Staged::Pending(batch, outbox_erasure, erased)) => {
+                            let mut pending = self.pending.borrow_mut();
+                            pending.apply(&outbox_erasure);
+                            pending.push(batch);
+                            let mut log = self.log.borrow_mut();
+                            for (stream, before) in erased {
+                                log.erase_stream(&stream, before)?;
+                            }
+                        }
                         None => {}
                     }
                     Ok(results)
@@ -1140,9 +1218,13 @@ impl<S: Storage> Engine<S> {
         let generation = self.known.get().log_generation;
         *self.epoch.borrow_mut() = known_epoch.clone();
         let restart = known_epoch.as_deref().is_some_and(|e| e != response.epoch);
+        let erasing = response
+            .events
+            .iter()
+            .any(|e| e.event_type == crate::event::STREAM_ERASED_TYPE);
         let (stale, change) = write
             .commit(
-                if restart {
+                if restart || erasing {
                     Scope::LogAndSnapshots
                 } else {
                     Scope::Log
@@ -1198,10 +1280,6 @@ impl<S: Storage> Engine<S> {
                         builder.push(&EventRef::from_event(event));
                         confirmed.insert(event.id);
                     }
-                    let segment = (!builder.is_empty()).then(|| Segment {
-                        first: head + 1,
-                        bytes: builder.finish(),
-                    });
                     let change = self.pending.borrow().plan_removal(&confirmed);
                     let mut commit = outbox_commit(
                         &change,
@@ -1211,6 +1289,16 @@ impl<S: Storage> Engine<S> {
                             Vec::new()
                         },
                     )?;
+                    let segment = if builder.is_empty() {
+                        None
+                    } else {
+                        Some(erasing_segment(
+                            &log,
+                            head + 1,
+                            builder.finish(),
+                            &mut commit,
+                        )?)
+                    };
                     commit.segment = segment.clone();
                     Ok((commit, (segment, change, false)))
                 },
@@ -1246,6 +1334,16 @@ impl<S: Storage> Engine<S> {
             .filter(|pulled| pending.contains(&pulled.id))
             .filter_map(|pulled| {
                 let mine = pending.events().find(|e| e.id == pulled.id)?;
+                if pulled.erased || mine.erased {
+                    // Erased meanwhile: what is left to compare is the stream and type.
+                    return (mine.shape_digest()
+                        != shape_digest(
+                            &pulled.stream,
+                            &pulled.event_type,
+                            pulled.schema_version,
+                        ))
+                    .then(|| reused_reason(pulled));
+                }
                 let theirs = content_digest(
                     &pulled.stream,
                     &pulled.event_type,
@@ -1253,15 +1351,7 @@ impl<S: Storage> Engine<S> {
                     pulled.data.get(),
                     pulled.meta.as_ref().map(|m| m.get()),
                 );
-                (mine.content_digest() != theirs).then(|| PushResult::Rejected {
-                    id: pulled.id,
-                    reason: format!(
-                        "DUPLICATE_ID: id {} is already stored on the server as another event \
-                         (position {}, version {} of stream {:?}): a new event needs a new id",
-                        pulled.id, pulled.position, pulled.version, pulled.stream
-                    ),
-                    actual_version: None,
-                })
+                (mine.content_digest() != theirs).then(|| reused_reason(pulled))
             })
             .collect()
     }
@@ -1821,6 +1911,47 @@ fn known_epoch(stored: Option<String>) -> Option<String> {
 
 fn target_json(target: &SyncTarget) -> Result<String> {
     serde_json::to_string(target).map_err(|e| Error::Storage(e.to_string()))
+}
+
+/// The verdict on a pending event whose id the server holds as the other event `pulled`.
+fn reused_reason(pulled: &Event) -> PushResult {
+    PushResult::Rejected {
+        id: pulled.id,
+        reason: format!(
+            "DUPLICATE_ID: id {} is already stored on the server as another event \
+             (position {}, version {} of stream {:?}): a new event needs a new id",
+            pulled.id, pulled.position, pulled.version, pulled.stream
+        ),
+        actual_version: None,
+    }
+}
+
+/// A new confirmed segment (`bytes`, from position `first`) with the erasures it records
+/// applied: to its own earlier events (in the segment), and to the confirmed events of
+/// `log` (their positions added to `commit.erase`, for storage to rewrite in the same
+/// transaction; the log in memory erases them when it takes the segment in).
+fn erasing_segment(
+    log: &LogState,
+    first: u64,
+    bytes: Vec<u8>,
+    commit: &mut Commit,
+) -> Result<Segment> {
+    let erasures = crate::erasure::erasures_in(&bytes)?;
+    if erasures.is_empty() {
+        return Ok(Segment { first, bytes });
+    }
+    for erasure in &erasures {
+        commit
+            .erase
+            .extend(log.erasable(&erasure.stream, erasure.before));
+    }
+    commit.erase.sort_unstable();
+    commit.erase.dedup();
+    // Snapshots at or after the first erased event folded its data (one taken of the
+    // segment's own events cannot exist yet).
+    commit.drop_snapshots_from = commit.erase.first().copied();
+    let bytes = crate::erasure::within(&bytes)?.unwrap_or(bytes);
+    Ok(Segment { first, bytes })
 }
 
 fn outbox_commit(change: &OutboxChange, put_meta: Vec<(String, String)>) -> Result<Commit> {

@@ -332,7 +332,7 @@ impl NewEvent {
 }
 
 /// Names starting with this are annals' own (streams and types): apps cannot append them,
-/// except the lifecycle types below, which are how a stream is deleted or closed.
+/// except the lifecycle types below, which are how a stream is deleted, closed or erased.
 pub const RESERVED_PREFIX: char = '$';
 
 /// The type of the event that soft-deletes its stream ([`crate::engine::Engine::delete_stream`]):
@@ -341,6 +341,17 @@ pub const STREAM_DELETED_TYPE: &str = "$StreamDeleted";
 /// The type of the event that closes its stream for good
 /// ([`crate::engine::Engine::close_stream`]): every later append to it is `STREAM_DELETED`.
 pub const STREAM_CLOSED_TYPE: &str = "$StreamClosed";
+/// The type of the event that erases its stream ([`crate::engine::Engine::erase_stream`]):
+/// every earlier event of the stream loses its `data` and `meta` (see [`crate::erasure`]),
+/// keeping its position, id, type and version. It ends nothing: the stream takes events
+/// after it as before (a closed stream can still be erased).
+pub const STREAM_ERASED_TYPE: &str = "$StreamErased";
+
+/// Whether `event_type` is one of annals' own lifecycle types (deleted, closed, erased):
+/// the only `$` types an event may have.
+pub fn is_lifecycle_type(event_type: &str) -> bool {
+    event_type == STREAM_ERASED_TYPE || StreamEnd::of_type(event_type).is_some()
+}
 
 /// What a lifecycle event does to its stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -388,10 +399,9 @@ pub fn name_problem(field: &str, value: &str, max_bytes: usize) -> Option<String
         ));
     }
     // The lifecycle types are annals' own too, but are appended like any event (by
-    // `deleteStream` and `closeStream`, or pushed by a replica that did), so they pass.
-    if value.starts_with(RESERVED_PREFIX)
-        && !(field == "type" && StreamEnd::of_type(value).is_some())
-    {
+    // `deleteStream`, `closeStream` and `eraseStream`, or pushed by a replica that did),
+    // so they pass.
+    if value.starts_with(RESERVED_PREFIX) && !(field == "type" && is_lifecycle_type(value)) {
         return Some(format!(
             "`{field}` {value:?} starts with `{RESERVED_PREFIX}`, which is reserved for annals' own {field}s"
         ));
@@ -482,6 +492,15 @@ pub struct Event {
     pub origin: Option<String>,
     #[serde(default)]
     pub pending: bool,
+    /// The event's stream was erased after it ([`STREAM_ERASED_TYPE`]): its `data` is
+    /// `null` and it has no `meta`. JSON names it only when true.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub erased: bool,
+}
+
+/// Whether a flag is off, which JSON leaves out.
+pub fn is_false(flag: &bool) -> bool {
+    !*flag
 }
 
 impl PartialEq for NewEvent {
@@ -509,6 +528,7 @@ impl PartialEq for Event {
             && self.time == other.time
             && self.origin == other.origin
             && self.pending == other.pending
+            && self.erased == other.erased
     }
 }
 

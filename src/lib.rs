@@ -5,8 +5,9 @@
 //! - **core**, pure Rust that knows nothing of browsers and builds and tests natively:
 //!   [`version`] (expected versions; imports nothing), [`error_code`] (every error code of
 //!   every layer, once), [`error`], [`event`] (envelope, ids), [`codec`] (segments),
-//!   [`clock`] (`Clock`, `IdSource`), the [`storage`] trait, [`retention`] (bounded local
-//!   storage: what a cut may drop and what it leaves), [`log`] (the in-memory log),
+//!   [`erasure`] (erased events: the rule and the segment rewrites), [`clock`] (`Clock`,
+//!   `IdSource`), the [`storage`] trait, [`retention`] (bounded local storage: what a cut
+//!   may drop and what it leaves), [`log`] (the in-memory log),
 //!   [`protocol`] (sync messages), [`outbox`] (pending events), [`append`] (the append
 //!   rules), [`engine`], [`checkpoints`] (which checkpoints to take, keep and start from;
 //!   when a snapshot is trusted), [`fingerprint`] (canonical state hashes for
@@ -33,6 +34,7 @@ pub mod command;
 pub mod command_plan;
 pub mod contract;
 pub mod engine;
+pub mod erasure;
 pub mod error;
 pub mod error_code;
 pub mod event;

@@ -8,6 +8,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use serde::Deserialize;
 
 use crate::codec::{self, EventRef, SegmentBuilder, SegmentReader};
+use crate::erasure::{self, Erasure};
 use crate::error::{Error, Result};
 use crate::event::{Event, EventId, StreamEnd};
 use crate::retention::{not_retained, Retained, StreamBase};
@@ -267,6 +268,12 @@ pub struct LogState {
     /// as segments come (a lazily loaded log).
     lazy_index: bool,
     encoded_bytes: usize,
+    /// Per erased stream, the version below which its events held here are erased
+    /// ([`crate::erasure`]): what the next erasure of the stream need not look at again.
+    erased_below: HashMap<Box<str>, u64, BuildHasherDefault<NameHasher>>,
+    /// The lowest position erased since [`LogState::take_erased_from`] last looked (0:
+    /// none): what folds over the log must fold again from.
+    erased_from: u64,
 }
 
 /// Whether a stored segment adds to the log, and how.
@@ -625,9 +632,101 @@ impl LogState {
             }
             self.indexed += u64::from(count);
         }
+        let complete = self.is_complete();
+        let erasures = if complete && count > 0 {
+            erasure::erasures_in(&bytes)?
+        } else {
+            Vec::new()
+        };
         self.head += u64::from(count);
         self.encoded_bytes += bytes.len();
         self.segments.push(MemSegment { first, bytes });
+        // Whoever stored the erasure rewrote the stored events; the copies held here
+        // follow the same rule (another tab's erasure, a pulled one, this tab's own).
+        for Erasure { stream, before } in erasures {
+            self.erase_stream(&stream, before)?;
+        }
+        Ok(())
+    }
+
+    /// The positions of the held events of `stream` below version `before` that are not
+    /// erased yet: what [`LogState::erase_stream`] erases, for a commit to rewrite the
+    /// same in storage. Needs the complete log (an empty list otherwise).
+    pub fn erasable(&self, stream: &str, before: u64) -> Vec<u64> {
+        if !self.is_complete() {
+            return Vec::new();
+        }
+        let Some(list) = self.index.streams.get(stream) else {
+            return Vec::new();
+        };
+        // A stream's list holds its events in version order: version v is at v - 1, less
+        // the versions retention dropped.
+        let base = self.index.base(stream);
+        let at = |version: u64| {
+            usize::try_from(version.saturating_sub(1).saturating_sub(base))
+                .unwrap_or(usize::MAX)
+                .min(list.len())
+        };
+        let done = self.erased_below.get(stream).copied().unwrap_or(0);
+        let (from, to) = (at(done), at(before));
+        list[from.min(to)..to]
+            .iter()
+            .copied()
+            .filter(|p| *p > self.base)
+            .collect()
+    }
+
+    /// Erases the held events of `stream` below version `before` ([`crate::erasure`]):
+    /// rewrites the segments in memory that hold them. Returns their positions.
+    pub fn erase_stream(&mut self, stream: &str, before: u64) -> Result<Vec<u64>> {
+        let positions = self.erasable(stream, before);
+        self.erase_positions(&positions)?;
+        let bound = self.erased_below.entry(stream.into()).or_default();
+        *bound = (*bound).max(before);
+        Ok(positions)
+    }
+
+    /// The lowest position erased since the last call (0: none), forgotten then.
+    pub fn take_erased_from(&mut self) -> u64 {
+        std::mem::take(&mut self.erased_from)
+    }
+
+    /// Erases the held events at `positions` (ascending), rewriting the segments that
+    /// hold them and finding their records' offsets again.
+    pub fn erase_positions(&mut self, positions: &[u64]) -> Result<()> {
+        let positions: Vec<u64> = positions
+            .iter()
+            .copied()
+            .filter(|p| *p > self.base && *p <= self.head)
+            .collect();
+        let mut at = 0;
+        while at < positions.len() {
+            let Some(index) = self
+                .segments
+                .partition_point(|s| s.first <= positions[at])
+                .checked_sub(1)
+            else {
+                at += 1;
+                continue;
+            };
+            let next_first = self.segments.get(index + 1).map_or(u64::MAX, |s| s.first);
+            let end = at + positions[at..].partition_point(|p| *p < next_first);
+            let segment = &mut self.segments[index];
+            if let Some(bytes) = erasure::at_positions(&segment.bytes, &positions[at..end])? {
+                if self.erased_from == 0 || positions[at] < self.erased_from {
+                    self.erased_from = positions[at];
+                }
+                let mut fresh = Vec::new();
+                codec::record_offsets(&bytes, &mut fresh)?;
+                let base = (segment.first - self.base - 1) as usize;
+                for (offset, new) in self.offsets.iter_mut().skip(base).zip(fresh) {
+                    *offset = new;
+                }
+                self.encoded_bytes = self.encoded_bytes - segment.bytes.len() + bytes.len();
+                segment.bytes = bytes;
+            }
+            at = end;
+        }
         Ok(())
     }
 

@@ -10,10 +10,23 @@ use std::collections::{HashMap, HashSet};
 
 use crate::codec::EventRef;
 use crate::error::{Error, Result};
-use crate::event::EventId;
+use crate::event::{EventId, STREAM_ERASED_TYPE};
 use crate::log::LogState;
 use crate::protocol::PushEvent;
 use crate::storage::PendingRecord;
+
+/// Applies the erasures in `events` (a batch about to enter the outbox) to the batch's own
+/// earlier events of the same streams ([`crate::erasure`]).
+pub fn erase_within(events: &mut [PushEvent]) {
+    for at in 0..events.len() {
+        if events[at].event_type == STREAM_ERASED_TYPE {
+            let stream = events[at].stream.clone();
+            for event in events[..at].iter_mut().filter(|e| e.stream == stream) {
+                event.erase();
+            }
+        }
+    }
+}
 
 /// One stored batch of pending events.
 #[derive(Debug, Clone)]
@@ -156,6 +169,48 @@ impl PendingLog {
         change
     }
 
+    /// How the outbox changes when `streams` are erased after every event in it (a
+    /// `$StreamErased` appended after them): the records holding events of those streams
+    /// not erased yet are rewritten with those erased ([`crate::erasure`]).
+    pub fn plan_erasure(&self, streams: &[&str]) -> OutboxChange {
+        let mut change = OutboxChange::default();
+        let streams: Vec<&str> = streams
+            .iter()
+            .copied()
+            .filter(|s| self.stream_count(s) > 0)
+            .collect();
+        if streams.is_empty() {
+            return change;
+        }
+        let erasing = |e: &PushEvent| streams.contains(&e.stream.as_str());
+        for batch in &self.batches {
+            if batch.events.iter().any(|e| erasing(e) && !e.erased) {
+                let mut events = batch.events.clone();
+                for event in events.iter_mut().filter(|e| erasing(e)) {
+                    event.erase();
+                }
+                change.rewrite.push(PendingBatch {
+                    seq: batch.seq,
+                    events,
+                });
+            }
+        }
+        change
+    }
+
+    /// The erasures waiting in the outbox: each `$StreamErased` pending, as the stream it
+    /// erases and the version below which its confirmed events are erased (all of them
+    /// held now: the pending erasure comes after them).
+    pub fn erasures(&self, confirmed: &LogState) -> Vec<(String, u64)> {
+        if !confirmed.is_complete() {
+            return Vec::new();
+        }
+        self.events()
+            .filter(|e| e.event_type == STREAM_ERASED_TYPE)
+            .map(|e| (e.stream.clone(), confirmed.stream_version(&e.stream) + 1))
+            .collect()
+    }
+
     /// Applies a change that storage has committed.
     pub fn apply(&mut self, change: &OutboxChange) {
         let deleted: HashSet<u64> = change.delete.iter().copied().collect();
@@ -199,6 +254,7 @@ impl PendingLog {
                 origin,
                 meta: e.meta.as_ref().map(|m| m.get()),
                 data: e.data.get(),
+                erased: e.erased,
             });
         }
     }

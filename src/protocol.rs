@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::event::{
-    is_schema_version_one, schema_version_one, schema_version_serde, Event, EventId,
+    is_false, is_schema_version_one, schema_version_one, schema_version_serde, Event, EventId,
     ExpectedVersion,
 };
 
@@ -49,6 +49,10 @@ pub struct PushEvent {
     pub time: u64,
     #[serde(default, skip_serializing_if = "is_any")]
     pub expected_version: ExpectedVersion,
+    /// Its stream was erased while it waited in the outbox ([`crate::erasure`]): `data` is
+    /// `null`, there is no `meta`, and the server stores it erased. Left out when false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub erased: bool,
 }
 
 impl PartialEq for PushEvent {
@@ -61,6 +65,7 @@ impl PartialEq for PushEvent {
             && self.meta.as_ref().map(|m| m.get()) == other.meta.as_ref().map(|m| m.get())
             && self.time == other.time
             && self.expected_version == other.expected_version
+            && self.erased == other.erased
     }
 }
 
@@ -120,11 +125,37 @@ impl PushEvent {
         if self.schema_version != 1 {
             feed(&mut hash, &self.schema_version.to_le_bytes());
         }
+        if self.erased {
+            feed(&mut hash, b"erased");
+        }
         hash ^= hash >> 33;
         hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
         hash ^= hash >> 33;
         hash
     }
+}
+
+impl PushEvent {
+    /// The digest of what an erased event keeps of its content ([`shape_digest`]).
+    pub fn shape_digest(&self) -> u64 {
+        shape_digest(&self.stream, &self.event_type, self.schema_version)
+    }
+
+    /// This event erased: no data (`null`), no meta, marked.
+    pub fn erase(&mut self) {
+        if !self.erased {
+            self.data = serde_json::value::RawValue::NULL.to_owned();
+            self.meta = None;
+            self.erased = true;
+        }
+    }
+}
+
+/// The digest of what an erased event keeps of its content: stream, type and schema
+/// version. Under an id whose stored event is erased, or for a pushed event that is
+/// erased, this is what tells a retry from a reused id (the data is gone).
+pub fn shape_digest(stream: &str, event_type: &str, schema_version: u32) -> u64 {
+    content_digest(stream, event_type, schema_version, "", None)
 }
 
 /// The digest of an event's content ([`PushEvent::content_digest`]), from its stored

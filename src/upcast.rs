@@ -378,6 +378,9 @@ impl Upcasters {
     /// `event` at its current version (a clone when no upcaster applies).
     pub fn upcast(&self, event: &Event) -> Result<Event> {
         let mut out = event.clone();
+        if event.erased {
+            return Ok(out); // no data left to upcast (see `crate::erasure`)
+        }
         if let Some(up) =
             self.upcast_parts(&event.event_type, event.schema_version, event.data.get())?
         {
@@ -395,6 +398,9 @@ impl Upcasters {
         event: &EventRef<'_>,
         f: impl FnOnce(&EventRef<'_>) -> R,
     ) -> Result<R> {
+        if event.erased {
+            return Ok(f(event)); // no data left to upcast
+        }
         match self.upcast_parts(event.event_type, event.schema_version, event.data)? {
             None => Ok(f(event)),
             Some(up) => Ok(f(&up.apply_to(event))),

@@ -176,6 +176,7 @@ fn upcasters_give_the_shared_output() {
             time: 1_700_000_000_000,
             origin: Some("client-a".into()),
             pending: false,
+            erased: false,
         };
         let out = upcasters
             .upcast(&event)

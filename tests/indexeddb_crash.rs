@@ -186,6 +186,7 @@ fn push_from_elsewhere(server: &MemoryServer, ns: &[u64], stream: &str) {
             meta: None,
             time: 1,
             expected_version: ExpectedVersion::Any,
+            erased: false,
         })
         .collect();
     server.push(

@@ -15,6 +15,7 @@ const ORDER: &[&str] = &[
     "error",
     "event",
     "codec",
+    "erasure",
     "clock",
     "storage",
     "retention",

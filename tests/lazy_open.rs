@@ -203,6 +203,7 @@ fn a_reset_by_another_writer_while_the_log_loads_is_taken_in_from_the_start() {
             time: 1,
             origin: None,
             pending: false,
+            erased: false,
         })
         .collect();
     for e in &fresh {

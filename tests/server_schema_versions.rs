@@ -225,12 +225,12 @@ async fn an_sqlite_file_from_before_schema_versions_opens_with_every_event_at_1(
     let format: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("user_version");
-    assert_eq!(format, 2);
-    let versions: Vec<i64> = conn
-        .prepare("SELECT schema_version FROM events ORDER BY position")
-        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+    assert_eq!(format, 3, "brought to the current format (3: erased marks too)");
+    let versions: Vec<(i64, bool)> = conn
+        .prepare("SELECT schema_version, erased FROM events ORDER BY position")
+        .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
         .expect("schema versions");
-    assert_eq!(versions, [1, 3]);
+    assert_eq!(versions, [(1, false), (3, false)], "nothing old is erased");
     // Opening it again (already migrated) changes nothing.
     drop(conn);
     let server = backend.start().await;

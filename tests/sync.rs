@@ -317,6 +317,7 @@ fn an_id_the_server_holds_as_another_event_is_rejected_and_reported_once() {
                 meta: None,
                 time: 0,
                 expected_version: ExpectedVersion::Any,
+                erased: false,
             }],
         },
     );
@@ -639,6 +640,7 @@ fn an_event_accepted_by_a_replaced_database_is_pushed_again() {
                         meta: None,
                         time: 0,
                         expected_version: ExpectedVersion::Any,
+                        erased: false,
                     })
                     .collect();
                 self.server.push(

@@ -15,6 +15,7 @@
 //! ```text
 //! annals-server export --database <url> --store <name> [--out FILE]
 //! annals-server import --database <url> --store <name> [--dry-run] <FILE|->
+//! annals-server erase --database <url> --store <name> --stream <stream>
 //! ```
 
 use std::process::ExitCode;
@@ -67,6 +68,7 @@ async fn main() -> ExitCode {
         return match command {
             Command::Export(args) => export(&settings, args).await,
             Command::Import(args) => import(&settings, args).await,
+            Command::Erase(args) => erase(&settings, args).await,
         };
     }
     let config = match settings.server_config() {
@@ -195,6 +197,36 @@ async fn export(settings: &Settings, args: &ExportArgs) -> ExitCode {
         }
         Err(e) => {
             eprintln!("annals-server export: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `annals-server erase`: prints `{ "store", "stream", "position", "version" }` of the
+/// `$StreamErased` appended (the stream's events below `version` are erased).
+async fn erase(settings: &Settings, args: &annals::server::erase::EraseArgs) -> ExitCode {
+    let backend = match open_database(settings, args.database.as_ref(), &args.store, true).await {
+        Ok(b) => b,
+        Err((code, message)) => {
+            eprintln!("annals-server erase: {message}");
+            return code;
+        }
+    };
+    match annals::server::erase::erase_stream(backend.as_ref(), &args.store, &args.stream).await {
+        Ok(erased) => {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "store": args.store,
+                    "stream": args.stream,
+                    "position": erased.position,
+                    "version": erased.version,
+                })
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("annals-server erase: {e}");
             ExitCode::FAILURE
         }
     }

@@ -151,6 +151,7 @@ impl PushCheck for AuthorityCheck<'_> {
             time: event.time,
             origin: None,
             pending: false,
+            erased: event.erased,
         };
         authority.check(history, &EventRef::from_event(&candidate))?;
         history.push(candidate);

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use crate::append::check_stream;
 use crate::error::Error;
 use crate::error_code::ErrorCode;
-use crate::event::{EventId, StreamEnd};
-use crate::protocol::{PushEvent, PushResult};
+use crate::event::{EventId, StreamEnd, STREAM_ERASED_TYPE};
+use crate::protocol::{content_digest, shape_digest, PushEvent, PushResult};
 
 /// Judges pushed events one by one, after the version rules passed (rule 4 of
 /// [`plan_push`]); `Err(reason)` refuses the event. An authority's check
@@ -25,11 +25,48 @@ pub struct Placed {
 }
 
 /// An event already stored under a pushed id: where it is, and the digest of its content
-/// ([`crate::protocol::content_digest`]) that tells a retry from a reused id.
+/// ([`crate::protocol::content_digest`]) that tells a retry from a reused id; once it is
+/// erased, the digest of what it keeps ([`crate::protocol::shape_digest`]) does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stored {
     pub placed: Placed,
     pub content: u64,
+    /// [`crate::protocol::shape_digest`] of its stream, type and schema version.
+    pub shape: u64,
+    /// It was erased: its data is gone, and so is the content `content` digested.
+    pub erased: bool,
+}
+
+impl Stored {
+    /// What a backend knows of a stored event at `placed`, from its stored fields.
+    pub fn of(
+        placed: Placed,
+        stream: &str,
+        event_type: &str,
+        schema_version: u32,
+        data: &str,
+        meta: Option<&str>,
+        erased: bool,
+    ) -> Self {
+        Stored {
+            placed,
+            content: content_digest(stream, event_type, schema_version, data, meta),
+            shape: shape_digest(stream, event_type, schema_version),
+            erased,
+        }
+    }
+
+    /// Whether `event`, pushed under the stored event's id, is the same event: the same
+    /// content, or, when either was erased, the same stream, type and schema version (an
+    /// erased event pushed again by a replica that missed the erasure is a retry, and its
+    /// data is not stored again).
+    pub fn is_same(&self, event: &PushEvent) -> bool {
+        if self.erased || event.erased {
+            self.shape == event.shape_digest()
+        } else {
+            self.content == event.content_digest()
+        }
+    }
 }
 
 /// The reason a push answers for an id that is stored as another event. It starts with
@@ -70,6 +107,11 @@ pub struct PushPlan {
     pub stream_ends: Vec<(String, Option<StreamEnd>)>,
     /// New rejections to remember, by index into the pushed events, in order.
     pub refusals: Vec<(usize, Refusal)>,
+    /// The accepted erasures ([`crate::erasure`]), in order: the stream and the version of
+    /// its `$StreamErased`. The backend erases the stream's events below that version
+    /// (those stored before and those of this push) after inserting the push's events, in
+    /// the same transaction.
+    pub erasures: Vec<(String, u64)>,
     /// The store's head after the push.
     pub head: u64,
 }
@@ -127,20 +169,19 @@ pub fn plan_push(
     let mut touched: Vec<&str> = Vec::new();
     for (index, event) in events.iter().enumerate() {
         if let Some(stored) = existing.get(&event.id).or_else(|| accepted.get(&event.id)) {
-            plan.results
-                .push(if stored.content == event.content_digest() {
-                    PushResult::Duplicate {
-                        id: event.id,
-                        position: stored.placed.position,
-                        version: stored.placed.version,
-                    }
-                } else {
-                    PushResult::Rejected {
-                        id: event.id,
-                        reason: reused_id_reason(&event.id, stored),
-                        actual_version: None,
-                    }
-                });
+            plan.results.push(if stored.is_same(event) {
+                PushResult::Duplicate {
+                    id: event.id,
+                    position: stored.placed.position,
+                    version: stored.placed.version,
+                }
+            } else {
+                PushResult::Rejected {
+                    id: event.id,
+                    reason: reused_id_reason(&event.id, stored),
+                    actual_version: None,
+                }
+            });
             continue;
         }
         // Hashing the whole event is needed only to match a refusal remembered for its id,
@@ -184,9 +225,13 @@ pub fn plan_push(
             Some(end) => *end,
             None => ends.get(&event.stream).copied(),
         };
-        let verdict = if let Err(refused) =
-            check_stream(&event.stream, actual, end, event.expected_version)
-        {
+        let verdict = if let Err(refused) = check_stream(
+            &event.stream,
+            &event.event_type,
+            actual,
+            end,
+            event.expected_version,
+        ) {
             let reason = match refused {
                 Error::StreamDeleted(message) => {
                     format!("{}: {message}", ErrorCode::StreamDeleted.as_str())
@@ -224,12 +269,32 @@ pub fn plan_push(
         if current.insert(&event.stream, placed.version).is_none() {
             touched.push(&event.stream);
         }
-        current_ends.insert(&event.stream, StreamEnd::of_type(&event.event_type));
+        // An erasure ends nothing: a closed stream stays closed (a deleted one is no longer
+        // right after its delete, as on every replica).
+        let new_end = match StreamEnd::of_type(&event.event_type) {
+            None if event.event_type == STREAM_ERASED_TYPE && end == Some(StreamEnd::Closed) => end,
+            other => other,
+        };
+        current_ends.insert(&event.stream, new_end);
+        if event.event_type == STREAM_ERASED_TYPE {
+            plan.erasures.push((event.stream.clone(), placed.version));
+            // What this push accepted of the stream before is erased with the rest.
+            for (earlier, _) in &plan.inserts {
+                let earlier = &events[*earlier];
+                if earlier.stream == event.stream {
+                    if let Some(stored) = accepted.get_mut(&earlier.id) {
+                        stored.erased = true;
+                    }
+                }
+            }
+        }
         accepted.insert(
             event.id,
             Stored {
                 placed,
                 content: event.content_digest(),
+                shape: event.shape_digest(),
+                erased: event.erased,
             },
         );
         plan.inserts.push((index, placed));
@@ -269,6 +334,7 @@ mod tests {
             meta: None,
             time: 0,
             expected_version: expected,
+            erased: false,
         }
     }
 
@@ -282,6 +348,8 @@ mod tests {
                     version: 2,
                 },
                 content: ev(9, "a", ExpectedVersion::Any).content_digest(),
+                shape: ev(9, "a", ExpectedVersion::Any).shape_digest(),
+                erased: false,
             },
         )]);
         let versions = HashMap::from([("a".to_string(), 2u64)]);
@@ -350,6 +418,8 @@ mod tests {
                     version: 2,
                 },
                 content: stored.content_digest(),
+                shape: stored.shape_digest(),
+                erased: false,
             },
         )]);
         let versions = HashMap::from([("a".to_string(), 2u64)]);

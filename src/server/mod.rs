@@ -21,6 +21,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod erase;
 pub mod error;
 pub mod limits;
 pub mod metrics;

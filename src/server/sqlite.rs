@@ -20,7 +20,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBeha
 use serde_json::value::RawValue;
 
 use crate::event::Event;
-use crate::protocol::{content_digest, PullResponse, PushEvent, PushResponse};
+use crate::protocol::{PullResponse, PushEvent, PushResponse};
 use crate::push::authority::Authorities;
 use crate::server::store::{
     distinct_streams, event_bytes, new_epoch, now_ms, plan_push, stored_id, stored_schema_version,
@@ -54,6 +54,8 @@ CREATE TABLE IF NOT EXISTS events (
     time     INTEGER NOT NULL,
     origin   TEXT,
     schema_version INTEGER NOT NULL DEFAULT 1,
+    -- 1: erased (its stream's $StreamErased came later): data 'null', meta NULL.
+    erased   INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (store_id, position)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS events_by_id ON events (store_id, id);
@@ -76,9 +78,14 @@ CREATE TABLE IF NOT EXISTS rejections (
 ) WITHOUT ROWID;
 ";
 
+/// Erases the events of a stream (`?2`) below a version (`?3`): see [`crate::erasure`].
+const ERASE_EVENTS: &str = "UPDATE events SET data = 'null', meta = NULL, erased = 1
+    WHERE store_id = ?1 AND stream = ?2 AND version < ?3 AND erased = 0";
+
 /// The schema version this code writes (`PRAGMA user_version`). 2 added
-/// `events.schema_version`; a format-1 file gains it when opened ([`migrate`]).
-const FORMAT: i64 = 2;
+/// `events.schema_version`, 3 `events.erased`; an older file gains them when opened
+/// ([`migrate`]).
+const FORMAT: i64 = 3;
 
 /// Idle reader connections kept open.
 const MAX_IDLE_READERS: usize = 8;
@@ -170,6 +177,13 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         tx.execute_batch(
             "ALTER TABLE events ADD COLUMN schema_version INTEGER NOT NULL DEFAULT 1",
         )?;
+    }
+    // Format 3: nothing stored before erasure existed is erased.
+    let has_erased = tx
+        .prepare("SELECT 1 FROM pragma_table_info('events') WHERE name = 'erased'")?
+        .exists([])?;
+    if !has_erased {
+        tx.execute_batch("ALTER TABLE events ADD COLUMN erased INTEGER NOT NULL DEFAULT 0")?;
     }
     tx.pragma_update(None, "user_version", FORMAT)?;
     tx.commit()?;
@@ -275,7 +289,7 @@ impl Inner {
     ) -> Result<HashMap<crate::event::EventId, Stored>, StoreError> {
         let mut existing = HashMap::new();
         let mut find = tx.prepare_cached(
-            "SELECT position, version, stream, type, schema_version, data, meta
+            "SELECT position, version, stream, type, schema_version, data, meta, erased
              FROM events WHERE store_id = ?1 AND id = ?2",
         )?;
         for event in events {
@@ -289,26 +303,35 @@ impl Inner {
                         r.get::<_, i64>(4)?,
                         r.get::<_, String>(5)?,
                         r.get::<_, Option<String>>(6)?,
+                        r.get::<_, bool>(7)?,
                     ))
                 })
                 .optional()?;
-            if let Some((position, version, stream, event_type, schema_version, data, meta)) = found
+            if let Some((
+                position,
+                version,
+                stream,
+                event_type,
+                schema_version,
+                data,
+                meta,
+                erased,
+            )) = found
             {
                 existing.insert(
                     event.id,
-                    Stored {
-                        placed: Placed {
+                    Stored::of(
+                        Placed {
                             position: stored_u64(position, "position")?,
                             version: stored_u64(version, "version")?,
                         },
-                        content: content_digest(
-                            &stream,
-                            &event_type,
-                            stored_schema_version(schema_version)?,
-                            &data,
-                            meta.as_deref(),
-                        ),
-                    },
+                        &stream,
+                        &event_type,
+                        stored_schema_version(schema_version)?,
+                        &data,
+                        meta.as_deref(),
+                        erased,
+                    ),
                 );
             }
         }
@@ -396,7 +419,7 @@ impl Inner {
         let claimed = authorities.claimed_streams(events);
         if !claimed.is_empty() {
             let mut select = tx.prepare_cached(
-                "SELECT id, position, stream, version, type, data, meta, time, origin, schema_version
+                "SELECT id, position, stream, version, type, data, meta, time, origin, schema_version, erased
                  FROM events WHERE store_id = ?1 AND stream = ?2 ORDER BY position",
             )?;
             for stream in claimed {
@@ -455,8 +478,8 @@ impl Inner {
 
         if !plan.inserts.is_empty() {
             let mut insert = tx.prepare_cached(
-                "INSERT INTO events (store_id, position, id, stream, version, type, data, meta, time, origin, schema_version)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                "INSERT INTO events (store_id, position, id, stream, version, type, data, meta, time, origin, schema_version, erased)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )?;
             for (index, placed) in &plan.inserts {
                 let event = events
@@ -474,6 +497,7 @@ impl Inner {
                     to_i64(event.time, "time")?,
                     client_id,
                     i64::from(event.schema_version),
+                    event.erased,
                 ]);
                 match inserted {
                     Ok(_) => {}
@@ -506,6 +530,15 @@ impl Inner {
                         )?
                         .execute(params![store_id, stream])?,
                 };
+            }
+            // Erasures: the stream's earlier events lose their data and meta, in this
+            // transaction (those of this push included).
+            for (stream, before) in &plan.erasures {
+                tx.prepare_cached(ERASE_EVENTS)?.execute(params![
+                    store_id,
+                    stream,
+                    to_i64(*before, "version")?
+                ])?;
             }
             tx.prepare_cached("UPDATE stores SET head = ?1 WHERE id = ?2")?
                 .execute(params![to_i64(plan.head, "head")?, store_id])?;
@@ -581,7 +614,7 @@ impl Inner {
         let mut events = Vec::new();
         if after < head {
             let mut select = tx.prepare_cached(
-                "SELECT id, position, stream, version, type, data, meta, time, origin, schema_version
+                "SELECT id, position, stream, version, type, data, meta, time, origin, schema_version, erased
                  FROM events WHERE store_id = ?1 AND position > ?2 AND position <= ?3
                  ORDER BY position LIMIT ?4",
             )?;
@@ -625,7 +658,7 @@ fn is_unique_violation(error: &rusqlite::Error) -> bool {
 }
 
 /// An event from a row of `SELECT id, position, stream, version, type, data, meta, time,
-/// origin, schema_version`.
+/// origin, schema_version, erased`.
 fn event_from_row(row: &rusqlite::Row<'_>) -> Result<Event, StoreError> {
     let data: String = row.get(5)?;
     let meta: Option<String> = row.get(6)?;
@@ -641,6 +674,7 @@ fn event_from_row(row: &rusqlite::Row<'_>) -> Result<Event, StoreError> {
         time: stored_u64(row.get(7)?, "time")?,
         origin: row.get(8)?,
         pending: false,
+        erased: row.get(10)?,
     })
 }
 

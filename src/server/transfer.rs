@@ -79,6 +79,9 @@ pub enum Command {
     Export(ExportArgs),
     /// Append the events of an NDJSON export (or bug bundle) to a store, keeping their ids.
     Import(ImportArgs),
+    /// Erase a stream: its events lose their data and meta, here and, as they sync, on
+    /// every replica (a `$StreamErased` event is appended to it).
+    Erase(crate::server::erase::EraseArgs),
 }
 
 /// The first line of an export.
@@ -229,6 +232,10 @@ struct Line {
     /// The event's schema version (1 when absent), kept as it was.
     #[serde(default)]
     schema_version: Option<u32>,
+    /// An erased event (exports carry erased events as erased, without their data): it
+    /// is imported erased, whatever data the line holds.
+    #[serde(default)]
+    erased: bool,
 }
 
 /// The header a first line may be, or `None` when it is an event (a headerless file).
@@ -274,7 +281,7 @@ fn parse_line(text: &str, limits: &Limits) -> Result<(PushEvent, Option<String>)
     if schema_version == 0 {
         return Err("`schemaVersion` must be at least 1".to_owned());
     }
-    let event = PushEvent {
+    let mut event = PushEvent {
         id: line.id,
         stream: line.stream,
         event_type: line.event_type,
@@ -285,7 +292,11 @@ fn parse_line(text: &str, limits: &Limits) -> Result<(PushEvent, Option<String>)
             .time
             .unwrap_or_else(|| u64::try_from(now_ms()).unwrap_or(0)),
         expected_version: ExpectedVersion::Any,
+        erased: false,
     };
+    if line.erased {
+        event.erase();
+    }
     match event_problem(&event, limits) {
         None => {}
         Some(EventProblem::TooLarge { size, limit }) => {

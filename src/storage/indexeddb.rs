@@ -33,6 +33,7 @@ use super::{
     META_RETAINED,
 };
 use crate::codec;
+use crate::erasure;
 use crate::error::{Error, Result};
 use crate::event::MAX_SAFE_INTEGER;
 
@@ -407,6 +408,12 @@ impl IndexedDbStorage {
                 .put_with_key(&bytes, &key(segment.first))
                 .map_err(js_error)?;
             self.fail_here(FailStep::AfterSegmentPut, Some(put)).await?;
+        }
+        if !commit.erase.is_empty() && !commit.reset_log {
+            erase_stored(&segments, &commit.erase).await?;
+        }
+        if let Some(from) = commit.drop_snapshots_from {
+            drop_snapshots_from(&object_store(tx, SNAPSHOTS)?, from).await?;
         }
         if let Some(snapshot) = &commit.put_snapshot {
             let put = object_store(tx, SNAPSHOTS)?
@@ -929,6 +936,55 @@ impl Storage for IndexedDbStorage {
         self.closed.set(true);
         self.connection.borrow_mut().take();
     }
+}
+
+/// Rewrites the stored segments holding any of `positions` (ascending) with those events
+/// erased ([`crate::erasure`]), in the transaction `store` belongs to: one backwards cursor
+/// step finds the segment holding the first position left, whose rewrite takes every
+/// position it holds.
+async fn erase_stored(store: &IdbObjectStore, positions: &[u64]) -> Result<()> {
+    let mut at = 0;
+    while at < positions.len() {
+        let range = IdbKeyRange::upper_bound(&key(positions[at])).map_err(js_error)?;
+        let request = store
+            .open_cursor_with_range_and_direction(&range, IdbCursorDirection::Prev)
+            .map_err(js_error)?;
+        let Ok(cursor) = Request::new(request)
+            .await?
+            .dyn_into::<IdbCursorWithValue>()
+        else {
+            at += 1; // not held (dropped by retention): nothing to erase
+            continue;
+        };
+        let holder = segment_from_js(&cursor.value().map_err(js_error)?)?;
+        let (first, count) = codec::header(&holder.bytes)?;
+        let end = first + u64::from(count);
+        let to = at + positions[at..].partition_point(|p| *p < end);
+        if let Some(bytes) = erasure::at_positions(&holder.bytes, &positions[at..to])? {
+            let bytes = Uint8Array::from(bytes.as_slice());
+            let put = store.put_with_key(&bytes, &key(first)).map_err(js_error)?;
+            Request::new(put).await?;
+        }
+        at = to.max(at + 1);
+    }
+    Ok(())
+}
+
+/// Deletes the snapshots taken at or after position `from` (they folded erased data), in
+/// the transaction `store` belongs to.
+async fn drop_snapshots_from(store: &IdbObjectStore, from: u64) -> Result<()> {
+    let keys = Request::new(store.get_all_keys().map_err(js_error)?).await?;
+    let values = Request::new(store.get_all().map_err(js_error)?).await?;
+    let (keys, values) = (Array::from(&keys), Array::from(&values));
+    for (name, value) in keys.iter().zip(values.iter()) {
+        let position = Reflect::get(&value, &JsValue::from_str("position")).map_err(js_error)?;
+        // A snapshot without a readable position is dropped too: it cannot be trusted.
+        let keep = position.as_f64().is_some_and(|p| p < from as f64);
+        if !keep {
+            Request::new(store.delete(&name).map_err(js_error)?).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Completes a `getAll(lowerBound(after + 1))` result `found`: when the log holds events

@@ -11,6 +11,7 @@ use super::{
     PendingRecord, Prepare, Scope, Segment, SnapshotRecord, Storage, FORMAT_VERSION, META_RETAINED,
 };
 use crate::codec;
+use crate::erasure;
 use crate::error::{Error, Result};
 
 #[derive(Debug, Default)]
@@ -157,12 +158,25 @@ impl Storage for MemoryStorage {
             Some(through) => Some((through, cut_segment(&state.segments, through)?)),
             None => None,
         };
+        let erased = if commit.reset_log {
+            Vec::new()
+        } else {
+            erase_stored(&state.segments, &commit.erase)?
+        };
         if commit.reset_log {
             state.segments.clear();
             state.snapshots.clear();
         }
         if let Some(segment) = commit.segment {
             state.segments.insert(segment.first, segment.bytes);
+        }
+        for segment in erased {
+            state.segments.insert(segment.first, segment.bytes);
+        }
+        if let Some(from) = commit.drop_snapshots_from {
+            state
+                .snapshots
+                .retain(|_, snapshot| snapshot.position < from);
         }
         if let Some(snapshot) = commit.put_snapshot {
             state.snapshots.insert(snapshot.name.clone(), snapshot);
@@ -252,6 +266,30 @@ fn cut_segment(segments: &BTreeMap<u64, Vec<u8>>, through: u64) -> Result<Option
         Some((_, bytes)) => segment_tail(bytes, through),
         None => Ok(None),
     }
+}
+
+/// The stored segments holding any of `positions` (ascending), rewritten with those events
+/// erased ([`crate::erasure`]); segments with nothing left to erase are not returned.
+fn erase_stored(segments: &BTreeMap<u64, Vec<u8>>, positions: &[u64]) -> Result<Vec<Segment>> {
+    let mut rewritten = Vec::new();
+    let mut at = 0;
+    while at < positions.len() {
+        let Some((first, bytes)) = segments.range(..=positions[at]).next_back() else {
+            at += 1;
+            continue;
+        };
+        let (_, count) = codec::header(bytes)?;
+        let end = first + u64::from(count);
+        let to = at + positions[at..].partition_point(|p| *p < end);
+        if let Some(bytes) = erasure::at_positions(bytes, &positions[at..to])? {
+            rewritten.push(Segment {
+                first: *first,
+                bytes,
+            });
+        }
+        at = to.max(at + 1);
+    }
+    Ok(rewritten)
 }
 
 /// The segments holding positions after `after`: those starting after it, plus the one

@@ -102,6 +102,13 @@ pub struct Commit {
     pub put_pending: Vec<PendingRecord>,
     pub delete_pending: Vec<u64>,
     pub put_meta: Vec<(String, String)>,
+    /// Erasure ([`crate::erasure`]): the stored confirmed events at these positions
+    /// (ascending) lose their data and meta; the segments holding them are rewritten
+    /// after `segment` is written. Positions the store does not hold are skipped.
+    pub erase: Vec<u64>,
+    /// Erasure: drop every snapshot taken at or after this position (it folded erased
+    /// data). Needs [`Scope::LogAndSnapshots`].
+    pub drop_snapshots_from: Option<u64>,
     /// Retention: drop the confirmed events up to this position (above the stored
     /// [`Known::dropped`], at most the head), after everything else. A segment holding
     /// positions on both sides of the cut is rewritten to hold only the later ones.
@@ -117,6 +124,8 @@ impl Commit {
             && self.put_pending.is_empty()
             && self.delete_pending.is_empty()
             && self.put_meta.is_empty()
+            && self.erase.is_empty()
+            && self.drop_snapshots_from.is_none()
     }
 }
 
@@ -219,9 +228,13 @@ pub fn check_meta_key(key: &str) -> Result<()> {
 /// writes nothing. The segment must continue the (possibly reset) log; a pending record
 /// above the stored sequence number is new, one at or below it a rewrite.
 pub fn counters_after(commit: &Commit, scope: Scope, now: Known) -> Result<Known> {
-    if (commit.reset_log || commit.put_snapshot.is_some()) && scope != Scope::LogAndSnapshots {
+    if (commit.reset_log || commit.put_snapshot.is_some() || commit.drop_snapshots_from.is_some())
+        && scope != Scope::LogAndSnapshots
+    {
         return Err(Error::Storage(
-            "a commit that resets the log or writes a snapshot needs Scope::LogAndSnapshots".into(),
+            "a commit that resets the log or writes or drops snapshots needs \
+             Scope::LogAndSnapshots"
+                .into(),
         ));
     }
     for (key, _) in &commit.put_meta {

@@ -6,7 +6,6 @@ use std::collections::HashMap;
 
 use crate::clock::{IdSource, Uuidv7};
 use crate::event::{Event, EventId};
-use crate::protocol::content_digest;
 use crate::protocol::{PullResponse, PushRequest, PushResponse};
 use crate::push::authority::Authorities;
 use crate::push::rules::{plan_push, Placed, Refusal, Stored};
@@ -61,19 +60,18 @@ impl MemoryServer {
                     let stored = &log.events[*log.ids.get(&e.id)?];
                     Some((
                         e.id,
-                        Stored {
-                            placed: Placed {
+                        Stored::of(
+                            Placed {
                                 position: stored.position,
                                 version: stored.version,
                             },
-                            content: content_digest(
-                                &stored.stream,
-                                &stored.event_type,
-                                stored.schema_version,
-                                stored.data.get(),
-                                stored.meta.as_ref().map(|m| m.get()),
-                            ),
-                        },
+                            &stored.stream,
+                            &stored.event_type,
+                            stored.schema_version,
+                            stored.data.get(),
+                            stored.meta.as_ref().map(|m| m.get()),
+                            stored.erased,
+                        ),
                     ))
                 })
                 .collect();
@@ -121,7 +119,19 @@ impl MemoryServer {
                     time: e.time,
                     origin: Some(request.client_id.clone()),
                     pending: false,
+                    erased: e.erased,
                 });
+            }
+            for (stream, before) in &plan.erasures {
+                for event in log
+                    .events
+                    .iter_mut()
+                    .filter(|e| e.stream == *stream && e.version < *before && !e.erased)
+                {
+                    event.data = serde_json::value::RawValue::NULL.to_owned();
+                    event.meta = None;
+                    event.erased = true;
+                }
             }
             log.versions.extend(plan.stream_versions);
             for (stream, end) in plan.stream_ends {

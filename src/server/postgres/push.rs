@@ -13,7 +13,8 @@ use super::notify::CHANNEL;
 use super::pool::PgConn;
 use super::statements::{
     event_from_row, existing_ids, placed_ids, refused_ids, remember_refusals, store_row,
-    stream_ends, stream_versions, Statements, BEGIN, UPDATE_STREAMS, UPSERT_STREAM_ENDS,
+    stream_ends, stream_versions, Statements, BEGIN, ERASE_EVENTS, UPDATE_STREAMS,
+    UPSERT_STREAM_ENDS,
 };
 use super::versions::{Known, MAX_KNOWN_STREAMS};
 use super::PgStore;
@@ -508,6 +509,7 @@ async fn write_and_commit(
     let mut metas = Vec::with_capacity(n);
     let mut times = Vec::with_capacity(n);
     let mut schema_versions = Vec::with_capacity(n);
+    let mut erased = Vec::with_capacity(n);
     for (index, placed) in &plan.inserts {
         let event = events
             .get(*index)
@@ -521,6 +523,7 @@ async fn write_and_commit(
         metas.push(event.meta.as_ref().map(|m| m.get()));
         times.push(to_i64(event.time, "time")?);
         schema_versions.push(i64::from(event.schema_version));
+        erased.push(event.erased);
     }
     // Streams with a version have a row: updated, each only from the version the plan
     // started from; the others get one (and an existing row fails the insert).
@@ -539,7 +542,7 @@ async fn write_and_commit(
         }
     }
     let new_head = to_i64(plan.head, "head")?;
-    let insert_params: [&(dyn ToSql + Sync); 11] = [
+    let insert_params: [&(dyn ToSql + Sync); 12] = [
         &store_id,
         &positions,
         &inserted_ids,
@@ -551,6 +554,7 @@ async fn write_and_commit(
         &times,
         &client_id,
         &schema_versions,
+        &erased,
     ];
     let new_params: [&(dyn ToSql + Sync); 3] = [&store_id, &new_streams, &new_versions];
     let head_params: [&(dyn ToSql + Sync); 2] = [&store_id, &new_head];
@@ -559,12 +563,17 @@ async fn write_and_commit(
         .iter()
         .map(|(stream, end)| (stream.as_str(), stream_end_name(*end)))
         .unzip();
+    let (erased_streams, erased_below): (Vec<&str>, Vec<i64>) = plan
+        .erasures
+        .iter()
+        .map(|(stream, before)| (stream.as_str(), i64::try_from(*before).unwrap_or(i64::MAX)))
+        .unzip();
     let notify_params: [&(dyn ToSql + Sync); 2] = [&CHANNEL, &store];
     // When every version was read under the lock, COMMIT goes with the writes: after a
     // failed statement the server refuses the rest and turns COMMIT into a rollback, so
     // success means every statement succeeded and the transaction is committed (and
     // flushed). Remembered versions are checked first (below).
-    let (inserted, updated, created, moved, notified, ended, committed) = tokio::join!(
+    let (inserted, updated, created, moved, notified, ended, erasing, committed) = tokio::join!(
         client.execute(&st.insert_events, &insert_params),
         async {
             if known_streams.is_empty() {
@@ -609,6 +618,23 @@ async fn write_and_commit(
                 .await
         },
         async {
+            // After the inserts (statements run in order): the push's own events of an
+            // erased stream are erased too.
+            if erased_streams.is_empty() {
+                return Ok(0);
+            }
+            client
+                .execute_typed(
+                    ERASE_EVENTS,
+                    &[
+                        (&store_id, Type::INT8),
+                        (&erased_streams, Type::TEXT_ARRAY),
+                        (&erased_below, Type::INT8_ARRAY),
+                    ],
+                )
+                .await
+        },
+        async {
             if remembered {
                 Ok(())
             } else {
@@ -639,6 +665,7 @@ async fn write_and_commit(
     moved.map_err(|e| fail(e, None))?;
     notified.map_err(|e| fail(e, None))?;
     ended.map_err(|e| fail(e, None))?;
+    erasing.map_err(|e| fail(e, None))?;
     committed.map_err(|e| fail(e, None))?;
     if remembered {
         if updated != known_streams.len() as u64 {

@@ -29,6 +29,8 @@ CREATE TABLE IF NOT EXISTS events (
     time     BIGINT NOT NULL,
     origin   TEXT,
     schema_version BIGINT NOT NULL DEFAULT 1,
+    -- Erased (its stream's $StreamErased came later): data 'null', meta NULL.
+    erased   BOOLEAN NOT NULL DEFAULT false,
     PRIMARY KEY (store_id, position),
     UNIQUE (store_id, id)
 );
@@ -74,6 +76,11 @@ END $$;
 const EVENTS_SCHEMA_VERSION: &str =
     "ALTER TABLE events ADD COLUMN IF NOT EXISTS schema_version BIGINT NOT NULL DEFAULT 1";
 
+/// Events gained an erased mark: tables created before it get the column (nothing stored
+/// then was erased), without rewriting rows.
+const EVENTS_ERASED: &str =
+    "ALTER TABLE events ADD COLUMN IF NOT EXISTS erased BOOLEAN NOT NULL DEFAULT false";
+
 /// Serialises schema creation between instances starting at the same time.
 const MIGRATION_LOCK: i64 = 0x616e_6e61_6c73; // "annals"
 
@@ -94,6 +101,7 @@ pub(super) async fn migrate(settings: &PgSettings) -> Result<(), StoreError> {
     tx.batch_execute(SCHEMA).await?;
     tx.batch_execute(STREAMS_FILLFACTOR).await?;
     tx.batch_execute(EVENTS_SCHEMA_VERSION).await?;
+    tx.batch_execute(EVENTS_ERASED).await?;
     tx.commit().await?;
     Ok(())
 }

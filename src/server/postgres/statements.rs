@@ -8,7 +8,7 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Row, Statement};
 
 use crate::event::{Event, EventId, StreamEnd};
-use crate::protocol::{content_digest, PushEvent};
+use crate::protocol::PushEvent;
 use crate::push::rules::{Placed, PushPlan, Refusal, Stored};
 use crate::server::sqlite::raw_json;
 use crate::server::store::{
@@ -72,10 +72,10 @@ impl Statements {
             // from a generic plan cached while the table was small, which filters or
             // hashes every row of the store.
             client.prepare(
-                "SELECT e.id, e.position, e.version, e.stream, e.type, e.schema_version, e.data, e.meta
+                "SELECT e.id, e.position, e.version, e.stream, e.type, e.schema_version, e.data, e.meta, e.erased
                  FROM UNNEST($2::bytea[]) AS k(id)
                  CROSS JOIN LATERAL (
-                     SELECT e.id, e.position, e.version, e.stream, e.type, e.schema_version, e.data, e.meta
+                     SELECT e.id, e.position, e.version, e.stream, e.type, e.schema_version, e.data, e.meta, e.erased
                      FROM events e
                      WHERE e.store_id = (SELECT id FROM stores WHERE name = $1) AND e.id = k.id
                      LIMIT 1
@@ -107,11 +107,11 @@ impl Statements {
                  ) s"
             ),
             client.prepare(
-                "INSERT INTO events (store_id, position, id, stream, version, type, data, meta, time, origin, schema_version)
-                 SELECT $1, t.position, t.id, t.stream, t.version, t.type, t.data, t.meta, t.time, $10, t.schema_version
+                "INSERT INTO events (store_id, position, id, stream, version, type, data, meta, time, origin, schema_version, erased)
+                 SELECT $1, t.position, t.id, t.stream, t.version, t.type, t.data, t.meta, t.time, $10, t.schema_version, t.erased
                  FROM UNNEST($2::bigint[], $3::bytea[], $4::text[], $5::bigint[], $6::text[],
-                             $7::text[], $8::text[], $9::bigint[], $11::bigint[])
-                      AS t(position, id, stream, version, type, data, meta, time, schema_version)"
+                             $7::text[], $8::text[], $9::bigint[], $11::bigint[], $12::boolean[])
+                      AS t(position, id, stream, version, type, data, meta, time, schema_version, erased)"
             ),
             client.prepare(
                 "INSERT INTO streams (store_id, stream, version)
@@ -120,12 +120,12 @@ impl Statements {
             client.prepare("UPDATE stores SET head = $2 WHERE id = $1"),
             client.prepare("SELECT pg_notify($1, $2)"),
             client.prepare(
-                "SELECT id, position, stream, version, type, data, meta, time, origin, schema_version
+                "SELECT id, position, stream, version, type, data, meta, time, origin, schema_version, erased
                  FROM events WHERE store_id = $1 AND position > $2 AND position <= $3
                  ORDER BY position LIMIT $4"
             ),
             client.prepare(
-                "SELECT id, position, stream, version, type, data, meta, time, origin, schema_version
+                "SELECT id, position, stream, version, type, data, meta, time, origin, schema_version, erased
                  FROM events WHERE store_id = $1 AND stream = ANY($2::text[])
                  ORDER BY position"
             ),
@@ -198,6 +198,12 @@ pub(super) async fn stream_ends(
     }
     Ok(ends)
 }
+
+/// Erases the events of the streams `$2` below the versions `$3` (see [`crate::erasure`]).
+pub(super) const ERASE_EVENTS: &str = "
+    UPDATE events e SET data = 'null', meta = NULL, erased = true
+    FROM UNNEST($2::text[], $3::bigint[]) AS t(stream, before)
+    WHERE e.store_id = $1 AND e.stream = t.stream AND e.version < t.before AND NOT e.erased";
 
 /// Stores what the push's streams' last events now do (see [`PushPlan::stream_ends`]).
 pub(super) const UPSERT_STREAM_ENDS: &str = "
@@ -279,19 +285,18 @@ pub(super) fn placed_ids(rows: &[Row]) -> Result<HashMap<EventId, Stored>, Store
     for row in rows {
         placed.insert(
             stored_id(row.try_get::<_, &[u8]>(0)?)?,
-            Stored {
-                placed: Placed {
+            Stored::of(
+                Placed {
                     position: stored_u64(row.try_get(1)?, "position")?,
                     version: stored_u64(row.try_get(2)?, "version")?,
                 },
-                content: content_digest(
-                    row.try_get(3)?,
-                    row.try_get(4)?,
-                    stored_schema_version(row.try_get(5)?)?,
-                    row.try_get(6)?,
-                    row.try_get(7)?,
-                ),
-            },
+                row.try_get(3)?,
+                row.try_get(4)?,
+                stored_schema_version(row.try_get(5)?)?,
+                row.try_get(6)?,
+                row.try_get(7)?,
+                row.try_get(8)?,
+            ),
         );
     }
     Ok(placed)
@@ -321,5 +326,6 @@ pub(super) fn event_from_row(row: &Row) -> Result<Event, StoreError> {
         origin: row.try_get(8)?,
         schema_version: stored_schema_version(row.try_get(9)?)?,
         pending: false,
+        erased: row.try_get(10)?,
     })
 }

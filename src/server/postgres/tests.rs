@@ -83,6 +83,7 @@ fn ev(n: u8, stream: &str, expected: ExpectedVersion) -> PushEvent {
         meta: None,
         time: u64::from(n),
         expected_version: expected,
+        erased: false,
     }
 }
 
