@@ -260,6 +260,8 @@ pub struct Engine<S: Storage> {
     sync_target: RefCell<Option<SyncTarget>>,
     listeners: RefCell<Vec<(u64, Listener)>>,
     next_listener: Cell<u64>,
+    /// Changes that erased confirmed events so far ([`Engine::erasures`]).
+    erasures: Cell<u64>,
     closed: Cell<bool>,
 }
 
@@ -333,6 +335,7 @@ impl<S: Storage> Engine<S> {
             sync_target: RefCell::new(None),
             listeners: RefCell::new(Vec::new()),
             next_listener: Cell::new(0),
+            erasures: Cell::new(0),
             closed: Cell::new(false),
         };
         engine.absorb(&fresh)?;
@@ -737,6 +740,9 @@ impl<S: Storage> Engine<S> {
             || after.pending_generation != before.pending_generation
             || (after.confirmed != before.confirmed && before.pending > 0);
         let erased_from = self.log.borrow_mut().take_erased_from();
+        if erased_from > 0 {
+            self.erasures.set(self.erasures.get() + 1);
+        }
         Change {
             log_reset,
             previous_confirmed: if log_reset { 0 } else { before.confirmed },
@@ -1125,6 +1131,13 @@ impl<S: Storage> Engine<S> {
     /// can tell they must start again.
     pub fn log_generation(&self) -> u64 {
         self.known.get().log_generation
+    }
+
+    /// Counts the changes (seen by this engine) that erased confirmed events
+    /// ([`crate::erasure`]), so that folds over the log can tell they folded data that is
+    /// gone and must fold again.
+    pub fn erasures(&self) -> u64 {
+        self.erasures.get()
     }
 
     /// The pending events the server refused (the most recent [`REJECTED_KEPT`]).

@@ -46,6 +46,8 @@ pub struct ProjectionRunner<P: Projection> {
     checkpoints: Checkpoints<P::State>,
     /// The engine's log generation the state was folded from.
     log_generation: u64,
+    /// The engine's erasures counted when the state was folded ([`Engine::erasures`]).
+    erasures: u64,
     /// Applied to every event before `apply` sees it.
     upcasters: Option<Arc<Upcasters>>,
 }
@@ -103,6 +105,7 @@ impl<P: Projection> ProjectionRunner<P> {
             state,
             position,
             log_generation: engine.log_generation(),
+            erasures: engine.erasures(),
             upcasters,
         };
         runner.catch_up(engine)?;
@@ -144,13 +147,15 @@ impl<P: Projection> ProjectionRunner<P> {
     }
 
     /// Folds the confirmed events the engine has beyond this projection's position (from
-    /// the start again if the confirmed log was reset).
+    /// the start again if the confirmed log was reset, or if events it folded were erased
+    /// since: the state and checkpoints held their data, see [`crate::erasure`]).
     pub fn catch_up<S: Storage>(&mut self, engine: &Engine<S>) -> Result<()> {
-        if engine.log_generation() != self.log_generation {
+        if engine.log_generation() != self.log_generation || engine.erasures() != self.erasures {
             self.state = self.projection.initial();
             self.position = 0;
             self.checkpoints.reset();
             self.log_generation = engine.log_generation();
+            self.erasures = engine.erasures();
         }
         let head = engine.confirmed_head();
         let projection = &self.projection;

@@ -323,3 +323,44 @@ fn an_erasure_after_a_retention_cut_erases_what_the_replica_still_holds() {
     let pulled = server.pull("users", 0, 10);
     assert!(pulled.events[..4].iter().all(|e| e.erased));
 }
+
+/// Collects the emails a projection folded (what an erasure must take out of its state).
+struct Emails;
+
+impl annals::projection::Projection for Emails {
+    type State = Vec<String>;
+    fn name(&self) -> &str {
+        "emails"
+    }
+    fn initial(&self) -> Vec<String> {
+        Vec::new()
+    }
+    fn apply(&self, state: &mut Vec<String>, event: &annals::codec::EventRef<'_>) {
+        if let Ok(data) = event.data_as::<serde_json::Value>() {
+            if let Some(email) = data["email"].as_str() {
+                state.push(format!("{}:{email}", event.stream));
+            }
+        }
+    }
+}
+
+#[test]
+fn a_rust_projection_folds_again_without_the_erased_data_and_its_past_states_lose_it() {
+    let engine = open_on(MemoryStorage::new(), false);
+    block_on(engine.append(vec![personal("user-1", 1), personal("user-2", 2)])).unwrap();
+    let mut runner = block_on(annals::projection::ProjectionRunner::open(&engine, Emails)).unwrap();
+    runner.set_checkpoint_interval(1);
+    runner.catch_up(&engine).unwrap();
+    assert_eq!(runner.state().len(), 2);
+    block_on(engine.erase_stream("user-1", ExpectedVersion::Any)).unwrap();
+    runner.catch_up(&engine).unwrap();
+    assert_eq!(runner.state(), &[format!("user-2:{SECRET}")]);
+    assert_eq!(runner.position(), 3);
+    for position in 1..=3 {
+        let past = runner.state_at(&engine, position).unwrap();
+        assert!(
+            !past.iter().any(|e| e.starts_with("user-1")),
+            "at {position}: {past:?}"
+        );
+    }
+}
