@@ -225,7 +225,10 @@ async fn an_sqlite_file_from_before_schema_versions_opens_with_every_event_at_1(
     let format: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("user_version");
-    assert_eq!(format, 3, "brought to the current format (3: erased marks too)");
+    assert_eq!(
+        format, 3,
+        "brought to the current format (3: erased marks too)"
+    );
     let versions: Vec<(i64, bool)> = conn
         .prepare("SELECT schema_version, erased FROM events ORDER BY position")
         .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
