@@ -233,7 +233,7 @@ pub fn plan_append(
                 origin: event.origin.as_deref().or(context.origin),
                 meta: event.meta.as_ref().map(|m| m.get()),
                 data: event.data.get(),
-                erased: false,
+                erased: event.erased,
             },
             event.expected_version,
         );
@@ -331,7 +331,7 @@ pub fn difference(event: &NewEvent, stored: &Event) -> Option<&'static str> {
         Some("type")
     } else if event.schema_version != stored.schema_version {
         Some("schemaVersion")
-    } else if stored.erased {
+    } else if stored.erased || event.erased {
         None
     } else if event.data.get() != stored.data.get() {
         Some("data")

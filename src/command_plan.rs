@@ -133,6 +133,7 @@ pub fn plan_batch(
                 ExpectedVersion::Any
             },
             time: None,
+            erased: false,
             origin: None,
         }
         .with_meta(&meta)?;

@@ -98,6 +98,10 @@ pub struct ChangeMessage<'a> {
     /// The confirmed head after the change.
     #[cfg_attr(feature = "ts", ts(type = "number"))]
     pub confirmed: u64,
+    /// The lowest confirmed position this change erased (`eraseStream`; 0: none): state
+    /// folded from there on held data that is gone, and is folded again.
+    #[cfg_attr(feature = "ts", ts(type = "number"))]
+    pub erased_from: u64,
     #[cfg_attr(feature = "ts", ts(type = "AnnalsEvent[]"))]
     pub confirmed_events: JsonFragment<'a>,
     #[cfg_attr(feature = "ts", ts(type = "AnnalsEvent[]"))]
@@ -470,12 +474,13 @@ mod tests {
             previous_head: 4,
             head: 6,
             confirmed: 4,
+            erased_from: 2,
             confirmed_events: JsonFragment::trusted("[]"),
             pending_events: JsonFragment::trusted("[{}]"),
         };
         assert_eq!(
             serde_json::to_string(&message).unwrap(),
-            r#"{"seq":3,"reset":false,"rebased":true,"previousHead":4,"head":6,"confirmed":4,"confirmedEvents":[],"pendingEvents":[{}]}"#
+            r#"{"seq":3,"reset":false,"rebased":true,"previousHead":4,"head":6,"confirmed":4,"erasedFrom":2,"confirmedEvents":[],"pendingEvents":[{}]}"#
         );
     }
 

@@ -151,6 +151,9 @@ pub struct NewEvent {
     pub time: Option<u64>,
     /// Likewise the origin to record instead of the appending store's.
     pub origin: Option<String>,
+    /// An event copied from a log where it was erased ([`crate::erasure`]; an import of an
+    /// export, say): stored erased, without data or meta.
+    pub erased: bool,
 }
 
 impl NewEvent {
@@ -182,6 +185,7 @@ impl NewEvent {
             expected_version: ExpectedVersion::Any,
             time: None,
             origin: None,
+            erased: false,
         })
     }
 
@@ -239,6 +243,7 @@ impl NewEvent {
             #[serde(borrow)]
             time: Option<&'a RawValue>,
             origin: Option<String>,
+            erased: Option<bool>,
         }
         let wire: Wire =
             serde_json::from_str(json).map_err(|e| Error::InvalidEvent(e.to_string()))?;
@@ -292,6 +297,13 @@ impl NewEvent {
             None => 1,
             Some(raw) => parse_schema_version(raw.get())?,
         };
+        let erased = wire.erased == Some(true);
+        // An erased copy carries nothing of what it held, whatever the JSON says.
+        let (data, meta) = if erased {
+            (RawValue::NULL.to_owned(), None)
+        } else {
+            (data, meta)
+        };
         Ok(NewEvent {
             id,
             stream: text_field("stream", wire.stream)?,
@@ -302,6 +314,7 @@ impl NewEvent {
             expected_version,
             time,
             origin: wire.origin,
+            erased,
         })
     }
 

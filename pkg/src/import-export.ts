@@ -129,6 +129,10 @@ interface Parsed {
   json: string;
   /** What makes it the same event as a stored one with its id (as the core compares). */
   same: string;
+  /** What is left to compare when either was erased: stream, type and schema version. */
+  shape: string;
+  /** An erased event: imported erased, without data or meta. */
+  erased: boolean;
 }
 
 /** The parts that make two events with one id the same event: stream, type, schema version, data, meta. */
@@ -150,7 +154,7 @@ function parseEvent(value: unknown, where: string, maxEventBytes: number): Parse
   const bad = (message: string) => new AnnalsError("INVALID_EVENT", `importEvents: ${where}: ${message}`);
   if (typeof value !== "object" || value === null || Array.isArray(value)) throw bad("not an event (a JSON object)");
   const e = value as Record<string, unknown>;
-  const { id, stream, type, data, meta, time, origin, schemaVersion } = e;
+  const { id, stream, type, data, meta, time, origin, schemaVersion, erased } = e;
   if (typeof id !== "string" || !UUID.test(id)) {
     throw bad(`\`id\` must be a UUID (imports keep ids, so that importing again adds nothing), got ${JSON.stringify(id)}`);
   }
@@ -185,8 +189,11 @@ function parseEvent(value: unknown, where: string, maxEventBytes: number): Parse
   if (metaJson !== undefined) json += `,"meta":${metaJson}`;
   if (time !== undefined) json += `,"time":${time as number}`;
   if (typeof origin === "string") json += `,"origin":${JSON.stringify(origin)}`;
+  // An erased event stays erased: the core stores it without data or meta.
+  if (erased === true) json += `,"erased":true`;
   const same = sameKey(stream as string, type as string, (schemaVersion as number | undefined) ?? 1, dataJson, metaJson);
-  return { where, id, json: json + "}", same };
+  const shape = sameKey(stream as string, type as string, (schemaVersion as number | undefined) ?? 1, "", undefined);
+  return { where, id, json: json + "}", same, shape, erased: erased === true };
 }
 
 /** A header line: `{ format, formatVersion, count | events }`, or undefined for an event. */
@@ -268,8 +275,12 @@ function checkStored(host: TransferHost, stored: { event: Parsed; position: numb
     for (const { event, position } of sorted.slice(i, j)) {
       const e = events[position - from];
       if (e === undefined) continue;
-      const key = sameKey(e.stream, e.type, e.schemaVersion ?? 1, JSON.stringify(e.data), e.meta === undefined ? undefined : JSON.stringify(e.meta));
-      if (key !== event.same) throw reusedId(event, `the store holds another event under it at position ${position}`);
+      // An erased event (stored or imported) has only its stream, type and schema version left.
+      const key =
+        e.erased === true || event.erased
+          ? sameKey(e.stream, e.type, e.schemaVersion ?? 1, "", undefined)
+          : sameKey(e.stream, e.type, e.schemaVersion ?? 1, JSON.stringify(e.data), e.meta === undefined ? undefined : JSON.stringify(e.meta));
+      if (key !== (e.erased === true || event.erased ? event.shape : event.same)) throw reusedId(event, `the store holds another event under it at position ${position}`);
     }
     i = j;
   }

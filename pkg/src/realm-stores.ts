@@ -281,6 +281,9 @@ class StoreHandle implements AnyStore {
   closeStream(stream: string, options?: StreamLifecycleOptions): Promise<AppendedEvent<StreamLifecycleEvent>> {
     return this.#async((s) => s.closeStream(stream, options));
   }
+  eraseStream(stream: string, options?: StreamLifecycleOptions): Promise<AppendedEvent<StreamLifecycleEvent>> {
+    return this.#async((s) => s.eraseStream(stream, options));
+  }
   get(name: string): unknown {
     return this.#store.get(name);
   }

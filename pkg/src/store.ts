@@ -440,7 +440,25 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
       previousHead: from,
       head,
       confirmed,
+      erasedFrom: 0,
       confirmedEvents: this.#range(from, confirmed),
+      pendingEvents: this.#range(confirmed, head),
+    };
+  }
+
+  /** A change that folds the whole log again, as after a reset (an erasure). */
+  #refoldMessage(seq: number): ChangeMessage {
+    const confirmed = this.#wasm.confirmedHead;
+    const head = this.#wasm.head;
+    return {
+      seq,
+      reset: true,
+      rebased: true,
+      previousHead: 0,
+      head,
+      confirmed,
+      erasedFrom: 0,
+      confirmedEvents: this.#range(0, confirmed),
       pendingEvents: this.#range(confirmed, head),
     };
   }
@@ -471,6 +489,9 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
     let c = message;
     const inStep = c.reset || (c.rebased ? c.previousHead === this.#confirmedHead : c.previousHead === this.#head);
     if (!inStep) c = this.#resyncMessage();
+    // An erasure took data out of events already folded: every projection and aggregate
+    // folds again from its initial state (the snapshots that held the data are gone).
+    if (c.erasedFrom > 0 && !c.reset) c = this.#refoldMessage(c.seq);
     const hadPending = this.#head > this.#confirmedHead;
     if (!c.reset && !c.rebased && hadPending && c.confirmedEvents.length > 0) {
       // Confirmed events behind pending ones: fold the whole outbox again.
@@ -549,6 +570,10 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
 
   closeStream(stream: string, options?: StreamLifecycleOptions): Promise<AppendedEvent<StreamLifecycleEvent>> {
     return this.#appendLifecycle("$StreamClosed", stream, options);
+  }
+
+  eraseStream(stream: string, options?: StreamLifecycleOptions): Promise<AppendedEvent<StreamLifecycleEvent>> {
+    return this.#appendLifecycle("$StreamErased", stream, options);
   }
 
   /** A lifecycle event is an ordinary append: the core's append rules decide what it does. */

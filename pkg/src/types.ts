@@ -27,6 +27,12 @@ export interface EventEnvelope {
   origin?: string;
   /** True until a sync server has confirmed it (always false without sync). */
   pending: boolean;
+  /**
+   * Present (true) when the event was erased (`eraseStream`: a later `$StreamErased` of its
+   * stream): its `data` is `null` and it has no `meta`; its id, position, stream, version,
+   * type, time and origin stay. Projections and aggregates see erased events as they are.
+   */
+  erased?: true;
 }
 
 /** A stored event: the app's `{ type, data }` in annals' envelope. Narrow it with `switch (event.type)`. */
@@ -86,12 +92,15 @@ type AggregateEvents<X> = X extends Aggregate<infer _S, infer _C, infer E> ? E :
 
 /**
  * The events annals appends to a stream for its lifecycle: `$StreamDeleted`
- * (`deleteStream`) and `$StreamClosed` (`closeStream`). Projections see them in the log
- * like any event.
+ * (`deleteStream`), `$StreamClosed` (`closeStream`) and `$StreamErased` (`eraseStream`).
+ * Projections see them in the log like any event.
  */
-export type StreamLifecycleEvent = { type: "$StreamDeleted"; data: Record<string, never> } | { type: "$StreamClosed"; data: Record<string, never> };
+export type StreamLifecycleEvent =
+  | { type: "$StreamDeleted"; data: Record<string, never> }
+  | { type: "$StreamClosed"; data: Record<string, never> }
+  | { type: "$StreamErased"; data: Record<string, never> };
 
-/** What `deleteStream` and `closeStream` take. */
+/** What `deleteStream`, `closeStream` and `eraseStream` take. */
 export interface StreamLifecycleOptions {
   /** Checked against the stream's version like an append's; default "any". */
   expectedVersion?: ExpectedVersion;
@@ -586,6 +595,16 @@ export interface Store<E extends EventShape = EventShape, S = Record<string, unk
    * rejected, reported on `on("rejected")`). Its events stay readable.
    */
   closeStream(stream: string, options?: StreamLifecycleOptions): Promise<AppendedEvent<StreamLifecycleEvent>>;
+  /**
+   * Erases the stream: appends a `$StreamErased` event, and every earlier event of the
+   * stream loses its `data` (then `null`) and `meta` and reads as `erased: true`, keeping
+   * its id, position, version and type. Here at once (stored events, pending ones and the
+   * snapshots that folded them; projections fold again), at the sync server when it takes
+   * the push, and on every replica as it pulls the erasure. A closed stream can be erased;
+   * the stream takes new events after it as before. See the README's "Erasure" for what it
+   * guarantees and what it cannot reach.
+   */
+  eraseStream(stream: string, options?: StreamLifecycleOptions): Promise<AppendedEvent<StreamLifecycleEvent>>;
   /** The projection's current state (optimistic: confirmed events plus pending ones). Synchronous. */
   get<K extends keyof S & string>(name: K): S[K];
   /** Calls `listener` with the new state after every batch of events. Returns the unsubscribe function. */

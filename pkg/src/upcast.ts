@@ -14,7 +14,7 @@ import type { RebuildSettings } from "./projections.js";
 import type { AnnalsEvent, RenamingUpcaster, UnknownEventPolicy, Upcaster as UpcastFn, Upcasters as UpcasterMap } from "./types.js";
 
 /** annals' own event types (stream lifecycle): known to every build, schema or not. */
-const LIFECYCLE_TYPES: ReadonlySet<string> = new Set(["$StreamDeleted", "$StreamClosed"]);
+const LIFECYCLE_TYPES: ReadonlySet<string> = new Set(["$StreamDeleted", "$StreamClosed", "$StreamErased"]);
 
 export type { UnknownEventPolicy, UpcasterMap };
 
@@ -196,7 +196,8 @@ export class Upcasters {
     let out: T[] | undefined;
     for (let i = 0; i < events.length; i++) {
       const event = events[i]!;
-      const upcast = this.#steps.has(event.type) ? this.upcast(event) : event;
+      // An erased event has no data left to upcast: it stays as stored.
+      const upcast = this.#steps.has(event.type) && event.erased !== true ? this.upcast(event) : event;
       if (upcast !== event) {
         out ??= events.slice(0, i);
       }

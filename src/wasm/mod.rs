@@ -774,6 +774,7 @@ fn change_json(engine: &Engine<AnyStorage>, change: Change, seq: u64) -> Result<
         previous_head: change.previous_head(),
         head: change.head(),
         confirmed: change.confirmed,
+        erased_from: change.erased_from,
         confirmed_events: JsonFragment::trusted(&confirmed),
         pending_events: JsonFragment::trusted(&pending),
     })
