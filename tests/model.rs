@@ -8,7 +8,9 @@
 //! retries (a stored event appended again, exactly), reused ids (a known id on another
 //! event: `DUPLICATE_ID`), batches mixing both or repeating an id, invalid events,
 //! compaction, snapshots (put, get, delete, refused past the head), catching up, and
-//! crash-and-reopen of a tab. Reads check streams from a version and backwards too.
+//! crash-and-reopen of a tab; stream deletes, closes and erasures (an erased event reads
+//! with data `null`, marked, in every tab that has read the erasure; its old copy appended
+//! again is a retry). Reads check streams from a version and backwards too.
 //! `PROPTEST_CASES` sets the number of sequences (default 256).
 #![cfg(not(target_arch = "wasm32"))]
 
@@ -61,7 +63,8 @@ struct Ev {
     expect: Expect,
     /// An empty type: the event is invalid and so is its batch.
     invalid: bool,
-    /// 1: a `$StreamDeleted` event instead (a delete), 2: a `$StreamClosed` one (a close).
+    /// 1: a `$StreamDeleted` event instead (a delete), 2: a `$StreamClosed` one (a close),
+    /// 3: a `$StreamErased` one (an erasure).
     lifecycle: u8,
 }
 
@@ -123,8 +126,9 @@ fn event_strategy() -> impl Strategy<Value = Ev> {
         any::<i16>(),
         expect_strategy(),
         prop::bool::weighted(0.03),
-        // Deletes now and then, closes rarely (a closed stream takes nothing more).
-        prop_oneof![60 => Just(0u8), 3 => Just(1u8), 1 => Just(2u8)],
+        // Deletes and erasures now and then, closes rarely (a closed stream takes nothing
+        // more but its erasure).
+        prop_oneof![60 => Just(0u8), 3 => Just(1u8), 1 => Just(2u8), 2 => Just(3u8)],
     )
         .prop_map(|(id, stream, kind, data, expect, invalid, lifecycle)| Ev {
             id,
@@ -163,10 +167,12 @@ struct ModelEvent {
     kind: String,
     schema_version: u32,
     data: String,
+    erased: bool,
 }
 
 #[derive(Debug, Default)]
 struct Model {
+    /// As appended (never erased here: [`Model::view`] applies the erasures).
     events: Vec<ModelEvent>,
     versions: HashMap<String, u64>,
     /// Per stream: the version of its last `$StreamDeleted`, and whether it is closed.
@@ -197,6 +203,31 @@ impl Model {
         self.versions.get(stream).copied().unwrap_or(0)
     }
 
+    /// The first `head` events as a reader that has read them sees them: an event is
+    /// erased (data `null`) when a `$StreamErased` of its stream with a higher version is
+    /// among them.
+    fn view(&self, head: usize) -> Vec<ModelEvent> {
+        let seen = &self.events[..head];
+        let mut erased_below: HashMap<&str, u64> = HashMap::new();
+        for e in seen.iter().filter(|e| e.kind == "$StreamErased") {
+            let below = erased_below.entry(e.stream.as_str()).or_default();
+            *below = (*below).max(e.version);
+        }
+        seen.iter()
+            .map(|e| {
+                let mut e = e.clone();
+                if erased_below
+                    .get(e.stream.as_str())
+                    .is_some_and(|v| e.version < *v)
+                {
+                    e.data = "null".into();
+                    e.erased = true;
+                }
+                e
+            })
+            .collect()
+    }
+
     /// The rules, written as plainly as possible: invalid anywhere (or one id twice)
     /// refuses the batch; a known id must be the very event stored under it, and then
     /// every event of the batch must be one (a retry: nothing written, the stored
@@ -216,12 +247,14 @@ impl Model {
             .filter(|id| self.ids.contains_key(id))
             .collect();
         if !known.is_empty() {
+            let view = self.view(self.events.len());
+            // An erased stored event has only its stream, type and schema version left.
             let same = |id: &EventId, event: &NewEvent| {
-                let stored = &self.events[self.ids[id] as usize - 1];
+                let stored = &view[self.ids[id] as usize - 1];
                 stored.stream == event.stream
                     && stored.kind == event.event_type
                     && stored.schema_version == event.schema_version
-                    && stored.data == event.data.get()
+                    && (stored.erased || stored.data == event.data.get())
             };
             for (id, event) in batch {
                 if let Some(id) = id.filter(|id| self.ids.contains_key(id)) {
@@ -249,8 +282,9 @@ impl Model {
         for (id, event) in batch {
             let actual = versions.get(&event.stream).copied().unwrap_or(0);
             let (deleted_at, closed) = lifecycles.get(&event.stream).copied().unwrap_or_default();
-            // A closed stream takes nothing; right after a delete, no_stream holds too.
-            if closed {
+            // A closed stream takes nothing but its erasure; right after a delete, no_stream
+            // holds too.
+            if closed && event.event_type != "$StreamErased" {
                 return Verdict::StreamDeleted(event.stream.clone());
             }
             let ok = match event.expected_version {
@@ -290,12 +324,24 @@ impl Model {
                 kind: event.event_type.clone(),
                 schema_version: event.schema_version,
                 data: event.data.get().to_owned(),
+                erased: false,
             });
             results.push(AppendResult::Appended(position));
         }
+        let before = self.view(self.events.len());
         for e in staged {
             self.ids.insert(e.id, e.position);
             self.events.push(e);
+        }
+        // An erasure drops the snapshots taken at or after the first event it erased.
+        let after = self.view(self.events.len());
+        if let Some(first) = after
+            .iter()
+            .zip(&before)
+            .find(|(now, was)| now.erased && !was.erased)
+            .map(|(now, _)| now.position)
+        {
+            self.snapshots.retain(|_, s| s.position < first);
         }
         self.versions = versions;
         self.lifecycles = lifecycles;
@@ -334,6 +380,7 @@ fn shape(e: &Event) -> ModelEvent {
         kind: e.event_type.clone(),
         schema_version: e.schema_version,
         data: e.data.get().to_owned(),
+        erased: e.erased,
     }
 }
 
@@ -365,8 +412,9 @@ impl System {
         let mut batch = Vec::new();
         for ev in events {
             if let (Id::Retry(n), false) = (&ev.id, self.model.events.is_empty()) {
-                // The stored event again, exactly (its expectation may be stale: a retry
-                // is not checked against it).
+                // The stored event again, exactly as appended (its expectation may be
+                // stale: a retry is not checked against it; its data may have been erased
+                // since: an old copy).
                 let stored = self.model.events[n % self.model.events.len()].clone();
                 let mut event = NewEvent::new(stored.stream.as_str(), stored.kind.as_str(), &0)
                     .expect("JSON")
@@ -406,6 +454,7 @@ impl System {
                 (true, _) => "",
                 (false, 1) => "$StreamDeleted",
                 (false, 2) => "$StreamClosed",
+                (false, 3) => "$StreamErased",
                 (false, _) => TYPES[ev.kind],
             };
             let mut event = NewEvent::new(stream, kind, &serde_json::json!({ "n": ev.data }))
@@ -489,7 +538,7 @@ impl System {
                         let position = self.model.ids[&EventId::parse(&ids[0]).expect("id")];
                         prop_assert_eq!(
                             shape(&stored),
-                            self.model.events[position as usize - 1].clone()
+                            self.model.view(self.model.events.len())[position as usize - 1].clone()
                         );
                     }
                     (expected, got) => {
@@ -579,11 +628,13 @@ impl System {
             prop_assert_eq!(log.len(), model.events.len(), "tab {} is behind", tab);
         }
         prop_assert!(log.len() <= model.events.len());
-        prop_assert_eq!(&log[..], &model.events[..log.len()], "tab {}", tab);
+        // What the tab has read, with the erasures among it applied.
+        let view = model.view(log.len());
+        prop_assert_eq!(&log[..], &view[..], "tab {}", tab);
         prop_assert_eq!(engine.head(), log.len() as u64);
         let head = log.len();
         // Stream reads, type reads, ranges with limits, ids, versions: on the prefix.
-        let seen = &model.events[..head];
+        let seen = &view[..];
         for stream in STREAMS {
             // A stream reads from after its last delete (as far as this tab has read).
             let deleted_at = seen
@@ -708,7 +759,7 @@ fn run(ops: Vec<Op>, tabs: usize) -> Result<(), TestCaseError> {
         .iter()
         .map(shape)
         .collect();
-    prop_assert_eq!(log, system.model.events.clone());
+    prop_assert_eq!(log, system.model.view(system.model.events.len()));
     Ok(())
 }
 
@@ -841,5 +892,40 @@ fn the_model_applies_the_rules() {
     assert_eq!(
         model.append(&[(next(), ev("s", ExpectedVersion::Any))], &[]),
         Verdict::StreamDeleted("s".into())
+    );
+    // Erasure: a closed stream takes it; the stream's earlier events read erased (as far as
+    // a reader has read the erasure); an old copy of one is a retry; snapshots at or after
+    // the first erased event go.
+    model.snapshots.insert(
+        "p".into(),
+        SnapshotRecord {
+            name: "p".into(),
+            version: 1,
+            position: 2,
+            state: "{}".into(),
+        },
+    );
+    let erased = model.append(
+        &[(next(), life("$StreamErased", ExpectedVersion::Any))],
+        &[],
+    );
+    assert_eq!(
+        erased,
+        Verdict::Ok(vec![AppendResult::Appended(7)], vec![7])
+    );
+    let view = model.view(7);
+    assert!(view[..6].iter().all(|e| e.erased && e.data == "null"));
+    assert!(!view[6].erased);
+    assert!(
+        model.view(6).iter().all(|e| !e.erased),
+        "before the erasure"
+    );
+    assert!(model.snapshots.is_empty());
+    let old_copy = NewEvent::new("s", "T", &"other data than the erased one had")
+        .unwrap()
+        .expecting(ExpectedVersion::NoStream);
+    assert_eq!(
+        model.append(&[(Some(id), old_copy)], &[]),
+        Verdict::Ok(vec![AppendResult::Duplicate(1)], vec![7])
     );
 }
