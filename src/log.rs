@@ -354,8 +354,21 @@ impl LogState {
             through,
             ..Retained::default()
         };
-        for (stream, list) in &self.index.streams {
-            let held = list.partition_point(|p| *p <= through) as u64;
+        // Every stream with events up to the cut: those with held events, and those an
+        // earlier cut dropped wholly (only their base is left).
+        let streams = self.index.streams.keys().chain(
+            self.index
+                .bases
+                .keys()
+                .filter(|s| !self.index.streams.contains_key(*s)),
+        );
+        for stream in streams {
+            let held = self
+                .index
+                .streams
+                .get(stream)
+                .map_or(0, |list| list.partition_point(|p| *p <= through))
+                as u64;
             let version = self.index.base(stream) + held;
             if version == 0 {
                 continue;
@@ -887,11 +900,14 @@ impl LogState {
         self.check_retained(query)?;
         // A complete log answers queries by stream, type or correlation from its indexes,
         // which hold no dropped position.
-        if query.is_range()
-            && !self.holds_after(query.after)
-            && query.to.is_none_or(|to| to > query.after)
-        {
-            return Err(self.not_held(query.after + 1));
+        // The lowest position a range read needs: newest first, only the `limit` newest.
+        let to = query.to.unwrap_or(self.head).min(self.head);
+        let lowest = match (query.backwards, query.limit) {
+            (true, Some(limit)) => query.after.max(to.saturating_sub(limit as u64)),
+            _ => query.after,
+        };
+        if query.is_range() && !self.holds_after(lowest) && to > query.after {
+            return Err(self.not_held(lowest + 1));
         }
         Ok(())
     }

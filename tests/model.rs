@@ -929,3 +929,309 @@ fn the_model_applies_the_rules() {
         Verdict::Ok(vec![AppendResult::Duplicate(1)], vec![7])
     );
 }
+
+// ---- truncation (retention, issue 13 item 5) ----------------------------------------------------
+//
+// The same operations on synced tabs (each append is pushed and pulled at once, through an
+// in-memory server, so the replica's log is the model's), with retention cuts in between:
+// a tab drops the confirmed events up to `head - keep`. The model keeps its whole log and
+// where the cut is; after every step each tab must read what the model says of the part it
+// holds, refuse with NOT_RETAINED exactly the reads that need a dropped event (whole-log
+// reads from the start; a stream whose visible events were dropped; a newest-first read the
+// kept events cannot fill), and count the dropped events in stream versions and in the
+// append rules. Appends reusing the id of a dropped event are left out (the replica no
+// longer knows it; the server judges it: `tests/retention.rs`).
+
+#[derive(Debug, Clone)]
+enum CutOp {
+    Append { tab: usize, events: Vec<Ev> },
+    Cut { tab: usize, keep: u64 },
+    CatchUp { tab: usize },
+    Compact { tab: usize },
+    Reopen { tab: usize },
+}
+
+fn cut_op_strategy(tabs: usize) -> impl Strategy<Value = CutOp> {
+    let tab = 0..tabs;
+    prop_oneof![
+        10 => (tab.clone(), prop::collection::vec(event_strategy(), 1..5))
+            .prop_map(|(tab, events)| CutOp::Append { tab, events }),
+        4 => (tab.clone(), 0u64..6).prop_map(|(tab, keep)| CutOp::Cut { tab, keep }),
+        2 => tab.clone().prop_map(|tab| CutOp::CatchUp { tab }),
+        1 => tab.clone().prop_map(|tab| CutOp::Compact { tab }),
+        2 => tab.prop_map(|tab| CutOp::Reopen { tab }),
+    ]
+}
+
+struct CutSystem {
+    system: System,
+    server: std::rc::Rc<annals::testing::memory_server::MemoryServer>,
+    syncs: Vec<annals::sync::client::SyncClient<annals::testing::in_process::InProcessTransport>>,
+    /// Where the store was cut (the model's log is whole).
+    dropped: u64,
+}
+
+fn open_synced(storage: &MemoryStorage) -> Engine<MemoryStorage> {
+    let options = EngineOptions {
+        clock: Box::new(FixedClock::at(TIME)),
+        ids: Box::new(Uuidv7::new()),
+        synced: true,
+        ..EngineOptions::default()
+    };
+    block_on(Engine::open(storage.another_handle(), options)).expect("open")
+}
+
+fn not_retained<T: std::fmt::Debug>(result: annals::Result<T>) -> Result<(), TestCaseError> {
+    prop_assert!(
+        matches!(result, Err(Error::NotRetained { .. })),
+        "expected NOT_RETAINED, got {:?}",
+        result
+    );
+    Ok(())
+}
+
+impl CutSystem {
+    fn new(tabs: usize) -> Self {
+        let storage = MemoryStorage::new();
+        let server = std::rc::Rc::new(annals::testing::memory_server::MemoryServer::new());
+        let syncs = (0..tabs)
+            .map(|_| {
+                annals::sync::client::SyncClient::new(
+                    annals::testing::in_process::InProcessTransport::new(server.clone(), "m"),
+                    annals::sync::client::SyncOptions::default(),
+                )
+            })
+            .collect();
+        CutSystem {
+            system: System {
+                tabs: (0..tabs).map(|_| open_synced(&storage)).collect(),
+                storage,
+                model: Model::default(),
+                known_ids: Vec::new(),
+                next_id: 0,
+            },
+            server,
+            syncs,
+            dropped: 0,
+        }
+    }
+
+    fn sync(&self, tab: usize) {
+        let report = block_on(self.syncs[tab].sync(&self.system.tabs[tab])).expect("sync");
+        assert!(report.rejected.is_empty(), "{report:?}");
+    }
+
+    fn step(&mut self, op: &CutOp) -> Result<(), TestCaseError> {
+        match op {
+            CutOp::Append { tab, events } => {
+                let batch = self.system.build(*tab, events);
+                let dropped = self.dropped;
+                let model = &self.system.model;
+                if batch.iter().any(|(id, _)| {
+                    id.is_some_and(|id| model.ids.get(&id).is_some_and(|p| *p <= dropped))
+                }) {
+                    return Ok(()); // an id the replica no longer holds: see above
+                }
+                // The appending tab has pulled everything (it appends at the model's head).
+                block_on(self.system.tabs[*tab].catch_up()).expect("catch up");
+                let engine = &self.system.tabs[*tab];
+                let outcome =
+                    block_on(engine.append(batch.iter().map(|(_, e)| e.clone()).collect()));
+                let mut assigned = Vec::new();
+                if let Ok(outcome) = &outcome {
+                    for ((id, _), result) in batch.iter().zip(&outcome.results) {
+                        if let (None, AppendResult::Appended(p)) = (id, result) {
+                            let read = engine
+                                .read(&ReadQuery {
+                                    after: p - 1,
+                                    limit: Some(1),
+                                    ..ReadQuery::default()
+                                })
+                                .expect("read");
+                            assigned.push(read[0].id);
+                        }
+                    }
+                }
+                let expected = self.system.model.append(&batch, &assigned);
+                match (&expected, &outcome) {
+                    (Verdict::Ok(results, versions), Ok(outcome)) => {
+                        prop_assert_eq!(results, &outcome.results);
+                        prop_assert_eq!(versions, &outcome.stream_versions);
+                        for (id, result) in batch.iter().map(|(id, _)| id).zip(results) {
+                            if let (Some(id), AppendResult::Appended(_)) = (id, result) {
+                                self.system.known_ids.push(*id);
+                            }
+                        }
+                        self.system.known_ids.extend(assigned);
+                    }
+                    (
+                        Verdict::WrongVersion { actual, .. },
+                        Err(Error::WrongExpectedVersion { actual: a, .. }),
+                    ) => {
+                        prop_assert_eq!(actual, a);
+                    }
+                    (Verdict::Invalid, Err(Error::InvalidEvent(_)))
+                    | (Verdict::StreamDeleted(_), Err(Error::StreamDeleted(_)))
+                    | (Verdict::DuplicateId(_), Err(Error::DuplicateId { .. })) => {}
+                    (expected, got) => {
+                        return Err(TestCaseError::fail(format!(
+                            "the model says {expected:?}, the engine did {got:?}"
+                        )))
+                    }
+                }
+                self.sync(*tab);
+                prop_assert_eq!(
+                    self.system.tabs[*tab].confirmed_head(),
+                    self.system.model.events.len() as u64
+                );
+                prop_assert_eq!(self.server.head("m"), self.system.model.events.len() as u64);
+            }
+            CutOp::Cut { tab, keep } => {
+                let engine = &self.system.tabs[*tab];
+                block_on(engine.catch_up()).expect("catch up");
+                let through = engine.confirmed_head().saturating_sub(*keep);
+                let result = block_on(engine.drop_through(through));
+                if through > self.dropped {
+                    prop_assert!(result.is_ok(), "{result:?}");
+                    self.dropped = through;
+                    // Known ids (for reuse) are those the replica still holds.
+                    let (model, dropped) = (&self.system.model, self.dropped);
+                    self.system.known_ids.retain(|id| model.ids[id] > dropped);
+                } else {
+                    prop_assert!(
+                        matches!(result, Err(Error::InvalidArgument(_))),
+                        "{result:?}"
+                    );
+                }
+                prop_assert_eq!(engine.dropped(), self.dropped);
+            }
+            CutOp::CatchUp { tab } => {
+                block_on(self.system.tabs[*tab].catch_up()).expect("catch up");
+                prop_assert_eq!(self.system.tabs[*tab].dropped(), self.dropped);
+            }
+            CutOp::Compact { tab } => {
+                block_on(self.system.tabs[*tab].compact()).expect("compact");
+            }
+            CutOp::Reopen { tab } => {
+                let fresh = open_synced(&self.system.storage);
+                drop(std::mem::replace(&mut self.system.tabs[*tab], fresh));
+                prop_assert_eq!(self.system.tabs[*tab].dropped(), self.dropped);
+            }
+        }
+        for tab in 0..self.system.tabs.len() {
+            self.check(tab)?;
+        }
+        Ok(())
+    }
+
+    /// What a tab reads: the model's log from where the tab's view is cut, up to its head.
+    fn check(&self, tab: usize) -> Result<(), TestCaseError> {
+        let engine = &self.system.tabs[tab];
+        let (dropped, head) = (engine.dropped(), engine.head() as usize);
+        prop_assert!(dropped <= self.dropped);
+        prop_assert_eq!(engine.pending_count(), 0);
+        let view = self.system.model.view(head);
+        let seen = &view[..];
+        let read = |query: ReadQuery| {
+            engine
+                .read(&query)
+                .map(|l| l.iter().map(shape).collect::<Vec<_>>())
+        };
+        let held = read(ReadQuery {
+            after: dropped,
+            ..ReadQuery::default()
+        })
+        .expect("read what is held");
+        prop_assert_eq!(&held[..], &seen[dropped as usize..], "tab {}", tab);
+        if dropped > 0 {
+            not_retained(read(ReadQuery::default()))?;
+            let by_type = ReadQuery {
+                event_type: Some(TYPES[0].into()),
+                ..ReadQuery::default()
+            };
+            not_retained(read(by_type))?;
+        }
+        for stream in STREAMS {
+            let deleted_at = seen
+                .iter()
+                .filter(|e| e.stream == stream && e.kind == "$StreamDeleted")
+                .map(|e| e.version)
+                .max()
+                .unwrap_or(0);
+            let visible: Vec<ModelEvent> = seen
+                .iter()
+                .filter(|e| e.stream == stream && e.version > deleted_at)
+                .cloned()
+                .collect();
+            let got = read(ReadQuery {
+                stream: Some(stream.into()),
+                ..ReadQuery::default()
+            });
+            if visible.iter().any(|e| e.position <= dropped) {
+                not_retained(got)?;
+            } else {
+                prop_assert_eq!(got.expect("read"), visible);
+            }
+            prop_assert_eq!(
+                engine.stream_version(stream),
+                seen.iter().filter(|e| e.stream == stream).count() as u64
+            );
+        }
+        let newest = read(ReadQuery {
+            backwards: true,
+            limit: Some(3),
+            ..ReadQuery::default()
+        });
+        if head as u64 - dropped >= 3 || dropped == 0 {
+            let expected: Vec<ModelEvent> = seen.iter().rev().take(3).cloned().collect();
+            prop_assert_eq!(newest.expect("read"), expected);
+        } else {
+            not_retained(newest)?;
+        }
+        Ok(())
+    }
+}
+
+fn run_with_cuts(ops: Vec<CutOp>, tabs: usize) -> Result<(), TestCaseError> {
+    let mut system = CutSystem::new(tabs);
+    for (i, op) in ops.iter().enumerate() {
+        system
+            .step(op)
+            .map_err(|e| TestCaseError::fail(format!("step {i} ({op:?}): {e}")))?;
+    }
+    // A store opened at the end holds the model's log from the cut on.
+    let reopened = open_synced(&system.system.storage);
+    prop_assert_eq!(reopened.dropped(), system.dropped);
+    let held: Vec<ModelEvent> = reopened
+        .read(&ReadQuery {
+            after: system.dropped,
+            ..ReadQuery::default()
+        })
+        .expect("read")
+        .iter()
+        .map(shape)
+        .collect();
+    let model = &system.system.model;
+    prop_assert_eq!(
+        &held[..],
+        &model.view(model.events.len())[system.dropped as usize..]
+    );
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        max_shrink_iters: 4096,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn one_tab_with_retention_cuts_follows_the_model(ops in prop::collection::vec(cut_op_strategy(1), 1..40)) {
+        run_with_cuts(ops, 1)?;
+    }
+
+    #[test]
+    fn two_tabs_with_retention_cuts_follow_the_model(ops in prop::collection::vec(cut_op_strategy(2), 1..40)) {
+        run_with_cuts(ops, 2)?;
+    }
+}

@@ -419,3 +419,33 @@ fn a_new_server_epoch_pulls_the_whole_log_again() {
     assert_eq!(replica.engine.dropped(), 0, "a reset log starts at 1 again");
     assert_eq!(replica.read(ReadQuery::default()).unwrap(), [1]);
 }
+
+#[test]
+fn a_second_cut_keeps_the_places_of_streams_the_first_one_dropped_wholly() {
+    // Found by the model test: the second cut's record forgot `old`, dropped wholly by the
+    // first, so a replica opened after it counted `old` from 0.
+    let server = Rc::new(MemoryServer::new());
+    let replica = twenty_confirmed(&server);
+    block_on(replica.engine.drop_through(8)).unwrap(); // all of `old`
+    block_on(replica.engine.drop_through(18)).unwrap();
+    assert_eq!(replica.engine.stream_version("old"), 8);
+    let later = Replica::on(&server, replica.engine.storage().another_handle());
+    assert_eq!(later.engine.stream_version("old"), 8);
+    let conflict = later.append("old", ExpectedVersion::NoStream).unwrap_err();
+    assert_eq!(conflict.code(), "WRONG_EXPECTED_VERSION");
+}
+
+#[test]
+fn a_newest_first_read_that_the_kept_events_fill_is_answered() {
+    // Found by the model test: a cut leaving exactly `limit` events refused the read.
+    let server = Rc::new(MemoryServer::new());
+    let replica = twenty_confirmed(&server);
+    block_on(replica.engine.drop_through(17)).unwrap();
+    let newest = |limit| ReadQuery {
+        backwards: true,
+        limit: Some(limit),
+        ..ReadQuery::default()
+    };
+    assert_eq!(replica.read(newest(3)).unwrap(), [20, 19, 18]);
+    assert_eq!(replica.read(newest(4)).unwrap_err().code(), "NOT_RETAINED");
+}
