@@ -37,6 +37,8 @@ export interface CommandsHost {
   /** Whether the core holds the whole log (else `whenComplete` first: decide reads a stream). */
   isComplete(): boolean;
   whenComplete(): Promise<void>;
+  /** Confirmed positions up to this one were dropped by retention (0: none). */
+  dropped?(): number;
   read(query: LogQuery): AnnalsEvent[];
   /** The core's execute plan: `CommandPlanRequest` JSON in, the batch to append (`PlannedEvent[]` JSON) out. */
   planCommand(requestJson: string): string;
@@ -313,7 +315,10 @@ export class Commands {
  */
 function lastDelete(host: CommandsHost, stream: string, after: number, to?: number): AnnalsEvent | undefined {
   let last: AnnalsEvent | undefined;
-  for (const event of host.read({ type: "$StreamDeleted", after, ...(to === undefined ? {} : { to }) })) {
+  // Deletes that retention dropped need not be found: the stream's reads skip up to them
+  // already, and right after one `no_stream` (what version 0 appends with) holds.
+  const from = Math.max(after, host.dropped?.() ?? 0);
+  for (const event of host.read({ type: "$StreamDeleted", after: from, ...(to === undefined ? {} : { to }) })) {
     if (event.stream === stream) last = event;
   }
   return last;

@@ -14,6 +14,7 @@ import type {
   ExecuteOptions,
   OpenOptions,
   Projection,
+  RetainOptions,
   SyncOptions,
 } from "./types.js";
 
@@ -36,6 +37,8 @@ export interface Settings {
   shared: boolean;
   snapshotEvery: number;
   sync: SyncOptions | undefined;
+  /** Bounded local storage (`retain`), checked: only with `sync` (absent without `retain`). */
+  retain?: RetainOptions;
 }
 
 export interface ProjectionSpec {
@@ -121,6 +124,7 @@ export function parseOpenOptions(options: OpenOptions<EventShape, unknown, Aggre
     aggregates.set(key, d as AnyAggregate);
   }
   const sync = options.sync === undefined ? undefined : parseSyncOptions(options.sync);
+  const retain = parseRetain(options.retain, sync !== undefined);
 
   const core: Record<string, unknown> = {};
   if (options.maxEventBytes !== undefined) core.maxEventBytes = wholeNumber("maxEventBytes", options.maxEventBytes);
@@ -142,7 +146,29 @@ export function parseOpenOptions(options: OpenOptions<EventShape, unknown, Aggre
   // first; the rest is read in the background.
   core.lazy = true;
   const schemas = parseEventSchemas((options as { events?: unknown }).events);
-  return { settings: { name, storage, shared, snapshotEvery, sync }, checkpointEvery, projections, aggregates, schemas, core };
+  const settings: Settings = { name, storage, shared, snapshotEvery, sync };
+  if (retain) settings.retain = retain;
+  return { settings, checkpointEvery, projections, aggregates, schemas, core };
+}
+
+/** Checks `retain`: `{ events: N }`, N a whole number of at least 1, on a synced store. */
+export function parseRetain(retain: unknown, synced: boolean): RetainOptions | undefined {
+  if (retain === undefined) return undefined;
+  if (typeof retain !== "object" || retain === null || Array.isArray(retain)) {
+    throw invalidArgument("`retain` must be an object such as { events: 10000 }");
+  }
+  const unknown = Object.keys(retain).filter((k) => k !== "events");
+  if (unknown.length > 0) throw invalidArgument(`\`retain\` takes { events }, not ${unknown.map((k) => `\`${k}\``).join(", ")}`);
+  const { events } = retain as { events?: unknown };
+  if (typeof events !== "number" || !Number.isInteger(events) || events < 1 || events > Number.MAX_SAFE_INTEGER) {
+    throw invalidArgument(`\`retain.events\` must be a whole number of at least 1 (the newest confirmed events kept), got ${String(events)}`);
+  }
+  if (!synced) {
+    throw invalidArgument(
+      "`retain` needs `sync`: it drops confirmed events that the sync server keeps, and a store without sync has no other copy of its log",
+    );
+  }
+  return { events };
 }
 
 export function parseSyncOptions(sync: unknown): SyncOptions {

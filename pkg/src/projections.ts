@@ -107,6 +107,7 @@ export type ProjectionCore = Pick<
   | "putSnapshot"
   | "deleteSnapshot"
   | "positionsOf"
+  | "dropped"
 >;
 
 /** The core's rules projections follow: checkpoint plans and snapshot trust. */
@@ -143,6 +144,11 @@ export interface ProjectionsHost {
   readonly rebuild: RebuildSettings;
   /** A background rebuild's progress. */
   rebuildProgress(progress: RebuildProgress): void;
+  /**
+   * Confirmed events `after + 1 ..= to` that retention dropped here (`core.dropped`), from
+   * the sync server, as this build reads them; `NOT_RETAINED` when it cannot be asked.
+   */
+  fetchDropped(after: number, to: number, what: string): Promise<AnnalsEvent[]>;
 }
 
 export class Projections {
@@ -270,6 +276,13 @@ export class Projections {
     // seen while loading.
     let from = core.confirmedHead;
     for (const rt of runtimes) if (!rt.rebuilding) from = Math.min(from, rt.position);
+    // A projection whose snapshot does not cover what retention dropped (a new one, a
+    // changed version) folds that part from the server's log first.
+    if (from < core.dropped) {
+      for (const rt of runtimes) if (!rt.rebuilding) await this.#foldDropped(rt);
+      if (core.logGeneration !== generation) return undefined;
+      from = Math.max(from, core.dropped);
+    }
     await core.loadFrom(from);
     if (core.logGeneration !== generation) return undefined;
     confirmed = core.confirmedHead;
@@ -350,6 +363,10 @@ export class Projections {
         progress(rt.position, total);
       }
       if (rt.blockedAt !== undefined || rt.position >= total) break;
+      if (rt.position < host.core.dropped) {
+        await this.#foldDropped(rt);
+        continue;
+      }
       // A lazily opened log may not hold these events yet: the background load brings them.
       const readable = rt.position < host.core.loadedAfter ? rt.position : Math.min(host.core.readableTo(rt.position), total);
       if (readable <= rt.position) {
@@ -513,6 +530,15 @@ export class Projections {
   }
 
   /** Folds confirmed events after the projection's position into its confirmed state, taking checkpoints. */
+  /** Folds what retention dropped and `rt` has not folded yet, from the server's log. */
+  async #foldDropped(rt: ProjectionRuntime): Promise<void> {
+    const dropped = this.#host.core.dropped;
+    if (rt.position >= dropped || rt.blockedAt !== undefined) return;
+    const what = `projection "${rt.name}" (folded up to position ${rt.position})`;
+    const events = await this.#host.fetchDropped(rt.position, dropped, what);
+    this.#foldConfirmed(rt, events);
+  }
+
   #foldConfirmed(rt: ProjectionRuntime, events: readonly AnnalsEvent[]): void {
     if (rt.blockedAt !== undefined) return;
     let from = 0;
@@ -779,10 +805,20 @@ export class Projections {
     // Stepping back past the visited states: keep the ones just before the target too.
     const trailFrom =
       remembers && whatIfKey === undefined && rt.steppingBack(target) ? Math.max(target - STEP_BACK_TRAIL, 1) : Infinity;
+    // Below what retention kept: that part of the log comes from the sync server.
+    const start = base?.position ?? 0;
+    const dropped = host.core.dropped;
+    const early =
+      start < dropped ? await host.fetchDropped(start, Math.min(target, dropped), `stateAt("${rt.name}", ${target})`) : [];
+    host.checkOpen();
     this.#stoppedAt = undefined;
-    for (let after = base?.position ?? 0; after < target; after += REPLAY_CHUNK) {
+    for (let after = start; after < target; after += REPLAY_CHUNK) {
       const to = Math.min(after + REPLAY_CHUNK, target);
-      const events = this.#range(after, to);
+      // Fetched events are gapless from `start + 1`; the rest is held here.
+      const events =
+        after < dropped && early.length > 0
+          ? early.slice(after - start, Math.min(to, dropped) - start).concat(this.#range(Math.min(to, dropped), to))
+          : this.#range(after, to);
       if (skips) {
         state = this.#foldWhatIf(rt, state, events, skips, whatIfKey!, generation === host.generation() ? Math.min(target - 1, confirmedTo) : after);
       } else {

@@ -20,6 +20,7 @@ import type {
   Change,
   ClosedInfo,
   CompactionReport,
+  StorageReport,
   EventQuery,
   EventShape,
   ExecuteOptions,
@@ -355,6 +356,9 @@ class StoreHandle implements AnyStore {
   }
   compact(): Promise<CompactionReport> {
     return this.#async((s) => s.compact());
+  }
+  storage(): Promise<StorageReport> {
+    return this.#async((s) => s.storage());
   }
   close(): Promise<void> {
     return this.release();

@@ -22,15 +22,24 @@ async function credentials(sync: SyncOptions): Promise<Record<string, string>> {
   return { ...checkSyncHeaders(extra), authorization: `Bearer ${token}` };
 }
 
-/** Calls `onPage` with each page of the server's confirmed log, in order, until its head. */
-export async function pullServerLog(sync: SyncOptions, onPage: (events: AnnalsEvent[]) => Promise<void>): Promise<number> {
+/**
+ * Calls `onPage` with each page of the server's confirmed log, in order, until its head (or,
+ * with `range`, the pages holding positions `range.after + 1 ..= range.to`, the last one cut there).
+ */
+export async function pullServerLog(
+  sync: SyncOptions,
+  onPage: (events: AnnalsEvent[]) => Promise<void>,
+  range?: { after: number; to: number },
+): Promise<number> {
   const headers = await credentials(sync);
   const base = `${sync.url.replace(/\/+$/, "")}/v1/stores/${encodeURIComponent(sync.store)}/pull`;
-  let after = 0;
+  let after = range?.after ?? 0;
+  const to = range?.to ?? Infinity;
   for (;;) {
+    if (after >= to) return after;
     let response: Response;
     try {
-      response = await fetch(`${base}?after=${after}&limit=${PAGE}&wait=0`, { headers });
+      response = await fetch(`${base}?after=${after}&limit=${Math.min(PAGE, to - after)}&wait=0`, { headers });
     } catch (error) {
       throw new AnnalsError("OFFLINE", `the sync server at ${sync.url} did not answer: ${String(error)}`, { cause: error });
     }
@@ -41,8 +50,9 @@ export async function pullServerLog(sync: SyncOptions, onPage: (events: AnnalsEv
     const page = (await response.json()) as PullPage;
     if (!Array.isArray(page.events)) throw new AnnalsError("SERVER", "the sync server's pull answer has no events");
     if (page.events.length > 0) {
-      await onPage(page.events);
-      after = page.events[page.events.length - 1]!.position;
+      const last = page.events[page.events.length - 1]!.position;
+      await onPage(last > to ? page.events.filter((e) => e.position <= to) : page.events);
+      after = last;
     }
     if (!page.more || page.events.length === 0) return after;
   }

@@ -26,6 +26,7 @@ import {
 import { adoptOrphans, keepOrphans } from "./orphans.js";
 import { Projections } from "./projections.js";
 import { ReactorRuntime, type ReactorHost } from "./reactor.js";
+import { Retention, requestPersistence } from "./retention.js";
 import { openBroadcastChannel, Tabs } from "./tabs.js";
 import { type Evolution, parseEvolution } from "./upcast.js";
 import type {
@@ -52,6 +53,7 @@ import type {
   RejectedEvent,
   Rejection,
   StateAtOptions,
+  StorageReport,
   Store,
   StreamLifecycleEvent,
   StreamLifecycleOptions,
@@ -115,6 +117,7 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
   readonly #leader: Leader;
   readonly #completion: LogCompletion;
   readonly #debugging: Debugging;
+  readonly #retention: Retention;
   readonly #reactors = new Map<string, ReactorRuntime>();
   /** Work that close waits for (appends, catch-ups, compensations, snapshot deletes). */
   readonly #inflight = new Set<Promise<unknown>>();
@@ -160,8 +163,9 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
       {
         core: wasm,
         rules,
-        // A private memory store is gone once closed: nobody could read its snapshots.
-        snapshots: storage === "indexeddb" || shared,
+        // A private memory store is gone once closed: nobody could read its snapshots (but
+        // retention keeps what they cover only).
+        snapshots: storage === "indexeddb" || shared || plan.settings.retain !== undefined,
         snapshotEvery: plan.settings.snapshotEvery,
         ...heads,
         generation: () => this.#generation,
@@ -176,6 +180,7 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
         unknownEvents: evolution.unknownEvents,
         rebuild: evolution.rebuild,
         rebuildProgress: (progress: RebuildProgress) => this.#events.emit("rebuild", progress),
+        fetchDropped: (after, to, what) => this.#retention.fetch(after, to, what),
       },
       plan.projections,
       plan.checkpointEvery,
@@ -199,6 +204,7 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
         checkOpen: () => this.#checkOpen(),
         isComplete: () => wasm.isComplete,
         whenComplete: () => this.#completion.whenComplete(),
+        dropped: () => wasm.dropped,
         read: (query) => this.#read(query),
         planCommand: (requestJson) => rules.planCommand(requestJson),
         commandResult: (stream, commandId) => wasm.commandResult(stream, commandId),
@@ -210,9 +216,24 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
       plan.aggregates,
       signal,
     );
+    this.#retention = new Retention(
+      {
+        core: wasm,
+        sync: plan.settings.sync,
+        projections: () => this.#projections.specs(),
+        upcast: (events) => evolution.upcasters.upcastEvents(events),
+        isClosed,
+        track,
+        reportError,
+        cut: () => this.#tabs.announceChange(),
+      },
+      plan.settings.retain,
+      signal,
+    );
     this.#tabs = new Tabs(
       {
         ...heads,
+        dropped: () => wasm.dropped,
         isClosed,
         onPeerHeads: (kind, head, confirmed) => this.#onPeerHeads(kind, head, confirmed),
         onRemoteStatus: (status) => this.#leader.setRemoteStatus(status),
@@ -312,6 +333,8 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
       signal,
     );
     if (storage === "indexeddb") {
+      // The browser may evict an origin's storage when space runs short, unless asked not to.
+      void requestPersistence();
       await adoptOrphans({
         name,
         synced: sync !== undefined,
@@ -529,6 +552,7 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
       this.#events.emit("change", change);
     }
     this.#projections.schedule();
+    this.#retention.schedule();
     if (c.confirmed !== c.previousHead || c.reset || c.rebased) {
       for (const reactor of this.#reactors.values()) reactor.wake();
     }
@@ -785,7 +809,15 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
       await this.#completion.whenComplete();
       this.#checkOpen();
     }
-    return this.#read(query) as AnnalsEvent<Extract<E, { type: T }>>[];
+    try {
+      return this.#read(query) as AnnalsEvent<Extract<E, { type: T }>>[];
+    } catch (error) {
+      // Below what retention kept: the dropped part comes from the sync server.
+      if (!(error instanceof AnnalsError) || error.code !== "NOT_RETAINED") throw error;
+      const events = await this.#retention.read(query ?? {}, (q) => this.#read(q));
+      this.#checkOpen();
+      return events as AnnalsEvent<Extract<E, { type: T }>>[];
+    }
   }
 
   on(event: "change", listener: (change: Change<E>) => void): () => void;
@@ -930,7 +962,13 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
   async compact(): Promise<CompactionReport> {
     this.#checkOpen();
     const raw = (await this.#track(this.#wasm.compact()).catch(rethrow)) as string;
+    await this.#retention.apply().catch(rethrow);
     return JSON.parse(raw) as CompactionReport;
+  }
+
+  async storage(): Promise<StorageReport> {
+    this.#checkOpen();
+    return this.#retention.report();
   }
 
   close(): Promise<void> {

@@ -17,7 +17,9 @@ export const SYNC_ANSWER_MS = 30_000;
 
 /** What a tab says (without the version, which `post` adds). */
 export type TabMessageBody =
-  | { kind: "change"; head: number; confirmed: number }
+  // `dropped`: where retention cut the log (absent: no cut), so that a cut alone, which moves
+  // no head, still makes the other tabs read it.
+  | { kind: "change"; head: number; confirmed: number; dropped?: number }
   | { kind: "hello" }
   | { kind: "here"; head: number; confirmed: number }
   | { kind: "status"; status: CoreSyncStatus }
@@ -44,8 +46,10 @@ export interface ChannelLike {
 export interface TabsHost {
   head(): number;
   confirmedHead(): number;
+  /** Confirmed positions up to this one were dropped by retention (0: none). */
+  dropped?(): number;
   isClosed(): boolean;
-  /** Another tab's heads differ from this one's: read what it wrote. */
+  /** Another tab's heads (or retention cut) differ from this one's: read what it wrote. */
   onPeerHeads(kind: "here" | "change", head: number, confirmed: number): void;
   /** The syncing tab's status, heard by a tab that does not sync. */
   onRemoteStatus(status: CoreSyncStatus): void;
@@ -207,7 +211,9 @@ export class Tabs {
     if (this.#announcing === undefined) return;
     clearTimeout(this.#announcing);
     this.#announcing = undefined;
-    this.#post({ kind: "change", head: this.#host.head(), confirmed: this.#host.confirmedHead() });
+    const dropped = this.#host.dropped?.() ?? 0;
+    const heads = { head: this.#host.head(), confirmed: this.#host.confirmedHead() };
+    this.#post(dropped > 0 ? { kind: "change", ...heads, dropped } : { kind: "change", ...heads });
   }
 
   #receive(data: unknown): void {
@@ -273,7 +279,11 @@ export class Tabs {
         return;
       case "here":
       case "change":
-        if (message.head !== host.head() || message.confirmed !== host.confirmedHead()) {
+        if (
+          message.head !== host.head() ||
+          message.confirmed !== host.confirmedHead() ||
+          (message.kind === "change" && (message.dropped ?? 0) > (host.dropped?.() ?? 0))
+        ) {
           host.onPeerHeads(message.kind, message.head, message.confirmed);
         }
         return;

@@ -157,6 +157,33 @@ export interface StoreOptions {
    * stays synced.
    */
   sync?: SyncOptions;
+  /**
+   * Bounded local storage (needs `sync`): keep at least the newest `events` confirmed
+   * events locally, and drop older ones once every projection's snapshot covers them (the
+   * sync server keeps them all). The outbox and the snapshots are always kept. Reads and
+   * `stateAt` below the kept range ask the server, or fail with `NOT_RETAINED` offline.
+   */
+  retain?: RetainOptions;
+}
+
+/** The `retain` option: how much of the confirmed log a synced store keeps locally. */
+export interface RetainOptions {
+  /** The newest confirmed events always kept (at least 1). */
+  events: number;
+}
+
+/** What `store.storage()` reports. */
+export interface StorageReport {
+  /** Bytes the origin uses, as the browser estimates them (undefined where unknown, e.g. Node). */
+  usage: number | undefined;
+  /** Bytes the origin may use. */
+  quota: number | undefined;
+  /** Whether the browser keeps the origin's storage when space runs short (`navigator.storage.persist()`, asked on open). */
+  persisted: boolean | undefined;
+  /** The confirmed positions held locally: `from` to `to` (`events` of them; `dropped` before `from` were dropped by retention). */
+  retained: { from: number; to: number; events: number; dropped: number };
+  /** The `retain` option the store was opened with. */
+  retain: RetainOptions | undefined;
 }
 
 /** The options of a store with events `E`, projection states `S` and aggregates `A`. */
@@ -694,8 +721,10 @@ export interface Store<E extends EventShape = EventShape, S = Record<string, unk
   react<T extends E["type"]>(options: ReactorOptions<E, A, T>): Reactor;
   /** Reads what other tabs appended now (it also happens on their broadcast). */
   catchUp(): Promise<Change<E>>;
-  /** Merges small storage segments. */
+  /** Merges small storage segments (and, with `retain`, drops what the policy lets go). */
   compact(): Promise<CompactionReport>;
+  /** The browser's usage, quota and persistence for this origin, and the confirmed range held locally. */
+  storage(): Promise<StorageReport>;
   /** Writes final snapshots, waits for writes in flight, and closes. Later calls fail with CLOSED. */
   close(): Promise<void>;
 }

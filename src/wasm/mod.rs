@@ -5,6 +5,7 @@
 //! Every method that can fail rejects (or throws) a real JS `Error` whose `name` is
 //! `"AnnalsError"` and whose `code` is [`Error::code`].
 
+mod retention;
 mod rules;
 mod storage;
 

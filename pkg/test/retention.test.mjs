@@ -1,0 +1,182 @@
+// Bounded local storage (issue 13, item 5): `retain: { events }` lets a synced store drop
+// the confirmed events every projection's snapshot covers, keeping the newest ones and the
+// outbox; reads and stateAt below the kept range come from the sync server, or fail with
+// NOT_RETAINED naming the range offline; a store opened after the cut works; storage()
+// reports the range kept.
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+
+import { openStore } from "annals";
+
+import { rejectsWith, uniqueName } from "./helpers.mjs";
+import { installOnlineSwitch, skipWithoutServer, startServer } from "./server.mjs";
+
+const sum = { initial: 0, apply: (s, e) => (e.type === "Added" ? s + e.data.n : s), version: 1 };
+const count = { initial: 0, apply: (s) => s + 1, version: 1 };
+/** Decides an `Added` of 1 on any stream; its state counts the stream's events. */
+const tally = { initial: 0, evolve: (s) => s + 1, decide: () => [{ type: "Added", data: { n: 1 } }] };
+
+describe("retain: options", () => {
+  test("needs sync, a whole number of events of at least 1, and nothing else", async () => {
+    const sync = { url: "http://127.0.0.1:9", store: "s", token: "t" };
+    const open = (options) => openStore({ name: uniqueName("retain"), storage: "memory", ...options });
+    const local = await rejectsWith(open({ retain: { events: 10 } }), "INVALID_ARGUMENT");
+    assert.match(local.message, /needs `sync`/);
+    assert.match(local.message, /no other copy/);
+    await rejectsWith(open({ sync, retain: { events: 0 } }), "INVALID_ARGUMENT");
+    await rejectsWith(open({ sync, retain: { events: 2.5 } }), "INVALID_ARGUMENT");
+    await rejectsWith(open({ sync, retain: 10 }), "INVALID_ARGUMENT");
+    const bytes = await rejectsWith(open({ sync, retain: { events: 10, bytes: 1 } }), "INVALID_ARGUMENT");
+    assert.match(bytes.message, /`bytes`/);
+  });
+
+  test("storage() reports the whole log kept when nothing was dropped (and no browser estimate in Node)", async () => {
+    const store = await openStore({ name: uniqueName("report"), storage: "memory" });
+    await store.appendMany([{ stream: "a", type: "T" }, { stream: "a", type: "T" }]);
+    const report = await store.storage();
+    assert.deepEqual(report.retained, { from: 1, to: 2, events: 2, dropped: 0 });
+    assert.equal(report.retain, undefined);
+    assert.equal(report.usage, undefined);
+    assert.equal(report.quota, undefined);
+    await store.close();
+  });
+});
+
+describe("retain through annals-server", { skip: skipWithoutServer }, () => {
+  const setOnline = installOnlineSwitch();
+  let server;
+  /** Every store opened here, closed at the end even when a test fails half-way. */
+  const stores = [];
+  before(async () => {
+    server = await startServer();
+  });
+  after(async () => {
+    await Promise.allSettled(stores.map((s) => s.close()));
+    await server?.stop();
+  });
+
+  async function open(name, storeName, options = {}) {
+    return track(openStore({
+      name,
+      storage: "memory",
+      sharedMemory: true,
+      projections: { sum, count },
+      aggregates: { tally },
+      snapshotEvery: 5,
+      retain: { events: 10 },
+      sync: { url: server.url, store: storeName, token: server.token, longPollSeconds: 1 },
+      ...options,
+    }));
+  }
+
+  async function track(opening) {
+    const store = await opening;
+    stores.push(store);
+    return store;
+  }
+
+  /** Applies the policy until it cut (snapshots are written at their own pace). */
+  async function cut(store) {
+    for (let i = 0; i < 200; i++) {
+      await store.compact();
+      const { retained } = await store.storage();
+      if (retained.dropped > 0) return retained;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    throw new Error("retention never cut");
+  }
+
+  test("drops what the snapshots cover, keeps the newest events and the outbox; reads and stateAt below come from the server", async () => {
+    setOnline(true);
+    const name = uniqueName("retained");
+    const storeName = uniqueName("srv");
+    const store = await open(name, storeName);
+    const batch = Array.from({ length: 50 }, (_, i) => ({ stream: `s-${i % 3}`, type: "Added", data: { n: i + 1 } }));
+    await store.appendMany(batch);
+    await store.sync();
+    assert.equal(store.confirmedHead, 50);
+    const before = await store.events();
+
+    const retained = await cut(store);
+    assert.equal(retained.to, 50);
+    assert.ok(retained.dropped >= 1 && retained.dropped <= 40, `the newest 10 stay: dropped ${retained.dropped}`);
+    assert.equal(retained.from, retained.dropped + 1);
+    assert.equal(retained.events, 50 - retained.dropped);
+    assert.equal(store.get("sum"), 1275, "the projections are unchanged");
+
+    // Reads below the kept range page through the server's log: the same events as before.
+    assert.deepEqual(await store.events(), before);
+    assert.deepEqual(
+      (await store.events({ after: 0, limit: 5 })).map((e) => e.position),
+      [1, 2, 3, 4, 5],
+    );
+    assert.deepEqual(
+      (await store.events({ stream: "s-1" })).map((e) => e.data.n),
+      before.filter((e) => e.stream === "s-1").map((e) => e.data.n),
+    );
+    assert.deepEqual(
+      (await store.events({ backwards: true, limit: 3 })).map((e) => e.position),
+      [50, 49, 48],
+      "the newest ones are held",
+    );
+    assert.equal(await store.stateAt("sum", 20), 210, "time travel past the kept range");
+    assert.equal(await store.stateAt("count", 3), 3);
+
+    // A command decides on a stream held whole; one whose events were dropped cannot.
+    const decided = await store.execute("tally", "fresh-stream", { type: "Add" });
+    assert.equal(decided.events[0].version, 1);
+    await rejectsWith(store.execute("tally", "s-1", { type: "Add" }), "NOT_RETAINED");
+
+    // Appends count the dropped events in their streams' versions; the outbox is kept.
+    const appended = await store.append({ stream: "s-0", type: "Added", data: { n: 1 }, expectedVersion: 17 });
+    assert.equal(appended.version, 18);
+    await rejectsWith(store.append({ stream: "s-0", type: "Added", data: { n: 1 }, expectedVersion: "no_stream" }), "WRONG_EXPECTED_VERSION");
+
+    // Offline: the same reads name the range kept.
+    const realFetch = globalThis.fetch;
+    globalThis.fetch = async () => {
+      throw new TypeError("fetch failed");
+    };
+    try {
+      const offline = await rejectsWith(store.events(), "NOT_RETAINED");
+      assert.match(offline.message, new RegExp(`positions ${retained.from} to 50`));
+      assert.equal(offline.retainedFrom, retained.from);
+      await rejectsWith(store.stateAt("sum", 2), "NOT_RETAINED");
+      assert.equal((await store.events({ after: retained.dropped })).length, 50 - retained.dropped + 2, "what is held still reads");
+    } finally {
+      globalThis.fetch = realFetch;
+    }
+    await store.sync();
+    assert.equal(store.syncStatus.pending, 0);
+    assert.equal(store.get("sum"), 1277);
+    await store.close();
+
+    // A store opened after the cut starts from its snapshots and the kept events.
+    const reopened = await open(name, storeName);
+    assert.equal(reopened.get("sum"), 1277);
+    assert.equal(reopened.get("count"), 52);
+    assert.equal((await reopened.storage()).retained.dropped, retained.dropped);
+    assert.equal(await reopened.streamVersion("s-0"), 18);
+    assert.deepEqual((await reopened.events()).length, 52);
+    const next = await reopened.append({ stream: "s-0", type: "Added", data: { n: 4 }, expectedVersion: 18 });
+    assert.equal(next.version, 19);
+    await reopened.sync();
+    assert.equal(reopened.confirmedHead, 53);
+    await reopened.close();
+  });
+
+  test("a projection added after the cut folds the dropped part from the server when the store opens", async () => {
+    setOnline(true);
+    const name = uniqueName("added");
+    const storeName = uniqueName("srv");
+    const store = await open(name, storeName);
+    await store.appendMany(Array.from({ length: 30 }, (_, i) => ({ stream: "s", type: "Added", data: { n: i + 1 } })));
+    await store.sync();
+    await cut(store);
+    await store.close();
+    const doubled = { initial: 0, apply: (s, e) => s + 2 * e.data.n, version: 1 };
+    const later = await open(name, storeName, { projections: { sum, count, doubled } });
+    assert.equal(later.get("doubled"), 930);
+    await later.close();
+  });
+});

@@ -1,0 +1,176 @@
+// Bounded local storage in headless Chromium, on IndexedDB, against a real annals-server
+// (issue 13, item 5): a store with `retain: { events: 5 }` drops the confirmed events its
+// snapshots cover from IndexedDB, keeps working across reloads, travels back past its
+// retained range while online (the server answers), names the range with NOT_RETAINED
+// offline, and another tab learns of the cut. storage() reports usage, quota and
+// persistence. (The rules run natively in tests/retention.rs and from Node in
+// pkg/test/retention.test.mjs; this is the browser's storage under them.)
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { after, before, test } from "node:test";
+
+import { TEST_TIMEOUT, freshStore, launchBrowser } from "./helpers.mjs";
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
+const SERVER_BIN = resolve(ROOT, process.env.ANNALS_SERVER_BIN ?? "target/debug/annals-server");
+
+/** @type {import("playwright-core").Browser} */
+let browser;
+/** @type {{ url: string, close: () => void }} */
+let server;
+
+/** annals-server on a free port, serving the repository (the page and pkg/dist) and syncing. */
+async function startServer() {
+  assert.ok(existsSync(SERVER_BIN), `${SERVER_BIN} is missing: cargo build --features server --bin annals-server`);
+  const dataDir = mkdtempSync(join(tmpdir(), "annals-retention-"));
+  const args = ["--listen", "127.0.0.1:0", "--database", `sqlite://${dataDir}/annals.db`, "--www", ROOT, "--dev-token", "dev"];
+  const child = spawn(SERVER_BIN, args, { stdio: ["ignore", "pipe", "ignore"] });
+  const close = () => {
+    child.kill("SIGTERM");
+    rmSync(dataDir, { recursive: true, force: true });
+  };
+  const url = await new Promise((resolveUrl, reject) => {
+    const timer = setTimeout(() => reject(new Error("annals-server did not start within 20 s")), 20_000);
+    let out = "";
+    child.stdout?.on("data", (chunk) => {
+      out += chunk;
+      const match = /listening on (http:\/\/\S+)/.exec(out);
+      if (match) {
+        clearTimeout(timer);
+        resolveUrl(match[1]);
+      }
+    });
+    child.on("exit", (code) => reject(new Error(`annals-server exited with ${code}`)));
+  });
+  return { url, close };
+}
+
+before(async () => {
+  [server, browser] = await Promise.all([startServer(), launchBrowser()]);
+});
+
+after(async () => {
+  await browser?.close();
+  server?.close();
+});
+
+/** @param {import("playwright-core").Page} page */
+async function load(page) {
+  await page.goto(`${server.url}/www/tests/pages/retention.html`);
+  await page.waitForFunction(() => /** @type {any} */ (window).ready === true);
+}
+
+test("a store with retention keeps working across reloads and travels back past its retained range while online", { timeout: TEST_TIMEOUT }, async () => {
+  const context = await browser.newContext();
+  /** @type {string[]} */
+  const errors = [];
+  const page = await context.newPage();
+  page.on("pageerror", (error) => errors.push(String(error)));
+  const other = await context.newPage();
+  other.on("pageerror", (error) => errors.push(String(error)));
+  await Promise.all([load(page), load(other)]);
+  const name = freshStore("retention");
+  const storeName = freshStore("retained");
+
+  // Another tab holds the same store from before the cut.
+  await other.evaluate(async ([name, storeName]) => {
+    const window = /** @type {any} */ (globalThis);
+    window.store = await window.openRetained(name, storeName);
+  }, [name, storeName]);
+
+  const first = await page.evaluate(async ([name, storeName]) => {
+    const window = /** @type {any} */ (globalThis);
+    const store = await window.openRetained(name, storeName);
+    window.store = store;
+    await store.appendMany(Array.from({ length: 30 }, (_, i) => ({ stream: `s-${i % 2}`, type: "Added", data: { n: i + 1 } })));
+    await store.sync();
+    const segmentsBefore = await window.storedSegmentKeys(name);
+    const retained = await window.cut(store);
+    return {
+      retained,
+      segmentsBefore,
+      segmentsAfter: await window.storedSegmentKeys(name),
+      report: await store.storage(),
+      persistRequests: window.persistRequests,
+      sum: store.get("sum"),
+    };
+  }, [name, storeName]);
+  assert.equal(first.sum, 465);
+  assert.equal(first.retained.to, 30);
+  assert.ok(first.retained.dropped >= 1 && first.retained.dropped <= 25, `the newest 5 stay: dropped ${first.retained.dropped}`);
+  assert.deepEqual(first.segmentsBefore, [1], "one pull wrote one segment");
+  assert.deepEqual(first.segmentsAfter, [first.retained.dropped + 1], "IndexedDB holds the tail only");
+  assert.equal(typeof first.report.usage, "number");
+  assert.equal(typeof first.report.quota, "number");
+  assert.equal(typeof first.report.persisted, "boolean", "persistence is reported");
+  assert.equal(first.persistRequests, 1, "opening the store asked for persistent storage");
+
+  // The other tab learns of the cut (the change announcement carries it).
+  const seen = await other.evaluate(async (dropped) => {
+    const store = /** @type {any} */ (globalThis).store;
+    for (let i = 0; i < 200 && (await store.storage()).retained.dropped < dropped; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    }
+    return { retained: (await store.storage()).retained, sum: store.get("sum") };
+  }, first.retained.dropped);
+  assert.deepEqual(seen.retained, first.retained);
+  assert.equal(seen.sum, 465);
+  await other.close();
+
+  // Reload: the store opens from its snapshot and the tail, and reads past the cut online.
+  await page.reload();
+  await page.waitForFunction(() => /** @type {any} */ (window).ready === true);
+  const reloaded = await page.evaluate(async ([name, storeName]) => {
+    const window = /** @type {any} */ (globalThis);
+    const store = await window.openRetained(name, storeName);
+    window.store = store;
+    const all = await store.events();
+    const appended = await store.append({ stream: "s-0", type: "Added", data: { n: 100 }, expectedVersion: 15 });
+    await store.sync();
+    return {
+      sum: store.get("sum"),
+      retained: (await store.storage()).retained,
+      positions: all.map((/** @type {any} */ e) => e.position),
+      at10: await store.stateAt("sum", 10),
+      stream: (await store.events({ stream: "s-1", limit: 3 })).map((/** @type {any} */ e) => e.data.n),
+      version: appended.version,
+      confirmed: store.confirmedHead,
+    };
+  }, [name, storeName]);
+  assert.equal(reloaded.sum, 565);
+  assert.deepEqual(reloaded.retained.dropped, first.retained.dropped);
+  assert.deepEqual(reloaded.positions, Array.from({ length: 30 }, (_, i) => i + 1), "the whole log, the dropped part from the server");
+  assert.equal(reloaded.at10, 55, "time travel before the retained range");
+  assert.deepEqual(reloaded.stream, [2, 4, 6]);
+  assert.equal(reloaded.version, 16, "stream versions count the dropped events");
+  assert.equal(reloaded.confirmed, 31);
+
+  // Offline, the same reads fail with NOT_RETAINED naming the range kept.
+  await context.setOffline(true);
+  const offline = await page.evaluate(async () => {
+    const store = /** @type {any} */ (globalThis).store;
+    /** @param {Promise<unknown>} promise */
+    const outcome = async (promise) =>
+      promise.then(
+        () => ({ code: "ok", message: "" }),
+        (/** @type {any} */ e) => ({ code: String(e.code), message: String(e.message) }),
+      );
+    return {
+      read: await outcome(store.events()),
+      travel: await outcome(store.stateAt("sum", 2)),
+      held: (await store.events({ after: store.confirmedHead - 3 })).length,
+    };
+  });
+  await context.setOffline(false);
+  assert.equal(offline.read.code, "NOT_RETAINED");
+  assert.match(offline.read.message, new RegExp(`positions ${first.retained.dropped + 1} to 31`));
+  assert.equal(offline.travel.code, "NOT_RETAINED");
+  assert.equal(offline.held, 3);
+  await page.evaluate(() => /** @type {any} */ (globalThis).store.close());
+  assert.deepEqual(errors, []);
+  await context.close();
+});
