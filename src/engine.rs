@@ -1035,6 +1035,12 @@ impl<S: Storage> Engine<S> {
         self.pending.borrow().outgoing(limit)
     }
 
+    /// The next push: the first `limit` events of the outbox that fit in about `max_bytes`
+    /// of request body (at least one).
+    pub fn outgoing_within(&self, limit: usize, max_bytes: usize) -> Vec<PushEvent> {
+        self.pending.borrow().outgoing_within(limit, max_bytes)
+    }
+
     /// Records the server's verdicts on a push. Accepted events stay pending until a pull
     /// brings them back in server order; rejected ones leave the outbox and are kept in
     /// the rejected list, in one transaction. Returns the rejections.

@@ -15,6 +15,11 @@ use crate::log::LogState;
 use crate::protocol::PushEvent;
 use crate::storage::PendingRecord;
 
+/// What a pushed event's JSON adds to its names and payloads (`id`, `time`, keys, quotes,
+/// an expected version, escaping of typical text): an upper estimate, so that a push
+/// bounded by bytes stays under the server's body limit.
+pub const PUSH_ENVELOPE_BYTES: usize = 256;
+
 /// Applies the erasures in `events` (a batch about to enter the outbox) to the batch's own
 /// earlier events of the same streams ([`crate::erasure`]).
 pub fn erase_within(events: &mut [PushEvent]) {
@@ -144,6 +149,22 @@ impl PendingLog {
     /// The first `limit` pending events, in append order (the next push).
     pub fn outgoing(&self, limit: usize) -> Vec<PushEvent> {
         self.events().take(limit).cloned().collect()
+    }
+
+    /// The first pending events, in append order, up to `limit` of them and about
+    /// `max_bytes` of push body ([`PushEvent::encoded_size`] plus the envelope's
+    /// [`PUSH_ENVELOPE_BYTES`] each); always the first one, however large.
+    pub fn outgoing_within(&self, limit: usize, max_bytes: usize) -> Vec<PushEvent> {
+        let mut bytes = 0usize;
+        let mut out = Vec::new();
+        for event in self.events().take(limit) {
+            bytes = bytes.saturating_add(event.encoded_size() + PUSH_ENVELOPE_BYTES);
+            if !out.is_empty() && bytes > max_bytes {
+                break;
+            }
+            out.push(event.clone());
+        }
+        out
     }
 
     /// How the outbox changes when the events `gone` leave it (confirmed or rejected):

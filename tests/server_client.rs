@@ -15,7 +15,9 @@ use annals::projection::{Projection, ProjectionRunner};
 use annals::sync::client::{SyncClient, SyncOptions, SyncReport};
 use annals::sync::http::HttpTransport;
 use annals::testing::faults::{Fault, Faulty};
-use annals::{Engine, EngineOptions, Event, ExpectedVersion, MemoryStorage, NewEvent, ReadQuery};
+use annals::{
+    Engine, EngineOptions, Event, EventId, ExpectedVersion, MemoryStorage, NewEvent, ReadQuery,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use server_common::{Backend, TestServer};
@@ -58,6 +60,7 @@ impl Client {
             push_batch: 50,
             pull_limit: 40,
             long_poll_seconds: 1,
+            ..SyncOptions::default()
         };
         Client {
             engine,
@@ -309,7 +312,102 @@ async fn a_server_side_decider_rejects_and_the_client_reports_it(backend: Backen
     server.stop().await;
 }
 
+/// A server whose limits are below the client's: a body of 64 KiB, events of 8 KiB, names
+/// of 64 bytes and 20 events per push.
+async fn strict_server(backend: &Backend) -> TestServer {
+    backend
+        .start_with(|config| {
+            config.limits.max_body_bytes = 64 * 1024;
+            config.limits.max_buffered_bytes = config.limits.max_buffered_bytes.max(64 * 1024);
+            config.limits.max_event_bytes = 8 * 1024;
+            config.limits.max_name_bytes = 64;
+            config.limits.max_events_per_push = 20;
+        })
+        .await
+}
+
+async fn an_outbox_larger_than_a_push_body_syncs_in_parts(backend: Backend) {
+    let server = strict_server(&backend).await;
+    let client = Client::new(&server.url).await;
+    // 50 events of 4 KiB: 200 KiB, over three times the body the server takes.
+    let note = "n".repeat(4 * 1024);
+    let events: Vec<NewEvent> = (0..50)
+        .map(|i| {
+            NewEvent::new(format!("doc-{i}"), "Noted", &json!({ "note": note })).expect("event")
+        })
+        .collect();
+    client.engine.append(events).await.expect("append");
+    let report = client.sync().await;
+    assert_eq!(report.pushed, 50, "{report:?}");
+    assert!(report.rejected.is_empty(), "{:?}", report.rejected);
+    assert_eq!(client.engine.pending_count(), 0);
+    assert_eq!(client.log().len(), 50);
+    server.stop().await;
+}
+
+async fn an_event_the_server_will_not_store_is_rejected_and_the_rest_syncs(backend: Backend) {
+    let server = strict_server(&backend).await;
+    let client = Client::new(&server.url).await;
+    // Within the client's limits, beyond the server's: one event of 16 KiB, one stream
+    // name of 100 bytes, among 30 ordinary events.
+    for i in 0..10 {
+        client.add("account-1", i).await;
+    }
+    let big = NewEvent::new(
+        "account-2",
+        "Added",
+        &json!({ "blob": "b".repeat(16 * 1024) }),
+    )
+    .expect("event");
+    client.engine.append(vec![big]).await.expect("append");
+    let big_id = client.log().last().expect("appended").id;
+    for i in 0..10 {
+        client.add("account-3", i).await;
+    }
+    let long_name = format!("account-{}", "x".repeat(92));
+    let named = NewEvent::new(long_name, "Added", &1).expect("event");
+    client.engine.append(vec![named]).await.expect("append");
+    let named_id = client.log().last().expect("appended").id;
+    for i in 0..10 {
+        client.add("account-4", i).await;
+    }
+    let report = client.sync().await;
+    assert_eq!(report.pushed, 30, "{report:?}");
+    let mut rejected: Vec<(EventId, &str)> = report
+        .rejected
+        .iter()
+        .map(|r| (r.event.id, r.reason.split(':').next().unwrap_or_default()))
+        .collect();
+    rejected.sort();
+    let mut expected = vec![(big_id, "TOO_LARGE"), (named_id, "INVALID_EVENT")];
+    expected.sort();
+    assert_eq!(rejected, expected, "{:?}", report.rejected);
+    // Nothing is lost: the refused events are kept with the server's reasons.
+    let kept = client.engine.rejected().await.expect("rejected list");
+    assert_eq!(kept.len(), 2);
+    assert!(
+        kept.iter()
+            .any(|r| r.event.id == big_id && r.reason.contains("8192")),
+        "{kept:?}"
+    );
+    assert_eq!(client.engine.pending_count(), 0);
+    assert_eq!(client.totals().await.0.len(), 3);
+    // Pushes grow back to their size once the server takes them again.
+    for i in 0..45 {
+        client.add("account-5", i).await;
+    }
+    let report = client.sync().await;
+    assert_eq!(
+        (report.pushed, report.rejected.len()),
+        (45, 0),
+        "{report:?}"
+    );
+    server.stop().await;
+}
+
 on_every_backend!(
+    an_outbox_larger_than_a_push_body_syncs_in_parts,
+    an_event_the_server_will_not_store_is_rejected_and_the_rest_syncs,
     a_server_side_decider_rejects_and_the_client_reports_it,
     three_offline_clients_converge,
     a_lost_push_answer_is_retried_without_duplicates,

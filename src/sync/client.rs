@@ -384,6 +384,9 @@ impl Backoff {
 pub struct SyncOptions {
     /// Events per push request (the server accepts up to 1,000 by default).
     pub push_batch: usize,
+    /// Bytes of request body a push stays under, about (the server accepts 4 MiB by
+    /// default); a single larger event still goes alone.
+    pub push_bytes: usize,
     /// Events per pull request.
     pub pull_limit: usize,
     /// Seconds a live pull waits on the server for new events.
@@ -394,6 +397,7 @@ impl Default for SyncOptions {
     fn default() -> Self {
         SyncOptions {
             push_batch: 500,
+            push_bytes: 2 * 1024 * 1024,
             // The server's largest page by default: fewer round trips.
             pull_limit: 10_000,
             long_poll_seconds: 25,
@@ -461,6 +465,12 @@ pub struct SyncClient<T: Transport> {
     /// This client announced the rejections an earlier one stored but did not announce
     /// (it crashed, or its tab closed, in between).
     announced_stored: Cell<bool>,
+    /// Events per push now: `push_batch`, halved while the server refuses pushes as too
+    /// large or as holding an event it will not store, doubled back after each success
+    /// (below `push_ceiling`).
+    push_limit: Cell<usize>,
+    /// The fewest events in a push the server refused as too large (`usize::MAX`: none).
+    push_ceiling: Cell<usize>,
 }
 
 impl<T: Transport> SyncClient<T> {
@@ -476,6 +486,8 @@ impl<T: Transport> SyncClient<T> {
             stopped: Cell::new(false),
             credentials: Cell::new(0),
             announced_stored: Cell::new(false),
+            push_limit: Cell::new(options.push_batch.max(1)),
+            push_ceiling: Cell::new(usize::MAX),
         }
     }
 
@@ -565,19 +577,57 @@ impl<T: Transport> SyncClient<T> {
     /// events accepted, their positions, the rejections, and the server epoch the positions
     /// belong to.
     async fn push_batch<S: Storage>(&self, engine: &Engine<S>) -> Result<Pushed, SyncError> {
-        self.check_running()?;
-        let events = engine.outgoing(self.options.push_batch);
-        if events.is_empty() {
-            return Ok(Pushed::default());
-        }
-        // Another tab may have reset the store for another server store since this one
-        // bound it: its outbox is no longer this client's to push.
-        engine.check_sync_target().await?;
-        let client_id = engine.client_id().unwrap_or_default().to_owned();
-        let response = self
-            .transport
-            .push(&PushRequest { client_id, events })
-            .await?;
+        let response = loop {
+            self.check_running()?;
+            let limit = self.push_limit.get();
+            let events = engine.outgoing_within(limit, self.options.push_bytes);
+            if events.is_empty() {
+                return Ok(Pushed::default());
+            }
+            // Another tab may have reset the store for another server store since this one
+            // bound it: its outbox is no longer this client's to push.
+            engine.check_sync_target().await?;
+            let client_id = engine.client_id().unwrap_or_default().to_owned();
+            let count = events.len();
+            let request = PushRequest { client_id, events };
+            match self.transport.push(&request).await {
+                Ok(response) => {
+                    let grown = limit
+                        .saturating_mul(2)
+                        .min(self.options.push_batch.max(1))
+                        .min(self.push_ceiling.get().saturating_sub(1).max(1));
+                    self.push_limit.set(grown);
+                    break response;
+                }
+                // The server will not take this push as it is (too large, or an event it
+                // refuses to store): try half of it, down to the one event it refuses,
+                // which is rejected like any event the server refuses, so that one bad
+                // event cannot hold up the outbox forever.
+                Err(TransportError::Refused { code, message, .. })
+                    if code == crate::ErrorCode::TooLarge.as_str()
+                        || code == crate::ErrorCode::InvalidEvent.as_str() =>
+                {
+                    if count > 1 {
+                        if code == crate::ErrorCode::TooLarge.as_str() {
+                            self.push_ceiling.set(self.push_ceiling.get().min(count));
+                        }
+                        self.push_limit.set(count / 2);
+                        continue;
+                    }
+                    let refused = &request.events[0];
+                    break PushResponse {
+                        results: vec![PushResult::Rejected {
+                            id: refused.id,
+                            reason: format!("{code}: {message}"),
+                            actual_version: None,
+                        }],
+                        head: engine.confirmed_head(),
+                        epoch: engine.epoch().unwrap_or_default(),
+                    };
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         let accepted: Vec<(EventId, u64)> = response
             .results
             .iter()

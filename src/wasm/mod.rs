@@ -416,6 +416,7 @@ impl WasmStore {
             long_poll_seconds: config
                 .long_poll_seconds
                 .unwrap_or(defaults.long_poll_seconds),
+            ..defaults
         };
         let credentials = SyncAuth {
             token: config.token,

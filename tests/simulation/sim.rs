@@ -524,6 +524,7 @@ impl Sim {
                 push_batch: self.cfg.push_batch,
                 pull_limit: self.cfg.pull_limit,
                 long_poll_seconds: 0,
+                ..SyncOptions::default()
             },
         );
         let reported = self.reported.clone();
