@@ -71,9 +71,12 @@ enum Op {
     OpenLocalAsSynced,
     /// Opening a store of format 1 (counters in four keys) moves it to the current format.
     OpenFormat1,
+    /// Retention drops confirmed events through the middle of a segment (its tail is
+    /// written back), beside an outbox that stays.
+    RetentionCut,
 }
 
-const OPERATIONS: [Op; 14] = [
+const OPERATIONS: [Op; 15] = [
     Op::AppendOne,
     Op::AppendMany,
     Op::AppendToOutbox,
@@ -88,6 +91,7 @@ const OPERATIONS: [Op; 14] = [
     Op::OpenNewSynced,
     Op::OpenLocalAsSynced,
     Op::OpenFormat1,
+    Op::RetentionCut,
 ];
 
 impl Op {
@@ -101,6 +105,7 @@ impl Op {
                 | Op::EpochReset
                 | Op::OpenNewSynced
                 | Op::OpenLocalAsSynced
+                | Op::RetentionCut
         )
     }
 
@@ -122,6 +127,7 @@ impl Op {
                 | Op::Compact
                 | Op::WriteSnapshot
                 | Op::DeleteSnapshot
+                | Op::RetentionCut
         )
     }
 }
@@ -202,6 +208,8 @@ fn push_from_elsewhere(server: &MemoryServer, ns: &[u64], stream: &str) {
 /// rejected list and the number of segments.
 #[derive(Debug, Clone, PartialEq)]
 struct View {
+    /// Positions up to this one were dropped by retention.
+    dropped: u64,
     confirmed: u64,
     pending: usize,
     /// (position, id, stream, data, pending) of every event.
@@ -213,7 +221,10 @@ struct View {
 
 async fn view(engine: &Engine<IndexedDbStorage>) -> View {
     let events = engine
-        .read(&ReadQuery::default())
+        .read(&ReadQuery {
+            after: engine.dropped(),
+            ..ReadQuery::default()
+        })
         .expect("the log reads")
         .into_iter()
         .map(|e| {
@@ -227,6 +238,7 @@ async fn view(engine: &Engine<IndexedDbStorage>) -> View {
         })
         .collect();
     View {
+        dropped: engine.dropped(),
         confirmed: engine.confirmed_head(),
         pending: engine.pending_count(),
         events,
@@ -346,6 +358,15 @@ async fn prepare(op: Op, name: &str, server: &Rc<MemoryServer>) {
                 .expect("appends");
             engine.close().await;
         }
+        Op::RetentionCut => {
+            let engine = open(name, true).await.expect("opens");
+            push_from_elsewhere(server, &[101, 102, 103, 104, 105, 106], "b");
+            sync_client(server).sync(&engine).await.expect("syncs");
+            // The pages of two become one segment of six: the cut goes through it.
+            engine.compact().await.expect("compacts");
+            engine.append(vec![ev(1, "a")]).await.expect("appends");
+            engine.close().await;
+        }
         Op::EpochReset => {
             let engine = open(name, true).await.expect("opens");
             engine
@@ -403,6 +424,7 @@ async fn perform(
             .await
             .map_err(err),
         Op::DeleteSnapshot => engine.delete_snapshot(STORE).await.map_err(err),
+        Op::RetentionCut => engine.drop_through(3).await.map_err(err),
         Op::Pull | Op::PushAndPull | Op::PushRejected | Op::EpochReset => sync_client(server)
             .sync(engine)
             .await
@@ -443,12 +465,13 @@ fn assert_cursor_not_ahead(
     let positions: Vec<u64> = confirmed.iter().map(|e| e.0).collect();
     assert_eq!(
         positions,
-        (1..=seen.confirmed).collect::<Vec<_>>(),
-        "{label}: the confirmed events are those up to the head"
+        (seen.dropped + 1..=seen.confirmed).collect::<Vec<_>>(),
+        "{label}: the confirmed events are those up to the head (from the retention cut)"
     );
     let current = server.filter(|s| engine.epoch() == Some(s.pull(STORE, 0, 0).epoch));
     if let Some(server) = current {
         let log = server_log(server);
+        let log = &log[(seen.dropped as usize).min(log.len())..];
         assert!(
             confirmed.len() <= log.len() && confirmed[..] == log[..confirmed.len()],
             "{label}: the confirmed log is a prefix of the server's\n  local {confirmed:?}\n  server {log:?}"
