@@ -23,7 +23,7 @@ pub use crate::command_plan::Decision;
 use crate::command_plan::{command_id_of, command_result, plan_batch, CommandIds};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::event::{Event, STREAM_DELETED_TYPE};
+use crate::event::{is_lifecycle_type, Event, STREAM_DELETED_TYPE, STREAM_ERASED_TYPE};
 use crate::storage::Storage;
 use crate::upcast::{with_upcast, Upcasters};
 
@@ -55,6 +55,32 @@ pub trait Decider {
         _event: &EventRef<'_>,
     ) -> std::result::Result<(), String> {
         Ok(())
+    }
+}
+
+/// What a decider's fold of its stream does with one event: the same rule for aggregates
+/// ([`Aggregate`]) and for server authorities
+/// ([`crate::push::authority::DeciderAuthority`]), so that both judge from the same state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeciderStep {
+    /// An event of the app's: `evolve` folds it.
+    Evolve,
+    /// `$StreamDeleted` or `$StreamErased`: the stream starts again from the decider's
+    /// initial state (its reads start after a delete; an erasure leaves no data to fold).
+    Restart,
+    /// Annals' own other events (`$StreamClosed`) and erased events: not the decider's.
+    Skip,
+}
+
+impl DeciderStep {
+    pub fn of(event: &EventRef<'_>) -> Self {
+        if event.event_type == STREAM_DELETED_TYPE || event.event_type == STREAM_ERASED_TYPE {
+            DeciderStep::Restart
+        } else if event.erased || is_lifecycle_type(event.event_type) {
+            DeciderStep::Skip
+        } else {
+            DeciderStep::Evolve
+        }
     }
 }
 
@@ -195,14 +221,17 @@ impl<D: Decider> Aggregate<D> {
             if failed.is_some() {
                 return;
             }
-            if event.event_type == STREAM_DELETED_TYPE {
-                // A deleted stream starts again from nothing, as its reads do.
-                entry.state = decider.initial();
-            } else if let Err(e) =
-                with_upcast(upcasters, &event, |e| decider.evolve(&mut entry.state, e))
-            {
-                failed = Some(e); // the state stays at the event before
-                return;
+            match DeciderStep::of(&event) {
+                DeciderStep::Restart => entry.state = decider.initial(),
+                DeciderStep::Skip => {}
+                DeciderStep::Evolve => {
+                    if let Err(e) =
+                        with_upcast(upcasters, &event, |e| decider.evolve(&mut entry.state, e))
+                    {
+                        failed = Some(e); // the state stays at the event before
+                        return;
+                    }
+                }
             }
             entry.position = event.position;
             entry.version = event.version;
@@ -220,12 +249,17 @@ impl<D: Decider> Aggregate<D> {
             if failed.is_some() {
                 return;
             }
-            if event.event_type == STREAM_DELETED_TYPE {
-                state = decider.initial();
-            } else if let Err(e) = with_upcast(upcasters, &event, |e| decider.evolve(&mut state, e))
-            {
-                failed = Some(e);
-                return;
+            match DeciderStep::of(&event) {
+                DeciderStep::Restart => state = decider.initial(),
+                DeciderStep::Skip => {}
+                DeciderStep::Evolve => {
+                    if let Err(e) =
+                        with_upcast(upcasters, &event, |e| decider.evolve(&mut state, e))
+                    {
+                        failed = Some(e);
+                        return;
+                    }
+                }
             }
             version = event.version;
             if !known && command_id.is_some() {

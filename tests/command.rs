@@ -340,6 +340,22 @@ fn event_ids_are_derived_from_the_command_id() {
 }
 
 #[test]
+fn an_aggregate_of_an_erased_stream_starts_again_from_its_initial_state() {
+    let engine = tab(&MemoryStorage::new());
+    let todos = Aggregate::new(TodoDecider);
+    let add = |t: &str| TodoCommand::Add { title: title(t) };
+    block_on(todos.execute(&engine, "todo-1", &add("milk"), CommandContext::default())).unwrap();
+    assert!(todos.load(&engine, "todo-1").unwrap().1.title.is_some());
+    block_on(engine.erase_stream("todo-1", annals::ExpectedVersion::Exact(1))).unwrap();
+    // The erased event has no data left to fold: the aggregate starts from nothing.
+    let (version, state) = todos.load(&engine, "todo-1").unwrap();
+    assert_eq!((version, state), (2, Todo::default()));
+    block_on(todos.execute(&engine, "todo-1", &add("eggs"), CommandContext::default())).unwrap();
+    let (version, state) = todos.load(&engine, "todo-1").unwrap();
+    assert_eq!((version, state.title.as_deref()), (3, Some("eggs")));
+}
+
+#[test]
 fn an_aggregate_of_a_deleted_stream_starts_again_from_its_initial_state() {
     let engine = tab(&MemoryStorage::new());
     let todos = Aggregate::new(TodoDecider);

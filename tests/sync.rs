@@ -485,6 +485,42 @@ fn a_server_side_decider_rejects_what_offline_clients_decided_separately() {
 }
 
 #[test]
+fn a_server_side_decider_leaves_lifecycle_events_to_annals_and_folds_from_the_last_delete() {
+    let authority = DeciderAuthority::new(Counter, |stream: &str| stream.starts_with("counter-"));
+    let server = Rc::new(MemoryServer::with_authorities(Authorities::new(vec![
+        Arc::new(authority),
+    ])));
+    let replica = Replica::new(&server);
+    let counter = Aggregate::new(Counter);
+    block_on(counter.execute(&replica.engine, "counter-1", &6, Default::default())).unwrap();
+    replica.sync();
+    // The decider does not judge a delete (its data is no number)...
+    block_on(
+        replica
+            .engine
+            .delete_stream("counter-1", annals::ExpectedVersion::Exact(1)),
+    )
+    .unwrap();
+    // ...and after it folds from its initial state, as the aggregate does: 0 + 6.
+    block_on(counter.execute(&replica.engine, "counter-1", &6, Default::default())).unwrap();
+    let report = replica.sync();
+    assert!(report.rejected.is_empty(), "{:?}", report.rejected);
+    assert_eq!(server.head("todos"), 3);
+    // An erasure likewise, and the erased events are not folded either.
+    block_on(
+        replica
+            .engine
+            .erase_stream("counter-1", annals::ExpectedVersion::Exact(3)),
+    )
+    .unwrap();
+    block_on(counter.execute(&replica.engine, "counter-1", &9, Default::default())).unwrap();
+    let report = replica.sync();
+    assert!(report.rejected.is_empty(), "{:?}", report.rejected);
+    assert_eq!(server.head("todos"), 5);
+    assert_eq!(counter.load(&replica.engine, "counter-1").unwrap(), (5, 9));
+}
+
+#[test]
 fn commands_on_a_synced_store_decide_on_the_optimistic_state() {
     let server = Rc::new(MemoryServer::new());
     let replica = Replica::new(&server);

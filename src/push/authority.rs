@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::codec::EventRef;
-use crate::command::Decider;
+use crate::command::{Decider, DeciderStep};
 use crate::event::Event;
 use crate::protocol::PushEvent;
 use crate::push::rules::{Placed, PushCheck};
@@ -66,14 +66,24 @@ where
     }
 
     fn check(&self, history: &[Event], event: &EventRef<'_>) -> Result<(), String> {
+        // Deletes, closes and erasures are annals' own: the push rules judge them.
+        if DeciderStep::of(event) != DeciderStep::Evolve {
+            return Ok(());
+        }
         let mut state = self.decider.initial();
         let upcasters = self.upcasters.as_deref();
-        // An event that cannot be upcast cannot be judged: refused, with the reason.
+        // The state the stream's aggregates decide on, folded by the same rule.
         for past in history {
-            with_upcast(upcasters, &EventRef::from_event(past), |e| {
-                self.decider.evolve(&mut state, e)
-            })
-            .map_err(|e| format!("stored event {} of the stream: {e}", past.id))?;
+            let past = EventRef::from_event(past);
+            match DeciderStep::of(&past) {
+                DeciderStep::Restart => state = self.decider.initial(),
+                DeciderStep::Skip => {}
+                // An event that cannot be upcast cannot be judged: refused, with the reason.
+                DeciderStep::Evolve => {
+                    with_upcast(upcasters, &past, |e| self.decider.evolve(&mut state, e))
+                        .map_err(|e| format!("stored event {} of the stream: {e}", past.id))?
+                }
+            }
         }
         with_upcast(upcasters, event, |e| self.decider.check(&state, e))
             .map_err(|e| e.to_string())?
