@@ -131,7 +131,7 @@ export class Commands {
         }
         const events = host.read({ stream, after: cache.position, to: confirmed });
         for (const event of events) {
-          cache.state = def.evolve(cache.state, event);
+          cache.state = evolveStep(def, cache.state, event);
           cache.version = event.version;
           const commandId = event.meta?.["commandId"];
           if (typeof commandId === "string") cache.commands.add(commandId);
@@ -154,7 +154,7 @@ export class Commands {
     let state = copyState(deleted === undefined ? cache.state : def.initial);
     const pendingCommands = new Set<string>();
     for (const event of pending) {
-      state = def.evolve(state, event);
+      state = evolveStep(def, state, event);
       const commandId = event.meta?.["commandId"];
       if (typeof commandId === "string") pendingCommands.add(commandId);
     }
@@ -305,6 +305,18 @@ export class Commands {
       })(),
     );
   }
+}
+
+/**
+ * One event of an aggregate's stream folded into `state`, by the rule the core's aggregates
+ * and server authorities follow (src/command.rs `DeciderStep`): `$StreamDeleted` and
+ * `$StreamErased` start again from the initial state (an erasure leaves no data to fold);
+ * `$StreamClosed` and erased events are not the aggregate's to fold.
+ */
+function evolveStep(def: AnyAggregate, state: unknown, event: AnnalsEvent): unknown {
+  if (event.type === "$StreamDeleted" || event.type === "$StreamErased") return copyState(def.initial);
+  if (event.erased === true || event.type === "$StreamClosed") return state;
+  return def.evolve(state, event);
 }
 
 /**

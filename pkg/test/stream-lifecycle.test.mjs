@@ -96,6 +96,49 @@ describe("aggregates of deleted streams", () => {
   });
 });
 
+describe("aggregates of erased or closed streams", () => {
+  /** Counts the events it folds; `Peek` refuses with that count, so a test can read it. */
+  const todo = {
+    initial: { title: null, folded: 0 },
+    evolve: (state, event) => ({ title: event.type === "Added" ? event.data.title : state.title, folded: state.folded + 1 }),
+    decide: (command, state) => {
+      if (command.type === "Peek") throw new Error(`folded ${state.folded}`);
+      if (state.title !== null) throw new Error("the todo exists already");
+      return [{ type: "Added", data: { title: command.title } }];
+    },
+  };
+  const peek = async (store, id) => {
+    const error = await store.execute("todo", id, { type: "Peek" }).catch((e) => e);
+    assert.equal(error.code, "COMMAND_REJECTED");
+    return error.message;
+  };
+
+  test("an erased stream's aggregate starts again from its initial state, and folds no erased event", async () => {
+    const store = await openTestStore({ aggregates: { todo } });
+    try {
+      await store.execute("todo", "todo-1", { type: "Add", title: "milk" });
+      await store.eraseStream("todo-1", { expectedVersion: 1 });
+      assert.equal(await peek(store, "todo-1"), "folded 0");
+      const result = await store.execute("todo", "todo-1", { type: "Add", title: "eggs" });
+      assert.equal(result.events[0].version, 3);
+      assert.equal(await peek(store, "todo-1"), "folded 1");
+    } finally {
+      await store.close();
+    }
+  });
+
+  test("a closed stream's aggregate does not fold the $StreamClosed", async () => {
+    const store = await openTestStore({ aggregates: { todo } });
+    try {
+      await store.execute("todo", "todo-2", { type: "Add", title: "milk" });
+      await store.closeStream("todo-2", { expectedVersion: 1 });
+      assert.equal(await peek(store, "todo-2"), "folded 1");
+    } finally {
+      await store.close();
+    }
+  });
+});
+
 describe("closeStream", () => {
   test("every later append to the stream fails with STREAM_DELETED; its events stay readable", async () => {
     const store = await openTestStore();
