@@ -260,8 +260,6 @@ pub struct Engine<S: Storage> {
     sync_target: RefCell<Option<SyncTarget>>,
     listeners: RefCell<Vec<(u64, Listener)>>,
     next_listener: Cell<u64>,
-    /// Changes that erased confirmed events so far ([`Engine::erasures`]).
-    erasures: Cell<u64>,
     closed: Cell<bool>,
 }
 
@@ -335,7 +333,6 @@ impl<S: Storage> Engine<S> {
             sync_target: RefCell::new(None),
             listeners: RefCell::new(Vec::new()),
             next_listener: Cell::new(0),
-            erasures: Cell::new(0),
             closed: Cell::new(false),
         };
         engine.absorb(&fresh)?;
@@ -740,9 +737,6 @@ impl<S: Storage> Engine<S> {
             || after.pending_generation != before.pending_generation
             || (after.confirmed != before.confirmed && before.pending > 0);
         let erased_from = self.log.borrow_mut().take_erased_from();
-        if erased_from > 0 {
-            self.erasures.set(self.erasures.get() + 1);
-        }
         Change {
             log_reset,
             previous_confirmed: if log_reset { 0 } else { before.confirmed },
@@ -969,6 +963,7 @@ impl<S: Storage> Engine<S> {
                         } else {
                             Some(erasing_segment(
                                 &log,
+                                &[],
                                 log.head() + 1,
                                 builder.finish(),
                                 &mut commit,
@@ -1139,11 +1134,12 @@ impl<S: Storage> Engine<S> {
         self.known.get().log_generation
     }
 
-    /// Counts the changes (seen by this engine) that erased confirmed events
-    /// ([`crate::erasure`]), so that folds over the log can tell they folded data that is
-    /// gone and must fold again.
+    /// Counts the erasures of confirmed events this engine has taken in
+    /// ([`crate::erasure`]; its own, pulled or another tab's), so that folds over the log
+    /// can tell they folded data that is gone and must fold again (with
+    /// [`Engine::log_generation`]: a reset starts the count again).
     pub fn erasures(&self) -> u64 {
-        self.erasures.get()
+        self.log.borrow().erasures()
     }
 
     /// The pending events the server refused (the most recent [`REJECTED_KEPT`]).
@@ -1240,7 +1236,12 @@ impl<S: Storage> Engine<S> {
         let erasing = response
             .events
             .iter()
-            .any(|e| e.event_type == crate::event::STREAM_ERASED_TYPE);
+            .any(|e| e.event_type == crate::event::STREAM_ERASED_TYPE)
+            || self
+                .pending
+                .borrow()
+                .events()
+                .any(|e| e.event_type == crate::event::STREAM_ERASED_TYPE);
         let (stale, change) = write
             .commit(
                 if restart || erasing {
@@ -1261,7 +1262,7 @@ impl<S: Storage> Engine<S> {
                             put_meta: epoch_meta,
                             ..Commit::default()
                         };
-                        return Ok((commit, (None, OutboxChange::default(), false)));
+                        return Ok((commit, (None, OutboxChange::default(), None)));
                     }
                     let log = self.log.borrow();
                     let head = log.head();
@@ -1286,7 +1287,7 @@ impl<S: Storage> Engine<S> {
                         .is_some_and(|e| e.position != head + 1)
                     {
                         // Stale: nothing is written or applied.
-                        return Ok((Commit::default(), (None, OutboxChange::default(), true)));
+                        return Ok((Commit::default(), (None, OutboxChange::default(), None)));
                     }
                     for event in fresh_events.by_ref() {
                         if event.position != builder.next_position() {
@@ -1300,6 +1301,18 @@ impl<S: Storage> Engine<S> {
                         confirmed.insert(event.id);
                     }
                     let change = self.pending.borrow().plan_removal(&confirmed);
+                    // Erasures still waiting in the outbox come after every confirmed
+                    // event: the pulled events of their streams are erased too.
+                    let waiting: Vec<String> = self
+                        .pending
+                        .borrow()
+                        .events()
+                        .filter(|e| {
+                            e.event_type == crate::event::STREAM_ERASED_TYPE
+                                && !confirmed.contains(&e.id)
+                        })
+                        .map(|e| e.stream.clone())
+                        .collect();
                     let mut commit = outbox_commit(
                         &change,
                         if known_epoch.is_none() {
@@ -1313,20 +1326,29 @@ impl<S: Storage> Engine<S> {
                     } else {
                         Some(erasing_segment(
                             &log,
+                            &waiting,
                             head + 1,
                             builder.finish(),
                             &mut commit,
                         )?)
                     };
                     commit.segment = segment.clone();
-                    Ok((commit, (segment, change, false)))
+                    Ok((commit, (segment, change, Some(waiting))))
                 },
-                |(segment, change, stale)| {
+                |(segment, change, waiting)| {
                     if restart {
                         self.log.borrow_mut().clear();
                     }
+                    let stale = !restart && waiting.is_none();
                     if let Some(segment) = segment {
-                        self.log.borrow_mut().commit(segment)?;
+                        let mut log = self.log.borrow_mut();
+                        log.commit(segment)?;
+                        // The erasures waiting in the outbox cover what was just pulled
+                        // (erased in the segment already): the log's mark follows.
+                        for stream in waiting.iter().flatten() {
+                            let before = log.stream_version(stream) + 1;
+                            log.erase_stream(stream, before)?;
+                        }
                     }
                     self.pending.borrow_mut().apply(&change);
                     *self.epoch.borrow_mut() = Some(response.epoch.clone());
@@ -1647,7 +1669,7 @@ impl<S: Storage> Engine<S> {
     /// pending events, which may still move). The state is taken to be folded from the log
     /// this engine holds now: see [`Engine::put_snapshot_from`].
     pub async fn put_snapshot(&self, snapshot: &SnapshotRecord) -> Result<()> {
-        self.put_snapshot_from(snapshot, self.log_generation())
+        self.put_snapshot_from(snapshot, self.log_generation(), self.erasures())
             .await
     }
 
@@ -1660,6 +1682,7 @@ impl<S: Storage> Engine<S> {
         &self,
         snapshot: &SnapshotRecord,
         log_generation: u64,
+        erasures: u64,
     ) -> Result<()> {
         self.check_open()?;
         let write = self.begin_write().await?;
@@ -1672,6 +1695,15 @@ impl<S: Storage> Engine<S> {
                             "snapshot `{}` was folded from a confirmed log that has since been \
                              reset (generation {log_generation}, now {}); it is not stored",
                             snapshot.name, fresh.now.log_generation
+                        )));
+                    }
+                    // Read after taking in what others wrote: an erasure the state did not
+                    // see means it holds data that is gone.
+                    if self.erasures() != erasures {
+                        return Err(Error::InvalidArgument(format!(
+                            "snapshot `{}` was folded from events erased since; it is not \
+                             stored",
+                            snapshot.name
                         )));
                     }
                     let head = self.log.borrow().head();
@@ -1951,12 +1983,13 @@ fn reused_reason(pulled: &Event) -> PushResult {
 /// transaction; the log in memory erases them when it takes the segment in).
 fn erasing_segment(
     log: &LogState,
+    waiting: &[String],
     first: u64,
     bytes: Vec<u8>,
     commit: &mut Commit,
 ) -> Result<Segment> {
     let erasures = crate::erasure::erasures_in(&bytes)?;
-    if erasures.is_empty() {
+    if erasures.is_empty() && waiting.is_empty() {
         return Ok(Segment { first, bytes });
     }
     for erasure in &erasures {
@@ -1964,12 +1997,22 @@ fn erasing_segment(
             .erase
             .extend(log.erasable(&erasure.stream, erasure.before));
     }
+    // An erasure waiting in the outbox (`waiting`: its stream) follows every confirmed
+    // event: the confirmed ones it erased when appended, and the ones pulled now.
+    for stream in waiting {
+        commit
+            .erase
+            .extend(log.erasable(stream, log.stream_version(stream) + 1));
+    }
     commit.erase.sort_unstable();
     commit.erase.dedup();
     // Snapshots at or after the first erased event folded its data (one taken of the
     // segment's own events cannot exist yet).
     commit.drop_snapshots_from = commit.erase.first().copied();
-    let bytes = crate::erasure::within(&bytes)?.unwrap_or(bytes);
+    let bytes = crate::erasure::rewrite(&bytes, |event| {
+        erasures.iter().any(|e| e.covers(event)) || waiting.iter().any(|s| s == event.stream)
+    })?
+    .unwrap_or(bytes);
     Ok(Segment { first, bytes })
 }
 

@@ -274,6 +274,8 @@ pub struct LogState {
     /// The lowest position erased since [`LogState::take_erased_from`] last looked (0:
     /// none): what folds over the log must fold again from.
     erased_from: u64,
+    /// Rewrites that erased events held here, ever (see [`LogState::erasures`]).
+    erasures: u64,
 }
 
 /// Whether a stored segment adds to the log, and how.
@@ -699,6 +701,12 @@ impl LogState {
         Ok(positions)
     }
 
+    /// Counts the rewrites that erased events held here: a state folded while it was `n`
+    /// folded no data erased since if it is still `n` (a reset starts it again at 0).
+    pub fn erasures(&self) -> u64 {
+        self.erasures
+    }
+
     /// The lowest position erased since the last call (0: none), forgotten then.
     pub fn take_erased_from(&mut self) -> u64 {
         std::mem::take(&mut self.erased_from)
@@ -729,6 +737,7 @@ impl LogState {
                 if self.erased_from == 0 || positions[at] < self.erased_from {
                     self.erased_from = positions[at];
                 }
+                self.erasures += 1;
                 let mut fresh = Vec::new();
                 codec::record_offsets(&bytes, &mut fresh)?;
                 let base = (segment.first - self.base - 1) as usize;

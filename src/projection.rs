@@ -246,7 +246,9 @@ impl<P: Projection> ProjectionRunner<P> {
             position: self.position,
             state,
         };
-        engine.put_snapshot_from(&record, self.log_generation).await
+        engine
+            .put_snapshot_from(&record, self.log_generation, self.erasures)
+            .await
     }
 }
 

@@ -579,11 +579,24 @@ impl System {
                     position,
                     state: format!("{{\"at\":{position}}}"),
                 };
+                // A snapshot is of the log the tab has read: if another tab erased some of
+                // it since, the state would hold erased data, and it is refused.
+                let held = engine.head() as usize;
+                let all = self.model.view(self.model.events.len());
+                let erased_since = all[..held]
+                    .iter()
+                    .zip(self.model.view(held))
+                    .any(|(now, seen)| now.erased && !seen.erased);
                 let result = block_on(engine.put_snapshot(&record));
                 if *past {
                     prop_assert!(
                         matches!(result, Err(Error::InvalidArgument(_))),
                         "a snapshot past the head was accepted: {result:?}"
+                    );
+                } else if erased_since {
+                    prop_assert!(
+                        matches!(&result, Err(Error::InvalidArgument(m)) if m.contains("erased since")),
+                        "a snapshot of erased data was accepted: {result:?}"
                     );
                 } else {
                     prop_assert!(result.is_ok(), "{result:?}");

@@ -562,6 +562,8 @@ impl WasmStore {
         // The state was folded from the log as it is now: a reset after this call (a new
         // server epoch) makes the write fail rather than store a snapshot of a gone log.
         let generation = engine.log_generation();
+        // Likewise an erasure after it (the state folded data that is gone).
+        let erasures = engine.erasures();
         future_to_promise(async move {
             let out = async {
                 let version = u32::try_from(whole_number("version", version)?).map_err(|_| {
@@ -585,6 +587,7 @@ impl WasmStore {
                             state: state_json,
                         },
                         generation,
+                        erasures,
                     )
                     .await
             }

@@ -5,7 +5,8 @@
 //! partitions clients, and through disks that fail, abort transactions and kill the process
 //! in the middle of writes; clients crash and restart from their disk, tabs reload, the
 //! server restarts. Then everything heals and the checks run: no acknowledged event lost,
-//! none duplicated, every replica's log and projection equal to the server's, every
+//! none duplicated, every replica's log and projection equal to the server's (erasures
+//! included: an erased event's data is found on no disk and in no log), every
 //! appended event in the log or rejected (and announced no more than once).
 //!
 //! ```text
@@ -82,8 +83,8 @@ fn print_figures(figures: &Figures, elapsed: std::time::Duration) {
         println!("    {kind:<48} {n}");
     }
     println!(
-        "  lost {}, duplicated {}, diverged {}, dropped {}",
-        figures.lost, figures.duplicated, figures.diverged, figures.dropped
+        "  lost {}, duplicated {}, diverged {}, dropped {}; erased {}",
+        figures.lost, figures.duplicated, figures.diverged, figures.dropped, figures.erased
     );
 }
 
@@ -219,6 +220,17 @@ fn the_checks_catch_a_client_that_loses_its_outbox() {
             ..Sabotage::default()
         },
         "dropped",
+    );
+}
+
+#[test]
+fn the_checks_catch_a_disk_that_keeps_erased_data() {
+    caught(
+        Sabotage {
+            client_0_keeps_erased_data: true,
+            ..Sabotage::default()
+        },
+        "is still on its disk",
     );
 }
 

@@ -13,7 +13,7 @@ use annals::clock::{FixedClock, IdSource};
 use annals::codec::EventRef;
 use annals::engine::Rejection;
 use annals::projection::{Projection, ProjectionRunner};
-use annals::storage::SnapshotRecord;
+use annals::storage::{Known, SnapshotRecord, Storage};
 use annals::sync::client::{SyncClient, SyncError, SyncOptions, SyncReport, TransportError};
 use annals::testing::memory_server::MemoryServer;
 use annals::{
@@ -38,6 +38,8 @@ pub struct Sabotage {
     pub disk_lost_on_crash: bool,
     /// Pull answers to client 0 carry a changed payload.
     pub corrupt_pulls_to_client_0: bool,
+    /// Client 0's disk ignores erasures (keeps the data they remove).
+    pub client_0_keeps_erased_data: bool,
 }
 
 /// The shape of one run, drawn from the seed.
@@ -61,6 +63,8 @@ pub struct Config {
     /// epoch): events it had acknowledged are gone, clients must pull from the start and
     /// push what they still hold.
     pub replace_db: f64,
+    /// Of new events, the share that are erasures (`$StreamErased` of a random stream).
+    pub erase: f64,
     /// Weights of: poll, deliver, start, timeout, crash, reload tab, restart server,
     /// partition.
     pub weights: [u32; 8],
@@ -72,6 +76,11 @@ impl Config {
         let mut side = Rng::new(rng.clone().next_u64() ^ 0x005e_ed0f_e90c);
         let replace_db = if side.chance(0.35) {
             0.25 + 0.5 * side.unit()
+        } else {
+            0.0
+        };
+        let erase = if side.chance(0.6) {
+            0.01 + 0.05 * side.unit()
         } else {
             0.0
         };
@@ -96,6 +105,7 @@ impl Config {
             disk_crash: 0.3,
             repeat_id: 0.03 + 0.12 * rng.unit(),
             replace_db,
+            erase,
             weights: [
                 30,
                 30,
@@ -133,6 +143,8 @@ pub struct Figures {
     pub faults: BTreeMap<&'static str, u64>,
     pub lost: u64,
     pub duplicated: u64,
+    /// Events erased in the server's log at the end.
+    pub erased: u64,
     pub diverged: u64,
     pub dropped: u64,
 }
@@ -155,6 +167,7 @@ impl Figures {
         }
         self.lost += other.lost;
         self.duplicated += other.duplicated;
+        self.erased += other.erased;
         self.diverged += other.diverged;
         self.dropped += other.dropped;
     }
@@ -298,6 +311,13 @@ struct Template {
     stream: String,
     n: i64,
     expected: ExpectedVersion,
+    /// A `$StreamErased` (its stream's earlier events lose their data).
+    erasure: bool,
+}
+
+/// The text only event `id`'s data holds: what must be found nowhere once it is erased.
+fn tag_of(id: &EventId) -> String {
+    format!("<tag-{}>", short(id))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -428,6 +448,9 @@ impl Sim {
                 self.cfg.disk_crash,
                 self.counters.clone(),
             ));
+            faults
+                .keeps_erased_data
+                .set(c == 0 && self.sabotage.client_0_keeps_erased_data);
             let client = Client {
                 disk: MemoryStorage::new(),
                 faults,
@@ -797,6 +820,10 @@ impl Sim {
                 Err(Error::InvalidArgument(m)) if m.contains("since been reset") => {
                     self.count("snapshot refused: its log was reset meanwhile");
                 }
+                // Likewise when events it folded were erased meanwhile.
+                Err(Error::InvalidArgument(m)) if m.contains("erased since") => {
+                    self.count("snapshot refused: what it folded was erased meanwhile");
+                }
                 Err(e) if is_injected(&e) => {}
                 Err(e) => return Err(format!("client {c}: {what} failed: {e}")),
             },
@@ -842,11 +869,14 @@ impl Sim {
                     state: serde_json::to_string(tab.runner.state()).map_err(|e| e.to_string())?,
                 };
                 let generation = tab.runner.log_generation();
+                let erasures = engine.erasures();
                 Running {
                     fut: Box::pin(async move {
                         Done::Other(
                             "snapshot",
-                            engine.put_snapshot_from(&record, generation).await,
+                            engine
+                                .put_snapshot_from(&record, generation, erasures)
+                                .await,
                         )
                     }),
                     append: None,
@@ -895,8 +925,13 @@ impl Sim {
                 let version = *planned
                     .entry(stream.clone())
                     .or_insert_with(|| engine.stream_version(&stream));
+                let erasure = self.cfg.erase > 0.0 && self.rng.chance(self.cfg.erase);
                 let roll = self.rng.unit();
-                let expected = if roll < 0.45 {
+                let expected = if erasure {
+                    // Erasures expect nothing (a rejected one would leave this replica's
+                    // copies erased while the server's are not).
+                    ExpectedVersion::Any
+                } else if roll < 0.45 {
                     ExpectedVersion::Any
                 } else if roll < 0.55 {
                     ExpectedVersion::NoStream
@@ -917,6 +952,7 @@ impl Sim {
                         stream,
                         n,
                         expected,
+                        erasure,
                     },
                 );
                 self.template_ids.push(id);
@@ -925,8 +961,12 @@ impl Sim {
             let template = &self.templates[&id];
             let event = NewEvent::new(
                 template.stream.clone(),
-                "Noted",
-                &serde_json::json!({ "n": template.n }),
+                if template.erasure {
+                    "$StreamErased"
+                } else {
+                    "Noted"
+                },
+                &serde_json::json!({ "n": template.n, "tag": tag_of(&id) }),
             )
             .expect("a JSON payload")
             .with_id(id)
@@ -1381,6 +1421,65 @@ impl Sim {
             violations.push(format!("{} version gaps in the server's log", digest.gaps));
         }
 
+        // Erasure: an event is erased when a later `$StreamErased` of its stream is in the
+        // log (or when a replica erased it before pushing it: its erasure, appended after
+        // it there, may land earlier when another client pushed the same erasure first);
+        // then its data is found nowhere: not in the server's log, and not on any client's
+        // disk (segments and outbox). Replicas read it erased (compared below).
+        let mut erased_below: BTreeMap<&str, u64> = BTreeMap::new();
+        for e in server_log
+            .iter()
+            .filter(|e| e.event_type == "$StreamErased")
+        {
+            let below = erased_below.entry(&e.stream).or_default();
+            *below = (*below).max(e.version);
+        }
+        let mut erased_tags = Vec::new();
+        for e in &server_log {
+            let erased = erased_below
+                .get(e.stream.as_str())
+                .is_some_and(|v| e.version < *v);
+            if (erased && !e.erased) || (e.erased && (e.data.get() != "null" || e.meta.is_some())) {
+                violations.push(format!(
+                    "server event {} (version {} of {}) is {}erased, its data {}",
+                    e.id,
+                    e.version,
+                    e.stream,
+                    if e.erased { "" } else { "not " },
+                    e.data.get()
+                ));
+            }
+            if e.erased {
+                erased_tags.push(tag_of(&e.id));
+            }
+        }
+        self.figures.erased = erased_tags.len() as u64;
+        for c in 0..self.cfg.clients {
+            let fresh = block_on(self.clients[c].disk.changes(Known::default()));
+            let Ok(fresh) = fresh else {
+                violations.push(format!("client {c}: its disk cannot be read"));
+                continue;
+            };
+            let stored: Vec<String> = fresh
+                .segments
+                .iter()
+                .map(|s| String::from_utf8_lossy(&s.bytes).into_owned())
+                .chain(
+                    fresh
+                        .pending
+                        .iter()
+                        .map(|p| String::from_utf8_lossy(&p.bytes).into_owned()),
+                )
+                .collect();
+            for tag in &erased_tags {
+                if stored.iter().any(|bytes| bytes.contains(tag.as_str())) {
+                    violations.push(format!(
+                        "client {c}: the erased data {tag} is still on its disk"
+                    ));
+                }
+            }
+        }
+
         // Nothing acknowledged is lost.
         for id in &self.acked {
             if !ids.contains(id) {
@@ -1597,6 +1696,7 @@ fn difference(replica: &[Event], server: &[Event]) -> Option<String> {
             && a.meta.as_ref().map(|m| m.get()) == b.meta.as_ref().map(|m| m.get())
             && a.time == b.time
             && a.origin == b.origin
+            && a.erased == b.erased
             && !a.pending;
         if !same {
             return Some(format!(

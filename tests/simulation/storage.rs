@@ -47,6 +47,9 @@ pub struct DiskFaults {
     /// simulator restarts the client.
     dead: Cell<bool>,
     counters: Counters,
+    /// Sabotage: the disk stores what an erasure leaves out (its commits' `erase` and
+    /// dropped snapshots are ignored).
+    pub keeps_erased_data: Cell<bool>,
 }
 
 enum WriteFault {
@@ -71,6 +74,7 @@ impl DiskFaults {
             p_crash,
             dead: Cell::new(false),
             counters,
+            keeps_erased_data: Cell::new(false),
         }
     }
 
@@ -192,6 +196,15 @@ impl Storage for SimStorage {
         self.faults.yield_point().await;
         self.faults.check_alive()?;
         match self.faults.write_fault() {
+            WriteFault::None if self.faults.keeps_erased_data.get() => {
+                let mut keep = |fresh: &annals::storage::Fresh| {
+                    let mut commit = prepare(fresh)?;
+                    commit.erase.clear();
+                    commit.drop_snapshots_from = None;
+                    Ok(commit)
+                };
+                self.inner.transact(known, scope, &mut keep).await
+            }
             WriteFault::None => self.inner.transact(known, scope, prepare).await,
             WriteFault::Refused => Err(injected_write("transaction refused")),
             WriteFault::Aborted => {
