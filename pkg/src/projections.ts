@@ -171,6 +171,8 @@ export class Projections {
   readonly #heldReports: AnnalsError[] = [];
   /** Background rebuilds running. */
   readonly #rebuilds = new Set<Promise<void>>();
+  /** The runtimes whose rebuild loop runs. */
+  readonly #rebuildLoops = new Set<ProjectionRuntime>();
   #snapshotting: Promise<void> | undefined;
   #lastSnapshotAt = -Infinity;
   #snapshotTimer: ReturnType<typeof setTimeout> | undefined;
@@ -327,13 +329,37 @@ export class Projections {
       }, 0);
     }
     for (const rt of this.#runtimes.values()) {
-      if (!rt.rebuilding) continue;
-      const run = this.#rebuild(rt).catch((error: unknown) => {
-        if (!this.#host.isClosed()) this.#host.reportError(error);
-      });
-      this.#rebuilds.add(run);
-      void run.finally(() => this.#rebuilds.delete(run));
+      if (rt.rebuilding) this.#startRebuild(rt);
     }
+  }
+
+  /** Runs the background rebuild of `rt` (one loop per runtime: a running one goes on). */
+  #startRebuild(rt: ProjectionRuntime): void {
+    if (this.#rebuildLoops.has(rt)) return;
+    this.#rebuildLoops.add(rt);
+    const run = this.#rebuild(rt)
+      .catch((error: unknown) => {
+        if (!this.#host.isClosed()) this.#host.reportError(error);
+      })
+      .finally(() => this.#rebuildLoops.delete(rt));
+    this.#rebuilds.add(run);
+    void run.finally(() => this.#rebuilds.delete(run));
+  }
+
+  /**
+   * Every projection starts again from its initial state and folds the whole log in the
+   * background, the part retention dropped from the sync server (an erasure took data out
+   * of events a store cut by retention no longer holds: its states must be folded again,
+   * and the log here starts at the cut). The snapshots go, as on a reset.
+   */
+  restartFromServer(): void {
+    for (const rt of this.#runtimes.values()) {
+      rt.reset();
+      rt.rebuilding = true;
+    }
+    this.#dropSnapshots();
+    if (this.#opening) return; // startRebuilds runs them once the store is open
+    for (const rt of this.#runtimes.values()) this.#startRebuild(rt);
   }
 
   /**

@@ -514,7 +514,17 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
     if (!inStep) c = this.#resyncMessage();
     // An erasure took data out of events already folded: every projection and aggregate
     // folds again from its initial state (the snapshots that held the data are gone).
-    if (c.erasedFrom > 0 && !c.reset) c = this.#refoldMessage(c.seq);
+    if (c.erasedFrom > 0 && !c.reset) {
+      if (this.#wasm.dropped > 0) {
+        // Cut by retention: the states are folded again in the background, the dropped
+        // part of the log from the sync server.
+        this.#generation += 1;
+        this.#commands.reset();
+        this.#projections.restartFromServer();
+      } else {
+        c = this.#refoldMessage(c.seq);
+      }
+    }
     const hadPending = this.#head > this.#confirmedHead;
     if (!c.reset && !c.rebased && hadPending && c.confirmedEvents.length > 0) {
       // Confirmed events behind pending ones: fold the whole outbox again.

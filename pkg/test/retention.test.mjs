@@ -165,6 +165,32 @@ describe("retain through annals-server", { skip: skipWithoutServer }, () => {
     await reopened.close();
   });
 
+  test("an erasure reaching a store cut by retention folds its projections again, the dropped part from the server", async () => {
+    setOnline(true);
+    const storeName = uniqueName("srv");
+    // Erased events read with data null: the reducer counts what is left.
+    const kept = { initial: 0, apply: (s, e) => (e.type === "Added" && !e.erased ? s + e.data.n : s), version: 1 };
+    const store = await open(uniqueName("erased"), storeName, { projections: { kept } });
+    await store.appendMany(Array.from({ length: 30 }, (_, i) => ({ stream: `s-${i % 2}`, type: "Added", data: { n: i + 1 } })));
+    await store.sync();
+    const { dropped } = await cut(store);
+    assert.equal(store.get("kept"), 465);
+    // Another replica, which keeps everything, erases stream s-0 (half of it was dropped here).
+    const other = await track(
+      openStore({ name: uniqueName("eraser"), storage: "memory", sync: { url: server.url, store: storeName, token: server.token } }),
+    );
+    await other.sync();
+    await other.eraseStream("s-0");
+    await other.sync();
+    await store.sync();
+    assert.ok(dropped > 0 && store.confirmedHead === 31);
+    // The odd n (stream s-0) are gone: 2 + 4 + ... + 30.
+    const expected = Array.from({ length: 15 }, (_, i) => 2 * (i + 1)).reduce((a, b) => a + b, 0);
+    for (let i = 0; i < 200 && store.get("kept") !== expected; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+    assert.equal(store.get("kept"), expected);
+    assert.equal(await store.stateAt("kept", 30), expected, "its past states lose the erased data too");
+  });
+
   test("a projection added after the cut folds the dropped part from the server when the store opens", async () => {
     setOnline(true);
     const name = uniqueName("added");
