@@ -61,7 +61,7 @@ test-rust:
 	ANNALS_TEST_PG_URL=$$url cargo test --features $(NATIVE_FEATURES)
 
 test-wasm:
-	cargo test --target wasm32-unknown-unknown --test indexeddb --test indexeddb_sync --test indexeddb_crash
+	cargo test --target wasm32-unknown-unknown --test indexeddb --test indexeddb_sync --test indexeddb_crash --test indexeddb_erasure
 
 test-node: pkg server
 	ANNALS_SERVER_BIN=$(abspath $(SERVER_BIN)) npm run --workspace pkg test
