@@ -124,6 +124,26 @@ describe("eraseStream", () => {
   });
 });
 
+describe("erasure across tabs", () => {
+  test("another tab holding the store erases its copies and folds again as it hears of the erasure", async () => {
+    const name = uniqueName("erasure-tabs");
+    const options = { name, storage: "memory", sharedMemory: true, projections: { emails } };
+    const one = await openStore(options);
+    const two = await openStore(options);
+    await one.append(registered("user-1"));
+    await one.append(registered("user-2"));
+    await eventually(() => two.head === 2, 2000, "the other tab reads both");
+    assert.deepEqual(two.get("emails"), { "user-1": [SECRET], "user-2": [SECRET] });
+    await one.eraseStream("user-1");
+    await eventually(() => two.head === 3, 2000, "the other tab reads the erasure");
+    assert.deepEqual(two.get("emails"), { "user-2": [SECRET] });
+    assert.equal((await two.events())[0].erased, true);
+    assert.equal((await two.stateAt("emails", 1))["user-1"], undefined);
+    await one.close();
+    await two.close();
+  });
+});
+
 describe("erasure through annals-server", { skip: skipWithoutBinary }, () => {
   let server;
   const stores = [];
