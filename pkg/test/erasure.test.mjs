@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { after, before, describe, test } from "node:test";
 
-import { openStore } from "annals";
+import { openBundle, openStore } from "annals";
 
 import { eventually, openTestStore, rejectsWith, uniqueName } from "./helpers.mjs";
 import { skipWithoutBinary, startServer } from "./server.mjs";
@@ -91,6 +91,13 @@ describe("eraseStream", () => {
     assert.deepEqual(copy.get("emails"), { "user-2": [SECRET] });
     assert.equal((await copy.importEvents(text)).imported, 0, "importing again adds nothing");
     await copy.close();
+    // A bug bundle carries them erased too, and opens into the same states.
+    const bundle = await store.exportBundle();
+    assert.equal(bundle.split(SECRET).length - 1, 1, "only user-2's address is in the bundle");
+    const opened = await openBundle(bundle, { projections: { emails } });
+    assert.deepEqual(opened.differences, []);
+    assert.deepEqual(opened.store.get("emails"), { "user-2": [SECRET] });
+    await opened.store.close();
     await store.close();
   });
 
