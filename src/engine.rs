@@ -894,6 +894,12 @@ impl<S: Storage> Engine<S> {
         let erasing = batch
             .iter()
             .any(|e| e.event_type == crate::event::STREAM_ERASED_TYPE);
+        // ... and the refused events of its stream that the rejected list keeps.
+        let kept = if erasing && self.synced {
+            self.rejected().await?
+        } else {
+            Vec::new()
+        };
         let (results, change) = write
             .commit(
                 if erasing {
@@ -942,6 +948,9 @@ impl<S: Storage> Engine<S> {
                         }
                         commit.erase.sort_unstable();
                         commit.drop_snapshots_from = commit.erase.first().copied();
+                        if let Some(list) = erased_rejections(&kept, &streams)? {
+                            commit.put_meta.push((META_REJECTED.into(), list));
+                        }
                         let staged = (!outbox.0.is_empty()).then(|| PendingBatch {
                             seq: fresh.now.pending_seq + 1,
                             events: outbox.0,
@@ -1233,6 +1242,19 @@ impl<S: Storage> Engine<S> {
         let generation = self.known.get().log_generation;
         *self.epoch.borrow_mut() = known_epoch.clone();
         let restart = known_epoch.as_deref().is_some_and(|e| e != response.epoch);
+        // The streams the page erases: the refused events of theirs that the rejected list
+        // keeps are erased with them.
+        let erased_streams: Vec<&str> = response
+            .events
+            .iter()
+            .filter(|e| e.event_type == crate::event::STREAM_ERASED_TYPE)
+            .map(|e| e.stream.as_str())
+            .collect();
+        let kept = if erased_streams.is_empty() {
+            Vec::new()
+        } else {
+            self.rejected().await?
+        };
         let erasing = response
             .events
             .iter()
@@ -1333,6 +1355,9 @@ impl<S: Storage> Engine<S> {
                         )?)
                     };
                     commit.segment = segment.clone();
+                    if let Some(list) = erased_rejections(&kept, &erased_streams)? {
+                        commit.put_meta.push((META_REJECTED.into(), list));
+                    }
                     Ok((commit, (segment, change, Some(waiting))))
                 },
                 |(segment, change, waiting)| {
@@ -1962,6 +1987,24 @@ fn known_epoch(stored: Option<String>) -> Option<String> {
 
 fn target_json(target: &SyncTarget) -> Result<String> {
     serde_json::to_string(target).map_err(|e| Error::Storage(e.to_string()))
+}
+
+/// The rejected list with the refused events of `streams` erased (an erasure of those
+/// streams is being stored), as it is kept in meta; `None` when none needs it.
+fn erased_rejections(kept: &[Rejection], streams: &[&str]) -> Result<Option<String>> {
+    let erasing = |r: &Rejection| !r.event.erased && streams.contains(&r.event.stream.as_str());
+    if !kept.iter().any(erasing) {
+        return Ok(None);
+    }
+    let mut list = kept.to_vec();
+    for rejection in list.iter_mut() {
+        if streams.contains(&rejection.event.stream.as_str()) {
+            rejection.event.erase();
+        }
+    }
+    serde_json::to_string(&list)
+        .map(Some)
+        .map_err(|e| Error::Storage(e.to_string()))
 }
 
 /// The verdict on a pending event whose id the server holds as the other event `pulled`.

@@ -364,3 +364,53 @@ fn a_rust_projection_folds_again_without_the_erased_data_and_its_past_states_los
         );
     }
 }
+
+#[test]
+fn the_refused_events_of_an_erased_stream_are_erased_in_the_rejected_list_too() {
+    let server = Rc::new(MemoryServer::new());
+    let (a, b) = (Replica::new(&server), Replica::new(&server));
+    block_on(a.engine.append(vec![personal("user-1", 1)])).unwrap();
+    a.sync();
+    b.sync();
+    // a writes version 2 of user-1 and starts user-9; b, not having pulled them, tries the
+    // same: both of b's are refused.
+    let expecting = |event: NewEvent, expected| event.expecting(expected);
+    block_on(a.engine.append(vec![
+        expecting(personal("user-1", 2), ExpectedVersion::Exact(1)),
+        expecting(personal("user-9", 4), ExpectedVersion::NoStream),
+    ]))
+    .unwrap();
+    a.sync();
+    block_on(b.engine.append(vec![
+        expecting(personal("user-1", 3), ExpectedVersion::Exact(1)),
+        expecting(personal("user-9", 5), ExpectedVersion::NoStream),
+    ]))
+    .unwrap();
+    let report = b.sync();
+    assert_eq!(report.rejected.len(), 2, "{report:?}");
+    let rejected_secret = |replica: &Replica| {
+        let list = block_on(replica.storage.meta("rejected")).unwrap();
+        list.unwrap_or_default().matches(SECRET).count()
+    };
+    assert_eq!(rejected_secret(&b), 2);
+
+    // a erases user-1; b pulls the erasure: its refused user-1 event loses its data too.
+    block_on(a.engine.erase_stream("user-1", ExpectedVersion::Any)).unwrap();
+    a.sync();
+    b.sync();
+    let rejected = block_on(b.engine.rejected()).unwrap();
+    let erased: Vec<(&str, bool)> = rejected
+        .iter()
+        .map(|r| (r.event.stream.as_str(), r.event.erased))
+        .collect();
+    assert_eq!(erased, [("user-1", true), ("user-9", false)]);
+    assert_eq!(
+        rejected_secret(&b),
+        1,
+        "user-9's refused event keeps its data"
+    );
+    // The replica's own erasure does the same; then no copy is left anywhere on it.
+    block_on(b.engine.erase_stream("user-9", ExpectedVersion::Any)).unwrap();
+    assert_eq!(rejected_secret(&b), 0);
+    assert!(!stored_secret(&b.storage));
+}
