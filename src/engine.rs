@@ -1738,6 +1738,23 @@ impl<S: Storage> Engine<S> {
                             snapshot.position
                         )));
                     }
+                    // Retention cut the log after it (another tab, meanwhile): the events
+                    // between it and the cut are gone here, so nothing could continue it,
+                    // and it would replace the snapshot the cut was made against.
+                    let dropped = self.log.borrow().dropped();
+                    if snapshot.position < dropped {
+                        return Err(Error::NotRetained {
+                            message: format!(
+                                "snapshot `{}` at position {} is below the retained range \
+                                 (positions {} to {head} are kept): the log here cannot \
+                                 continue it; it is not stored",
+                                snapshot.name,
+                                snapshot.position,
+                                dropped + 1
+                            ),
+                            dropped,
+                        });
+                    }
                     let commit = Commit {
                         put_snapshot: Some(snapshot.clone()),
                         ..Commit::default()
@@ -1857,8 +1874,8 @@ impl<S: Storage> Engine<S> {
         let Some(through) = policy.cut(self.confirmed_head(), self.dropped(), covered) else {
             return Ok(None);
         };
-        self.drop_confirmed(through, Some(generation)).await?;
-        Ok(Some(through))
+        let dropped = self.drop_confirmed(through, Some(generation)).await?;
+        Ok(dropped.then_some(through))
     }
 
     /// Drops the confirmed events up to `through` (retention's cut, without the policy's
@@ -1870,7 +1887,7 @@ impl<S: Storage> Engine<S> {
         self.check_open()?;
         self.check_may_drop()?;
         self.complete().await?;
-        self.drop_confirmed(through, None).await
+        self.drop_confirmed(through, None).await.map(drop)
     }
 
     fn check_may_drop(&self) -> Result<()> {
@@ -1885,10 +1902,11 @@ impl<S: Storage> Engine<S> {
     }
 
     /// The cut itself; `generation`: the log generation the caller's checks were made
-    /// against (a reset since then refuses the cut).
-    async fn drop_confirmed(&self, through: u64, generation: Option<u64>) -> Result<()> {
+    /// against (a reset since then refuses the cut; then a cut already made as far, by
+    /// another tab meanwhile, is no error). Whether this call dropped anything.
+    async fn drop_confirmed(&self, through: u64, generation: Option<u64>) -> Result<bool> {
         let write = self.begin_write().await?;
-        write
+        let (dropped, _) = write
             .commit(
                 Scope::Log,
                 |fresh| {
@@ -1898,6 +1916,10 @@ impl<S: Storage> Engine<S> {
                         ));
                     }
                     let log = self.log.borrow();
+                    if generation.is_some() && through <= log.dropped() {
+                        // The policy's cut, made meanwhile by another tab: nothing to do.
+                        return Ok((Commit::default(), None));
+                    }
                     if through <= log.dropped() || through > log.head() {
                         return Err(Error::InvalidArgument(format!(
                             "retention may drop up to a position from {} to the confirmed head \
@@ -1912,12 +1934,15 @@ impl<S: Storage> Engine<S> {
                         put_meta: vec![(META_RETAINED.to_owned(), retained.to_json()?)],
                         ..Commit::default()
                     };
-                    Ok((commit, retained))
+                    Ok((commit, Some(retained)))
                 },
-                |retained| self.log.borrow_mut().drop_through(&retained),
+                |retained| match retained {
+                    Some(retained) => self.log.borrow_mut().drop_through(&retained).map(|()| true),
+                    None => Ok(false),
+                },
             )
             .await?;
-        Ok(())
+        Ok(dropped)
     }
 }
 

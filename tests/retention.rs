@@ -449,3 +449,30 @@ fn a_newest_first_read_that_the_kept_events_fill_is_answered() {
     assert_eq!(replica.read(newest(3)).unwrap(), [20, 19, 18]);
     assert_eq!(replica.read(newest(4)).unwrap_err().code(), "NOT_RETAINED");
 }
+
+#[test]
+fn a_snapshot_below_the_cut_is_refused_and_the_one_the_cut_was_made_against_stays() {
+    // Found by the simulation: a tab's snapshot, planned before another tab cut, replaced
+    // the snapshot the cut was made against; the projection could not open again.
+    let server = Rc::new(MemoryServer::new());
+    let first = twenty_confirmed(&server);
+    let second = Replica::on(&server, first.engine.storage().another_handle());
+    let third = Replica::on(&server, first.engine.storage().another_handle());
+    first.snapshot("todos", 1, 18);
+    block_on(first.engine.retain(Retention::events(1), &[("todos", 1)])).unwrap();
+    let late = SnapshotRecord {
+        name: "todos".into(),
+        version: 1,
+        position: 12,
+        state: "{}".into(),
+    };
+    let refused = block_on(second.engine.put_snapshot(&late)).unwrap_err();
+    assert_eq!(refused.code(), "NOT_RETAINED", "{refused}");
+    let kept = block_on(first.engine.snapshot("todos")).unwrap().unwrap();
+    assert_eq!(kept.position, 18);
+    // The same policy applied by a tab that has not seen the cut changes nothing.
+    assert_eq!(third.engine.dropped(), 0);
+    let cut = block_on(third.engine.retain(Retention::events(1), &[("todos", 1)]));
+    assert_eq!(cut.unwrap(), None);
+    assert_eq!((third.engine.dropped(), second.engine.dropped()), (18, 18));
+}

@@ -974,8 +974,12 @@ export class Projections {
       rt.snapshotPosition = position;
       rt.addCheckpoint(position, json);
     } catch (error) {
+      const failure = fromWasmError(error);
+      // Another tab cut the log past this position meanwhile (retention): the snapshot it
+      // was cut against stays, and this one is of no use.
+      if (failure instanceof AnnalsError && failure.code === "NOT_RETAINED") return;
       // A database taken away fails every write; the store already said so ("closed").
-      if (generation === this.#host.generation() && !this.#host.isLost()) this.#host.reportError(fromWasmError(error));
+      if (generation === this.#host.generation() && !this.#host.isLost()) this.#host.reportError(failure);
     }
   }
 

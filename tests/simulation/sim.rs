@@ -13,6 +13,7 @@ use annals::clock::{FixedClock, IdSource};
 use annals::codec::EventRef;
 use annals::engine::Rejection;
 use annals::projection::{Projection, ProjectionRunner};
+use annals::retention::Retention;
 use annals::storage::{Known, SnapshotRecord, Storage};
 use annals::sync::client::{SyncClient, SyncError, SyncOptions, SyncReport, TransportError};
 use annals::testing::memory_server::MemoryServer;
@@ -65,6 +66,10 @@ pub struct Config {
     pub replace_db: f64,
     /// Of new events, the share that are erasures (`$StreamErased` of a random stream).
     pub erase: f64,
+    /// Retention: tabs now and then drop the confirmed events their snapshot covers,
+    /// keeping this many (`None`: never). Only in seeds without erasures: a Rust projection
+    /// cannot fold again past a cut (it has no server to ask), and an erasure makes it.
+    pub retain: Option<u64>,
     /// Weights of: poll, deliver, start, timeout, crash, reload tab, restart server,
     /// partition.
     pub weights: [u32; 8],
@@ -84,6 +89,7 @@ impl Config {
         } else {
             0.0
         };
+        let retain = (erase == 0.0 && side.chance(0.7)).then(|| side.between(1, 8));
         let clients = rng.between(3, 5) as usize;
         let tabs = (0..clients).map(|_| rng.between(1, 2) as usize).collect();
         // Some seeds are calm, some stormy.
@@ -106,6 +112,7 @@ impl Config {
             repeat_id: 0.03 + 0.12 * rng.unit(),
             replace_db,
             erase,
+            retain,
             weights: [
                 30,
                 30,
@@ -145,6 +152,9 @@ pub struct Figures {
     pub duplicated: u64,
     /// Events erased in the server's log at the end.
     pub erased: u64,
+    /// Tabs whose log retention had cut at the end (their events up to the cut were only
+    /// on the server).
+    pub cut: u64,
     pub diverged: u64,
     pub dropped: u64,
 }
@@ -168,6 +178,7 @@ impl Figures {
         self.lost += other.lost;
         self.duplicated += other.duplicated;
         self.erased += other.erased;
+        self.cut += other.cut;
         self.diverged += other.diverged;
         self.dropped += other.dropped;
     }
@@ -783,8 +794,20 @@ impl Sim {
                         for (id, result) in info.ids.iter().zip(&outcome.results) {
                             match result {
                                 AppendResult::Appended(_) => {
-                                    *self.attempts.entry((c, *id)).or_default() += 1;
-                                    self.attempt_order[c].push(*id);
+                                    // An id retention dropped here is new to the replica
+                                    // again; the server holds it and answers `duplicate`.
+                                    let dropped = self.clients[c].tabs[t].engine.dropped();
+                                    let cut_away = self
+                                        .server_ids
+                                        .iter()
+                                        .take(dropped as usize)
+                                        .any(|known| known == id);
+                                    if cut_away {
+                                        self.count("retention: an id dropped here appended again");
+                                    } else {
+                                        *self.attempts.entry((c, *id)).or_default() += 1;
+                                        self.attempt_order[c].push(*id);
+                                    }
                                     self.figures.appended += 1;
                                 }
                                 AppendResult::Duplicate(_) => self.figures.idempotent_retries += 1,
@@ -816,6 +839,14 @@ impl Sim {
             },
             Done::Other(what, result) => match result {
                 Ok(()) => {}
+                // Another tab cut the log past the snapshot meanwhile: refused, as it must be.
+                Err(Error::NotRetained { .. }) => {
+                    self.count("snapshot refused: below the retention cut");
+                }
+                // The log was reset while the cut was planned: nothing was dropped.
+                Err(Error::Storage(m)) if m.contains("reset meanwhile") => {
+                    self.count("retention refused: its log was reset meanwhile");
+                }
                 // The log was reset while the snapshot waited: refused, as it must be.
                 Err(Error::InvalidArgument(m)) if m.contains("since been reset") => {
                     self.count("snapshot refused: its log was reset meanwhile");
@@ -828,11 +859,33 @@ impl Sim {
                 Err(e) => return Err(format!("client {c}: {what} failed: {e}")),
             },
         }
-        let tab = &mut self.clients[c].tabs[t];
-        tab.runner
-            .catch_up(&tab.engine)
-            .map_err(|e| format!("client {c}: projection: {e}"))?;
+        self.follow(c, t)?;
         self.check_replica(c)
+    }
+
+    /// Folds what tab `t` of client `c` holds beyond its projection's position. A
+    /// projection that lagged behind a retention cut (another tab of its client cut while
+    /// it had not folded up to there) cannot: it is opened again from the snapshot that
+    /// covers the cut.
+    fn follow(&mut self, c: usize, t: usize) -> Outcome {
+        let tab = &mut self.clients[c].tabs[t];
+        match tab.runner.catch_up(&tab.engine) {
+            Ok(()) => Ok(()),
+            Err(Error::NotRetained { .. }) => {
+                let engine = tab.engine.clone();
+                // The simulator's own look at the disk: no faults.
+                let faults = self.clients[c].faults.clone();
+                faults.active.set(false);
+                let reopened = block_on(ProjectionRunner::open(&*engine, DigestProjection));
+                faults.active.set(!self.healing);
+                self.clients[c].tabs[t].runner = reopened.map_err(|e| {
+                    format!("client {c}: a projection behind the retention cut does not open again: {e}")
+                })?;
+                self.count("retention: a projection behind the cut opened again from its snapshot");
+                Ok(())
+            }
+            Err(e) => Err(format!("client {c}: projection: {e}")),
+        }
     }
 
     fn start_random(&mut self) -> Outcome {
@@ -848,7 +901,11 @@ impl Sim {
             return Ok(());
         }
         let engine = tab.engine.clone();
-        let kind = self.rng.weighted(&[70, 10, 12, 8]);
+        // A retention cut (weight 0 without retention: the other draws stay as they were).
+        let retain = self.cfg.retain;
+        let kind = self
+            .rng
+            .weighted(&[70, 10, 12, 8, if retain.is_some() { 10 } else { 0 }]);
         let running = match kind {
             0 => self.start_append(c, t),
             1 => Running {
@@ -857,11 +914,17 @@ impl Sim {
                 }),
                 append: None,
             },
-            2 => {
+            3 => Running {
+                fut: Box::pin(async move {
+                    Done::Other("compaction", engine.compact().await.map(|_| ()))
+                }),
+                append: None,
+            },
+            // A snapshot; with retention, then a cut up to what it covers (as the
+            // TypeScript runtime applies the policy after its snapshots).
+            _ => {
+                self.follow(c, t)?;
                 let tab = &mut self.clients[c].tabs[t];
-                tab.runner
-                    .catch_up(&engine)
-                    .map_err(|e| format!("client {c}: projection: {e}"))?;
                 let record = SnapshotRecord {
                     name: "digest".into(),
                     version: 1,
@@ -870,24 +933,30 @@ impl Sim {
                 };
                 let generation = tab.runner.log_generation();
                 let erasures = engine.erasures();
+                let cut = (kind == 4).then(|| Retention::events(retain.unwrap_or(1)));
+                if cut.is_some() {
+                    self.log(|| format!("client {c} tab {t}: snapshot, then retention"));
+                }
+                let counters = self.counters.clone();
                 Running {
                     fut: Box::pin(async move {
-                        Done::Other(
-                            "snapshot",
-                            engine
-                                .put_snapshot_from(&record, generation, erasures)
-                                .await,
-                        )
+                        let stored = engine
+                            .put_snapshot_from(&record, generation, erasures)
+                            .await;
+                        match (stored, cut) {
+                            (Ok(()), Some(policy)) => {
+                                let cut = engine.retain(policy, &[("digest", 1)]).await;
+                                if let Ok(Some(_)) = cut {
+                                    count(&counters, "retention: cut");
+                                }
+                                Done::Other("retention", cut.map(|_| ()))
+                            }
+                            (stored, _) => Done::Other("snapshot", stored),
+                        }
                     }),
                     append: None,
                 }
             }
-            _ => Running {
-                fut: Box::pin(async move {
-                    Done::Other("compaction", engine.compact().await.map(|_| ()))
-                }),
-                append: None,
-            },
         };
         self.clients[c].tabs[t].local_op = Some(running);
         Ok(())
@@ -1187,11 +1256,13 @@ impl Sim {
         for (t, tab) in self.clients[c].tabs.iter().enumerate() {
             let engine = &tab.engine;
             let head = engine.confirmed_head();
+            // Retention dropped the events up to here: the log held starts after it.
+            let dropped = engine.dropped();
             let mut confirmed = Vec::with_capacity(head as usize);
             let mut gap = None;
             engine
-                .fold_range(0, head, |e| {
-                    if gap.is_none() && e.position != confirmed.len() as u64 + 1 {
+                .fold_range(dropped, head, |e| {
+                    if gap.is_none() && e.position != dropped + confirmed.len() as u64 + 1 {
                         gap = Some(e.position);
                     }
                     confirmed.push(e.id);
@@ -1202,14 +1273,16 @@ impl Sim {
                     "client {c} tab {t}: position {position} out of place"
                 ));
             }
-            if confirmed.len() as u64 != head {
+            if dropped + confirmed.len() as u64 != head {
                 return Err(format!(
                     "client {c} tab {t}: {} confirmed events for head {head}",
                     confirmed.len()
                 ));
             }
             let prefix_of = |log: &Vec<EventId>| {
-                log.len() >= confirmed.len() && log[..confirmed.len()] == confirmed[..]
+                let from = (dropped as usize).min(log.len());
+                log.len() >= from + confirmed.len()
+                    && log[from..from + confirmed.len()] == confirmed[..]
             };
             if !prefix_of(&self.server_ids) && !self.old_logs.iter().any(prefix_of) {
                 let first_difference = confirmed
@@ -1317,9 +1390,7 @@ impl Sim {
             for t in 0..self.clients[c].tabs.len() {
                 let tab = &mut self.clients[c].tabs[t];
                 block_on(tab.engine.catch_up()).map_err(|e| format!("client {c}: {e}"))?;
-                tab.runner
-                    .catch_up(&tab.engine)
-                    .map_err(|e| format!("client {c}: projection: {e}"))?;
+                self.follow(c, t)?;
             }
             self.note_resets(c)?;
             self.check_replica(c)?;
@@ -1335,7 +1406,6 @@ impl Sim {
             if self.clients[c].tabs[leader].sync_op.is_none() {
                 return Ok(());
             }
-            let engine = self.clients[c].tabs[leader].engine.clone();
             let sync = self.clients[c].sync.clone();
             let running = self.clients[c].tabs[leader].sync_op.take().expect("a sync");
             let mut fut = running.fut;
@@ -1345,10 +1415,7 @@ impl Sim {
             match polled {
                 Poll::Ready(Done::Sync(Ok(_))) => {
                     self.figures.syncs += 1;
-                    let tab = &mut self.clients[c].tabs[leader];
-                    tab.runner
-                        .catch_up(&engine)
-                        .map_err(|e| format!("client {c}: projection: {e}"))?;
+                    self.follow(c, leader)?;
                     return self.check_replica(c);
                 }
                 Poll::Ready(Done::Sync(Err(e))) => {
@@ -1493,9 +1560,17 @@ impl Sim {
         for c in 0..self.cfg.clients {
             let mut diverged = false;
             for (t, tab) in self.clients[c].tabs.iter().enumerate() {
-                match tab.engine.read(&ReadQuery::default()) {
+                let dropped = tab.engine.dropped();
+                if dropped > 0 {
+                    self.figures.cut += 1;
+                }
+                match tab.engine.read(&ReadQuery {
+                    after: dropped,
+                    ..ReadQuery::default()
+                }) {
                     Ok(log) => {
-                        if let Some(d) = difference(&log, &server_log) {
+                        let server = &server_log[(dropped as usize).min(server_log.len())..];
+                        if let Some(d) = difference(&log, server) {
                             diverged = true;
                             violations.push(format!("client {c} tab {t}: {d}"));
                         }
@@ -1520,13 +1595,17 @@ impl Sim {
                 let engine = Engine::open(storage, options).await?;
                 let runner = ProjectionRunner::open(&engine, DigestProjection).await?;
                 let rejected = engine.rejected().await?;
-                let log = engine.read(&ReadQuery::default())?;
-                Ok::<_, Error>((log, runner.state().clone(), rejected))
+                let log = engine.read(&ReadQuery {
+                    after: engine.dropped(),
+                    ..ReadQuery::default()
+                })?;
+                Ok::<_, Error>((log, runner.state().clone(), rejected, engine.dropped()))
             });
             match reopened {
                 Err(e) => violations.push(format!("client {c}: reopening failed: {e}")),
-                Ok((log, state, rejected)) => {
-                    if let Some(d) = difference(&log, &server_log) {
+                Ok((log, state, rejected, dropped)) => {
+                    let server = &server_log[(dropped as usize).min(server_log.len())..];
+                    if let Some(d) = difference(&log, server) {
                         diverged = true;
                         violations.push(format!("client {c} reopened: {d}"));
                     }
