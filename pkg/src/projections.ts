@@ -353,11 +353,29 @@ export class Projections {
    * and the log here starts at the cut). The snapshots go, as on a reset.
    */
   restartFromServer(): void {
+    this.#restart();
+    this.#dropSnapshots();
+    this.#startRestarted();
+  }
+
+  /**
+   * Every projection starts again from the stored snapshots (or the server's log) and
+   * folds on in the background: this tab had not folded up to where another tab cut the
+   * log (retention), so the events in between are no longer here.
+   */
+  restartFromSnapshots(): void {
+    this.#restart();
+    this.#startRestarted();
+  }
+
+  #restart(): void {
     for (const rt of this.#runtimes.values()) {
       rt.reset();
       rt.rebuilding = true;
     }
-    this.#dropSnapshots();
+  }
+
+  #startRestarted(): void {
     if (this.#opening) return; // startRebuilds runs them once the store is open
     for (const rt of this.#runtimes.values()) this.#startRebuild(rt);
   }
@@ -556,13 +574,36 @@ export class Projections {
   }
 
   /** Folds confirmed events after the projection's position into its confirmed state, taking checkpoints. */
-  /** Folds what retention dropped and `rt` has not folded yet, from the server's log. */
+  /**
+   * Folds what retention dropped and `rt` has not folded yet: from the stored snapshot when
+   * it is further on (another tab wrote it, and cut the log against it), else from the
+   * server's log.
+   */
   async #foldDropped(rt: ProjectionRuntime): Promise<void> {
     const dropped = this.#host.core.dropped;
     if (rt.position >= dropped || rt.blockedAt !== undefined) return;
+    await this.#fromSnapshot(rt);
+    if (rt.position >= dropped) return;
     const what = `projection "${rt.name}" (folded up to position ${rt.position})`;
     const events = await this.#host.fetchDropped(rt.position, dropped, what);
     this.#foldConfirmed(rt, events);
+  }
+
+  /** Takes the stored snapshot of `rt` when it is trusted and further on than `rt`. */
+  async #fromSnapshot(rt: ProjectionRuntime): Promise<void> {
+    const core = this.#host.core;
+    const reply = (await core.snapshot(rt.name)) as string | undefined;
+    if (reply === undefined) return;
+    const snapshot = JSON.parse(reply) as SnapshotReply;
+    if (snapshot.version !== rt.version || snapshot.position <= rt.position) return;
+    if (!this.#trusted(rt, snapshot, core.confirmedHead)) return;
+    const stored = unwrapSnapshot(snapshot.state);
+    if (!this.#stillUnknown(stored)) return;
+    rt.confirmed = copyState(stored.state);
+    rt.position = snapshot.position;
+    rt.snapshotPosition = snapshot.position;
+    for (const e of stored.skipped) rt.skipped.set(unknownKey(e.type, e.schemaVersion), e);
+    rt.addCheckpoint(snapshot.position, JSON.stringify(stored.state));
   }
 
   #foldConfirmed(rt: ProjectionRuntime, events: readonly AnnalsEvent[]): void {

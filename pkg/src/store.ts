@@ -71,6 +71,10 @@ function closedError(): AnnalsError {
   return new AnnalsError("CLOSED", "the store is closed");
 }
 
+function isNotRetained(error: unknown): boolean {
+  return error instanceof AnnalsError && error.code === "NOT_RETAINED";
+}
+
 function rethrow(error: unknown): never {
   throw fromWasmError(error);
 }
@@ -499,13 +503,30 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
           message.pendingEvents = upcasters.upcastEvents(message.pendingEvents);
         }
       } else {
-        this.#events.error(fromWasmError(error));
+        const failure = fromWasmError(error);
+        if (isNotRetained(failure)) return this.#catchUpPastCut();
+        this.#events.error(failure);
         message = this.#resyncMessage();
       }
       this.#apply(message);
     } catch (failure) {
+      if (isNotRetained(failure)) return this.#catchUpPastCut();
       this.#events.error(failure);
     }
+  }
+
+  /**
+   * Another tab cut the log (retention) past what this one had folded: the events in
+   * between are gone here. The projections start again from the snapshot the cut was made
+   * against (or the server's log) and fold on in the background; the heads are the core's.
+   */
+  #catchUpPastCut(): void {
+    this.#generation += 1;
+    this.#commands.reset();
+    this.#head = this.#wasm.head;
+    this.#confirmedHead = this.#wasm.confirmedHead;
+    this.#projections.restartFromSnapshots();
+    this.#leader.statusChanged();
   }
 
   #apply(message: ChangeMessage): void {

@@ -174,3 +174,52 @@ test("a store with retention keeps working across reloads and travels back past 
   assert.deepEqual(errors, []);
   await context.close();
 });
+
+test("a tab that had not folded up to another tab's cut starts again from the snapshot the cut was made against", { timeout: TEST_TIMEOUT }, async () => {
+  const context = await browser.newContext();
+  /** @type {string[]} */
+  const errors = [];
+  const first = await context.newPage();
+  const late = await context.newPage();
+  for (const page of [first, late]) page.on("pageerror", (error) => errors.push(String(error)));
+  await Promise.all([load(first), load(late)]);
+  const name = freshStore("lagging");
+  const storeName = freshStore("lagging");
+
+  // The first tab opens first, so it syncs; the late one hears no other tab (no
+  // BroadcastChannel), so it folds nothing the first one writes until it writes itself.
+  await first.evaluate(async ([name, storeName]) => {
+    const window = /** @type {any} */ (globalThis);
+    window.store = await window.openRetained(name, storeName);
+  }, [name, storeName]);
+  await late.evaluate(async ([name, storeName]) => {
+    const window = /** @type {any} */ (globalThis);
+    window.BroadcastChannel = undefined;
+    window.reported = [];
+    window.store = await window.openRetained(name, storeName);
+    window.store.on("error", (/** @type {any} */ e) => window.reported.push(String(e.code)));
+  }, [name, storeName]);
+  const retained = await first.evaluate(async () => {
+    const window = /** @type {any} */ (globalThis);
+    await window.store.appendMany(Array.from({ length: 30 }, (_, i) => ({ stream: "s", type: "Added", data: { n: i + 1 } })));
+    await window.store.sync();
+    return window.cut(window.store);
+  });
+  assert.ok(retained.dropped > 0);
+
+  const after = await late.evaluate(async () => {
+    const window = /** @type {any} */ (globalThis);
+    const store = window.store;
+    const before = store.get("sum");
+    // Its append reads what the first tab wrote, cut included.
+    await store.append({ stream: "t", type: "Added", data: { n: 100 } });
+    for (let i = 0; i < 200 && store.get("sum") !== 565; i++) await new Promise((resolve) => setTimeout(resolve, 25));
+    return { before, sum: store.get("sum"), dropped: (await store.storage()).retained.dropped, reported: window.reported };
+  });
+  assert.equal(after.before, 0, "the late tab had folded nothing");
+  assert.equal(after.sum, 565, "the snapshot's 465 and its own 100");
+  assert.equal(after.dropped, retained.dropped);
+  assert.deepEqual(after.reported, [], "nothing to report: the store caught up by itself");
+  assert.deepEqual(errors, []);
+  await context.close();
+});
