@@ -2048,7 +2048,9 @@ fn reused_reason(pulled: &Event) -> PushResult {
 /// A new confirmed segment (`bytes`, from position `first`) with the erasures it records
 /// applied: to its own earlier events (in the segment), and to the confirmed events of
 /// `log` (their positions added to `commit.erase`, for storage to rewrite in the same
-/// transaction; the log in memory erases them when it takes the segment in).
+/// transaction; the log in memory erases them when it takes the segment in). The streams
+/// in `waiting` have an erasure waiting in the outbox, which comes after every confirmed
+/// event: their events in the segment are erased too.
 fn erasing_segment(
     log: &LogState,
     waiting: &[String],
