@@ -214,6 +214,11 @@ pub struct OutboxEvent<'a> {
         ts(optional, type = "number | \"no_stream\" | \"exists\"")
     )]
     pub expected_version: Option<ExpectedVersion>,
+    /// Present (true) when its stream was erased after it ([`crate::erasure`]): `data` is
+    /// `null` and there is no `meta`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional, type = "true"))]
+    pub erased: Option<bool>,
 }
 
 impl<'a> From<&'a crate::protocol::PushEvent> for OutboxEvent<'a> {
@@ -228,6 +233,7 @@ impl<'a> From<&'a crate::protocol::PushEvent> for OutboxEvent<'a> {
             time: e.time,
             expected_version: (e.expected_version != ExpectedVersion::Any)
                 .then_some(e.expected_version),
+            erased: e.erased.then_some(true),
         }
     }
 }
@@ -462,6 +468,22 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&reply).unwrap(),
             r#"{"results":[1,2],"duplicates":[{"id":"x","data":{"a" : 1}}],"streamVersions":[4,4],"seq":null}"#
+        );
+    }
+
+    #[test]
+    fn an_erased_outbox_event_says_so_and_others_do_not() {
+        let mut event: crate::protocol::PushEvent = serde_json::from_str(
+            r#"{"id":"0190a4c1-7d2e-7c3a-9f10-2b3c4d5e6f70","stream":"s","type":"T","data":{"a":1},"meta":{"m":1},"time":5}"#,
+        )
+        .unwrap();
+        let plain = serde_json::to_string(&OutboxEvent::from(&event)).unwrap();
+        assert!(!plain.contains("erased"), "{plain}");
+        event.erase();
+        let erased = serde_json::to_string(&OutboxEvent::from(&event)).unwrap();
+        assert!(
+            erased.ends_with(r#","data":null,"time":5,"erased":true}"#),
+            "{erased}"
         );
     }
 
