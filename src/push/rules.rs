@@ -72,12 +72,51 @@ impl Stored {
 /// The reason a push answers for an id that is stored as another event. It starts with
 /// the error code, which clients report as the rejection's reason.
 pub fn reused_id_reason(id: &EventId, stored: &Stored) -> String {
+    reused_at(id, stored.placed)
+}
+
+fn reused_at(id: &EventId, placed: Placed) -> String {
     format!(
         "DUPLICATE_ID: id {id} is already stored as another event (position {}, version {} \
          of its stream): a retry must repeat the event exactly (stream, type, schema version, \
          data and meta); a new event needs a new id",
-        stored.placed.position, stored.placed.version
+        placed.position, placed.version
     )
+}
+
+/// An event accepted earlier in the same push: compared with a later event under its id
+/// field by field, so that no digest is computed for the many events that are never
+/// pushed twice in one push.
+struct Accepted {
+    index: usize,
+    placed: Placed,
+    /// Erased by an erasure later in the push, or pushed erased.
+    erased: bool,
+}
+
+impl Accepted {
+    /// [`Stored::is_same`], on the accepted event itself.
+    fn is_same(&self, accepted: &PushEvent, event: &PushEvent) -> bool {
+        let same_shape = accepted.stream == event.stream
+            && accepted.event_type == event.event_type
+            && accepted.schema_version == event.schema_version;
+        if self.erased || event.erased {
+            same_shape
+        } else {
+            same_shape
+                && accepted.data.get() == event.data.get()
+                && accepted.meta.as_ref().map(|m| m.get()) == event.meta.as_ref().map(|m| m.get())
+        }
+    }
+}
+
+/// A pushed stream as the push leaves it so far.
+#[derive(Clone, Copy)]
+struct StreamState {
+    version: u64,
+    end: Option<StreamEnd>,
+    /// This push accepted an event of it.
+    touched: bool,
 }
 
 /// A rejection the server remembers: the verdict on the event with this
@@ -161,24 +200,32 @@ pub fn plan_push(
 ) -> PushPlan {
     let mut plan = PushPlan {
         head,
+        results: Vec::with_capacity(events.len()),
+        inserts: Vec::with_capacity(events.len()),
         ..PushPlan::default()
     };
-    let mut accepted: HashMap<EventId, Stored> = HashMap::new();
-    let mut current: HashMap<&str, u64> = HashMap::new();
-    let mut current_ends: HashMap<&str, Option<StreamEnd>> = HashMap::new();
+    let mut accepted: HashMap<EventId, Accepted> = HashMap::with_capacity(events.len());
+    // One entry per pushed stream, made when the stream is first met: one lookup per event.
+    let mut streams: HashMap<&str, StreamState> = HashMap::new();
     let mut touched: Vec<&str> = Vec::new();
     for (index, event) in events.iter().enumerate() {
-        if let Some(stored) = existing.get(&event.id).or_else(|| accepted.get(&event.id)) {
-            plan.results.push(if stored.is_same(event) {
+        let earlier = match existing.get(&event.id) {
+            Some(stored) => Some((stored.placed, stored.is_same(event))),
+            None => accepted
+                .get(&event.id)
+                .map(|a| (a.placed, a.is_same(&events[a.index], event))),
+        };
+        if let Some((placed, same)) = earlier {
+            plan.results.push(if same {
                 PushResult::Duplicate {
                     id: event.id,
-                    position: stored.placed.position,
-                    version: stored.placed.version,
+                    position: placed.position,
+                    version: placed.version,
                 }
             } else {
                 PushResult::Rejected {
                     id: event.id,
-                    reason: reused_id_reason(&event.id, stored),
+                    reason: reused_at(&event.id, placed),
                     actual_version: None,
                 }
             });
@@ -212,19 +259,20 @@ pub fn plan_push(
             });
             continue;
         }
-        let actual = match current.get(event.stream.as_str()) {
-            Some(v) => *v,
-            None => versions.get(&event.stream).copied().unwrap_or(0),
-        };
+        let stream = streams
+            .entry(event.stream.as_str())
+            .or_insert_with(|| StreamState {
+                version: versions.get(&event.stream).copied().unwrap_or(0),
+                end: ends.get(&event.stream).copied(),
+                touched: false,
+            });
+        let actual = stream.version;
+        let end = stream.end;
         let placed = Placed {
             position: plan.head + 1,
             version: actual + 1,
         };
         let mut fingerprint = || *fingerprint.get_or_insert_with(|| event.fingerprint());
-        let end = match current_ends.get(event.stream.as_str()) {
-            Some(end) => *end,
-            None => ends.get(&event.stream).copied(),
-        };
         let verdict = if let Err(refused) = check_stream(
             &event.stream,
             &event.event_type,
@@ -266,34 +314,34 @@ pub fn plan_push(
             continue;
         }
         plan.head = placed.position;
-        if current.insert(&event.stream, placed.version).is_none() {
+        if !stream.touched {
+            stream.touched = true;
             touched.push(&event.stream);
         }
+        stream.version = placed.version;
         // An erasure ends nothing: a closed stream stays closed (a deleted one is no longer
         // right after its delete, as on every replica).
-        let new_end = match StreamEnd::of_type(&event.event_type) {
+        stream.end = match StreamEnd::of_type(&event.event_type) {
             None if event.event_type == STREAM_ERASED_TYPE && end == Some(StreamEnd::Closed) => end,
             other => other,
         };
-        current_ends.insert(&event.stream, new_end);
         if event.event_type == STREAM_ERASED_TYPE {
             plan.erasures.push((event.stream.clone(), placed.version));
             // What this push accepted of the stream before is erased with the rest.
             for (earlier, _) in &plan.inserts {
                 let earlier = &events[*earlier];
                 if earlier.stream == event.stream {
-                    if let Some(stored) = accepted.get_mut(&earlier.id) {
-                        stored.erased = true;
+                    if let Some(accepted) = accepted.get_mut(&earlier.id) {
+                        accepted.erased = true;
                     }
                 }
             }
         }
         accepted.insert(
             event.id,
-            Stored {
+            Accepted {
+                index,
                 placed,
-                content: event.content_digest(),
-                shape: event.shape_digest(),
                 erased: event.erased,
             },
         );
@@ -304,16 +352,17 @@ pub fn plan_push(
             version: placed.version,
         });
     }
+    let state = |s: &str| streams.get(s).copied();
     plan.stream_ends = touched
         .iter()
         .filter_map(|s| {
-            let now = current_ends.get(s).copied().flatten();
+            let now = state(s).and_then(|st| st.end);
             (now != ends.get(*s).copied()).then(|| (s.to_string(), now))
         })
         .collect();
     plan.stream_versions = touched
         .into_iter()
-        .filter_map(|s| current.get(s).map(|v| (s.to_owned(), *v)))
+        .filter_map(|s| state(s).map(|st| (s.to_owned(), st.version)))
         .collect();
     plan
 }
