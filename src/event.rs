@@ -63,53 +63,74 @@ impl EventId {
             ))
         };
         let bytes = text.as_bytes();
-        if bytes.len() != 36 {
+        if bytes.len() != 36 || HYPHENS.iter().any(|&at| bytes[at] != b'-') {
             return Err(bad());
         }
+        // Every byte goes through one table lookup (servers parse one id per pushed event).
         let mut out = [0u8; 16];
-        let mut nibbles = 0usize;
-        for (i, &c) in bytes.iter().enumerate() {
-            if matches!(i, 8 | 13 | 18 | 23) {
-                if c != b'-' {
-                    return Err(bad());
-                }
-                continue;
+        for (byte, &at) in out.iter_mut().zip(PAIRS.iter()) {
+            let (high, low) = (
+                HEX_VALUE[bytes[at] as usize],
+                HEX_VALUE[bytes[at + 1] as usize],
+            );
+            if (high | low) > 0xf {
+                return Err(bad());
             }
-            let v = match c {
-                b'0'..=b'9' => c - b'0',
-                b'a'..=b'f' => c - b'a' + 10,
-                b'A'..=b'F' => c - b'A' + 10,
-                _ => return Err(bad()),
-            };
-            out[nibbles / 2] |= if nibbles % 2 == 0 { v << 4 } else { v };
-            nibbles += 1;
+            *byte = (high << 4) | low;
         }
         Ok(EventId(out))
     }
 
-    /// Writes the canonical lowercase hyphenated form into `out`.
-    pub fn write_hyphenated(&self, out: &mut Vec<u8>) {
+    /// The canonical lowercase hyphenated form, as ASCII.
+    fn hyphenated(&self) -> [u8; 36] {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut text = [b'-'; 36];
-        let mut at = 0;
-        for (i, b) in self.0.iter().enumerate() {
-            if matches!(i, 4 | 6 | 8 | 10) {
-                at += 1; // the hyphen already there
-            }
+        for (b, &at) in self.0.iter().zip(PAIRS.iter()) {
             text[at] = HEX[(b >> 4) as usize];
             text[at + 1] = HEX[(b & 0xf) as usize];
-            at += 2;
         }
-        out.extend_from_slice(&text);
+        text
+    }
+
+    /// Writes the canonical lowercase hyphenated form into `out`.
+    pub fn write_hyphenated(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.hyphenated());
+    }
+
+    /// The canonical form as text.
+    fn with_text<T>(&self, f: impl FnOnce(&str) -> T) -> T {
+        let text = self.hyphenated();
+        // Only ASCII hex digits and hyphens are written.
+        f(std::str::from_utf8(&text).unwrap_or_default())
     }
 }
 
+/// Where the hyphens of the canonical form are.
+const HYPHENS: [usize; 4] = [8, 13, 18, 23];
+
+/// Where each byte's two hex digits start in the canonical form.
+const PAIRS: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
+
+/// Each ASCII hex digit's value (either case); 0xff for every other byte.
+const HEX_VALUE: [u8; 256] = {
+    let mut table = [0xffu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        table[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        table[b'a' as usize + i] = 10 + i as u8;
+        table[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    table
+};
+
 impl fmt::Display for EventId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut buf = Vec::with_capacity(36);
-        self.write_hyphenated(&mut buf);
-        // Only ASCII hex digits and hyphens were written.
-        f.write_str(std::str::from_utf8(&buf).map_err(|_| fmt::Error)?)
+        self.with_text(|text| f.write_str(text))
     }
 }
 
@@ -121,14 +142,24 @@ impl fmt::Debug for EventId {
 
 impl Serialize for EventId {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        self.with_text(|text| s.serialize_str(text))
     }
 }
 
 impl<'de> Deserialize<'de> for EventId {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        EventId::parse(&text).map_err(de::Error::custom)
+        // Parsed from the text where it lies: no string is allocated per id.
+        struct Text;
+        impl de::Visitor<'_> for Text {
+            type Value = EventId;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> std::result::Result<EventId, E> {
+                EventId::parse(text).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(Text)
     }
 }
 
@@ -566,12 +597,32 @@ mod tests {
     }
 
     #[test]
+    fn ids_in_json_are_their_canonical_text() {
+        let text = "0190a4c1-7d2e-7c3a-9f10-2b3c4d5e6f70";
+        let id = EventId::parse(text).unwrap();
+        assert_eq!(serde_json::to_string(&id).unwrap(), format!("\"{text}\""));
+        // Read where it lies, or unescaped first: the same id.
+        assert_eq!(
+            serde_json::from_str::<EventId>(&format!("\"{text}\"")).unwrap(),
+            id
+        );
+        let escaped = format!("\"\\u0030{}\"", &text[1..]);
+        assert_eq!(serde_json::from_str::<EventId>(&escaped).unwrap(), id);
+        assert_eq!(serde_json::from_value::<EventId>(text.into()).unwrap(), id);
+        for bad in ["5", "null", "\"0190a4c1\""] {
+            assert!(serde_json::from_str::<EventId>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn malformed_ids_are_invalid_events() {
         for bad in [
             "",
             "not-a-uuid",
             "0190a4c1x7d2e-7c3a-9f10-2b3c4d5e6f70",
             "0190a4c1-7d2e-7c3a-9f10-2b3c4d5e6f7g",
+            "0190a4c1-7d2e-7c3a-9f10-2b3c4d5e6f7\u{e9}",
+            "0190a4c1-7d2e-7c3a-9f10_2b3c4d5e6f70",
         ] {
             assert_eq!(
                 EventId::parse(bad).unwrap_err().code(),
