@@ -9,6 +9,9 @@
 //!   process (`NORMAL` would only survive the latter). The cost is one fsync per push, which
 //!   batching amortises.
 //! - Readers use their own connections (WAL lets them read while the writer writes).
+//! - A push reads the versions of the streams it touches only when this process's last
+//!   push to the store did not leave the head where it is now ([`Known`]); each version is
+//!   checked as it is written.
 //! - Long polls are woken in-process through [`Changes`].
 
 use std::collections::HashMap;
@@ -90,6 +93,9 @@ const FORMAT: i64 = 3;
 /// Idle reader connections kept open.
 const MAX_IDLE_READERS: usize = 8;
 
+/// At most this many stream versions are remembered (see [`Known`]), over all stores.
+const MAX_KNOWN_STREAMS: usize = 100_000;
+
 pub struct SqliteStore {
     inner: Arc<Inner>,
     changes: Changes,
@@ -100,6 +106,20 @@ struct Inner {
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
     authorities: Authorities,
+    /// Per store, the stream versions the last push left (taken out by the push that uses
+    /// them, put back when it commits).
+    known: Mutex<HashMap<String, Known>>,
+}
+
+/// The versions of a store's streams (those with a row) as this process's last push to
+/// it left them, at `head`. They hold while the head is the one they were left at: every
+/// push that moves a stream's version moves the head, under the write lock, whichever
+/// process makes it. The push that uses them checks each one as it writes it all the same
+/// (see [`Inner::push_once`]).
+struct Known {
+    store_id: i64,
+    head: u64,
+    versions: HashMap<String, u64>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -143,6 +163,7 @@ impl SqliteStore {
                 writer: Mutex::new(writer),
                 readers: Mutex::new(Vec::new()),
                 authorities,
+                known: Mutex::new(HashMap::new()),
             })
         })
         .await
@@ -259,23 +280,45 @@ impl Inner {
         let mut conn = lock(&self.writer);
         // Most pushes carry new ids only: the first attempt lets the unique index find a
         // stored one instead of looking every id up; if it does, the transaction is rolled
-        // back and the push planned again knowing the stored ids.
-        match Self::push_once(
-            &mut conn,
-            &self.authorities,
-            store,
-            client_id,
-            events,
-            false,
-        )? {
-            Attempted::Done(response) => Ok(response),
-            Attempted::StoredIdFound => {
-                match Self::push_once(&mut conn, &self.authorities, store, client_id, events, true)?
-                {
-                    Attempted::Done(response) => Ok(response),
-                    Attempted::StoredIdFound => Err(StoreError::Corrupt(
+        // back and the push planned again knowing the stored ids. It also uses the stream
+        // versions remembered from the last push; should one prove out of date, the push
+        // is planned again reading them all.
+        let mut known = lock(&self.known).remove(store);
+        let mut look_up_ids = false;
+        loop {
+            let remembered = known.take();
+            let can_forget = remembered.is_some();
+            match Self::push_once(
+                &mut conn,
+                &self.authorities,
+                store,
+                client_id,
+                events,
+                look_up_ids,
+                remembered,
+            )? {
+                Attempted::Done(response, known) => {
+                    let mut all = lock(&self.known);
+                    let held: usize = all.values().map(|k| k.versions.len()).sum();
+                    if held + known.versions.len() > MAX_KNOWN_STREAMS {
+                        all.clear();
+                    }
+                    if known.versions.len() <= MAX_KNOWN_STREAMS {
+                        all.insert(store.to_owned(), known);
+                    }
+                    return Ok(response);
+                }
+                Attempted::StoredIdFound if !look_up_ids => look_up_ids = true,
+                Attempted::StaleVersions if can_forget => {}
+                Attempted::StoredIdFound => {
+                    return Err(StoreError::Corrupt(
                         "an id looked up as new is stored after all".into(),
-                    )),
+                    ))
+                }
+                Attempted::StaleVersions => {
+                    return Err(StoreError::Corrupt(
+                        "a stream's version moved under the write lock".into(),
+                    ))
                 }
             }
         }
@@ -338,8 +381,36 @@ impl Inner {
         Ok(existing)
     }
 
+    /// The stored versions of `streams` (those with a row), read under the write lock.
+    fn stream_versions<'a>(
+        tx: &Connection,
+        store_id: i64,
+        streams: impl IntoIterator<Item = &'a str>,
+        versions: &mut HashMap<String, u64>,
+    ) -> Result<(), StoreError> {
+        let mut find =
+            tx.prepare_cached("SELECT version FROM streams WHERE store_id = ?1 AND stream = ?2")?;
+        for stream in streams {
+            let found = find
+                .query_row(params![store_id, stream], |r| r.get::<_, i64>(0))
+                .optional()?;
+            match found {
+                Some(version) => {
+                    versions.insert(stream.to_owned(), stored_u64(version, "version")?);
+                }
+                None => {
+                    versions.remove(stream);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// One push transaction; with `look_up_ids` false it assumes the ids are new and
-    /// answers [`Attempted::StoredIdFound`] (having written nothing) when one is not.
+    /// answers [`Attempted::StoredIdFound`] (having written nothing) when one is not. It
+    /// takes the versions of the streams `known` holds from it when the head is still the
+    /// one it was left at, and answers [`Attempted::StaleVersions`] (having written
+    /// nothing) when one of them is not what is stored.
     fn push_once(
         conn: &mut Connection,
         authorities: &Authorities,
@@ -347,9 +418,14 @@ impl Inner {
         client_id: &str,
         events: &[PushEvent],
         look_up_ids: bool,
+        known: Option<Known>,
     ) -> Result<Attempted, StoreError> {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let (store_id, head, epoch) = Self::ensure_store(&tx, store)?;
+        let mut known = known
+            .filter(|k| k.store_id == store_id && k.head == head)
+            .map(|k| k.versions)
+            .unwrap_or_default();
 
         let mut existing = if look_up_ids {
             Self::stored_ids(&tx, store_id, events)?
@@ -382,20 +458,21 @@ impl Inner {
                 }
             }
         }
+        // A stream's version is taken from memory, or read; a stream without a row has
+        // none in `versions`.
         let mut versions = HashMap::new();
-        {
-            let mut find = tx.prepare_cached(
-                "SELECT version FROM streams WHERE store_id = ?1 AND stream = ?2",
-            )?;
-            for stream in distinct_streams(events) {
-                let found = find
-                    .query_row(params![store_id, stream], |r| r.get::<_, i64>(0))
-                    .optional()?;
-                if let Some(version) = found {
-                    versions.insert(stream.to_owned(), stored_u64(version, "version")?);
+        let mut remembered = Vec::new();
+        let mut unknown = Vec::new();
+        for stream in distinct_streams(events) {
+            match known.remove_entry(stream) {
+                Some((name, version)) => {
+                    versions.insert(name, version);
+                    remembered.push(stream);
                 }
+                None => unknown.push(stream),
             }
         }
+        Self::stream_versions(&tx, store_id, unknown, &mut versions)?;
 
         let mut ends = HashMap::new();
         let any_ended = tx
@@ -440,10 +517,14 @@ impl Inner {
             &ends,
             Some(&mut authorities.checker(histories.clone())),
         );
-        if plan.rejects_any() && !look_up_ids {
+        if plan.rejects_any() && (!look_up_ids || !remembered.is_empty()) {
             // A rejection is an answer, and a stored id answers `duplicate` before any
-            // check: look the ids up (still under the lock) and plan again.
-            existing = Self::stored_ids(&tx, store_id, events)?;
+            // check: look the ids up, and read the remembered versions (still under the
+            // lock), and plan again.
+            if !look_up_ids {
+                existing = Self::stored_ids(&tx, store_id, events)?;
+            }
+            Self::stream_versions(&tx, store_id, remembered.drain(..), &mut versions)?;
             plan = plan_push(
                 head,
                 events,
@@ -509,12 +590,29 @@ impl Inner {
                     Err(e) => return Err(e.into()),
                 }
             }
-            let mut upsert = tx.prepare_cached(
-                "INSERT INTO streams (store_id, stream, version) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (store_id, stream) DO UPDATE SET version = excluded.version",
+            // Streams with a version have a row: each moves only from the version the
+            // plan started from (which checks a remembered one), in one probe rather than
+            // an upsert's two; the others get one.
+            let mut update = tx.prepare_cached(
+                "UPDATE streams SET version = ?3 WHERE store_id = ?1 AND stream = ?2 AND version = ?4",
+            )?;
+            let mut create = tx.prepare_cached(
+                "INSERT INTO streams (store_id, stream, version) VALUES (?1, ?2, ?3)",
             )?;
             for (stream, version) in &plan.stream_versions {
-                upsert.execute(params![store_id, stream, to_i64(*version, "version")?])?;
+                let new = to_i64(*version, "version")?;
+                match versions.get(stream) {
+                    Some(old) => {
+                        let old = to_i64(*old, "version")?;
+                        if update.execute(params![store_id, stream, new, old])? != 1 {
+                            // Dropping the transaction rolls it back.
+                            return Ok(Attempted::StaleVersions);
+                        }
+                    }
+                    None => {
+                        create.execute(params![store_id, stream, new])?;
+                    }
+                }
             }
             for (stream, end) in &plan.stream_ends {
                 match end {
@@ -544,11 +642,22 @@ impl Inner {
                 .execute(params![to_i64(plan.head, "head")?, store_id])?;
         }
         tx.commit()?;
-        Ok(Attempted::Done(PushResponse {
-            results: plan.results,
-            head: plan.head,
-            epoch,
-        }))
+        // What the next push may take from memory: this push's streams as it left them,
+        // beside the other streams remembered at the head it started from.
+        known.extend(versions);
+        known.extend(plan.stream_versions);
+        Ok(Attempted::Done(
+            PushResponse {
+                results: plan.results,
+                head: plan.head,
+                epoch,
+            },
+            Known {
+                store_id,
+                head: plan.head,
+                versions: known,
+            },
+        ))
     }
 
     fn pull(&self, store: &str, after: u64, limit: usize) -> Result<PullResponse, StoreError> {
@@ -644,9 +753,12 @@ impl Inner {
 
 /// How one push transaction ended.
 enum Attempted {
-    Done(PushResponse),
+    /// Committed, leaving the store's streams at these versions.
+    Done(PushResponse, Known),
     /// An id assumed new is stored: nothing was written.
     StoredIdFound,
+    /// A remembered stream version is not the stored one: nothing was written.
+    StaleVersions,
 }
 
 fn is_unique_violation(error: &rusqlite::Error) -> bool {
@@ -747,5 +859,111 @@ impl ServerStore for SqliteStore {
 
     fn changes(&self) -> &Changes {
         &self.changes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{EventId, ExpectedVersion};
+    use crate::protocol::PushResult;
+
+    fn event(n: u8, expected: ExpectedVersion) -> PushEvent {
+        PushEvent {
+            id: EventId([n; 16]),
+            stream: "s".into(),
+            event_type: "T".into(),
+            schema_version: 1,
+            data: RawValue::from_string("1".into()).unwrap(),
+            meta: None,
+            time: 0,
+            expected_version: expected,
+            erased: false,
+        }
+    }
+
+    /// (position, version) of an accepted event, or the actual version of a rejected one.
+    async fn push(store: &SqliteStore, event: PushEvent) -> Result<(u64, u64), Option<u64>> {
+        let response = store.push("store", "client", vec![event]).await.unwrap();
+        match &response.results[0] {
+            PushResult::Ok {
+                position, version, ..
+            } => Ok((*position, *version)),
+            PushResult::Rejected { actual_version, .. } => Err(*actual_version),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn temp_db(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("annals-sqlite-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir.join("annals.db")
+    }
+
+    #[tokio::test]
+    async fn two_servers_on_one_file_see_each_others_stream_versions() {
+        let path = temp_db("two");
+        let a = SqliteStore::open(&path, Authorities::default())
+            .await
+            .unwrap();
+        let b = SqliteStore::open(&path, Authorities::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            push(&a, event(1, ExpectedVersion::NoStream)).await,
+            Ok((1, 1))
+        );
+        assert_eq!(
+            push(&b, event(2, ExpectedVersion::Exact(1))).await,
+            Ok((2, 2))
+        );
+        // `a` remembers the stream at version 1, but the head moved since.
+        assert_eq!(
+            push(&a, event(3, ExpectedVersion::Exact(1))).await,
+            Err(Some(2))
+        );
+        assert_eq!(
+            push(&a, event(4, ExpectedVersion::Exact(2))).await,
+            Ok((3, 3))
+        );
+        assert_eq!(push(&b, event(5, ExpectedVersion::Any)).await, Ok((4, 4)));
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_remembered_stream_version_that_is_not_the_stored_one_is_read_again() {
+        let path = temp_db("stale");
+        let store = SqliteStore::open(&path, Authorities::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            push(&store, event(1, ExpectedVersion::NoStream)).await,
+            Ok((1, 1))
+        );
+        // The stored version moves without the head (as after a restore): whatever the
+        // server remembers, the stored one decides.
+        let sneak = |version: i64| {
+            Connection::open(&path)
+                .unwrap()
+                .execute("UPDATE streams SET version = ?1", [version])
+                .unwrap()
+        };
+        sneak(5);
+        // Refused by the remembered version 1: read again, and accepted.
+        assert_eq!(
+            push(&store, event(2, ExpectedVersion::Exact(5))).await,
+            Ok((2, 6))
+        );
+        sneak(9);
+        // Accepted at the remembered version: its write finds 9, and it is planned again.
+        assert_eq!(
+            push(&store, event(3, ExpectedVersion::Any)).await,
+            Ok((3, 10))
+        );
+        assert_eq!(
+            push(&store, event(4, ExpectedVersion::Exact(10))).await,
+            Ok((4, 11))
+        );
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 }
