@@ -32,7 +32,7 @@ function generated(position) {
  * States: `count` is the number of events folded; `cart` is `{ count, last }`. `calls`
  * records what the panel asked.
  */
-function fakeStore({ size = 0, name = "shop", differentFrom = null, tabs = [] } = {}) {
+function fakeStore({ size = 0, name = "shop", differentFrom = null, tabs = [], retainedFrom = 1 } = {}) {
   const appended = [];
   const listeners = new Map();
   const calls = { stateAt: [], freeze: [], unfreeze: 0, exportBundle: 0, openBundle: [], range: 0 };
@@ -120,6 +120,13 @@ function fakeStore({ size = 0, name = "shop", differentFrom = null, tabs = [] } 
     ],
     range(after, to) {
       calls.range += 1;
+      if (after + 1 < retainedFrom && to > after) {
+        // A store cut by retention reads nothing below what it keeps (as the core refuses).
+        const kept = `positions ${retainedFrom} to ${head()}`;
+        throw Object.assign(new Error(`a read reaches below the retained range: this replica keeps ${kept}`), {
+          code: "NOT_RETAINED",
+        });
+      }
       const out = [];
       for (let p = after + 1; p <= Math.min(to, head()); p++) out.push(eventAt(p));
       return out;
@@ -247,6 +254,23 @@ test("a million-event timeline renders a bounded number of rows, the newest in v
   const top = $$("devtools-row").map((row) => Number(row.dataset.position));
   assert.equal(Math.min(...top), 1);
   assert.ok(top.length <= 60);
+});
+
+test("rows below what retention keeps show the range kept, read once, instead of loading forever", async () => {
+  const store = fakeStore({ size: 5000, retainedFrom: 4001 });
+  const { root, $, $$ } = mount(store);
+  await settle();
+  assert.ok($$("devtools-row").some((row) => row.dataset.position === "5000"), "the kept events are drawn");
+  const viewport = $("devtools-timeline");
+  viewport.scrollTop = 0;
+  viewport.dispatchEvent(new window.Event("scroll"));
+  await settle();
+  const reads = store.calls.range;
+  await settle(50);
+  assert.equal(store.calls.range, reads, "no read again and again");
+  const empty = root.querySelector(".empty");
+  assert.equal(empty.hidden, false);
+  assert.match(empty.textContent, /positions 4001 to 5000/);
 });
 
 test("the filter narrows the timeline by stream, type and text, counting matches", async () => {

@@ -314,6 +314,11 @@ export class Timeline {
         this.#loadError = "the store is closed";
         return [];
       }
+      // Rows below what retention keeps here (the message names the range kept).
+      if ((error as { code?: string }).code === "NOT_RETAINED") {
+        this.#loadError = (error as Error).message;
+        return [];
+      }
       // A lazily opened log still loading: draw when it is complete.
       this.#loadError = "loading the log…";
       this.#source.access.whenComplete().then(
