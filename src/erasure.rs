@@ -55,12 +55,31 @@ pub fn erased<'a>(event: &EventRef<'a>) -> EventRef<'a> {
 /// The erasures recorded in segment `bytes`, in log order.
 pub fn erasures_in(bytes: &[u8]) -> Result<Vec<Erasure>, CodecError> {
     let mut found = Vec::new();
+    // Every append and pull asks: most segments hold no erasure, and the type's bytes,
+    // stored as they are, tell so without decoding.
+    if !may_hold_erasure(bytes) {
+        return Ok(found);
+    }
     for event in SegmentReader::new(bytes)? {
         if let Some(erasure) = Erasure::of(&event?) {
             found.push(erasure);
         }
     }
     Ok(found)
+}
+
+/// Whether segment `bytes` may record an erasure: `$StreamErased` appears in them (as the
+/// type of one of its events, or inside some text).
+fn may_hold_erasure(bytes: &[u8]) -> bool {
+    let needle = STREAM_ERASED_TYPE.as_bytes();
+    let mut rest = bytes;
+    while let Some(at) = rest.iter().position(|b| *b == needle[0]) {
+        if rest[at..].starts_with(needle) {
+            return true;
+        }
+        rest = &rest[at + 1..];
+    }
+    false
 }
 
 /// Segment `bytes` with every record that `erase` picks (and that is not erased yet)
@@ -152,6 +171,17 @@ mod tests {
         ];
         let bytes = encode(1, events);
         assert_eq!(erasures_in(&bytes).unwrap().len(), 1);
+        // Without the type's bytes there is nothing to decode; with them only in data, the
+        // decode finds no erasure.
+        let plain = encode(1, [events[0], events[1]]);
+        assert!(!may_hold_erasure(&plain));
+        let mentioned = EventRef {
+            data: r#"{"note":"$StreamErased"}"#,
+            ..events[0]
+        };
+        let mentioned = encode(1, [mentioned]);
+        assert!(may_hold_erasure(&mentioned));
+        assert_eq!(erasures_in(&mentioned).unwrap(), []);
         let rewritten = within(&bytes).unwrap().expect("two events to erase");
         let after = decode(&rewritten);
         let erased: Vec<u64> = after
