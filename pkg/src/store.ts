@@ -534,8 +534,9 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
     const inStep = c.reset || (c.rebased ? c.previousHead === this.#confirmedHead : c.previousHead === this.#head);
     if (!inStep) c = this.#resyncMessage();
     // An erasure took data out of events already folded: every projection and aggregate
-    // folds again from its initial state (the snapshots that held the data are gone).
-    if (c.erasedFrom > 0 && !c.reset) {
+    // folds again from its initial state (the snapshots that held the data are gone). Read
+    // from the core's message: a resync that replaced it does not say so.
+    if (message.erasedFrom > 0 && !c.reset) {
       if (this.#wasm.dropped > 0) {
         // Cut by retention: the states are folded again in the background, the dropped
         // part of the log from the sync server.
