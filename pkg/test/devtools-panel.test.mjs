@@ -125,6 +125,7 @@ function fakeStore({ size = 0, name = "shop", differentFrom = null, tabs = [], r
         const kept = `positions ${retainedFrom} to ${head()}`;
         throw Object.assign(new Error(`a read reaches below the retained range: this replica keeps ${kept}`), {
           code: "NOT_RETAINED",
+          retainedFrom,
         });
       }
       const out = [];
@@ -271,6 +272,9 @@ test("rows below what retention keeps show the range kept, read once, instead of
   const empty = root.querySelector(".empty");
   assert.equal(empty.hidden, false);
   assert.match(empty.textContent, /positions 4001 to 5000/);
+  // A filter looks through the kept events only.
+  type($("devtools-filter-type"), "checked");
+  await until(() => $("devtools-timeline-count").textContent === "100 of 5,000", "100 matches among the kept");
 });
 
 test("the filter narrows the timeline by stream, type and text, counting matches", async () => {

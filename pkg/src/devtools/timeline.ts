@@ -429,7 +429,7 @@ export class Timeline {
       this.#schedule();
       return;
     }
-    const index = new FilterIndex((after, to) => this.#source.access.range(after, to), compileFilter(this.#filter), {
+    const index = new FilterIndex((after, to) => this.#readKept(after, to), compileFilter(this.#filter), {
       onProgress: () => this.#schedule(),
     });
     this.#index = index;
@@ -439,6 +439,18 @@ export class Timeline {
       () => {},
     );
     this.#schedule();
+  }
+
+  /** Events `after + 1 ..= to` this store still holds: those below what retention keeps are skipped. */
+  #readKept(after: number, to: number): AnnalsEvent[] {
+    try {
+      return this.#source.access.range(after, to);
+    } catch (error) {
+      const below = error as { code?: string; retainedFrom?: number };
+      if (below.code !== "NOT_RETAINED" || typeof below.retainedFrom !== "number") throw error;
+      const from = Math.min(below.retainedFrom - 1, to);
+      return from > after ? this.#source.access.range(from, to) : [];
+    }
   }
 
   #onChange(change: Change): void {
