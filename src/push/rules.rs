@@ -373,6 +373,42 @@ mod tests {
     use crate::event::ExpectedVersion;
     use serde_json::value::RawValue;
 
+    #[test]
+    fn an_event_erased_earlier_in_the_push_is_a_duplicate_whatever_data_its_copy_carries() {
+        let first = ev(1, "a", ExpectedVersion::Any);
+        let erase = PushEvent {
+            event_type: STREAM_ERASED_TYPE.into(),
+            ..ev(2, "a", ExpectedVersion::Any)
+        };
+        let copy = PushEvent {
+            data: RawValue::from_string("\"the old data\"".into()).unwrap(),
+            ..first.clone()
+        };
+        let other_type = PushEvent {
+            event_type: "U".into(),
+            ..first.clone()
+        };
+        let plan = plan_push(
+            0,
+            &[first, erase, copy, other_type],
+            &HashMap::new(),
+            &HashMap::new(),
+            &HashMap::new(),
+            &HashMap::new(),
+            None,
+        );
+        assert_eq!(plan.erasures, [("a".to_string(), 2)]);
+        assert_eq!(plan.inserts.len(), 2);
+        assert!(matches!(
+            plan.results[2],
+            PushResult::Duplicate { position: 1, .. }
+        ));
+        assert!(matches!(
+            &plan.results[3],
+            PushResult::Rejected { reason, .. } if reason.starts_with("DUPLICATE_ID")
+        ));
+    }
+
     fn ev(n: u8, stream: &str, expected: ExpectedVersion) -> PushEvent {
         PushEvent {
             id: EventId([n; 16]),
