@@ -580,13 +580,18 @@ export class Projections {
    * server's log.
    */
   async #foldDropped(rt: ProjectionRuntime): Promise<void> {
-    const dropped = this.#host.core.dropped;
-    if (rt.position >= dropped || rt.blockedAt !== undefined) return;
-    await this.#fromSnapshot(rt);
-    if (rt.position >= dropped) return;
-    const what = `projection "${rt.name}" (folded up to position ${rt.position})`;
-    const events = await this.#host.fetchDropped(rt.position, dropped, what);
-    this.#foldConfirmed(rt, events);
+    // The policy may cut further while the server is asked: fold until `rt` reaches the cut.
+    for (;;) {
+      const dropped = this.#host.core.dropped;
+      if (rt.position >= dropped || rt.blockedAt !== undefined) return;
+      await this.#fromSnapshot(rt);
+      if (rt.position >= dropped) continue;
+      const before = rt.position;
+      const what = `projection "${rt.name}" (folded up to position ${rt.position})`;
+      const events = await this.#host.fetchDropped(rt.position, dropped, what);
+      this.#foldConfirmed(rt, events);
+      if (rt.position === before) return; // nothing came: the read after it says why
+    }
   }
 
   /** Takes the stored snapshot of `rt` when it is trusted and further on than `rt`. */
@@ -874,9 +879,21 @@ export class Projections {
       remembers && whatIfKey === undefined && rt.steppingBack(target) ? Math.max(target - STEP_BACK_TRAIL, 1) : Infinity;
     // Below what retention kept: that part of the log comes from the sync server.
     const start = base?.position ?? 0;
-    const dropped = host.core.dropped;
-    const early =
-      start < dropped ? await host.fetchDropped(start, Math.min(target, dropped), `stateAt("${rt.name}", ${target})`) : [];
+    let dropped = host.core.dropped;
+    let early: AnnalsEvent[] = [];
+    // The policy may cut further while the server is asked: ask again for what it dropped.
+    while (start + early.length < Math.min(target, dropped)) {
+      const from = start + early.length;
+      const fetched = await host.fetchDropped(from, Math.min(target, dropped), `stateAt("${rt.name}", ${target})`);
+      host.checkOpen();
+      if (fetched.length === 0) {
+        // Nothing came: the core's read says what is missing (NOT_RETAINED).
+        this.#range(from, Math.min(target, dropped));
+        break;
+      }
+      early = early.concat(fetched);
+      dropped = host.core.dropped;
+    }
     host.checkOpen();
     this.#stoppedAt = undefined;
     for (let after = start; after < target; after += REPLAY_CHUNK) {
