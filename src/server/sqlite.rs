@@ -422,7 +422,7 @@ impl Inner {
     ) -> Result<Attempted, StoreError> {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let (store_id, head, epoch) = Self::ensure_store(&tx, store)?;
-        let mut known = known
+        let known = known
             .filter(|k| k.store_id == store_id && k.head == head)
             .map(|k| k.versions)
             .unwrap_or_default();
@@ -459,19 +459,11 @@ impl Inner {
             }
         }
         // A stream's version is taken from memory, or read; a stream without a row has
-        // none in `versions`.
-        let mut versions = HashMap::new();
-        let mut remembered = Vec::new();
-        let mut unknown = Vec::new();
-        for stream in distinct_streams(events) {
-            match known.remove_entry(stream) {
-                Some((name, version)) => {
-                    versions.insert(name, version);
-                    remembered.push(stream);
-                }
-                None => unknown.push(stream),
-            }
-        }
+        // none in `versions` (which holds the other streams remembered too).
+        let mut versions = known;
+        let (mut remembered, unknown): (Vec<&str>, Vec<&str>) = distinct_streams(events)
+            .into_iter()
+            .partition(|s| versions.contains_key(*s));
         Self::stream_versions(&tx, store_id, unknown, &mut versions)?;
 
         let mut ends = HashMap::new();
@@ -644,8 +636,14 @@ impl Inner {
         tx.commit()?;
         // What the next push may take from memory: this push's streams as it left them,
         // beside the other streams remembered at the head it started from.
-        known.extend(versions);
-        known.extend(plan.stream_versions);
+        for (stream, version) in plan.stream_versions {
+            match versions.get_mut(stream.as_str()) {
+                Some(v) => *v = version,
+                None => {
+                    versions.insert(stream, version);
+                }
+            }
+        }
         Ok(Attempted::Done(
             PushResponse {
                 results: plan.results,
@@ -655,7 +653,7 @@ impl Inner {
             Known {
                 store_id,
                 head: plan.head,
-                versions: known,
+                versions,
             },
         ))
     }
