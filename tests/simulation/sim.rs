@@ -66,6 +66,10 @@ pub struct Config {
     pub replace_db: f64,
     /// Of new events, the share that are erasures (`$StreamErased` of a random stream).
     pub erase: f64,
+    /// Of new events, the share that end a stream's life for now: deletes
+    /// (`$StreamDeleted`, nine in ten) and closes (`$StreamClosed`, after which the stream
+    /// takes no event on any replica or the server).
+    pub lifecycle: f64,
     /// Retention: tabs now and then drop the confirmed events their snapshot covers,
     /// keeping this many (`None`: never). Only in seeds without erasures: a Rust projection
     /// cannot fold again past a cut (it has no server to ask), and an erasure makes it.
@@ -90,6 +94,11 @@ impl Config {
             0.0
         };
         let retain = (erase == 0.0 && side.chance(0.7)).then(|| side.between(1, 8));
+        let lifecycle = if side.chance(0.5) {
+            0.005 + 0.025 * side.unit()
+        } else {
+            0.0
+        };
         let clients = rng.between(3, 5) as usize;
         let tabs = (0..clients).map(|_| rng.between(1, 2) as usize).collect();
         // Some seeds are calm, some stormy.
@@ -112,6 +121,7 @@ impl Config {
             repeat_id: 0.03 + 0.12 * rng.unit(),
             replace_db,
             erase,
+            lifecycle,
             retain,
             weights: [
                 30,
@@ -324,6 +334,8 @@ struct Template {
     expected: ExpectedVersion,
     /// A `$StreamErased` (its stream's earlier events lose their data).
     erasure: bool,
+    /// A `$StreamDeleted` or a `$StreamClosed`.
+    lifecycle: Option<&'static str>,
 }
 
 /// The text only event `id`'s data holds: what must be found nowhere once it is erased.
@@ -816,6 +828,10 @@ impl Sim {
                         self.log(|| format!("client {c} tab {t} appended {:?}", outcome.results));
                     }
                     Err(Error::WrongExpectedVersion { .. }) => self.figures.local_conflicts += 1,
+                    // A stream this replica knows closed takes nothing more; nothing written.
+                    Err(Error::StreamDeleted(_)) => {
+                        self.count("append refused: its stream is closed")
+                    }
                     // A batch is wholly a retry or wholly new: one that mixes a known
                     // event with new ones is refused, writing nothing. Templates keep an
                     // id's content, so a known id never comes with other content here.
@@ -995,6 +1011,15 @@ impl Sim {
                     .entry(stream.clone())
                     .or_insert_with(|| engine.stream_version(&stream));
                 let erasure = self.cfg.erase > 0.0 && self.rng.chance(self.cfg.erase);
+                let lifecycle =
+                    (!erasure && self.cfg.lifecycle > 0.0 && self.rng.chance(self.cfg.lifecycle))
+                        .then(|| {
+                            if self.rng.chance(0.1) {
+                                "$StreamClosed"
+                            } else {
+                                "$StreamDeleted"
+                            }
+                        });
                 let roll = self.rng.unit();
                 let expected = if erasure {
                     // Erasures expect nothing (a rejected one would leave this replica's
@@ -1022,6 +1047,7 @@ impl Sim {
                         n,
                         expected,
                         erasure,
+                        lifecycle,
                     },
                 );
                 self.template_ids.push(id);
@@ -1033,7 +1059,7 @@ impl Sim {
                 if template.erasure {
                     "$StreamErased"
                 } else {
-                    "Noted"
+                    template.lifecycle.unwrap_or("Noted")
                 },
                 &serde_json::json!({ "n": template.n, "tag": tag_of(&id) }),
             )
@@ -1450,6 +1476,8 @@ impl Sim {
         // expectation met.
         let mut ids = BTreeSet::new();
         let mut versions: BTreeMap<&str, u64> = BTreeMap::new();
+        // Per stream: its last event's type, and whether it was closed (for good).
+        let mut ends: BTreeMap<&str, (&str, bool)> = BTreeMap::new();
         for (i, e) in server_log.iter().enumerate() {
             if e.position != i as u64 + 1 {
                 violations.push(format!("server position {} at index {i}", e.position));
@@ -1466,12 +1494,29 @@ impl Sim {
                     e.id, e.version, e.stream, version
                 ));
             }
+            let (last, closed) = ends.get(e.stream.as_str()).copied().unwrap_or(("", false));
+            if closed && e.event_type != "$StreamErased" {
+                violations.push(format!(
+                    "event {} follows the close of stream {}",
+                    e.id, e.stream
+                ));
+            }
+            ends.insert(
+                &e.stream,
+                (&e.event_type, closed || e.event_type == "$StreamClosed"),
+            );
+            match e.event_type.as_str() {
+                "$StreamDeleted" => self.count("server log: a stream deleted"),
+                "$StreamClosed" => self.count("server log: a stream closed"),
+                _ => {}
+            }
             match self.templates.get(&e.id) {
                 None => violations.push(format!("event {} was never generated", e.id)),
                 Some(t) => {
                     let met = match t.expected {
                         ExpectedVersion::Any => true,
-                        ExpectedVersion::NoStream => e.version == 1,
+                        // A deleted stream starts again: no_stream holds right after it.
+                        ExpectedVersion::NoStream => e.version == 1 || last == "$StreamDeleted",
                         ExpectedVersion::Exists => e.version >= 2,
                         ExpectedVersion::Exact(v) => e.version == v + 1,
                     };
