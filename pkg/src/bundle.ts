@@ -23,7 +23,7 @@ export interface BundleSource {
   confirmedHead: number;
   projections: { name: string; version: number }[];
   /** The events `after + 1 ..= to` as stored. */
-  range(after: number, to: number): AnnalsEvent[];
+  range(after: number, to: number): AnnalsEvent[] | Promise<AnnalsEvent[]>;
   fingerprints(name: string, positions: number[]): Promise<string[]>;
 }
 
@@ -62,7 +62,7 @@ export async function writeBundle(source: BundleSource, fingerprintEvery: number
   };
   const lines = [jsonLine(header)];
   for (let after = 0; after < head; after += EVENT_PAGE) {
-    for (const event of source.range(after, Math.min(after + EVENT_PAGE, head))) lines.push(jsonLine(event));
+    for (const event of await source.range(after, Math.min(after + EVENT_PAGE, head))) lines.push(jsonLine(event));
   }
   return lines.join("");
 }

@@ -36,6 +36,10 @@ export interface DebuggingHost {
   range(after: number, to: number): AnnalsEvent[];
   /** Events `after + 1 ..= to` as stored. */
   storedRange(after: number, to: number): AnnalsEvent[];
+  /** The last position retention dropped here (0: none). */
+  dropped(): number;
+  /** Events `after + 1 ..= to`, all dropped here, as stored, from the sync server (else NOT_RETAINED). */
+  fetchStored(after: number, to: number, what: string): Promise<AnnalsEvent[]>;
   askTabs(name: string, positions: number[], timeoutMs: number): Promise<TabFingerprints[]>;
   openReplica(name: string): Promise<Replica>;
 }
@@ -64,7 +68,13 @@ export class Debugging {
         head,
         confirmedHead: host.confirmedHead(),
         projections: host.projections(),
-        range: (after, to) => host.storedRange(after, Math.min(to, head)),
+        range: async (after, to) => {
+          // What retention dropped here comes from the sync server.
+          const end = Math.min(to, head);
+          const dropped = Math.min(host.dropped(), end);
+          const early = after < dropped ? await host.fetchStored(after, dropped, "exportBundle") : [];
+          return early.concat(host.storedRange(Math.max(after, dropped), end));
+        },
         fingerprints: (name, positions) => host.fingerprints(name, positions),
       },
       every,

@@ -8,7 +8,7 @@
 import { BUNDLE_FORMAT } from "./bundle.js";
 import { AnnalsError, fromWasmError } from "./errors.js";
 import { invalidArgument } from "./options.js";
-import { eventLinePages, jsonLine, readLines, type NdjsonSource, type NumberedLine } from "./ndjson.js";
+import { EVENT_PAGE, eventLinePages, jsonLine, readLines, type NdjsonSource, type NumberedLine } from "./ndjson.js";
 import type { AnnalsEvent, EventsHeader, ExportEventsOptions, ImportEventsOptions, ImportReport } from "./types.js";
 
 export const EVENTS_FORMAT = "annals-events";
@@ -32,6 +32,10 @@ export interface TransferHost {
   head(): number;
   /** Events `after + 1 ..= to` as stored: the core's JSON array. */
   rangeJson(after: number, to: number): string;
+  /** The last position retention dropped here (0: none). */
+  dropped(): number;
+  /** Events `after + 1 ..= to`, all dropped here, as stored, from the sync server (else NOT_RETAINED). */
+  fetchStored(after: number, to: number, what: string): Promise<AnnalsEvent[]>;
   /** Events as this build reads them (the store's upcasters). */
   upcast(events: AnnalsEvent[]): AnnalsEvent[];
   /** Where each id is in the log, 0 where it is not. */
@@ -61,6 +65,9 @@ export function exportEvents(host: TransferHost, options?: ExportEventsOptions):
   host.checkOpen();
   const { upcast } = exportOptions(options);
   let pages: Iterator<string> | undefined;
+  /** Positions `1 ..= dropped` come from the server; `fetchedTo`: how far they have. */
+  let dropped = 0;
+  let fetchedTo = 0;
   return new ReadableStream<string>(
     {
       async start(controller) {
@@ -78,16 +85,32 @@ export function exportEvents(host: TransferHost, options?: ExportEventsOptions):
         const page = upcast
           ? (after: number, to: number) => JSON.stringify(host.upcast(JSON.parse(host.rangeJson(after, to)) as AnnalsEvent[]))
           : (after: number, to: number) => host.rangeJson(after, to);
-        pages = eventLinePages(head, (after, to) => {
-          host.checkOpen();
-          try {
-            return page(after, to);
-          } catch (error) {
-            throw fromWasmError(error);
-          }
-        });
+        // What retention dropped here comes from the sync server first, a page at a time.
+        dropped = Math.min(host.dropped(), head);
+        pages = eventLinePages(
+          head,
+          (after, to) => {
+            host.checkOpen();
+            try {
+              return page(after, to);
+            } catch (error) {
+              throw fromWasmError(error);
+            }
+          },
+          EVENT_PAGE,
+          dropped,
+        );
       },
-      pull(controller) {
+      async pull(controller) {
+        if (fetchedTo < dropped) {
+          const to = Math.min(fetchedTo + EVENT_PAGE, dropped);
+          const fetched = await host.fetchStored(fetchedTo, to, "exportEvents");
+          host.checkOpen();
+          const events = upcast ? host.upcast(fetched) : fetched;
+          fetchedTo = to;
+          if (events.length > 0) controller.enqueue(events.map((event) => jsonLine(event)).join(""));
+          return;
+        }
         const next = pages!.next();
         if (next.done) controller.close();
         else controller.enqueue(next.value);

@@ -135,11 +135,17 @@ export function jsonLine(value: unknown): string {
 export const EVENT_PAGE = 1_000;
 
 /**
- * The event lines of positions `1 ..= head`, one page of whole lines at a time: `page(after,
- * to)` gives the events `after + 1 ..= to` as a JSON array's text (as the core's `range`).
+ * The event lines of positions `from + 1 ..= head`, one page of whole lines at a time:
+ * `page(after, to)` gives the events `after + 1 ..= to` as a JSON array's text (as the
+ * core's `range`).
  */
-export function* eventLinePages(head: number, page: (after: number, to: number) => string, size = EVENT_PAGE): Generator<string> {
-  for (let after = 0; after < head; after += size) {
+export function* eventLinePages(
+  head: number,
+  page: (after: number, to: number) => string,
+  size = EVENT_PAGE,
+  from = 0,
+): Generator<string> {
+  for (let after = from; after < head; after += size) {
     const items = jsonArrayItems(page(after, Math.min(after + size, head)));
     if (items.length > 0) yield items.join("\n") + "\n";
   }

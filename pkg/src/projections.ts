@@ -166,6 +166,8 @@ export class Projections {
   #skippedSink: Map<string, SkippedEvent> | undefined;
   /** Set by a fold that stopped before an unknown event (`"fail"`): its position. */
   #stoppedAt: number | undefined;
+  /** Events `1 ..= to` that retention dropped, fetched once by `statesAt` while it runs. */
+  #prefetched: { to: number; events: AnnalsEvent[] } | undefined;
   /** Until the store is open (`startRebuilds`): reports are held for the app's listeners. */
   #opening = true;
   readonly #heldReports: AnnalsError[] = [];
@@ -745,11 +747,31 @@ export class Projections {
     const targets = positions.map((p) => this.#target(p));
     const skipped = await this.#skipped(skip);
     const byPosition = new Map<number, string>();
-    for (const target of [...new Set(targets)].sort((a, b) => a - b)) {
-      const json = this.#json(rt, await this.#stateAt(rt, target, skipped));
-      byPosition.set(target, json ?? "null");
+    const sorted = [...new Set(targets)].sort((a, b) => a - b);
+    // Many states below what retention kept (a bundle's fingerprints): the dropped part is
+    // asked of the server once, not once per state.
+    const below = Math.min(sorted[sorted.length - 1] ?? 0, this.#host.core.dropped);
+    if (sorted.length > 1 && below > 0 && sorted[0]! < below) {
+      this.#prefetched = { to: below, events: await this.#host.fetchDropped(0, below, `the states of "${name}"`) };
+    }
+    try {
+      for (const target of sorted) {
+        const json = this.#json(rt, await this.#stateAt(rt, target, skipped));
+        byPosition.set(target, json ?? "null");
+      }
+    } finally {
+      this.#prefetched = undefined;
     }
     return targets.map((t) => byPosition.get(t)!);
+  }
+
+  /** Dropped events `after + 1 ..= to`: from what `statesAt` fetched, else from the server. */
+  #fetchDropped(after: number, to: number, what: string): Promise<AnnalsEvent[]> {
+    const prefetched = this.#prefetched;
+    if (prefetched && to <= prefetched.to && prefetched.events.length >= prefetched.to) {
+      return Promise.resolve(prefetched.events.slice(after, to));
+    }
+    return this.#host.fetchDropped(after, to, what);
   }
 
   /** Fingerprints of `name` right after each of `positions` (the core's canonical hash). */
@@ -884,7 +906,7 @@ export class Projections {
     // The policy may cut further while the server is asked: ask again for what it dropped.
     while (start + early.length < Math.min(target, dropped)) {
       const from = start + early.length;
-      const fetched = await host.fetchDropped(from, Math.min(target, dropped), `stateAt("${rt.name}", ${target})`);
+      const fetched = await this.#fetchDropped(from, Math.min(target, dropped), `stateAt("${rt.name}", ${target})`);
       host.checkOpen();
       if (fetched.length === 0) {
         // Nothing came: the core's read says what is missing (NOT_RETAINED).

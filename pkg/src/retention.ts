@@ -102,10 +102,10 @@ export class Retention {
 
   /**
    * The confirmed events `after + 1 ..= to` (all below the retained range) from the sync
-   * server, as this build reads them, or `NOT_RETAINED` (naming the range kept) when it
-   * cannot be asked.
+   * server, as this build reads them (`stored`: as stored, for exports), or `NOT_RETAINED`
+   * (naming the range kept) when it cannot be asked.
    */
-  async fetch(after: number, to: number, what: string): Promise<AnnalsEvent[]> {
+  async fetch(after: number, to: number, what: string, stored = false): Promise<AnnalsEvent[]> {
     const host = this.#host;
     const { dropped, confirmedHead } = host.core;
     if (to <= after) return [];
@@ -122,7 +122,7 @@ export class Retention {
     } catch (error) {
       throw notRetained(what, dropped, confirmedHead, error);
     }
-    return host.upcast(out);
+    return stored ? out : host.upcast(out);
   }
 
   /**

@@ -22,6 +22,9 @@ async function credentials(sync: SyncOptions): Promise<Record<string, string>> {
   return { ...checkSyncHeaders(extra), authorization: `Bearer ${token}` };
 }
 
+/** How many times a busy server (429, 503) is asked again before the read fails. */
+const BUSY_RETRIES = 5;
+
 /**
  * Calls `onPage` with each page of the server's confirmed log, in order, until its head (or,
  * with `range`, the pages holding positions `range.after + 1 ..= range.to`, the last one cut there).
@@ -35,6 +38,7 @@ export async function pullServerLog(
   const base = `${sync.url.replace(/\/+$/, "")}/v1/stores/${encodeURIComponent(sync.store)}/pull`;
   let after = range?.after ?? 0;
   const to = range?.to ?? Infinity;
+  let busy = 0;
   for (;;) {
     if (after >= to) return after;
     let response: Response;
@@ -42,6 +46,13 @@ export async function pullServerLog(
       response = await fetch(`${base}?after=${after}&limit=${Math.min(PAGE, to - after)}&wait=0`, { headers });
     } catch (error) {
       throw new AnnalsError("OFFLINE", `the sync server at ${sync.url} did not answer: ${String(error)}`, { cause: error });
+    }
+    // Busy (its rate limit, or overloaded): ask again when it says, a few times.
+    if ((response.status === 429 || response.status === 503) && busy < BUSY_RETRIES) {
+      busy += 1;
+      const seconds = Number(response.headers.get("retry-after"));
+      await new Promise((resolve) => setTimeout(resolve, Number.isFinite(seconds) && seconds > 0 ? Math.min(seconds, 5) * 1000 : 1000));
+      continue;
     }
     if (response.status === 401 || response.status === 403) {
       throw new AnnalsError(response.status === 401 ? "UNAUTHORIZED" : "FORBIDDEN", `the sync server refused to read store "${sync.store}"`);

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 
-import { openStore } from "annals";
+import { openBundle, openStore } from "annals";
 
 import { rejectsWith, uniqueName } from "./helpers.mjs";
 import { installOnlineSwitch, skipWithoutServer, startServer } from "./server.mjs";
@@ -163,6 +163,42 @@ describe("retain through annals-server", { skip: skipWithoutServer }, () => {
     await reopened.sync();
     assert.equal(reopened.confirmedHead, 53);
     await reopened.close();
+  });
+
+  test("exports and bug bundles of a cut store carry the whole log, the dropped part from the server", async () => {
+    setOnline(true);
+    const store = await open(uniqueName("exported"), uniqueName("srv"));
+    for (let start = 0; start < 2_500; start += 1_000) {
+      const size = Math.min(1_000, 2_500 - start);
+      await store.appendMany(Array.from({ length: size }, (_, i) => ({ stream: `s-${(start + i) % 3}`, type: "Added", data: { n: start + i + 1 } })));
+    }
+    await store.sync();
+    const whole = await store.events();
+    const { dropped } = await cut(store);
+    assert.ok(dropped > 1_000, `more than a page dropped: ${dropped}`);
+    const text = await new Response(store.exportEvents().pipeThrough(new TextEncoderStream())).text();
+    const lines = text.trimEnd().split("\n").map((line) => JSON.parse(line));
+    assert.equal(lines[0].count, 2_500);
+    assert.deepEqual(
+      lines.slice(1).map((e) => [e.position, e.id, e.data.n]),
+      whole.map((e) => [e.position, e.id, e.data.n]),
+    );
+    const bundle = await store.exportBundle();
+    const opened = await openBundle(bundle, { projections: { sum, count } });
+    assert.equal(opened.store.get("sum"), (2_500 * 2_501) / 2);
+    assert.deepEqual(opened.differences, []);
+    await opened.store.close();
+    // Offline, the dropped part cannot be had: NOT_RETAINED, not a partial file.
+    const realFetch = globalThis.fetch;
+    globalThis.fetch = async () => {
+      throw new TypeError("fetch failed");
+    };
+    try {
+      await rejectsWith(store.exportBundle(), "NOT_RETAINED");
+      await rejectsWith(new Response(store.exportEvents().pipeThrough(new TextEncoderStream())).text(), "NOT_RETAINED");
+    } finally {
+      globalThis.fetch = realFetch;
+    }
   });
 
   test("an erasure reaching a store cut by retention folds its projections again, the dropped part from the server", async () => {
