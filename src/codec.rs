@@ -438,6 +438,12 @@ pub fn header(bytes: &[u8]) -> Result<(u64, u32), CodecError> {
     Ok((first, count))
 }
 
+/// Whether segment `bytes` marks erased events (format 3), which builds from before
+/// erasure cannot read.
+pub fn is_marked(bytes: &[u8]) -> bool {
+    format_of(bytes) == Ok(SEGMENT_FORMAT_3)
+}
+
 /// The format of a segment (checked to be one this build reads).
 fn format_of(bytes: &[u8]) -> Result<u16, CodecError> {
     let format = match bytes.get(4..6) {

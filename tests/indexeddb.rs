@@ -10,7 +10,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use annals::storage::indexeddb::{FailStep, IndexedDbStorage};
-use annals::storage::{Known, SnapshotRecord, Storage, FORMAT_VERSION};
+use annals::storage::{Known, SnapshotRecord, Storage, FORMAT_BASE, FORMAT_VERSION};
 use annals::{
     AppendResult, Engine, EngineOptions, Error, Event, EventId, ExpectedVersion, NewEvent,
     ReadQuery,
@@ -606,9 +606,40 @@ async fn a_new_store_is_created_with_its_object_stores_and_format() {
     assert_eq!(db.version(), 1.0);
     assert_eq!(
         raw_get(&db, "meta", &"format".into()).await,
+        JsValue::from(FORMAT_BASE)
+    );
+    db.close();
+    delete_database(&name).await;
+}
+
+#[wasm_bindgen_test]
+async fn an_erasure_raises_the_format_so_that_older_builds_refuse_the_store_as_too_new() {
+    let name = unique_name("format-3");
+    let engine = open(&name).await;
+    append_two(&engine).await;
+    let db = raw_open(&name).await;
+    assert_eq!(
+        raw_get(&db, "meta", &"format".into()).await,
+        JsValue::from(FORMAT_BASE),
+        "builds of format 2 read a store that never erased"
+    );
+    db.close();
+    let stream = all(&engine)[0].stream.clone();
+    engine
+        .erase_stream(&stream, annals::ExpectedVersion::Any)
+        .await
+        .unwrap();
+    engine.close().await;
+    let db = raw_open(&name).await;
+    assert_eq!(
+        raw_get(&db, "meta", &"format".into()).await,
         JsValue::from(FORMAT_VERSION)
     );
     db.close();
+    // This build reads it.
+    let reopened = open(&name).await;
+    assert!(all(&reopened).iter().any(|e| e.erased));
+    reopened.close().await;
     delete_database(&name).await;
 }
 
@@ -645,7 +676,7 @@ async fn a_format_1_store_with_its_counters_in_four_keys_is_moved_to_format_2() 
     let db = raw_open(&name).await;
     assert_eq!(
         raw_get(&db, "meta", &"format".into()).await,
-        JsValue::from(FORMAT_VERSION)
+        JsValue::from(FORMAT_BASE)
     );
     let counters: js_sys::Array = raw_get(&db, "meta", &"counters".into())
         .await

@@ -7,7 +7,7 @@
 use std::rc::Rc;
 
 use annals::retention::Retention;
-use annals::storage::{SnapshotRecord, Storage};
+use annals::storage::{SnapshotRecord, Storage, FORMAT_BASE, FORMAT_VERSION};
 use annals::sync::client::{SyncClient, SyncOptions};
 use annals::testing::in_process::InProcessTransport;
 use annals::testing::memory_server::MemoryServer;
@@ -475,4 +475,22 @@ fn a_snapshot_below_the_cut_is_refused_and_the_one_the_cut_was_made_against_stay
     let cut = block_on(third.engine.retain(Retention::events(1), &[("todos", 1)]));
     assert_eq!(cut.unwrap(), None);
     assert_eq!((third.engine.dropped(), second.engine.dropped()), (18, 18));
+}
+
+#[test]
+fn a_cut_raises_the_storage_format_so_that_older_builds_refuse_the_store_as_too_new() {
+    let server = Rc::new(MemoryServer::new());
+    let storage = MemoryStorage::new();
+    let replica = Replica::on(&server, storage.clone());
+    for _ in 0..3 {
+        replica.append("s", ExpectedVersion::Any).unwrap();
+    }
+    replica.sync();
+    assert_eq!(
+        storage.format_for_tests(),
+        Some(FORMAT_BASE),
+        "nothing cut yet: builds of format 2 still read it"
+    );
+    block_on(replica.engine.drop_through(2)).unwrap();
+    assert_eq!((storage.format_for_tests(), FORMAT_VERSION), (Some(3), 3));
 }

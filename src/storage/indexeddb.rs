@@ -29,8 +29,8 @@ use web_sys::{
 
 use super::{
     check_meta_key, compaction_runs, counters_after, segment_tail, Commit, CompactionReport, Fresh,
-    Known, PendingRecord, Prepare, Scope, Segment, SnapshotRecord, Storage, FORMAT_VERSION,
-    META_RETAINED,
+    Known, PendingRecord, Prepare, Scope, Segment, SnapshotRecord, Storage, FORMAT_BASE,
+    FORMAT_VERSION, META_RETAINED,
 };
 use crate::codec;
 use crate::erasure;
@@ -448,6 +448,14 @@ impl IndexedDbStorage {
             );
         }
         self.fail_here(FailStep::AfterMetaPut, last.take()).await?;
+        if commit.raises_format() {
+            // Builds of format 2 then refuse the store as too new rather than misread it.
+            meta.put_with_key(
+                &JsValue::from(FORMAT_VERSION),
+                &JsValue::from_str(FORMAT_KEY),
+            )
+            .map_err(js_error)?;
+        }
         if let Some(through) = commit.drop_through {
             drop_through(&segments, through, |request| {
                 self.fail_here(FailStep::AfterDrop, Some(request))
@@ -528,7 +536,7 @@ impl IndexedDbStorage {
                         supported: FORMAT_VERSION,
                     })
                 }
-                Some(FORMAT_VERSION) => return Ok(()),
+                Some(FORMAT_BASE | FORMAT_VERSION) => return Ok(()),
                 Some(_) => read_counters(&meta).await?,
                 None => Known::default(),
             };
@@ -536,7 +544,7 @@ impl IndexedDbStorage {
             self.fail_here(FailStep::FormatCountersPut, Some(put))
                 .await?;
             let put = meta
-                .put_with_key(&JsValue::from(FORMAT_VERSION), &format_key)
+                .put_with_key(&JsValue::from(FORMAT_BASE), &format_key)
                 .map_err(js_error)?;
             self.fail_here(FailStep::FormatPut, Some(put)).await
         })

@@ -8,7 +8,8 @@ use std::rc::Rc;
 
 use super::{
     check_meta_key, compaction_runs, counters_after, segment_tail, CompactionReport, Fresh, Known,
-    PendingRecord, Prepare, Scope, Segment, SnapshotRecord, Storage, FORMAT_VERSION, META_RETAINED,
+    PendingRecord, Prepare, Scope, Segment, SnapshotRecord, Storage, FORMAT_BASE, FORMAT_VERSION,
+    META_RETAINED,
 };
 use crate::codec;
 use crate::erasure;
@@ -47,6 +48,11 @@ impl MemoryStorage {
     /// Stores a format number as a newer annals would (for tests of format checks).
     pub fn set_format_for_tests(&self, format: u32) {
         self.shared.borrow_mut().format = Some(format);
+    }
+
+    /// The stored format (for tests of when it is raised).
+    pub fn format_for_tests(&self) -> Option<u32> {
+        self.shared.borrow().format
     }
 
     /// Number of stored segments (for tests of compaction).
@@ -109,7 +115,7 @@ impl Storage for MemoryStorage {
             }),
             Some(_) => Ok(()),
             None => {
-                state.format = Some(FORMAT_VERSION);
+                state.format = Some(FORMAT_BASE);
                 Ok(())
             }
         }
@@ -163,6 +169,9 @@ impl Storage for MemoryStorage {
         } else {
             erase_stored(&state.segments, &commit.erase)?
         };
+        if commit.raises_format() {
+            state.format = Some(FORMAT_VERSION);
+        }
         if commit.reset_log {
             state.segments.clear();
             state.snapshots.clear();

@@ -16,10 +16,17 @@ use crate::codec;
 use crate::error::{Error, Result};
 
 /// The newest storage format this build reads and writes. Opening a store whose
-/// format is newer fails with [`crate::Error::FormatTooNew`]; nothing is rewritten. An older
-/// one is moved forward when opened. 2: the counters live in one record only (an append
-/// writes one record fewer than in format 1, which older builds, reading four keys, need).
-pub const FORMAT_VERSION: u32 = 2;
+/// format is newer fails with [`crate::Error::FormatTooNew`]; nothing is rewritten.
+/// 2: the counters live in one record only (an append writes one record fewer than in
+/// format 1, which older builds, reading four keys, need). 3: the store was cut by
+/// retention (a fifth counter) or holds erased events (marked segments), which builds of
+/// format 2 cannot read: the transaction that first does either raises the format
+/// ([`Commit::raises_format`]), so that such a build refuses the store as too new, and a
+/// store that never did stays readable by it.
+pub const FORMAT_VERSION: u32 = 3;
+
+/// The format a new store is written in, and that an older one is moved to when opened.
+pub const FORMAT_BASE: u32 = 2;
 
 /// One stored segment: the encoded events of positions `first..first + count`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,6 +123,17 @@ pub struct Commit {
 }
 
 impl Commit {
+    /// Whether it writes what only builds of [`FORMAT_VERSION`] 3 read: a retention cut,
+    /// or erased events (rewritten here, or pulled already erased).
+    pub fn raises_format(&self) -> bool {
+        self.drop_through.is_some()
+            || !self.erase.is_empty()
+            || self
+                .segment
+                .as_ref()
+                .is_some_and(|s| codec::is_marked(&s.bytes))
+    }
+
     pub fn is_empty(&self) -> bool {
         !self.reset_log
             && self.drop_through.is_none()
