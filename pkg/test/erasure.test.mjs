@@ -6,12 +6,12 @@
 // command `annals-server erase` erases without a client.
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 
 import { openBundle, openStore } from "annals";
 
 import { eventually, openTestStore, rejectsWith, uniqueName } from "./helpers.mjs";
-import { skipWithoutBinary, startServer } from "./server.mjs";
+import { serverFixture, skipWithoutBinary } from "./server.mjs";
 
 const SECRET = "ada@example.com";
 
@@ -152,28 +152,11 @@ describe("erasure across tabs", () => {
 });
 
 describe("erasure through annals-server", { skip: skipWithoutBinary }, () => {
-  let server;
-  const stores = [];
-  before(async () => {
-    server = await startServer();
-  });
-  after(async () => {
-    await Promise.allSettled(stores.map((s) => s.close()));
-    await server?.stop();
-  });
-  async function client(storeName) {
-    const store = await openStore({
-      name: uniqueName("erasure"),
-      storage: "memory",
-      projections: { emails },
-      sync: { url: server.url, store: storeName, token: server.token, longPollSeconds: 1 },
-    });
-    stores.push(store);
-    return store;
-  }
+  const fixture = serverFixture("erasure", { projections: { emails } });
+  const client = (storeName) => fixture.client(storeName);
   async function pulled(storeName) {
-    const answer = await fetch(`${server.url}/v1/stores/${storeName}/pull?after=0`, {
-      headers: { authorization: `Bearer ${server.token}` },
+    const answer = await fetch(`${fixture.server.url}/v1/stores/${storeName}/pull?after=0`, {
+      headers: { authorization: `Bearer ${fixture.server.token}` },
     });
     return (await answer.json()).events;
   }
@@ -211,7 +194,7 @@ describe("erasure through annals-server", { skip: skipWithoutBinary }, () => {
     await eventually(() => a.confirmedHead === 2, 10_000, "a is confirmed");
     const out = execFileSync(
       process.env.ANNALS_SERVER_BIN,
-      ["erase", "--database", server.database, "--store", name, "--stream", "user-1"],
+      ["erase", "--database", fixture.server.database, "--store", name, "--stream", "user-1"],
       { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] },
     );
     assert.deepEqual(JSON.parse(out), { store: name, stream: "user-1", position: 3, version: 3 });
@@ -224,7 +207,7 @@ describe("erasure through annals-server", { skip: skipWithoutBinary }, () => {
     assert.deepEqual(a.get("emails"), {});
     const refused = (() => {
       try {
-        execFileSync(process.env.ANNALS_SERVER_BIN, ["erase", "--database", server.database, "--store", name, "--stream", "nobody"], {
+        execFileSync(process.env.ANNALS_SERVER_BIN, ["erase", "--database", fixture.server.database, "--store", name, "--stream", "nobody"], {
           encoding: "utf8",
           stdio: ["ignore", "pipe", "pipe"],
         });

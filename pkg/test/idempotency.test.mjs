@@ -2,12 +2,10 @@
 // limits (issue 13): a retry is the same event; a reused id is DUPLICATE_ID with the stored
 // event; a batch is wholly a retry or wholly new; every append tells its stream's version.
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
-
-import { openStore } from "annals";
+import { describe, test } from "node:test";
 
 import { eventually, openTestStore, rejectsWith, uniqueName } from "./helpers.mjs";
-import { installOnlineSwitch, skipWithoutServer, startServer } from "./server.mjs";
+import { installOnlineSwitch, serverFixture, skipWithoutServer } from "./server.mjs";
 
 const ID = "0190a4c1-7d2e-7c3a-9f10-2b3c4d5e6f70";
 const ID2 = "0190a4c1-7d2e-7c3a-9f10-2b3c4d5e6f71";
@@ -200,24 +198,8 @@ describe("names and limits", () => {
 
 describe("idempotency through annals-server", { skip: skipWithoutServer }, () => {
   const setOnline = installOnlineSwitch();
-  let server;
-  const stores = [];
-  before(async () => {
-    server = await startServer();
-  });
-  after(async () => {
-    await Promise.allSettled(stores.map((s) => s.close()));
-    await server?.stop();
-  });
-  async function client(storeName) {
-    const store = await openStore({
-      name: uniqueName("idem"),
-      storage: "memory",
-      sync: { url: server.url, store: storeName, token: server.token, longPollSeconds: 1 },
-    });
-    stores.push(store);
-    return store;
-  }
+  const fixture = serverFixture("idem");
+  const client = (storeName) => fixture.client(storeName);
 
   test("an id another client stored as another event is rejected and reported; the same event is a duplicate", async () => {
     const name = uniqueName("reused");

@@ -7,6 +7,11 @@ import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { after, before } from "node:test";
+
+import { openStore } from "annals";
+
+import { uniqueName } from "./helpers.mjs";
 
 export const serverConfigured = Boolean(process.env.ANNALS_SERVER_URL || process.env.ANNALS_SERVER_BIN);
 export const skipWithoutServer = serverConfigured ? false : "set ANNALS_SERVER_URL or ANNALS_SERVER_BIN to run sync tests";
@@ -98,4 +103,38 @@ export function installOnlineSwitch() {
     globalThis.navigator.onLine = online;
     bus.dispatchEvent(new Event(online ? "online" : "offline"));
   };
+}
+
+/**
+ * A server for the tests of one `describe` block, and synced memory stores on it that close
+ * with it. Call it in the block's body (it adds `before` and `after` hooks):
+ * `const fixture = serverFixture("lifecycle"); ... const store = await fixture.client(name);`.
+ * `defaults`: open options every client gets (projections, say).
+ */
+export function serverFixture(prefix, defaults = {}) {
+  const stores = [];
+  const fixture = {
+    /** The server, once `before` ran. */
+    server: undefined,
+    /** A memory store synced with `storeName` on the server. */
+    async client(storeName) {
+      const { url, token } = fixture.server;
+      const store = await openStore({
+        name: uniqueName(prefix),
+        storage: "memory",
+        ...defaults,
+        sync: { url, store: storeName, token, longPollSeconds: 1 },
+      });
+      stores.push(store);
+      return store;
+    },
+  };
+  before(async () => {
+    fixture.server = await startServer();
+  });
+  after(async () => {
+    await Promise.allSettled(stores.map((s) => s.close()));
+    await fixture.server?.stop();
+  });
+  return fixture;
 }

@@ -3,12 +3,10 @@
 // again); closeStream appends $StreamClosed (every later append is STREAM_DELETED, on every
 // replica and at the server).
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
-
-import { openStore } from "annals";
+import { describe, test } from "node:test";
 
 import { eventually, openTestStore, rejectsWith, uniqueName } from "./helpers.mjs";
-import { installOnlineSwitch, skipWithoutServer, startServer } from "./server.mjs";
+import { installOnlineSwitch, serverFixture, skipWithoutServer } from "./server.mjs";
 
 describe("deleteStream", () => {
   test("the stream reads empty, its version counts on, and no_stream starts it again", async () => {
@@ -167,24 +165,8 @@ describe("closeStream", () => {
 
 describe("stream lifecycle through annals-server", { skip: skipWithoutServer }, () => {
   const setOnline = installOnlineSwitch();
-  let server;
-  const stores = [];
-  before(async () => {
-    server = await startServer();
-  });
-  after(async () => {
-    await Promise.allSettled(stores.map((s) => s.close()));
-    await server?.stop();
-  });
-  async function client(storeName) {
-    const store = await openStore({
-      name: uniqueName("lifecycle"),
-      storage: "memory",
-      sync: { url: server.url, store: storeName, token: server.token, longPollSeconds: 1 },
-    });
-    stores.push(store);
-    return store;
-  }
+  const fixture = serverFixture("lifecycle");
+  const client = (storeName) => fixture.client(storeName);
 
   test("a close reaches the other replica: its offline append is rejected as STREAM_DELETED, later ones fail at once", async () => {
     const name = uniqueName("closed");
@@ -199,9 +181,9 @@ describe("stream lifecycle through annals-server", { skip: skipWithoutServer }, 
     await b.append({ stream: "cart", type: "Added", data: { sku: 1 } });
     // Another replica's close reaches the server first (pushed straight to it, so that b,
     // offline, cannot push before it).
-    const pushed = await fetch(`${server.url}/v1/stores/${name}/push`, {
+    const pushed = await fetch(`${fixture.server.url}/v1/stores/${name}/push`, {
       method: "POST",
-      headers: { authorization: `Bearer ${server.token}`, "content-type": "application/json" },
+      headers: { authorization: `Bearer ${fixture.server.token}`, "content-type": "application/json" },
       body: JSON.stringify({
         clientId: "another-replica",
         events: [{ id: crypto.randomUUID(), stream: "cart", type: "$StreamClosed", data: {}, time: Date.now(), expectedVersion: 1 }],
