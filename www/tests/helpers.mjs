@@ -126,14 +126,16 @@ export function serveDist() {
 
 /**
  * Starts annals-server (ANNALS_SERVER_BIN, default target/debug/annals-server) on a free port,
- * with SQLite in a temporary directory, serving www/dist and accepting the demo token `dev`.
+ * with SQLite in a temporary directory, serving www/dist (or the directory `www`) and
+ * accepting the demo token `dev`.
+ * @param {{ www?: string }} [options]
  * @returns {Promise<{ url: string, close: () => void }>}
  */
-export async function startAnnalsServer() {
-  assertBuilt();
+export async function startAnnalsServer({ www = DIST } = {}) {
+  if (www === DIST) assertBuilt();
   assert.ok(existsSync(SERVER_BIN), `${SERVER_BIN} is missing: cargo build --features server --bin annals-server`);
   const dataDir = mkdtempSync(join(tmpdir(), "annals-e2e-"));
-  const args = ["--listen", "127.0.0.1:0", "--database", `sqlite://${dataDir}/annals.db`, "--www", DIST, "--dev-token", "dev"];
+  const args = ["--listen", "127.0.0.1:0", "--database", `sqlite://${dataDir}/annals.db`, "--www", www, "--dev-token", "dev"];
   const child = spawn(SERVER_BIN, args, { stdio: ["ignore", "pipe", "ignore"] });
   const close = () => {
     child.kill("SIGTERM");

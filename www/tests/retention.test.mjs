@@ -6,51 +6,21 @@
 // persistence. (The rules run natively in tests/retention.rs and from Node in
 // pkg/test/retention.test.mjs; this is the browser's storage under them.)
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
+import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, before, test } from "node:test";
 
-import { TEST_TIMEOUT, freshStore, launchBrowser } from "./helpers.mjs";
+import { TEST_TIMEOUT, freshStore, launchBrowser, startAnnalsServer } from "./helpers.mjs";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
-const SERVER_BIN = resolve(ROOT, process.env.ANNALS_SERVER_BIN ?? "target/debug/annals-server");
 
 /** @type {import("playwright-core").Browser} */
 let browser;
 /** @type {{ url: string, close: () => void }} */
 let server;
 
-/** annals-server on a free port, serving the repository (the page and pkg/dist) and syncing. */
-async function startServer() {
-  assert.ok(existsSync(SERVER_BIN), `${SERVER_BIN} is missing: cargo build --features server --bin annals-server`);
-  const dataDir = mkdtempSync(join(tmpdir(), "annals-retention-"));
-  const args = ["--listen", "127.0.0.1:0", "--database", `sqlite://${dataDir}/annals.db`, "--www", ROOT, "--dev-token", "dev"];
-  const child = spawn(SERVER_BIN, args, { stdio: ["ignore", "pipe", "ignore"] });
-  const close = () => {
-    child.kill("SIGTERM");
-    rmSync(dataDir, { recursive: true, force: true });
-  };
-  const url = await new Promise((resolveUrl, reject) => {
-    const timer = setTimeout(() => reject(new Error("annals-server did not start within 20 s")), 20_000);
-    let out = "";
-    child.stdout?.on("data", (chunk) => {
-      out += chunk;
-      const match = /listening on (http:\/\/\S+)/.exec(out);
-      if (match) {
-        clearTimeout(timer);
-        resolveUrl(match[1]);
-      }
-    });
-    child.on("exit", (code) => reject(new Error(`annals-server exited with ${code}`)));
-  });
-  return { url, close };
-}
-
 before(async () => {
-  [server, browser] = await Promise.all([startServer(), launchBrowser()]);
+  [server, browser] = await Promise.all([startAnnalsServer({ www: ROOT }), launchBrowser()]);
 });
 
 after(async () => {
