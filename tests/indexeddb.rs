@@ -189,6 +189,15 @@ async fn appended_events_survive_closing_and_reopening() {
     delete_database(&name).await;
 }
 
+/// Opening a store runs the append path once on a throwaway log (so that the browser
+/// compiles it then, not on the app's first append): that run must go through.
+#[wasm_bindgen_test]
+async fn the_open_warm_up_runs_the_whole_append_path() {
+    annals::wasm::warm_up()
+        .await
+        .expect("the warm-up appends its event and builds its change message and reply");
+}
+
 #[wasm_bindgen_test]
 async fn an_expected_version_conflict_writes_nothing_and_reports_the_actual_version() {
     let name = unique_name("conflict");
