@@ -189,13 +189,14 @@ async fn appended_events_survive_closing_and_reopening() {
     delete_database(&name).await;
 }
 
-/// Opening a store runs the append path once on a throwaway log (so that the browser
-/// compiles it then, not on the app's first append): that run must go through.
+/// Opening a store runs the append and load paths once on a throwaway log (so that the
+/// browser compiles them then, not on the app's first append or replay): they must go
+/// through.
 #[wasm_bindgen_test]
 async fn the_open_warm_up_runs_the_whole_append_path() {
     annals::wasm::warm_up()
         .await
-        .expect("the warm-up appends its event and builds its change message and reply");
+        .expect("the warm-up appends, builds the change message and reply, reopens and reads");
 }
 
 #[wasm_bindgen_test]
