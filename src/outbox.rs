@@ -47,6 +47,7 @@ impl PendingBatch {
         Ok(PendingRecord {
             seq: self.seq,
             bytes,
+            erased: self.events.iter().any(|e| e.erased),
         })
     }
 

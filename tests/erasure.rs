@@ -6,7 +6,7 @@
 
 use std::rc::Rc;
 
-use annals::storage::{Known, SnapshotRecord, Storage};
+use annals::storage::{Known, SnapshotRecord, Storage, FORMAT_BASE, FORMAT_VERSION};
 use annals::sync::client::{SyncClient, SyncOptions};
 use annals::testing::in_process::InProcessTransport;
 use annals::testing::memory_server::MemoryServer;
@@ -413,4 +413,27 @@ fn the_refused_events_of_an_erased_stream_are_erased_in_the_rejected_list_too() 
     block_on(b.engine.erase_stream("user-9", ExpectedVersion::Any)).unwrap();
     assert_eq!(rejected_secret(&b), 0);
     assert!(!stored_secret(&b.storage));
+}
+
+#[test]
+fn an_erasure_waiting_in_the_outbox_raises_the_storage_format_so_that_older_builds_refuse_the_store(
+) {
+    // Older builds would push the outbox's erased events with their data gone and no mark.
+    let offline = Replica::new(&Rc::new(MemoryServer::new()));
+    block_on(offline.engine.append(vec![personal("user-1", 1)])).unwrap();
+    assert_eq!(
+        offline.storage.format_for_tests(),
+        Some(FORMAT_BASE),
+        "nothing erased yet: builds of format 2 still read it"
+    );
+    block_on(offline.engine.erase_stream("user-1", ExpectedVersion::Any)).unwrap();
+    assert_eq!(
+        offline.engine.confirmed_head(),
+        0,
+        "both events wait in the outbox"
+    );
+    assert_eq!(
+        (offline.storage.format_for_tests(), FORMAT_VERSION),
+        (Some(3), 3)
+    );
 }

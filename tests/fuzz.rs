@@ -349,6 +349,7 @@ fn decode_protocol(bytes: &[u8]) {
     let _ = PendingBatch::decode(&PendingRecord {
         seq: 1,
         bytes: bytes.to_vec(),
+        erased: false,
     });
     if let Ok(text) = std::str::from_utf8(bytes) {
         let _ = NewEvent::parse_batch(text);

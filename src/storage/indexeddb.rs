@@ -1090,6 +1090,7 @@ fn pending_from_js(keys: &JsValue, values: &JsValue) -> Result<Vec<PendingRecord
             Ok(PendingRecord {
                 seq,
                 bytes: bytes.to_vec(),
+                erased: false,
             })
         })
         .collect()

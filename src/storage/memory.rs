@@ -90,6 +90,7 @@ impl State {
             .map(|(seq, bytes)| PendingRecord {
                 seq: *seq,
                 bytes: bytes.clone(),
+                erased: false,
             })
             .collect();
         let cut =
@@ -135,6 +136,7 @@ impl Storage for MemoryStorage {
                 .map(|(seq, bytes)| PendingRecord {
                     seq: *seq,
                     bytes: bytes.clone(),
+                    erased: false,
                 })
                 .collect(),
             now: state.counters,

@@ -57,6 +57,10 @@ pub struct CompactionReport {
 pub struct PendingRecord {
     pub seq: u64,
     pub bytes: Vec<u8>,
+    /// Holds erased events (`"erased": true`), which builds from before erasure would push
+    /// without their mark: a record written so raises the store's format. Set when the
+    /// record is encoded; `false` on records read back (only writes look at it).
+    pub erased: bool,
 }
 
 /// What a handle has seen of the store. Each counter only grows, so comparing them with
@@ -124,10 +128,11 @@ pub struct Commit {
 
 impl Commit {
     /// Whether it writes what only builds of [`FORMAT_VERSION`] 3 read: a retention cut,
-    /// or erased events (rewritten here, or pulled already erased).
+    /// or erased events (rewritten here, pulled already erased, or waiting in the outbox).
     pub fn raises_format(&self) -> bool {
         self.drop_through.is_some()
             || !self.erase.is_empty()
+            || self.put_pending.iter().any(|record| record.erased)
             || self
                 .segment
                 .as_ref()
