@@ -6,6 +6,7 @@
 import { bundleText, defaultFingerprintEvery, fillFromBundle, readBundle, writeBundle } from "./bundle.js";
 import type { DebugAccess, TabFingerprints } from "./debug.js";
 import { invalidArgument, wholeNumber } from "./options.js";
+import { readAcrossCut } from "./retention.js";
 import { pullServerLog } from "./server-log.js";
 import type { AnnalsEvent, ExportBundleOptions, OpenedBundle, Store, SyncOptions } from "./types.js";
 
@@ -68,12 +69,16 @@ export class Debugging {
         head,
         confirmedHead: host.confirmedHead(),
         projections: host.projections(),
+        // What retention dropped here comes from the sync server.
         range: async (after, to) => {
-          // What retention dropped here comes from the sync server.
-          const end = Math.min(to, head);
-          const dropped = Math.min(host.dropped(), end);
-          const early = after < dropped ? await host.fetchStored(after, dropped, "exportBundle") : [];
-          return early.concat(host.storedRange(Math.max(after, dropped), end));
+          const { fetched, held } = await readAcrossCut(
+            after,
+            Math.min(to, head),
+            () => host.dropped(),
+            (from, end) => host.fetchStored(from, end, "exportBundle"),
+            (from, end) => host.storedRange(from, end),
+          );
+          return fetched.concat(held);
         },
         fingerprints: (name, positions) => host.fingerprints(name, positions),
       },

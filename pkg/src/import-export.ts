@@ -64,16 +64,16 @@ function exportOptions(options: unknown): { upcast: boolean } {
 export function exportEvents(host: TransferHost, options?: ExportEventsOptions): ReadableStream<string> {
   host.checkOpen();
   const { upcast } = exportOptions(options);
-  let pages: Iterator<string> | undefined;
-  /** Positions `1 ..= dropped` come from the server; `fetchedTo`: how far they have. */
-  let dropped = 0;
-  let fetchedTo = 0;
+  let head = 0;
+  /** The positions written so far: `1 ..= written`. */
+  let written = 0;
+  let page: ((after: number, to: number) => string) | undefined;
   return new ReadableStream<string>(
     {
       async start(controller) {
         await host.whenComplete();
         host.checkOpen();
-        const head = host.head();
+        head = host.head();
         const header: EventsHeader = {
           format: EVENTS_FORMAT,
           formatVersion: EVENTS_FORMAT_VERSION,
@@ -82,41 +82,40 @@ export function exportEvents(host: TransferHost, options?: ExportEventsOptions):
           exportedAt: Date.now(),
         };
         controller.enqueue(jsonLine(header));
-        const page = upcast
+        page = upcast
           ? (after: number, to: number) => JSON.stringify(host.upcast(JSON.parse(host.rangeJson(after, to)) as AnnalsEvent[]))
           : (after: number, to: number) => host.rangeJson(after, to);
-        // What retention dropped here comes from the sync server first, a page at a time.
-        dropped = Math.min(host.dropped(), head);
-        pages = eventLinePages(
-          head,
-          (after, to) => {
+      },
+      async pull(controller) {
+        // A page at a time, until one has lines (a pull that enqueues nothing is not called again).
+        while (written < head) {
+          // What retention dropped here comes from the sync server; the line is looked at
+          // for each page, as a cut may come while the export runs.
+          const dropped = Math.min(host.dropped(), head);
+          let lines: string | undefined;
+          if (written < dropped) {
+            const to = Math.min(written + EVENT_PAGE, dropped);
+            const fetched = await host.fetchStored(written, to, "exportEvents");
             host.checkOpen();
+            const events = upcast ? host.upcast(fetched) : fetched;
+            written = to;
+            if (events.length > 0) lines = events.map((event) => jsonLine(event)).join("");
+          } else {
+            host.checkOpen();
+            const to = Math.min(written + EVENT_PAGE, head);
             try {
-              return page(after, to);
+              lines = eventLinePages(to, page!, EVENT_PAGE, written).next().value;
             } catch (error) {
               throw fromWasmError(error);
             }
-          },
-          EVENT_PAGE,
-          dropped,
-        );
-      },
-      async pull(controller) {
-        if (fetchedTo < dropped) {
-          const to = Math.min(fetchedTo + EVENT_PAGE, dropped);
-          const fetched = await host.fetchStored(fetchedTo, to, "exportEvents");
-          host.checkOpen();
-          const events = upcast ? host.upcast(fetched) : fetched;
-          fetchedTo = to;
-          if (events.length > 0) controller.enqueue(events.map((event) => jsonLine(event)).join(""));
-          return;
+            written = to;
+          }
+          if (lines !== undefined) {
+            controller.enqueue(lines);
+            return;
+          }
         }
-        const next = pages!.next();
-        if (next.done) controller.close();
-        else controller.enqueue(next.value);
-      },
-      cancel() {
-        pages?.return?.();
+        controller.close();
       },
     },
     // One page queued ahead at most.

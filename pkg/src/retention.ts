@@ -44,6 +44,28 @@ export function notRetained(what: string, dropped: number, confirmedHead: number
   return error;
 }
 
+/**
+ * Events `after + 1 ..= to` read across the retention cut: `fetched`, those dropped here,
+ * from `fetchDropped` (the sync server), then `held`, the rest, from `local`. A cut made
+ * while the server answers (this tab's policy or another tab's) moves the line: what it
+ * dropped is fetched too before `local` runs, so `local` never meets `NOT_RETAINED`.
+ */
+export async function readAcrossCut<T>(
+  after: number,
+  to: number,
+  dropped: () => number,
+  fetchDropped: (after: number, to: number) => Promise<T[]>,
+  local: (after: number, to: number) => T[],
+): Promise<{ fetched: T[]; held: T[] }> {
+  let fetched: T[] = [];
+  let from = after;
+  for (let cut = Math.min(dropped(), to); cut > from; cut = Math.min(dropped(), to)) {
+    fetched = fetched.concat(await fetchDropped(from, cut));
+    from = cut;
+  }
+  return { fetched, held: local(from, to) };
+}
+
 export class Retention {
   readonly #host: RetentionHost;
   readonly #options: RetainOptions | undefined;
@@ -132,21 +154,24 @@ export class Retention {
    * and `limit` of the query apply to the whole.
    */
   async read(query: EventQuery, local: (query: EventQuery) => AnnalsEvent[]): Promise<AnnalsEvent[]> {
-    const dropped = this.#host.core.dropped;
     const after = query.after ?? 0;
-    const bound = Math.min(query.to ?? Infinity, dropped);
     const what = query.stream === undefined ? `a read after position ${after}` : `a read of stream \`${query.stream}\``;
+    const { limit, backwards, ...rest } = query;
     // A stream's reads skip everything up to its last delete: look from its start for it.
-    const fetched = await this.fetch(query.stream === undefined ? after : 0, bound, what);
+    const { fetched, held } = await readAcrossCut(
+      query.stream === undefined ? after : 0,
+      query.to ?? Infinity,
+      () => this.#host.core.dropped,
+      (from, to) => this.fetch(from, to, what),
+      (from) => local({ ...rest, after: Math.max(after, from) }),
+    );
     let early = fetched.filter((e) => matches(query, e));
     if (query.stream !== undefined) {
       let deletedAt = 0;
       for (const e of fetched) if (e.stream === query.stream && e.type === "$StreamDeleted") deletedAt = e.version;
       early = early.filter((e) => e.version > deletedAt && e.position > after);
     }
-    const { limit, backwards, ...rest } = query;
-    const later = local({ ...rest, after: Math.max(after, dropped) });
-    const all = early.concat(later);
+    const all = early.concat(held);
     if (backwards) all.reverse();
     return limit === undefined ? all : all.slice(0, limit);
   }
