@@ -397,7 +397,9 @@ describe("checkpoints adapt to the reducer", () => {
     const slowStats = access.checkpointStats("slow");
     const cheapStats = access.checkpointStats("count");
     assert.ok(slowStats.count > 3_000 / 64, `slow: ${slowStats.count} checkpoints over 3,000 events`);
-    assert.ok(cheapStats.count <= 3, `cheap: ${cheapStats.count} checkpoints`);
+    // Spacing follows measured costs, which a loaded machine inflates: compared, not counted
+    // (quiet: 124 against 2).
+    assert.ok(cheapStats.count * 10 <= slowStats.count, `cheap: ${cheapStats.count} checkpoints, slow: ${slowStats.count}`);
     assert.ok(slowStats.bytes <= slowStats.budgetBytes && slowStats.budgetBytes > 0);
     assert.deepEqual(await store.stateAt("slow", 1_234), { n: 1_234 });
     await store.close();
