@@ -38,22 +38,36 @@ use crate::server::store::{
 /// that can.
 pub(super) const FLUSH_EVERY: u64 = 10_000;
 
-/// What a push attempt may assume. The first assumes the pushed ids are new; should one
-/// be stored, the second looks them up, so a push takes at most two attempts.
+/// What a push attempt may assume. The first assumes that the pushed ids are new and that
+/// the store is as this instance's last push left it; each retry drops what failed, so a
+/// push takes at most three attempts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Attempt {
     /// Look the pushed ids up first, rather than count on the unique index.
     look_up_ids: bool,
+    /// Plan from memory and send everything in one round trip, behind a guard that fails
+    /// the transaction unless the store is still as remembered (see [`one_trip`]).
+    one_trip: bool,
 }
 
 impl Attempt {
-    const FIRST: Attempt = Attempt { look_up_ids: false };
+    const FIRST: Attempt = Attempt {
+        look_up_ids: false,
+        one_trip: true,
+    };
 
     /// The attempt to make after this one failed on `retry`; `None` when this one did not
     /// make that assumption, and so the failure is final.
     fn after(self, retry: Retry) -> Option<Attempt> {
         match retry {
-            Retry::StoredId if !self.look_up_ids => Some(Attempt { look_up_ids: true }),
+            Retry::StoredId if !self.look_up_ids => Some(Attempt {
+                look_up_ids: true,
+                ..self
+            }),
+            Retry::Moved if self.one_trip => Some(Attempt {
+                one_trip: false,
+                ..self
+            }),
             _ => None,
         }
     }
@@ -65,6 +79,9 @@ enum Retry {
     /// The insert met an id the store already holds: look the ids up first, so that it
     /// answers `duplicate`.
     StoredId,
+    /// The store is not as this instance's last push left it (the guard of a one-trip
+    /// push failed): plan from what is stored.
+    Moved,
 }
 
 /// A fresh `stores.last_push`: random, so that a database restored to an earlier point and
@@ -279,6 +296,8 @@ impl Memory {
             store_id: locked.store_id,
             head,
             last_push,
+            epoch: locked.epoch.clone(),
+            versions_at: if flushed { head } else { locked.versions_at },
             trusted: self.trusted,
             any_refusals: locked.any_refusals,
             any_ends,
@@ -304,7 +323,12 @@ impl PgStore {
                 .push_once(conn, store, client_id, events, attempt, known)
                 .await
             {
-                Ok((response, known)) => {
+                Ok((response, mut known)) => {
+                    if !attempt.one_trip {
+                        // Another instance pushes to this store too: the next push looks
+                        // its streams up with the lock rather than try one trip first.
+                        known.trusted = false;
+                    }
                     self.known.put(store, known);
                     return Ok(response);
                 }
@@ -367,6 +391,18 @@ impl PgStore {
     ) -> Result<(PushResponse, Known), Failed> {
         let ids: Vec<&[u8]> = events.iter().map(|e| &e.id.0[..]).collect();
         let streams = distinct_streams(events);
+        let known = match known {
+            Some(k) if attempt.one_trip && !attempt.look_up_ids => {
+                match self.plan_from_memory(&k, events, &streams) {
+                    Some((plan, pushed)) => {
+                        return one_trip(client, st, store, client_id, events, plan, pushed, k)
+                            .await;
+                    }
+                    None => Some(k),
+                }
+            }
+            other => other,
+        };
         // The streams whose versions this instance remembers are not looked up, unless the
         // last push found its memory of this store out of date.
         let (skipped, looked_up): (Vec<&str>, Vec<&str>) = match &known {
@@ -467,6 +503,39 @@ impl PgStore {
         ))
     }
 
+    /// The plan of a one-trip push (see [`one_trip`]): when this instance's memory of the
+    /// store is trusted, the store had no refusal and no lifecycle end, memory holds every
+    /// pushed stream, no authority claims one, and the plan accepts at least one event and
+    /// rejects none (a rejection is an answer, so it comes from the stored state). The
+    /// pushed streams' versions come with it.
+    fn plan_from_memory(
+        &self,
+        known: &Known,
+        events: &[PushEvent],
+        streams: &[&str],
+    ) -> Option<(PushPlan, HashMap<String, u64>)> {
+        if !known.trusted || known.any_refusals || known.any_ends {
+            return None;
+        }
+        if !self.authorities.claimed_streams(events).is_empty() {
+            return None;
+        }
+        let pushed = streams
+            .iter()
+            .map(|s| known.versions.get(*s).map(|v| ((*s).to_owned(), *v)))
+            .collect::<Option<HashMap<String, u64>>>()?;
+        let plan = plan_push(
+            known.head,
+            events,
+            &HashMap::new(),
+            &HashMap::new(),
+            &pushed,
+            &HashMap::new(),
+            Some(&mut self.authorities.checker(HashMap::new())),
+        );
+        (!plan.rejects_any() && !plan.inserts.is_empty()).then_some((plan, pushed))
+    }
+
     /// Plans the push with the shared rules (and the authorities, given the histories of
     /// the streams they claim), and stores the refusals it makes.
     #[allow(clippy::too_many_arguments)]
@@ -536,6 +605,127 @@ impl PgStore {
         }
         Ok(plan)
     }
+}
+
+/// A push planned from memory ([`PgStore::plan_from_memory`]) in one round trip: `BEGIN`,
+/// the store's lock, a guard that fails the transaction unless the store's row still shows
+/// the head and `last_push` this instance's last push left (and no refusal or lifecycle
+/// end), the writes and `COMMIT`. Statements run in order, so the guard sees the state
+/// after the lock, and after a failed statement the server refuses the rest and turns
+/// `COMMIT` into a rollback: nothing is written unless the memory held. Should the guard
+/// fail, the push is planned again from the database ([`Retry::Moved`]).
+#[allow(clippy::too_many_arguments)]
+async fn one_trip(
+    client: &Client,
+    st: &Statements,
+    store: &str,
+    client_id: &str,
+    events: &[PushEvent],
+    plan: PushPlan,
+    mut pushed: HashMap<String, u64>,
+    known: Known,
+) -> Result<(PushResponse, Known), Failed> {
+    let Known {
+        store_id,
+        head,
+        last_push: remembered_push,
+        epoch,
+        versions_at,
+        versions: mut rest,
+        moved,
+        ..
+    } = known;
+    for stream in pushed.keys() {
+        rest.remove(stream);
+    }
+    let locked = Locked {
+        store_id,
+        head,
+        epoch,
+        last_push: remembered_push,
+        versions_at,
+        any_refusals: false,
+        any_ends: false,
+        versions: HashMap::new(),
+        existing: HashMap::new(),
+        refused: HashMap::new(),
+        ends: HashMap::new(),
+    };
+    let mut memory = Memory {
+        rest,
+        remembered: true,
+        trusted: true,
+        moved: if versions_at == head {
+            Some(HashSet::new())
+        } else {
+            moved
+        },
+    };
+    let last_push = new_push_mark()?;
+    let any_ends = !plan.stream_ends.is_empty();
+    let flush = memory.flush(&locked, &pushed, &plan);
+    let remembered_head = to_i64(head, "head")?;
+    let store_params: [&(dyn ToSql + Sync); 1] = [&store];
+    let guard_params: [&(dyn ToSql + Sync); 3] = [&store_id, &remembered_head, &remembered_push];
+    let (begun, lock, guard, written) = tokio::join!(
+        client.batch_execute(BEGIN),
+        client.query_opt(&st.lock_store, &store_params),
+        client.query_one(&st.guard_store, &guard_params),
+        write_and_commit(
+            client,
+            st,
+            store,
+            client_id,
+            events,
+            &plan,
+            &locked,
+            Written {
+                last_push,
+                any_ends,
+                flush: flush.as_ref(),
+            },
+        ),
+    );
+    if let Err(e) = &guard {
+        if e.code() == Some(&tokio_postgres::error::SqlState::DIVISION_BY_ZERO) {
+            return Err(Failed {
+                error: StoreError::Corrupt(
+                    "the store moved since this instance's last push".into(),
+                ),
+                transaction: match &written {
+                    Err(failed) => failed.transaction,
+                    Ok(()) => Transaction::Over,
+                },
+                retry: Some(Retry::Moved),
+            });
+        }
+    }
+    written?;
+    begun.map_err(commit_failed)?;
+    lock.map_err(commit_failed)?;
+    guard.map_err(commit_failed)?;
+    if let Some(moved) = memory.moved.as_mut() {
+        moved.extend(plan.stream_versions.iter().map(|(s, _)| s.clone()));
+    }
+    for (stream, version) in plan.stream_versions {
+        pushed.insert(stream, version);
+    }
+    let known = memory.into_known(
+        &locked,
+        pushed,
+        plan.head,
+        last_push,
+        any_ends,
+        flush.is_some(),
+    );
+    Ok((
+        PushResponse {
+            results: plan.results,
+            head: plan.head,
+            epoch: locked.epoch,
+        },
+        known,
+    ))
 }
 
 /// How a push folds the stream versions into `stream_versions` (see [`FLUSH_EVERY`]).

@@ -40,6 +40,7 @@ ON CONFLICT (store_id, stream) DO UPDATE SET version = GREATEST(stream_versions.
 /// The statements every pooled connection prepares once.
 pub(super) struct Statements {
     pub(super) lock_store: Statement,
+    pub(super) guard_store: Statement,
     pub(super) read_store: Statement,
     pub(super) create_store: Statement,
     pub(super) existing_ids: Statement,
@@ -59,6 +60,7 @@ impl Statements {
     pub(super) async fn prepare(client: &Client) -> Result<Self, StoreError> {
         let (
             lock_store,
+            guard_store,
             read_store,
             create_store,
             existing_ids,
@@ -76,6 +78,12 @@ impl Statements {
             client.prepare(
                 "SELECT id, head, epoch, last_push, versions_at, refusals, ends
                  FROM stores WHERE name = $1 FOR UPDATE"
+            ),
+            // Sent after the lock: fails (division by zero) unless store $1 is at head $2
+            // with `last_push` $3 and has no refusal and no lifecycle end.
+            client.prepare(
+                "SELECT 1 / count(*)::int FROM stores
+                 WHERE id = $1 AND head = $2 AND last_push = $3 AND NOT refusals AND NOT ends"
             ),
             client.prepare("SELECT id, head, epoch FROM stores WHERE name = $1"),
             client.prepare(
@@ -160,6 +168,7 @@ impl Statements {
         )?;
         Ok(Statements {
             lock_store,
+            guard_store,
             read_store,
             create_store,
             existing_ids,

@@ -14,6 +14,9 @@ pub(super) struct Known {
     pub(super) head: u64,
     /// The store's `last_push` then: the memory is current while the store shows it.
     pub(super) last_push: i64,
+    /// The store's epoch and `versions_at` then.
+    pub(super) epoch: String,
+    pub(super) versions_at: u64,
     /// Whether the store had refusals / lifecycle ends then (never unset once set).
     pub(super) any_refusals: bool,
     pub(super) any_ends: bool,
