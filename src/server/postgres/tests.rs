@@ -439,3 +439,50 @@ async fn a_database_from_before_stream_versions_keeps_its_versions_and_fences_ol
     assert_eq!(fillfactor.as_deref(), Some("{fillfactor=70}"));
     assert_eq!(stored(&store).await.len(), 5);
 }
+
+/// Refuses every event of type `Forbidden` in the streams it claims (all of them).
+struct NoForbidden;
+
+impl crate::push::authority::Authority for NoForbidden {
+    fn claims(&self, _stream: &str) -> bool {
+        true
+    }
+
+    fn check(
+        &self,
+        _history: &[crate::event::Event],
+        event: &crate::codec::EventRef<'_>,
+    ) -> Result<(), String> {
+        if event.event_type == "Forbidden" {
+            Err("forbidden".into())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_refusal_made_by_another_instance_is_answered_though_the_head_did_not_move() {
+    let scratch = Scratch::new();
+    let a = scratch.open("").await;
+    let b = PgStore::open(
+        &scratch.url(""),
+        Authorities::new(vec![std::sync::Arc::new(NoForbidden)]),
+    )
+    .await
+    .expect("open");
+    push(&a, vec![any(1, "g")]).await;
+    let forbidden = PushEvent {
+        event_type: "Forbidden".into(),
+        ..any(2, "g")
+    };
+    let refused = push(&b, vec![forbidden.clone()]).await;
+    assert!(
+        matches!(&refused.results[0], PushResult::Rejected { reason, .. } if reason == "forbidden")
+    );
+    // `a` (no authority) last saw the store without refusals, at this head: what it
+    // remembers would accept the event, but a verdict once given is final.
+    let again = push(&a, vec![forbidden]).await;
+    assert_eq!(again.results, refused.results);
+    assert_eq!(stored(&a).await.len(), 1);
+}
