@@ -6,13 +6,26 @@
 //!   and positions are assigned under that lock: a reader never sees a position that a
 //!   slower writer fills in later. Pushes to different stores do not wait for each other.
 //! - Two round trips per push, neither with per-event statements. The first sends
-//!   `BEGIN`, the lock and the lookup of the pushed streams' current versions (table
-//!   `streams`) together: under READ COMMITTED every statement takes its snapshot when it
-//!   starts, and the server runs them in order, so the lookup sees the state left by the
-//!   previous holder of the lock. The second sends the multi-row insert (`UNNEST` of
-//!   arrays), the stream version updates, the head update, the `NOTIFY` and `COMMIT`
-//!   together; the answer is sent only after every one of them succeeded, `COMMIT`
-//!   included, so acknowledged events are durable.
+//!   `BEGIN`, the lock and the lookups the push needs together: under READ COMMITTED every
+//!   statement takes its snapshot when it starts, and the server runs them in order, so
+//!   the lookups see the state left by the previous holder of the lock. The second sends
+//!   the multi-row insert (`UNNEST` of arrays), the store's row (head, `last_push`), the
+//!   `NOTIFY` and `COMMIT` together; the answer is sent only after every one of them
+//!   succeeded, `COMMIT` included, so acknowledged events are durable.
+//! - No push writes stream versions. A stream's version is derived: its row in
+//!   `stream_versions`, which holds every version as of the store's `versions_at`, raised
+//!   by the events after it (a range of the primary key). Every `FLUSH_EVERY` events the
+//!   push that crosses the mark folds them into `stream_versions` in the same transaction
+//!   (from this instance's memory when it saw every push since, else from the events).
+//! - An instance remembers each store's stream versions as its last push left them, and
+//!   uses them (rather than looking any up) while the store's row shows the `last_push`
+//!   number that push set: every push that writes events sets a new random one, so
+//!   another instance's push, or another timeline of a restored database, is noticed.
+//!   A rejection is never answered from memory: the versions are read first.
+//! - The store's row also says whether it ever had a remembered refusal or a lifecycle
+//!   end (`refusals`, `ends`); a push of a store without any (as this instance last saw
+//!   it) does not look them up, and looks them up after the lock if the row says
+//!   otherwise.
 //! - Ids already stored are not looked up first: the unique index on `(store_id, id)`
 //!   refuses them, which rolls the whole transaction back, and the push is then planned
 //!   again in a new transaction with the lookup (so a retried batch costs one wasted

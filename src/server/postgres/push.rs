@@ -3,8 +3,15 @@
 //! with the shared push rules, then write and commit (round trip 2). An attempt that fails
 //! only because an assumption did not hold names it ([`Retry`]), and the push is tried
 //! again without it.
+//!
+//! A push writes no stream version: the versions are derived, from `stream_versions` (as
+//! of the store's `versions_at`) and the events after it, which one statement folds into
+//! `stream_versions` every [`FLUSH_EVERY`] events. Nor does it look up the pushed ids'
+//! refusals or the pushed streams' lifecycle ends when the store's row says it never had
+//! any (and this instance's last look at it said so too, since the lookups are sent
+//! before the row is back).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::Client;
@@ -13,30 +20,40 @@ use super::notify::CHANNEL;
 use super::pool::PgConn;
 use super::statements::{
     event_from_row, existing_ids, placed_ids, refused_ids, remember_refusals, store_row,
-    stream_ends, stream_versions, Statements, BEGIN, ERASE_EVENTS, UPDATE_STREAMS,
-    UPSERT_STREAM_ENDS,
+    stream_ends, stream_versions, Statements, BEGIN, ERASE_EVENTS, FLUSH_STREAM_VERSIONS,
+    UPSERT_STREAM_ENDS, UPSERT_STREAM_VERSIONS,
 };
 use super::versions::{Known, MAX_KNOWN_STREAMS};
 use super::PgStore;
 use crate::event::{Event, EventId, StreamEnd};
 use crate::protocol::{PushEvent, PushResponse};
 use crate::push::rules::{plan_push, PushPlan, Refusal, Stored};
-use crate::server::store::{distinct_streams, new_epoch, stream_end_name, to_i64, StoreError};
+use crate::server::store::{
+    distinct_streams, new_epoch, stored_u64, stream_end_name, to_i64, StoreError,
+};
 
-/// What a push attempt may assume. The first assumes both; each retry drops one, so a
+/// Events after a store's `versions_at` before a push folds them into `stream_versions`:
+/// what a push that cannot use this instance's memory reads beyond one probe per stream
+/// (a range of the primary key), against one statement per so many events for the pushes
+/// that can.
+pub(super) const FLUSH_EVERY: u64 = 10_000;
+
+/// What a push attempt may assume. The first assumes that the pushed ids are new and that
+/// the store is as this instance's last push left it; each retry drops what failed, so a
 /// push takes at most three attempts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Attempt {
-    /// Use the stream versions this instance remembers (checked when written).
-    remembered: bool,
     /// Look the pushed ids up first, rather than count on the unique index.
     look_up_ids: bool,
+    /// Plan from memory and send everything in one round trip, behind a guard that fails
+    /// the transaction unless the store is still as remembered (see [`one_trip`]).
+    one_trip: bool,
 }
 
 impl Attempt {
     const FIRST: Attempt = Attempt {
-        remembered: true,
         look_up_ids: false,
+        one_trip: true,
     };
 
     /// The attempt to make after this one failed on `retry`; `None` when this one did not
@@ -47,8 +64,8 @@ impl Attempt {
                 look_up_ids: true,
                 ..self
             }),
-            Retry::StaleVersions if self.remembered => Some(Attempt {
-                remembered: false,
+            Retry::Moved if self.one_trip => Some(Attempt {
+                one_trip: false,
                 ..self
             }),
             _ => None,
@@ -62,9 +79,18 @@ enum Retry {
     /// The insert met an id the store already holds: look the ids up first, so that it
     /// answers `duplicate`.
     StoredId,
-    /// The stream versions this instance remembered are not what is stored: read them
-    /// from the database.
-    StaleVersions,
+    /// The store is not as this instance's last push left it (the guard of a one-trip
+    /// push failed): plan from what is stored.
+    Moved,
+}
+
+/// A fresh `stores.last_push`: random, so that a database restored to an earlier point and
+/// pushed to again (another timeline) never shows the number an instance remembers.
+fn new_push_mark() -> Result<i64, StoreError> {
+    let mut bytes = [0u8; 8];
+    getrandom::getrandom(&mut bytes)
+        .map_err(|e| StoreError::Task(format!("no randomness for a push: {e}")))?;
+    Ok(i64::from_le_bytes(bytes))
 }
 
 /// Where a failed push transaction stands on its connection.
@@ -122,13 +148,21 @@ struct Locked {
     store_id: i64,
     head: u64,
     epoch: String,
+    /// `stores.last_push`: what this instance remembers holds if it set it.
+    last_push: i64,
+    /// `stores.versions_at`.
+    versions_at: u64,
+    /// `stores.refusals` and `stores.ends`: whether the store ever had any.
+    any_refusals: bool,
+    any_ends: bool,
     /// Every pushed stream's version once [`Memory::settle`] ran (0: no events yet).
     versions: HashMap<String, u64>,
     /// The pushed ids already stored (looked up only when the attempt says so).
     existing: HashMap<EventId, Stored>,
     /// The refusals remembered for the pushed ids.
     refused: HashMap<EventId, Vec<Refusal>>,
-    /// The pushed streams whose last event is a lifecycle event (all of them looked up).
+    /// The pushed streams whose last event is a lifecycle event (all of them looked up
+    /// when the store has any).
     ends: HashMap<String, StreamEnd>,
 }
 
@@ -136,18 +170,21 @@ struct Locked {
 struct Memory {
     /// Remembered versions of other streams, still current: kept for the next push.
     rest: HashMap<String, u64>,
-    /// Some pushed streams' versions come from memory, not from the database: the writes
-    /// check them, and `COMMIT` waits for that check.
+    /// Some pushed streams' versions come from memory, not from the database: a
+    /// rejection reads them first.
     remembered: bool,
     /// Whether the next push may trust the memory (see [`Known::trusted`]).
     trusted: bool,
+    /// The streams whose version moved since the store's `versions_at` (see
+    /// [`Known::moved`]), when known.
+    moved: Option<HashSet<String>>,
 }
 
 impl Memory {
     /// Fills in the versions of the `skipped` streams (not looked up in round trip 1):
     /// from memory if it is current, else with one more round trip. What is remembered
-    /// holds only while the head is the one it was remembered at: every push that changes
-    /// a stream's version moves the head, under the lock. The writes check it all the same.
+    /// holds while the store's `last_push` is the one this instance's last push set:
+    /// every push that changes a stream's version sets a new one, under the lock.
     async fn settle(
         known: Option<Known>,
         locked: &mut Locked,
@@ -157,13 +194,19 @@ impl Memory {
         store: &str,
     ) -> Result<Memory, Failed> {
         let had_known = known.is_some();
-        let current = known
-            .as_ref()
-            .is_some_and(|k| k.store_id == locked.store_id && k.head == locked.head);
-        let mut rest = match known {
-            Some(k) if current => k.versions,
-            _ => HashMap::new(),
+        let current = known.as_ref().is_some_and(|k| {
+            k.store_id == locked.store_id
+                && k.head == locked.head
+                && k.last_push == locked.last_push
+        });
+        let (mut rest, mut moved) = match known {
+            Some(k) if current => (k.versions, k.moved),
+            _ => (HashMap::new(), None),
         };
+        if locked.versions_at == locked.head {
+            // Nothing after `versions_at`: no stream moved since.
+            moved = Some(HashSet::new());
+        }
         let mut remembered = false;
         if !skipped.is_empty() {
             if current {
@@ -184,23 +227,82 @@ impl Memory {
             rest,
             remembered,
             trusted: current || !had_known,
+            moved,
         })
     }
 
+    /// The folding of the stream versions this push owes when the events after
+    /// `versions_at` reach [`FLUSH_EVERY`]: from memory (the streams that moved, at their
+    /// versions after `plan`) when it knows every one, else from the events.
+    fn flush(
+        &self,
+        locked: &Locked,
+        pushed: &HashMap<String, u64>,
+        plan: &PushPlan,
+    ) -> Option<Flush> {
+        if plan.head.saturating_sub(locked.versions_at) < FLUSH_EVERY {
+            return None;
+        }
+        let Some(moved) = &self.moved else {
+            return Some(Flush::FromEvents);
+        };
+        let mut now: HashMap<&str, u64> = plan
+            .stream_versions
+            .iter()
+            .map(|(s, v)| (s.as_str(), *v))
+            .collect();
+        for stream in moved {
+            if now.contains_key(stream.as_str()) {
+                continue;
+            }
+            let known = self.rest.get(stream).or_else(|| pushed.get(stream));
+            match known {
+                Some(version) => {
+                    now.insert(stream, *version);
+                }
+                None => return Some(Flush::FromEvents),
+            }
+        }
+        let (streams, versions) = now.into_iter().map(|(s, v)| (s.to_owned(), v)).unzip();
+        Some(Flush::Versions { streams, versions })
+    }
+
     /// What the next push on this instance may skip looking up.
-    fn into_known(self, store_id: i64, versions: HashMap<String, u64>, head: u64) -> Known {
+    #[allow(clippy::too_many_arguments)]
+    fn into_known(
+        self,
+        locked: &Locked,
+        versions: HashMap<String, u64>,
+        head: u64,
+        last_push: i64,
+        any_ends: bool,
+        flushed: bool,
+    ) -> Known {
+        let mut moved = if flushed {
+            Some(HashSet::new())
+        } else {
+            self.moved
+        };
         let versions = if versions.len() + self.rest.len() <= MAX_KNOWN_STREAMS {
             let mut all = self.rest;
             all.extend(versions);
             all
         } else {
+            // The streams that moved are no longer all remembered.
+            moved = None;
             versions
         };
         Known {
-            store_id,
+            store_id: locked.store_id,
             head,
+            last_push,
+            epoch: locked.epoch.clone(),
+            versions_at: if flushed { head } else { locked.versions_at },
             trusted: self.trusted,
+            any_refusals: locked.any_refusals,
+            any_ends,
             versions,
+            moved,
         }
     }
 }
@@ -216,16 +318,17 @@ impl PgStore {
         let conn = lease.conn()?;
         let mut attempt = Attempt::FIRST;
         loop {
-            let known = if attempt.remembered {
-                self.known.take(store)
-            } else {
-                None
-            };
+            let known = self.known.take(store);
             match self
                 .push_once(conn, store, client_id, events, attempt, known)
                 .await
             {
-                Ok((response, known)) => {
+                Ok((response, mut known)) => {
+                    if !attempt.one_trip {
+                        // Another instance pushes to this store too: the next push looks
+                        // its streams up with the lock rather than try one trip first.
+                        known.trusted = false;
+                    }
                     self.known.put(store, known);
                     return Ok(response);
                 }
@@ -288,14 +391,39 @@ impl PgStore {
     ) -> Result<(PushResponse, Known), Failed> {
         let ids: Vec<&[u8]> = events.iter().map(|e| &e.id.0[..]).collect();
         let streams = distinct_streams(events);
+        let known = match known {
+            Some(k) if attempt.one_trip && !attempt.look_up_ids => {
+                match self.plan_from_memory(&k, events, &streams) {
+                    Some((plan, pushed)) => {
+                        return one_trip(client, st, store, client_id, events, plan, pushed, k)
+                            .await;
+                    }
+                    None => Some(k),
+                }
+            }
+            other => other,
+        };
         // The streams whose versions this instance remembers are not looked up, unless the
         // last push found its memory of this store out of date.
         let (skipped, looked_up): (Vec<&str>, Vec<&str>) = match &known {
             Some(k) if k.trusted => streams.iter().partition(|s| k.versions.contains_key(**s)),
             _ => (Vec::new(), streams.clone()),
         };
+        // Refusals and lifecycle ends are looked up unless this instance last saw the store
+        // without any; the store's row tells (below) whether that still holds.
+        let look_up = LookUp {
+            ids: attempt.look_up_ids,
+            refusals: known.as_ref().is_none_or(|k| k.any_refusals),
+            ends: known.as_ref().is_none_or(|k| k.any_ends),
+        };
         let mut locked =
-            lock_and_look_up(client, st, store, &looked_up, &streams, &ids, attempt).await?;
+            lock_and_look_up(client, st, store, &looked_up, &streams, &ids, look_up).await?;
+        if locked.any_refusals && !look_up.refusals {
+            locked.refused = refused_ids(client, st, store, &ids).await?;
+        }
+        if locked.any_ends && !look_up.ends {
+            locked.ends = stream_ends(client, store, &streams).await?;
+        }
         let mut memory = Memory::settle(known, &mut locked, &skipped, client, st, store).await?;
         let plan = self
             .plan(
@@ -310,51 +438,102 @@ impl PgStore {
                 &mut memory,
             )
             .await?;
-        let Locked {
-            store_id,
-            epoch,
-            mut versions,
-            ..
-        } = locked;
+        let mut versions = std::mem::take(&mut locked.versions);
         if plan.inserts.is_empty() {
             client
                 .batch_execute("COMMIT")
                 .await
                 .map_err(commit_failed)?;
-            let known = memory.into_known(store_id, versions, plan.head);
+            let known = memory.into_known(
+                &locked,
+                versions,
+                plan.head,
+                locked.last_push,
+                locked.any_ends,
+                false,
+            );
             return Ok((
                 PushResponse {
                     results: plan.results,
                     head: plan.head,
-                    epoch,
+                    epoch: locked.epoch,
                 },
                 known,
             ));
         }
+        let last_push = new_push_mark()?;
+        let any_ends = locked.any_ends || !plan.stream_ends.is_empty();
+        let flush = memory.flush(&locked, &versions, &plan);
         write_and_commit(
             client,
             st,
             store,
-            store_id,
             client_id,
             events,
             &plan,
-            &versions,
-            memory.remembered,
+            &locked,
+            Written {
+                last_push,
+                any_ends,
+                flush: flush.as_ref(),
+            },
         )
         .await?;
+        if let Some(moved) = memory.moved.as_mut() {
+            moved.extend(plan.stream_versions.iter().map(|(s, _)| s.clone()));
+        }
         for (stream, version) in plan.stream_versions {
             versions.insert(stream, version);
         }
-        let known = memory.into_known(store_id, versions, plan.head);
+        let known = memory.into_known(
+            &locked,
+            versions,
+            plan.head,
+            last_push,
+            any_ends,
+            flush.is_some(),
+        );
         Ok((
             PushResponse {
                 results: plan.results,
                 head: plan.head,
-                epoch,
+                epoch: locked.epoch,
             },
             known,
         ))
+    }
+
+    /// The plan of a one-trip push (see [`one_trip`]): when this instance's memory of the
+    /// store is trusted, the store had no refusal and no lifecycle end, memory holds every
+    /// pushed stream, no authority claims one, and the plan accepts at least one event and
+    /// rejects none (a rejection is an answer, so it comes from the stored state). The
+    /// pushed streams' versions come with it.
+    fn plan_from_memory(
+        &self,
+        known: &Known,
+        events: &[PushEvent],
+        streams: &[&str],
+    ) -> Option<(PushPlan, HashMap<String, u64>)> {
+        if !known.trusted || known.any_refusals || known.any_ends {
+            return None;
+        }
+        if !self.authorities.claimed_streams(events).is_empty() {
+            return None;
+        }
+        let pushed = streams
+            .iter()
+            .map(|s| known.versions.get(*s).map(|v| ((*s).to_owned(), *v)))
+            .collect::<Option<HashMap<String, u64>>>()?;
+        let plan = plan_push(
+            known.head,
+            events,
+            &HashMap::new(),
+            &HashMap::new(),
+            &pushed,
+            &HashMap::new(),
+            Some(&mut self.authorities.checker(HashMap::new())),
+        );
+        (!plan.rejects_any() && !plan.inserts.is_empty()).then_some((plan, pushed))
     }
 
     /// Plans the push with the shared rules (and the authorities, given the histories of
@@ -419,11 +598,167 @@ impl PgStore {
         }
         if !plan.refusals.is_empty() {
             // Remembered, so that a retry of a refused event gets the same answer (rare:
-            // one more round trip, only for pushes with refusals).
+            // one more round trip, only for pushes with refusals); the store's row says
+            // it has some from now on.
             remember_refusals(client, st, locked.store_id, events, &plan).await?;
+            locked.any_refusals = true;
         }
         Ok(plan)
     }
+}
+
+/// A push planned from memory ([`PgStore::plan_from_memory`]) in one round trip: `BEGIN`,
+/// the store's lock, a guard that fails the transaction unless the store's row still shows
+/// the head and `last_push` this instance's last push left (and no refusal or lifecycle
+/// end), the writes and `COMMIT`. Statements run in order, so the guard sees the state
+/// after the lock, and after a failed statement the server refuses the rest and turns
+/// `COMMIT` into a rollback: nothing is written unless the memory held. Should the guard
+/// fail, the push is planned again from the database ([`Retry::Moved`]).
+#[allow(clippy::too_many_arguments)]
+async fn one_trip(
+    client: &Client,
+    st: &Statements,
+    store: &str,
+    client_id: &str,
+    events: &[PushEvent],
+    plan: PushPlan,
+    mut pushed: HashMap<String, u64>,
+    known: Known,
+) -> Result<(PushResponse, Known), Failed> {
+    let Known {
+        store_id,
+        head,
+        last_push: remembered_push,
+        epoch,
+        versions_at,
+        versions: mut rest,
+        moved,
+        ..
+    } = known;
+    for stream in pushed.keys() {
+        rest.remove(stream);
+    }
+    let locked = Locked {
+        store_id,
+        head,
+        epoch,
+        last_push: remembered_push,
+        versions_at,
+        any_refusals: false,
+        any_ends: false,
+        versions: HashMap::new(),
+        existing: HashMap::new(),
+        refused: HashMap::new(),
+        ends: HashMap::new(),
+    };
+    let mut memory = Memory {
+        rest,
+        remembered: true,
+        trusted: true,
+        moved: if versions_at == head {
+            Some(HashSet::new())
+        } else {
+            moved
+        },
+    };
+    let last_push = new_push_mark()?;
+    let any_ends = !plan.stream_ends.is_empty();
+    let flush = memory.flush(&locked, &pushed, &plan);
+    let remembered_head = to_i64(head, "head")?;
+    let store_params: [&(dyn ToSql + Sync); 1] = [&store];
+    let guard_params: [&(dyn ToSql + Sync); 3] = [&store_id, &remembered_head, &remembered_push];
+    let (begun, lock, guard, written) = tokio::join!(
+        client.batch_execute(BEGIN),
+        client.query_opt(&st.lock_store, &store_params),
+        client.query_one(&st.guard_store, &guard_params),
+        write_and_commit(
+            client,
+            st,
+            store,
+            client_id,
+            events,
+            &plan,
+            &locked,
+            Written {
+                last_push,
+                any_ends,
+                flush: flush.as_ref(),
+            },
+        ),
+    );
+    if let Err(e) = &guard {
+        if e.code() == Some(&tokio_postgres::error::SqlState::DIVISION_BY_ZERO) {
+            return Err(Failed {
+                error: StoreError::Corrupt(
+                    "the store moved since this instance's last push".into(),
+                ),
+                transaction: match &written {
+                    Err(failed) => failed.transaction,
+                    Ok(()) => Transaction::Over,
+                },
+                retry: Some(Retry::Moved),
+            });
+        }
+    }
+    written?;
+    begun.map_err(commit_failed)?;
+    lock.map_err(commit_failed)?;
+    guard.map_err(commit_failed)?;
+    if let Some(moved) = memory.moved.as_mut() {
+        moved.extend(plan.stream_versions.iter().map(|(s, _)| s.clone()));
+    }
+    for (stream, version) in plan.stream_versions {
+        pushed.insert(stream, version);
+    }
+    let known = memory.into_known(
+        &locked,
+        pushed,
+        plan.head,
+        last_push,
+        any_ends,
+        flush.is_some(),
+    );
+    Ok((
+        PushResponse {
+            results: plan.results,
+            head: plan.head,
+            epoch: locked.epoch,
+        },
+        known,
+    ))
+}
+
+/// How a push folds the stream versions into `stream_versions` (see [`FLUSH_EVERY`]).
+enum Flush {
+    /// These streams' versions (every stream that moved since `versions_at`, as this
+    /// instance knows).
+    Versions {
+        streams: Vec<String>,
+        versions: Vec<u64>,
+    },
+    /// Read from the events after `versions_at` (this instance does not know them all).
+    FromEvents,
+}
+
+/// What round trip 2 sets beside the events.
+struct Written<'a> {
+    /// The new `stores.last_push`.
+    last_push: i64,
+    /// The new `stores.ends`.
+    any_ends: bool,
+    /// The stream versions to fold, if due.
+    flush: Option<&'a Flush>,
+}
+
+/// Which lookups round trip 1 sends.
+#[derive(Debug, Clone, Copy)]
+struct LookUp {
+    /// The stored events among the pushed ids.
+    ids: bool,
+    /// The refusals remembered for the pushed ids.
+    refusals: bool,
+    /// The lifecycle ends of the pushed streams.
+    ends: bool,
 }
 
 /// Round trip 1: `BEGIN`, the store's lock, then the lookups (which see the state after
@@ -435,21 +770,33 @@ async fn lock_and_look_up(
     looked_up: &[&str],
     streams: &[&str],
     ids: &[&[u8]],
-    attempt: Attempt,
+    look_up: LookUp,
 ) -> Result<Locked, Failed> {
     let store_params: [&(dyn ToSql + Sync); 1] = [&store];
     let lookups = move || async move {
         tokio::try_join!(
             stream_versions(client, st, store, looked_up),
             async move {
-                if attempt.look_up_ids {
+                if look_up.ids {
                     existing_ids(client, st, store, ids).await
                 } else {
                     Ok(Vec::new())
                 }
             },
-            refused_ids(client, st, store, ids),
-            stream_ends(client, store, streams),
+            async move {
+                if look_up.refusals {
+                    refused_ids(client, st, store, ids).await
+                } else {
+                    Ok(HashMap::new())
+                }
+            },
+            async move {
+                if look_up.ends {
+                    stream_ends(client, store, streams).await
+                } else {
+                    Ok(HashMap::new())
+                }
+            },
         )
     };
     let (begun, locked, looked) = tokio::join!(
@@ -477,6 +824,10 @@ async fn lock_and_look_up(
         store_id,
         head,
         epoch,
+        last_push: row.try_get(3)?,
+        versions_at: stored_u64(row.try_get(4)?, "versions_at")?,
+        any_refusals: row.try_get(5)?,
+        any_ends: row.try_get(6)?,
         versions,
         existing: placed_ids(&id_rows)?,
         refused,
@@ -484,21 +835,28 @@ async fn lock_and_look_up(
     })
 }
 
-/// Round trip 2: the events, the stream versions, the head and the `NOTIFY`, and `COMMIT`
-/// with them when every version was read under the lock. `versions` are the ones the plan
-/// started from.
+/// Round trip 2: the events, the store's row (head, `last_push`, flags), every
+/// [`FLUSH_EVERY`] events the fold of the stream versions, the `NOTIFY`, and `COMMIT` with
+/// them: after a failed statement the server refuses the rest and turns `COMMIT` into a
+/// rollback, so success means every statement succeeded and the transaction is committed
+/// (and flushed).
 #[allow(clippy::too_many_arguments)]
 async fn write_and_commit(
     client: &Client,
     st: &Statements,
     store: &str,
-    store_id: i64,
     client_id: &str,
     events: &[PushEvent],
     plan: &PushPlan,
-    versions: &HashMap<String, u64>,
-    remembered: bool,
+    locked: &Locked,
+    written: Written<'_>,
 ) -> Result<(), Failed> {
+    let Written {
+        last_push,
+        any_ends,
+        flush,
+    } = written;
+    let store_id = locked.store_id;
     let n = plan.inserts.len();
     let mut positions = Vec::with_capacity(n);
     let mut inserted_ids = Vec::with_capacity(n);
@@ -525,23 +883,25 @@ async fn write_and_commit(
         schema_versions.push(i64::from(event.schema_version));
         erased.push(event.erased);
     }
-    // Streams with a version have a row: updated, each only from the version the plan
-    // started from; the others get one (and an existing row fails the insert).
-    let (mut known_streams, mut from, mut to) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut new_streams, mut new_versions) = (Vec::new(), Vec::new());
-    for (stream, version) in &plan.stream_versions {
-        let before = versions.get(stream).copied().unwrap_or(0);
-        let version = to_i64(*version, "version")?;
-        if before > 0 {
-            known_streams.push(stream.as_str());
-            from.push(to_i64(before, "version")?);
-            to.push(version);
-        } else {
-            new_streams.push(stream.as_str());
-            new_versions.push(version);
-        }
-    }
     let new_head = to_i64(plan.head, "head")?;
+    let versions_at = to_i64(locked.versions_at, "versions_at")?;
+    // The stream versions are folded into `stream_versions` once the events after
+    // `versions_at` reach FLUSH_EVERY, this push's included.
+    let new_versions_at = if flush.is_some() {
+        new_head
+    } else {
+        versions_at
+    };
+    let (flush_streams, flush_versions) = match flush {
+        Some(Flush::Versions { streams, versions }) => (
+            streams.iter().map(String::as_str).collect::<Vec<&str>>(),
+            versions
+                .iter()
+                .map(|v| to_i64(*v, "version"))
+                .collect::<Result<Vec<i64>, StoreError>>()?,
+        ),
+        _ => (Vec::new(), Vec::new()),
+    };
     let insert_params: [&(dyn ToSql + Sync); 12] = [
         &store_id,
         &positions,
@@ -556,8 +916,13 @@ async fn write_and_commit(
         &schema_versions,
         &erased,
     ];
-    let new_params: [&(dyn ToSql + Sync); 3] = [&store_id, &new_streams, &new_versions];
-    let head_params: [&(dyn ToSql + Sync); 2] = [&store_id, &new_head];
+    let head_params: [&(dyn ToSql + Sync); 5] = [
+        &store_id,
+        &new_head,
+        &last_push,
+        &new_versions_at,
+        &any_ends,
+    ];
     let (end_streams, end_kinds): (Vec<&str>, Vec<&str>) = plan
         .stream_ends
         .iter()
@@ -569,35 +934,36 @@ async fn write_and_commit(
         .map(|(stream, before)| (stream.as_str(), i64::try_from(*before).unwrap_or(i64::MAX)))
         .unzip();
     let notify_params: [&(dyn ToSql + Sync); 2] = [&CHANNEL, &store];
-    // When every version was read under the lock, COMMIT goes with the writes: after a
-    // failed statement the server refuses the rest and turns COMMIT into a rollback, so
-    // success means every statement succeeded and the transaction is committed (and
-    // flushed). Remembered versions are checked first (below).
-    let (inserted, updated, created, moved, notified, ended, erasing, committed) = tokio::join!(
+    let (inserted, folded, moved, notified, ended, erasing, committed) = tokio::join!(
         client.execute(&st.insert_events, &insert_params),
         async {
-            if known_streams.is_empty() {
-                return Ok(0);
-            }
-            // Planned for the keys at hand each time (an unnamed statement): a generic
-            // plan may hash the whole store's streams.
-            client
-                .execute_typed(
-                    UPDATE_STREAMS,
-                    &[
-                        (&store_id, Type::INT8),
-                        (&known_streams, Type::TEXT_ARRAY),
-                        (&from, Type::INT8_ARRAY),
-                        (&to, Type::INT8_ARRAY),
-                    ],
-                )
-                .await
-        },
-        async {
-            if new_streams.is_empty() {
-                Ok(0)
-            } else {
-                client.execute(&st.insert_streams, &new_params).await
+            match flush {
+                None => Ok(0),
+                Some(Flush::Versions { .. }) => {
+                    client
+                        .execute_typed(
+                            UPSERT_STREAM_VERSIONS,
+                            &[
+                                (&store_id, Type::INT8),
+                                (&flush_streams, Type::TEXT_ARRAY),
+                                (&flush_versions, Type::INT8_ARRAY),
+                            ],
+                        )
+                        .await
+                }
+                // After the inserts (statements run in order).
+                Some(Flush::FromEvents) => {
+                    client
+                        .execute_typed(
+                            FLUSH_STREAM_VERSIONS,
+                            &[
+                                (&store_id, Type::INT8),
+                                (&versions_at, Type::INT8),
+                                (&new_head, Type::INT8),
+                            ],
+                        )
+                        .await
+                }
             }
         },
         client.execute(&st.update_head, &head_params),
@@ -618,8 +984,7 @@ async fn write_and_commit(
                 .await
         },
         async {
-            // After the inserts (statements run in order): the push's own events of an
-            // erased stream are erased too.
+            // After the inserts: the push's own events of an erased stream are erased too.
             if erased_streams.is_empty() {
                 return Ok(0);
             }
@@ -634,15 +999,9 @@ async fn write_and_commit(
                 )
                 .await
         },
-        async {
-            if remembered {
-                Ok(())
-            } else {
-                client.batch_execute("COMMIT").await
-            }
-        },
+        client.batch_execute("COMMIT"),
     );
-    let transaction = if !remembered && committed.is_ok() {
+    let transaction = if committed.is_ok() {
         Transaction::Over
     } else {
         Transaction::Open
@@ -656,31 +1015,11 @@ async fn write_and_commit(
         let retry = is_stored_id(&e).then_some(Retry::StoredId);
         fail(e, retry)
     })?;
-    let updated = updated.map_err(|e| fail(e, None))?;
-    // A stream remembered without events has a row after all.
-    created.map_err(|e| {
-        let retry = (remembered && is_unique_violation(&e)).then_some(Retry::StaleVersions);
-        fail(e, retry)
-    })?;
+    folded.map_err(|e| fail(e, None))?;
     moved.map_err(|e| fail(e, None))?;
     notified.map_err(|e| fail(e, None))?;
     ended.map_err(|e| fail(e, None))?;
     erasing.map_err(|e| fail(e, None))?;
     committed.map_err(|e| fail(e, None))?;
-    if remembered {
-        if updated != known_streams.len() as u64 {
-            // What this instance remembered is not what is stored (a database restored
-            // to an earlier point, say): nothing is kept; plan again from the database.
-            return Err(Failed {
-                error: StoreError::Corrupt("remembered stream versions are out of date".into()),
-                transaction: Transaction::Open,
-                retry: Some(Retry::StaleVersions),
-            });
-        }
-        client
-            .batch_execute("COMMIT")
-            .await
-            .map_err(commit_failed)?;
-    }
     Ok(())
 }

@@ -19,26 +19,38 @@ use crate::server::store::{
 /// lock rely on each statement taking a new snapshot.
 pub(super) const BEGIN: &str = "BEGIN ISOLATION LEVEL READ COMMITTED";
 
-/// Moves the version of streams that have a row, each only from the version the push was
-/// planned with (the caller counts the rows). An update rather than an upsert, which
-/// would probe every key twice and lock each row on its own.
-pub(super) const UPDATE_STREAMS: &str = "
-UPDATE streams s SET version = t.version
-FROM UNNEST($2::text[], $3::bigint[], $4::bigint[]) AS t(stream, old, version)
-WHERE s.store_id = $1 AND s.stream = t.stream AND s.version = t.old";
+/// Brings `stream_versions` of store `$1` up to position `$3` from the events after `$2`
+/// (its `versions_at`): one row per stream those events touched. Run after the push's
+/// events are inserted, with `versions_at` set to `$3` in the same transaction.
+pub(super) const FLUSH_STREAM_VERSIONS: &str = "
+INSERT INTO stream_versions (store_id, stream, version)
+SELECT $1, e.stream, max(e.version) FROM events e
+WHERE e.store_id = $1 AND e.position > $2 AND e.position <= $3
+GROUP BY e.stream
+ON CONFLICT (store_id, stream) DO UPDATE SET version = GREATEST(stream_versions.version, excluded.version)";
+
+/// Sets the versions of the streams `$2` of store `$1` to `$3` (what this instance knows
+/// they are, under the lock): the fold of [`FLUSH_STREAM_VERSIONS`] without reading the
+/// events. Planned for the keys at hand (an unnamed statement), once per so many events.
+pub(super) const UPSERT_STREAM_VERSIONS: &str = "
+INSERT INTO stream_versions (store_id, stream, version)
+SELECT $1, t.stream, t.version FROM UNNEST($2::text[], $3::bigint[]) AS t(stream, version)
+ON CONFLICT (store_id, stream) DO UPDATE SET version = GREATEST(stream_versions.version, excluded.version)";
 
 /// The statements every pooled connection prepares once.
 pub(super) struct Statements {
     pub(super) lock_store: Statement,
+    pub(super) guard_store: Statement,
     pub(super) read_store: Statement,
     pub(super) create_store: Statement,
     pub(super) existing_ids: Statement,
     pub(super) refused_ids: Statement,
     pub(super) insert_rejections: Statement,
     pub(super) stream_versions: Statement,
+    pub(super) tail_versions: Statement,
     pub(super) insert_events: Statement,
-    pub(super) insert_streams: Statement,
     pub(super) update_head: Statement,
+    pub(super) mark_refusals: Statement,
     pub(super) notify: Statement,
     pub(super) read_events: Statement,
     pub(super) stream_events: Statement,
@@ -48,20 +60,31 @@ impl Statements {
     pub(super) async fn prepare(client: &Client) -> Result<Self, StoreError> {
         let (
             lock_store,
+            guard_store,
             read_store,
             create_store,
             existing_ids,
             refused_ids,
             insert_rejections,
             stream_versions,
+            tail_versions,
             insert_events,
-            insert_streams,
             update_head,
+            mark_refusals,
             notify,
             read_events,
             stream_events,
         ) = tokio::try_join!(
-            client.prepare("SELECT id, head, epoch FROM stores WHERE name = $1 FOR UPDATE"),
+            client.prepare(
+                "SELECT id, head, epoch, last_push, versions_at, refusals, ends
+                 FROM stores WHERE name = $1 FOR UPDATE"
+            ),
+            // Sent after the lock: fails (division by zero) unless store $1 is at head $2
+            // with `last_push` $3 and has no refusal and no lifecycle end.
+            client.prepare(
+                "SELECT 1 / count(*)::int FROM stores
+                 WHERE id = $1 AND head = $2 AND last_push = $3 AND NOT refusals AND NOT ends"
+            ),
             client.prepare("SELECT id, head, epoch FROM stores WHERE name = $1"),
             client.prepare(
                 "INSERT INTO stores (name, epoch) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING"
@@ -101,10 +124,23 @@ impl Statements {
                 "SELECT k.stream, s.version
                  FROM UNNEST($2::text[]) AS k(stream)
                  CROSS JOIN LATERAL (
-                     SELECT s.version FROM streams s
+                     SELECT s.version FROM stream_versions s
                      WHERE s.store_id = (SELECT id FROM stores WHERE name = $1) AND s.stream = k.stream
                      LIMIT 1
                  ) s"
+            ),
+            // The versions the events after `versions_at` reached, per stream: a range of
+            // the primary key (at most `FLUSH_EVERY` events and one push), whatever the
+            // statistics, as the store's row is one row.
+            client.prepare(
+                "SELECT e.stream, max(e.version)
+                 FROM stores s
+                 CROSS JOIN LATERAL (
+                     SELECT e.stream, e.version FROM events e
+                     WHERE e.store_id = s.id AND e.position > s.versions_at AND e.position <= s.head
+                 ) e
+                 WHERE s.name = $1
+                 GROUP BY e.stream"
             ),
             client.prepare(
                 "INSERT INTO events (store_id, position, id, stream, version, type, data, meta, time, origin, schema_version, erased)
@@ -114,10 +150,10 @@ impl Statements {
                       AS t(position, id, stream, version, type, data, meta, time, schema_version, erased)"
             ),
             client.prepare(
-                "INSERT INTO streams (store_id, stream, version)
-                 SELECT $1, t.stream, t.version FROM UNNEST($2::text[], $3::bigint[]) AS t(stream, version)"
+                "UPDATE stores SET head = $2, last_push = $3, versions_at = $4, ends = ends OR $5
+                 WHERE id = $1"
             ),
-            client.prepare("UPDATE stores SET head = $2 WHERE id = $1"),
+            client.prepare("UPDATE stores SET refusals = true WHERE id = $1 AND NOT refusals"),
             client.prepare("SELECT pg_notify($1, $2)"),
             client.prepare(
                 "SELECT id, position, stream, version, type, data, meta, time, origin, schema_version, erased
@@ -132,15 +168,17 @@ impl Statements {
         )?;
         Ok(Statements {
             lock_store,
+            guard_store,
             read_store,
             create_store,
             existing_ids,
             refused_ids,
             insert_rejections,
             stream_versions,
+            tail_versions,
             insert_events,
-            insert_streams,
             update_head,
+            mark_refusals,
             notify,
             read_events,
             stream_events,
@@ -148,8 +186,9 @@ impl Statements {
     }
 }
 
-/// The current versions of `streams` (0 for a stream without events), one index probe
-/// each.
+/// The current versions of `streams` (0 for a stream without events): each one's row in
+/// `stream_versions` (one index probe each), raised by the events after the store's
+/// `versions_at`. Both statements are sent at once; each sees the state after the lock.
 pub(super) async fn stream_versions(
     client: &Client,
     st: &Statements,
@@ -160,13 +199,16 @@ pub(super) async fn stream_versions(
     if streams.is_empty() {
         return Ok(versions);
     }
-    for row in client
-        .query(&st.stream_versions, &[&store, &streams])
-        .await?
-    {
+    let by_row: [&(dyn ToSql + Sync); 2] = [&store, &streams];
+    let by_store: [&(dyn ToSql + Sync); 1] = [&store];
+    let (rows, tail) = tokio::try_join!(
+        client.query(&st.stream_versions, &by_row),
+        client.query(&st.tail_versions, &by_store),
+    )?;
+    for row in rows.iter().chain(&tail) {
         let version = stored_u64(row.try_get(1)?, "version")?;
         if let Some(v) = versions.get_mut(row.try_get::<_, &str>(0)?) {
-            *v = version;
+            *v = (*v).max(version);
         }
     }
     Ok(versions)
@@ -274,7 +316,11 @@ pub(super) async fn remember_refusals(
         );
     }
     let params: [&(dyn ToSql + Sync); 5] = [&store_id, &ids, &fingerprints, &reasons, &actuals];
-    client.execute(&st.insert_rejections, &params).await?;
+    let mark: [&(dyn ToSql + Sync); 1] = [&store_id];
+    tokio::try_join!(
+        client.execute(&st.insert_rejections, &params),
+        client.execute(&st.mark_refusals, &mark),
+    )?;
     Ok(())
 }
 

@@ -1,7 +1,8 @@
 //! PostgreSQL backend: the stream versions this instance remembers per store, so that a
-//! push need not look them up (the push checks them when it writes; see `push`).
+//! push need not look them up (see `push`), and whether the store had refusals or
+//! lifecycle ends, so that a push of a store without any need not look them up either.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 
 /// At most this many stream versions are remembered, over all stores.
@@ -11,12 +12,24 @@ pub(super) const MAX_KNOWN_STREAMS: usize = 100_000;
 pub(super) struct Known {
     pub(super) store_id: i64,
     pub(super) head: u64,
+    /// The store's `last_push` then: the memory is current while the store shows it.
+    pub(super) last_push: i64,
+    /// The store's epoch and `versions_at` then.
+    pub(super) epoch: String,
+    pub(super) versions_at: u64,
+    /// Whether the store had refusals / lifecycle ends then (never unset once set).
+    pub(super) any_refusals: bool,
+    pub(super) any_ends: bool,
     /// Whether the last push found the memory still current. If not (other instances
     /// push to this store too), the next push looks every stream up in its first round
     /// trip rather than paying a second one for the streams it skipped.
     pub(super) trusted: bool,
     /// Version of each stream (0: no events).
     pub(super) versions: HashMap<String, u64>,
+    /// The streams whose version moved since the store's `versions_at` (all of them in
+    /// `versions`), when this instance saw every push since: a fold of the versions then
+    /// writes those without reading the events.
+    pub(super) moved: Option<HashSet<String>>,
 }
 
 /// Per store, the [`Known`] versions; a push takes its store's out while it runs (a
