@@ -196,8 +196,9 @@ fn is_any(v: &ExpectedVersion) -> bool {
     *v == ExpectedVersion::Any
 }
 
-/// The server's verdict on one pushed event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The server's verdict on one pushed event. JSON: `{"status":"ok"|"duplicate"|"rejected",
+/// "id", ...}` (the fields of the variant beside `status`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "status", rename_all = "lowercase")]
 pub enum PushResult {
     /// Stored now at `position` (server order), `version` in its stream.
@@ -223,6 +224,60 @@ pub enum PushResult {
         )]
         actual_version: Option<u64>,
     },
+}
+
+/// Read through one flat struct rather than serde's internally tagged enum, which buffers
+/// every field first and so brings a second, generic deserializer into the wasm.
+impl<'de> Deserialize<'de> for PushResult {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Wire {
+            status: String,
+            id: EventId,
+            position: Option<u64>,
+            version: Option<u64>,
+            reason: Option<String>,
+            actual_version: Option<u64>,
+        }
+        let w = Wire::deserialize(d)?;
+        let placed = |w: &Wire| -> Result<(u64, u64), D::Error> {
+            Ok((
+                w.position
+                    .ok_or_else(|| D::Error::missing_field("position"))?,
+                w.version
+                    .ok_or_else(|| D::Error::missing_field("version"))?,
+            ))
+        };
+        match w.status.as_str() {
+            "ok" => {
+                let (position, version) = placed(&w)?;
+                Ok(PushResult::Ok {
+                    id: w.id,
+                    position,
+                    version,
+                })
+            }
+            "duplicate" => {
+                let (position, version) = placed(&w)?;
+                Ok(PushResult::Duplicate {
+                    id: w.id,
+                    position,
+                    version,
+                })
+            }
+            "rejected" => Ok(PushResult::Rejected {
+                id: w.id,
+                reason: w.reason.ok_or_else(|| D::Error::missing_field("reason"))?,
+                actual_version: w.actual_version,
+            }),
+            other => Err(D::Error::unknown_variant(
+                other,
+                &["ok", "duplicate", "rejected"],
+            )),
+        }
+    }
 }
 
 impl PushResult {
@@ -299,6 +354,40 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn push_results_read_back_as_written() {
+        let id = EventId([7; 16]);
+        for result in [
+            PushResult::Ok {
+                id,
+                position: 3,
+                version: 1,
+            },
+            PushResult::Duplicate {
+                id,
+                position: 9,
+                version: 4,
+            },
+            PushResult::Rejected {
+                id,
+                reason: "no".into(),
+                actual_version: None,
+            },
+        ] {
+            let json = serde_json::to_string(&result).unwrap();
+            assert_eq!(serde_json::from_str::<PushResult>(&json).unwrap(), result);
+        }
+        let text = id.to_string();
+        for bad in [
+            format!(r#"{{"status":"ok","id":"{text}","version":1}}"#),
+            format!(r#"{{"status":"rejected","id":"{text}"}}"#),
+            format!(r#"{{"status":"maybe","id":"{text}","position":1,"version":1}}"#),
+            r#"{"status":"ok","id":"x","position":1,"version":1}"#.to_string(),
+        ] {
+            assert!(serde_json::from_str::<PushResult>(&bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

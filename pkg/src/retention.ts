@@ -17,7 +17,7 @@ export interface RetentionHost {
   readonly core: {
     readonly dropped: number;
     readonly confirmedHead: number;
-    retain(events: number, projectionsJson: string): Promise<unknown>;
+    retain(events: number, names: string[], versions: Float64Array): Promise<unknown>;
   };
   readonly sync: SyncOptions | undefined;
   /** Each projection's name and version: their snapshots must cover a cut. */
@@ -107,7 +107,14 @@ export class Retention {
       .then(async () => {
         if (this.#host.isClosed()) return 0;
         const host = this.#host;
-        const cut = Number(await host.core.retain(options.events, JSON.stringify(host.projections())));
+        const projections = host.projections();
+        const cut = Number(
+          await host.core.retain(
+            options.events,
+            projections.map((p) => p.name),
+            Float64Array.from(projections, (p) => p.version),
+          ),
+        );
         if (cut > 0) host.cut();
         return cut;
       });

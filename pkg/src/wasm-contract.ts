@@ -73,10 +73,10 @@ export interface WasmStoreHandle {
   /** Confirmed positions up to this one were dropped by retention (0: none). */
   readonly dropped: number;
   /**
-   * Retention: drops the confirmed events every listed projection's snapshot (`[{ name, version }]`,
-   * JSON) covers, keeping the newest `events`; resolves to the last position dropped, or 0.
+   * Retention: drops the confirmed events every listed projection's snapshot (`names[i]` at
+   * `versions[i]`) covers, keeping the newest `events`; resolves to the last position dropped, or 0.
    */
-  retain(events: number, projectionsJson: string): Promise<unknown>;
+  retain(events: number, names: string[], versions: Float64Array): Promise<unknown>;
   /** Called once with "deleted", "upgraded" or "lost" if the IndexedDB connection is taken away. */
   setOnClosed(listener: (reason: string) => void): void;
   /** The outbox as an `OutboxEvent[]` (JSON), read from memory (it still reads once the database is gone). */
