@@ -267,6 +267,30 @@ impl Memory {
         Some(Flush::Versions { streams, versions })
     }
 
+    /// The answer to a committed push (`versions`: the pushed streams' versions before it),
+    /// and what the next push on this instance may skip looking up.
+    fn answer(
+        mut self,
+        locked: Locked,
+        mut versions: HashMap<String, u64>,
+        plan: PushPlan,
+        last_push: i64,
+        any_ends: bool,
+        flushed: bool,
+    ) -> (PushResponse, Known) {
+        if let Some(moved) = self.moved.as_mut() {
+            moved.extend(plan.stream_versions.iter().map(|(s, _)| s.clone()));
+        }
+        versions.extend(plan.stream_versions);
+        let known = self.into_known(&locked, versions, plan.head, last_push, any_ends, flushed);
+        let response = PushResponse {
+            results: plan.results,
+            head: plan.head,
+            epoch: locked.epoch,
+        };
+        (response, known)
+    }
+
     /// What the next push on this instance may skip looking up.
     #[allow(clippy::too_many_arguments)]
     fn into_known(
@@ -438,7 +462,7 @@ impl PgStore {
                 &mut memory,
             )
             .await?;
-        let mut versions = std::mem::take(&mut locked.versions);
+        let versions = std::mem::take(&mut locked.versions);
         if plan.inserts.is_empty() {
             client
                 .batch_execute("COMMIT")
@@ -479,28 +503,7 @@ impl PgStore {
             },
         )
         .await?;
-        if let Some(moved) = memory.moved.as_mut() {
-            moved.extend(plan.stream_versions.iter().map(|(s, _)| s.clone()));
-        }
-        for (stream, version) in plan.stream_versions {
-            versions.insert(stream, version);
-        }
-        let known = memory.into_known(
-            &locked,
-            versions,
-            plan.head,
-            last_push,
-            any_ends,
-            flush.is_some(),
-        );
-        Ok((
-            PushResponse {
-                results: plan.results,
-                head: plan.head,
-                epoch: locked.epoch,
-            },
-            known,
-        ))
+        Ok(memory.answer(locked, versions, plan, last_push, any_ends, flush.is_some()))
     }
 
     /// The plan of a one-trip push (see [`one_trip`]): when this instance's memory of the
@@ -622,7 +625,7 @@ async fn one_trip(
     client_id: &str,
     events: &[PushEvent],
     plan: PushPlan,
-    mut pushed: HashMap<String, u64>,
+    pushed: HashMap<String, u64>,
     known: Known,
 ) -> Result<(PushResponse, Known), Failed> {
     let Known {
@@ -651,7 +654,7 @@ async fn one_trip(
         refused: HashMap::new(),
         ends: HashMap::new(),
     };
-    let mut memory = Memory {
+    let memory = Memory {
         rest,
         remembered: true,
         trusted: true,
@@ -704,28 +707,7 @@ async fn one_trip(
     begun.map_err(commit_failed)?;
     lock.map_err(commit_failed)?;
     guard.map_err(commit_failed)?;
-    if let Some(moved) = memory.moved.as_mut() {
-        moved.extend(plan.stream_versions.iter().map(|(s, _)| s.clone()));
-    }
-    for (stream, version) in plan.stream_versions {
-        pushed.insert(stream, version);
-    }
-    let known = memory.into_known(
-        &locked,
-        pushed,
-        plan.head,
-        last_push,
-        any_ends,
-        flush.is_some(),
-    );
-    Ok((
-        PushResponse {
-            results: plan.results,
-            head: plan.head,
-            epoch: locked.epoch,
-        },
-        known,
-    ))
+    Ok(memory.answer(locked, pushed, plan, last_push, any_ends, flush.is_some()))
 }
 
 /// How a push folds the stream versions into `stream_versions` (see [`FLUSH_EVERY`]).
