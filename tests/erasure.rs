@@ -6,7 +6,7 @@
 
 use std::rc::Rc;
 
-use annals::storage::{Known, SnapshotRecord, Storage, FORMAT_BASE, FORMAT_VERSION};
+use annals::storage::{Known, SnapshotRecord, Storage, FORMAT_BASE, FORMAT_MARKED};
 use annals::sync::client::{SyncClient, SyncOptions};
 use annals::testing::in_process::InProcessTransport;
 use annals::testing::memory_server::MemoryServer;
@@ -433,7 +433,7 @@ fn an_erasure_waiting_in_the_outbox_raises_the_storage_format_so_that_older_buil
         "both events wait in the outbox"
     );
     assert_eq!(
-        (offline.storage.format_for_tests(), FORMAT_VERSION),
+        (offline.storage.format_for_tests(), FORMAT_MARKED),
         (Some(3), 3)
     );
 }

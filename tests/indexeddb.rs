@@ -10,13 +10,14 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use annals::storage::indexeddb::{FailStep, IndexedDbStorage};
-use annals::storage::{Known, SnapshotRecord, Storage, FORMAT_BASE, FORMAT_VERSION};
+use annals::storage::{Known, SnapshotRecord, Storage, FORMAT_VERSION};
+use annals::testing::handed_lock::HandedLock;
 use annals::{
     AppendResult, Engine, EngineOptions, Error, Event, EventId, ExpectedVersion, NewEvent,
     ReadQuery,
 };
 use futures::future::{self, Either};
-use js_sys::{Function, Promise, Reflect};
+use js_sys::{Array, Function, Promise, Reflect};
 use serde_json::json;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
@@ -613,48 +614,76 @@ async fn a_new_store_is_created_with_its_object_stores_and_format() {
     for store in ["segments", "snapshots", "meta", "pending"] {
         assert!(names.contains(store), "object store {store} exists");
     }
-    assert_eq!(db.version(), 1.0);
+    assert_eq!(db.version(), 2.0);
     assert_eq!(
         raw_get(&db, "meta", &"format".into()).await,
-        JsValue::from(FORMAT_BASE)
+        JsValue::from(FORMAT_VERSION)
     );
     db.close();
     delete_database(&name).await;
 }
 
 #[wasm_bindgen_test]
-async fn an_erasure_raises_the_format_so_that_older_builds_refuse_the_store_as_too_new() {
-    let name = unique_name("format-3");
-    let engine = open(&name).await;
+async fn a_store_of_schema_1_is_moved_to_schema_2_and_format_4_when_opened() {
+    // What builds before the writer lock left: schema 1, format 3 (an erased event).
+    let written = unique_name("schema-1-source");
+    let engine = open(&written).await;
     append_two(&engine).await;
-    let db = raw_open(&name).await;
-    assert_eq!(
-        raw_get(&db, "meta", &"format".into()).await,
-        JsValue::from(FORMAT_BASE),
-        "builds of format 2 read a store that never erased"
-    );
-    db.close();
     let stream = all(&engine)[0].stream.clone();
     engine
         .erase_stream(&stream, annals::ExpectedVersion::Any)
         .await
         .unwrap();
     engine.close().await;
+    let source = raw_open(&written).await;
+    // Two segments: the two events (the first erased), then the erasure at 3.
+    let segments = [
+        raw_get(&source, "segments", &JsValue::from(1)).await,
+        raw_get(&source, "segments", &JsValue::from(3)).await,
+    ];
+    let counters = raw_get(&source, "meta", &"counters".into()).await;
+    source.close();
+    delete_database(&written).await;
+
+    let name = unique_name("schema-1");
+    let request = factory().open_with_u32(&name, 1).unwrap();
+    let on_upgrade = wasm_bindgen::closure::Closure::once(move |event: web_sys::Event| {
+        let db: IdbDatabase = event
+            .target()
+            .unwrap()
+            .unchecked_into::<web_sys::IdbOpenDbRequest>()
+            .result()
+            .unwrap()
+            .unchecked_into();
+        for store in ["segments", "snapshots", "meta", "pending"] {
+            db.create_object_store(store).unwrap();
+        }
+    });
+    request.set_onupgradeneeded(Some(on_upgrade.as_ref().unchecked_ref()));
+    let db: IdbDatabase = done(&request).await.unwrap().unchecked_into();
+    raw_put(&db, "segments", &JsValue::from(1), &segments[0]).await;
+    raw_put(&db, "segments", &JsValue::from(3), &segments[1]).await;
+    raw_put(&db, "meta", &"counters".into(), &counters).await;
+    raw_put(&db, "meta", &"format".into(), &JsValue::from(3)).await;
+    db.close();
+
+    let reopened = open(&name).await;
+    assert_eq!(reopened.head(), 3);
+    assert!(all(&reopened).iter().any(|e| e.erased));
+    append_one(&reopened, 4).await;
+    reopened.close().await;
     let db = raw_open(&name).await;
+    assert_eq!(db.version(), 2.0);
     assert_eq!(
         raw_get(&db, "meta", &"format".into()).await,
         JsValue::from(FORMAT_VERSION)
     );
     db.close();
-    // This build reads it.
-    let reopened = open(&name).await;
-    assert!(all(&reopened).iter().any(|e| e.erased));
-    reopened.close().await;
     delete_database(&name).await;
 }
 
 #[wasm_bindgen_test]
-async fn a_format_1_store_with_its_counters_in_four_keys_is_moved_to_format_2() {
+async fn a_format_1_store_with_its_counters_in_four_keys_is_moved_to_format_4() {
     let name = unique_name("format-1");
     let engine = open(&name).await;
     append_two(&engine).await;
@@ -686,7 +715,7 @@ async fn a_format_1_store_with_its_counters_in_four_keys_is_moved_to_format_2() 
     let db = raw_open(&name).await;
     assert_eq!(
         raw_get(&db, "meta", &"format".into()).await,
-        JsValue::from(FORMAT_BASE)
+        JsValue::from(FORMAT_VERSION)
     );
     let counters: js_sys::Array = raw_get(&db, "meta", &"counters".into())
         .await
@@ -789,15 +818,15 @@ async fn an_upgrade_from_another_connection_is_not_blocked_by_an_open_store() {
         .await
         .unwrap();
 
-    // Another tab (a newer build) opens the database at schema version 2.
-    let request = factory().open_with_u32(&name, 2).unwrap();
+    // Another tab (a newer build) opens the database at schema version 3.
+    let request = factory().open_with_u32(&name, 3).unwrap();
     let upgraded = Box::pin(done(&request));
     let timeout = Box::pin(sleep(5_000));
     let db: IdbDatabase = match future::select(upgraded, timeout).await {
         Either::Left((result, _)) => result.expect("the upgrade succeeds").unchecked_into(),
         Either::Right(_) => panic!("the upgrade was blocked by the open store"),
     };
-    assert_eq!(db.version(), 2.0);
+    assert_eq!(db.version(), 3.0);
 
     // Our connection stepped aside: the store is closed now, not hanging, and said why.
     assert_eq!(*reasons.borrow(), ["upgraded"]);
@@ -876,5 +905,175 @@ async fn a_database_deleted_by_another_tab_closes_the_store_which_says_why_and_k
         ["deleted"],
         "told once; close() is not a loss"
     );
+    delete_database(&name).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// The writer lock: its holder appends with one put; the others derive the head
+
+/// A handle of store `name` whose writes take `lock`'s view `handle`.
+async fn open_locked(name: &str, lock: &Rc<HandedLock>, handle: usize) -> Engine<IndexedDbStorage> {
+    let storage = IndexedDbStorage::new(name);
+    storage.set_writer_lock(lock.handle(handle));
+    Engine::open(storage, EngineOptions::default())
+        .await
+        .expect("the store opens")
+}
+
+async fn append_one(engine: &Engine<IndexedDbStorage>, n: i64) -> u64 {
+    let outcome = engine
+        .append(vec![ev("s", "Happened", json!(n))])
+        .await
+        .unwrap();
+    match outcome.results.as_slice() {
+        [AppendResult::Appended(position)] => *position,
+        other => panic!("one event appended, got {other:?}"),
+    }
+}
+
+/// The head in the stored counters record (what a handle reads before the segments).
+async fn counted_head(name: &str) -> f64 {
+    let db = raw_open(name).await;
+    let counters = raw_get(&db, "meta", &"counters".into()).await;
+    db.close();
+    Array::from(&counters).get(0).as_f64().unwrap()
+}
+
+#[wasm_bindgen_test]
+async fn the_lock_holder_appends_with_one_put_and_the_other_handles_derive_the_head() {
+    let name = unique_name("writer");
+    let lock = HandedLock::new();
+    let first = open_locked(&name, &lock, 1).await;
+    lock.hand_to(1);
+    // Under a new lease the first write reads what others wrote, and writes the counters.
+    assert_eq!(append_one(&first, 1).await, 1);
+    first.storage().record_steps();
+    assert_eq!(append_one(&first, 2).await, 2);
+    assert_eq!(
+        first.storage().recorded_steps(),
+        vec![FailStep::AfterSegmentPut, FailStep::AtCommit],
+        "the holder's next append puts its segment and nothing else"
+    );
+    assert_eq!(append_one(&first, 3).await, 3);
+    assert_eq!(
+        counted_head(&name).await,
+        1.0,
+        "the counters were left behind"
+    );
+
+    // Another handle opens, reads the head from the segments, and reads every event.
+    let second = open_locked(&name, &lock, 2).await;
+    assert_eq!(second.head(), 3);
+    assert_eq!(positions(&all(&second)), vec![1, 2, 3]);
+
+    // The lock changes hands: the new holder reads first, then writes alone in turn.
+    lock.hand_to(2);
+    assert_eq!(append_one(&second, 4).await, 4);
+    assert_eq!(append_one(&second, 5).await, 5);
+    lock.hand_to(1);
+    assert_eq!(
+        append_one(&first, 6).await,
+        6,
+        "back with the first handle, which reads what the second wrote"
+    );
+    assert_eq!(positions(&all(&first)), vec![1, 2, 3, 4, 5, 6]);
+    second.catch_up().await.unwrap();
+    assert_eq!(positions(&all(&second)), vec![1, 2, 3, 4, 5, 6]);
+    first.close().await;
+    second.close().await;
+
+    // Opened again, whole or lazily, without a lock: the same head.
+    let reopened = open(&name).await;
+    assert_eq!(reopened.head(), 6);
+    assert_eq!(
+        all(&reopened)
+            .iter()
+            .map(|e| e.data.to_string())
+            .collect::<Vec<_>>(),
+        ["1", "2", "3", "4", "5", "6"]
+    );
+    reopened.close().await;
+    let lazy = Engine::open_lazy(IndexedDbStorage::new(&name), EngineOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(lazy.head(), 6);
+    lazy.complete().await.unwrap();
+    assert_eq!(positions(&all(&lazy)), vec![1, 2, 3, 4, 5, 6]);
+    lazy.close().await;
+    delete_database(&name).await;
+}
+
+#[wasm_bindgen_test]
+async fn a_handle_that_writes_without_the_lock_is_refused_and_writes_nothing() {
+    let name = unique_name("writer-refused");
+    let lock = HandedLock::new();
+    let holder = open_locked(&name, &lock, 1).await;
+    let other = open_locked(&name, &lock, 2).await;
+    lock.hand_to(1);
+    append_one(&holder, 1).await;
+    let refused = other.append(vec![ev("s", "Happened", json!(2))]).await;
+    assert!(
+        matches!(&refused, Err(Error::Storage(m)) if m.contains("without holding the writer lock")),
+        "{refused:?}"
+    );
+    assert_eq!(append_one(&holder, 3).await, 2);
+    holder.close().await;
+    other.close().await;
+    delete_database(&name).await;
+}
+
+#[wasm_bindgen_test]
+async fn compaction_counts_what_the_lock_holder_appended_alone() {
+    let name = unique_name("writer-compact");
+    let lock = HandedLock::new();
+    let engine = open_locked(&name, &lock, 1).await;
+    lock.hand_to(1);
+    for n in 1..=5 {
+        append_one(&engine, n).await;
+    }
+    assert_eq!(counted_head(&name).await, 1.0);
+    engine.compact().await.unwrap();
+    assert_eq!(engine.storage().segment_count().await.unwrap(), 1);
+    assert_eq!(
+        counted_head(&name).await,
+        5.0,
+        "the merged segment's end is counted: only the last segment's start is looked at"
+    );
+    assert_eq!(append_one(&engine, 6).await, 6);
+    engine.close().await;
+    let reopened = open(&name).await;
+    assert_eq!(positions(&all(&reopened)), vec![1, 2, 3, 4, 5, 6]);
+    reopened.close().await;
+    delete_database(&name).await;
+}
+
+#[wasm_bindgen_test]
+async fn a_failed_append_by_the_lock_holder_writes_nothing_and_the_next_takes_its_place() {
+    let name = unique_name("writer-crash");
+    let lock = HandedLock::new();
+    let engine = open_locked(&name, &lock, 1).await;
+    lock.hand_to(1);
+    append_one(&engine, 1).await;
+    append_one(&engine, 2).await;
+    for step in [FailStep::AfterSegmentPut, FailStep::AtCommit] {
+        engine.storage().inject_failure(step);
+        let failed = engine.append(vec![ev("s", "Happened", json!(0))]).await;
+        assert!(
+            matches!(&failed, Err(Error::Storage(m)) if m.contains("injected")),
+            "{failed:?}"
+        );
+        assert_eq!(engine.head(), 2, "nothing appended in memory ({step:?})");
+    }
+    assert_eq!(append_one(&engine, 3).await, 3);
+    engine.close().await;
+    let reopened = open(&name).await;
+    assert_eq!(
+        all(&reopened)
+            .iter()
+            .map(|e| e.data.to_string())
+            .collect::<Vec<_>>(),
+        ["1", "2", "3"]
+    );
+    reopened.close().await;
     delete_database(&name).await;
 }

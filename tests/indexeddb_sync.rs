@@ -6,6 +6,7 @@ use std::rc::Rc;
 
 use annals::storage::indexeddb::{FailStep, IndexedDbStorage};
 use annals::sync::client::{SyncClient, SyncOptions};
+use annals::testing::handed_lock::HandedLock;
 use annals::testing::in_process::InProcessTransport;
 use annals::testing::memory_server::MemoryServer;
 use annals::{Engine, EngineOptions, NewEvent, ReadQuery};
@@ -131,4 +132,58 @@ async fn a_second_tab_sees_events_the_syncing_tab_confirmed() {
     assert_eq!((other.confirmed_head(), other.pending_count()), (1, 0));
     syncing.close().await;
     other.close().await;
+}
+
+#[wasm_bindgen_test]
+async fn the_lock_holder_adds_to_the_outbox_with_one_put_and_every_event_is_pushed_once() {
+    let name = unique_name("writer-outbox");
+    let server = Rc::new(MemoryServer::new());
+    let lock = HandedLock::new();
+    let locked = |handle: usize| {
+        let storage = IndexedDbStorage::new(&name);
+        storage.set_writer_lock(lock.handle(handle));
+        let options = EngineOptions {
+            synced: true,
+            ..EngineOptions::default()
+        };
+        Engine::open(storage, options)
+    };
+    // A synced store's first open writes (its client id): under the lock too.
+    lock.hand_to(1);
+    let first = locked(1).await.unwrap();
+    append(&first, 1).await;
+    first.storage().record_steps();
+    append(&first, 2).await;
+    assert_eq!(
+        first.storage().recorded_steps(),
+        vec![FailStep::AfterPendingPut, FailStep::AtCommit],
+        "the holder's next append puts its outbox record and nothing else"
+    );
+    append(&first, 3).await;
+
+    // Another handle sees the whole outbox, though the counters name its first record only.
+    let second = locked(2).await.unwrap();
+    assert_eq!(second.pending_count(), 3);
+    lock.hand_to(2);
+    append(&second, 4).await;
+    client(&server).sync(&second).await.unwrap();
+    assert_eq!((second.confirmed_head(), second.pending_count()), (4, 0));
+
+    lock.hand_to(1);
+    append(&first, 5).await;
+    client(&server).sync(&first).await.unwrap();
+    assert_eq!((first.confirmed_head(), first.pending_count()), (5, 0));
+    let pushed: Vec<String> = first
+        .read(&ReadQuery::default())
+        .unwrap()
+        .iter()
+        .map(|e| e.data.to_string())
+        .collect();
+    assert_eq!(
+        pushed,
+        ["1", "2", "3", "4", "5"],
+        "each event once, in order"
+    );
+    first.close().await;
+    second.close().await;
 }

@@ -7,7 +7,7 @@
 use std::rc::Rc;
 
 use annals::retention::Retention;
-use annals::storage::{SnapshotRecord, Storage, FORMAT_BASE, FORMAT_VERSION};
+use annals::storage::{SnapshotRecord, Storage, FORMAT_BASE, FORMAT_MARKED};
 use annals::sync::client::{SyncClient, SyncOptions};
 use annals::testing::in_process::InProcessTransport;
 use annals::testing::memory_server::MemoryServer;
@@ -492,5 +492,5 @@ fn a_cut_raises_the_storage_format_so_that_older_builds_refuse_the_store_as_too_
         "nothing cut yet: builds of format 2 still read it"
     );
     block_on(replica.engine.drop_through(2)).unwrap();
-    assert_eq!((storage.format_for_tests(), FORMAT_VERSION), (Some(3), 3));
+    assert_eq!((storage.format_for_tests(), FORMAT_MARKED), (Some(3), 3));
 }

@@ -25,7 +25,7 @@ import {
 } from "./options.js";
 import { adoptOrphans, keepOrphans } from "./orphans.js";
 import { Projections } from "./projections.js";
-import { ReactorRuntime, type ReactorHost } from "./reactor.js";
+import { ReactorRuntime, type ReactorHost, webLocks } from "./reactor.js";
 import { Retention, requestPersistence } from "./retention.js";
 import { openBroadcastChannel, Tabs } from "./tabs.js";
 import { type Evolution, parseEvolution } from "./upcast.js";
@@ -62,6 +62,7 @@ import type {
 } from "./types.js";
 import type { ChangeMessage, OutboxEvent, SnapshotReply, WasmOpen, WasmRules, WasmStoreHandle } from "./wasm-contract.js";
 import { Writes } from "./writes.js";
+import { type WriterLock, writerLockFor } from "./writer-lock.js";
 
 // Kept exported from here: callers imported them from this module before the split.
 export { serializeBatch } from "./options.js";
@@ -141,6 +142,8 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
   /** The database was taken away (deleted, upgraded elsewhere): nothing more can be written. */
   #lost = false;
   #closing: Promise<void> | undefined;
+  /** The IndexedDB store's writer lock (writer-lock.ts), where the platform has Web Locks. */
+  #writer: WriterLock | undefined;
 
   private constructor(
     wasm: WasmStoreHandle,
@@ -294,7 +297,12 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
     const schemas = (plan as { schemas?: { keys(): Iterable<string> } }).schemas;
     const evolution = parseEvolution(options, schemas === undefined ? undefined : [...schemas.keys()]);
     const { name, storage, shared, sync } = plan.settings;
-    const wasm = await wasmOpen(name, storage, JSON.stringify(plan.core)).catch(rethrow);
+    // IndexedDB: the tab holding the writer lock writes without first reading the others' writes.
+    const writer = storage === "indexeddb" ? writerLockFor(name, webLocks()) : undefined;
+    const wasm = await wasmOpen(name, storage, JSON.stringify(plan.core), writer).catch((error: unknown) => {
+      writer?.close();
+      return rethrow(error);
+    });
     const store = new AnnalsStore<E, S, A>(
       wasm,
       rules,
@@ -303,6 +311,7 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
       options as OpenOptions<EventShape, unknown, AggregateMap>,
       evolution,
     );
+    store.#writer = writer;
     try {
       wasm.setListener((json, error) => store.#onChange(json, error));
       wasm.setOnClosed((reason) => store.#connectionLost(reason));
@@ -312,6 +321,7 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
       store.#abort.abort();
       await wasm.close().catch(() => undefined);
       wasm.free();
+      writer?.close();
       throw fromWasmError(error);
     }
     const signal = store.#abort.signal;
@@ -327,6 +337,7 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
           if (store.#closed) return;
           store.#tabs.hold();
           store.#leader.pause();
+          store.#writer?.yield();
           for (const reactor of store.#reactors.values()) reactor.pause();
         },
         resume: () => {
@@ -1029,6 +1040,7 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
       rethrow(error);
     } finally {
       this.#wasm.free();
+      this.#writer?.close();
     }
   }
 }

@@ -5,6 +5,10 @@
 // Rust type, never the TS one. Every `string` reply below is `JSON.stringify` of the named
 // type.
 
+import type { WasmWriterLock } from "./writer-lock.js";
+
+export type { WasmWriterLock };
+
 export type {
   AppendReply,
   ChangeMessage,
@@ -92,8 +96,13 @@ export interface WasmStoreHandle {
   free(): void;
 }
 
-/** `WasmStore.open`: `optionsJson` is a `WasmOpenOptions`. */
-export type WasmOpen = (name: string, storage: string, optionsJson: string) => Promise<WasmStoreHandle>;
+/** `WasmStore.open`: `optionsJson` is a `WasmOpenOptions`; `writer`, the IndexedDB store's writer lock (writer-lock.ts). */
+export type WasmOpen = (
+  name: string,
+  storage: string,
+  optionsJson: string,
+  writer?: WasmWriterLock,
+) => Promise<WasmStoreHandle>;
 
 /**
  * One projection's checkpoint bookkeeping, positions only (src/checkpoints.rs); the

@@ -8,8 +8,8 @@ use std::rc::Rc;
 
 use super::{
     check_meta_key, compaction_runs, counters_after, segment_tail, CompactionReport, Fresh, Known,
-    PendingRecord, Prepare, Scope, Segment, SnapshotRecord, Storage, FORMAT_BASE, FORMAT_VERSION,
-    META_RETAINED,
+    PendingRecord, Prepare, Scope, Segment, SnapshotRecord, Storage, FORMAT_BASE, FORMAT_MARKED,
+    FORMAT_VERSION, META_RETAINED,
 };
 use crate::codec;
 use crate::erasure;
@@ -172,7 +172,7 @@ impl Storage for MemoryStorage {
             erase_stored(&state.segments, &commit.erase)?
         };
         if commit.raises_format() {
-            state.format = Some(FORMAT_VERSION);
+            state.format = Some(state.format.unwrap_or(FORMAT_BASE).max(FORMAT_MARKED));
         }
         if commit.reset_log {
             state.segments.clear();

@@ -22,11 +22,48 @@ use crate::error::{Error, Result};
 /// retention (a fifth counter) or holds erased events (marked segments), which builds of
 /// format 2 cannot read: the transaction that first does either raises the format
 /// ([`Commit::raises_format`]), so that such a build refuses the store as too new, and a
-/// store that never did stays readable by it.
-pub const FORMAT_VERSION: u32 = 3;
+/// store that never did stays readable by it. 4 (IndexedDB): the head and the outbox's last
+/// sequence number may be ahead of the stored counters, by segments and outbox records that
+/// a handle holding the [`WriterLock`] wrote alone; builds of format 3 would read a stale
+/// head. Every IndexedDB store is moved to it when opened.
+pub const FORMAT_VERSION: u32 = 4;
 
 /// The format a new store is written in, and that an older one is moved to when opened.
 pub const FORMAT_BASE: u32 = 2;
+
+/// The format a retention cut or an erased event raises a store to ([`Commit::raises_format`]).
+pub const FORMAT_MARKED: u32 = 3;
+
+/// The lock that makes one handle of a store (one tab) its only writer while it holds it, so
+/// that its writes need not first read what other handles wrote: the store's counters stay
+/// as it last wrote or read them. Every writer of a store takes it, or none does (a
+/// backend given no lock reads the counters in every write transaction). Injected by the
+/// platform: Web Locks in a browser.
+pub trait WriterLock {
+    /// Waits until this handle holds the lock, for one write, and returns the lease: a
+    /// number that changes whenever the lock was let go and taken again (what was read
+    /// under an earlier lease may have changed since). Each `enter` is paired with one
+    /// [`WriterLock::leave`] once the write is over, committed or not.
+    fn enter(&self) -> Entered<'_>;
+    /// The write `enter` was for is over: the lock may be let go to another handle.
+    fn leave(&self);
+}
+
+/// What [`WriterLock::enter`] gives: the lease at once when the lock is held already (the
+/// common case costs no allocation), or a wait for it.
+pub enum Entered<'a> {
+    Held(u64),
+    Wait(std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64>> + 'a>>),
+}
+
+impl Entered<'_> {
+    pub async fn lease(self) -> Result<u64> {
+        match self {
+            Entered::Held(lease) => Ok(lease),
+            Entered::Wait(wait) => wait.await,
+        }
+    }
+}
 
 /// One stored segment: the encoded events of positions `first..first + count`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,7 +164,7 @@ pub struct Commit {
 }
 
 impl Commit {
-    /// Whether it writes what only builds of [`FORMAT_VERSION`] 3 read: a retention cut,
+    /// Whether it writes what only builds of [`FORMAT_MARKED`] or later read: a retention cut,
     /// or erased events (rewritten here, pulled already erased, or waiting in the outbox).
     pub fn raises_format(&self) -> bool {
         self.drop_through.is_some()

@@ -168,13 +168,15 @@ pub struct WasmStore {
 #[wasm_bindgen]
 impl WasmStore {
     /// Opens (creating if needed) the store `name` on `"indexeddb"` or `"memory"` storage.
-    /// Resolves to a `WasmStore`.
+    /// Resolves to a `WasmStore`. `writer`: the store's writer lock, where the platform has
+    /// Web Locks (every tab of the store must pass one then).
     pub async fn open(
         name: String,
         storage: String,
         options_json: String,
+        writer: Option<storage::JsWriterLock>,
     ) -> std::result::Result<WasmStore, JsValue> {
-        js_result(open_store(&name, &storage, &options_json).await)
+        js_result(open_store(&name, &storage, &options_json, writer).await)
     }
 
     /// The last position in this store's view of the log.
@@ -681,14 +683,24 @@ impl WasmStore {
     }
 }
 
-async fn open_store(name: &str, storage: &str, options_json: &str) -> Result<WasmStore> {
+async fn open_store(
+    name: &str,
+    storage: &str,
+    options_json: &str,
+    writer: Option<storage::JsWriterLock>,
+) -> Result<WasmStore> {
     if name.trim().is_empty() {
         return Err(Error::InvalidArgument(
             "a store needs a non-empty `name`".into(),
         ));
     }
     let options = OpenOptions::parse(options_json)?;
-    let backend = AnyStorage::choose(name, storage, options.shared_memory.unwrap_or(false))?;
+    let backend = AnyStorage::choose(
+        name,
+        storage,
+        options.shared_memory.unwrap_or(false),
+        writer,
+    )?;
     let engine_options = options.engine_options()?;
     let open = async {
         if options.lazy.unwrap_or(false) {

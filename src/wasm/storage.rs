@@ -3,13 +3,89 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
+
+use js_sys::Promise;
+use wasm_bindgen::prelude::wasm_bindgen;
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
 
 use crate::error::{Error, Result};
 use crate::storage::indexeddb::IndexedDbStorage;
 use crate::storage::memory::MemoryStorage;
 use crate::storage::{
-    CompactionReport, Fresh, Known, Prepare, Scope, Segment, SnapshotRecord, Storage,
+    CompactionReport, Entered, Fresh, Known, Prepare, Scope, Segment, SnapshotRecord, Storage,
+    WriterLock,
 };
+
+#[wasm_bindgen(typescript_custom_section)]
+const WRITER_LOCK_TS: &str = r#"
+/** The store's writer lock (the package's writer-lock.ts): the lease, or a promise of it. */
+export interface WasmWriterLock {
+  enter(): number | Promise<number>;
+  leave(): void;
+}
+"#;
+
+#[wasm_bindgen]
+extern "C" {
+    /// The store's writer lock as the package makes it (pkg/src/writer-lock.ts, over Web
+    /// Locks): `enter()` returns the lease when held, else a promise of it; `leave()` ends
+    /// the write.
+    #[wasm_bindgen(typescript_type = "WasmWriterLock")]
+    pub type JsWriterLock;
+    #[wasm_bindgen(method, catch)]
+    fn enter(this: &JsWriterLock) -> std::result::Result<JsValue, JsValue>;
+    #[wasm_bindgen(method)]
+    fn leave(this: &JsWriterLock);
+}
+
+/// [`WriterLock`] over the package's JS lock.
+struct WebWriterLock(JsWriterLock);
+
+impl WriterLock for WebWriterLock {
+    fn enter(&self) -> Entered<'_> {
+        let entered = match self.0.enter() {
+            Ok(entered) => entered,
+            Err(thrown) => return Entered::Wait(Box::pin(async move { Err(lock_error(thrown)) })),
+        };
+        if let Some(lease) = entered.as_f64() {
+            return Entered::Held(lease as u64);
+        }
+        Entered::Wait(Box::pin(async move {
+            let promise: Promise = entered.dyn_into().map_err(|_| {
+                Error::Storage("the writer lock gave neither a lease nor a promise".into())
+            })?;
+            let lease = JsFuture::from(promise).await.map_err(lock_error)?;
+            lease
+                .as_f64()
+                .map(|lease| lease as u64)
+                .ok_or_else(|| Error::Storage("the writer lock's lease is not a number".into()))
+        }))
+    }
+
+    fn leave(&self) {
+        self.0.leave();
+    }
+}
+
+/// A failed wait for the writer lock: the store closed meanwhile (the wait was aborted), or
+/// the platform's lock failed.
+fn lock_error(thrown: JsValue) -> Error {
+    let name = js_sys::Reflect::get(&thrown, &JsValue::from_str("name"))
+        .ok()
+        .and_then(|n| n.as_string());
+    match name.as_deref() {
+        Some("AbortError") => Error::Closed,
+        _ => Error::Storage(format!(
+            "the writer lock failed: {}",
+            js_sys::Reflect::get(&thrown, &JsValue::from_str("message"))
+                .ok()
+                .and_then(|m| m.as_string())
+                .unwrap_or_else(|| format!("{thrown:?}"))
+        )),
+    }
+}
 
 thread_local! {
     /// Memory stores opened with `sharedMemory`, by name: every open gets another handle on
@@ -23,8 +99,14 @@ pub enum AnyStorage {
 }
 
 impl AnyStorage {
-    /// The backend for `kind` (`"indexeddb"` or `"memory"`).
-    pub fn choose(name: &str, kind: &str, shared_memory: bool) -> Result<Self> {
+    /// The backend for `kind` (`"indexeddb"` or `"memory"`). An IndexedDB store's writes
+    /// take `writer` when given (a memory store's handles share one map, written in place).
+    pub fn choose(
+        name: &str,
+        kind: &str,
+        shared_memory: bool,
+        writer: Option<JsWriterLock>,
+    ) -> Result<Self> {
         match kind {
             "memory" if shared_memory => Ok(AnyStorage::Memory(SHARED_MEMORY.with(|stores| {
                 stores
@@ -37,7 +119,13 @@ impl AnyStorage {
             "indexeddb" if shared_memory => Err(Error::InvalidArgument(
                 "`sharedMemory` applies to memory storage only".into(),
             )),
-            "indexeddb" => Ok(AnyStorage::IndexedDb(IndexedDbStorage::new(name))),
+            "indexeddb" => {
+                let storage = IndexedDbStorage::new(name);
+                if let Some(writer) = writer {
+                    storage.set_writer_lock(Rc::new(WebWriterLock(writer)));
+                }
+                Ok(AnyStorage::IndexedDb(storage))
+            }
             other => Err(Error::InvalidArgument(format!(
                 "`storage` must be \"indexeddb\" or \"memory\", got {other:?}"
             ))),

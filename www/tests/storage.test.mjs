@@ -340,9 +340,9 @@ describe("a newer build", () => {
       const upgraded = await newer.evaluate(
         (name) =>
           new Promise((resolve) => {
-            const request = indexedDB.open(name, 2);
+            const request = indexedDB.open(name, 3);
             const timer = setTimeout(() => resolve("hung"), 10_000);
-            request.onupgradeneeded = () => request.result.createObjectStore("added-by-v2");
+            request.onupgradeneeded = () => request.result.createObjectStore("added-by-v3");
             request.onsuccess = () => {
               clearTimeout(timer);
               const names = [...request.result.objectStoreNames];
@@ -353,7 +353,7 @@ describe("a newer build", () => {
           }),
         store,
       );
-      assert.deepEqual(upgraded, { version: 2, names: ["added-by-v2", "meta", "pending", "segments", "snapshots"] }, "the upgrade went through, data kept");
+      assert.deepEqual(upgraded, { version: 3, names: ["added-by-v3", "meta", "pending", "segments", "snapshots"] }, "the upgrade went through, data kept");
 
       assert.deepEqual(await old.evaluate(() => /** @type {any} */ (window).closedWith), [{ reason: "upgraded", unsynced: 0 }]);
       assert.equal(await old.getByTestId("app").getAttribute("data-state"), "closed");

@@ -1,0 +1,118 @@
+// writer-lock.ts with a fake lock manager and Node's BroadcastChannel: the tab holding the
+// writer lock writes under one lease until another tab asks for it; it lets go only between
+// writes; a frozen or closed tab lets go at once when idle, so it never blocks the others.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import { ASK_AGAIN_MS, WriterLock, writerLockFor } from "../dist/writer-lock.js";
+import { fakeLocks } from "./fake-locks.mjs";
+
+const tick = (ms = 0) => new Promise((resolve) => setTimeout(resolve, ms));
+let stores = 0;
+
+/** Two tabs of one store, on one fake lock manager. */
+function twoTabs() {
+  const locks = fakeLocks();
+  const name = `orders-${++stores}`;
+  const lockName = `annals-writer:${name}`;
+  const tab = () => writerLockFor(name, locks);
+  return { locks, lockName, a: tab(), b: tab() };
+}
+
+test("without Web Locks there is no writer lock (the core then reads before every write)", () => {
+  assert.equal(writerLockFor("orders", undefined), undefined);
+});
+
+test("the holder enters at once, under the same lease, write after write", async (t) => {
+  const { a, b } = twoTabs();
+  t.after(() => (a.close(), b.close()));
+  const first = a.enter();
+  assert.ok(first instanceof Promise, "the first write waits for the lock");
+  assert.equal(await first, 1);
+  a.leave();
+  assert.equal(a.enter(), 1, "held: the lease comes back at once, not a promise");
+  a.leave();
+  assert.equal(a.enter(), 1);
+  a.leave();
+});
+
+test("a tab that asks gets the lock once the holder's write is over; the holder's next write waits for a new lease", async (t) => {
+  const { locks, lockName, a, b } = twoTabs();
+  t.after(() => (a.close(), b.close()));
+  assert.equal(await a.enter(), 1); // a write in flight
+  let bLease;
+  const bEntered = Promise.resolve(b.enter()).then((lease) => (bLease = lease));
+  await tick(20);
+  assert.equal(bLease, undefined, "not while the holder's write is in flight");
+  a.leave();
+  assert.equal(await bEntered, 1);
+  assert.equal(a.held, false);
+  const aAgain = a.enter();
+  assert.ok(aAgain instanceof Promise);
+  await tick(20);
+  assert.equal(b.held, true, "the new holder finishes its write first");
+  b.leave();
+  assert.equal(await aAgain, 2, "a new lease: the core reads what the other tab wrote");
+  assert.equal(locks.held(lockName), true);
+  a.leave();
+});
+
+test("an ask that reached no holder is made again, so an idle holder does not keep the lock", async (t) => {
+  const locks = fakeLocks();
+  const name = `orders-${++stores}`;
+  const [first, second, third] = [0, 1, 2].map(() => writerLockFor(name, locks));
+  t.after(() => [first, second, third].forEach((l) => l.close()));
+  await first.enter();
+  // Both ask while `first` holds it; `second` is granted next and never heard `third`'s
+  // first ask (it held nothing then).
+  const secondEntered = Promise.resolve(second.enter());
+  const thirdEntered = Promise.resolve(third.enter());
+  first.leave();
+  await secondEntered;
+  second.leave();
+  const started = Date.now();
+  await thirdEntered;
+  assert.ok(Date.now() - started < 20 * ASK_AGAIN_MS, "asked again within a few intervals");
+  third.leave();
+});
+
+test("freezing (yield) lets go when idle, and after the write in flight otherwise", async (t) => {
+  const { locks, lockName, a, b } = twoTabs();
+  t.after(() => (a.close(), b.close()));
+  await a.enter();
+  a.yield();
+  assert.equal(locks.held(lockName), true, "kept while its write is in flight");
+  a.leave();
+  await tick();
+  assert.equal(locks.held(lockName), false, "let go once idle");
+  assert.ok(a.enter() instanceof Promise, "taken again on the next write");
+});
+
+test("closing lets go, and a write still waiting for the lock fails with AbortError", async (t) => {
+  const { locks, lockName, a, b } = twoTabs();
+  t.after(() => b.close());
+  await a.enter();
+  const waiting = b.enter();
+  const failed = assert.rejects(Promise.resolve(waiting), { name: "AbortError" });
+  b.close();
+  await failed;
+  a.close();
+  await tick();
+  assert.equal(locks.held(lockName), false);
+  assert.equal(locks.waiting(lockName), 0);
+});
+
+test("messages other than an ask are ignored", async (t) => {
+  const locks = fakeLocks();
+  const channel = { onmessage: null, postMessage() {}, close() {} };
+  const lock = new WriterLock(`orders-${++stores}`, locks, channel);
+  t.after(() => lock.close());
+  await lock.enter();
+  lock.leave();
+  channel.onmessage({ data: { kind: "change", head: 3 } });
+  channel.onmessage({ data: null });
+  assert.equal(lock.held, true);
+  channel.onmessage({ data: { kind: "writer?" } });
+  assert.equal(lock.held, false);
+});
+
