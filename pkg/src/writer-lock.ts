@@ -13,9 +13,13 @@ export const ASK_AGAIN_MS = 100;
 
 /** The lock as the core uses it (src/wasm/storage.rs). */
 export interface WasmWriterLock {
-  /** The lease when the lock is held (the write counts as in flight), else a promise of it. */
-  enter(): number | Promise<number>;
-  /** The write `enter` was for is over. */
+  /**
+   * The lease when the lock is held: the write counts as in flight until `leave()`. Else a
+   * promise that settles once it is held, after which the core enters again (a write
+   * dropped while it waited so counts for nothing).
+   */
+  enter(): number | Promise<unknown>;
+  /** The write `enter` counted is over. */
   leave(): void;
 }
 
@@ -62,15 +66,12 @@ export class WriterLock implements WasmWriterLock {
     return this.#release !== undefined;
   }
 
-  enter(): number | Promise<number> {
+  enter(): number | Promise<unknown> {
     if (this.#release && !this.#yielding) {
       this.#inFlight += 1;
       return this.#lease;
     }
-    return this.#take().then((lease) => {
-      this.#inFlight += 1;
-      return lease;
-    });
+    return this.#take();
   }
 
   leave(): void {

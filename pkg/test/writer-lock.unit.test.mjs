@@ -1,6 +1,8 @@
 // writer-lock.ts with a fake lock manager and Node's BroadcastChannel: the tab holding the
 // writer lock writes under one lease until another tab asks for it; it lets go only between
 // writes; a frozen or closed tab lets go at once when idle, so it never blocks the others.
+// `enter()` gives the lease when held (the write counted in), else a promise to wait on,
+// after which the core enters again: `write()` below does as the core does.
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
@@ -9,6 +11,15 @@ import { fakeLocks } from "./fake-locks.mjs";
 
 const tick = (ms = 0) => new Promise((resolve) => setTimeout(resolve, ms));
 let stores = 0;
+
+/** Enters as the core does: waits while not held, then enters again. Resolves to the lease. */
+async function write(lock) {
+  for (;;) {
+    const entered = lock.enter();
+    if (typeof entered === "number") return entered;
+    await entered;
+  }
+}
 
 /** Two tabs of one store, on one fake lock manager. */
 function twoTabs() {
@@ -28,7 +39,8 @@ test("the holder enters at once, under the same lease, write after write", async
   t.after(() => (a.close(), b.close()));
   const first = a.enter();
   assert.ok(first instanceof Promise, "the first write waits for the lock");
-  assert.equal(await first, 1);
+  await first;
+  assert.equal(a.enter(), 1, "held now: entered at once");
   a.leave();
   assert.equal(a.enter(), 1, "held: the lease comes back at once, not a promise");
   a.leave();
@@ -39,16 +51,16 @@ test("the holder enters at once, under the same lease, write after write", async
 test("a tab that asks gets the lock once the holder's write is over; the holder's next write waits for a new lease", async (t) => {
   const { locks, lockName, a, b } = twoTabs();
   t.after(() => (a.close(), b.close()));
-  assert.equal(await a.enter(), 1); // a write in flight
+  assert.equal(await write(a), 1); // a write in flight
   let bLease;
-  const bEntered = Promise.resolve(b.enter()).then((lease) => (bLease = lease));
+  const bEntered = write(b).then((lease) => (bLease = lease));
   await tick(20);
   assert.equal(bLease, undefined, "not while the holder's write is in flight");
   a.leave();
   assert.equal(await bEntered, 1);
   assert.equal(a.held, false);
-  const aAgain = a.enter();
-  assert.ok(aAgain instanceof Promise);
+  assert.ok(a.enter() instanceof Promise, "not held any more: a wait");
+  const aAgain = write(a);
   await tick(20);
   assert.equal(b.held, true, "the new holder finishes its write first");
   b.leave();
@@ -62,11 +74,11 @@ test("an ask that reached no holder is made again, so an idle holder does not ke
   const name = `orders-${++stores}`;
   const [first, second, third] = [0, 1, 2].map(() => writerLockFor(name, locks));
   t.after(() => [first, second, third].forEach((l) => l.close()));
-  await first.enter();
+  await write(first);
   // Both ask while `first` holds it; `second` is granted next and never heard `third`'s
   // first ask (it held nothing then).
-  const secondEntered = Promise.resolve(second.enter());
-  const thirdEntered = Promise.resolve(third.enter());
+  const secondEntered = write(second);
+  const thirdEntered = write(third);
   first.leave();
   await secondEntered;
   second.leave();
@@ -79,7 +91,7 @@ test("an ask that reached no holder is made again, so an idle holder does not ke
 test("freezing (yield) lets go when idle, and after the write in flight otherwise", async (t) => {
   const { locks, lockName, a, b } = twoTabs();
   t.after(() => (a.close(), b.close()));
-  await a.enter();
+  await write(a);
   a.yield();
   assert.equal(locks.held(lockName), true, "kept while its write is in flight");
   a.leave();
@@ -91,7 +103,7 @@ test("freezing (yield) lets go when idle, and after the write in flight otherwis
 test("closing lets go, and a write still waiting for the lock fails with AbortError", async (t) => {
   const { locks, lockName, a, b } = twoTabs();
   t.after(() => b.close());
-  await a.enter();
+  await write(a);
   const waiting = b.enter();
   const failed = assert.rejects(Promise.resolve(waiting), { name: "AbortError" });
   b.close();
@@ -107,7 +119,7 @@ test("messages other than an ask are ignored", async (t) => {
   const channel = { onmessage: null, postMessage() {}, close() {} };
   const lock = new WriterLock(`orders-${++stores}`, locks, channel);
   t.after(() => lock.close());
-  await lock.enter();
+  await write(lock);
   lock.leave();
   channel.onmessage({ data: { kind: "change", head: 3 } });
   channel.onmessage({ data: null });
@@ -116,3 +128,14 @@ test("messages other than an ask are ignored", async (t) => {
   assert.equal(lock.held, false);
 });
 
+
+test("a write dropped while it waited counts for nothing: the holder still lets go when asked", async (t) => {
+  const { locks, lockName, a, b } = twoTabs();
+  t.after(() => (a.close(), b.close()));
+  await a.enter(); // waited, and then never entered again (its write was dropped)
+  assert.equal(a.held, true);
+  const bEntered = write(b);
+  assert.equal(await bEntered, 1, "nothing in flight kept it");
+  assert.equal(locks.held(lockName), true);
+  b.leave();
+});

@@ -682,6 +682,15 @@ fn transaction_error(e: JsValue) -> Error {
     }
 }
 
+/// A write entered under the writer lock: leaves it when dropped.
+struct EnteredWrite<'a>(&'a dyn WriterLock);
+
+impl Drop for EnteredWrite<'_> {
+    fn drop(&mut self) {
+        self.0.leave();
+    }
+}
+
 /// The object stores of a write transaction, each looked up when first written to: the lock
 /// holder's append alone runs in a transaction over one of them.
 struct TxStores<'a> {
@@ -1022,6 +1031,8 @@ impl Storage for IndexedDbStorage {
             return self.transact_read_first(known, scope, prepare).await;
         };
         let lease = writer.enter().lease().await?;
+        // Left when the write is over, or when its future is dropped before.
+        let entered = EnteredWrite(&*writer);
         let written = if self.leased.get() == Some((lease, known)) {
             self.transact_alone(known, scope, prepare).await
         } else {
@@ -1029,7 +1040,7 @@ impl Storage for IndexedDbStorage {
             // this handle last saw: read what changed.
             self.transact_read_first(known, scope, prepare).await
         };
-        writer.leave();
+        drop(entered);
         match &written {
             Ok(counters) => self.leased.set(Some((lease, *counters))),
             // The transaction was aborted: what this handle saw under the lease still

@@ -20,9 +20,10 @@ use crate::storage::{
 
 #[wasm_bindgen(typescript_custom_section)]
 const WRITER_LOCK_TS: &str = r#"
-/** The store's writer lock (the package's writer-lock.ts): the lease, or a promise of it. */
+/** The store's writer lock (the package's writer-lock.ts): the lease, or a promise that
+ * settles once it is held (then the core enters again). */
 export interface WasmWriterLock {
-  enter(): number | Promise<number>;
+  enter(): number | Promise<unknown>;
   leave(): void;
 }
 "#;
@@ -30,8 +31,8 @@ export interface WasmWriterLock {
 #[wasm_bindgen]
 extern "C" {
     /// The store's writer lock as the package makes it (pkg/src/writer-lock.ts, over Web
-    /// Locks): `enter()` returns the lease when held, else a promise of it; `leave()` ends
-    /// the write.
+    /// Locks): `enter()` returns the lease when held (counting the write in), else a
+    /// promise that settles once it is; `leave()` ends the write.
     #[wasm_bindgen(typescript_type = "WasmWriterLock")]
     pub type JsWriterLock;
     #[wasm_bindgen(method, catch)]
@@ -45,27 +46,39 @@ struct WebWriterLock(JsWriterLock);
 
 impl WriterLock for WebWriterLock {
     fn enter(&self) -> Entered<'_> {
-        let entered = match self.0.enter() {
-            Ok(entered) => entered,
-            Err(thrown) => return Entered::Wait(Box::pin(async move { Err(lock_error(thrown)) })),
-        };
-        if let Some(lease) = entered.as_f64() {
-            return Entered::Held(lease as u64);
+        match self.enter_once() {
+            Ok(Ok(lease)) => Entered::Held(lease),
+            Ok(Err(first_wait)) => Entered::Wait(Box::pin(async move {
+                let mut wait = first_wait;
+                loop {
+                    // Settles once held; entering again counts the write in, in the same
+                    // microtask turn (nothing else can take the lock in between).
+                    JsFuture::from(wait).await.map_err(lock_error)?;
+                    match self.enter_once()? {
+                        Ok(lease) => return Ok(lease),
+                        Err(again) => wait = again,
+                    }
+                }
+            })),
+            Err(e) => Entered::Wait(Box::pin(async move { Err(e) })),
         }
-        Entered::Wait(Box::pin(async move {
-            let promise: Promise = entered.dyn_into().map_err(|_| {
-                Error::Storage("the writer lock gave neither a lease nor a promise".into())
-            })?;
-            let lease = JsFuture::from(promise).await.map_err(lock_error)?;
-            lease
-                .as_f64()
-                .map(|lease| lease as u64)
-                .ok_or_else(|| Error::Storage("the writer lock's lease is not a number".into()))
-        }))
     }
 
     fn leave(&self) {
         self.0.leave();
+    }
+}
+
+impl WebWriterLock {
+    /// One `enter()`: the lease (the write counted in), or the promise to wait on.
+    fn enter_once(&self) -> Result<std::result::Result<u64, Promise>> {
+        let entered = self.0.enter().map_err(lock_error)?;
+        if let Some(lease) = entered.as_f64() {
+            return Ok(Ok(lease as u64));
+        }
+        entered.dyn_into::<Promise>().map(Err).map_err(|_| {
+            Error::Storage("the writer lock gave neither a lease nor a promise".into())
+        })
     }
 }
 
