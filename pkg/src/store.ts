@@ -337,13 +337,14 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
           if (store.#closed) return;
           store.#tabs.hold();
           store.#leader.pause();
-          store.#writer?.yield();
+          store.#writer?.pause();
           for (const reactor of store.#reactors.values()) reactor.pause();
         },
         resume: () => {
           if (store.#closed) return;
           store.#tabs.release();
           store.#leader.resume();
+          store.#writer?.resume();
           for (const reactor of store.#reactors.values()) reactor.resume();
         },
       },

@@ -39,13 +39,17 @@ export class WriterLock implements WasmWriterLock {
   readonly #lockName: string;
   readonly #locks: LockManagerLike;
   readonly #channel: ChannelLike | undefined;
-  readonly #abort = new AbortController();
+  #closed = false;
+  /** Frozen: out of the lock's queue (a frozen page granted the lock would block every tab). */
+  #paused = false;
   /** Bumped each time the lock is taken: the core reads again under a new lease. */
   #lease = 0;
   /** Resolves the lock's callback, letting go; set while held. */
   #release: (() => void) | undefined;
-  /** The wait for the lock, while this tab asks for it. */
-  #taking: Promise<number> | undefined;
+  /** What writes waiting for the lock wait on, and how it ends. */
+  #waiting: { promise: Promise<void>; granted: () => void; failed: (error: unknown) => void } | undefined;
+  /** Withdraws the request in the lock's queue, while there is one. */
+  #withdraw: AbortController | undefined;
   /** Writes entered under the current lease and not left yet. */
   #inFlight = 0;
   /** Let go once no write is in flight (another tab asked, or the page froze). */
@@ -71,7 +75,18 @@ export class WriterLock implements WasmWriterLock {
       this.#inFlight += 1;
       return this.#lease;
     }
-    return this.#take();
+    if (this.#closed) return Promise.reject(abortError());
+    if (!this.#waiting) {
+      let granted!: () => void;
+      let failed!: (error: unknown) => void;
+      const promise = new Promise<void>((resolve, reject) => {
+        granted = resolve;
+        failed = reject;
+      });
+      this.#waiting = { promise, granted, failed };
+      if (!this.#paused) this.#request();
+    }
+    return this.#waiting.promise;
   }
 
   leave(): void {
@@ -79,19 +94,38 @@ export class WriterLock implements WasmWriterLock {
     this.#letGoIfIdle();
   }
 
-  /** Lets go as soon as no write is in flight; a later write takes the lock again. */
+  /** Another tab asked: lets go as soon as no write is in flight; a later write takes the lock again. */
   yield(): void {
     if (!this.#release) return;
     this.#yielding = true;
     this.#letGoIfIdle();
   }
 
+  /** The page froze: lets go when idle, and leaves the lock's queue until `resume`. */
+  pause(): void {
+    this.#paused = true;
+    this.yield();
+    this.#withdraw?.abort();
+    this.#withdraw = undefined;
+  }
+
+  /** The page resumed: the writes that waited ask for the lock again. */
+  resume(): void {
+    this.#paused = false;
+    if (this.#waiting && !this.#withdraw) this.#request();
+  }
+
   /** The store closed: lets go and stops asking; a write still waiting fails (`AbortError`). */
   close(): void {
-    this.#abort.abort();
+    this.#closed = true;
+    this.#withdraw?.abort();
+    this.#withdraw = undefined;
     this.#release?.();
     this.#release = undefined;
     this.#channel?.close();
+    const waiting = this.#waiting;
+    this.#waiting = undefined;
+    waiting?.failed(abortError());
   }
 
   #letGoIfIdle(): void {
@@ -101,31 +135,59 @@ export class WriterLock implements WasmWriterLock {
     release();
   }
 
-  #take(): Promise<number> {
-    if (this.#taking) return this.#taking;
+  /** Queues for the lock, asking the holder for it now and every ASK_AGAIN_MS until granted. */
+  #request(): void {
+    const withdraw = new AbortController();
+    this.#withdraw = withdraw;
     const ask = (): void => this.#channel?.postMessage({ kind: "writer?" });
     ask();
     const asking = setInterval(ask, ASK_AGAIN_MS);
-    const taking = new Promise<number>((resolve, reject) => {
-      this.#locks
-        .request(this.#lockName, { signal: this.#abort.signal }, () => {
-          clearInterval(asking);
-          this.#taking = undefined;
-          this.#lease += 1;
-          this.#yielding = false;
-          resolve(this.#lease);
-          // Held until asked for, frozen or closed (see the module comment).
-          return new Promise<void>((release) => {
-            this.#release = release;
-          });
-        })
-        .catch((error: unknown) => {
-          clearInterval(asking);
-          this.#taking = undefined;
-          reject(error);
+    const stopAsking = (): void => {
+      clearInterval(asking);
+      if (this.#withdraw === withdraw) this.#withdraw = undefined;
+    };
+    this.#locks
+      .request(this.#lockName, { signal: withdraw.signal }, () => {
+        stopAsking();
+        const waiting = this.#waiting;
+        // Granted as the page froze or the store closed: let go at once.
+        if (this.#paused || this.#closed || !waiting) return Promise.resolve();
+        this.#waiting = undefined;
+        this.#lease += 1;
+        this.#yielding = false;
+        // Held until asked for, frozen or closed (see the module comment).
+        const held = new Promise<void>((release) => {
+          this.#release = release;
         });
-    });
-    this.#taking = taking;
-    return taking;
+        waiting.granted();
+        this.#yieldIfOthersWait();
+        return held;
+      })
+      .catch((error: unknown) => {
+        stopAsking();
+        // Withdrawn for a freeze: the writes wait for `resume`. Closed: they failed already.
+        if (withdraw.signal.aborted) return;
+        const waiting = this.#waiting;
+        this.#waiting = undefined;
+        waiting?.failed(error);
+      });
   }
+
+  /** An ask sent before this tab held the lock reached nobody: whoever queued since gets it next. */
+  #yieldIfOthersWait(): void {
+    const query = this.#locks.query?.bind(this.#locks);
+    if (!query) return;
+    query().then(
+      (state) => {
+        if (state.pending?.some((lock) => lock.name === this.#lockName)) this.yield();
+      },
+      () => undefined,
+    );
+  }
+}
+
+function abortError(): Error {
+  const error = new Error("the store closed while this write waited for the writer lock");
+  error.name = "AbortError";
+  return error;
 }

@@ -139,3 +139,56 @@ test("a write dropped while it waited counts for nothing: the holder still lets 
   assert.equal(locks.held(lockName), true);
   b.leave();
 });
+
+test("a frozen tab leaves the lock's queue, so it is never handed the lock while frozen; resumed, it asks again", async (t) => {
+  const { locks, lockName, a, b } = twoTabs();
+  t.after(() => (a.close(), b.close()));
+  await write(a); // `a` writes: its write is in flight
+  let bLease;
+  const bEntered = write(b).then((lease) => (bLease = lease));
+  await tick();
+  b.pause(); // frozen while waiting
+  await tick();
+  assert.equal(locks.waiting(lockName), 0, "out of the queue");
+  a.leave();
+  await tick(20);
+  assert.equal(bLease, undefined, "not handed the lock while frozen");
+  assert.equal(locks.held(lockName), false, "`a` let go (it was asked before the freeze), and nobody holds it");
+  b.pause();
+  b.resume();
+  assert.equal(await bEntered, 1, "resumed: it asks again, and the write goes on");
+  b.leave();
+});
+
+test("a freeze and a resume in quick succession lose no waiting write", async (t) => {
+  const { a, b } = twoTabs();
+  t.after(() => (a.close(), b.close()));
+  await write(a);
+  a.leave();
+  const bEntered = write(b);
+  b.pause();
+  b.resume();
+  assert.equal(await bEntered, 1);
+  b.leave();
+});
+
+test("a tab granted the lock lets go at once when others queued meanwhile (an ask that reached no holder)", async (t) => {
+  const locks = fakeLocks();
+  const name = `orders-${++stores}`;
+  const pending = [];
+  locks.query = async () => ({ pending: pending.map((n) => ({ name: n })) });
+  // No channel: asks reach nobody, only the queue tells.
+  const first = new WriterLock(name, locks, undefined);
+  const second = new WriterLock(name, locks, undefined);
+  t.after(() => (first.close(), second.close()));
+  pending.push(`annals-writer:${name}`);
+  await write(first);
+  first.leave();
+  await tick();
+  assert.equal(first.held, false, "someone waits: let go once idle");
+  pending.length = 0;
+  assert.equal(await write(second), 1);
+  second.leave();
+  await tick();
+  assert.equal(second.held, true, "nobody waits: kept");
+});
