@@ -42,7 +42,11 @@ const CHUNK = 256;
 
 /** The part of `navigator.locks` annals uses (tests pass a fake). */
 export interface LockManagerLike {
-  request(name: string, options: { signal?: AbortSignal }, callback: () => Promise<unknown>): Promise<unknown>;
+  request(
+    name: string,
+    options: { signal?: AbortSignal; ifAvailable?: boolean },
+    callback: (lock: unknown) => Promise<unknown>,
+  ): Promise<unknown>;
   /** The locks held and asked for (Web Locks' `query`), where the manager has it. */
   query?(): Promise<{ pending?: { name?: string }[] }>;
 }

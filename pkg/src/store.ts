@@ -312,6 +312,7 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
       evolution,
     );
     store.#writer = writer;
+    writer?.prime();
     try {
       wasm.setListener((json, error) => store.#onChange(json, error));
       wasm.setOnClosed((reason) => store.#connectionLost(reason));

@@ -149,19 +149,9 @@ export class WriterLock implements WasmWriterLock {
     this.#locks
       .request(this.#lockName, { signal: withdraw.signal }, () => {
         stopAsking();
-        const waiting = this.#waiting;
-        // Granted as the page froze or the store closed: let go at once.
-        if (this.#paused || this.#closed || !waiting) return Promise.resolve();
-        this.#waiting = undefined;
-        this.#lease += 1;
-        this.#yielding = false;
-        // Held until asked for, frozen or closed (see the module comment).
-        const held = new Promise<void>((release) => {
-          this.#release = release;
-        });
-        waiting.granted();
-        this.#yieldIfOthersWait();
-        return held;
+        // Granted as the page froze or the store closed, or held already: let go at once.
+        if (this.#paused || this.#closed || !this.#waiting || this.#release) return Promise.resolve();
+        return this.#hold();
       })
       .catch((error: unknown) => {
         stopAsking();
@@ -171,6 +161,38 @@ export class WriterLock implements WasmWriterLock {
         this.#waiting = undefined;
         waiting?.failed(error);
       });
+  }
+
+  /**
+   * Takes the lock if nobody holds it, without waiting (as the store opens): the first write
+   * then finds it held instead of asking for it.
+   */
+  prime(): void {
+    if (this.#release || this.#waiting || this.#paused || this.#closed) return;
+    this.#locks
+      .request(this.#lockName, { ifAvailable: true }, (lock) => {
+        if (lock === null || this.#release || this.#paused || this.#closed) return Promise.resolve();
+        return this.#hold();
+      })
+      .catch(() => undefined);
+  }
+
+  /** The lock was granted: a new lease; the writes that waited go on. Resolves when let go. */
+  #hold(): Promise<void> {
+    this.#lease += 1;
+    this.#yielding = false;
+    // Held until asked for, frozen or closed (see the module comment).
+    const held = new Promise<void>((release) => {
+      this.#release = release;
+    });
+    // A request of this tab's still queued (the lock came another way) is withdrawn.
+    this.#withdraw?.abort();
+    this.#withdraw = undefined;
+    const waiting = this.#waiting;
+    this.#waiting = undefined;
+    waiting?.granted();
+    this.#yieldIfOthersWait();
+    return held;
   }
 
   /** An ask sent before this tab held the lock reached nobody: whoever queued since gets it next. */
