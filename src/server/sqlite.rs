@@ -8,6 +8,12 @@
 //!   is answered, so an acknowledged event survives a power loss, not only a crash of this
 //!   process (`NORMAL` would only survive the latter). The cost is one fsync per push, which
 //!   batching amortises.
+//! - Checkpoints (copying the WAL into the database file, and syncing it) run off the
+//!   push's path: once about [`CHECKPOINT_BYTES`] of events were pushed since the last
+//!   one, a push starts one in the background, on its own connection, after its commit
+//!   (a `PASSIVE` checkpoint waits for no reader or writer). SQLite's own checkpoint on
+//!   commit is kept at a higher threshold ([`BACKSTOP_PAGES`]), should they fall behind.
+//!   Durability does not depend on them: each commit syncs the WAL.
 //! - Readers use their own connections (WAL lets them read while the writer writes).
 //! - A push writes no stream version. A stream's version is derived: its row in
 //!   `stream_versions` (every stream's version as of the store's `versions_at`), raised by
@@ -123,6 +129,18 @@ const FORMAT: i64 = 4;
 /// pushes that can.
 const FOLD_EVERY: u64 = 10_000;
 
+/// Bytes of events pushed (their data, meta, stream and type, plus [`ROW_BYTES`] each)
+/// after which a push starts a checkpoint: about the 1,000 pages at which SQLite would
+/// make the committing writer run one.
+const CHECKPOINT_BYTES: usize = 4 * 1024 * 1024;
+
+/// What an event's row and index entries take beyond its variable parts, roughly.
+const ROW_BYTES: usize = 64;
+
+/// The writer's automatic checkpoint (`wal_autocheckpoint`, in pages), for when the
+/// background ones fall behind.
+const BACKSTOP_PAGES: i64 = 10_000;
+
 /// Idle reader connections kept open.
 const MAX_IDLE_READERS: usize = 8;
 
@@ -142,6 +160,10 @@ struct Inner {
     /// Per store, the stream versions the last push left (taken out by the push that uses
     /// them, put back when it commits).
     known: Mutex<HashMap<String, Known>>,
+    /// The connection background checkpoints run on (at most one at a time).
+    checkpointer: Mutex<Checkpointer>,
+    /// Bytes pushed since the last checkpoint started (see [`CHECKPOINT_BYTES`]).
+    since_checkpoint: std::sync::atomic::AtomicUsize,
 }
 
 /// The versions of a store's streams as this process's last push to it left them, at
@@ -168,6 +190,13 @@ impl Known {
             && self.last_push == row.last_push
             && self.versions_at == row.versions_at
     }
+}
+
+/// Whether a background checkpoint runs.
+enum Checkpointer {
+    /// None runs; the connection, once opened.
+    Idle(Option<Connection>),
+    Running,
 }
 
 /// A store's row, read under the write lock by a push.
@@ -222,12 +251,15 @@ impl SqliteStore {
                 )));
             }
             migrate(&mut writer)?;
+            writer.pragma_update(None, "wal_autocheckpoint", BACKSTOP_PAGES)?;
             Ok(Inner {
                 path,
                 writer: Mutex::new(writer),
                 readers: Mutex::new(Vec::new()),
                 authorities,
                 known: Mutex::new(HashMap::new()),
+                checkpointer: Mutex::new(Checkpointer::Idle(None)),
+                since_checkpoint: std::sync::atomic::AtomicUsize::new(0),
             })
         })
         .await
@@ -315,6 +347,47 @@ impl Inner {
             Some(conn) => Ok(conn),
             None => open_connection(&self.path, true),
         }
+    }
+
+    /// Counts `bytes` pushed. When a checkpoint is due and none runs, marks one running and
+    /// answers its connection (if already open), for the caller to run
+    /// [`Inner::checkpoint`] with.
+    fn checkpoint_due(&self, bytes: usize) -> Option<Option<Connection>> {
+        use std::sync::atomic::Ordering;
+        let total = self.since_checkpoint.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        if total < CHECKPOINT_BYTES {
+            return None;
+        }
+        let mut checkpointer = lock(&self.checkpointer);
+        match std::mem::replace(&mut *checkpointer, Checkpointer::Running) {
+            Checkpointer::Idle(conn) => {
+                self.since_checkpoint.store(0, Ordering::Relaxed);
+                Some(conn)
+            }
+            Checkpointer::Running => None,
+        }
+    }
+
+    /// Copies what the WAL holds into the database file, as far as no reader still needs
+    /// the older pages, without waiting for anyone. A failure is logged: the WAL keeps the
+    /// data, and the next checkpoint (or the writer's own) tries again.
+    fn checkpoint(&self, conn: Option<Connection>) {
+        let run = |conn: Option<Connection>| -> Result<Connection, StoreError> {
+            let conn = match conn {
+                Some(conn) => conn,
+                None => open_connection(&self.path, false)?,
+            };
+            conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+            Ok(conn)
+        };
+        let kept = match run(conn) {
+            Ok(conn) => Some(conn),
+            Err(e) => {
+                tracing::warn!(error = %e, "background checkpoint failed");
+                None
+            }
+        };
+        *lock(&self.checkpointer) = Checkpointer::Idle(kept);
     }
 
     fn give_back(&self, conn: Connection) {
@@ -962,6 +1035,16 @@ impl ServerStore for SqliteStore {
     ) -> BoxFuture<'a, Result<PushResponse, StoreError>> {
         Box::pin(async move {
             let (name, client) = (store.to_owned(), client_id.to_owned());
+            let bytes: usize = events
+                .iter()
+                .map(|e| {
+                    e.data.get().len()
+                        + e.meta.as_ref().map_or(0, |m| m.get().len())
+                        + e.stream.len()
+                        + e.event_type.len()
+                        + ROW_BYTES
+                })
+                .sum();
             let response = self
                 .blocking(move |inner| inner.push(&name, &client, &events))
                 .await?;
@@ -971,6 +1054,11 @@ impl ServerStore for SqliteStore {
                 .any(|r| matches!(r, crate::protocol::PushResult::Ok { .. }))
             {
                 self.changes.notify(store);
+                if let Some(conn) = self.inner.checkpoint_due(bytes) {
+                    // Not awaited: the answer goes out while it runs.
+                    let inner = Arc::clone(&self.inner);
+                    tokio::task::spawn_blocking(move || inner.checkpoint(conn));
+                }
             }
             Ok(response)
         })
@@ -1458,6 +1546,38 @@ PRAGMA user_version = 3;
             push(&again, event_on("x", 5, ExpectedVersion::Exact(4))).await,
             Ok((9, 5))
         );
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pushed_events_reach_the_database_file_long_before_the_writers_own_checkpoint() {
+        let path = temp_db("checkpoint");
+        let store = SqliteStore::open(&path, Authorities::default())
+            .await
+            .unwrap();
+        // Pushes of 100 events of about 4 KB, to somewhat more than CHECKPOINT_BYTES: a
+        // tenth of the WAL pages (BACKSTOP_PAGES) at which the writer checkpoints itself.
+        let data = RawValue::from_string(format!("\"{}\"", "x".repeat(4_000))).unwrap();
+        let pushes = CHECKPOINT_BYTES / (100 * 4_000) + 2;
+        for p in 0..pushes {
+            let events = (0..100)
+                .map(|i| PushEvent {
+                    data: data.clone(),
+                    ..event_on("big", (p * 100 + i) as u32, ExpectedVersion::Any)
+                })
+                .collect();
+            store.push("store", "client", events).await.unwrap();
+        }
+        // The WAL holds them at first; a background checkpoint copies them over.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::fs::metadata(&path).unwrap().len() < CHECKPOINT_BYTES as u64 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the database file holds {} bytes",
+                std::fs::metadata(&path).unwrap().len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
