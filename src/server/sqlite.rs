@@ -1466,9 +1466,21 @@ PRAGMA user_version = 3;
             .unwrap()
             .execute_batch(FORMAT_3)
             .unwrap();
+        // A format-3 server, running on the file since before the migration, with its
+        // statements prepared then.
+        let older = Connection::open(&path).unwrap();
+        let mut older_update = older
+            .prepare(
+                "UPDATE streams SET version = ?3 WHERE store_id = ?1 AND stream = ?2 AND version = ?4",
+            )
+            .unwrap();
         let store = SqliteStore::open(&path, Authorities::default())
             .await
             .unwrap();
+        // Its next push fails (the statement is prepared again against a view).
+        assert!(older_update.execute(params![1, "x", 4, 3]).is_err());
+        drop(older_update);
+        drop(older);
         {
             let conn = Connection::open(&path).unwrap();
             let format: i64 = conn
