@@ -229,6 +229,18 @@ fn median(mut xs: Vec<f64>) -> f64 {
     xs[xs.len() / 2]
 }
 
+/// Each round's figures as it ends (on stderr), so that a run's spread can be quoted beside
+/// its medians.
+fn print_round(backend: &str, round: usize, annals: &[f64], raw: &[f64]) {
+    if let (Some(a), Some(r)) = (annals.last(), raw.last()) {
+        eprintln!(
+            "{backend} round {}: annals {a:.0} events/s, raw {r:.0} events/s, ratio {:.2}",
+            round + 1,
+            a / r
+        );
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let dir = std::env::temp_dir().join(format!("annals-bench-{}", std::process::id()));
@@ -241,6 +253,7 @@ async fn main() {
         for round in 0..ROUNDS {
             annals.push(push_all(&format!("sqlite://{}/annals-{round}.db", dir.display())).await);
             raw.push(raw_sqlite(&dir.join(format!("raw-{round}.db"))));
+            print_round("SQLite", round, &annals, &raw);
         }
         rows.push(Row {
             backend: "SQLite",
@@ -265,6 +278,7 @@ async fn main() {
                     .expect("in time"),
             );
             drop_schema(&base, &schema).await;
+            print_round("PostgreSQL", round, &annals, &raw);
         }
         rows.push(Row {
             backend: "PostgreSQL",

@@ -226,8 +226,8 @@ async fn an_sqlite_file_from_before_schema_versions_opens_with_every_event_at_1(
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("user_version");
     assert_eq!(
-        format, 3,
-        "brought to the current format (3: erased marks too)"
+        format, 4,
+        "brought to the current format (3: erased marks too; 4: derived stream versions)"
     );
     let versions: Vec<(i64, bool)> = conn
         .prepare("SELECT schema_version, erased FROM events ORDER BY position")
