@@ -1,6 +1,9 @@
 // A fake `navigator.locks` for the unit tests of the modules that take Web Locks.
 
-/** Exclusive locks by name, granted in request order; `signal` takes a waiting request out of the queue. */
+/**
+ * Exclusive locks by name, granted in request order; `signal` takes a waiting request out of
+ * the queue; `ifAvailable` calls back with null at once when the lock is held or asked for.
+ */
 export function fakeLocks() {
   const queues = new Map();
   const grant = (name) => {
@@ -8,7 +11,7 @@ export function fakeLocks() {
     if (!entry || entry.granted) return;
     entry.granted = true;
     Promise.resolve()
-      .then(entry.callback)
+      .then(() => entry.callback({ name }))
       .then(entry.resolve, entry.reject)
       .finally(() => {
         const queue = queues.get(name);
@@ -20,6 +23,10 @@ export function fakeLocks() {
   return {
     request(name, options, callback) {
       return new Promise((resolve, reject) => {
+        if (options.ifAvailable && queues.get(name)?.length) {
+          Promise.resolve(null).then(callback).then(resolve, reject);
+          return;
+        }
         const entry = { callback, resolve, reject, granted: false };
         if (options.signal?.aborted) return reject(new DOMException("aborted", "AbortError"));
         options.signal?.addEventListener("abort", () => {

@@ -192,3 +192,19 @@ test("a tab granted the lock lets go at once when others queued meanwhile (an as
   await tick();
   assert.equal(second.held, true, "nobody waits: kept");
 });
+
+test("primed as the store opens, the lock is held before the first write when nobody holds it", async (t) => {
+  const { locks, lockName, a, b } = twoTabs();
+  t.after(() => (a.close(), b.close()));
+  a.prime();
+  await tick();
+  assert.equal(a.held, true);
+  assert.equal(a.enter(), 1, "the first write enters at once");
+  a.leave();
+  b.prime(); // held by `a`: nothing happens, nothing is queued
+  await tick();
+  assert.equal(b.held, false);
+  assert.equal(locks.waiting(lockName), 0);
+  assert.equal(await write(b), 1, "a write asks for it as usual");
+  b.leave();
+});
