@@ -13,9 +13,9 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::rc::Rc;
 
+use crate::json;
 use js_sys::{Function, Promise, Reflect};
 use serde::Serialize;
-use serde_json::value::RawValue;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
@@ -119,7 +119,8 @@ impl OpenOptionsExt for OpenOptions {
         if json.is_empty() || json == "null" || json == "undefined" {
             return Ok(OpenOptions::default());
         }
-        serde_json::from_str(json).map_err(|e| Error::InvalidArgument(format!("open options: {e}")))
+        json::parse(json, OpenOptions::read)
+            .map_err(|e| Error::InvalidArgument(format!("open options: {e}")))
     }
 
     fn engine_options(&self) -> Result<EngineOptions> {
@@ -403,7 +404,7 @@ impl WasmStore {
                 "open the store with `sync` to sync it".into(),
             ));
         }
-        let config: SyncConfig = serde_json::from_str(config_json)
+        let config = json::parse(config_json, SyncConfig::read)
             .map_err(|e| Error::InvalidArgument(format!("sync options: {e}")))?;
         if config.url.trim().is_empty() || config.store.trim().is_empty() {
             return Err(Error::InvalidArgument(
@@ -473,8 +474,8 @@ impl WasmStore {
     /// headers?}`: a refreshed token) and retries at once if a refused token stopped sync.
     #[wasm_bindgen(js_name = setSyncAuth)]
     pub fn set_sync_auth(&self, auth_json: &str) -> std::result::Result<(), JsValue> {
-        let auth: SyncAuth = js_result(
-            serde_json::from_str(auth_json)
+        let auth = js_result(
+            json::parse(auth_json, SyncAuth::read)
                 .map_err(|e| Error::InvalidArgument(format!("sync credentials: {e}"))),
         )?;
         if let Some(client) = self.sync.borrow().as_ref() {
@@ -576,7 +577,7 @@ impl WasmStore {
                         "a snapshot needs a non-empty name".into(),
                     ));
                 }
-                serde_json::from_str::<&RawValue>(&state_json).map_err(|e| {
+                json::validate(&state_json).map_err(|e| {
                     Error::InvalidArgument(format!("snapshot state is not JSON: {e}"))
                 })?;
                 engine
@@ -606,12 +607,12 @@ impl WasmStore {
                 let Some(record) = engine.snapshot(&name).await? else {
                     return Ok(None);
                 };
-                let state: &RawValue = serde_json::from_str(&record.state)
+                json::validate(&record.state)
                     .map_err(|e| Error::Corrupt(format!("snapshot `{name}` is not JSON: {e}")))?;
                 to_json(&SnapshotReply {
                     version: record.version,
                     position: record.position,
-                    state,
+                    state: JsonFragment::trusted(&record.state),
                 })
                 .map(Some)
             }
