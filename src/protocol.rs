@@ -530,6 +530,8 @@ mod tests {
         ] {
             let json = serde_json::to_string(&result).unwrap();
             assert_eq!(serde_json::from_str::<PushResult>(&json).unwrap(), result);
+            // The client's reader (src/json.rs) reads what the server's serde writes.
+            assert_eq!(json::parse(&json, PushResult::read).unwrap(), result);
         }
         let text = id.to_string();
         for bad in [
@@ -539,7 +541,66 @@ mod tests {
             r#"{"status":"ok","id":"x","position":1,"version":1}"#.to_string(),
         ] {
             assert!(serde_json::from_str::<PushResult>(&bad).is_err(), "{bad}");
+            assert!(json::parse(&bad, PushResult::read).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_readers_read_what_serde_writes() {
+        let event = Event {
+            id: EventId([1; 16]),
+            position: 7,
+            stream: "s\"1".into(),
+            version: 2,
+            event_type: "T".into(),
+            schema_version: 3,
+            data: RawValue::from_string(r#"{"a":[1,2.5,"\u00e9"]}"#.into()).unwrap(),
+            meta: Some(RawValue::from_string(r#"{"k":null}"#.into()).unwrap()),
+            time: 1_700_000_000_000,
+            origin: Some("tab".into()),
+            pending: false,
+            erased: true,
+        };
+        let pull = PullResponse {
+            events: vec![event.clone()],
+            head: 9,
+            epoch: "e".into(),
+            more: true,
+        };
+        let read = json::parse(&serde_json::to_string(&pull).unwrap(), PullResponse::read).unwrap();
+        assert_eq!(
+            serde_json::to_string(&read).unwrap(),
+            serde_json::to_string(&pull).unwrap()
+        );
+        let push = PushEvent {
+            id: EventId([2; 16]),
+            stream: "s".into(),
+            event_type: "T".into(),
+            schema_version: 1,
+            data: RawValue::from_string("null".into()).unwrap(),
+            meta: None,
+            time: 5,
+            expected_version: ExpectedVersion::Exact(4),
+            erased: false,
+        };
+        let text = serde_json::to_string(&push).unwrap();
+        assert_eq!(json::parse(&text, PushEvent::read).unwrap(), push);
+        // Unknown fields: refused in a pending event (as serde does), skipped in answers.
+        let extra = text.replace("{\"id\"", "{\"x\":1,\"id\"");
+        let err = json::parse(&extra, PushEvent::read).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("unknown field `x` at line 1 column"),
+            "{err}"
+        );
+        let body = r#"{"error":{"code":"UNAUTHORIZED","message":"no","versions":[1]},"x":[]}"#;
+        let body = json::parse(body, ErrorBody::read).unwrap();
+        assert_eq!(body.error.code, "UNAUTHORIZED");
+        let err = json::parse(r#"{"results":[],"head":1}"#, PushResponse::read).unwrap_err();
+        assert!(
+            err.to_string().starts_with("missing field `epoch`"),
+            "{err}"
+        );
     }
 
     #[test]
