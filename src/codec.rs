@@ -113,7 +113,7 @@ impl<'a> EventRef<'a> {
     pub fn to_event(&self, pending: bool) -> Event {
         // The payloads were valid JSON when they were appended; re-check here, since the
         // bytes came from storage.
-        let raw = |s: &str| serde_json::value::RawValue::from_string(s.to_owned());
+        let raw = crate::json::raw_value;
         Event {
             id: self.id,
             position: self.position,

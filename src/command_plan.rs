@@ -5,7 +5,7 @@
 //! devices running the same process manager) writes its events once: the log and the sync
 //! server treat a known event id as a duplicate.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -14,6 +14,7 @@ use crate::codec::EventRef;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::event::{Event, EventId, ExpectedVersion, NewEvent};
+use crate::json;
 use crate::log::ReadQuery;
 use crate::storage::Storage;
 
@@ -91,13 +92,10 @@ impl CommandIds {
 /// `meta.commandId`, when the event has one (the substring test keeps events without
 /// meta off the parser).
 pub fn command_id_of(meta: Option<&str>) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Commanded {
-        #[serde(rename = "commandId")]
-        command_id: Option<String>,
-    }
     let meta = meta.filter(|m| m.contains("\"commandId\""))?;
-    serde_json::from_str::<Commanded>(meta).ok()?.command_id
+    json::parse(meta, |r| json::string_field(r, "commandId"))
+        .ok()
+        .flatten()
 }
 
 /// The batch that carries `decisions` to `stream`: ids derived from the command id, the

@@ -9,10 +9,13 @@
 //! The types borrow from the engine's own (`Rejection`, `SyncStatus`, `PushEvent`, ...) so
 //! that the wire shape lives here, once, while the internals stay free to change.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 
 use crate::event::{EventId, ExpectedVersion};
+use crate::json::{self, JsonResult, Reader};
 
 #[cfg(feature = "ts")]
 use ts_rs::TS;
@@ -118,7 +121,7 @@ pub struct SnapshotReply<'a> {
     #[cfg_attr(feature = "ts", ts(type = "number"))]
     pub position: u64,
     #[cfg_attr(feature = "ts", ts(type = "unknown"))]
-    pub state: &'a RawValue,
+    pub state: JsonFragment<'a>,
 }
 
 /// The reply of `syncNow`.
@@ -327,7 +330,86 @@ pub struct SyncAuth {
     pub headers: Option<std::collections::BTreeMap<String, String>>,
 }
 
+impl OpenOptions {
+    /// Reads the options (unknown fields refused; `null` is a field left out).
+    pub fn read(r: &mut Reader<'_>) -> JsonResult<Self> {
+        let mut o = OpenOptions::default();
+        r.object(&mut |r, key| {
+            match key {
+                "maxEventBytes" => o.max_event_bytes = r.opt_uint()?,
+                "maxNameBytes" => o.max_name_bytes = r.opt_uint()?,
+                "maxBatch" => o.max_batch = r.opt_uint()?,
+                "origin" => o.origin = r.opt_string()?,
+                "sharedMemory" => o.shared_memory = r.opt_bool()?,
+                "synced" => o.synced = r.opt_bool()?,
+                "lazy" => o.lazy = r.opt_bool()?,
+                "syncServer" => o.sync_server = r.opt_string()?,
+                "syncStore" => o.sync_store = r.opt_string()?,
+                "resetOnMismatch" => o.reset_on_mismatch = r.opt_bool()?,
+                _ => return Err(r.unknown_field(key)),
+            }
+            Ok(())
+        })?;
+        Ok(o)
+    }
+}
+
+impl SyncConfig {
+    /// Reads the configuration (unknown fields refused).
+    pub fn read(r: &mut Reader<'_>) -> JsonResult<Self> {
+        let (mut url, mut store, mut token, mut headers) = (None, None, None, None);
+        let (mut push_batch, mut pull_limit, mut long_poll_seconds) = (None, None, None);
+        r.object(&mut |r, key| match key {
+            "url" => r.once(&mut url, key, Reader::owned_string),
+            "store" => r.once(&mut store, key, Reader::owned_string),
+            "token" => r.once(&mut token, key, Reader::owned_string),
+            "headers" => r.once(&mut headers, key, read_headers),
+            "pushBatch" => r.once(&mut push_batch, key, Reader::opt_uint::<usize>),
+            "pullLimit" => r.once(&mut pull_limit, key, Reader::opt_uint::<usize>),
+            "longPollSeconds" => r.once(&mut long_poll_seconds, key, Reader::opt_uint::<u32>),
+            _ => Err(r.unknown_field(key)),
+        })?;
+        Ok(SyncConfig {
+            url: json::required(r, url, "url")?,
+            store: json::required(r, store, "store")?,
+            token: json::required(r, token, "token")?,
+            headers: headers.flatten(),
+            push_batch: push_batch.flatten(),
+            pull_limit: pull_limit.flatten(),
+            long_poll_seconds: long_poll_seconds.flatten(),
+        })
+    }
+}
+
+/// Request headers: an object of strings, or `null` for none.
+fn read_headers(r: &mut Reader<'_>) -> JsonResult<Option<BTreeMap<String, String>>> {
+    if r.null()? {
+        return Ok(None);
+    }
+    let mut headers = BTreeMap::new();
+    r.object(&mut |r, name| {
+        let value = r.owned_string()?;
+        headers.insert(name.to_owned(), value);
+        Ok(())
+    })?;
+    Ok(Some(headers))
+}
+
 impl SyncAuth {
+    /// Reads the credentials (unknown fields refused).
+    pub fn read(r: &mut Reader<'_>) -> JsonResult<Self> {
+        let (mut token, mut headers) = (None, None);
+        r.object(&mut |r, key| match key {
+            "token" => r.once(&mut token, key, Reader::owned_string),
+            "headers" => r.once(&mut headers, key, read_headers),
+            _ => Err(r.unknown_field(key)),
+        })?;
+        Ok(SyncAuth {
+            token: json::required(r, token, "token")?,
+            headers: headers.flatten(),
+        })
+    }
+
     pub fn credentials(self) -> crate::sync::client::Credentials {
         crate::sync::client::Credentials {
             token: self.token,
@@ -393,6 +475,66 @@ pub struct DecidedEvent {
     #[serde(default)]
     #[cfg_attr(feature = "ts", ts(optional, type = "Record<string, unknown>"))]
     pub meta: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl CommandPlanRequest {
+    /// Reads the request (unknown fields refused).
+    pub fn read(r: &mut Reader<'_>) -> JsonResult<Self> {
+        let (mut stream, mut aggregate, mut command_id, mut correlation_id) =
+            (None, None, None, None);
+        let (mut causation_id, mut expected_version, mut events) = (None, None, None);
+        r.object(&mut |r, key| match key {
+            "stream" => r.once(&mut stream, key, Reader::owned_string),
+            "aggregate" => r.once(&mut aggregate, key, Reader::opt_string),
+            "commandId" => r.once(&mut command_id, key, Reader::owned_string),
+            "correlationId" => r.once(&mut correlation_id, key, Reader::opt_string),
+            "causationId" => r.once(&mut causation_id, key, Reader::opt_string),
+            "expectedVersion" => r.once(&mut expected_version, key, Reader::u64),
+            "events" => r.once(&mut events, key, |r| r.list(DecidedEvent::read)),
+            _ => Err(r.unknown_field(key)),
+        })?;
+        Ok(CommandPlanRequest {
+            stream: json::required(r, stream, "stream")?,
+            aggregate: aggregate.flatten(),
+            command_id: json::required(r, command_id, "commandId")?,
+            correlation_id: correlation_id.flatten(),
+            causation_id: causation_id.flatten(),
+            expected_version: json::required(r, expected_version, "expectedVersion")?,
+            events: json::required(r, events, "events")?,
+        })
+    }
+}
+
+impl DecidedEvent {
+    fn read(r: &mut Reader<'_>) -> JsonResult<Self> {
+        let (mut event_type, mut schema_version, mut data, mut meta) = (None, None, None, None);
+        r.object(&mut |r, key| match key {
+            "type" => r.once(&mut event_type, key, Reader::owned_string),
+            "schemaVersion" => r.once(&mut schema_version, key, Reader::opt_uint::<u32>),
+            "data" => r.once(&mut data, key, |r| {
+                if r.null()? {
+                    return Ok(None);
+                }
+                r.raw_value().map(Some)
+            }),
+            "meta" => r.once(&mut meta, key, |r| {
+                if r.null()? {
+                    return Ok(None);
+                }
+                match r.value()? {
+                    serde_json::Value::Object(map) => Ok(Some(map)),
+                    _ => Err(r.error("invalid type: `meta` must be an object")),
+                }
+            }),
+            _ => Err(r.unknown_field(key)),
+        })?;
+        Ok(DecidedEvent {
+            event_type: json::required(r, event_type, "type")?,
+            schema_version: schema_version.flatten(),
+            data: data.flatten(),
+            meta: meta.flatten(),
+        })
+    }
 }
 
 /// An event of the batch `planCommand` returns: what `append` takes, id and meta set.

@@ -18,6 +18,7 @@ use crate::clock::{Clock, IdSource, SystemClock, Uuidv7};
 use crate::codec::{EventRef, SegmentBuilder};
 use crate::error::{Error, Result};
 use crate::event::{Event, EventId, ExpectedVersion, Limits, NewEvent};
+use crate::json::{self, JsonResult, Reader};
 use crate::log::{AppendResult, LogState, ReadQuery};
 use crate::outbox::{erase_within, OutboxChange, PendingBatch, PendingLog};
 use crate::protocol::{
@@ -58,6 +59,20 @@ pub struct SyncTarget {
 }
 
 impl SyncTarget {
+    /// Reads one as `meta` keeps it (unknown fields skipped).
+    fn read(r: &mut Reader<'_>) -> JsonResult<Self> {
+        let (mut server, mut store) = (None, None);
+        r.object(&mut |r, key| match key {
+            "server" => r.once(&mut server, key, Reader::owned_string),
+            "store" => r.once(&mut store, key, Reader::owned_string),
+            _ => r.raw().map(|_| ()),
+        })?;
+        Ok(SyncTarget {
+            server: json::required(r, server, "server")?,
+            store: json::required(r, store, "store")?,
+        })
+    }
+
     pub fn new(server: &str, store: &str) -> Self {
         SyncTarget {
             server: normalize_server_url(server),
@@ -195,6 +210,24 @@ pub struct Rejection {
     pub reason: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actual_version: Option<u64>,
+}
+
+impl Rejection {
+    /// Reads one as `meta` keeps it (unknown fields skipped).
+    fn read(r: &mut Reader<'_>) -> JsonResult<Self> {
+        let (mut event, mut reason, mut actual_version) = (None, None, None);
+        r.object(&mut |r, key| match key {
+            "event" => r.once(&mut event, key, PushEvent::read),
+            "reason" => r.once(&mut reason, key, Reader::owned_string),
+            "actualVersion" => r.once(&mut actual_version, key, Reader::opt_uint::<u64>),
+            _ => r.raw().map(|_| ()),
+        })?;
+        Ok(Rejection {
+            event: json::required(r, event, "event")?,
+            reason: json::required(r, reason, "reason")?,
+            actual_version: actual_version.flatten(),
+        })
+    }
 }
 
 /// What a pull did.
@@ -410,7 +443,7 @@ impl<S: Storage> Engine<S> {
     pub async fn stored_sync_target(&self) -> Result<Option<SyncTarget>> {
         match self.storage.meta(META_SYNC_TARGET).await? {
             None => Ok(None),
-            Some(json) => serde_json::from_str(&json)
+            Some(json) => json::parse(&json, SyncTarget::read)
                 .map(Some)
                 .map_err(|e| Error::Corrupt(format!("sync target: {e}"))),
         }
@@ -1155,7 +1188,7 @@ impl<S: Storage> Engine<S> {
     pub async fn rejected(&self) -> Result<Vec<Rejection>> {
         match self.storage.meta(META_REJECTED).await? {
             None => Ok(Vec::new()),
-            Some(json) => serde_json::from_str(&json)
+            Some(json) => json::parse(&json, |r| r.list(Rejection::read))
                 .map_err(|e| Error::Corrupt(format!("rejected list: {e}"))),
         }
     }

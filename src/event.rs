@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::error::{Error, Result};
+use crate::json::{self, Reader};
 pub use crate::version::{ExpectedVersion, MAX_SAFE_INTEGER};
 
 /// Size limits that every event must respect.
@@ -146,6 +147,14 @@ impl Serialize for EventId {
     }
 }
 
+impl EventId {
+    /// Reads an id from the next JSON value (a string).
+    pub fn read(r: &mut Reader<'_>) -> json::JsonResult<Self> {
+        let text = r.string()?;
+        EventId::parse(&text).map_err(|e| r.error(e.to_string()))
+    }
+}
+
 impl<'de> Deserialize<'de> for EventId {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         // Parsed from the text where it lies: no string is allocated per id.
@@ -246,89 +255,108 @@ impl NewEvent {
     /// Parses a JSON array of events as the bindings receive it:
     /// `[{ id?, stream, type, schemaVersion?, data?, meta?, expectedVersion? }, ...]`.
     pub fn parse_batch(json: &str) -> Result<Vec<NewEvent>> {
-        let raw: Vec<&RawValue> = serde_json::from_str(json).map_err(|e| {
+        let mut reader = Reader::new(json);
+        let mut events = Vec::new();
+        // An event's own error (a field of the wrong kind) stops the array read and is
+        // reported as it is; the read's error then only says where it stopped.
+        let mut failed = None;
+        let read = reader
+            .array(&mut |r| match NewEvent::read(r) {
+                Ok(event) => {
+                    events.push(event);
+                    Ok(())
+                }
+                Err(e) => {
+                    let error = r.error("invalid event");
+                    failed = Some(prefix_index(e, events.len()));
+                    Err(error)
+                }
+            })
+            .and_then(|()| reader.end());
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        read.map_err(|e| {
             Error::InvalidEvent(format!("a batch must be a JSON array of events: {e}"))
         })?;
-        raw.into_iter()
-            .enumerate()
-            .map(|(i, r)| NewEvent::parse_one(r.get()).map_err(|e| prefix_index(e, i)))
-            .collect()
+        Ok(events)
     }
 
-    fn parse_one(json: &str) -> Result<NewEvent> {
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    /// One event of a batch: the raw text of each field first, then each checked, so that
+    /// a field of the wrong kind is named with what it held.
+    fn read<'a>(r: &mut Reader<'a>) -> Result<NewEvent> {
+        #[derive(Default)]
         struct Wire<'a> {
-            #[serde(borrow)]
-            id: Option<&'a RawValue>,
-            #[serde(borrow)]
-            stream: Option<&'a RawValue>,
-            #[serde(rename = "type", borrow)]
-            event_type: Option<&'a RawValue>,
-            #[serde(borrow)]
-            schema_version: Option<&'a RawValue>,
-            data: Option<Box<RawValue>>,
-            meta: Option<Box<RawValue>>,
-            #[serde(borrow)]
-            expected_version: Option<&'a RawValue>,
-            #[serde(borrow)]
-            time: Option<&'a RawValue>,
-            origin: Option<String>,
-            erased: Option<bool>,
+            id: Option<&'a str>,
+            stream: Option<&'a str>,
+            event_type: Option<&'a str>,
+            schema_version: Option<&'a str>,
+            data: Option<&'a str>,
+            meta: Option<&'a str>,
+            expected_version: Option<&'a str>,
+            time: Option<&'a str>,
+            origin: Option<Option<String>>,
+            erased: Option<Option<bool>>,
         }
-        let wire: Wire =
-            serde_json::from_str(json).map_err(|e| Error::InvalidEvent(e.to_string()))?;
-        let text_field = |name: &str, raw: Option<&RawValue>| -> Result<String> {
+        let mut wire = Wire::default();
+        r.object(&mut |r, key| match key {
+            "id" => r.once(&mut wire.id, key, Reader::raw),
+            "stream" => r.once(&mut wire.stream, key, Reader::raw),
+            "type" => r.once(&mut wire.event_type, key, Reader::raw),
+            "schemaVersion" => r.once(&mut wire.schema_version, key, Reader::raw),
+            "data" => r.once(&mut wire.data, key, Reader::raw),
+            "meta" => r.once(&mut wire.meta, key, Reader::raw),
+            "expectedVersion" => r.once(&mut wire.expected_version, key, Reader::raw),
+            "time" => r.once(&mut wire.time, key, Reader::raw),
+            "origin" => r.once(&mut wire.origin, key, Reader::opt_string),
+            "erased" => r.once(&mut wire.erased, key, Reader::opt_bool),
+            _ => Err(r.unknown_field(key)),
+        })
+        .map_err(|e| Error::InvalidEvent(e.to_string()))?;
+        // `null` is a field left out, as serde reads an `Option`.
+        let present = |raw: Option<&'a str>| raw.filter(|raw| *raw != "null");
+        let text_field = |name: &str, raw: Option<&str>| -> Result<String> {
             let raw = raw.ok_or_else(|| Error::InvalidEvent(format!("`{name}` is required")))?;
-            serde_json::from_str::<String>(raw.get()).map_err(|_| {
-                Error::InvalidEvent(format!("`{name}` must be a string, got {}", raw.get()))
-            })
+            json::parse(raw, |r| r.owned_string())
+                .map_err(|_| Error::InvalidEvent(format!("`{name}` must be a string, got {raw}")))
         };
-        let id = match wire.id {
+        let id = match present(wire.id) {
             None => None,
-            Some(raw) if raw.get() == "null" => None,
             Some(raw) => Some(EventId::parse(&text_field("id", Some(raw))?)?),
         };
-        let expected_version = match wire.expected_version {
+        let expected_version = match present(wire.expected_version) {
             None => ExpectedVersion::Any,
-            Some(raw) => {
-                let value: serde_json::Value = serde_json::from_str(raw.get())
-                    .map_err(|e| Error::InvalidEvent(e.to_string()))?;
-                ExpectedVersion::from_json(&value).map_err(Error::InvalidEvent)?
-            }
+            Some(raw) => ExpectedVersion::from_json_text(raw).map_err(Error::InvalidEvent)?,
         };
-        let meta = match wire.meta {
-            Some(m) if m.get() == "null" => None,
-            Some(m) if !m.get().starts_with('{') => {
+        let meta = match present(wire.meta) {
+            None => None,
+            Some(m) if !m.starts_with('{') => {
                 return Err(Error::InvalidEvent(format!(
-                    "`meta` must be an object, got {}",
-                    m.get()
+                    "`meta` must be an object, got {m}"
                 )));
             }
-            other => other,
+            Some(m) => Some(raw_json(m)?),
         };
-        let data = match wire.data {
-            Some(d) => d,
-            None => RawValue::from_string("null".into())
-                .map_err(|e| Error::InvalidEvent(e.to_string()))?,
+        let data = match present(wire.data) {
+            Some(d) => raw_json(d)?,
+            None => RawValue::NULL.to_owned(),
         };
-        let time = match wire.time {
+        let time = match present(wire.time) {
             None => None,
-            Some(raw) => match serde_json::from_str::<u64>(raw.get()) {
+            Some(raw) => match json::parse(raw, |r| r.u64()) {
                 Ok(ms) if ms <= MAX_SAFE_INTEGER => Some(ms),
                 _ => {
                     return Err(Error::InvalidEvent(format!(
-                        "`time` must be a whole number of milliseconds since the epoch, got {}",
-                        raw.get()
+                        "`time` must be a whole number of milliseconds since the epoch, got {raw}"
                     )))
                 }
             },
         };
-        let schema_version = match wire.schema_version {
+        let schema_version = match present(wire.schema_version) {
             None => 1,
-            Some(raw) => parse_schema_version(raw.get())?,
+            Some(raw) => parse_schema_version(raw)?,
         };
-        let erased = wire.erased == Some(true);
+        let erased = wire.erased.flatten() == Some(true);
         // An erased copy carries nothing of what it held, whatever the JSON says.
         let (data, meta) = if erased {
             (RawValue::NULL.to_owned(), None)
@@ -337,14 +365,14 @@ impl NewEvent {
         };
         Ok(NewEvent {
             id,
-            stream: text_field("stream", wire.stream)?,
-            event_type: text_field("type", wire.event_type)?,
+            stream: text_field("stream", present(wire.stream))?,
+            event_type: text_field("type", present(wire.event_type))?,
             schema_version,
             data,
             meta,
             expected_version,
             time,
-            origin: wire.origin,
+            origin: wire.origin.flatten(),
             erased,
         })
     }
@@ -458,7 +486,7 @@ impl Error {
     /// the reused id).
     pub fn stored_event(&self) -> Option<Event> {
         match self {
-            Error::DuplicateId { event, .. } => serde_json::from_str(event).ok(),
+            Error::DuplicateId { event, .. } => json::parse(event, Event::read).ok(),
             _ => None,
         }
     }
@@ -466,7 +494,7 @@ impl Error {
 
 /// A `schemaVersion` as JSON gives it: a whole number from 1 to 2^32 - 1.
 fn parse_schema_version(json: &str) -> Result<u32> {
-    serde_json::from_str::<u32>(json)
+    json::parse(json, |r| r.uint::<u32>())
         .ok()
         .filter(|v| *v >= 1)
         .ok_or_else(|| {
@@ -502,6 +530,11 @@ pub mod schema_version_serde {
     pub fn serialize<S: serde::Serializer>(v: &u32, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_u32(*v)
     }
+}
+
+/// A payload the reader checked, as a [`RawValue`] (copied, not parsed again).
+fn raw_json(text: &str) -> Result<Box<RawValue>> {
+    json::checked_raw(text).map_err(|e| Error::InvalidEvent(e.to_string()))
 }
 
 fn prefix_index(e: Error, index: usize) -> Error {
@@ -540,6 +573,55 @@ pub struct Event {
     /// `null` and it has no `meta`. JSON names it only when true.
     #[serde(default, skip_serializing_if = "is_false")]
     pub erased: bool,
+}
+
+impl Event {
+    /// Reads a stored event as reads and pulls give it (the shape it serialises to);
+    /// unknown fields are skipped, as serde does for this type.
+    pub fn read(r: &mut Reader<'_>) -> json::JsonResult<Self> {
+        let (mut id, mut position, mut stream, mut version, mut event_type) =
+            (None, None, None, None, None);
+        let (mut schema_version, mut data, mut meta, mut time, mut origin) =
+            (None, None, None, None, None);
+        let (mut pending, mut erased) = (None, None);
+        r.object(&mut |r, key| match key {
+            "id" => r.once(&mut id, key, EventId::read),
+            "position" => r.once(&mut position, key, Reader::u64),
+            "stream" => r.once(&mut stream, key, Reader::owned_string),
+            "version" => r.once(&mut version, key, Reader::u64),
+            "type" => r.once(&mut event_type, key, Reader::owned_string),
+            "schemaVersion" => r.once(&mut schema_version, key, read_schema_version),
+            "data" => r.once(&mut data, key, Reader::raw_value),
+            "meta" => r.once(&mut meta, key, |r| r.opt_raw_object("meta")),
+            "time" => r.once(&mut time, key, Reader::u64),
+            "origin" => r.once(&mut origin, key, Reader::opt_string),
+            "pending" => r.once(&mut pending, key, Reader::bool),
+            "erased" => r.once(&mut erased, key, Reader::bool),
+            _ => r.raw().map(|_| ()),
+        })?;
+        Ok(Event {
+            id: json::required(r, id, "id")?,
+            position: json::required(r, position, "position")?,
+            stream: json::required(r, stream, "stream")?,
+            version: json::required(r, version, "version")?,
+            event_type: json::required(r, event_type, "type")?,
+            schema_version: schema_version.unwrap_or(1),
+            data: json::required(r, data, "data")?,
+            meta: meta.flatten(),
+            time: json::required(r, time, "time")?,
+            origin: origin.flatten(),
+            pending: pending.unwrap_or(false),
+            erased: erased.unwrap_or(false),
+        })
+    }
+}
+
+/// A `schemaVersion` read from the network: a whole number of at least 1.
+pub fn read_schema_version(r: &mut Reader<'_>) -> json::JsonResult<u32> {
+    match r.uint::<u32>()? {
+        0 => Err(r.error("`schemaVersion` must be at least 1")),
+        v => Ok(v),
+    }
 }
 
 /// Whether a flag is off, which JSON leaves out.

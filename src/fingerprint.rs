@@ -14,7 +14,7 @@ pub const FINGERPRINT_LEN: usize = 16;
 /// The canonical form of a JSON text: keys sorted at every level, no white space.
 pub fn canonical_json(json: &str) -> Result<String> {
     // serde_json's map is a BTreeMap here (no `preserve_order`): parsing sorts the keys.
-    let value: serde_json::Value = serde_json::from_str(json)
+    let value = crate::json::value(json)
         .map_err(|e| Error::InvalidArgument(format!("a state to fingerprint must be JSON: {e}")))?;
     Ok(value.to_string())
 }

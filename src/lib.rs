@@ -3,7 +3,7 @@
 //! Four layers; each module imports only from modules before it in this list (checked by
 //! `tests/layers.rs`):
 //! - **core**, pure Rust that knows nothing of browsers and builds and tests natively:
-//!   [`version`] (expected versions; imports nothing), [`error_code`] (every error code of
+//!   [`json`] (the JSON reader of what annals decodes itself; imports nothing), [`version`] (expected versions; imports nothing), [`error_code`] (every error code of
 //!   every layer, once), [`error`], [`event`] (envelope, ids), [`codec`] (segments),
 //!   [`erasure`] (erased events: the rule and the segment rewrites), [`clock`] (`Clock`,
 //!   `IdSource`), the [`storage`] trait, [`retention`] (bounded local storage: what a cut
@@ -39,6 +39,7 @@ pub mod error;
 pub mod error_code;
 pub mod event;
 pub mod fingerprint;
+pub mod json;
 pub mod log;
 pub mod outbox;
 pub mod projection;

@@ -11,6 +11,7 @@ use crate::codec::{self, EventRef, SegmentBuilder, SegmentReader};
 use crate::erasure::{self, Erasure};
 use crate::error::{Error, Result};
 use crate::event::{Event, EventId, StreamEnd};
+use crate::json::{self, JsonResult, Reader};
 use crate::retention::{not_retained, Retained, StreamBase};
 use crate::storage::Segment;
 
@@ -114,11 +115,39 @@ impl ReadQuery {
                 .is_none_or(|c| correlation_of(event.meta).as_deref() == Some(c))
     }
 
+    /// Reads a query (unknown fields refused).
+    fn read(r: &mut Reader<'_>) -> JsonResult<Self> {
+        let mut query = ReadQuery::default();
+        let (mut after, mut to, mut limit, mut stream) = (None, None, None, None);
+        let (mut from_version, mut backwards, mut event_type, mut correlation_id) =
+            (None, None, None, None);
+        r.object(&mut |r, key| match key {
+            "after" => r.once(&mut after, key, Reader::u64),
+            "to" => r.once(&mut to, key, Reader::opt_uint::<u64>),
+            "limit" => r.once(&mut limit, key, Reader::opt_uint::<usize>),
+            "stream" => r.once(&mut stream, key, Reader::opt_string),
+            "fromVersion" => r.once(&mut from_version, key, Reader::opt_uint::<u64>),
+            "backwards" => r.once(&mut backwards, key, Reader::bool),
+            "type" => r.once(&mut event_type, key, Reader::opt_string),
+            "correlationId" => r.once(&mut correlation_id, key, Reader::opt_string),
+            _ => Err(r.unknown_field(key)),
+        })?;
+        query.after = after.unwrap_or(0);
+        query.to = to.flatten();
+        query.limit = limit.flatten();
+        query.stream = stream.flatten();
+        query.from_version = from_version.flatten();
+        query.backwards = backwards.unwrap_or(false);
+        query.event_type = event_type.flatten();
+        query.correlation_id = correlation_id.flatten();
+        Ok(query)
+    }
+
     pub fn parse(json: &str) -> Result<Self> {
         if json.trim().is_empty() {
             return Ok(ReadQuery::default());
         }
-        let query: ReadQuery = serde_json::from_str(json)
+        let query = json::parse(json, ReadQuery::read)
             .map_err(|e| Error::InvalidArgument(format!("read query: {e}")))?;
         query.check()?;
         Ok(query)
@@ -1192,15 +1221,10 @@ impl LogState {
 /// `meta.correlationId`, when the event has one. Most events carry no meta, so the
 /// substring test keeps this off the hot path.
 pub fn correlation_of(meta: Option<&str>) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Correlated {
-        #[serde(rename = "correlationId")]
-        correlation_id: Option<String>,
-    }
     let meta = meta.filter(|m| m.contains("\"correlationId\""))?;
-    serde_json::from_str::<Correlated>(meta)
-        .ok()?
-        .correlation_id
+    json::parse(meta, |r| json::string_field(r, "correlationId"))
+        .ok()
+        .flatten()
 }
 
 fn push_index(index: &mut NameIndex, key: &str, position: u64) {

@@ -11,6 +11,7 @@ use std::collections::{HashMap, HashSet};
 use crate::codec::EventRef;
 use crate::error::{Error, Result};
 use crate::event::{EventId, STREAM_ERASED_TYPE};
+use crate::json;
 use crate::log::LogState;
 use crate::protocol::PushEvent;
 use crate::storage::PendingRecord;
@@ -52,11 +53,11 @@ impl PendingBatch {
     }
 
     pub fn decode(record: &PendingRecord) -> Result<Self> {
-        // Through `&str`, not `from_slice`: the wasm then holds one instantiation of
-        // serde_json's parser (the `StrRead` one every other decoder uses), not two.
         let events = std::str::from_utf8(&record.bytes)
             .map_err(|e| e.to_string())
-            .and_then(|text| serde_json::from_str(text).map_err(|e| e.to_string()))
+            .and_then(|text| {
+                json::parse(text, |r| r.list(PushEvent::read)).map_err(|e| e.to_string())
+            })
             .map_err(|e| Error::Corrupt(format!("pending record {}: {e}", record.seq)))?;
         Ok(PendingBatch {
             seq: record.seq,

@@ -10,9 +10,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::event::{
-    is_false, is_schema_version_one, schema_version_one, schema_version_serde, Event, EventId,
-    ExpectedVersion,
+    is_false, is_schema_version_one, read_schema_version, schema_version_one, schema_version_serde,
+    Event, EventId, ExpectedVersion,
 };
+use crate::json::{self, JsonResult, Reader};
 
 /// The protocol version in every path (`/v1/...`).
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -66,6 +67,39 @@ impl PartialEq for PushEvent {
             && self.time == other.time
             && self.expected_version == other.expected_version
             && self.erased == other.erased
+    }
+}
+
+impl PushEvent {
+    /// Reads a pending event as the client pushes it and keeps it (unknown fields are
+    /// refused, as serde does for this type).
+    pub fn read(r: &mut Reader<'_>) -> JsonResult<Self> {
+        let (mut id, mut stream, mut event_type, mut schema_version) = (None, None, None, None);
+        let (mut data, mut meta, mut time, mut expected_version, mut erased) =
+            (None, None, None, None, None);
+        r.object(&mut |r, key| match key {
+            "id" => r.once(&mut id, key, EventId::read),
+            "stream" => r.once(&mut stream, key, Reader::owned_string),
+            "type" => r.once(&mut event_type, key, Reader::owned_string),
+            "schemaVersion" => r.once(&mut schema_version, key, read_schema_version),
+            "data" => r.once(&mut data, key, Reader::raw_value),
+            "meta" => r.once(&mut meta, key, |r| r.opt_raw_object("meta")),
+            "time" => r.once(&mut time, key, Reader::u64),
+            "expectedVersion" => r.once(&mut expected_version, key, ExpectedVersion::read),
+            "erased" => r.once(&mut erased, key, Reader::bool),
+            _ => Err(r.unknown_field(key)),
+        })?;
+        Ok(PushEvent {
+            id: json::required(r, id, "id")?,
+            stream: json::required(r, stream, "stream")?,
+            event_type: json::required(r, event_type, "type")?,
+            schema_version: schema_version.unwrap_or(1),
+            data: json::required(r, data, "data")?,
+            meta: meta.flatten(),
+            time: json::required(r, time, "time")?,
+            expected_version: expected_version.unwrap_or_default(),
+            erased: erased.unwrap_or(false),
+        })
     }
 }
 
@@ -281,6 +315,57 @@ impl<'de> Deserialize<'de> for PushResult {
 }
 
 impl PushResult {
+    /// Reads a verdict as the server answers it.
+    pub fn read(r: &mut Reader<'_>) -> JsonResult<Self> {
+        let (mut status, mut id, mut position, mut version) = (None, None, None, None);
+        let (mut reason, mut actual_version) = (None, None);
+        r.object(&mut |r, key| match key {
+            "status" => r.once(&mut status, key, Reader::owned_string),
+            "id" => r.once(&mut id, key, EventId::read),
+            "position" => r.once(&mut position, key, Reader::opt_uint::<u64>),
+            "version" => r.once(&mut version, key, Reader::opt_uint::<u64>),
+            "reason" => r.once(&mut reason, key, Reader::opt_string),
+            "actualVersion" => r.once(&mut actual_version, key, Reader::opt_uint::<u64>),
+            _ => r.raw().map(|_| ()),
+        })?;
+        let id = json::required(r, id, "id")?;
+        let (position, version) = (position.flatten(), version.flatten());
+        let placed = || -> JsonResult<(u64, u64)> {
+            Ok((
+                json::required(r, position, "position")?,
+                json::required(r, version, "version")?,
+            ))
+        };
+        match json::required(r, status, "status")?.as_str() {
+            "ok" => {
+                let (position, version) = placed()?;
+                Ok(PushResult::Ok {
+                    id,
+                    position,
+                    version,
+                })
+            }
+            "duplicate" => {
+                let (position, version) = placed()?;
+                Ok(PushResult::Duplicate {
+                    id,
+                    position,
+                    version,
+                })
+            }
+            "rejected" => Ok(PushResult::Rejected {
+                id,
+                reason: json::required(r, reason.flatten(), "reason")?,
+                actual_version: actual_version.flatten(),
+            }),
+            other => Err(r.error(format!(
+                "unknown variant `{other}`, expected one of `ok`, `duplicate`, `rejected`"
+            ))),
+        }
+    }
+}
+
+impl PushResult {
     pub fn id(&self) -> &EventId {
         match self {
             PushResult::Ok { id, .. }
@@ -311,6 +396,44 @@ pub struct PullResponse {
     pub more: bool,
 }
 
+impl PushResponse {
+    /// Reads the answer to a push (unknown fields skipped).
+    pub fn read(r: &mut Reader<'_>) -> JsonResult<Self> {
+        let (mut results, mut head, mut epoch) = (None, None, None);
+        r.object(&mut |r, key| match key {
+            "results" => r.once(&mut results, key, |r| r.list(PushResult::read)),
+            "head" => r.once(&mut head, key, Reader::u64),
+            "epoch" => r.once(&mut epoch, key, Reader::owned_string),
+            _ => r.raw().map(|_| ()),
+        })?;
+        Ok(PushResponse {
+            results: json::required(r, results, "results")?,
+            head: json::required(r, head, "head")?,
+            epoch: json::required(r, epoch, "epoch")?,
+        })
+    }
+}
+
+impl PullResponse {
+    /// Reads the answer to a pull (unknown fields skipped).
+    pub fn read(r: &mut Reader<'_>) -> JsonResult<Self> {
+        let (mut events, mut head, mut epoch, mut more) = (None, None, None, None);
+        r.object(&mut |r, key| match key {
+            "events" => r.once(&mut events, key, |r| r.list(Event::read)),
+            "head" => r.once(&mut head, key, Reader::u64),
+            "epoch" => r.once(&mut epoch, key, Reader::owned_string),
+            "more" => r.once(&mut more, key, Reader::bool),
+            _ => r.raw().map(|_| ()),
+        })?;
+        Ok(PullResponse {
+            events: json::required(r, events, "events")?,
+            head: json::required(r, head, "head")?,
+            epoch: json::required(r, epoch, "epoch")?,
+            more: json::required(r, more, "more")?,
+        })
+    }
+}
+
 /// The body of every error answer: `{ "error": { "code": "...", "message": "..." } }`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
@@ -321,6 +444,35 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     pub code: String,
     pub message: String,
+}
+
+impl ErrorBody {
+    /// Reads an error answer's body (unknown fields skipped).
+    pub fn read(r: &mut Reader<'_>) -> JsonResult<Self> {
+        let mut error = None;
+        r.object(&mut |r, key| match key {
+            "error" => r.once(&mut error, key, ErrorDetail::read),
+            _ => r.raw().map(|_| ()),
+        })?;
+        Ok(ErrorBody {
+            error: json::required(r, error, "error")?,
+        })
+    }
+}
+
+impl ErrorDetail {
+    fn read(r: &mut Reader<'_>) -> JsonResult<Self> {
+        let (mut code, mut message) = (None, None);
+        r.object(&mut |r, key| match key {
+            "code" => r.once(&mut code, key, Reader::owned_string),
+            "message" => r.once(&mut message, key, Reader::owned_string),
+            _ => r.raw().map(|_| ()),
+        })?;
+        Ok(ErrorDetail {
+            code: json::required(r, code, "code")?,
+            message: json::required(r, message, "message")?,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -378,6 +530,8 @@ mod tests {
         ] {
             let json = serde_json::to_string(&result).unwrap();
             assert_eq!(serde_json::from_str::<PushResult>(&json).unwrap(), result);
+            // The client's reader (src/json.rs) reads what the server's serde writes.
+            assert_eq!(json::parse(&json, PushResult::read).unwrap(), result);
         }
         let text = id.to_string();
         for bad in [
@@ -387,7 +541,66 @@ mod tests {
             r#"{"status":"ok","id":"x","position":1,"version":1}"#.to_string(),
         ] {
             assert!(serde_json::from_str::<PushResult>(&bad).is_err(), "{bad}");
+            assert!(json::parse(&bad, PushResult::read).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_readers_read_what_serde_writes() {
+        let event = Event {
+            id: EventId([1; 16]),
+            position: 7,
+            stream: "s\"1".into(),
+            version: 2,
+            event_type: "T".into(),
+            schema_version: 3,
+            data: RawValue::from_string(r#"{"a":[1,2.5,"\u00e9"]}"#.into()).unwrap(),
+            meta: Some(RawValue::from_string(r#"{"k":null}"#.into()).unwrap()),
+            time: 1_700_000_000_000,
+            origin: Some("tab".into()),
+            pending: false,
+            erased: true,
+        };
+        let pull = PullResponse {
+            events: vec![event.clone()],
+            head: 9,
+            epoch: "e".into(),
+            more: true,
+        };
+        let read = json::parse(&serde_json::to_string(&pull).unwrap(), PullResponse::read).unwrap();
+        assert_eq!(
+            serde_json::to_string(&read).unwrap(),
+            serde_json::to_string(&pull).unwrap()
+        );
+        let push = PushEvent {
+            id: EventId([2; 16]),
+            stream: "s".into(),
+            event_type: "T".into(),
+            schema_version: 1,
+            data: RawValue::from_string("null".into()).unwrap(),
+            meta: None,
+            time: 5,
+            expected_version: ExpectedVersion::Exact(4),
+            erased: false,
+        };
+        let text = serde_json::to_string(&push).unwrap();
+        assert_eq!(json::parse(&text, PushEvent::read).unwrap(), push);
+        // Unknown fields: refused in a pending event (as serde does), skipped in answers.
+        let extra = text.replace("{\"id\"", "{\"x\":1,\"id\"");
+        let err = json::parse(&extra, PushEvent::read).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("unknown field `x` at line 1 column"),
+            "{err}"
+        );
+        let body = r#"{"error":{"code":"UNAUTHORIZED","message":"no","versions":[1]},"x":[]}"#;
+        let body = json::parse(body, ErrorBody::read).unwrap();
+        assert_eq!(body.error.code, "UNAUTHORIZED");
+        let err = json::parse(r#"{"results":[],"head":1}"#, PushResponse::read).unwrap_err();
+        assert!(
+            err.to_string().starts_with("missing field `epoch`"),
+            "{err}"
+        );
     }
 
     #[test]

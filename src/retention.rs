@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::json::{self, JsonResult, Reader};
 
 /// How much of the confirmed log a synced replica keeps (`retain` in TypeScript).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,7 +115,31 @@ impl Retained {
     }
 
     pub fn parse(json: &str) -> Result<Self> {
-        serde_json::from_str(json).map_err(|e| Error::Corrupt(format!("retained record: {e}")))
+        json::parse(json, Retained::read)
+            .map_err(|e| Error::Corrupt(format!("retained record: {e}")))
+    }
+
+    /// Reads the record (unknown fields refused).
+    fn read(r: &mut Reader<'_>) -> JsonResult<Self> {
+        let (mut through, mut streams) = (None, None);
+        r.object(&mut |r, key| match key {
+            "through" => r.once(&mut through, key, Reader::u64),
+            "streams" => r.once(&mut streams, key, |r| {
+                let mut streams = BTreeMap::new();
+                r.object(&mut |r, name| {
+                    let list = r.list(Reader::u64)?;
+                    let base = StreamBase::try_from(list).map_err(|e| r.error(e))?;
+                    streams.insert(name.to_owned(), base);
+                    Ok(())
+                })?;
+                Ok(streams)
+            }),
+            _ => Err(r.unknown_field(key)),
+        })?;
+        Ok(Retained {
+            through: json::required(r, through, "through")?,
+            streams: json::required(r, streams, "streams")?,
+        })
     }
 }
 

@@ -33,7 +33,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
 
-use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::codec::EventRef;
@@ -338,7 +337,7 @@ impl Upcasters {
         if !self.applies(event_type, version) {
             return Ok(None);
         }
-        let mut value: Value = serde_json::from_str(data).map_err(|e| {
+        let mut value = crate::json::value(data).map_err(|e| {
             Error::InvalidEvent(format!(
                 "{event_type} at version {version}: the data is not JSON: {e}"
             ))
@@ -386,7 +385,7 @@ impl Upcasters {
         {
             out.event_type = up.event_type;
             out.schema_version = up.schema_version;
-            out.data = RawValue::from_string(up.data)
+            out.data = crate::json::raw_value(&up.data)
                 .map_err(|e| Error::InvalidEvent(format!("upcast data: {e}")))?;
         }
         Ok(out)

@@ -1,12 +1,14 @@
 //! Core, bottom layer: stream versions as an append expects them ([`ExpectedVersion`]) and
-//! the largest number positions and versions may reach. Imports nothing from the crate:
-//! `error` names it, so it sits below everything.
+//! the largest number positions and versions may reach. Imports only the JSON reader:
+//! `error` names it, so it sits below everything else.
 
 use std::fmt;
 
 use serde::de::{self, Deserializer};
 use serde::ser::Serializer;
 use serde::{Deserialize, Serialize};
+
+use crate::json;
 
 /// What the caller expects of a stream's version before an append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -60,9 +62,37 @@ impl<'de> Deserialize<'de> for ExpectedVersion {
     }
 }
 
+/// What an `expectedVersion` may be, for its error messages.
+const HINT: &str =
+    "`expectedVersion` must be a non-negative integer, \"any\", \"no_stream\" or \"exists\"";
+
 impl ExpectedVersion {
+    /// Reads one from its JSON text (a checked value: [`crate::json::Reader::raw`]).
+    pub(crate) fn from_json_text(raw: &str) -> std::result::Result<Self, String> {
+        match raw.as_bytes().first() {
+            Some(b'n') => Ok(ExpectedVersion::Any),
+            Some(b'"') => match json::parse(raw, |r| r.string()).as_deref() {
+                Ok("any") => Ok(ExpectedVersion::Any),
+                Ok("no_stream") => Ok(ExpectedVersion::NoStream),
+                Ok("exists") => Ok(ExpectedVersion::Exists),
+                Ok(other) => Err(format!("{HINT}, got {other:?}")),
+                Err(_) => Err(format!("{HINT}, got {raw}")),
+            },
+            _ => json::parse(raw, |r| r.u64())
+                .ok()
+                .filter(|v| *v <= MAX_SAFE_INTEGER)
+                .map(ExpectedVersion::Exact)
+                .ok_or_else(|| format!("{HINT}, got {raw}")),
+        }
+    }
+
+    /// Reads one from the next value of `r`.
+    pub(crate) fn read(r: &mut json::Reader<'_>) -> json::JsonResult<Self> {
+        let raw = r.raw()?;
+        ExpectedVersion::from_json_text(raw).map_err(|message| r.error(message))
+    }
+
     pub(crate) fn from_json(value: &serde_json::Value) -> std::result::Result<Self, String> {
-        const HINT: &str = "`expectedVersion` must be a non-negative integer, \"any\", \"no_stream\" or \"exists\"";
         match value {
             serde_json::Value::Null => Ok(ExpectedVersion::Any),
             serde_json::Value::Number(n) => n

@@ -10,6 +10,7 @@ use std::path::Path;
 /// Bottom first: the core, then the adapters, the binding and the server.
 const ORDER: &[&str] = &[
     // core
+    "json",
     "version",
     "error_code",
     "error",

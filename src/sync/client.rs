@@ -14,6 +14,7 @@ use futures::StreamExt;
 use crate::engine::{Engine, Rejection};
 use crate::error::Error;
 use crate::event::EventId;
+use crate::json::{self, JsonResult, Reader};
 use crate::protocol::{ErrorBody, PullResponse, PushRequest, PushResponse, PushResult};
 use crate::storage::Storage;
 
@@ -124,11 +125,9 @@ impl TransportError {
             return Ok(body);
         }
         let body = body.as_ref();
-        // `from_str`, not `from_slice`, here and in every decoder the wasm holds: one
-        // instantiation of serde_json's parser instead of two (the package's size).
         let parsed = std::str::from_utf8(body)
             .map_err(|_| ())
-            .and_then(|text| serde_json::from_str::<ErrorBody>(text).map_err(|_| ()));
+            .and_then(|text| json::parse(text, ErrorBody::read).map_err(|_| ()));
         let (code, message) = match parsed {
             Ok(parsed) => (parsed.error.code, parsed.error.message),
             Err(_) => (String::new(), String::from_utf8_lossy(body).into_owned()),
@@ -184,19 +183,9 @@ impl TransportError {
         // `error.versions` of a 404 UNSUPPORTED_VERSION: what the server speaks (servers
         // before it was added only said so in the message).
         let server = if status == 404 {
-            #[derive(serde::Deserialize)]
-            struct Versions {
-                error: VersionsDetail,
-            }
-            #[derive(serde::Deserialize)]
-            struct VersionsDetail {
-                #[serde(default)]
-                versions: Vec<u32>,
-            }
             std::str::from_utf8(bytes)
                 .ok()
-                .and_then(|text| serde_json::from_str::<Versions>(text).ok())
-                .map(|v| v.error.versions)
+                .and_then(|text| json::parse(text, read_versions).ok())
                 .unwrap_or_default()
         } else {
             Vec::new()
@@ -921,6 +910,22 @@ impl<T: Transport> SyncClient<T> {
         }
         *self.wake.borrow_mut() = None;
     }
+}
+
+/// `error.versions` of an error body (empty when it has none).
+fn read_versions(r: &mut Reader<'_>) -> JsonResult<Vec<u32>> {
+    let mut versions = Vec::new();
+    r.object(&mut |r, key| match key {
+        "error" => r.object(&mut |r, key| match key {
+            "versions" => {
+                versions = r.list(Reader::uint::<u32>)?;
+                Ok(())
+            }
+            _ => r.raw().map(|_| ()),
+        }),
+        _ => r.raw().map(|_| ()),
+    })?;
+    Ok(versions)
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{AbortController, Headers, Request, RequestInit, RequestMode, Response};
 
+use crate::json::{self, JsonResult, Reader};
 use crate::protocol::{PullResponse, PushRequest, PushResponse};
 use crate::sync::client::{Credentials, Timer, Transport, TransportError};
 
@@ -199,10 +200,12 @@ fn encode_component(text: &str) -> String {
     String::from(js_sys::encode_uri_component(text))
 }
 
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, TransportError> {
-    // Through `&str` (see `TransportError::check_status`): one serde_json parser in the wasm.
+fn parse<T>(
+    body: &[u8],
+    read: impl FnOnce(&mut Reader<'_>) -> JsonResult<T>,
+) -> Result<T, TransportError> {
     let text = std::str::from_utf8(body).map_err(|e| TransportError::Protocol(e.to_string()))?;
-    serde_json::from_str(text).map_err(|e| TransportError::Protocol(e.to_string()))
+    json::parse(text, read).map_err(|e| TransportError::Protocol(e.to_string()))
 }
 
 impl Transport for FetchTransport {
@@ -210,7 +213,7 @@ impl Transport for FetchTransport {
         let body =
             serde_json::to_string(request).map_err(|e| TransportError::Protocol(e.to_string()))?;
         let text = self.send("POST", &self.url("push"), Some(body)).await?;
-        parse(&text)
+        parse(&text, PushResponse::read)
     }
 
     async fn pull(
@@ -223,7 +226,7 @@ impl Transport for FetchTransport {
             "pull?after={after}&limit={limit}&wait={wait_seconds}"
         ));
         let text = self.send("GET", &url, None).await?;
-        parse(&text)
+        parse(&text, PullResponse::read)
     }
 }
 

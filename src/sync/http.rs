@@ -4,6 +4,7 @@
 use std::cell::RefCell;
 use std::time::Duration;
 
+use crate::json::{self, JsonResult, Reader};
 use crate::protocol::{PullResponse, PushRequest, PushResponse};
 use crate::sync::client::{Credentials, Timer, Transport, TransportError};
 
@@ -69,8 +70,11 @@ impl HttpTransport {
     }
 }
 
-fn parse<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, TransportError> {
-    serde_json::from_str(text).map_err(|e| TransportError::Protocol(e.to_string()))
+fn parse<T>(
+    text: &str,
+    read: impl FnOnce(&mut Reader<'_>) -> JsonResult<T>,
+) -> Result<T, TransportError> {
+    json::parse(text, read).map_err(|e| TransportError::Protocol(e.to_string()))
 }
 
 impl Transport for HttpTransport {
@@ -82,7 +86,10 @@ impl Transport for HttpTransport {
             .post(self.url("push"))
             .header("content-type", "application/json")
             .body(body);
-        parse(&self.send(builder, Duration::from_secs(30)).await?)
+        parse(
+            &self.send(builder, Duration::from_secs(30)).await?,
+            PushResponse::read,
+        )
     }
 
     async fn pull(
@@ -95,7 +102,10 @@ impl Transport for HttpTransport {
             "pull?after={after}&limit={limit}&wait={wait_seconds}"
         ));
         let timeout = Duration::from_secs(u64::from(wait_seconds) + 30);
-        parse(&self.send(self.client.get(url), timeout).await?)
+        parse(
+            &self.send(self.client.get(url), timeout).await?,
+            PullResponse::read,
+        )
     }
 }
 

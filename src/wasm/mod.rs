@@ -11,13 +11,14 @@ mod storage;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 
+use crate::json;
 use js_sys::{Function, Promise, Reflect};
 use serde::Serialize;
-use serde_json::value::RawValue;
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::future_to_promise;
 
 use crate::contract::{
     AppendReply, ChangeMessage, CommandResultReply, CompactionReply, JsonFragment, OpenOptions,
@@ -91,6 +92,14 @@ fn to_json<T: Serialize>(value: &T) -> Result<String> {
     serde_json::to_string(value).map_err(|e| Error::Storage(format!("reply not serialisable: {e}")))
 }
 
+/// The Promise of an async method. The body is boxed so that one copy of
+/// `future_to_promise`'s glue (spawning, waking, settling the Promise) serves every method
+/// instead of one per method's future type (-2 KB brotli); one allocation per call.
+fn promise(body: impl Future<Output = std::result::Result<JsValue, JsValue>> + 'static) -> Promise {
+    let body: Pin<Box<dyn Future<Output = std::result::Result<JsValue, JsValue>>>> = Box::pin(body);
+    wasm_bindgen_futures::future_to_promise(body)
+}
+
 fn js_result<T>(result: Result<T>) -> std::result::Result<T, JsValue> {
     result.map_err(|e| to_js_error(&e))
 }
@@ -102,9 +111,19 @@ fn whole_number(name: &str, value: f64) -> Result<u64> {
         Ok(value as u64)
     } else {
         Err(Error::InvalidArgument(format!(
-            "`{name}` must be a non-negative integer, got {value}"
+            "`{name}` must be a non-negative integer, got {}",
+            number_text(value)
         )))
     }
+}
+
+/// A JS number as JavaScript writes it (`1.5`, `NaN`, `-Infinity`): Rust's own float
+/// formatting would add 5 KB (brotli) to the wasm for these error messages alone.
+fn number_text(value: f64) -> String {
+    js_sys::Number::from(value)
+        .to_string_with_radix(10)
+        .map(String::from)
+        .unwrap_or_else(|_| "a number".into())
 }
 
 /// Reading the options of `WasmStore.open` ([`OpenOptions`], in the contract).
@@ -119,7 +138,8 @@ impl OpenOptionsExt for OpenOptions {
         if json.is_empty() || json == "null" || json == "undefined" {
             return Ok(OpenOptions::default());
         }
-        serde_json::from_str(json).map_err(|e| Error::InvalidArgument(format!("open options: {e}")))
+        json::parse(json, OpenOptions::read)
+            .map_err(|e| Error::InvalidArgument(format!("open options: {e}")))
     }
 
     fn engine_options(&self) -> Result<EngineOptions> {
@@ -273,7 +293,7 @@ impl WasmStore {
     pub fn append(&self, batch_json: Vec<u8>) -> Promise {
         let engine = self.engine.clone();
         let changes = self.changes.clone();
-        future_to_promise(async move {
+        promise(async move {
             let out = async {
                 let text = String::from_utf8(batch_json)
                     .map_err(|_| Error::InvalidEvent("the batch is not UTF-8 text".into()))?;
@@ -309,7 +329,7 @@ impl WasmStore {
     #[wasm_bindgen(js_name = loadFrom)]
     pub fn load_from(&self, after: f64) -> Promise {
         let engine = self.engine.clone();
-        future_to_promise(async move {
+        promise(async move {
             let out = async {
                 let after = whole_number("after", after)?;
                 engine.load_from(after).await
@@ -330,31 +350,27 @@ impl WasmStore {
     #[wasm_bindgen(js_name = loadStep)]
     pub fn load_step(&self) -> Promise {
         let engine = self.engine.clone();
-        future_to_promise(async move { js_result(engine.load_step().await).map(JsValue::from) })
+        promise(async move { js_result(engine.load_step().await).map(JsValue::from) })
     }
 
     /// Loads and indexes everything a lazy open left out.
     pub fn complete(&self) -> Promise {
         let engine = self.engine.clone();
-        future_to_promise(
-            async move { js_result(engine.complete().await).map(|()| JsValue::UNDEFINED) },
-        )
+        promise(async move { js_result(engine.complete().await).map(|()| JsValue::UNDEFINED) })
     }
 
     /// Reads what other tabs changed; the listener hears of it.
     #[wasm_bindgen(js_name = catchUp)]
     pub fn catch_up(&self) -> Promise {
         let engine = self.engine.clone();
-        future_to_promise(
-            async move { js_result(engine.catch_up().await).map(|_| JsValue::UNDEFINED) },
-        )
+        promise(async move { js_result(engine.catch_up().await).map(|_| JsValue::UNDEFINED) })
     }
 
     /// The pending events the server refused, as a JSON array of `RejectionMessage`
     /// `{"event","reason","actualVersion"?}`.
     pub fn rejected(&self) -> Promise {
         let engine = self.engine.clone();
-        future_to_promise(async move {
+        promise(async move {
             let out = async {
                 let list = engine.rejected().await?;
                 let list: Vec<RejectionMessage<'_>> =
@@ -391,7 +407,7 @@ impl WasmStore {
             }
         });
         let engine = self.engine.clone();
-        Ok(future_to_promise(async move {
+        Ok(promise(async move {
             client
                 .run(&engine, &TimeoutTimer, js_sys::Math::random)
                 .await;
@@ -405,7 +421,7 @@ impl WasmStore {
                 "open the store with `sync` to sync it".into(),
             ));
         }
-        let config: SyncConfig = serde_json::from_str(config_json)
+        let config = json::parse(config_json, SyncConfig::read)
             .map_err(|e| Error::InvalidArgument(format!("sync options: {e}")))?;
         if config.url.trim().is_empty() || config.store.trim().is_empty() {
             return Err(Error::InvalidArgument(
@@ -443,7 +459,7 @@ impl WasmStore {
     pub fn sync_now(&self) -> Promise {
         let engine = self.engine.clone();
         let client = self.sync.borrow().clone();
-        future_to_promise(async move {
+        promise(async move {
             let Some(client) = client else {
                 return Err(to_js_error(&Error::InvalidArgument(
                     "sync is not started in this tab".into(),
@@ -475,8 +491,8 @@ impl WasmStore {
     /// headers?}`: a refreshed token) and retries at once if a refused token stopped sync.
     #[wasm_bindgen(js_name = setSyncAuth)]
     pub fn set_sync_auth(&self, auth_json: &str) -> std::result::Result<(), JsValue> {
-        let auth: SyncAuth = js_result(
-            serde_json::from_str(auth_json)
+        let auth = js_result(
+            json::parse(auth_json, SyncAuth::read)
                 .map_err(|e| Error::InvalidArgument(format!("sync credentials: {e}"))),
         )?;
         if let Some(client) = self.sync.borrow().as_ref() {
@@ -567,10 +583,13 @@ impl WasmStore {
         let generation = engine.log_generation();
         // Likewise an erasure after it (the state folded data that is gone).
         let erasures = engine.erasures();
-        future_to_promise(async move {
+        promise(async move {
             let out = async {
                 let version = u32::try_from(whole_number("version", version)?).map_err(|_| {
-                    Error::InvalidArgument(format!("`version` {version} is too large"))
+                    Error::InvalidArgument(format!(
+                        "`version` {} is too large",
+                        number_text(version)
+                    ))
                 })?;
                 let position = whole_number("position", position)?;
                 if name.is_empty() {
@@ -578,7 +597,7 @@ impl WasmStore {
                         "a snapshot needs a non-empty name".into(),
                     ));
                 }
-                serde_json::from_str::<&RawValue>(&state_json).map_err(|e| {
+                json::validate(&state_json).map_err(|e| {
                     Error::InvalidArgument(format!("snapshot state is not JSON: {e}"))
                 })?;
                 engine
@@ -603,17 +622,17 @@ impl WasmStore {
     /// `undefined` when none is stored. Whether to trust it: `snapshotTrusted`.
     pub fn snapshot(&self, name: String) -> Promise {
         let engine = self.engine.clone();
-        future_to_promise(async move {
+        promise(async move {
             let out = async {
                 let Some(record) = engine.snapshot(&name).await? else {
                     return Ok(None);
                 };
-                let state: &RawValue = serde_json::from_str(&record.state)
+                json::validate(&record.state)
                     .map_err(|e| Error::Corrupt(format!("snapshot `{name}` is not JSON: {e}")))?;
                 to_json(&SnapshotReply {
                     version: record.version,
                     position: record.position,
-                    state,
+                    state: JsonFragment::trusted(&record.state),
                 })
                 .map(Some)
             }
@@ -625,7 +644,7 @@ impl WasmStore {
     #[wasm_bindgen(js_name = deleteSnapshot)]
     pub fn delete_snapshot(&self, name: String) -> Promise {
         let engine = self.engine.clone();
-        future_to_promise(async move {
+        promise(async move {
             js_result(engine.delete_snapshot(&name).await).map(|()| JsValue::UNDEFINED)
         })
     }
@@ -634,7 +653,7 @@ impl WasmStore {
     /// `{"segmentsBefore","segmentsAfter","events"}`.
     pub fn compact(&self) -> Promise {
         let engine = self.engine.clone();
-        future_to_promise(async move {
+        promise(async move {
             let out = async {
                 let r = engine.compact().await?;
                 to_json(&CompactionReply {
@@ -676,7 +695,7 @@ impl WasmStore {
     /// Closes the store once writes in flight are done; later calls fail with `CLOSED`.
     pub fn close(&self) -> Promise {
         let engine = self.engine.clone();
-        future_to_promise(async move {
+        promise(async move {
             engine.close().await;
             Ok(JsValue::UNDEFINED)
         })

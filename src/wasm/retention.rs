@@ -3,9 +3,8 @@
 
 use js_sys::Promise;
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::future_to_promise;
 
-use super::{js_result, whole_number, WasmStore};
+use super::{js_result, promise, whole_number, WasmStore};
 use crate::error::{Error, Result};
 use crate::retention::Retention;
 
@@ -23,7 +22,7 @@ impl WasmStore {
     pub fn retain(&self, events: f64, names: Vec<String>, versions: &[f64]) -> Promise {
         let engine = self.engine.clone();
         let covering = covering(names, versions);
-        future_to_promise(async move {
+        promise(async move {
             let out = async {
                 let policy = Retention::events(whole_number("retain.events", events)?);
                 let covering = covering?;

@@ -13,6 +13,7 @@ use crate::command_plan::{command_event_id, plan_batch, CommandIds};
 use crate::contract::{CommandPlanRequest, PlannedEvent};
 use crate::error::{Error, Result};
 use crate::event::ExpectedVersion;
+use crate::json;
 use crate::ErrorCode;
 
 /// Every code an `AnnalsError` can carry, as the core defines them (`ErrorCode`): the
@@ -61,7 +62,7 @@ pub fn plan_command(request_json: &str) -> std::result::Result<String, JsValue> 
 }
 
 fn plan_command_json(request_json: &str) -> Result<String> {
-    let request: CommandPlanRequest = serde_json::from_str(request_json)
+    let request = json::parse(request_json, CommandPlanRequest::read)
         .map_err(|e| Error::InvalidArgument(format!("command plan: {e}")))?;
     if request.stream.is_empty() || request.command_id.is_empty() {
         return Err(Error::InvalidArgument(
@@ -77,8 +78,7 @@ fn plan_command_json(request_json: &str) -> Result<String> {
     for e in request.events {
         let data = match e.data {
             Some(data) => data,
-            None => serde_json::value::to_raw_value(&())
-                .map_err(|e| Error::InvalidEvent(format!("`data`: {e}")))?,
+            None => serde_json::value::RawValue::NULL.to_owned(),
         };
         let schema_version = match e.schema_version {
             None => 1,
