@@ -2,14 +2,19 @@
 // it is the store's only writer, so the core writes without first reading what other tabs
 // wrote, and an append is one `put` (src/storage/indexeddb.rs). The holder keeps it between
 // writes and lets go when another tab asks for it (a message on `annals-writer:<name>`), when
-// the page freezes, and when the store closes; a tab that wants it asks again every
-// ASK_AGAIN_MS while it waits, so that an ask sent before the holder took the lock is not lost.
+// the page freezes, when the store closes, and after IDLE_MS without a write (a tab that
+// cannot ask, having no BroadcastChannel or its messages held up, waits at most that long);
+// a tab that wants it asks again every ASK_AGAIN_MS while it waits, so that an ask sent before
+// the holder took the lock is not lost.
 
 import type { LockManagerLike } from "./reactor.js";
 import type { ChannelLike } from "./tabs.js";
 
 /** How often a tab waiting for the lock asks the holder again. */
 export const ASK_AGAIN_MS = 100;
+
+/** How long the holder keeps the lock without a write. */
+export const IDLE_MS = 200;
 
 /** The lock as the core uses it (src/wasm/storage.rs). */
 export interface WasmWriterLock {
@@ -54,6 +59,9 @@ export class WriterLock implements WasmWriterLock {
   #inFlight = 0;
   /** Let go once no write is in flight (another tab asked, or the page froze). */
   #yielding = false;
+  /** Counts writes entered: the idle timer lets go only if none entered since it was set. */
+  #entered = 0;
+  #idleTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(name: string, locks: LockManagerLike, channel: ChannelLike | undefined) {
     this.#lockName = `annals-writer:${name}`;
@@ -73,6 +81,7 @@ export class WriterLock implements WasmWriterLock {
   enter(): number | Promise<unknown> {
     if (this.#release && !this.#yielding) {
       this.#inFlight += 1;
+      this.#entered += 1;
       return this.#lease;
     }
     if (this.#closed) return Promise.reject(abortError());
@@ -92,6 +101,7 @@ export class WriterLock implements WasmWriterLock {
   leave(): void {
     this.#inFlight = Math.max(0, this.#inFlight - 1);
     this.#letGoIfIdle();
+    this.#letGoLater();
   }
 
   /** Another tab asked: lets go as soon as no write is in flight; a later write takes the lock again. */
@@ -118,6 +128,7 @@ export class WriterLock implements WasmWriterLock {
   /** The store closed: lets go and stops asking; a write still waiting fails (`AbortError`). */
   close(): void {
     this.#closed = true;
+    clearTimeout(this.#idleTimer);
     this.#withdraw?.abort();
     this.#withdraw = undefined;
     this.#release?.();
@@ -126,6 +137,20 @@ export class WriterLock implements WasmWriterLock {
     const waiting = this.#waiting;
     this.#waiting = undefined;
     waiting?.failed(abortError());
+  }
+
+  /** Lets go after IDLE_MS if no write entered meanwhile (one timer at a time). */
+  #letGoLater(): void {
+    if (!this.#release || this.#idleTimer !== undefined) return;
+    const entered = this.#entered;
+    const timer = setTimeout(() => {
+      this.#idleTimer = undefined;
+      if (this.#entered === entered && this.#inFlight === 0) this.yield();
+      else this.#letGoLater();
+    }, IDLE_MS);
+    // Node: the timer must not keep the process alive.
+    (timer as { unref?: () => void }).unref?.();
+    this.#idleTimer = timer;
   }
 
   #letGoIfIdle(): void {
@@ -192,6 +217,7 @@ export class WriterLock implements WasmWriterLock {
     this.#waiting = undefined;
     waiting?.granted();
     this.#yieldIfOthersWait();
+    this.#letGoLater();
     return held;
   }
 

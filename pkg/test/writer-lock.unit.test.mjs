@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { ASK_AGAIN_MS, WriterLock, writerLockFor } from "../dist/writer-lock.js";
+import { ASK_AGAIN_MS, IDLE_MS, WriterLock, writerLockFor } from "../dist/writer-lock.js";
 import { fakeLocks } from "./fake-locks.mjs";
 
 const tick = (ms = 0) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -207,4 +207,22 @@ test("primed as the store opens, the lock is held before the first write when no
   assert.equal(locks.waiting(lockName), 0);
   assert.equal(await write(b), 1, "a write asks for it as usual");
   b.leave();
+});
+
+test("a holder lets go after a while without writes, so a tab that cannot ask still gets the lock", async (t) => {
+  const locks = fakeLocks();
+  const name = `orders-${++stores}`;
+  // Neither has a channel: no ask reaches anyone.
+  const holder = new WriterLock(name, locks, undefined);
+  const other = new WriterLock(name, locks, undefined);
+  t.after(() => (holder.close(), other.close()));
+  await write(holder);
+  holder.leave();
+  assert.equal(holder.enter(), 1, "kept between writes that follow each other");
+  holder.leave();
+  const started = Date.now();
+  assert.equal(await write(other), 1);
+  assert.ok(Date.now() - started >= IDLE_MS * 0.9, "only once the holder was idle that long");
+  other.leave();
+  assert.equal(holder.held, false);
 });

@@ -766,43 +766,37 @@ fn segment_end(segment: &Segment) -> Result<u64> {
     Ok(first + u64::from(count) - 1)
 }
 
-/// The head of the stored log, given the stored counters' `head`: theirs, or, when the last
-/// segment starts after it (appended by the lock holder alone), that segment's end. One
-/// backwards key-cursor step, and a read of that one segment only when needed.
-async fn derived_head(segments: &IdbObjectStore, counted: u64) -> Result<u64> {
+/// The last key of `store` (one backwards key-cursor step); `None` when it is empty.
+async fn last_key(store: &IdbObjectStore, what: &str) -> Result<Option<u64>> {
     let cursor = Request::new(
-        segments
+        store
             .open_key_cursor_with_range_and_direction(&JsValue::UNDEFINED, IdbCursorDirection::Prev)
             .map_err(js_error)?,
     )
     .await?;
-    let Some(cursor) = cursor.dyn_ref::<web_sys::IdbCursor>() else {
-        return Ok(counted); // no segment at all
-    };
-    let last = position_from_js(&cursor.key().map_err(js_error)?, "segment key")?;
-    if last <= counted {
-        return Ok(counted);
+    cursor
+        .dyn_ref::<web_sys::IdbCursor>()
+        .map(|cursor| position_from_js(&cursor.key().map_err(js_error)?, what))
+        .transpose()
+}
+
+/// The head of the stored log, given the stored counters' `head`: theirs, or, when the last
+/// segment starts after it (appended by the lock holder alone), that segment's end. A read
+/// of that one segment only when needed.
+async fn derived_head(segments: &IdbObjectStore, counted: u64) -> Result<u64> {
+    match last_key(segments, "segment key").await? {
+        Some(last) if last > counted => {
+            let value = Request::new(segments.get(&key(last)).map_err(js_error)?).await?;
+            segment_end(&segment_from_js(&value)?)
+        }
+        _ => Ok(counted),
     }
-    let value = Request::new(segments.get(&key(last)).map_err(js_error)?).await?;
-    segment_end(&segment_from_js(&value)?)
 }
 
 /// The outbox's last sequence number, given the stored counters': theirs, or the last
-/// record's when the lock holder added records alone (one backwards key-cursor step).
+/// record's when the lock holder added records alone.
 async fn derived_pending_seq(pending: &IdbObjectStore, counted: u64) -> Result<u64> {
-    let cursor = Request::new(
-        pending
-            .open_key_cursor_with_range_and_direction(&JsValue::UNDEFINED, IdbCursorDirection::Prev)
-            .map_err(js_error)?,
-    )
-    .await?;
-    match cursor.dyn_ref::<web_sys::IdbCursor>() {
-        Some(cursor) => Ok(counted.max(position_from_js(
-            &cursor.key().map_err(js_error)?,
-            "outbox key",
-        )?)),
-        None => Ok(counted),
-    }
+    Ok(counted.max(last_key(pending, "outbox key").await?.unwrap_or(0)))
 }
 
 /// Reads the counters: the `counters` array (one request), or, in a store written before
