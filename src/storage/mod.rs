@@ -42,8 +42,9 @@ pub const FORMAT_MARKED: u32 = 3;
 pub trait WriterLock {
     /// Waits until this handle holds the lock, for one write, and returns the lease: a
     /// number that changes whenever the lock was let go and taken again (what was read
-    /// under an earlier lease may have changed since). Each `enter` is paired with one
-    /// [`WriterLock::leave`] once the write is over, committed or not.
+    /// under an earlier lease may have changed since). Each lease given is paired with one
+    /// [`WriterLock::leave`] once the write is over, committed or not (a failed wait gives
+    /// none, and is not left).
     fn enter(&self) -> Entered<'_>;
     /// The write `enter` was for is over: the lock may be let go to another handle.
     fn leave(&self);
