@@ -123,7 +123,7 @@ pub struct Known {
 pub struct Fresh {
     /// The whole confirmed log was replaced: `segments` then hold it from position 1.
     pub log_reset: bool,
-    /// Segments holding positions after the known head (see [`Storage::read_segments`]).
+    /// Segments holding positions after the known head (see [`Storage::changes`]).
     pub segments: Vec<Segment>,
     /// Pending records were removed or rewritten: `pending` holds all of them.
     pub pending_replaced: bool,
