@@ -28,7 +28,8 @@ use crate::error::{Error, Result};
 /// head. Every IndexedDB store is moved to it when opened.
 pub const FORMAT_VERSION: u32 = 4;
 
-/// The format a new store is written in, and that an older one is moved to when opened.
+/// The format a new memory store is written in (IndexedDB stores are moved to
+/// [`FORMAT_VERSION`] when opened).
 pub const FORMAT_BASE: u32 = 2;
 
 /// The format a retention cut or an erased event raises a store to ([`Commit::raises_format`]).
