@@ -109,6 +109,34 @@ pub struct ChangeMessage<'a> {
     pub confirmed_events: JsonFragment<'a>,
     #[cfg_attr(feature = "ts", ts(type = "AnnalsEvent[]"))]
     pub pending_events: JsonFragment<'a>,
+    /// Set when the new events are exactly those of one tagged `append` call: the event
+    /// arrays are then empty, and the caller builds the events from the batch it passed
+    /// and these stamps (no round trip of their payloads through JSON).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
+    pub own: Option<OwnAppend<'a>>,
+}
+
+/// What the core added to the events of a tagged `append` ([`ChangeMessage::own`]): the
+/// events are at positions `previousHead + 1 ..= head`, confirmed when `head` is the
+/// confirmed head, else pending.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "ts", derive(TS))]
+pub struct OwnAppend<'a> {
+    /// The tag the `append` call was given.
+    #[cfg_attr(feature = "ts", ts(type = "number"))]
+    pub tag: u64,
+    /// Every event's id, in order (given or generated).
+    #[cfg_attr(feature = "ts", ts(type = "string[]"))]
+    pub ids: JsonFragment<'a>,
+    /// Every event's version in its stream, in order.
+    #[cfg_attr(feature = "ts", ts(type = "number[]"))]
+    pub versions: Vec<u64>,
+    /// The time recorded on every event of the batch.
+    #[cfg_attr(feature = "ts", ts(type = "number"))]
+    pub time: u64,
+    /// The origin recorded on every event of the batch, if any.
+    pub origin: Option<&'a str>,
 }
 
 /// The reply of `snapshot` (or `undefined` when none is stored).
@@ -577,6 +605,7 @@ pub fn typescript_module() -> String {
     out.push_str("import type { AnnalsErrorCode } from \"./error-codes.js\";\n\n");
     decl::<AppendReply<'static>>(&mut out);
     decl::<ChangeMessage<'static>>(&mut out);
+    decl::<OwnAppend<'static>>(&mut out);
     decl::<SnapshotReply<'static>>(&mut out);
     decl::<SyncReportReply>(&mut out);
     decl::<CompactionReply>(&mut out);
@@ -641,10 +670,37 @@ mod tests {
             erased_from: 2,
             confirmed_events: JsonFragment::trusted("[]"),
             pending_events: JsonFragment::trusted("[{}]"),
+            own: None,
         };
         assert_eq!(
             serde_json::to_string(&message).unwrap(),
             r#"{"seq":3,"reset":false,"rebased":true,"previousHead":4,"head":6,"confirmed":4,"erasedFrom":2,"confirmedEvents":[],"pendingEvents":[{}]}"#
+        );
+    }
+
+    #[test]
+    fn a_change_of_a_tagged_append_carries_its_stamps_instead_of_events() {
+        let message = ChangeMessage {
+            seq: 1,
+            reset: false,
+            rebased: false,
+            previous_head: 0,
+            head: 2,
+            confirmed: 2,
+            erased_from: 0,
+            confirmed_events: JsonFragment::trusted("[]"),
+            pending_events: JsonFragment::trusted("[]"),
+            own: Some(OwnAppend {
+                tag: 7,
+                ids: JsonFragment::trusted(r#"["a","b"]"#),
+                versions: vec![1, 2],
+                time: 5,
+                origin: None,
+            }),
+        };
+        assert_eq!(
+            serde_json::to_string(&message).unwrap(),
+            r#"{"seq":1,"reset":false,"rebased":false,"previousHead":0,"head":2,"confirmed":2,"erasedFrom":0,"confirmedEvents":[],"pendingEvents":[],"own":{"tag":7,"ids":["a","b"],"versions":[1,2],"time":5,"origin":null}}"#
         );
     }
 

@@ -177,6 +177,10 @@ pub struct Change {
     /// The lowest confirmed position whose event was erased by this change (0: none):
     /// state folded from there on held the erased data and must be folded again.
     pub erased_from: u64,
+    /// The tag of the [`Engine::append_tagged`] call whose write made this change (0: any
+    /// other write). The change may hold more than that append's events (what other
+    /// writers committed, taken in by the same transaction).
+    pub append_tag: u64,
 }
 
 impl Change {
@@ -778,6 +782,7 @@ impl<S: Storage> Engine<S> {
             pending_from: if rebased { 0 } else { before.pending },
             pending: after.pending,
             erased_from: if log_reset { 0 } else { erased_from },
+            append_tag: 0,
         }
     }
 
@@ -825,6 +830,7 @@ impl<S: Storage> Engine<S> {
         Ok(Writing {
             engine: self,
             before: self.mark(),
+            append_tag: 0,
             _writer: writer,
         })
     }
@@ -898,6 +904,13 @@ impl<S: Storage> Engine<S> {
     /// [`crate::append::plan_append`]). More than [`Limits::max_batch_events`] events is
     /// [`Error::TooLarge`].
     pub async fn append(&self, batch: Vec<NewEvent>) -> Result<AppendOutcome> {
+        self.append_tagged(batch, 0).await
+    }
+
+    /// [`Engine::append`], with `tag` (not 0) on the [`Change`] its write reports, so that
+    /// a listener can tell the change that carries these events from others' (and take
+    /// the events from the caller instead of reading them back).
+    pub async fn append_tagged(&self, batch: Vec<NewEvent>, tag: u64) -> Result<AppendOutcome> {
         self.check_open()?;
         let max = self.options.borrow().limits.max_batch_events;
         if batch.len() > max {
@@ -909,7 +922,8 @@ impl<S: Storage> Engine<S> {
             )));
         }
         self.complete().await?;
-        let write = self.begin_write().await?;
+        let mut write = self.begin_write().await?;
+        write.append_tag = tag;
         if batch.is_empty() {
             return Ok(AppendOutcome {
                 results: Vec::new(),
@@ -1987,6 +2001,8 @@ impl<S: Storage> Engine<S> {
 struct Writing<'e, S: Storage> {
     engine: &'e Engine<S>,
     before: Mark,
+    /// Put on the change [`Writing::finish`] reports ([`Change::append_tag`]).
+    append_tag: u64,
     _writer: MutexGuard<'e, ()>,
 }
 
@@ -2032,7 +2048,10 @@ impl<S: Storage> Writing<'_, S> {
 
     /// Ends the write: tells the listeners what changed since it began, and returns it.
     fn finish(self) -> Change {
-        let change = self.engine.change_since(self.before);
+        let change = Change {
+            append_tag: self.append_tag,
+            ..self.engine.change_since(self.before)
+        };
         self.engine.notify(change);
         change
     }

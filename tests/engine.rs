@@ -603,6 +603,35 @@ fn change_notifications_follow_the_head() {
 }
 
 #[test]
+fn a_tagged_append_tags_the_change_it_makes_and_only_that_one() {
+    let storage = MemoryStorage::new();
+    let engine = open(&storage);
+    let other_tab = open(&storage);
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let sink = seen.clone();
+    engine.subscribe(move |c| {
+        sink.borrow_mut()
+            .push((c.append_tag, c.previous_head(), c.head()))
+    });
+    let out = block_on(engine.append_tagged(vec![ev("s", "T", json!(1))], 7)).unwrap();
+    assert_eq!(out.change.append_tag, 7);
+    block_on(engine.append(vec![ev("s", "T", json!(2))])).unwrap();
+    // Another tab's event, taken in by the next tagged append's transaction: one change
+    // with both, still tagged (the listener checks that it holds more than the batch).
+    block_on(other_tab.append(vec![ev("s", "T", json!(3))])).unwrap();
+    block_on(engine.append_tagged(vec![ev("s", "T", json!(4))], 8)).unwrap();
+    block_on(other_tab.append(vec![ev("s", "T", json!(5))])).unwrap();
+    block_on(engine.catch_up()).unwrap();
+    // A refused tagged append writes nothing and reports nothing.
+    let refused = block_on(engine.append_tagged(
+        vec![ev("s", "T", json!(6)).expecting(ExpectedVersion::Exact(1))],
+        9,
+    ));
+    assert!(refused.is_err());
+    assert_eq!(*seen.borrow(), [(7, 0, 1), (0, 1, 2), (8, 2, 4), (0, 4, 5)]);
+}
+
+#[test]
 fn compaction_merges_segments_without_losing_or_reordering() {
     let storage = MemoryStorage::new();
     let engine = open(&storage);

@@ -242,42 +242,58 @@ function describeValue(value: unknown): string {
 /**
  * Whether `value` is data that `JSON.stringify` writes faithfully: strings, booleans, null,
  * finite numbers, arrays (without `undefined`) and plain objects of them (properties that
- * are `undefined` are left out, as always). `false` for anything {@link unfaithful} must
- * look at: a function, symbol, BigInt, non-finite number, a class instance (`Date`, `Map`,
- * typed arrays, ...), `undefined` in an array, or nesting past 64 levels (cycles). One
- * look at each value: the append path's fast path.
+ * are `undefined` are left out, as always). `NOT_PLAIN` for anything {@link unfaithful}
+ * must look at: a function, symbol, BigInt, non-finite number, a class instance (`Date`,
+ * `Map`, typed arrays, ...), `undefined` in an array, or nesting past 64 levels (cycles).
+ * `EXACT` when parsing the JSON would also give it back as it is: no `undefined` property,
+ * no `-0`, no null-prototype object. One look at each value: the append path's fast path.
  */
-function isPlainJson(value: unknown, depth: number): boolean {
+function jsonVerdict(value: unknown, depth: number): JsonVerdict {
   switch (typeof value) {
     case "string":
     case "boolean":
+      return EXACT;
     case "undefined":
-      return true;
+      return PLAIN; // at the top of a field: left out
     case "number":
-      return Number.isFinite(value);
+      return !Number.isFinite(value) ? NOT_PLAIN : Object.is(value, -0) ? PLAIN : EXACT;
     case "object": {
-      if (value === null) return true;
-      if (depth > 64) return false;
+      if (value === null) return EXACT;
+      if (depth > 64) return NOT_PLAIN;
+      let verdict: JsonVerdict = EXACT;
       if (Array.isArray(value)) {
         for (let i = 0; i < value.length; i++) {
           const item: unknown = value[i];
-          if (item === undefined || !isPlainJson(item, depth + 1)) return false;
+          if (item === undefined) return NOT_PLAIN;
+          verdict = Math.min(verdict, jsonVerdict(item, depth + 1)) as JsonVerdict;
+          if (verdict === NOT_PLAIN) return NOT_PLAIN;
         }
-        return true;
+        return verdict;
       }
-      // A plain object (or one with a null prototype); anything else, and an own
-      // `constructor` key, is for the close look.
-      if ((value as { constructor?: unknown }).constructor !== Object && Object.getPrototypeOf(value) !== null) return false;
+      // A plain object (or one with a null prototype, which parsing does not give back);
+      // anything else, and an own `constructor` key, is for the close look.
+      if ((value as { constructor?: unknown }).constructor !== Object) {
+        if (Object.getPrototypeOf(value) !== null) return NOT_PLAIN;
+        verdict = PLAIN;
+      }
       const record = value as Record<string, unknown>;
       for (const key in record) {
-        if (Object.prototype.hasOwnProperty.call(record, key) && !isPlainJson(record[key], depth + 1)) return false;
+        if (!Object.prototype.hasOwnProperty.call(record, key)) continue;
+        verdict = Math.min(verdict, jsonVerdict(record[key], depth + 1)) as JsonVerdict;
+        if (verdict === NOT_PLAIN) return NOT_PLAIN;
       }
-      return true;
+      return verdict;
     }
     default:
-      return false;
+      return NOT_PLAIN;
   }
 }
+
+/** What {@link jsonVerdict} finds, worst first. */
+const NOT_PLAIN = 0;
+const PLAIN = 1;
+const EXACT = 2;
+type JsonVerdict = typeof NOT_PLAIN | typeof PLAIN | typeof EXACT;
 
 /** Why JSON cannot carry `value` faithfully (a primitive), or undefined if it can. */
 function unfaithfulPrimitive(value: unknown): string | undefined {
@@ -393,6 +409,15 @@ export function invalidEvent(index: number, event: unknown, issues: EventIssue[]
 
 /** One JSON.stringify for the whole batch; INVALID_EVENT, naming the path, for what JSON cannot carry faithfully. */
 export function serializeBatch(events: readonly unknown[]): string {
+  return serializeBatchAs(events).json;
+}
+
+/**
+ * {@link serializeBatch}, and whether parsing the JSON gives the events back exactly
+ * (`exact`: plain objects with no `undefined` fields, no `-0`), so that the events'
+ * objects can stand for what the core stores.
+ */
+export function serializeBatchAs(events: readonly unknown[]): { json: string; exact: boolean } {
   for (let i = 0; i < events.length; i++) {
     const event = events[i];
     if (typeof event !== "object" || event === null || Array.isArray(event)) {
@@ -402,14 +427,15 @@ export function serializeBatch(events: readonly unknown[]): string {
   // Plain JSON data (the common case) is checked in one pass and written by the native
   // serialiser's fast path. Anything else is looked at closely, event by event, and refused
   // with the path and the reason if JSON would change it.
-  if (!isPlainJson(events, 0)) {
+  const verdict = jsonVerdict(events, 0);
+  if (verdict === NOT_PLAIN) {
     for (let i = 0; i < events.length; i++) {
       const found = unfaithful(events[i]);
       if (found) throw invalidEvent(i, events[i], [found], undefined, true);
     }
   }
   try {
-    return JSON.stringify(events);
+    return { json: JSON.stringify(events), exact: verdict === EXACT };
   } catch (error) {
     const reason = error instanceof Error ? error.message : String(error);
     throw new AnnalsError("INVALID_EVENT", `the events are not JSON-serialisable: ${reason}`, { cause: error });

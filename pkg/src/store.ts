@@ -513,7 +513,14 @@ export class AnnalsStore<E extends EventShape, S, A = {}> implements Store<E, S,
       if (typeof json === "string") {
         message = JSON.parse(json) as ChangeMessage;
         const { upcasters } = this.#evolution;
-        if (upcasters.active) {
+        if (message.own) {
+          // This tab's append: its events are the batch's objects (at the current schema
+          // versions), stamped; the core's copy is read only if the batch is not at hand.
+          const own = this.#writes.ownEvents(message);
+          const events = own === undefined ? this.#range(message.previousHead, message.head) : upcasters.active ? upcasters.upcastEvents(own) : own;
+          if (message.head > message.confirmed) message.pendingEvents = events;
+          else message.confirmedEvents = events;
+        } else if (upcasters.active) {
           message.confirmedEvents = upcasters.upcastEvents(message.confirmedEvents);
           message.pendingEvents = upcasters.upcastEvents(message.pendingEvents);
         }

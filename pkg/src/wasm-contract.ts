@@ -47,7 +47,11 @@ export interface WasmStoreHandle {
   /** `json` is a `ChangeMessage`. */
   setListener(listener: (json: string | null, error?: unknown) => void): void;
   /** The batch as JSON, UTF-8 encoded; resolves to an `AppendReply` (JSON). */
-  append(batchJson: Uint8Array): Promise<unknown>;
+  /**
+   * `tag`: 0, or a number unique among the appends in flight; the change that carries
+   * exactly this batch then comes as its stamps (`ChangeMessage.own`).
+   */
+  append(batchJson: Uint8Array, tag: number): Promise<unknown>;
   catchUp(): Promise<unknown>;
   /** An `AnnalsEvent[]` (JSON). */
   read(queryJson: string): string;

@@ -4,10 +4,10 @@
 // callers that come while one waits share it.
 
 import { AnnalsError, fromWasmError } from "./errors.js";
-import { type EventSchemaMap, serializeBatch, validateBatch } from "./options.js";
+import { type EventSchemaMap, serializeBatchAs, validateBatch } from "./options.js";
 import type { AnnalsEvent, AppendedEvent, Change, EventShape } from "./types.js";
 import type { Upcasters } from "./upcast.js";
-import type { AppendReply, WasmStoreHandle } from "./wasm-contract.js";
+import type { AppendReply, ChangeMessage, WasmStoreHandle } from "./wasm-contract.js";
 
 const utf8 = new TextEncoder();
 
@@ -34,6 +34,34 @@ interface Captured {
   first: number;
   events: AnnalsEvent[];
 }
+
+/**
+ * Whether the core's events for `batch` are the batch's own objects plus its stamps: no
+ * event brings a time, origin or erasure of its own (an import's copies do), so that the
+ * core stamps every event alike.
+ */
+function stampable(batch: readonly unknown[]): boolean {
+  for (const event of batch) {
+    const e = event as { time?: unknown; origin?: unknown; erased?: unknown };
+    if (e.time !== undefined || e.origin !== undefined || e.erased !== undefined) return false;
+  }
+  return true;
+}
+
+/** The event the core stores for `e`, stamped (the fields in the order the core writes them). */
+function stamped(e: EventShape & { stream: string; schemaVersion?: unknown; meta?: unknown }, id: string, position: number, version: number, own: OwnStamps, pending: boolean): AnnalsEvent {
+  const event: Record<string, unknown> = { id, position, stream: e.stream, version, type: e.type };
+  // The core reads a field given as `null` as left out, and omits `schemaVersion` at 1.
+  if (e.schemaVersion !== undefined && e.schemaVersion !== null && e.schemaVersion !== 1) event.schemaVersion = e.schemaVersion;
+  event.data = e.data === undefined ? null : e.data;
+  if (e.meta !== undefined && e.meta !== null) event.meta = e.meta;
+  event.time = own.time;
+  if (own.origin !== null) event.origin = own.origin;
+  event.pending = pending;
+  return event as unknown as AnnalsEvent;
+}
+
+type OwnStamps = NonNullable<ChangeMessage["own"]>;
 
 function closedError(): AnnalsError {
   return new AnnalsError("CLOSED", "the store is closed");
@@ -66,6 +94,9 @@ export class Writes<E extends EventShape> {
   #appendsInFlight = 0;
   /** The events of recent changes by `seq`, while appends are in flight. */
   readonly #captured = new Map<number, Captured>();
+  /** The batches of tagged appends in flight (see `ownEvents`). */
+  readonly #own = new Map<number, readonly unknown[]>();
+  #lastTag = 0;
   #catchUpTail: Promise<unknown> = Promise.resolve();
   #catchUpQueued: Promise<Change<E>> | undefined;
   /** Changes seen by each catch-up in flight. */
@@ -86,6 +117,20 @@ export class Writes<E extends EventShape> {
     for (const collector of this.#collectors) collector.push(change);
   }
 
+  /**
+   * The events of a change that carries exactly one tagged append's batch: the batch's own
+   * objects (`data` and `meta` are not copied), stamped as the core stored them.
+   * Undefined if that append is not in flight here.
+   */
+  ownEvents(message: ChangeMessage): AnnalsEvent[] | undefined {
+    const own = message.own;
+    const batch = own && this.#own.get(own.tag);
+    if (!own || !batch || batch.length !== own.ids.length) return undefined;
+    const pending = message.head > message.confirmed;
+    const first = message.previousHead + 1;
+    return batch.map((e: unknown, i: number) => stamped(e as EventShape & { stream: string }, own.ids[i]!, first + i, own.versions[i]!, own, pending));
+  }
+
   append(events: readonly unknown[]): Promise<AppendedEvent<E>[]> {
     try {
       if (this.#host.isClosed()) throw closedError();
@@ -96,7 +141,7 @@ export class Writes<E extends EventShape> {
       // the IndexedDB transaction): the whole batch, sync and async validators alike.
       const checked = schemas === undefined ? events : validateBatch(events, schemas);
       if (!(checked instanceof Promise) && this.#validating === undefined) {
-        return this.#host.track(this.#send(serializeBatch(checked), true));
+        return this.#host.track(this.#sendBatch(checked));
       }
       return this.#host.track(this.#sendInOrder(checked));
     } catch (error) {
@@ -119,7 +164,7 @@ export class Writes<E extends EventShape> {
       (batch) => {
         try {
           if (this.#host.isClosed()) throw closedError();
-          return this.#send(serializeBatch(batch), true);
+          return this.#sendBatch(batch);
         } finally {
           done();
         }
@@ -133,6 +178,12 @@ export class Writes<E extends EventShape> {
     );
   }
 
+  /** Sends an app's batch; when JSON gives its objects back exactly, they are its events. */
+  #sendBatch(batch: readonly unknown[]): Promise<AppendedEvent<E>[]> {
+    const { json, exact } = serializeBatchAs(batch);
+    return this.#send(json, true, exact ? batch : undefined);
+  }
+
   /**
    * Appends a non-empty batch already serialised (a command's, as the core planned it, or an
    * import's): resolves to the events as stored, without the app-facing reply fields.
@@ -142,18 +193,30 @@ export class Writes<E extends EventShape> {
     return this.#host.track(this.#send(batchJson, false));
   }
 
-  /** With `reply`, the events carry `streamVersion` (and `duplicate` for a retry): `append`'s answer. */
-  async #send(json: string, reply: true): Promise<AppendedEvent<E>[]>;
+  /**
+   * With `reply`, the events carry `streamVersion` (and `duplicate` for a retry): `append`'s
+   * answer. With `batch` (the objects `json` serialises), the change that carries them comes
+   * as stamps, and its events are built from the batch (see `ownEvents`).
+   */
+  async #send(json: string, reply: true, batch?: readonly unknown[]): Promise<AppendedEvent<E>[]>;
   async #send(json: string, reply: false): Promise<AnnalsEvent<E>[]>;
-  async #send(json: string, withReply: boolean): Promise<AppendedEvent<E>[] | AnnalsEvent<E>[]> {
+  async #send(json: string, withReply: boolean, batch?: readonly unknown[]): Promise<AppendedEvent<E>[] | AnnalsEvent<E>[]> {
     let raw: string;
     this.#appendsInFlight += 1;
+    let tag = 0;
+    if (batch !== undefined && stampable(batch)) {
+      this.#lastTag = this.#lastTag >= 0x7fffffff ? 1 : this.#lastTag + 1;
+      tag = this.#lastTag;
+      this.#own.set(tag, batch);
+    }
     try {
-      raw = (await this.#host.core.append(utf8.encode(json))) as string;
+      raw = (await this.#host.core.append(utf8.encode(json), tag)) as string;
     } catch (error) {
       // A failed append may still have read what other tabs wrote: the listener took it in.
       this.#appendDone(null);
       throw fromWasmError(error);
+    } finally {
+      if (tag !== 0) this.#own.delete(tag);
     }
     const reply = JSON.parse(raw) as AppendReply;
     const captured = reply.seq === null ? undefined : this.#captured.get(reply.seq);

@@ -205,4 +205,79 @@ describe("a synced store before the server confirms", () => {
       await rejectsWith(() => openStore({ name: uniqueName(), storage: "memory", sync }), "INVALID_ARGUMENT", JSON.stringify(sync));
     }
   });
+
+  describe("the events of this tab's own appends", () => {
+    const batch = () => [
+      { stream: "a", type: "Noted", data: { n: 1, list: [1, "two", null, { deep: true }] } },
+      { id: "0190a4c1-7d2e-7c3a-9f10-2b3c4d5e6f70", stream: "b", type: "Noted", data: "text", meta: { correlationId: "c-1" } },
+      { stream: "a", type: "Versioned", schemaVersion: 2, data: null },
+      { stream: "c", type: "NoData" },
+    ];
+
+    async function appended(options) {
+      const store = await openStore({ name: uniqueName(), storage: "memory", ...options });
+      const changes = [];
+      store.on("change", (c) => changes.push(c));
+      await store.append({ stream: "a", type: "First", data: 0 });
+      const events = batch();
+      const returned = await store.appendMany(events);
+      const stored = await store.events({ after: 1 });
+      await store.close();
+      return { events, returned, seen: changes[1].events, stored };
+    }
+
+    for (const [kind, options] of [
+      ["a local store (confirmed)", {}],
+      ["a synced store (pending)", { sync: NOWHERE }],
+    ]) {
+      test(`are the batch's objects, stamped exactly as stored: ${kind}`, async () => {
+        const { events, returned, seen, stored } = await appended(options);
+        assert.equal(seen.length, 4);
+        // Field for field and in the same order as the core's copy read back.
+        assert.equal(JSON.stringify(seen), JSON.stringify(stored));
+        assert.deepStrictEqual(seen, stored);
+        assert.ok(seen.every((e) => e.pending === (kind !== "a local store (confirmed)")));
+        // Not copies: the app's own payloads (treat them as immutable once appended).
+        assert.equal(seen[0].data, events[0].data);
+        assert.equal(seen[1].meta, events[1].meta);
+        assert.deepStrictEqual(returned.map((e) => e.position), [2, 3, 4, 5]);
+        assert.equal(returned[0].data, events[0].data);
+      });
+    }
+
+    test("come with another tab's events that the same write took in, all in order", async () => {
+      const name = uniqueName();
+      const a = await openStore({ name, storage: "memory", sharedMemory: true });
+      const b = await openStore({ name, storage: "memory", sharedMemory: true });
+      const changes = [];
+      a.on("change", (c) => changes.push(c));
+      await b.append({ stream: "b", type: "FromB", data: 1 });
+      const mine = { stream: "a", type: "FromA", data: { n: 2 } };
+      await a.append(mine);
+      const last = changes.at(-1);
+      assert.deepStrictEqual([last.previousHead, last.head], [0, 2]);
+      assert.deepStrictEqual(last.events, await a.events());
+      assert.deepStrictEqual(last.events.map((e) => e.type), ["FromB", "FromA"]);
+      await a.close();
+      await b.close();
+    });
+
+    test("are the core's copies when JSON would not give the batch back as it is", async () => {
+      const store = await openStore({ name: uniqueName(), storage: "memory" });
+      const changes = [];
+      store.on("change", (c) => changes.push(c));
+      const withUndefined = { stream: "a", type: "T", data: { kept: 1, dropped: undefined } };
+      const withNullPrototype = { stream: "a", type: "T", data: Object.assign(Object.create(null), { x: 1 }) };
+      const withMinusZero = { stream: "a", type: "T", data: { zero: -0 } };
+      for (const event of [withUndefined, withNullPrototype, withMinusZero]) {
+        const [returned] = await store.appendMany([event]);
+        const seen = changes.at(-1).events[0];
+        assert.notEqual(seen.data, event.data);
+        assert.deepStrictEqual(seen, (await store.events({ after: returned.position - 1 }))[0]);
+      }
+      assert.deepStrictEqual(changes[0].events[0].data, { kept: 1 });
+      assert.ok(Object.is(changes[2].events[0].data.zero, 0));
+      await store.close();
+    });
+  });
 });

@@ -22,7 +22,7 @@ use wasm_bindgen::prelude::*;
 
 use crate::contract::{
     AppendReply, ChangeMessage, CommandResultReply, CompactionReply, JsonFragment, OpenOptions,
-    OutboxEvent, RejectionMessage, SnapshotReply, SyncAuth, SyncConfig, SyncReportReply,
+    OutboxEvent, OwnAppend, RejectionMessage, SnapshotReply, SyncAuth, SyncConfig, SyncReportReply,
     SyncStatusMessage,
 };
 use crate::engine::{Change, Engine, EngineOptions, OnMismatch, Rejection, SyncTarget};
@@ -183,7 +183,13 @@ pub struct WasmStore {
     /// Counts the changes the engine reported, so that an append's reply can name the
     /// change that carried its events (`seq`).
     changes: Rc<Cell<u64>>,
+    /// The tagged appends in flight, with their batch sizes: a change carrying exactly one
+    /// of them reaches the listener as stamps ([`OwnAppend`]).
+    own_appends: OwnAppends,
 }
+
+/// Tagged appends in flight: (tag, events in the batch).
+type OwnAppends = Rc<RefCell<Vec<(u64, usize)>>>;
 
 #[wasm_bindgen]
 impl WasmStore {
@@ -239,11 +245,17 @@ impl WasmStore {
     pub fn set_listener(&self, listener: Function) {
         let engine = Rc::downgrade(&self.engine);
         let changes = self.changes.clone();
+        let own_appends = self.own_appends.clone();
         self.engine.subscribe(move |change| {
             let Some(engine) = engine.upgrade() else {
                 return;
             };
-            match change_json(&engine, change, changes.get()) {
+            let own = own_appends
+                .borrow()
+                .iter()
+                .find(|(tag, _)| change.append_tag != 0 && *tag == change.append_tag)
+                .map(|&(tag, len)| (tag, len));
+            match change_json(&engine, change, changes.get(), own) {
                 Ok(json) => {
                     // A throwing listener is the wrapper's bug to report; the log is fine.
                     let _ = listener.call1(&JsValue::NULL, &JsValue::from_str(&json));
@@ -289,15 +301,18 @@ impl WasmStore {
     /// argument). Resolves to an `AppendReply` `{"results":[position per input],
     /// "duplicates":[stored events for inputs whose id was already in the log],"seq":<the
     /// listener's change that carried the new events, or null>}`; the new events reach
-    /// the listener first.
-    pub fn append(&self, batch_json: Vec<u8>) -> Promise {
+    /// the listener first. With a `tag` (not 0, unique among the appends in flight), a
+    /// change that carries exactly this batch's events reaches the listener as their
+    /// stamps (`own`), for the caller to build the events from its batch.
+    pub fn append(&self, batch_json: Vec<u8>, tag: u32) -> Promise {
         let engine = self.engine.clone();
         let changes = self.changes.clone();
+        let own_appends = self.own_appends.clone();
         promise(async move {
             let out = async {
                 let text = String::from_utf8(batch_json)
                     .map_err(|_| Error::InvalidEvent("the batch is not UTF-8 text".into()))?;
-                append_json(&engine, &changes, &text).await
+                append_json(&engine, &changes, &own_appends, &text, u64::from(tag)).await
             }
             .await;
             js_result(out).map(|s| JsValue::from_str(&s))
@@ -755,6 +770,7 @@ async fn open_store(
         engine: Rc::new(engine),
         sync: RefCell::new(None),
         changes,
+        own_appends: OwnAppends::default(),
     })
 }
 
@@ -775,12 +791,16 @@ pub async fn warm_up() -> Result<()> {
     let seen = Rc::new(Cell::new(None));
     let heard = seen.clone();
     let listener = engine.subscribe(move |change| heard.set(Some(change)));
-    // What an app's first append runs: the append, its change message and its reply.
-    let reply = append_json(&engine, &Cell::new(0), BATCH).await;
-    let message = seen.take().map(|change| change_json(&engine, change, 1));
+    // What an app's first append runs: the append, its change message (as stamps, and as
+    // the events other changes carry) and its reply.
+    let reply = append_json(&engine, &Cell::new(0), &OwnAppends::default(), BATCH, 1).await;
+    let messages = seen.take().map(|change| {
+        change_json(&engine, change, 1, Some((1, 1)))
+            .and_then(|_| change_json(&engine, change, 1, None))
+    });
     engine.unsubscribe(listener);
     engine.close().await;
-    match (reply, message) {
+    match (reply, messages) {
         (Ok(_), Some(Ok(_))) => {}
         (Err(e), _) | (_, Some(Err(e))) => return Err(e),
         (Ok(_), None) => return Err(Error::Storage("the warm-up append changed nothing".into())),
@@ -799,10 +819,25 @@ pub async fn warm_up() -> Result<()> {
 async fn append_json(
     engine: &Engine<AnyStorage>,
     changes: &Cell<u64>,
+    own_appends: &OwnAppends,
     batch_json: &str,
+    tag: u64,
 ) -> Result<String> {
     let batch = NewEvent::parse_batch(batch_json)?;
-    let outcome = engine.append(batch).await?;
+    let outcome = if tag == 0 {
+        engine.append(batch).await?
+    } else {
+        /// Takes the tag out of the appends in flight however the append ends.
+        struct InFlight<'a>(&'a OwnAppends, u64);
+        impl Drop for InFlight<'_> {
+            fn drop(&mut self) {
+                self.0.borrow_mut().retain(|(tag, _)| *tag != self.1);
+            }
+        }
+        own_appends.borrow_mut().push((tag, batch.len()));
+        let _in_flight = InFlight(own_appends, tag);
+        engine.append_tagged(batch, tag).await?
+    };
     // The engine notified its listeners just before returning: no other change came since.
     let seq = (!outcome.change.is_empty()).then(|| changes.get());
     // The stored events of a retry (a batch is wholly a retry or wholly new), each once.
@@ -846,7 +881,17 @@ fn events_at(engine: &Engine<AnyStorage>, positions: &[u64]) -> Result<String> {
     Ok(out)
 }
 
-fn change_json(engine: &Engine<AnyStorage>, change: Change, seq: u64) -> Result<String> {
+fn change_json(
+    engine: &Engine<AnyStorage>,
+    change: Change,
+    seq: u64,
+    own: Option<(u64, usize)>,
+) -> Result<String> {
+    if let Some((tag, len)) = own {
+        if let Some(json) = own_change_json(engine, change, seq, tag, len)? {
+            return Ok(json);
+        }
+    }
     let confirmed = engine.range_json(change.previous_confirmed, change.confirmed)?;
     let pending = engine.pending_json(change.pending_from)?;
     to_json(&ChangeMessage {
@@ -859,5 +904,78 @@ fn change_json(engine: &Engine<AnyStorage>, change: Change, seq: u64) -> Result<
         erased_from: change.erased_from,
         confirmed_events: JsonFragment::trusted(&confirmed),
         pending_events: JsonFragment::trusted(&pending),
+        own: None,
     })
+}
+
+/// The change of a tagged append as stamps ([`OwnAppend`]), when its new events are exactly
+/// the batch's `len` events, all confirmed or all pending, with one time and origin and
+/// none erased; `None` otherwise (the change took in other writers' events too, say).
+fn own_change_json(
+    engine: &Engine<AnyStorage>,
+    change: Change,
+    seq: u64,
+    tag: u64,
+    len: usize,
+) -> Result<Option<String>> {
+    if change.log_reset || change.rebased || change.erased_from != 0 {
+        return Ok(None);
+    }
+    let confirmed = change.confirmed - change.previous_confirmed;
+    let pending = change.pending.saturating_sub(change.pending_from) as u64;
+    if confirmed.min(pending) != 0 || confirmed + pending != len as u64 {
+        return Ok(None);
+    }
+    let mut ids = Vec::with_capacity(2 + 39 * len);
+    let mut versions = Vec::with_capacity(len);
+    let mut stamp: Option<(u64, Option<String>)> = None;
+    let mut uniform = true;
+    let mut take = |e: crate::codec::EventRef<'_>| {
+        match &stamp {
+            None => stamp = Some((e.time, e.origin.map(str::to_owned))),
+            Some((time, origin)) => {
+                uniform &= *time == e.time && origin.as_deref() == e.origin;
+            }
+        }
+        uniform &= !e.erased;
+        ids.push(if versions.is_empty() { b'[' } else { b',' });
+        ids.push(b'"');
+        e.id.write_hyphenated(&mut ids);
+        ids.push(b'"');
+        versions.push(e.version);
+    };
+    if confirmed > 0 {
+        engine.fold_range(change.previous_confirmed, change.confirmed, &mut take)?;
+    } else {
+        let after = change.previous_head();
+        engine.fold_pending(|e| {
+            if e.position > after {
+                take(e)
+            }
+        })?;
+    }
+    ids.push(b']');
+    let Some((time, origin)) = stamp.filter(|_| uniform && versions.len() == len) else {
+        return Ok(None);
+    };
+    let ids = String::from_utf8(ids).map_err(|e| Error::Corrupt(e.to_string()))?;
+    to_json(&ChangeMessage {
+        seq,
+        reset: false,
+        rebased: false,
+        previous_head: change.previous_head(),
+        head: change.head(),
+        confirmed: change.confirmed,
+        erased_from: 0,
+        confirmed_events: JsonFragment::trusted("[]"),
+        pending_events: JsonFragment::trusted("[]"),
+        own: Some(OwnAppend {
+            tag,
+            ids: JsonFragment::trusted(&ids),
+            versions,
+            time,
+            origin: origin.as_deref(),
+        }),
+    })
+    .map(Some)
 }
