@@ -118,7 +118,11 @@ fn truncate(text: &str, max: usize) -> &str {
 
 /// Parses and validates a push body. Never writes anything; every error is 400 or 413.
 pub fn parse_push(body: &[u8], limits: &Limits) -> Result<PushRequest, ApiError> {
-    let request: PushRequest = serde_json::from_slice(body)
+    // UTF-8 checked once over the whole body: read from a `str`, serde_json checks no
+    // string or raw value again (from bytes, it checks each one on its own).
+    let text = std::str::from_utf8(body)
+        .map_err(|e| ApiError::BadRequest(format!("malformed push body: not UTF-8: {e}")))?;
+    let request: PushRequest = serde_json::from_str(text)
         .map_err(|e| ApiError::BadRequest(format!("malformed push body: {e}")))?;
     check_name("clientId", &request.client_id, limits)
         .map_err(|m| ApiError::BadRequest(m.to_string()))?;
