@@ -3,6 +3,9 @@
 //! is written once. Authorities plug in through [`PushCheck`].
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
+
+use foldhash::fast::RandomState as FastHash;
 
 use crate::append::check_stream;
 use crate::error::Error;
@@ -189,12 +192,12 @@ impl PushPlan {
 /// Rejections by rules 3 and 4 are returned in [`PushPlan::refusals`] for the backend to
 /// store in the same transaction. An id rejected before but pushed again as a different
 /// event (appended anew, with another expectation) is judged afresh.
-pub fn plan_push(
+pub fn plan_push<S: BuildHasher>(
     head: u64,
     events: &[PushEvent],
     existing: &HashMap<EventId, Stored>,
     refused: &HashMap<EventId, Vec<Refusal>>,
-    versions: &HashMap<String, u64>,
+    versions: &HashMap<String, u64, S>,
     ends: &HashMap<String, StreamEnd>,
     mut check: Option<&mut dyn PushCheck>,
 ) -> PushPlan {
@@ -204,9 +207,12 @@ pub fn plan_push(
         inserts: Vec::with_capacity(events.len()),
         ..PushPlan::default()
     };
-    let mut accepted: HashMap<EventId, Accepted> = HashMap::with_capacity(events.len());
+    // Both maps are hashed once or twice per event: a seeded fast hasher rather than
+    // SipHash (each holds one push's keys, so it is bounded whatever a client sends).
+    let mut accepted: HashMap<EventId, Accepted, FastHash> =
+        HashMap::with_capacity_and_hasher(events.len(), FastHash::default());
     // One entry per pushed stream, made when the stream is first met: one lookup per event.
-    let mut streams: HashMap<&str, StreamState> = HashMap::new();
+    let mut streams: HashMap<&str, StreamState, FastHash> = HashMap::default();
     let mut touched: Vec<&str> = Vec::new();
     for (index, event) in events.iter().enumerate() {
         let earlier = match existing.get(&event.id) {

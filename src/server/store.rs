@@ -193,7 +193,11 @@ impl Changes {
 
 /// Distinct streams of a batch, in first-seen order.
 pub fn distinct_streams(events: &[PushEvent]) -> Vec<&str> {
-    let mut seen = std::collections::HashSet::new();
+    let mut seen: std::collections::HashSet<&str, foldhash::fast::RandomState> =
+        std::collections::HashSet::with_capacity_and_hasher(
+            events.len(),
+            foldhash::fast::RandomState::default(),
+        );
     events
         .iter()
         .map(|e| e.stream.as_str())

@@ -11,7 +11,7 @@
 //! any (and this instance's last look at it said so too, since the lookups are sent
 //! before the row is back).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::Client;
@@ -23,7 +23,7 @@ use super::statements::{
     stream_ends, stream_versions, Statements, BEGIN, ERASE_EVENTS, FLUSH_STREAM_VERSIONS,
     UPSERT_STREAM_ENDS, UPSERT_STREAM_VERSIONS,
 };
-use super::versions::{Known, MAX_KNOWN_STREAMS};
+use super::versions::{Known, Map, Set, MAX_KNOWN_STREAMS};
 use super::PgStore;
 use crate::event::{Event, EventId, StreamEnd};
 use crate::protocol::{PushEvent, PushResponse};
@@ -156,7 +156,7 @@ struct Locked {
     any_refusals: bool,
     any_ends: bool,
     /// Every pushed stream's version once [`Memory::settle`] ran (0: no events yet).
-    versions: HashMap<String, u64>,
+    versions: Map<String, u64>,
     /// The pushed ids already stored (looked up only when the attempt says so).
     existing: HashMap<EventId, Stored>,
     /// The refusals remembered for the pushed ids.
@@ -168,8 +168,9 @@ struct Locked {
 
 /// What this push makes of the stream versions the instance remembered.
 struct Memory {
-    /// Remembered versions of other streams, still current: kept for the next push.
-    rest: HashMap<String, u64>,
+    /// Remembered versions of other streams, still current: kept for the next push (in a
+    /// one-trip push, of the pushed streams too, as they were before it).
+    rest: Map<String, u64>,
     /// Some pushed streams' versions come from memory, not from the database: a
     /// rejection reads them first.
     remembered: bool,
@@ -177,7 +178,7 @@ struct Memory {
     trusted: bool,
     /// The streams whose version moved since the store's `versions_at` (see
     /// [`Known::moved`]), when known.
-    moved: Option<HashSet<String>>,
+    moved: Option<Set<String>>,
 }
 
 impl Memory {
@@ -201,11 +202,11 @@ impl Memory {
         });
         let (mut rest, mut moved) = match known {
             Some(k) if current => (k.versions, k.moved),
-            _ => (HashMap::new(), None),
+            _ => (Map::default(), None),
         };
         if locked.versions_at == locked.head {
             // Nothing after `versions_at`: no stream moved since.
-            moved = Some(HashSet::new());
+            moved = Some(Set::default());
         }
         let mut remembered = false;
         if !skipped.is_empty() {
@@ -234,19 +235,14 @@ impl Memory {
     /// The folding of the stream versions this push owes when the events after
     /// `versions_at` reach [`FLUSH_EVERY`]: from memory (the streams that moved, at their
     /// versions after `plan`) when it knows every one, else from the events.
-    fn flush(
-        &self,
-        locked: &Locked,
-        pushed: &HashMap<String, u64>,
-        plan: &PushPlan,
-    ) -> Option<Flush> {
+    fn flush(&self, locked: &Locked, pushed: &Map<String, u64>, plan: &PushPlan) -> Option<Flush> {
         if plan.head.saturating_sub(locked.versions_at) < FLUSH_EVERY {
             return None;
         }
         let Some(moved) = &self.moved else {
             return Some(Flush::FromEvents);
         };
-        let mut now: HashMap<&str, u64> = plan
+        let mut now: Map<&str, u64> = plan
             .stream_versions
             .iter()
             .map(|(s, v)| (s.as_str(), *v))
@@ -272,14 +268,19 @@ impl Memory {
     fn answer(
         mut self,
         locked: Locked,
-        mut versions: HashMap<String, u64>,
+        mut versions: Map<String, u64>,
         plan: PushPlan,
         last_push: i64,
         any_ends: bool,
         flushed: bool,
     ) -> (PushResponse, Known) {
         if let Some(moved) = self.moved.as_mut() {
-            moved.extend(plan.stream_versions.iter().map(|(s, _)| s.clone()));
+            // Most pushed streams moved already: no copy of their names for those.
+            for (stream, _) in &plan.stream_versions {
+                if !moved.contains(stream.as_str()) {
+                    moved.insert(stream.clone());
+                }
+            }
         }
         versions.extend(plan.stream_versions);
         let known = self.into_known(&locked, versions, plan.head, last_push, any_ends, flushed);
@@ -296,18 +297,27 @@ impl Memory {
     fn into_known(
         self,
         locked: &Locked,
-        versions: HashMap<String, u64>,
+        versions: Map<String, u64>,
         head: u64,
         last_push: i64,
         any_ends: bool,
         flushed: bool,
     ) -> Known {
         let mut moved = if flushed {
-            Some(HashSet::new())
+            Some(Set::default())
         } else {
             self.moved
         };
-        let versions = if versions.len() + self.rest.len() <= MAX_KNOWN_STREAMS {
+        // `rest` may hold some of `versions`' streams already (a one-trip push's): count
+        // them once when the sum is over the limit.
+        let fits = versions.len() + self.rest.len() <= MAX_KNOWN_STREAMS
+            || versions
+                .keys()
+                .filter(|s| !self.rest.contains_key(*s))
+                .count()
+                + self.rest.len()
+                <= MAX_KNOWN_STREAMS;
+        let versions = if fits {
             let mut all = self.rest;
             all.extend(versions);
             all
@@ -418,9 +428,8 @@ impl PgStore {
         let known = match known {
             Some(k) if attempt.one_trip && !attempt.look_up_ids => {
                 match self.plan_from_memory(&k, events, &streams) {
-                    Some((plan, pushed)) => {
-                        return one_trip(client, st, store, client_id, events, plan, pushed, k)
-                            .await;
+                    Some(plan) => {
+                        return one_trip(client, st, store, client_id, events, plan, k).await;
                     }
                     None => Some(k),
                 }
@@ -509,34 +518,33 @@ impl PgStore {
     /// The plan of a one-trip push (see [`one_trip`]): when this instance's memory of the
     /// store is trusted, the store had no refusal and no lifecycle end, memory holds every
     /// pushed stream, no authority claims one, and the plan accepts at least one event and
-    /// rejects none (a rejection is an answer, so it comes from the stored state). The
-    /// pushed streams' versions come with it.
+    /// rejects none (a rejection is an answer, so it comes from the stored state).
     fn plan_from_memory(
         &self,
         known: &Known,
         events: &[PushEvent],
         streams: &[&str],
-    ) -> Option<(PushPlan, HashMap<String, u64>)> {
+    ) -> Option<PushPlan> {
         if !known.trusted || known.any_refusals || known.any_ends {
             return None;
         }
         if !self.authorities.claimed_streams(events).is_empty() {
             return None;
         }
-        let pushed = streams
-            .iter()
-            .map(|s| known.versions.get(*s).map(|v| ((*s).to_owned(), *v)))
-            .collect::<Option<HashMap<String, u64>>>()?;
+        if !streams.iter().all(|s| known.versions.contains_key(*s)) {
+            return None;
+        }
+        // The rules look up only the pushed streams: memory serves as it is.
         let plan = plan_push(
             known.head,
             events,
             &HashMap::new(),
             &HashMap::new(),
-            &pushed,
+            &known.versions,
             &HashMap::new(),
             Some(&mut self.authorities.checker(HashMap::new())),
         );
-        (!plan.rejects_any() && !plan.inserts.is_empty()).then_some((plan, pushed))
+        (!plan.rejects_any() && !plan.inserts.is_empty()).then_some(plan)
     }
 
     /// Plans the push with the shared rules (and the authorities, given the histories of
@@ -583,7 +591,7 @@ impl PgStore {
                 if memory.remembered {
                     stream_versions(client, st, store, skipped).await
                 } else {
-                    Ok(HashMap::new())
+                    Ok(Map::default())
                 }
             },)?;
             locked.existing = placed_ids(&id_rows)?;
@@ -625,22 +633,20 @@ async fn one_trip(
     client_id: &str,
     events: &[PushEvent],
     plan: PushPlan,
-    pushed: HashMap<String, u64>,
     known: Known,
 ) -> Result<(PushResponse, Known), Failed> {
+    // Memory keeps the pushed streams at their versions before the push (see
+    // [`Memory::rest`]): the plan's replace them in [`Memory::answer`].
     let Known {
         store_id,
         head,
         last_push: remembered_push,
         epoch,
         versions_at,
-        versions: mut rest,
+        versions: rest,
         moved,
         ..
     } = known;
-    for stream in pushed.keys() {
-        rest.remove(stream);
-    }
     let locked = Locked {
         store_id,
         head,
@@ -649,7 +655,7 @@ async fn one_trip(
         versions_at,
         any_refusals: false,
         any_ends: false,
-        versions: HashMap::new(),
+        versions: Map::default(),
         existing: HashMap::new(),
         refused: HashMap::new(),
         ends: HashMap::new(),
@@ -659,14 +665,14 @@ async fn one_trip(
         remembered: true,
         trusted: true,
         moved: if versions_at == head {
-            Some(HashSet::new())
+            Some(Set::default())
         } else {
             moved
         },
     };
     let last_push = new_push_mark()?;
     let any_ends = !plan.stream_ends.is_empty();
-    let flush = memory.flush(&locked, &pushed, &plan);
+    let flush = memory.flush(&locked, &Map::default(), &plan);
     let remembered_head = to_i64(head, "head")?;
     let store_params: [&(dyn ToSql + Sync); 1] = [&store];
     let guard_params: [&(dyn ToSql + Sync); 3] = [&store_id, &remembered_head, &remembered_push];
@@ -707,7 +713,14 @@ async fn one_trip(
     begun.map_err(commit_failed)?;
     lock.map_err(commit_failed)?;
     guard.map_err(commit_failed)?;
-    Ok(memory.answer(locked, pushed, plan, last_push, any_ends, flush.is_some()))
+    Ok(memory.answer(
+        locked,
+        Map::default(),
+        plan,
+        last_push,
+        any_ends,
+        flush.is_some(),
+    ))
 }
 
 /// How a push folds the stream versions into `stream_versions` (see [`FLUSH_EVERY`]).

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Row, Statement};
 
+use super::versions::Map;
 use crate::event::{Event, EventId, StreamEnd};
 use crate::protocol::PushEvent;
 use crate::push::rules::{Placed, PushPlan, Refusal, Stored};
@@ -194,8 +195,8 @@ pub(super) async fn stream_versions(
     st: &Statements,
     store: &str,
     streams: &[&str],
-) -> Result<HashMap<String, u64>, StoreError> {
-    let mut versions: HashMap<String, u64> = streams.iter().map(|s| ((*s).to_owned(), 0)).collect();
+) -> Result<Map<String, u64>, StoreError> {
+    let mut versions: Map<String, u64> = streams.iter().map(|s| ((*s).to_owned(), 0)).collect();
     if streams.is_empty() {
         return Ok(versions);
     }

@@ -5,6 +5,11 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 
+/// The maps of stream names a push fills and looks up once per pushed stream, several
+/// times a push: hashed with a seeded fast hasher rather than SipHash.
+pub(super) type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+pub(super) type Set<K> = HashSet<K, foldhash::fast::RandomState>;
+
 /// At most this many stream versions are remembered, over all stores.
 pub(super) const MAX_KNOWN_STREAMS: usize = 100_000;
 
@@ -25,11 +30,11 @@ pub(super) struct Known {
     /// trip rather than paying a second one for the streams it skipped.
     pub(super) trusted: bool,
     /// Version of each stream (0: no events).
-    pub(super) versions: HashMap<String, u64>,
+    pub(super) versions: Map<String, u64>,
     /// The streams whose version moved since the store's `versions_at` (all of them in
     /// `versions`), when this instance saw every push since: a fold of the versions then
     /// writes those without reading the events.
-    pub(super) moved: Option<HashSet<String>>,
+    pub(super) moved: Option<Set<String>>,
 }
 
 /// Per store, the [`Known`] versions; a push takes its store's out while it runs (a
