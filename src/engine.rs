@@ -1016,6 +1016,12 @@ impl<S: Storage> Engine<S> {
                             plan_append(&batch, &view, &context, &mut next_id, &mut builder)?;
                         let staged = if builder.is_empty() {
                             None
+                        } else if !erasing {
+                            // Nothing in it erases (the scan for erasures is not free).
+                            Some(Segment {
+                                first: log.head() + 1,
+                                bytes: builder.finish(),
+                            })
                         } else {
                             Some(erasing_segment(
                                 &log,

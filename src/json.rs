@@ -314,6 +314,11 @@ impl<'a> Reader<'a> {
         let mut pos = start + 1;
         let mut escaped = false;
         loop {
+            // Most of a string is plain text: skip it in one tight loop.
+            pos += bytes[pos.min(bytes.len())..]
+                .iter()
+                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+                .unwrap_or(bytes.len().saturating_sub(pos));
             match bytes.get(pos) {
                 None => {
                     self.pos = pos;

@@ -658,6 +658,7 @@ impl LogState {
                 "segment header says {found}, expected {first}"
             )));
         }
+        let mut erasures = Vec::new();
         if self.is_complete() && count > 0 {
             // Index as they come once the log is complete; decode everything before
             // touching the indexes, so that a damaged segment changes nothing.
@@ -667,6 +668,7 @@ impl LogState {
                 Ok(events) => {
                     for event in &events {
                         self.index.add(event);
+                        erasures.extend(Erasure::of(event));
                     }
                 }
                 Err(e) => {
@@ -676,12 +678,6 @@ impl LogState {
             }
             self.indexed += u64::from(count);
         }
-        let complete = self.is_complete();
-        let erasures = if complete && count > 0 {
-            erasure::erasures_in(&bytes)?
-        } else {
-            Vec::new()
-        };
         self.head += u64::from(count);
         self.encoded_bytes += bytes.len();
         self.segments.push(MemSegment { first, bytes });

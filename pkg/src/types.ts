@@ -596,6 +596,9 @@ export interface Store<E extends EventShape = EventShape, S = Record<string, unk
    * it is the same event (stream, type, schema version, data and meta, compared as JSON text):
    * it resolves to the stored event with `duplicate: true` and writes nothing; anything else
    * under a known id fails with `DUPLICATE_ID` (`error.event` is the stored event).
+   * The new event (here, in projections and in `on("change")`) holds the `data` and `meta`
+   * objects passed, not copies (unless JSON would not give them back as they are): treat
+   * them as immutable once appended.
    */
   append(event: NewEvent<E>): Promise<AppendedEvent<E>>;
   /**
