@@ -2,6 +2,7 @@
 // page in bench/page/ imports the built package from pkg/dist and pkg/wasm) and headless
 // Chromium with an on-disk profile, driven by playwright-core.
 
+import { spawn } from "node:child_process";
 import { createReadStream, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { stat } from "node:fs/promises";
 import { createServer } from "node:http";
@@ -159,4 +160,59 @@ export function selfTimes(profile, top = 25) {
       const [name, where] = key.split("\u0000");
       return { name, where, ms: us / 1000, share: us / total };
     });
+}
+
+/**
+ * Starts annals-server (`bin`) on a throwaway SQLite database, answering pages of
+ * `origin`. Resolves to `{ url, token, pid, stop }`; `stop()` ends it and removes the
+ * database.
+ */
+export async function startSyncServer(bin, origin) {
+  const dir = mkdtempSync(join(tmpdir(), "annals-bench-server-"));
+  const token = "bench-token";
+  const child = spawn(
+    bin,
+    ["--listen", "127.0.0.1:0", "--database", `sqlite://${join(dir, "bench.db")}`, "--dev-token", token, "--cors-origin", origin],
+    { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, RUST_LOG: "warn" } },
+  );
+  const stop = () => {
+    child.kill("SIGTERM");
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    const url = await new Promise((ok, fail) => {
+      let out = "";
+      const timer = setTimeout(() => fail(new Error(`annals-server did not start: ${out}`)), 15_000);
+      child.stdout.setEncoding("utf8");
+      child.stdout.on("data", (chunk) => {
+        out += chunk;
+        const m = /listening on (http:\/\/[\d.:]+)/.exec(out);
+        if (m) {
+          clearTimeout(timer);
+          ok(m[1]);
+        }
+      });
+      child.stderr.resume();
+      child.on("exit", (code) => fail(new Error(`annals-server exited with ${code}: ${out}`)));
+    });
+    return { url, token, pid: child.pid, stop };
+  } catch (error) {
+    stop();
+    throw error;
+  }
+}
+
+/** Pushes the workload's first `n` events into `store` of `server`, 1,000 per request (the server's default limit). */
+export async function seedStore({ url, token }, store, n) {
+  const { eventAt } = await import("./page/workload.mjs");
+  for (let i = 0; i < n; i += 1000) {
+    const events = [];
+    for (let j = i; j < Math.min(n, i + 1000); j++) events.push({ id: crypto.randomUUID(), ...eventAt(j), time: Date.now() });
+    const res = await fetch(`${url}/v1/stores/${store}/push`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
+      body: JSON.stringify({ clientId: "bench-seed", events }),
+    });
+    if (!res.ok) throw new Error(`seeding: ${res.status} ${await res.text()}`);
+  }
 }

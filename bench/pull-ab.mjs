@@ -10,7 +10,6 @@
 // `package.json` of a built package): copy them aside after `scripts/build-pkg.sh` of each
 // build. The server: ANNALS_SERVER_BIN, else target/perf/annals-server.
 
-import { spawn } from "node:child_process";
 import { createReadStream, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { stat } from "node:fs/promises";
 import { createServer } from "node:http";
@@ -18,7 +17,7 @@ import { tmpdir } from "node:os";
 import { extname, join, resolve, sep } from "node:path";
 import { chromium } from "playwright-core";
 import { CHROMIUM, CHROMIUM_ARGS } from "../scripts/chromium.mjs";
-import { ROOT, log } from "./harness.mjs";
+import { ROOT, log, seedStore, startSyncServer } from "./harness.mjs";
 
 if (process.argv.length < 4) {
   log("usage: node bench/pull-ab.mjs <dirA> <dirB> [rounds]");
@@ -78,41 +77,15 @@ await new Promise((ok) => files.listen(0, "127.0.0.1", () => ok(undefined)));
 const origin = `http://127.0.0.1:${/** @type {import("node:net").AddressInfo} */ (files.address()).port}`;
 const profileDir = mkdtempSync(join(tmpdir(), PROFILE_TAG));
 const context = await chromium.launchPersistentContext(profileDir, { executablePath: CHROMIUM, args: CHROMIUM_ARGS });
-const dir = mkdtempSync(join(tmpdir(), "annals-ab-server-"));
-const token = "bench-token";
-const child = spawn(
-  SERVER_BIN,
-  ["--listen", "127.0.0.1:0", "--database", `sqlite://${join(dir, "bench.db")}`, "--dev-token", token, "--cors-origin", origin],
-  { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, RUST_LOG: "warn" } },
-);
 const loadavg = () => readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
 const median = (xs) => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
+const server = await startSyncServer(SERVER_BIN, origin);
+const { url, token } = server;
 try {
-  const url = await new Promise((ok, fail) => {
-    let out = "";
-    child.stdout.setEncoding("utf8");
-    child.stdout.on("data", (chunk) => {
-      out += chunk;
-      const m = /listening on (http:\/\/[\d.:]+)/.exec(out);
-      if (m) ok(m[1]);
-    });
-    child.stderr.resume();
-    child.on("exit", (code) => fail(new Error(`annals-server exited with ${code}: ${out}`)));
-  });
-  const { eventAt } = await import("./page/workload.mjs");
-  for (let i = 0; i < N; i += 1000) {
-    const events = [];
-    for (let j = i; j < Math.min(N, i + 1000); j++) events.push({ id: crypto.randomUUID(), ...eventAt(j), time: Date.now() });
-    const res = await fetch(`${url}/v1/stores/bench/push`, {
-      method: "POST",
-      headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
-      body: JSON.stringify({ clientId: "bench-seed", events }),
-    });
-    if (!res.ok) throw new Error(`seeding: ${res.status} ${await res.text()}`);
-  }
+  await seedStore(server, "bench", N);
   /** Runs `bench[fn]` of build `which` in a fresh page: events/s and main-thread CPU ms. */
   const run = async (which, fn) => {
     const page = await context.newPage();
@@ -147,9 +120,8 @@ try {
   }
   log(`B ÷ A by round: ${runs.B.map((b, i) => (b.pull.rate / runs.A[i].pull.rate).toFixed(2)).join(", ")}`);
 } finally {
-  child.kill("SIGTERM");
+  server.stop();
   await context.close();
   files.close();
-  rmSync(dir, { recursive: true, force: true });
   rmSync(profileDir, { recursive: true, force: true });
 }

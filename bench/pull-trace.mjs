@@ -6,11 +6,9 @@
 //
 //   ANNALS_SERVER_BIN=target/perf/annals-server REPS=3 node bench/pull-trace.mjs
 
-import { spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync, mkdirSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, readdirSync, writeFileSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { ROOT, launch, log, selfTimes } from "./harness.mjs";
+import { ROOT, launch, log, seedStore, selfTimes, startSyncServer } from "./harness.mjs";
 
 const SERVER_BIN = process.env.ANNALS_SERVER_BIN ?? join(process.env.CARGO_TARGET_DIR ?? join(ROOT, "target"), "perf", "annals-server");
 const N = Number(process.env.N ?? 100_000);
@@ -63,37 +61,11 @@ function cpuNow(serverPid) {
   return out;
 }
 const cpuSince = (a, b) => Object.keys(a).map((k) => `${k} ${b[k] - a[k]}`).join(", ") + " ms CPU";
-const dir = mkdtempSync(join(tmpdir(), "annals-trace-server-"));
-const token = "bench-token";
-const child = spawn(
-  SERVER_BIN,
-  ["--listen", "127.0.0.1:0", "--database", `sqlite://${join(dir, "bench.db")}`, "--dev-token", token, "--cors-origin", browser.origin],
-  { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, RUST_LOG: "warn" } },
-);
+const server = await startSyncServer(SERVER_BIN, browser.origin);
+const { url, token } = server;
 try {
-  const url = await new Promise((ok, fail) => {
-    let out = "";
-    child.stdout.setEncoding("utf8");
-    child.stdout.on("data", (chunk) => {
-      out += chunk;
-      const m = /listening on (http:\/\/[\d.:]+)/.exec(out);
-      if (m) ok(m[1]);
-    });
-    child.stderr.resume();
-    child.on("exit", (code) => fail(new Error(`annals-server exited with ${code}: ${out}`)));
-  });
   const remote = "bench";
-  const { eventAt } = await import("./page/workload.mjs");
-  for (let i = 0; i < N; i += 1000) {
-    const events = [];
-    for (let j = i; j < Math.min(N, i + 1000); j++) events.push({ id: crypto.randomUUID(), ...eventAt(j), time: Date.now() });
-    const res = await fetch(`${url}/v1/stores/${remote}/push`, {
-      method: "POST",
-      headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
-      body: JSON.stringify({ clientId: "bench-seed", events }),
-    });
-    if (!res.ok) throw new Error(`seeding: ${res.status} ${await res.text()}`);
-  }
+  await seedStore(server, remote, N);
   // The server alone, from Node: one page of 10,000 events, a few times.
   const serverMs = [];
   for (let i = 0; i < 5; i++) {
@@ -109,7 +81,7 @@ try {
   for (const k in sums.annals) sums.annals[k] = sums.raw[k] = 0;
   for (let r = 0; r < REPS; r++) {
     const page = await browser.newPage();
-    const cpu0 = cpuNow(child.pid);
+    const cpu0 = cpuNow(server.pid);
     let cdp;
     if (PROFILE) {
       cdp = await browser.context.newCDPSession(page);
@@ -182,7 +154,7 @@ try {
       },
       { url, remote, token, n: N, wrap: process.env.WRAP === "1" },
     );
-    const cpu1 = cpuNow(child.pid);
+    const cpu1 = cpuNow(server.pid);
     if (cdp) {
       const { profile } = await cdp.send("Profiler.stop");
       await cdp.detach();
@@ -194,9 +166,9 @@ try {
     }
     await page.close();
     const rawPage = await browser.newPage();
-    const cpu2 = cpuNow(child.pid);
+    const cpu2 = cpuNow(server.pid);
     const raw = await rawPage.evaluate((o) => globalThis.bench.pullRaw(o), { url, store: remote, token, n: N });
-    const cpu3 = cpuNow(child.pid);
+    const cpu3 = cpuNow(server.pid);
     await rawPage.close();
     for (const k in sums.annals) {
       sums.annals[k] += cpu1[k] - cpu0[k];
@@ -221,7 +193,6 @@ try {
   const per = (x) => Object.entries(x).map(([k, v]) => `${k} ${(v / REPS).toFixed(0)}`).join(", ");
   log(`CPU ms per run: annals ${per(sums.annals)}; raw ${per(sums.raw)}`);
 } finally {
-  child.kill("SIGTERM");
+  server.stop();
   await browser.close();
-  rmSync(dir, { recursive: true, force: true });
 }

@@ -18,12 +18,12 @@
 // optimised (`cargo build --profile perf --features server --bin annals-server`;
 // ANNALS_SERVER_BIN overrides the path). `make bench` does both.
 
-import { execFileSync, spawn } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { cpus, tmpdir, totalmem } from "node:os";
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
 import { brotliCompressSync, constants as zlib, gzipSync } from "node:zlib";
-import { CHROMIUM, ROOT, launch, log } from "./harness.mjs";
+import { CHROMIUM, ROOT, launch, log, seedStore, startSyncServer } from "./harness.mjs";
 
 const OUT = join(ROOT, "target", "bench");
 const TARGET_DIR = process.env.CARGO_TARGET_DIR ?? join(ROOT, "target");
@@ -259,44 +259,13 @@ async function pullBench(n) {
     log(`skipping the pull benchmark: ${SERVER_BIN} is missing (cargo build --features server --bin annals-server)`);
     return undefined;
   }
-  const dir = mkdtempSync(join(tmpdir(), "annals-bench-server-"));
-  const token = "bench-token";
-  const origin = browser.origin;
-  const child = spawn(
-    SERVER_BIN,
-    ["--listen", "127.0.0.1:0", "--database", `sqlite://${join(dir, "bench.db")}`, "--dev-token", token, "--cors-origin", origin],
-    { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, RUST_LOG: "warn" } },
-  );
+  const server = await startSyncServer(SERVER_BIN, browser.origin);
+  const { url, token } = server;
   try {
-    const url = await new Promise((ok, fail) => {
-      let out = "";
-      const timer = setTimeout(() => fail(new Error(`annals-server did not start: ${out}`)), 15_000);
-      child.stdout.setEncoding("utf8");
-      child.stdout.on("data", (chunk) => {
-        out += chunk;
-        const m = /listening on (http:\/\/[\d.:]+)/.exec(out);
-        if (m) {
-          clearTimeout(timer);
-          ok(m[1]);
-        }
-      });
-      child.stderr.resume();
-      child.on("exit", (code) => fail(new Error(`annals-server exited with ${code}: ${out}`)));
-    });
-    // Seed: n events by HTTP push from Node, 1,000 per request (the server's default limit).
+    // Seed: n events by HTTP push from Node.
     const remote = "bench";
-    const { eventAt } = await import("./page/workload.mjs");
     const t0 = performance.now();
-    for (let i = 0; i < n; i += 1000) {
-      const events = [];
-      for (let j = i; j < Math.min(n, i + 1000); j++) events.push({ id: crypto.randomUUID(), ...eventAt(j), time: Date.now() });
-      const res = await fetch(`${url}/v1/stores/${remote}/push`, {
-        method: "POST",
-        headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
-        body: JSON.stringify({ clientId: "bench-seed", events }),
-      });
-      if (!res.ok) throw new Error(`seeding: ${res.status} ${await res.text()}`);
-    }
+    await seedStore(server, remote, n);
     log(`seeded ${n} events in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     const runs = [];
     for (let r = 0; r < (QUICK ? 1 : 2); r++) {
@@ -308,8 +277,7 @@ async function pullBench(n) {
     log(`raw pull ${label(n)}: ${Math.round(raw.eventsPerSecond)} events/s`);
     return { events: n, runs, raw, server: SERVER_BIN.includes(`${"/"}perf${"/"}`) ? "optimised (perf profile)" : "debug" };
   } finally {
-    child.kill("SIGTERM");
-    rmSync(dir, { recursive: true, force: true });
+    server.stop();
   }
 }
 
