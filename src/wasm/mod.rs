@@ -254,7 +254,7 @@ impl WasmStore {
                 .borrow()
                 .iter()
                 .find(|(tag, _)| change.append_tag != 0 && *tag == change.append_tag)
-                .map(|&(tag, len)| (tag, len));
+                .copied();
             match change_json(&engine, change, changes.get(), own) {
                 Ok(json) => {
                     // A throwing listener is the wrapper's bug to report; the log is fine.
