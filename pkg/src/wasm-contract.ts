@@ -46,12 +46,18 @@ export interface WasmStoreHandle {
   complete(): Promise<unknown>;
   /** `json` is a `ChangeMessage`. */
   setListener(listener: (json: string | null, error?: unknown) => void): void;
-  /** The batch as JSON, UTF-8 encoded; resolves to an `AppendReply` (JSON). */
   /**
-   * `tag`: 0, or a number unique among the appends in flight; the change that carries
-   * exactly this batch then comes as its stamps (`ChangeMessage.own`).
+   * A view of `len` bytes of wasm memory to write a batch's UTF-8 into (`encodeInto`) for
+   * `append`; good only until the next call into the core.
    */
-  append(batchJson: Uint8Array, tag: number): Promise<unknown>;
+  inputBuffer(len: number): Uint8Array;
+  /**
+   * Appends the batch (JSON) in the first `len` bytes of the input buffer, read before
+   * this returns; resolves to an `AppendReply` (JSON). `tag`: 0, or a number unique among
+   * the appends in flight; the change that carries exactly this batch then comes as its
+   * stamps (`ChangeMessage.own`).
+   */
+  append(len: number, tag: number): Promise<unknown>;
   catchUp(): Promise<unknown>;
   /** An `AnnalsEvent[]` (JSON). */
   read(queryJson: string): string;

@@ -11,7 +11,18 @@ import type { AppendReply, ChangeMessage, WasmStoreHandle } from "./wasm-contrac
 
 const utf8 = new TextEncoder();
 
-export type WritesCore = Pick<WasmStoreHandle, "append" | "catchUp" | "range">;
+export type WritesCore = Pick<WasmStoreHandle, "append" | "catchUp" | "inputBuffer" | "range">;
+
+/**
+ * Writes `json` as UTF-8 into the core's input buffer and returns its length in bytes. Most
+ * batches are ASCII, one byte a character; one that is not is written again into room for
+ * the most it can take (three bytes a UTF-16 unit).
+ */
+function writeInput(core: WritesCore, json: string): number {
+  const first = utf8.encodeInto(json, core.inputBuffer(json.length));
+  if (first.read === json.length) return first.written;
+  return utf8.encodeInto(json, core.inputBuffer(json.length * 3)).written;
+}
 
 /** What the write path needs from its store. */
 export interface WritesHost {
@@ -210,7 +221,7 @@ export class Writes<E extends EventShape> {
       this.#own.set(tag, batch);
     }
     try {
-      raw = (await this.#host.core.append(utf8.encode(json), tag)) as string;
+      raw = (await this.#host.core.append(writeInput(this.#host.core, json), tag)) as string;
     } catch (error) {
       // A failed append may still have read what other tabs wrote: the listener took it in.
       this.#appendDone(null);

@@ -88,6 +88,22 @@ describe("append", () => {
     await store.close();
   });
 
+  test("batches of every size and script cross into the core exactly, one after another", async () => {
+    const store = await openTestStore();
+    // Over 1 MiB of JSON (the core lets such an input buffer go once read), then small ones:
+    // ASCII, multi-byte text whose UTF-8 outgrows one byte a character, and ASCII again.
+    const big = Array.from({ length: 600 }, (_, i) => ({ stream: "big", type: "T", data: { i, text: "x".repeat(2000) } }));
+    const batches = [big, [{ stream: "s", type: "T", data: "plain" }], [{ stream: "s", type: "T", data: "żółć 日本語 🎉".repeat(50) }], [{ stream: "s", type: "T", data: "é" }], [{ stream: "s", type: "T", data: "plain again" }]];
+    for (const batch of batches) await store.appendMany(batch);
+    const stored = await store.events();
+    assert.equal(stored.length, 604);
+    assert.deepEqual(
+      stored.map((e) => e.data),
+      batches.flat().map((e) => e.data),
+    );
+    await store.close();
+  });
+
   test("concurrent appends from one store are serialised", async () => {
     const store = await openTestStore();
     const results = await Promise.all(

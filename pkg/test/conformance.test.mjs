@@ -123,14 +123,21 @@ test("a bad command plan is an INVALID_ARGUMENT AnnalsError", () => {
   );
 });
 
+/** Appends a JSON batch through the core's own entry: its UTF-8 into the input buffer, then `append`. */
+function appendRaw(store, json) {
+  const bytes = new TextEncoder().encode(json);
+  store.inputBuffer(bytes.length).set(bytes);
+  return store.append(bytes.length, 0);
+}
+
 test("commandResult answers a known command id with the events it wrote, and undefined otherwise", async () => {
   const store = await rules.WasmStore.open(`command-result-${process.pid}`, "memory", "{}");
   try {
     const batch = rules.planCommand(
       JSON.stringify({ stream: "todo-1", commandId: "cmd-7", expectedVersion: 0, events: [{ type: "A" }, { type: "B" }] }),
     );
-    await store.append(new TextEncoder().encode(batch));
-    await store.append(new TextEncoder().encode(JSON.stringify([{ stream: "todo-1", type: "Other", data: 1 }])));
+    await appendRaw(store, batch);
+    await appendRaw(store, JSON.stringify([{ stream: "todo-1", type: "Other", data: 1 }]));
     assert.equal(store.commandResult("todo-1", "cmd-8"), undefined);
     assert.equal(store.commandResult("todo-2", "cmd-7"), undefined);
     const reply = JSON.parse(store.commandResult("todo-1", "cmd-7"));

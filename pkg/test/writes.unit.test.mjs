@@ -14,9 +14,14 @@ function setup() {
   const core = {
     ranges: 0,
     catchUps: 0,
+    input: new Uint8Array(0),
+    inputBuffer(len) {
+      if (core.input.length < len) core.input = new Uint8Array(len);
+      return core.input.subarray(0, len);
+    },
     /** Appends like the core: reports the change (seq 7) to the listener, then answers. */
-    async append(bytes) {
-      const batch = JSON.parse(new TextDecoder().decode(bytes));
+    async append(len) {
+      const batch = JSON.parse(new TextDecoder().decode(core.input.subarray(0, len)));
       const events = batch.map((_, i) => event(head + i + 1));
       const change = { previousHead: head, head: head + events.length, events, confirmedHead: head + events.length, rebased: false, reset: false };
       head += events.length;

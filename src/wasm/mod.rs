@@ -186,10 +186,37 @@ pub struct WasmStore {
     /// The tagged appends in flight, with their batch sizes: a change carrying exactly one
     /// of them reaches the listener as stamps ([`OwnAppend`]).
     own_appends: OwnAppends,
+    /// Where JS writes a batch's UTF-8 for `append` (see [`WasmStore::input_buffer`]).
+    input: RefCell<Vec<u8>>,
 }
 
 /// Tagged appends in flight: (tag, events in the batch).
 type OwnAppends = Rc<RefCell<Vec<(u64, usize)>>>;
+
+/// An input buffer larger than this is let go once read (a big import's batch), rather
+/// than kept for the next append.
+const KEPT_INPUT_BYTES: usize = 1 << 20;
+
+impl WasmStore {
+    /// The batch in the first `len` bytes of the input buffer, parsed (the buffer is free
+    /// for the next append once this returns).
+    fn take_input(&self, len: usize) -> Result<Vec<NewEvent>> {
+        let mut input = self.input.borrow_mut();
+        let bytes = input.get(..len).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "the batch is {len} bytes, but only {} were written for it",
+                input.len()
+            ))
+        })?;
+        let parsed = std::str::from_utf8(bytes)
+            .map_err(|_| Error::InvalidEvent("the batch is not UTF-8 text".into()))
+            .and_then(NewEvent::parse_batch);
+        if input.len() > KEPT_INPUT_BYTES {
+            *input = Vec::new();
+        }
+        parsed
+    }
+}
 
 #[wasm_bindgen]
 impl WasmStore {
@@ -296,25 +323,46 @@ impl WasmStore {
         self.engine.is_closed()
     }
 
-    /// Appends a JSON array of events atomically, given as UTF-8 bytes (`TextEncoder`
-    /// output: native encoding beats the character-by-character copy of a string
-    /// argument). Resolves to an `AppendReply` `{"results":[position per input],
-    /// "duplicates":[stored events for inputs whose id was already in the log],"seq":<the
-    /// listener's change that carried the new events, or null>}`; the new events reach
-    /// the listener first. With a `tag` (not 0, unique among the appends in flight), a
-    /// change that carries exactly this batch's events reaches the listener as their
-    /// stamps (`own`), for the caller to build the events from its batch.
-    pub fn append(&self, batch_json: Vec<u8>, tag: u32) -> Promise {
+    /// Room for `len` bytes in wasm memory, as a view for JS to write a batch's UTF-8 into
+    /// (`TextEncoder.encodeInto`) before [`WasmStore::append`] reads it: the text crosses
+    /// the boundary in one native pass, where a `Uint8Array` argument costs an encoding
+    /// and a copy, and a string argument a character-by-character loop. The view is good
+    /// only until the next call into the module (wasm memory may grow and detach it).
+    #[wasm_bindgen(js_name = inputBuffer)]
+    pub fn input_buffer(&self, len: usize) -> js_sys::Uint8Array {
+        let mut input = self.input.borrow_mut();
+        if input.len() < len {
+            input.resize(len, 0);
+        }
+        let memory: js_sys::WebAssembly::Memory = wasm_bindgen::memory().unchecked_into();
+        // The vector's bytes, where they lie in linear memory (wasm32 addresses fit u32).
+        js_sys::Uint8Array::new_with_byte_offset_and_length(
+            &memory.buffer(),
+            input.as_ptr() as u32,
+            len as u32,
+        )
+    }
+
+    /// Appends a JSON array of events atomically: the first `len` bytes of the input
+    /// buffer (see [`WasmStore::input_buffer`]), read before this returns. Resolves to an
+    /// `AppendReply` `{"results":[position per input], "duplicates":[stored events for
+    /// inputs whose id was already in the log],"seq":<the listener's change that carried
+    /// the new events, or null>}`; the new events reach the listener first. With a `tag`
+    /// (not 0, unique among the appends in flight), a change that carries exactly this
+    /// batch's events reaches the listener as their stamps (`own`), for the caller to
+    /// build the events from its batch.
+    pub fn append(&self, len: usize, tag: u32) -> Promise {
+        let batch = self.take_input(len);
         let engine = self.engine.clone();
         let changes = self.changes.clone();
         let own_appends = self.own_appends.clone();
         promise(async move {
-            let out = async {
-                let text = String::from_utf8(batch_json)
-                    .map_err(|_| Error::InvalidEvent("the batch is not UTF-8 text".into()))?;
-                append_json(&engine, &changes, &own_appends, &text, u64::from(tag)).await
-            }
-            .await;
+            let out = match batch {
+                Ok(batch) => {
+                    append_batch(&engine, &changes, &own_appends, batch, u64::from(tag)).await
+                }
+                Err(e) => Err(e),
+            };
             js_result(out).map(|s| JsValue::from_str(&s))
         })
     }
@@ -771,6 +819,7 @@ async fn open_store(
         sync: RefCell::new(None),
         changes,
         own_appends: OwnAppends::default(),
+        input: RefCell::default(),
     })
 }
 
@@ -824,6 +873,17 @@ async fn append_json(
     tag: u64,
 ) -> Result<String> {
     let batch = NewEvent::parse_batch(batch_json)?;
+    append_batch(engine, changes, own_appends, batch, tag).await
+}
+
+/// Appends `batch` (tagged unless `tag` is 0) and writes the reply as `AppendReply` JSON.
+async fn append_batch(
+    engine: &Engine<AnyStorage>,
+    changes: &Cell<u64>,
+    own_appends: &OwnAppends,
+    batch: Vec<NewEvent>,
+    tag: u64,
+) -> Result<String> {
     let outcome = if tag == 0 {
         engine.append(batch).await?
     } else {
