@@ -11,7 +11,7 @@ use crate::event::{
     Event, EventId, ExpectedVersion, Limits, NewEvent, StreamEnd, MAX_SAFE_INTEGER,
     STREAM_CLOSED_TYPE, STREAM_ERASED_TYPE,
 };
-use crate::log::{AppendResult, IdHasher, Lifecycle, LogState};
+use crate::log::{AppendResult, IdHasher, Lifecycle, LogState, NameHasher};
 use crate::outbox::PendingLog;
 use crate::protocol::PushEvent;
 
@@ -201,7 +201,9 @@ pub fn plan_append(
     if let Some(plan) = plan_retry(batch, view, context)? {
         return Ok(plan);
     }
-    let mut planned: HashMap<&str, (u64, Lifecycle)> = HashMap::new();
+    // By stream: the app's own names (see `NameHasher`), looked up once or twice an event.
+    let mut planned: HashMap<&str, (u64, Lifecycle), BuildHasherDefault<NameHasher>> =
+        HashMap::default();
     let mut results = Vec::with_capacity(batch.len());
     for (next_position, event) in (view.head() + 1..).zip(batch) {
         let (current, lifecycle) = planned
