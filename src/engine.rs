@@ -932,7 +932,7 @@ impl<S: Storage> Engine<S> {
             });
         }
         enum Staged {
-            Segment(Segment),
+            Segment(Rc<Segment>),
             /// The batch for the outbox, with the erasures it makes (outbox records
             /// rewritten; streams erased below a version in the confirmed log).
             Pending(PendingBatch, OutboxChange, Vec<(String, u64)>),
@@ -1031,6 +1031,7 @@ impl<S: Storage> Engine<S> {
                                 &mut commit,
                             )?)
                         };
+                        let staged = staged.map(Rc::new);
                         commit.segment = staged.clone();
                         (staged.map(Staged::Segment), results)
                     };
@@ -1038,7 +1039,10 @@ impl<S: Storage> Engine<S> {
                 },
                 |(staged, results)| {
                     match staged {
-                        Some(Staged::Segment(segment)) => self.log.borrow_mut().commit(segment)?,
+                        Some(Staged::Segment(segment)) => {
+                            // The transaction let go of its share: the bytes move, uncopied.
+                            self.log.borrow_mut().commit(Rc::unwrap_or_clone(segment))?
+                        }
                         Some(Staged::Pending(batch, outbox_erasure, erased)) => {
                             let mut pending = self.pending.borrow_mut();
                             pending.apply(&outbox_erasure);
@@ -1407,6 +1411,7 @@ impl<S: Storage> Engine<S> {
                             &mut commit,
                         )?)
                     };
+                    let segment = segment.map(Rc::new);
                     commit.segment = segment.clone();
                     if let Some(list) = erased_rejections(&kept, &erased_streams)? {
                         commit.put_meta.push((META_REJECTED.into(), list));
@@ -1420,7 +1425,7 @@ impl<S: Storage> Engine<S> {
                     let stale = !restart && waiting.is_none();
                     if let Some(segment) = segment {
                         let mut log = self.log.borrow_mut();
-                        log.commit(segment)?;
+                        log.commit(Rc::unwrap_or_clone(segment))?;
                         // The erasures waiting in the outbox cover what was just pulled
                         // (erased in the segment already): the log's mark follows.
                         for stream in waiting.iter().flatten() {

@@ -217,7 +217,7 @@ fn a_reset_by_another_writer_while_the_log_loads_is_taken_in_from_the_start() {
     block_on(other.transact(known, Scope::LogAndSnapshots, &mut |_| {
         Ok(Commit {
             reset_log: true,
-            segment: Some(segment.clone()),
+            segment: Some(std::rc::Rc::new(segment.clone())),
             ..Commit::default()
         })
     }))

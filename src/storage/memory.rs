@@ -179,6 +179,7 @@ impl Storage for MemoryStorage {
             state.snapshots.clear();
         }
         if let Some(segment) = commit.segment {
+            let segment = Rc::unwrap_or_clone(segment);
             state.segments.insert(segment.first, segment.bytes);
         }
         for segment in erased {

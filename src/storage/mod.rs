@@ -11,6 +11,7 @@ pub mod memory;
 pub mod indexeddb;
 
 use std::ops::Range;
+use std::rc::Rc;
 
 use crate::codec;
 use crate::error::{Error, Result};
@@ -143,8 +144,9 @@ pub struct Fresh {
 pub struct Commit {
     /// Drop every confirmed segment and snapshot first (a changed server epoch).
     pub reset_log: bool,
-    /// Must start right after the (possibly reset) head.
-    pub segment: Option<Segment>,
+    /// Must start right after the (possibly reset) head. Shared with the writer, which
+    /// keeps the segment in memory once it is stored (its bytes are not copied for that).
+    pub segment: Option<Rc<Segment>>,
     /// A projection snapshot, written in the same transaction that checked it still fits
     /// the log (no reset in between).
     pub put_snapshot: Option<SnapshotRecord>,
