@@ -130,6 +130,21 @@ function appendRaw(store, json) {
   return store.append(bytes.length, 0);
 }
 
+test("append reads the batch from the input buffer, and refuses a length past what it holds or bytes that are not UTF-8", async () => {
+  const store = await rules.WasmStore.open(`input-buffer-${process.pid}`, "memory", "{}");
+  try {
+    await assert.rejects(store.append(64, 0), (e) => e.code === "INVALID_ARGUMENT" && /input buffer holds 0/.test(e.message));
+    store.inputBuffer(4).set([0x5b, 0xff, 0xfe, 0x5d]);
+    await assert.rejects(store.append(4, 0), (e) => e.code === "INVALID_EVENT" && /not UTF-8/.test(e.message));
+    assert.equal(store.head, 0, "nothing was appended");
+    await appendRaw(store, JSON.stringify([{ stream: "s", type: "T", data: "é" }]));
+    assert.equal(JSON.parse(store.range(0, 1))[0].data, "é");
+  } finally {
+    await store.close();
+    store.free();
+  }
+});
+
 test("commandResult answers a known command id with the events it wrote, and undefined otherwise", async () => {
   const store = await rules.WasmStore.open(`command-result-${process.pid}`, "memory", "{}");
   try {

@@ -204,7 +204,8 @@ impl WasmStore {
         let mut input = self.input.borrow_mut();
         let bytes = input.get(..len).ok_or_else(|| {
             Error::InvalidArgument(format!(
-                "the batch is {len} bytes, but only {} were written for it",
+                "`append` was told the batch is {len} bytes, but the input buffer holds {}: \
+                 write the batch into `inputBuffer(len)` first",
                 input.len()
             ))
         })?;
