@@ -11,7 +11,8 @@ use crate::event::{
     Event, EventId, ExpectedVersion, Limits, NewEvent, StreamEnd, MAX_SAFE_INTEGER,
     STREAM_CLOSED_TYPE, STREAM_ERASED_TYPE,
 };
-use crate::log::{AppendResult, IdHasher, Lifecycle, LogState, NameHasher};
+use crate::id_index::IdHasher;
+use crate::log::{AppendResult, Lifecycle, LogState, NameHasher};
 use crate::outbox::PendingLog;
 use crate::protocol::PushEvent;
 

@@ -7,7 +7,8 @@
 //!   every layer, once), [`error`], [`event`] (envelope, ids), [`codec`] (segments),
 //!   [`erasure`] (erased events: the rule and the segment rewrites), [`clock`] (`Clock`,
 //!   `IdSource`), the [`storage`] trait, [`retention`] (bounded local storage: what a cut
-//!   may drop and what it leaves), [`log`] (the in-memory log),
+//!   may drop and what it leaves), [`id_index`] (positions by event id, 12 bytes an
+//!   event), [`log`] (the in-memory log),
 //!   [`protocol`] (sync messages), [`outbox`] (pending events), [`append`] (the append
 //!   rules), [`engine`], [`checkpoints`] (which checkpoints to take, keep and start from;
 //!   when a snapshot is trusted), [`fingerprint`] (canonical state hashes for
@@ -39,6 +40,7 @@ pub mod error;
 pub mod error_code;
 pub mod event;
 pub mod fingerprint;
+pub mod id_index;
 pub mod json;
 pub mod log;
 pub mod outbox;

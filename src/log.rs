@@ -11,32 +11,10 @@ use crate::codec::{self, EventRef, SegmentBuilder, SegmentReader};
 use crate::erasure::{self, Erasure};
 use crate::error::{Error, Result};
 use crate::event::{Event, EventId, StreamEnd};
+use crate::id_index::IdIndex;
 use crate::json::{self, JsonResult, Reader};
 use crate::retention::{not_retained, Retained, StreamBase};
 use crate::storage::Segment;
-
-/// Hashes event ids cheaply: UUIDs already carry random bits, so folding is enough.
-#[derive(Default)]
-pub struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write_u64(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(29) ^ word).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.0 = (self.0.rotate_left(29) ^ u64::from_le_bytes(word))
-                .wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-    }
-}
-
-type IdMap = HashMap<EventId, u64, BuildHasherDefault<IdHasher>>;
 
 /// How one event of an append came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -221,7 +199,7 @@ impl Lifecycle {
 /// The indexes over the log: positions by event id, stream, type and correlation id.
 #[derive(Debug, Default)]
 struct Index {
-    ids: IdMap,
+    ids: IdIndex,
     streams: NameIndex,
     types: NameIndex,
     correlations: NameIndex,
@@ -476,7 +454,9 @@ impl LogState {
             let from = list.partition_point(|p| *p <= through);
             (from < list.len()).then(|| list[from..].to_vec())
         };
-        fresh.index.ids = ids.into_iter().filter(|(_, p)| *p > through).collect();
+        let mut ids = ids;
+        ids.retain(|p| p > through);
+        fresh.index.ids = ids;
         for (name, list) in streams {
             if let Some(list) = after(list) {
                 fresh.index.streams.insert(name, list);
@@ -553,7 +533,11 @@ impl LogState {
     /// Needs the complete log.
     pub fn position_of(&self, id: &EventId) -> Option<u64> {
         debug_assert!(self.is_complete(), "ids need the complete log");
-        self.index.ids.get(id).copied()
+        // A hit by fingerprint is confirmed against the event the log holds there.
+        self.index.ids.get(
+            id,
+            |position| matches!(self.event(position), Ok(Some(e)) if e.id == *id),
+        )
     }
 
     /// Adds stored segments to the view, skipping events it already has. Segments must
