@@ -96,6 +96,12 @@ impl IdIndex {
         self.exact.get(id).copied()
     }
 
+    /// Makes room for `additional` more ids without growing the table again, if memory
+    /// allows (else the table grows as ids come, as it would have).
+    pub fn reserve(&mut self, additional: usize) {
+        let _ = self.compact.try_reserve(additional);
+    }
+
     /// Keeps the ids whose position `keep` accepts (a retention cut drops the rest).
     pub fn retain(&mut self, keep: impl Fn(u64) -> bool) {
         self.compact

@@ -771,6 +771,11 @@ impl LogState {
         }
         let to = self.head.min(self.indexed.saturating_add(max_events));
         let mut index = std::mem::take(&mut self.index);
+        // Room for every event still to index, at once: growing the table step by step
+        // would leave each smaller one behind in wasm memory, which never shrinks.
+        if let Ok(remaining) = usize::try_from(self.head - self.indexed) {
+            index.ids.reserve(remaining);
+        }
         let result = self.for_each_in(self.indexed, to, |event| index.add(&event));
         self.index = index;
         result?;
