@@ -7,8 +7,9 @@
 //!   every layer, once), [`error`], [`event`] (envelope, ids), [`codec`] (segments),
 //!   [`erasure`] (erased events: the rule and the segment rewrites), [`clock`] (`Clock`,
 //!   `IdSource`), the [`storage`] trait, [`retention`] (bounded local storage: what a cut
-//!   may drop and what it leaves), [`id_index`] (positions by event id, 12 bytes an
-//!   event), [`log`] (the in-memory log),
+//!   may drop and what it leaves), [`positions`] (an index's list of positions, `u32` while they
+//!   fit), [`id_index`] (positions by event id, 12 bytes an event), [`log`] (the in-memory
+//!   log),
 //!   [`protocol`] (sync messages), [`outbox`] (pending events), [`append`] (the append
 //!   rules), [`engine`], [`checkpoints`] (which checkpoints to take, keep and start from;
 //!   when a snapshot is trusted), [`fingerprint`] (canonical state hashes for
@@ -44,6 +45,7 @@ pub mod id_index;
 pub mod json;
 pub mod log;
 pub mod outbox;
+pub mod positions;
 pub mod projection;
 pub mod protocol;
 pub mod push;

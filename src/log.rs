@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::event::{Event, EventId, StreamEnd};
 use crate::id_index::IdIndex;
 use crate::json::{self, JsonResult, Reader};
+use crate::positions::Positions;
 use crate::retention::{not_retained, Retained, StreamBase};
 use crate::storage::Segment;
 
@@ -160,7 +161,7 @@ impl Hasher for NameHasher {
     }
 }
 
-type NameIndex = HashMap<Box<str>, Vec<u64>, BuildHasherDefault<NameHasher>>;
+type NameIndex = HashMap<Box<str>, Positions, BuildHasherDefault<NameHasher>>;
 
 /// Where a stream stands in its lifecycle: kept only for streams that ever had a
 /// lifecycle event (`$StreamDeleted`, `$StreamClosed`), so it costs nothing for the rest.
@@ -376,7 +377,7 @@ impl LogState {
                 .index
                 .streams
                 .get(stream)
-                .map_or(0, |list| list.partition_point(|p| *p <= through))
+                .map_or(0, |list| list.partition_point(|p| p <= through))
                 as u64;
             let version = self.index.base(stream) + held;
             if version == 0 {
@@ -450,10 +451,7 @@ impl LogState {
             lifecycles,
             ..
         } = index;
-        let after = |list: Vec<u64>| -> Option<Vec<u64>> {
-            let from = list.partition_point(|p| *p <= through);
-            (from < list.len()).then(|| list[from..].to_vec())
-        };
+        let after = |list: Positions| list.tail(list.partition_point(|p| p <= through));
         let mut ids = ids;
         ids.retain(|p| p > through);
         fresh.index.ids = ids;
@@ -693,9 +691,7 @@ impl LogState {
         };
         let done = self.erased_below.get(stream).copied().unwrap_or(0);
         let (from, to) = (at(done), at(before));
-        list[from.min(to)..to]
-            .iter()
-            .copied()
+        list.slice(from.min(to)..to)
             .filter(|p| *p > self.base)
             .collect()
     }
@@ -901,9 +897,9 @@ impl LogState {
         let Some(list) = self.index.streams.get(stream) else {
             return Ok(());
         };
-        let start = list.partition_point(|p| *p <= after);
-        for position in &list[start..] {
-            if let Some(event) = self.event(*position)? {
+        let start = list.partition_point(|p| p <= after);
+        for position in list.slice(start..list.len()) {
+            if let Some(event) = self.event(position)? {
                 f(event);
             }
         }
@@ -978,9 +974,9 @@ impl LogState {
     pub fn positions(&self, query: &ReadQuery) -> Vec<u64> {
         let to = query.to.unwrap_or(self.head).min(self.head);
         let limit = query.limit.unwrap_or(usize::MAX);
-        fn lookup<'a>(index: &'a NameIndex, key: &Option<String>) -> Option<&'a [u64]> {
-            key.as_deref()
-                .map(|k| index.get(k).map_or(&[][..], |l| l.as_slice()))
+        static NONE: Positions = Positions::Narrow(Vec::new());
+        fn lookup<'a>(index: &'a NameIndex, key: &Option<String>) -> Option<&'a Positions> {
+            key.as_deref().map(|k| index.get(k).unwrap_or(&NONE))
         }
         let by_stream = lookup(&self.index.streams, &query.stream);
         let candidates = by_stream
@@ -998,7 +994,7 @@ impl LogState {
                 (query.after + 1..=query.after + count).collect()
             };
         };
-        let mut start = list.partition_point(|p| *p <= query.after);
+        let mut start = list.partition_point(|p| p <= query.after);
         if let (Some(_), Some(from)) = (by_stream, query.from_version) {
             // A stream's list holds its events in version order: version v is at
             // v - 1 - base (the versions up to base were dropped by retention).
@@ -1014,8 +1010,8 @@ impl LogState {
                 .saturating_sub(self.index.base(stream));
             start = start.max(usize::try_from(deleted_at).unwrap_or(usize::MAX));
         }
-        let end = list.partition_point(|p| *p <= to);
-        let slice = &list[start.min(end)..end];
+        let end = list.partition_point(|p| p <= to);
+        let slice = list.slice(start.min(end)..end);
         let needs_check = [
             query.stream.is_some(),
             query.correlation_id.is_some(),
@@ -1028,15 +1024,9 @@ impl LogState {
         let keep =
             |p: &u64| !needs_check || matches!(self.event(*p), Ok(Some(e)) if query.matches(&e));
         if query.backwards {
-            slice
-                .iter()
-                .rev()
-                .copied()
-                .filter(keep)
-                .take(limit)
-                .collect()
+            slice.rev().filter(keep).take(limit).collect()
         } else {
-            slice.iter().copied().filter(keep).take(limit).collect()
+            slice.filter(keep).take(limit).collect()
         }
     }
 
@@ -1216,7 +1206,7 @@ fn push_index(index: &mut NameIndex, key: &str, position: u64) {
     match index.get_mut(key) {
         Some(list) => list.push(position),
         None => {
-            index.insert(key.into(), vec![position]);
+            index.insert(key.into(), Positions::one(position));
         }
     }
 }

@@ -20,6 +20,7 @@ const ORDER: &[&str] = &[
     "clock",
     "storage",
     "retention",
+    "positions",
     "id_index",
     "log",
     "protocol",
