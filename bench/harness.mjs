@@ -3,7 +3,7 @@
 // Chromium with an on-disk profile, driven by playwright-core.
 
 import { spawn } from "node:child_process";
-import { createReadStream, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { createReadStream, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { stat } from "node:fs/promises";
 import { createServer } from "node:http";
 import { tmpdir } from "node:os";
@@ -215,4 +215,49 @@ export async function seedStore({ url, token }, store, n) {
     });
     if (!res.ok) throw new Error(`seeding: ${res.status} ${await res.text()}`);
   }
+}
+
+const TICK_MS = 10; // USER_HZ = 100 on Linux
+
+/**
+ * CPU time (ms) used so far, read from /proc (steadier than wall clock on a shared machine),
+ * by the Chromium whose command line holds `profileTag` (its profile directory's prefix),
+ * by kind: the renderers' main threads (where annals and the page run), the renderers' other
+ * threads, the browser process (IndexedDB, network), other Chromium processes; and by the
+ * process `serverPid` (-1: none).
+ */
+export function chromiumCpu(profileTag, serverPid = -1) {
+  const out = { main: 0, renderer: 0, browser: 0, other: 0, server: 0 };
+  for (const pid of readdirSync("/proc").filter((d) => /^\d+$/.test(d))) {
+    let cmdline;
+    try {
+      cmdline = readFileSync(`/proc/${pid}/cmdline`, "utf8");
+    } catch {
+      continue; // the process ended meanwhile
+    }
+    const isServer = Number(pid) === serverPid;
+    if (!isServer && !cmdline.includes(profileTag)) continue;
+    const type = isServer ? "server" : (/--type=([a-z-]+)/.exec(cmdline)?.[1] ?? "browser");
+    let tasks = [];
+    try {
+      tasks = readdirSync(`/proc/${pid}/task`);
+    } catch {
+      continue;
+    }
+    for (const tid of tasks) {
+      let stat;
+      try {
+        stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, "utf8");
+      } catch {
+        continue;
+      }
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      const ms = (Number(fields[11]) + Number(fields[12])) * TICK_MS;
+      if (isServer) out.server += ms;
+      else if (type === "renderer") out[tid === pid ? "main" : "renderer"] += ms;
+      else if (type === "browser") out.browser += ms;
+      else out.other += ms;
+    }
+  }
+  return out;
 }

@@ -10,14 +10,14 @@
 // `package.json` of a built package): copy them aside after `scripts/build-pkg.sh` of each
 // build. The server: ANNALS_SERVER_BIN, else target/perf/annals-server.
 
-import { createReadStream, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { createReadStream, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { stat } from "node:fs/promises";
 import { createServer } from "node:http";
 import { tmpdir } from "node:os";
 import { extname, join, resolve, sep } from "node:path";
 import { chromium } from "playwright-core";
 import { CHROMIUM, CHROMIUM_ARGS } from "../scripts/chromium.mjs";
-import { ROOT, log, seedStore, startSyncServer } from "./harness.mjs";
+import { ROOT, chromiumCpu, log, seedStore, startSyncServer } from "./harness.mjs";
 
 if (process.argv.length < 4) {
   log("usage: node bench/pull-ab.mjs <dirA> <dirB> [rounds]");
@@ -28,31 +28,10 @@ const ROUNDS = Number(process.argv[4] ?? 4);
 const N = Number(process.env.N ?? 100_000);
 const SERVER_BIN = process.env.ANNALS_SERVER_BIN ?? join(process.env.CARGO_TARGET_DIR ?? join(ROOT, "target"), "perf", "annals-server");
 const PROFILE_TAG = "annals-bench-profile-ab-";
-const TICK_MS = 10; // USER_HZ = 100 on Linux
 const TYPES = { ".html": "text/html", ".js": "text/javascript", ".mjs": "text/javascript", ".json": "application/json", ".wasm": "application/wasm" };
 
 /** CPU ms so far of the renderers' main threads of this script's Chromium. */
-function mainThreadCpu() {
-  let ms = 0;
-  for (const pid of readdirSync("/proc").filter((d) => /^\d+$/.test(d))) {
-    let cmdline;
-    try {
-      cmdline = readFileSync(`/proc/${pid}/cmdline`, "utf8");
-    } catch {
-      continue;
-    }
-    if (!cmdline.includes(PROFILE_TAG) || !cmdline.includes("--type=renderer")) continue;
-    try {
-      // The main thread (its task id is the process id), not the whole process.
-      const stat = readFileSync(`/proc/${pid}/task/${pid}/stat`, "utf8");
-      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      ms += (Number(fields[11]) + Number(fields[12])) * TICK_MS;
-    } catch {
-      // The process ended meanwhile.
-    }
-  }
-  return ms;
-}
+const mainThreadCpu = () => chromiumCpu(PROFILE_TAG).main;
 
 // /A/... and /B/... serve the two builds from one origin (one CORS origin for the server).
 const files = createServer(async (req, res) => {

@@ -6,9 +6,9 @@
 //
 //   ANNALS_SERVER_BIN=target/perf/annals-server REPS=3 node bench/pull-trace.mjs
 
-import { readFileSync, readdirSync, writeFileSync, mkdirSync } from "node:fs";
+import { writeFileSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { ROOT, launch, log, seedStore, selfTimes, startSyncServer } from "./harness.mjs";
+import { ROOT, chromiumCpu, launch, log, seedStore, selfTimes, startSyncServer } from "./harness.mjs";
 
 const SERVER_BIN = process.env.ANNALS_SERVER_BIN ?? join(process.env.CARGO_TARGET_DIR ?? join(ROOT, "target"), "perf", "annals-server");
 const N = Number(process.env.N ?? 100_000);
@@ -17,49 +17,7 @@ const PROFILE = process.env.PROFILE === "1";
 const TRACE = process.env.TRACE !== "0";
 
 const browser = await launch();
-const TICK_MS = 10; // USER_HZ = 100 on Linux
-
-/**
- * CPU time (ms) used so far by Chromium's threads, by kind: the renderers' main threads
- * (where annals and the page run), the rest of Chromium (IndexedDB, network), and the
- * server. Read from /proc: wall-clock figures are noisy on a shared machine, CPU time less.
- */
-function cpuNow(serverPid) {
-  const out = { main: 0, renderer: 0, browser: 0, other: 0, server: 0 };
-  for (const pid of readdirSync("/proc").filter((d) => /^\d+$/.test(d))) {
-    let cmdline;
-    try {
-      cmdline = readFileSync(`/proc/${pid}/cmdline`, "utf8");
-    } catch {
-      continue;
-    }
-    const isServer = Number(pid) === serverPid;
-    if (!isServer && !cmdline.includes("annals-bench-profile-")) continue;
-    const type = isServer ? "server" : (/--type=([a-z-]+)/.exec(cmdline)?.[1] ?? "browser");
-    let tasks = [];
-    try {
-      tasks = readdirSync(`/proc/${pid}/task`);
-    } catch {
-      continue;
-    }
-    for (const tid of tasks) {
-      let stat;
-      try {
-        stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, "utf8");
-      } catch {
-        continue;
-      }
-      const close = stat.lastIndexOf(")");
-      const fields = stat.slice(close + 2).split(" ");
-      const ms = (Number(fields[11]) + Number(fields[12])) * TICK_MS;
-      if (isServer) out.server += ms;
-      else if (type === "renderer") out[tid === pid ? "main" : "renderer"] += ms;
-      else if (type === "browser") out.browser += ms;
-      else out.other += ms;
-    }
-  }
-  return out;
-}
+const cpuNow = (serverPid) => chromiumCpu("annals-bench-profile-", serverPid);
 const cpuSince = (a, b) => Object.keys(a).map((k) => `${k} ${b[k] - a[k]}`).join(", ") + " ms CPU";
 const server = await startSyncServer(SERVER_BIN, browser.origin);
 const { url, token } = server;
